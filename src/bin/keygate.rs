@@ -1,0 +1,2 @@
+//! The `keygate` command-line tool (feature `cli`).
+fn main() {}

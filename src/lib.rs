@@ -1,0 +1,25 @@
+#![doc = include_str!("../README.md")]
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod clock;
+mod error;
+pub mod header;
+pub mod identity;
+pub mod middleware;
+pub mod store;
+pub mod token;
+pub mod tokens;
+
+#[cfg(feature = "axum")]
+pub mod axum;
+
+pub use error::ConfigError;
+pub use identity::{AuthMethod, Identity, Permission, Permissions, Roles};
+pub use middleware::{
+    AuthLayer, AuthService, JsonRenderer, Rejection, RejectionKind, RenderRejection,
+    RequirePermissionLayer,
+};
+pub use store::{MemoryStore, StoreError, TokenId, TokenRecord, TokenStore};
+pub use token::{RawToken, TokenHash, TokenKind};
+pub use tokens::{IssuedToken, NewToken, TokenError, Tokens};

@@ -1,0 +1,182 @@
+use std::sync::Arc;
+
+use http::Method;
+use tower::Layer;
+
+use super::rejection::{JsonRenderer, RenderRejection};
+use super::service::AuthService;
+use crate::error::ConfigError;
+use crate::identity::{Identity, Permission};
+use crate::middleware::Rejection;
+use crate::tokens::Tokens;
+
+/// Which permission a request needs once its token is valid.
+#[derive(Debug, Clone)]
+pub(crate) enum AccessRule {
+    /// Any valid token will do.
+    AnyToken,
+    /// Every request needs this permission.
+    Require(Permission),
+    /// Safe methods (GET, HEAD, OPTIONS) need only a valid token; others need this.
+    WritesNeed(Permission),
+}
+
+pub(crate) struct Config {
+    pub(crate) tokens: Tokens,
+    pub(crate) accept: Option<Vec<String>>,
+    pub(crate) rule: AccessRule,
+    pub(crate) optional: bool,
+    pub(crate) renderer: Arc<dyn RenderRejection>,
+}
+
+impl Config {
+    pub(crate) fn check_access(&self, method: &Method, id: &Identity) -> Result<(), Rejection> {
+        let needed = match &self.rule {
+            AccessRule::AnyToken => return Ok(()),
+            AccessRule::Require(p) => p,
+            AccessRule::WritesNeed(p) => {
+                if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+                    return Ok(());
+                }
+                p
+            }
+        };
+        id.require(needed.as_str())
+    }
+
+    pub(crate) fn reject(&self, r: &Rejection) -> http::Response<bytes::Bytes> {
+        let mut res = self.renderer.render(r);
+        res.extensions_mut().insert(r.kind());
+        res.extensions_mut().insert(r.clone());
+        res
+    }
+}
+
+/// The tower [`Layer`] that authenticates every request with a keygate token.
+///
+/// Cheap to clone. Works with axum (`Router::layer` / `route_layer`), plain tower and hyper
+/// services alike.
+///
+/// ```
+/// use keygate::{AuthLayer, MemoryStore, Tokens};
+///
+/// let tokens = Tokens::new(MemoryStore::new());
+/// // Reads need any valid token; POST, PUT, PATCH and DELETE need `things:write`.
+/// let layer = AuthLayer::new(tokens).read_write("things:write").unwrap();
+/// # let _ = layer;
+/// ```
+#[derive(Clone)]
+#[must_use]
+pub struct AuthLayer {
+    config: Arc<Config>,
+}
+
+impl std::fmt::Debug for AuthLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthLayer")
+            .field("accept", &self.config.accept)
+            .field("rule", &self.config.rule)
+            .field("optional", &self.config.optional)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuthLayer {
+    /// A layer accepting every kind the manager knows, with any valid token allowed.
+    pub fn new(tokens: Tokens) -> Self {
+        Self {
+            config: Arc::new(Config {
+                tokens,
+                accept: None,
+                rule: AccessRule::AnyToken,
+                optional: false,
+                renderer: Arc::new(JsonRenderer::default()),
+            }),
+        }
+    }
+
+    fn map(self, f: impl FnOnce(&mut Config)) -> Self {
+        let c = &self.config;
+        let mut config = Config {
+            tokens: c.tokens.clone(),
+            accept: c.accept.clone(),
+            rule: c.rule.clone(),
+            optional: c.optional,
+            renderer: c.renderer.clone(),
+        };
+        f(&mut config);
+        Self {
+            config: Arc::new(config),
+        }
+    }
+
+    /// Accepts only tokens of these kinds (by name); any other kind is refused as
+    /// `invalid_token`, exactly like an unknown token.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::UnknownKind`] for a name the manager does not know.
+    pub fn accept_kinds<I, S>(self, kinds: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let names: Vec<String> = kinds.into_iter().map(Into::into).collect();
+        if let Some(bad) = names.iter().find(|n| self.config.tokens.kind(n).is_none()) {
+            return Err(ConfigError::UnknownKind(bad.clone()));
+        }
+        Ok(self.map(|c| c.accept = Some(names)))
+    }
+
+    /// Every request needs `permission` (403 `insufficient_scope` otherwise).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidPermission`].
+    pub fn require(self, permission: &str) -> Result<Self, ConfigError> {
+        let p = Permission::new(permission)?;
+        Ok(self.map(|c| c.rule = AccessRule::Require(p)))
+    }
+
+    /// Tokencraft's rule: GET, HEAD and OPTIONS need only a valid token; every other method
+    /// needs `write_permission`.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidPermission`].
+    pub fn read_write(self, write_permission: &str) -> Result<Self, ConfigError> {
+        let p = Permission::new(write_permission)?;
+        Ok(self.map(|c| c.rule = AccessRule::WritesNeed(p)))
+    }
+
+    /// Lets requests without any credentials through without an [`Identity`] (handlers then
+    /// see `Option<Identity>` as `None`). Invalid tokens are still refused.
+    pub fn optional(self) -> Self {
+        self.map(|c| c.optional = true)
+    }
+
+    /// Replaces the response renderer (default: [`JsonRenderer`]).
+    pub fn with_renderer(self, renderer: impl RenderRejection) -> Self {
+        let r: Arc<dyn RenderRejection> = Arc::new(renderer);
+        self.map(|c| c.renderer = r)
+    }
+
+    /// Sets the realm of the bare `WWW-Authenticate` challenge (default `api`), keeping the
+    /// default JSON renderer.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidRealm`].
+    pub fn with_realm(self, realm: &str) -> Result<Self, ConfigError> {
+        let r = JsonRenderer::new(realm)?;
+        Ok(self.with_renderer(r))
+    }
+}
+
+impl<S> Layer<S> for AuthLayer {
+    type Service = AuthService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AuthService::new(inner, self.config.clone())
+    }
+}

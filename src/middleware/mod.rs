@@ -1,0 +1,49 @@
+//! The tower middleware: [`AuthLayer`] / [`AuthService`], and [`RequirePermissionLayer`]
+//! for per-route permissions.
+//!
+//! The layer follows one path per request: mark `Authorization` sensitive → exactly one
+//! header, RFC 6750 grammar (400 otherwise) → token format and checksum (401, no store
+//! hit) → SHA-256 → store lookup by hash → constant-time compare → kind, revocation,
+//! expiry (one uniform 401) → the access rule (403) → [`Identity`](crate::Identity) into
+//! the request's extensions → the inner service. A store error refuses the request with
+//! 503; nothing is ever let through by mistake.
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! use std::convert::Infallible;
+//! use http::{Request, Response, StatusCode};
+//! use http_body_util::Full;
+//! use bytes::Bytes;
+//! use tower::{ServiceBuilder, ServiceExt};
+//! use keygate::{AuthLayer, Identity, MemoryStore, NewToken, Tokens};
+//!
+//! let tokens = Tokens::new(MemoryStore::new());
+//! let issued = tokens.issue(NewToken::new("alice", "laptop")).await.unwrap();
+//!
+//! let svc = ServiceBuilder::new()
+//!     .layer(AuthLayer::new(tokens))
+//!     .service_fn(|req: Request<Full<Bytes>>| async move {
+//!         let who = req.extensions().get::<Identity>().unwrap().owner().to_owned();
+//!         Ok::<_, Infallible>(Response::new(Full::from(who)))
+//!     });
+//!
+//! let ok = Request::get("/")
+//!     .header("authorization", format!("Bearer {}", issued.token.expose_secret()))
+//!     .body(Full::default())
+//!     .unwrap();
+//! assert_eq!(svc.clone().oneshot(ok).await.unwrap().status(), StatusCode::OK);
+//!
+//! let anonymous = Request::get("/").body(Full::default()).unwrap();
+//! assert_eq!(svc.oneshot(anonymous).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+//! # });
+//! ```
+
+mod layer;
+mod rejection;
+mod require;
+mod service;
+
+pub use layer::AuthLayer;
+pub use rejection::{JsonRenderer, Rejection, RejectionKind, RenderRejection};
+pub use require::{RequireFuture, RequirePermission, RequirePermissionLayer};
+pub use service::{AuthService, ResponseBody, ResponseFuture};

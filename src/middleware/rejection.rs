@@ -1,0 +1,329 @@
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+
+/// The precise reason a request was refused. Outside, several kinds share one answer
+/// (unknown, revoked, expired, wrong kind and malformed tokens all read `invalid_token`);
+/// inside, this kind is put into the response's extensions and the audit event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RejectionKind {
+    /// No `Authorization` header, or a scheme keygate does not handle.
+    MissingToken,
+    /// The header breaks the grammar, or there are several.
+    InvalidRequest,
+    /// Well-formed header, but not a keygate token (shape, prefix or checksum).
+    MalformedToken,
+    /// No token with this hash.
+    UnknownToken,
+    /// The token was revoked.
+    Revoked,
+    /// The token expired (or its rotation grace ended).
+    Expired,
+    /// A token of a kind this layer does not accept.
+    WrongKind,
+    /// The token lacks a required permission.
+    InsufficientScope,
+    /// The client address is outside the token's allow-list.
+    IpNotAllowed,
+    /// The token is over its rate limit.
+    RateLimited,
+    /// The request body is over the limit.
+    PayloadTooLarge,
+    /// The token store failed or timed out: fail closed.
+    StoreUnavailable,
+}
+
+impl RejectionKind {
+    /// The `code` of the JSON body (coarse: what the client may know).
+    #[must_use]
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::MissingToken => "missing_token",
+            Self::InvalidRequest => "invalid_request",
+            Self::MalformedToken
+            | Self::UnknownToken
+            | Self::Revoked
+            | Self::Expired
+            | Self::WrongKind => "invalid_token",
+            Self::InsufficientScope => "insufficient_scope",
+            Self::IpNotAllowed => "ip_not_allowed",
+            Self::RateLimited => "rate_limited",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::StoreUnavailable => "store_unavailable",
+        }
+    }
+
+    /// The precise reason, for logs and audit events (`unknown`, `revoked`, …).
+    #[must_use]
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::MissingToken => "missing",
+            Self::InvalidRequest => "invalid_request",
+            Self::MalformedToken => "malformed",
+            Self::UnknownToken => "unknown",
+            Self::Revoked => "revoked",
+            Self::Expired => "expired",
+            Self::WrongKind => "wrong_kind",
+            Self::InsufficientScope => "insufficient_scope",
+            Self::IpNotAllowed => "ip_not_allowed",
+            Self::RateLimited => "rate_limited",
+            Self::PayloadTooLarge => "payload_too_large",
+            Self::StoreUnavailable => "store_unavailable",
+        }
+    }
+
+    /// The HTTP status.
+    #[must_use]
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::MissingToken
+            | Self::MalformedToken
+            | Self::UnknownToken
+            | Self::Revoked
+            | Self::Expired
+            | Self::WrongKind => StatusCode::UNAUTHORIZED,
+            Self::InvalidRequest => StatusCode::BAD_REQUEST,
+            Self::InsufficientScope | Self::IpNotAllowed => StatusCode::FORBIDDEN,
+            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn message(self) -> &'static str {
+        match self {
+            Self::MissingToken => "Missing API token",
+            Self::InvalidRequest => "Malformed Authorization header",
+            Self::MalformedToken
+            | Self::UnknownToken
+            | Self::Revoked
+            | Self::Expired
+            | Self::WrongKind => "Invalid API token",
+            Self::InsufficientScope => "Insufficient permission",
+            Self::IpNotAllowed => "Client address not allowed for this token",
+            Self::RateLimited => "Rate limit exceeded. Please try again later.",
+            Self::PayloadTooLarge => "Request body too large",
+            Self::StoreUnavailable => "Token store unavailable",
+        }
+    }
+}
+
+/// A refused request: its kind plus what the response needs (the missing permission, the
+/// retry delay). Turn it into a response with a [`RenderRejection`]; with the `axum`
+/// feature it is also `IntoResponse` (default rendering), so handlers can return it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    kind: RejectionKind,
+    scope: Option<Arc<str>>,
+    retry_after: Option<u64>,
+}
+
+impl Rejection {
+    /// A rejection of `kind`.
+    #[must_use]
+    pub fn new(kind: RejectionKind) -> Self {
+        Self {
+            kind,
+            scope: None,
+            retry_after: None,
+        }
+    }
+
+    /// 403 `insufficient_scope` naming the missing permission.
+    #[must_use]
+    pub fn insufficient_scope(permission: &str) -> Self {
+        Self {
+            scope: Some(Arc::from(permission)),
+            ..Self::new(RejectionKind::InsufficientScope)
+        }
+    }
+
+    /// Adds a `Retry-After` delay in seconds.
+    #[must_use]
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    /// The precise kind.
+    #[must_use]
+    pub fn kind(&self) -> RejectionKind {
+        self.kind
+    }
+
+    /// The missing permission, for `insufficient_scope`.
+    #[must_use]
+    pub fn scope(&self) -> Option<&str> {
+        self.scope.as_deref()
+    }
+
+    /// The retry delay in seconds, if any.
+    #[must_use]
+    pub fn retry_after(&self) -> Option<u64> {
+        self.retry_after
+    }
+}
+
+impl std::fmt::Display for Rejection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.kind.message())
+    }
+}
+
+impl std::error::Error for Rejection {}
+
+/// Turns a [`Rejection`] into a response. Replace the default ([`JsonRenderer`]) with
+/// [`AuthLayer::with_renderer`](crate::AuthLayer::with_renderer) to change the body format.
+pub trait RenderRejection: Send + Sync + 'static {
+    /// The response for `rejection`. The layer adds the [`RejectionKind`] to its extensions.
+    fn render(&self, rejection: &Rejection) -> Response<Bytes>;
+}
+
+/// The default renderer: JSON `{"error": "...", "code": "..."}` with the status and the
+/// RFC 6750 `WWW-Authenticate` challenge of DESIGN's response table.
+///
+/// | kind | status | `WWW-Authenticate` |
+/// | --- | --- | --- |
+/// | missing token | 401 `missing_token` | `Bearer realm="…"` |
+/// | malformed header | 400 `invalid_request` | `Bearer error="invalid_request"` |
+/// | malformed, unknown, revoked, expired, wrong kind | 401 `invalid_token` | `Bearer error="invalid_token"` |
+/// | missing permission | 403 `insufficient_scope` | `Bearer error="insufficient_scope", scope="…"` |
+/// | address not allowed | 403 `ip_not_allowed` | — |
+/// | body too large | 413 `payload_too_large` | — |
+/// | rate limited | 429 `rate_limited` + `Retry-After` | — |
+/// | store down | 503 `store_unavailable` + `Retry-After` | — |
+#[derive(Debug, Clone)]
+pub struct JsonRenderer {
+    challenge: HeaderValue,
+}
+
+impl JsonRenderer {
+    /// A renderer whose bare challenge names `realm`.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidRealm`](crate::ConfigError::InvalidRealm) unless the realm is
+    /// printable ASCII without `"` or `\`.
+    pub fn new(realm: &str) -> Result<Self, crate::ConfigError> {
+        if realm.is_empty()
+            || !realm
+                .bytes()
+                .all(|b| (b == b' ' || b.is_ascii_graphic()) && b != b'"' && b != b'\\')
+        {
+            return Err(crate::ConfigError::InvalidRealm);
+        }
+        let challenge = HeaderValue::try_from(format!("Bearer realm=\"{realm}\""))
+            .map_err(|_| crate::ConfigError::InvalidRealm)?;
+        Ok(Self { challenge })
+    }
+}
+
+impl Default for JsonRenderer {
+    fn default() -> Self {
+        Self {
+            challenge: HeaderValue::from_static("Bearer realm=\"api\""),
+        }
+    }
+}
+
+impl RenderRejection for JsonRenderer {
+    fn render(&self, rejection: &Rejection) -> Response<Bytes> {
+        let kind = rejection.kind;
+        let body = match (kind, &rejection.scope) {
+            (RejectionKind::InsufficientScope, Some(scope)) => Bytes::from(
+                serde_json::json!({
+                    "error": format!("Missing permission: {scope}"),
+                    "code": "insufficient_scope",
+                })
+                .to_string(),
+            ),
+            _ => Bytes::from(format!(
+                "{{\"error\":\"{}\",\"code\":\"{}\"}}",
+                kind.message(),
+                kind.code()
+            )),
+        };
+        let mut res = Response::new(body);
+        *res.status_mut() = kind.status();
+        let h = res.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        match kind.code() {
+            "missing_token" => {
+                h.insert(header::WWW_AUTHENTICATE, self.challenge.clone());
+            }
+            "invalid_request" => {
+                h.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer error=\"invalid_request\""),
+                );
+            }
+            "invalid_token" => {
+                h.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer error=\"invalid_token\""),
+                );
+            }
+            "insufficient_scope" => {
+                let v = match &rejection.scope {
+                    Some(s) => HeaderValue::try_from(format!(
+                        "Bearer error=\"insufficient_scope\", scope=\"{s}\""
+                    ))
+                    .unwrap_or_else(|_| HeaderValue::from_static("Bearer error=\"insufficient_scope\"")),
+                    None => HeaderValue::from_static("Bearer error=\"insufficient_scope\""),
+                };
+                h.insert(header::WWW_AUTHENTICATE, v);
+            }
+            _ => {}
+        }
+        let retry = match (kind, rejection.retry_after) {
+            (_, Some(s)) => Some(s),
+            (RejectionKind::StoreUnavailable, None) => Some(1),
+            _ => None,
+        };
+        if let Some(s) = retry {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        res
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_and_challenges_match_the_table() {
+        let r = JsonRenderer::default();
+        let res = r.render(&Rejection::new(RejectionKind::Revoked));
+        assert_eq!(res.status(), 401);
+        assert_eq!(
+            res.body().as_ref(),
+            br#"{"error":"Invalid API token","code":"invalid_token"}"#
+        );
+        assert_eq!(
+            res.headers()[header::WWW_AUTHENTICATE],
+            "Bearer error=\"invalid_token\""
+        );
+        let res = r.render(&Rejection::insufficient_scope("things:write"));
+        assert_eq!(res.status(), 403);
+        assert_eq!(
+            res.headers()[header::WWW_AUTHENTICATE],
+            "Bearer error=\"insufficient_scope\", scope=\"things:write\""
+        );
+        let res = r.render(&Rejection::new(RejectionKind::StoreUnavailable));
+        assert_eq!(res.status(), 503);
+        assert_eq!(res.headers()[header::RETRY_AFTER], "1");
+    }
+
+    #[test]
+    fn realm_is_validated() {
+        assert!(JsonRenderer::new("my \"api\"").is_err());
+        assert!(JsonRenderer::new("").is_err());
+        assert!(JsonRenderer::new("my api").is_ok());
+    }
+}

@@ -1,0 +1,159 @@
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use tower::{Layer, Service};
+
+use super::rejection::{JsonRenderer, Rejection, RejectionKind, RenderRejection};
+use super::service::ResponseBody;
+use crate::error::ConfigError;
+use crate::identity::{Identity, Permission};
+
+/// Requires a permission of the [`Identity`] that [`AuthLayer`](crate::AuthLayer) put into
+/// the request: 403 `insufficient_scope` when it is missing, 401 when there is no identity.
+///
+/// Put it inside the auth layer, e.g. on one axum route with `route_layer`:
+///
+/// ```
+/// use keygate::RequirePermissionLayer;
+/// let only_writers = RequirePermissionLayer::new("things:write").unwrap();
+/// # let _ = only_writers;
+/// ```
+#[derive(Clone)]
+#[must_use]
+pub struct RequirePermissionLayer {
+    permission: Permission,
+    renderer: Arc<dyn RenderRejection>,
+}
+
+impl std::fmt::Debug for RequirePermissionLayer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequirePermissionLayer")
+            .field("permission", &self.permission)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RequirePermissionLayer {
+    /// Requires `permission`.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidPermission`].
+    pub fn new(permission: &str) -> Result<Self, ConfigError> {
+        Ok(Self {
+            permission: Permission::new(permission)?,
+            renderer: Arc::new(JsonRenderer::default()),
+        })
+    }
+
+    /// Replaces the response renderer.
+    pub fn with_renderer(mut self, renderer: impl RenderRejection) -> Self {
+        self.renderer = Arc::new(renderer);
+        self
+    }
+}
+
+impl<S> Layer<S> for RequirePermissionLayer {
+    type Service = RequirePermission<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        RequirePermission {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service produced by [`RequirePermissionLayer`].
+#[derive(Clone)]
+pub struct RequirePermission<S> {
+    inner: S,
+    layer: RequirePermissionLayer,
+}
+
+impl<S> std::fmt::Debug for RequirePermission<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequirePermission")
+            .field("permission", &self.layer.permission)
+            .finish_non_exhaustive()
+    }
+}
+
+pin_project! {
+    /// The future of [`RequirePermission`].
+    pub struct RequireFuture<F, B> {
+        #[pin]
+        state: RequireState<F, B>,
+    }
+}
+
+pin_project! {
+    #[project = RequireProj]
+    enum RequireState<F, B> {
+        Inner { #[pin] future: F },
+        Refused { response: Option<Response<ResponseBody<B>>> },
+    }
+}
+
+impl<F, B> std::fmt::Debug for RequireFuture<F, B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequireFuture").finish_non_exhaustive()
+    }
+}
+
+impl<F, B, E> Future for RequireFuture<F, B>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<ResponseBody<B>>, E>;
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            RequireProj::Inner { future } => future
+                .poll(cx)
+                .map(|r| r.map(|res| res.map(ResponseBody::inner))),
+            RequireProj::Refused { response } => Poll::Ready(Ok(response
+                .take()
+                .expect("RequireFuture polled after completion"))),
+        }
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RequirePermission<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = RequireFuture<S::Future, ResBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
+        let wanted = self.layer.permission.as_str();
+        let refusal = match req.extensions().get::<Identity>() {
+            None => Some(Rejection::new(RejectionKind::MissingToken)),
+            Some(id) => id.require(wanted).err(),
+        };
+        match refusal {
+            None => RequireFuture {
+                state: RequireState::Inner {
+                    future: self.inner.call(req),
+                },
+            },
+            Some(r) => {
+                let mut res = self.layer.renderer.render(&r);
+                res.extensions_mut().insert(r.kind());
+                RequireFuture {
+                    state: RequireState::Refused {
+                        response: Some(res.map(ResponseBody::rejection)),
+                    },
+                }
+            }
+        }
+    }
+}

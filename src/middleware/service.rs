@@ -1,0 +1,270 @@
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, Entry};
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use pin_project_lite::pin_project;
+use tower::Service;
+use zeroize::Zeroizing;
+
+use super::layer::Config;
+use super::rejection::{Rejection, RejectionKind};
+use crate::header::{Credentials, parse_authorization};
+use crate::token::MAX_TOKEN_LEN;
+
+pin_project! {
+    /// The response body of keygate's middleware: the inner service's body, or the body of
+    /// a rejection.
+    pub struct ResponseBody<B> {
+        #[pin]
+        kind: BodyKind<B>,
+    }
+}
+
+pin_project! {
+    #[project = BodyProj]
+    enum BodyKind<B> {
+        Inner { #[pin] body: B },
+        Rejection { body: Option<Bytes> },
+    }
+}
+
+impl<B> ResponseBody<B> {
+    pub(crate) fn inner(body: B) -> Self {
+        Self {
+            kind: BodyKind::Inner { body },
+        }
+    }
+
+    pub(crate) fn rejection(body: Bytes) -> Self {
+        Self {
+            kind: BodyKind::Rejection { body: Some(body) },
+        }
+    }
+}
+
+impl<B> std::fmt::Debug for ResponseBody<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseBody").finish_non_exhaustive()
+    }
+}
+
+impl<B: Body<Data = Bytes>> Body for ResponseBody<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        match self.project().kind.project() {
+            BodyProj::Inner { body } => body.poll_frame(cx),
+            BodyProj::Rejection { body } => Poll::Ready(body.take().map(|b| Ok(Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            BodyKind::Inner { body } => body.is_end_stream(),
+            BodyKind::Rejection { body } => body.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            BodyKind::Inner { body } => body.size_hint(),
+            BodyKind::Rejection { body } => {
+                SizeHint::with_exact(body.as_ref().map_or(0, |b| b.len() as u64))
+            }
+        }
+    }
+}
+
+pub(crate) fn rejection_response<B>(config: &Config, r: &Rejection) -> Response<ResponseBody<B>> {
+    config.reject(r).map(ResponseBody::rejection)
+}
+
+type BoxFuture<B, E> = Pin<Box<dyn Future<Output = Result<Response<ResponseBody<B>>, E>> + Send>>;
+
+/// The future of [`AuthService`]: ready at once for requests refused before any store
+/// lookup, boxed otherwise.
+pub struct ResponseFuture<B, E> {
+    state: FutureState<B, E>,
+}
+
+enum FutureState<B, E> {
+    Ready(Option<Response<ResponseBody<B>>>),
+    Boxed(BoxFuture<B, E>),
+}
+
+// The ready response is only ever moved out, never pinned, and the boxed future is pinned
+// on the heap: the future itself can move freely.
+impl<B, E> Unpin for ResponseFuture<B, E> {}
+
+impl<B, E> Future for ResponseFuture<B, E> {
+    type Output = Result<Response<ResponseBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        // Both variants are Unpin (the boxed future is pinned on the heap).
+        match &mut self.get_mut().state {
+            FutureState::Ready(r) => Poll::Ready(Ok(r
+                .take()
+                .expect("ResponseFuture polled after completion"))),
+            FutureState::Boxed(f) => f.as_mut().poll(cx),
+        }
+    }
+}
+
+impl<B, E> std::fmt::Debug for ResponseFuture<B, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseFuture").finish_non_exhaustive()
+    }
+}
+
+/// The service produced by [`AuthLayer`](crate::AuthLayer).
+pub struct AuthService<S> {
+    inner: S,
+    config: Arc<Config>,
+}
+
+impl<S: Clone> Clone for AuthService<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            config: self.config.clone(),
+        }
+    }
+}
+
+impl<S> std::fmt::Debug for AuthService<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthService").finish_non_exhaustive()
+    }
+}
+
+impl<S> AuthService<S> {
+    pub(crate) fn new(inner: S, config: Arc<Config>) -> Self {
+        Self { inner, config }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+/// A copy of the presented token that is zeroized when the request is done.
+struct TokenBuf {
+    bytes: Zeroizing<[u8; MAX_TOKEN_LEN]>,
+    len: usize,
+}
+
+impl TokenBuf {
+    fn as_str(&self) -> &str {
+        // Only token68 bytes (ASCII) are ever copied in.
+        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
+    }
+}
+
+enum Presented {
+    Token(TokenBuf),
+    Nothing,
+}
+
+/// Marks every `Authorization` value sensitive, then checks there is at most one and that
+/// it follows the grammar.
+fn extract<B>(req: &mut Request<B>) -> Result<Presented, Rejection> {
+    let Entry::Occupied(mut entry) = req.headers_mut().entry(AUTHORIZATION) else {
+        return Ok(Presented::Nothing);
+    };
+    let mut count = 0;
+    for v in entry.iter_mut() {
+        v.set_sensitive(true);
+        count += 1;
+    }
+    if count > 1 {
+        return Err(Rejection::new(RejectionKind::InvalidRequest));
+    }
+    match parse_authorization(entry.get().as_bytes()) {
+        Err(_) => Err(Rejection::new(RejectionKind::InvalidRequest)),
+        Ok(Credentials::Other | Credentials::Basic(_)) => Ok(Presented::Nothing),
+        Ok(Credentials::Bearer(t)) if t.len() > MAX_TOKEN_LEN => {
+            Err(Rejection::new(RejectionKind::MalformedToken))
+        }
+        Ok(Credentials::Bearer(t)) => {
+            let mut bytes = Zeroizing::new([0u8; MAX_TOKEN_LEN]);
+            bytes[..t.len()].copy_from_slice(t.as_bytes());
+            Ok(Presented::Token(TokenBuf {
+                bytes,
+                len: t.len(),
+            }))
+        }
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for AuthService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Send + 'static,
+    ResBody: 'static,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<ResBody, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let ready = |r: Rejection, config: &Config| ResponseFuture {
+            state: FutureState::Ready(Some(rejection_response(config, &r))),
+        };
+        let token = match extract(&mut req) {
+            Ok(Presented::Token(t)) => Some(t),
+            Ok(Presented::Nothing) if self.config.optional => None,
+            Ok(Presented::Nothing) => {
+                return ready(Rejection::new(RejectionKind::MissingToken), &self.config);
+            }
+            Err(r) => return ready(r, &self.config),
+        };
+        let config = self.config.clone();
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        ResponseFuture {
+            state: FutureState::Boxed(Box::pin(async move {
+                if let Some(token) = token {
+                    let verified = config
+                        .tokens
+                        .verify(token.as_str(), config.accept.as_deref())
+                        .await;
+                    drop(token);
+                    let identity = match verified
+                        .and_then(|id| config.check_access(req.method(), &id).map(|()| id))
+                    {
+                        Ok(id) => id,
+                        Err(r) => return Ok(rejection_response(&config, &r)),
+                    };
+                    req.extensions_mut().insert(identity);
+                }
+                let res = inner.call(req).await?;
+                Ok(res.map(ResponseBody::inner))
+            })),
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! The [`TokenStore`] trait every backend implements, the [`TokenRecord`] it keeps, and
+//! [`MemoryStore`], the in-process default.
+//!
+//! Stores are data-only: they never see a token in clear and never decide whether a token is
+//! valid. The core hashes the presented token, asks the store for the record with that hash,
+//! compares the digests in constant time and checks expiry and revocation itself.
+//!
+//! | backend | feature | for |
+//! | --- | --- | --- |
+//! | [`MemoryStore`] | default | one process, tests; nothing survives a restart |
+//! | `SqliteStore` | `sqlite` | one instance with an embedded file |
+//!
+//! Every backend, including yours, should pass the conformance suite in `conformance`
+//! (feature `test-util`): one call runs every guarantee written on [`TokenStore`].
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::identity::Permissions;
+use crate::token::TokenHash;
+
+mod memory;
+pub use memory::MemoryStore;
+
+#[cfg(feature = "test-util")]
+pub mod conformance;
+
+/// A token's public identifier (a random UUID). Safe to log, show and put in URLs.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TokenId(pub Uuid);
+
+impl TokenId {
+    /// A new random id.
+    #[must_use]
+    pub fn random() -> Self {
+        Self(Uuid::new_v4())
+    }
+}
+
+impl fmt::Display for TokenId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0.hyphenated(), f)
+    }
+}
+
+impl fmt::Debug for TokenId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TokenId({})", self.0.hyphenated())
+    }
+}
+
+impl std::str::FromStr for TokenId {
+    type Err = uuid::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s).map(Self)
+    }
+}
+
+/// Everything a store keeps about one token. Never the token itself: only its SHA-256.
+#[derive(Clone, PartialEq)]
+pub struct TokenRecord {
+    /// Public identifier.
+    pub id: TokenId,
+    /// SHA-256 of the full token.
+    pub hash: TokenHash,
+    /// The [`TokenKind`](crate::token::TokenKind) name.
+    pub kind: String,
+    /// Who the token belongs to (an account id or email).
+    pub owner: String,
+    /// Name, unique among the owner's live tokens.
+    pub name: String,
+    /// Optional free text.
+    pub description: Option<String>,
+    /// The role the permissions came from, if any (informational).
+    pub role: Option<String>,
+    /// Explicit permissions.
+    pub permissions: Permissions,
+    /// The token's first 12 characters, for display.
+    pub hint: String,
+    /// Who created the token (the owner, or an admin acting for them).
+    pub created_by: String,
+    /// Creation time.
+    pub created_at: OffsetDateTime,
+    /// Expiry, if any. The token is refused from this instant on.
+    pub expires_at: Option<OffsetDateTime>,
+    /// Last successful use, recorded in batches (see [`TokenStore::record_use`]).
+    pub last_used_at: Option<OffsetDateTime>,
+    /// Revocation time. Revocation is terminal.
+    pub revoked_at: Option<OffsetDateTime>,
+    /// Set when the token was rotated: the id of its successor. A replaced token no longer
+    /// holds its name nor counts against limits, and stops working at `expires_at` (the end
+    /// of the grace window).
+    pub replaced_by: Option<TokenId>,
+}
+
+impl TokenRecord {
+    /// True when the token may authenticate at `now`: not revoked and not expired.
+    #[must_use]
+    pub fn is_valid_at(&self, now: OffsetDateTime) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|e| e > now)
+    }
+
+    /// True when the token is *live* at `now`: valid and not replaced. Only live tokens hold
+    /// their name and count against per-owner limits.
+    #[must_use]
+    pub fn is_live_at(&self, now: OffsetDateTime) -> bool {
+        self.is_valid_at(now) && self.replaced_by.is_none()
+    }
+}
+
+impl fmt::Debug for TokenRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenRecord")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .field("owner", &self.owner)
+            .field("name", &self.name)
+            .field("description", &self.description)
+            .field("role", &self.role)
+            .field("permissions", &self.permissions)
+            .field("hint", &self.hint)
+            .field("created_by", &self.created_by)
+            .field("created_at", &self.created_at)
+            .field("expires_at", &self.expires_at)
+            .field("last_used_at", &self.last_used_at)
+            .field("revoked_at", &self.revoked_at)
+            .field("replaced_by", &self.replaced_by)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The rules an [`insert`](TokenStore::insert) must enforce atomically.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InsertRules {
+    /// The time at which liveness is judged.
+    pub now: OffsetDateTime,
+    /// At most this many live tokens per owner, counting the new one; `None`: no limit.
+    pub max_live: Option<u32>,
+    /// Count only the owner's live tokens of the new token's kind (a per-kind cap), instead
+    /// of all their live tokens.
+    pub per_kind: bool,
+}
+
+impl InsertRules {
+    /// Rules judged at `now` with a limit of `max_live` across the owner's tokens.
+    #[must_use]
+    pub fn new(now: OffsetDateTime, max_live: Option<u32>) -> Self {
+        Self {
+            now,
+            max_live,
+            per_kind: false,
+        }
+    }
+
+    /// Makes the limit count only tokens of the new token's kind.
+    #[must_use]
+    pub fn per_kind(mut self) -> Self {
+        self.per_kind = true;
+        self
+    }
+}
+
+/// A store failed. Request-facing code turns every variant but the first three into
+/// 503 `store_unavailable`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The owner already has a live token with this name.
+    #[error("the owner already has a live token with this name")]
+    NameTaken,
+    /// The owner is at the limit of live tokens.
+    #[error("the owner has reached the limit of live tokens")]
+    LimitReached,
+    /// The token to change does not exist (or is no longer live, for a rotation).
+    #[error("token not found")]
+    NotFound,
+    /// A record with the same id or hash already exists.
+    #[error("a token with the same id or hash already exists")]
+    Duplicate,
+    /// The backend did not answer in time.
+    #[error("the token store did not answer in time")]
+    Timeout,
+    /// The backend failed; the source is kept.
+    #[error("token store backend error")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl StoreError {
+    /// Wraps any backend error, keeping it as the source.
+    pub fn backend(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Backend(Box::new(e))
+    }
+}
+
+/// Persistence for token records. Implement it to keep tokens anywhere; run the conformance
+/// suite (feature `test-util`) to check the guarantees below.
+///
+/// Definitions used below: a record is *valid* at `now` when it is not revoked and its
+/// `expires_at` is unset or later than `now`; it is *live* when it is valid and not replaced
+/// (see [`TokenRecord::is_live_at`]).
+///
+/// # Guarantees a backend must keep
+///
+/// - [`insert`](Self::insert) is atomic with its checks: it fails with
+///   [`StoreError::NameTaken`] when the owner has a live token with the same name, and with
+///   [`StoreError::LimitReached`] when the owner already has `max_live` live tokens (of the
+///   same kind when `per_kind`), even under any number of concurrent inserts for the same
+///   owner (no check-then-insert race). Expired, revoked and replaced tokens hold no name
+///   and count against no limit.
+/// - [`find_by_hash`](Self::find_by_hash) returns the record whatever its state (the core
+///   decides); it never compares secrets itself beyond the index lookup.
+/// - [`revoke`](Self::revoke) is terminal: a revoked record is never valid again, and the
+///   revocation is visible to every later `find_by_hash` once `revoke` has returned.
+/// - [`rotate`](Self::rotate) is atomic: either the old record is marked replaced (with its
+///   new expiry) and the new record inserted, or nothing changes.
+/// - [`record_use`](Self::record_use) only moves `last_used_at` forward.
+/// - Acknowledged writes are durable to the degree the backend documents.
+#[async_trait]
+pub trait TokenStore: Send + Sync + 'static {
+    /// Inserts a new record, enforcing `rules` atomically.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NameTaken`], [`StoreError::LimitReached`], [`StoreError::Duplicate`] or
+    /// a backend failure.
+    async fn insert(&self, record: TokenRecord, rules: InsertRules) -> Result<(), StoreError>;
+
+    /// The record whose hash is `hash`, in any state.
+    ///
+    /// # Errors
+    ///
+    /// Backend failures only; an unknown hash is `Ok(None)`.
+    async fn find_by_hash(&self, hash: &TokenHash)
+    -> Result<Option<Arc<TokenRecord>>, StoreError>;
+
+    /// The record with id `id`, in any state.
+    ///
+    /// # Errors
+    ///
+    /// Backend failures only.
+    async fn get(&self, id: &TokenId) -> Result<Option<TokenRecord>, StoreError>;
+
+    /// All records of `owner` (in any state), oldest first.
+    ///
+    /// # Errors
+    ///
+    /// Backend failures only.
+    async fn list_by_owner(&self, owner: &str) -> Result<Vec<TokenRecord>, StoreError>;
+
+    /// Marks the record revoked at `at`. Returns `false` when there is no such record or it
+    /// was already revoked.
+    ///
+    /// # Errors
+    ///
+    /// Backend failures only.
+    async fn revoke(&self, id: &TokenId, at: OffsetDateTime) -> Result<bool, StoreError>;
+
+    /// Atomically marks the live record `old` replaced by `new.id`, sets its `expires_at` to
+    /// the earlier of its current expiry and `old_expires_at`, and inserts `new` (which keeps
+    /// the old name; no limit applies since one live token replaces another).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`] when `old` is unknown or not live at `now`;
+    /// [`StoreError::Duplicate`]; backend failures.
+    async fn rotate(
+        &self,
+        old: &TokenId,
+        new: TokenRecord,
+        old_expires_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+
+    /// Records last use times, batched by the caller. For each pair, sets `last_used_at` to
+    /// the later of its current value and the given time; unknown ids are ignored.
+    ///
+    /// # Errors
+    ///
+    /// Backend failures only.
+    async fn record_use(&self, uses: &[(TokenId, OffsetDateTime)]) -> Result<(), StoreError>;
+
+    /// Deletes every record that expired or was revoked at or before `now`; returns how many.
+    ///
+    /// # Errors
+    ///
+    /// Backend failures only.
+    async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
+}
+
+#[async_trait]
+impl<T: TokenStore + ?Sized> TokenStore for Arc<T> {
+    async fn insert(&self, record: TokenRecord, rules: InsertRules) -> Result<(), StoreError> {
+        (**self).insert(record, rules).await
+    }
+    async fn find_by_hash(
+        &self,
+        hash: &TokenHash,
+    ) -> Result<Option<Arc<TokenRecord>>, StoreError> {
+        (**self).find_by_hash(hash).await
+    }
+    async fn get(&self, id: &TokenId) -> Result<Option<TokenRecord>, StoreError> {
+        (**self).get(id).await
+    }
+    async fn list_by_owner(&self, owner: &str) -> Result<Vec<TokenRecord>, StoreError> {
+        (**self).list_by_owner(owner).await
+    }
+    async fn revoke(&self, id: &TokenId, at: OffsetDateTime) -> Result<bool, StoreError> {
+        (**self).revoke(id, at).await
+    }
+    async fn rotate(
+        &self,
+        old: &TokenId,
+        new: TokenRecord,
+        old_expires_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        (**self).rotate(old, new, old_expires_at, now).await
+    }
+    async fn record_use(&self, uses: &[(TokenId, OffsetDateTime)]) -> Result<(), StoreError> {
+        (**self).record_use(uses).await
+    }
+    async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        (**self).purge_expired(now).await
+    }
+}

@@ -1,0 +1,821 @@
+//! [`Tokens`], the manager: issue, authenticate, list, rotate, revoke and purge tokens over
+//! any [`TokenStore`], enforcing the policies (names, limits, lifetimes, roles).
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! use keygate::{MemoryStore, NewToken, Roles, Tokens};
+//!
+//! let tokens = Tokens::builder(MemoryStore::new())
+//!     .roles(Roles::rack_gateway())
+//!     .build()
+//!     .unwrap();
+//! let issued = tokens
+//!     .issue(NewToken::new("alice@example.com", "ci-production-deploy").role("cicd"))
+//!     .await
+//!     .unwrap();
+//! // Show `issued.token` to its owner once; only its hash is stored.
+//! let id = tokens.authenticate(issued.token.expose_secret()).await.unwrap();
+//! assert!(id.can("builds:create"));
+//! tokens.revoke("alice@example.com", issued.record.id).await.unwrap();
+//! assert!(tokens.authenticate(issued.token.expose_secret()).await.is_err());
+//! # });
+//! ```
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use crate::clock::{Clock, SystemClock};
+use crate::error::ConfigError;
+use crate::identity::{AuthMethod, Identity, Permissions, Roles};
+use crate::middleware::{Rejection, RejectionKind};
+use crate::store::{InsertRules, StoreError, TokenId, TokenRecord, TokenStore};
+use crate::token::{self, RawToken, TokenKind};
+
+/// Default cap on live tokens per owner (seed 001's 100).
+pub const DEFAULT_MAX_TOKENS_PER_OWNER: u32 = 100;
+/// Longest name or description, in characters.
+pub const MAX_TEXT_LEN: usize = 100;
+/// Longest accepted expiry: 100 years.
+pub const MAX_EXPIRES_IN: Duration = Duration::from_secs(100 * 366 * 24 * 3600);
+
+/// What to issue. Only the owner is required.
+///
+/// ```
+/// use keygate::NewToken;
+/// use std::time::Duration;
+///
+/// let req = NewToken::new("alice", "deploy-bot")
+///     .description("GitHub Actions, main branch")
+///     .role("deployer")
+///     .expires_in(Duration::from_secs(90 * 24 * 3600));
+/// # let _ = req;
+/// ```
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    owner: String,
+    name: Option<String>,
+    description: Option<String>,
+    kind: Option<String>,
+    role: Option<String>,
+    permissions: Option<Permissions>,
+    expires_in: Option<Duration>,
+    created_by: Option<String>,
+}
+
+impl NewToken {
+    /// A token named `name` for `owner`.
+    pub fn new(owner: impl Into<String>, name: impl Into<String>) -> Self {
+        Self {
+            name: Some(name.into()),
+            ..Self::unnamed(owner)
+        }
+    }
+
+    /// A token for `owner` whose name the manager picks (`token-<n>`, unique for the owner).
+    pub fn unnamed(owner: impl Into<String>) -> Self {
+        Self {
+            owner: owner.into(),
+            name: None,
+            description: None,
+            kind: None,
+            role: None,
+            permissions: None,
+            expires_in: None,
+            created_by: None,
+        }
+    }
+
+    /// Free text shown in lists, 1–100 printable characters.
+    #[must_use]
+    pub fn description(mut self, d: impl Into<String>) -> Self {
+        self.description = Some(d.into());
+        self
+    }
+
+    /// The kind by name; the manager's first kind when not set.
+    #[must_use]
+    pub fn kind(mut self, kind: impl Into<String>) -> Self {
+        self.kind = Some(kind.into());
+        self
+    }
+
+    /// Takes the permissions of a role defined in the manager's [`Roles`].
+    #[must_use]
+    pub fn role(mut self, role: impl Into<String>) -> Self {
+        self.role = Some(role.into());
+        self
+    }
+
+    /// Explicit permissions. With a role too, they must be within the role's.
+    #[must_use]
+    pub fn permissions(mut self, p: Permissions) -> Self {
+        self.permissions = Some(p);
+        self
+    }
+
+    /// Expires this long after creation (stored as an absolute UTC time).
+    #[must_use]
+    pub fn expires_in(mut self, d: Duration) -> Self {
+        self.expires_in = Some(d);
+        self
+    }
+
+    /// Who creates it, when not the owner (e.g. an admin); recorded as `created_by`.
+    #[must_use]
+    pub fn created_by(mut self, who: impl Into<String>) -> Self {
+        self.created_by = Some(who.into());
+        self
+    }
+}
+
+/// A newly issued token: the secret (show it once) and the stored record.
+#[derive(Debug)]
+pub struct IssuedToken {
+    /// The token in clear. It is not kept anywhere; hand it to its owner now.
+    pub token: RawToken,
+    /// What the store keeps.
+    pub record: TokenRecord,
+}
+
+/// Why a management operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// The name is empty, too long, or has control characters.
+    #[error("invalid name: {0}")]
+    InvalidName(&'static str),
+    /// The description is empty, too long, or has control characters.
+    #[error("invalid description: {0}")]
+    InvalidDescription(&'static str),
+    /// The owner is empty, too long, or has control characters.
+    #[error("invalid owner: {0}")]
+    InvalidOwner(&'static str),
+    /// No such role in the manager's [`Roles`].
+    #[error("unknown role {0:?}")]
+    UnknownRole(String),
+    /// No such kind in the manager.
+    #[error("unknown token kind {0:?}")]
+    UnknownKind(String),
+    /// Explicit permissions go beyond the given role's.
+    #[error("the permissions go beyond the role's")]
+    PermissionsExceedRole,
+    /// The expiry is zero, too long, or missing where the kind requires one.
+    #[error("invalid expiry: {0}")]
+    InvalidExpiry(&'static str),
+    /// The owner already has a live token with this name.
+    #[error("a live token with this name already exists")]
+    NameTaken,
+    /// The owner is at the limit of live tokens.
+    #[error("the limit of live tokens is reached")]
+    LimitReached,
+    /// No such token for this owner (or not live, for a rotation).
+    #[error("token not found")]
+    NotFound,
+    /// The store failed.
+    #[error("token store error")]
+    Store(#[source] StoreError),
+}
+
+impl From<StoreError> for TokenError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NameTaken => Self::NameTaken,
+            StoreError::LimitReached => Self::LimitReached,
+            StoreError::NotFound => Self::NotFound,
+            other => Self::Store(other),
+        }
+    }
+}
+
+/// The token manager. Cheap to clone; clones share everything.
+///
+/// Build one with [`Tokens::new`] (defaults) or [`Tokens::builder`].
+#[derive(Clone)]
+pub struct Tokens {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn TokenStore>,
+    kinds: Vec<TokenKind>,
+    roles: Roles,
+    clock: Arc<dyn Clock>,
+    max_per_owner: Option<u32>,
+    usage: Usage,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokens")
+            .field("kinds", &self.inner.kinds)
+            .field("roles", &self.inner.roles)
+            .field("max_per_owner", &self.inner.max_per_owner)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Tokens`] manager.
+#[must_use]
+pub struct TokensBuilder {
+    store: Arc<dyn TokenStore>,
+    kinds: Vec<TokenKind>,
+    roles: Roles,
+    clock: Arc<dyn Clock>,
+    max_per_owner: Option<u32>,
+    usage_granularity: Duration,
+}
+
+impl TokensBuilder {
+    /// Adds a token kind. The first kind added is the default for [`NewToken`]s that name
+    /// none. Without any call, the manager has the single kind [`TokenKind::pat`].
+    pub fn kind(mut self, kind: TokenKind) -> Self {
+        self.kinds.push(kind);
+        self
+    }
+
+    /// The roles available at creation (default: none).
+    pub fn roles(mut self, roles: Roles) -> Self {
+        self.roles = roles;
+        self
+    }
+
+    /// The time source (default: [`SystemClock`]).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Cap on live tokens per owner across kinds without a cap of their own (default 100;
+    /// `None`: unlimited).
+    pub fn max_tokens_per_owner(mut self, max: Option<u32>) -> Self {
+        self.max_per_owner = max;
+        self
+    }
+
+    /// How fresh `last_used_at` is kept (default 60 s): a token's use is queued for the store
+    /// only when its stored `last_used_at` is older than this. Uses are then written in
+    /// batches by [`Tokens::flush_usage`] (or the background task), never one write per
+    /// request.
+    pub fn usage_granularity(mut self, d: Duration) -> Self {
+        self.usage_granularity = d;
+        self
+    }
+
+    /// Builds the manager.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::DuplicateKind`] when two kinds share a name or prefix.
+    pub fn build(mut self) -> Result<Tokens, ConfigError> {
+        if self.kinds.is_empty() {
+            self.kinds.push(TokenKind::pat());
+        }
+        for (i, a) in self.kinds.iter().enumerate() {
+            for b in &self.kinds[i + 1..] {
+                if a.name() == b.name() || a.prefix() == b.prefix() {
+                    return Err(ConfigError::DuplicateKind(b.name().to_owned()));
+                }
+            }
+        }
+        Ok(Tokens {
+            inner: Arc::new(Inner {
+                store: self.store,
+                kinds: self.kinds,
+                roles: self.roles,
+                clock: self.clock,
+                max_per_owner: self.max_per_owner,
+                usage: Usage::new(self.usage_granularity),
+            }),
+        })
+    }
+}
+
+fn check_text(s: &str) -> Result<(), &'static str> {
+    let n = s.chars().count();
+    if n == 0 || s.trim().is_empty() {
+        return Err("must not be empty");
+    }
+    if n > MAX_TEXT_LEN {
+        return Err("must be at most 100 characters");
+    }
+    if s.chars().any(char::is_control) {
+        return Err("must not contain control characters");
+    }
+    Ok(())
+}
+
+impl Tokens {
+    /// A manager over `store` with the defaults: kind `pat`, no roles, the system clock,
+    /// 100 live tokens per owner.
+    pub fn new(store: impl TokenStore) -> Self {
+        Self::builder(store)
+            .build()
+            .expect("the default configuration is valid")
+    }
+
+    /// A builder over `store`.
+    pub fn builder(store: impl TokenStore) -> TokensBuilder {
+        TokensBuilder {
+            store: Arc::new(store),
+            kinds: Vec::new(),
+            roles: Roles::new(),
+            clock: Arc::new(SystemClock),
+            max_per_owner: Some(DEFAULT_MAX_TOKENS_PER_OWNER),
+            usage_granularity: Duration::from_secs(60),
+        }
+    }
+
+    /// The store behind the manager.
+    #[must_use]
+    pub fn store(&self) -> &Arc<dyn TokenStore> {
+        &self.inner.store
+    }
+
+    /// The configured kinds; the first is the default.
+    #[must_use]
+    pub fn kinds(&self) -> &[TokenKind] {
+        &self.inner.kinds
+    }
+
+    /// The configured roles.
+    #[must_use]
+    pub fn roles(&self) -> &Roles {
+        &self.inner.roles
+    }
+
+    /// The current time on the manager's clock, at microsecond precision (what SQL
+    /// backends keep, so records read back compare equal).
+    #[must_use]
+    pub fn now(&self) -> OffsetDateTime {
+        let t = self.inner.clock.now();
+        t.replace_nanosecond(t.nanosecond() / 1_000 * 1_000)
+            .unwrap_or(t)
+    }
+
+    /// The kind named `name`.
+    #[must_use]
+    pub fn kind(&self, name: &str) -> Option<&TokenKind> {
+        self.inner.kinds.iter().find(|k| k.name() == name)
+    }
+
+    fn kind_by_prefix(&self, prefix: &str) -> Option<&TokenKind> {
+        self.inner.kinds.iter().find(|k| k.prefix() == prefix)
+    }
+
+    /// Issues a token: validates the request, generates the secret, stores its hash.
+    ///
+    /// # Errors
+    ///
+    /// A [`TokenError`] for invalid input, a taken name, the owner's limit, or a store
+    /// failure.
+    pub async fn issue(&self, req: NewToken) -> Result<IssuedToken, TokenError> {
+        check_text(&req.owner).map_err(TokenError::InvalidOwner)?;
+        if let Some(d) = &req.description {
+            check_text(d).map_err(TokenError::InvalidDescription)?;
+        }
+        let kind = match &req.kind {
+            Some(k) => self
+                .kind(k)
+                .ok_or_else(|| TokenError::UnknownKind(k.clone()))?,
+            None => &self.inner.kinds[0],
+        }
+        .clone();
+        let permissions = self.resolve_permissions(req.role.as_deref(), req.permissions)?;
+        let now = self.now();
+        let expires_at = self.expiry(&kind, req.expires_in, now)?;
+        let rules = match kind.max_live_per_owner() {
+            Some(own) => InsertRules::new(now, own).per_kind(),
+            None => InsertRules::new(now, self.inner.max_per_owner),
+        };
+        let explicit_name = req.name.is_some();
+        if let Some(name) = &req.name {
+            check_text(name).map_err(TokenError::InvalidName)?;
+        }
+        // An unnamed token gets the first free `token-<n>`; a concurrent create may take it
+        // first, so try a few times.
+        for attempt in 0..5 {
+            let name = match &req.name {
+                Some(n) => n.clone(),
+                None => self.free_name(&req.owner, now, attempt).await?,
+            };
+            let token = kind.generate();
+            let record = TokenRecord {
+                id: TokenId::random(),
+                hash: token.hash(),
+                kind: kind.name().to_owned(),
+                owner: req.owner.clone(),
+                name,
+                description: req.description.clone(),
+                role: req.role.clone(),
+                permissions: permissions.clone(),
+                hint: token.hint(),
+                created_by: req.created_by.clone().unwrap_or_else(|| req.owner.clone()),
+                created_at: now,
+                expires_at,
+                last_used_at: None,
+                revoked_at: None,
+                replaced_by: None,
+            };
+            match self.inner.store.insert(record.clone(), rules).await {
+                Ok(()) => {
+                    tracing::debug!(token_id = %record.id, owner = %record.owner, kind = %record.kind, "token issued");
+                    return Ok(IssuedToken { token, record });
+                }
+                Err(StoreError::NameTaken) if !explicit_name => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(TokenError::NameTaken)
+    }
+
+    async fn free_name(
+        &self,
+        owner: &str,
+        now: OffsetDateTime,
+        skip: usize,
+    ) -> Result<String, TokenError> {
+        let taken: std::collections::HashSet<String> = self
+            .inner
+            .store
+            .list_by_owner(owner)
+            .await?
+            .into_iter()
+            .filter(|r| r.is_live_at(now))
+            .map(|r| r.name)
+            .collect();
+        let mut skipped = 0;
+        for n in 1.. {
+            let candidate = format!("token-{n}");
+            if !taken.contains(&candidate) {
+                if skipped == skip {
+                    return Ok(candidate);
+                }
+                skipped += 1;
+            }
+        }
+        unreachable!("an unbounded range always yields a free name")
+    }
+
+    fn resolve_permissions(
+        &self,
+        role: Option<&str>,
+        explicit: Option<Permissions>,
+    ) -> Result<Permissions, TokenError> {
+        let from_role = match role {
+            Some(r) => Some(
+                self.inner
+                    .roles
+                    .get(r)
+                    .ok_or_else(|| TokenError::UnknownRole(r.to_owned()))?,
+            ),
+            None => None,
+        };
+        match (from_role, explicit) {
+            (Some(role), Some(p)) if !p.is_subset_of(role) => {
+                Err(TokenError::PermissionsExceedRole)
+            }
+            (_, Some(p)) => Ok(p),
+            (Some(role), None) => Ok(role.clone()),
+            (None, None) => Ok(Permissions::none()),
+        }
+    }
+
+    fn expiry(
+        &self,
+        kind: &TokenKind,
+        expires_in: Option<Duration>,
+        now: OffsetDateTime,
+    ) -> Result<Option<OffsetDateTime>, TokenError> {
+        match (expires_in, kind.max_lifetime()) {
+            (Some(d), _) if d.is_zero() => Err(TokenError::InvalidExpiry("must be positive")),
+            (Some(d), _) if d > MAX_EXPIRES_IN => {
+                Err(TokenError::InvalidExpiry("must be at most 100 years"))
+            }
+            (Some(d), Some(max)) if d > max => Err(TokenError::InvalidExpiry(
+                "longer than this kind of token may live",
+            )),
+            (None, Some(_)) => Err(TokenError::InvalidExpiry(
+                "this kind of token requires an expiry",
+            )),
+            (Some(d), _) => Ok(Some(now + d)),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// Verifies a presented token and returns its [`Identity`]. This is the check the layer
+    /// runs; call it directly to authenticate outside HTTP.
+    ///
+    /// # Errors
+    ///
+    /// A [`Rejection`]: `invalid_token` (malformed, unknown, revoked, expired) or
+    /// `store_unavailable`.
+    pub async fn authenticate(&self, token: &str) -> Result<Identity, Rejection> {
+        self.verify(token, None).await
+    }
+
+    /// The verification path: format and checksum (no store hit for garbage), SHA-256,
+    /// lookup by hash, constant-time compare, kind, revocation, expiry; then the use is
+    /// queued for the batched `last_used_at` update.
+    ///
+    /// Every refusal of a well-formed token (unknown, revoked, expired, wrong kind) walks
+    /// the same path: the hash and the lookup happen before any of them is decided.
+    pub(crate) async fn verify(
+        &self,
+        token: &str,
+        accept: Option<&[String]>,
+    ) -> Result<Identity, Rejection> {
+        let parsed =
+            token::parse(token).map_err(|_| Rejection::new(RejectionKind::MalformedToken))?;
+        let kind = self
+            .kind_by_prefix(parsed.prefix())
+            .ok_or(Rejection::new(RejectionKind::MalformedToken))?;
+        let hash = parsed.hash();
+        let found = match self.inner.store.find_by_hash(&hash).await {
+            Ok(found) => found,
+            Err(error) => {
+                tracing::warn!(%error, "token store lookup failed; refusing the request");
+                return Err(Rejection::new(RejectionKind::StoreUnavailable));
+            }
+        };
+        let now = self.now();
+        let Some(record) = found else {
+            return Err(Rejection::new(RejectionKind::UnknownToken));
+        };
+        // The store found the record by its hash; the core still checks the digest itself,
+        // in constant time, so a backend bug cannot let a different token through.
+        let same = record.hash.ct_eq(&hash);
+        let kind_ok = record.kind == kind.name()
+            && accept.is_none_or(|names| names.iter().any(|n| *n == record.kind));
+        if !same {
+            return Err(Rejection::new(RejectionKind::UnknownToken));
+        }
+        if !kind_ok {
+            return Err(Rejection::new(RejectionKind::WrongKind));
+        }
+        if record.revoked_at.is_some() {
+            return Err(Rejection::new(RejectionKind::Revoked));
+        }
+        if record.expires_at.is_some_and(|e| e <= now) {
+            return Err(Rejection::new(RejectionKind::Expired));
+        }
+        self.inner.usage.touch(&record, now);
+        Ok(Identity::new(record, AuthMethod::Bearer))
+    }
+
+    /// The owner's tokens in every state (active, expired, replaced, revoked until purged),
+    /// oldest first. Use [`TokenRecord::is_valid_at`] with [`Tokens::now`] to tell them
+    /// apart.
+    ///
+    /// # Errors
+    ///
+    /// [`TokenError::Store`].
+    pub async fn list(&self, owner: &str) -> Result<Vec<TokenRecord>, TokenError> {
+        Ok(self.inner.store.list_by_owner(owner).await?)
+    }
+
+    /// The owner's token `id`, in any state.
+    ///
+    /// # Errors
+    ///
+    /// [`TokenError::NotFound`] when there is none or it belongs to someone else.
+    pub async fn get(&self, owner: &str, id: TokenId) -> Result<TokenRecord, TokenError> {
+        match self.inner.store.get(&id).await? {
+            Some(r) if r.owner == owner => Ok(r),
+            _ => Err(TokenError::NotFound),
+        }
+    }
+
+    /// Revokes the owner's token `id`. Takes effect on the next request.
+    ///
+    /// # Errors
+    ///
+    /// [`TokenError::NotFound`] when there is no such token of this owner or it is already
+    /// revoked (the same answer as for someone else's token).
+    pub async fn revoke(&self, owner: &str, id: TokenId) -> Result<(), TokenError> {
+        let rec = self.get(owner, id).await?;
+        if rec.revoked_at.is_some() {
+            return Err(TokenError::NotFound);
+        }
+        if self.inner.store.revoke(&id, self.now()).await? {
+            tracing::debug!(token_id = %id, "token revoked");
+            Ok(())
+        } else {
+            Err(TokenError::NotFound)
+        }
+    }
+
+    /// Replaces the owner's live token `id` by a new one with the same name, kind, role,
+    /// permissions and description. The old token keeps working for `grace` and then dies;
+    /// without grace it dies at once. A new expiry, if the old token had one, keeps the
+    /// original lifetime.
+    ///
+    /// # Errors
+    ///
+    /// [`TokenError::NotFound`] when the token is unknown, someone else's, or no longer live.
+    pub async fn rotate(
+        &self,
+        owner: &str,
+        id: TokenId,
+        grace: Option<Duration>,
+    ) -> Result<IssuedToken, TokenError> {
+        let old = self.get(owner, id).await?;
+        let now = self.now();
+        if !old.is_live_at(now) {
+            return Err(TokenError::NotFound);
+        }
+        let kind = self
+            .kind(&old.kind)
+            .ok_or_else(|| TokenError::UnknownKind(old.kind.clone()))?
+            .clone();
+        let grace = grace.unwrap_or_default();
+        if grace > MAX_EXPIRES_IN {
+            return Err(TokenError::InvalidExpiry("grace must be at most 100 years"));
+        }
+        let token = kind.generate();
+        let lifetime = old.expires_at.map(|e| e - old.created_at);
+        let record = TokenRecord {
+            id: TokenId::random(),
+            hash: token.hash(),
+            hint: token.hint(),
+            created_at: now,
+            expires_at: lifetime.map(|l| now + l),
+            last_used_at: None,
+            revoked_at: None,
+            replaced_by: None,
+            ..old
+        };
+        self.inner
+            .store
+            .rotate(&id, record.clone(), now + grace, now)
+            .await?;
+        tracing::debug!(old = %id, new = %record.id, "token rotated");
+        Ok(IssuedToken { token, record })
+    }
+
+    /// Deletes expired and revoked records now; returns how many.
+    ///
+    /// # Errors
+    ///
+    /// [`TokenError::Store`].
+    pub async fn purge(&self) -> Result<u64, TokenError> {
+        Ok(self.inner.store.purge_expired(self.now()).await?)
+    }
+
+    /// Writes queued `last_used_at` updates to the store in one batch; returns how many.
+    /// On failure they stay queued for the next flush.
+    ///
+    /// # Errors
+    ///
+    /// [`TokenError::Store`].
+    pub async fn flush_usage(&self) -> Result<usize, TokenError> {
+        let batch = self.inner.usage.drain();
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        match self.inner.store.record_use(&batch).await {
+            Ok(()) => Ok(batch.len()),
+            Err(e) => {
+                self.inner.usage.requeue(batch);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Number of uses waiting for [`flush_usage`](Self::flush_usage).
+    #[must_use]
+    pub fn pending_usage(&self) -> usize {
+        self.inner.usage.len()
+    }
+
+    /// Starts the background task that flushes usage every `flush_every` and purges expired
+    /// and revoked tokens every `purge_every`. Needs a Tokio runtime with time enabled.
+    /// Call [`Maintenance::shutdown`] on the way out to write the last batch.
+    #[must_use = "dropping the handle stops the task"]
+    pub fn spawn_maintenance(&self, flush_every: Duration, purge_every: Duration) -> Maintenance {
+        let tokens = self.clone();
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let stopped = stop.clone();
+        let handle = tokio::spawn(async move {
+            let mut flush = tokio::time::interval(flush_every);
+            let mut purge = tokio::time::interval(purge_every);
+            flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = flush.tick() => {
+                        if let Err(error) = tokens.flush_usage().await {
+                            tracing::warn!(%error, "flushing last-used times failed; will retry");
+                        }
+                    }
+                    _ = purge.tick() => {
+                        match tokens.purge().await {
+                            Ok(0) => {}
+                            Ok(n) => tracing::info!(purged = n, "purged expired and revoked tokens"),
+                            Err(error) => tracing::warn!(%error, "purge failed; will retry"),
+                        }
+                    }
+                    () = stopped.notified() => break,
+                }
+            }
+            if let Err(error) = tokens.flush_usage().await {
+                tracing::warn!(%error, "final flush of last-used times failed");
+            }
+        });
+        Maintenance {
+            stop,
+            handle: Some(handle),
+        }
+    }
+}
+
+/// Handle to the task started by [`Tokens::spawn_maintenance`]. Dropping it aborts the task;
+/// [`shutdown`](Self::shutdown) stops it after a last flush.
+#[derive(Debug)]
+pub struct Maintenance {
+    stop: Arc<tokio::sync::Notify>,
+    handle: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Maintenance {
+    /// Stops the task after writing the queued `last_used_at` updates.
+    pub async fn shutdown(mut self) {
+        self.stop.notify_one();
+        if let Some(h) = self.handle.take() {
+            let _ = h.await;
+        }
+    }
+}
+
+impl Drop for Maintenance {
+    fn drop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            h.abort();
+        }
+    }
+}
+
+const USAGE_SHARDS: usize = 16;
+
+/// Coalesced last-used times, waiting for a batched write.
+struct Usage {
+    granularity: time::Duration,
+    shards: Box<[Mutex<HashMap<TokenId, OffsetDateTime>>]>,
+}
+
+impl Usage {
+    fn new(granularity: Duration) -> Self {
+        Self {
+            granularity: time::Duration::try_from(granularity).unwrap_or(time::Duration::MAX),
+            shards: (0..USAGE_SHARDS).map(|_| Mutex::default()).collect(),
+        }
+    }
+
+    fn shard(&self, id: &TokenId) -> &Mutex<HashMap<TokenId, OffsetDateTime>> {
+        &self.shards[(id.0.as_u128() as usize) % USAGE_SHARDS]
+    }
+
+    fn touch(&self, record: &TokenRecord, now: OffsetDateTime) {
+        if record
+            .last_used_at
+            .is_some_and(|t| now - t < self.granularity)
+        {
+            return;
+        }
+        let mut m = self
+            .shard(&record.id)
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        m.entry(record.id)
+            .and_modify(|t| *t = (*t).max(now))
+            .or_insert(now);
+    }
+
+    fn drain(&self) -> Vec<(TokenId, OffsetDateTime)> {
+        let mut out = Vec::new();
+        for s in self.shards.iter() {
+            out.extend(s.lock().unwrap_or_else(PoisonError::into_inner).drain());
+        }
+        out
+    }
+
+    fn requeue(&self, batch: Vec<(TokenId, OffsetDateTime)>) {
+        for (id, at) in batch {
+            self.shard(&id)
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(id)
+                .and_modify(|t| *t = (*t).max(at))
+                .or_insert(at);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).len())
+            .sum()
+    }
+}
