@@ -12,6 +12,8 @@ pub mod token;
 pub mod tokens;
 
 #[cfg(feature = "axum")]
+pub mod accounts;
+#[cfg(feature = "axum")]
 pub mod axum;
 
 pub use error::ConfigError;
