@@ -24,3 +24,4 @@
 //! ```
 
 mod extract;
+pub mod management;

@@ -27,6 +27,14 @@ use crate::token::TokenHash;
 mod memory;
 pub use memory::MemoryStore;
 
+pub mod cached;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(feature = "redis")]
+pub mod redis;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
+
 #[cfg(feature = "test-util")]
 pub mod conformance;
 
