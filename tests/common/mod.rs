@@ -1,0 +1,147 @@
+//! Shared test helpers: stores that count calls or fail, and a plain tower service.
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use keygate::store::InsertRules;
+use keygate::{Identity, MemoryStore, StoreError, TokenHash, TokenId, TokenRecord, TokenStore};
+use time::OffsetDateTime;
+
+/// Wraps a `MemoryStore`, counting lookups and batched use writes, and failing on demand.
+#[derive(Clone, Default)]
+pub struct TestStore {
+    pub inner: MemoryStore,
+    pub lookups: Arc<AtomicUsize>,
+    pub use_writes: Arc<AtomicUsize>,
+    pub down: Arc<AtomicBool>,
+}
+
+impl TestStore {
+    pub fn lookups(&self) -> usize {
+        self.lookups.load(Ordering::SeqCst)
+    }
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+    fn check(&self) -> Result<(), StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            Err(StoreError::backend(std::io::Error::new(
+                std::io::ErrorKind::ConnectionRefused,
+                "connection refused",
+            )))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+#[async_trait]
+impl TokenStore for TestStore {
+    async fn insert(&self, record: TokenRecord, rules: InsertRules) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.insert(record, rules).await
+    }
+    async fn find_by_hash(&self, hash: &TokenHash) -> Result<Option<Arc<TokenRecord>>, StoreError> {
+        self.lookups.fetch_add(1, Ordering::SeqCst);
+        self.check()?;
+        self.inner.find_by_hash(hash).await
+    }
+    async fn get(&self, id: &TokenId) -> Result<Option<TokenRecord>, StoreError> {
+        self.check()?;
+        self.inner.get(id).await
+    }
+    async fn list_by_owner(&self, owner: &str) -> Result<Vec<TokenRecord>, StoreError> {
+        self.check()?;
+        self.inner.list_by_owner(owner).await
+    }
+    async fn revoke(&self, id: &TokenId, at: OffsetDateTime) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner.revoke(id, at).await
+    }
+    async fn rotate(
+        &self,
+        old: &TokenId,
+        new: TokenRecord,
+        old_expires_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        self.check()?;
+        self.inner.rotate(old, new, old_expires_at, now).await
+    }
+    async fn record_use(&self, uses: &[(TokenId, OffsetDateTime)]) -> Result<(), StoreError> {
+        self.use_writes.fetch_add(1, Ordering::SeqCst);
+        self.check()?;
+        self.inner.record_use(uses).await
+    }
+    async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        self.check()?;
+        self.inner.purge_expired(now).await
+    }
+}
+
+/// The inner service: answers 200 with the caller's owner, or `anonymous`, and counts calls.
+pub fn echo(
+    calls: Arc<AtomicUsize>,
+) -> impl tower::Service<
+    Request<Full<Bytes>>,
+    Response = Response<Full<Bytes>>,
+    Error = Infallible,
+    Future = impl Send,
+> + Clone
++ Send
++ 'static {
+    tower::service_fn(move |req: Request<Full<Bytes>>| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        let sensitive = req
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .is_none_or(|v| v.is_sensitive());
+        let who = req
+            .extensions()
+            .get::<Identity>()
+            .map_or("anonymous".to_owned(), |i| i.owner().to_owned());
+        async move {
+            assert!(
+                sensitive,
+                "the Authorization header must be marked sensitive"
+            );
+            Ok::<_, Infallible>(Response::new(Full::from(who)))
+        }
+    })
+}
+
+pub fn get(auth: Option<&str>) -> Request<Full<Bytes>> {
+    req(http::Method::GET, auth)
+}
+
+pub fn req(method: http::Method, auth: Option<&str>) -> Request<Full<Bytes>> {
+    let mut b = Request::builder().method(method).uri("/things");
+    if let Some(a) = auth {
+        b = b.header(http::header::AUTHORIZATION, a);
+    }
+    b.body(Full::default()).expect("request")
+}
+
+pub fn bearer(token: &keygate::RawToken) -> String {
+    format!("Bearer {}", token.expose_secret())
+}
+
+pub async fn body_string<B>(res: Response<B>) -> (http::StatusCode, http::HeaderMap, String)
+where
+    B: http_body::Body,
+    B::Error: std::fmt::Debug,
+{
+    let (parts, body) = res.into_parts();
+    let bytes = body.collect().await.expect("body").to_bytes();
+    (
+        parts.status,
+        parts.headers,
+        String::from_utf8(bytes.to_vec()).expect("utf-8 body"),
+    )
+}
