@@ -1,1 +1,887 @@
-//! (in progress)
+//! [`CachedStore`]: a bounded verification cache in front of any [`TokenStore`], with
+//! revocation fan-out between instances, and [`TimeoutStore`], which bounds every store call.
+//!
+//! Only [`find_by_hash`](TokenStore::find_by_hash) — the lookup on every request — is
+//! cached. Everything else (insert, get, list, revoke, rotate, record use, purge) goes to
+//! the wrapped store, and writes drop the entries they change from the local cache before
+//! they return, so a revoke is refused at once on the instance that made it.
+//!
+//! # What is cached
+//!
+//! - **Found records**, keyed by the token's SHA-256 (never the token), in a map split into
+//!   64 shards, each behind its own `RwLock`: a hit takes one shard's read lock, clones an
+//!   `Arc` and compares an `Instant` — no allocation and no lock shared by all requests.
+//!   Capacity ([`with_capacity`](CachedStore::with_capacity), default 10 000) and TTL
+//!   ([`with_ttl`](CachedStore::with_ttl), default 30 s) are bounded; a full shard evicts an
+//!   expired or the oldest of a few sampled entries.
+//! - **Unknown hashes**, in a separate and smaller set
+//!   ([`with_negative_capacity`](CachedStore::with_negative_capacity), default 1 024;
+//!   [`with_negative_ttl`](CachedStore::with_negative_ttl), default 5 s). A flood of random
+//!   tokens with valid checksums only churns this set: it can never evict a real entry.
+//!   (A hash cannot become known later without the store being written: tokens are random,
+//!   and a local insert drops its hash from the set.)
+//!
+//! The core still checks the digest, revocation and expiry of a cached record on every
+//! request, so a cached record that expires is refused on time.
+//!
+//! # Staleness after a revoke
+//!
+//! | where the revoke happened | refused after |
+//! | --- | --- |
+//! | this instance (through this `CachedStore`) | at once |
+//! | another instance, listener connected | the notification's delay: typically a few ms on a LAN, under 1 s (the tests assert it) |
+//! | another instance, listener disconnected | at once: the cache is flushed and bypassed until the listener is back |
+//! | another instance, no listener at all | up to the TTL |
+//!
+//! The listeners ([`listen_postgres`](CachedStore::listen_postgres),
+//! [`listen_redis`](CachedStore::listen_redis)) subscribe to the store's revocation
+//! channel. Push is best-effort (PostgreSQL `NOTIFY` and Redis pub/sub are fire and forget),
+//! so a listener treats the loss of its connection as a loss of notifications: it flushes
+//! the cache, makes every lookup go to the store until it has subscribed again, then flushes
+//! once more and resumes caching. A heartbeat on the same connection detects a silently dead
+//! connection within 15 s; until then notifications can be missed and the TTL is the bound.
+//!
+//! A lookup that read the store before a revocation committed cannot put its stale answer
+//! back into the cache afterwards: every invalidation bumps an epoch, and a lookup only
+//! caches its answer if the epoch did not move while it waited.
+//!
+//! # Failing closed
+//!
+//! [`with_timeout`](CachedStore::with_timeout) (or [`TimeoutStore`] without a cache) turns a
+//! store call that takes too long into [`StoreError::Timeout`], which the layer answers with
+//! 503 `store_unavailable`. Errors are never cached, so service resumes with the store.
+//! While a listener is disconnected nothing is served from the cache, so a store that is
+//! down refuses every request (503) rather than letting possibly revoked tokens through.
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! use std::time::Duration;
+//! use keygate::store::cached::CachedStore;
+//! use keygate::{MemoryStore, NewToken, Tokens};
+//!
+//! let store = CachedStore::new(MemoryStore::new())
+//!     .with_capacity(50_000)
+//!     .with_ttl(Duration::from_secs(10))
+//!     .with_timeout(Duration::from_secs(2));
+//! let tokens = Tokens::new(store.clone());
+//! let issued = tokens.issue(NewToken::new("alice", "ci")).await.unwrap();
+//! tokens.authenticate(issued.token.expose_secret()).await.unwrap();
+//! assert_eq!(store.len(), 1);
+//! tokens.revoke("alice", issued.record.id).await.unwrap();
+//! assert!(tokens.authenticate(issued.token.expose_secret()).await.is_err());
+//! # });
+//! ```
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use super::{InsertRules, StoreError, TokenId, TokenRecord, TokenStore};
+use crate::token::TokenHash;
+
+const SHARDS: usize = 64;
+/// Entries looked at when a full shard must evict one.
+const EVICTION_SAMPLE: usize = 8;
+#[cfg(any(feature = "postgres", feature = "redis"))]
+const HEARTBEAT: Duration = Duration::from_secs(5);
+#[cfg(any(feature = "postgres", feature = "redis"))]
+const HEARTBEAT_DEADLINE: Duration = Duration::from_secs(15);
+#[cfg(any(feature = "postgres", feature = "redis"))]
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Maps keyed by [`TokenHash`], whose `Hash` feeds one `u64` taken from the digest: the
+/// digest is already uniform, so that number is the bucket hash.
+#[derive(Default)]
+struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type Map<V> = HashMap<TokenHash, V, BuildHasherDefault<DigestHasher>>;
+
+struct Entry {
+    record: Arc<TokenRecord>,
+    until: Instant,
+}
+
+trait Until {
+    fn until(&self) -> Instant;
+}
+
+impl Until for Entry {
+    fn until(&self) -> Instant {
+        self.until
+    }
+}
+
+impl Until for Instant {
+    fn until(&self) -> Instant {
+        *self
+    }
+}
+
+/// One bounded, sharded map with a TTL.
+struct Sharded<V> {
+    shards: Box<[RwLock<Map<V>>]>,
+    per_shard: usize,
+    ttl: Duration,
+}
+
+fn shard_of(hash: &TokenHash) -> usize {
+    // Byte 8 is not among the bytes the maps hash on.
+    usize::from(hash.as_bytes()[8]) % SHARDS
+}
+
+impl<V: Until> Sharded<V> {
+    fn new(capacity: usize, ttl: Duration) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| RwLock::new(Map::default())).collect(),
+            per_shard: capacity.div_ceil(SHARDS),
+            ttl,
+        }
+    }
+
+    fn read<T>(&self, hash: &TokenHash, f: impl FnOnce(&V) -> T) -> Option<T> {
+        let shard = self.shards[shard_of(hash)]
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        shard.get(hash).map(f)
+    }
+
+    fn write(&self, hash: &TokenHash) -> std::sync::RwLockWriteGuard<'_, Map<V>> {
+        self.shards[shard_of(hash)]
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Inserts under an already held shard lock, evicting first when the shard is full.
+    fn put_locked(&self, shard: &mut Map<V>, hash: TokenHash, value: V) {
+        if self.per_shard == 0 {
+            return;
+        }
+        if shard.len() >= self.per_shard && !shard.contains_key(&hash) {
+            let now = Instant::now();
+            let victim = shard
+                .iter()
+                .take(EVICTION_SAMPLE)
+                .min_by_key(|(_, v)| {
+                    if v.until() <= now {
+                        None
+                    } else {
+                        Some(v.until())
+                    }
+                })
+                .map(|(k, _)| *k);
+            if let Some(k) = victim {
+                shard.remove(&k);
+            }
+        }
+        shard.insert(hash, value);
+    }
+
+    fn remove(&self, hash: &TokenHash) {
+        self.write(hash).remove(hash);
+    }
+
+    fn clear(&self) {
+        for s in self.shards.iter() {
+            s.write().unwrap_or_else(PoisonError::into_inner).clear();
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.read().unwrap_or_else(PoisonError::into_inner).len())
+            .sum()
+    }
+}
+
+/// The state shared by a [`CachedStore`], its clones and its listener.
+struct Cache {
+    found: Sharded<Entry>,
+    unknown: Sharded<Instant>,
+    /// Bumped by every invalidation; a lookup caches its answer only if it did not move.
+    epoch: AtomicU64,
+    /// True while a listener is attached but not subscribed: nothing is served from or put
+    /// into the cache.
+    bypass: AtomicBool,
+}
+
+enum Cached {
+    Found(Arc<TokenRecord>),
+    Unknown,
+    Miss,
+}
+
+impl Cache {
+    fn new(config: &Config) -> Self {
+        Self {
+            found: Sharded::new(config.capacity, config.ttl),
+            unknown: Sharded::new(config.negative_capacity, config.negative_ttl),
+            epoch: AtomicU64::new(0),
+            bypass: AtomicBool::new(false),
+        }
+    }
+
+    fn lookup(&self, hash: &TokenHash) -> Cached {
+        if self.bypass.load(Ordering::Acquire) {
+            return Cached::Miss;
+        }
+        let now = Instant::now();
+        if let Some(Some(rec)) = self
+            .found
+            .read(hash, |e| (e.until > now).then(|| e.record.clone()))
+        {
+            return Cached::Found(rec);
+        }
+        if self.unknown.read(hash, |until| *until > now) == Some(true) {
+            return Cached::Unknown;
+        }
+        Cached::Miss
+    }
+
+    fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Caches the answer of a lookup that started at `epoch`, unless an invalidation
+    /// happened since (or a listener is down).
+    fn put(&self, hash: TokenHash, found: Option<&Arc<TokenRecord>>, epoch: u64) {
+        if self.bypass.load(Ordering::Acquire) {
+            return;
+        }
+        let now = Instant::now();
+        match found {
+            Some(rec) => {
+                let mut shard = self.found.write(&hash);
+                if self.epoch() != epoch {
+                    return;
+                }
+                let until = now + self.found.ttl;
+                self.found.put_locked(
+                    &mut shard,
+                    hash,
+                    Entry {
+                        record: rec.clone(),
+                        until,
+                    },
+                );
+            }
+            None => {
+                let mut shard = self.unknown.write(&hash);
+                if self.epoch() != epoch {
+                    return;
+                }
+                let until = now + self.unknown.ttl;
+                self.unknown.put_locked(&mut shard, hash, until);
+            }
+        }
+    }
+
+    fn invalidate(&self, hash: &TokenHash) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.found.remove(hash);
+        self.unknown.remove(hash);
+    }
+
+    /// Drops every found record with this id (a scan: revocations are rare).
+    fn invalidate_id(&self, id: &TokenId) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        for s in self.found.shards.iter() {
+            s.write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .retain(|_, e| e.record.id != *id);
+        }
+    }
+
+    fn flush(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.found.clear();
+        self.unknown.clear();
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Config {
+    capacity: usize,
+    ttl: Duration,
+    negative_capacity: usize,
+    negative_ttl: Duration,
+}
+
+async fn bounded<T>(
+    limit: Option<Duration>,
+    fut: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    match limit {
+        Some(d) => tokio::time::timeout(d, fut)
+            .await
+            .unwrap_or(Err(StoreError::Timeout)),
+        None => fut.await,
+    }
+}
+
+/// A [`TokenStore`] that caches [`find_by_hash`](TokenStore::find_by_hash) answers of the
+/// store it wraps; see the [module docs](self) for the bounds and the staleness guarantees.
+///
+/// Cheap to clone when `S` is; clones share the cache. Configure it with the `with_*`
+/// methods before sharing it or attaching a listener (they start a new, empty cache).
+pub struct CachedStore<S> {
+    inner: S,
+    cache: Arc<Cache>,
+    config: Config,
+    timeout: Option<Duration>,
+}
+
+impl<S: Clone> Clone for CachedStore<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            cache: self.cache.clone(),
+            config: self.config,
+            timeout: self.timeout,
+        }
+    }
+}
+
+impl<S: std::fmt::Debug> std::fmt::Debug for CachedStore<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CachedStore")
+            .field("inner", &self.inner)
+            .field("capacity", &self.config.capacity)
+            .field("ttl", &self.config.ttl)
+            .field("negative_capacity", &self.config.negative_capacity)
+            .field("negative_ttl", &self.config.negative_ttl)
+            .field("timeout", &self.timeout)
+            .field("cached", &self.cache.found.len())
+            .finish()
+    }
+}
+
+impl<S: TokenStore> CachedStore<S> {
+    /// A cache of 10 000 records for 30 s and 1 024 unknown hashes for 5 s, without a
+    /// timeout, in front of `inner`.
+    #[must_use]
+    pub fn new(inner: S) -> Self {
+        let config = Config {
+            capacity: 10_000,
+            ttl: Duration::from_secs(30),
+            negative_capacity: 1_024,
+            negative_ttl: Duration::from_secs(5),
+        };
+        Self {
+            inner,
+            cache: Arc::new(Cache::new(&config)),
+            config,
+            timeout: None,
+        }
+    }
+
+    fn reconfigured(mut self, f: impl FnOnce(&mut Config)) -> Self {
+        f(&mut self.config);
+        self.cache = Arc::new(Cache::new(&self.config));
+        self
+    }
+
+    /// At most about `n` cached records (rounded up to a multiple of 64); 0 disables the
+    /// cache of found records.
+    #[must_use]
+    pub fn with_capacity(self, n: usize) -> Self {
+        self.reconfigured(|c| c.capacity = n)
+    }
+
+    /// How long a found record is served from the cache: the staleness bound after a revoke
+    /// made on another instance when no listener is attached.
+    #[must_use]
+    pub fn with_ttl(self, ttl: Duration) -> Self {
+        self.reconfigured(|c| c.ttl = ttl)
+    }
+
+    /// At most about `n` remembered unknown hashes (rounded up to a multiple of 64); 0
+    /// disables negative caching.
+    #[must_use]
+    pub fn with_negative_capacity(self, n: usize) -> Self {
+        self.reconfigured(|c| c.negative_capacity = n)
+    }
+
+    /// How long an unknown hash is remembered.
+    #[must_use]
+    pub fn with_negative_ttl(self, ttl: Duration) -> Self {
+        self.reconfigured(|c| c.negative_ttl = ttl)
+    }
+
+    /// Fails every call to the wrapped store that takes longer than `limit` with
+    /// [`StoreError::Timeout`] (503 through the layer). Cache hits are not affected.
+    #[must_use]
+    pub fn with_timeout(mut self, limit: Duration) -> Self {
+        self.timeout = Some(limit);
+        self
+    }
+
+    /// The wrapped store.
+    #[must_use]
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    /// Number of cached records.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.cache.found.len()
+    }
+
+    /// True when no record is cached.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Number of remembered unknown hashes.
+    #[must_use]
+    pub fn negative_len(&self) -> usize {
+        self.cache.unknown.len()
+    }
+
+    /// Drops whatever is cached for `hash`: what a listener does for each notification. Use
+    /// it to feed the cache from your own invalidation channel.
+    pub fn invalidate(&self, hash: &TokenHash) {
+        self.cache.invalidate(hash);
+    }
+
+    /// Drops everything cached.
+    pub fn flush(&self) {
+        self.cache.flush();
+    }
+
+    /// Subscribes to [`postgres::REVOCATION_CHANNEL`](super::postgres::REVOCATION_CHANNEL)
+    /// with `LISTEN` on a connection from `pool` (the [`PostgresStore`](super::postgres::PostgresStore)'s
+    /// [`pool`](super::postgres::PostgresStore::pool)) and drops each revoked or rotated
+    /// token from this cache. Needs a Tokio runtime. Until the listener has subscribed, and
+    /// whenever it loses its connection, the cache is flushed and bypassed; it reconnects by
+    /// itself with a backoff of up to 5 s.
+    #[cfg(feature = "postgres")]
+    pub fn listen_postgres(&self, pool: sqlx::PgPool) -> RevocationListener {
+        RevocationListener::spawn(self.cache.clone(), |cache, state| {
+            pg::listen(cache, pool, state)
+        })
+    }
+
+    /// Subscribes to the Redis pub/sub `channel` (a [`RedisStore`](super::redis::RedisStore)'s
+    /// [`revocation_channel`](super::redis::RedisStore::revocation_channel)) with a
+    /// connection of its own from `client`, and drops each revoked or rotated token from
+    /// this cache. Same connection-loss rules as
+    /// [`listen_postgres`](Self::listen_postgres).
+    #[cfg(feature = "redis")]
+    pub fn listen_redis(
+        &self,
+        client: ::redis::Client,
+        channel: impl Into<String>,
+    ) -> RevocationListener {
+        let channel = channel.into();
+        RevocationListener::spawn(self.cache.clone(), |cache, state| {
+            rd::listen(cache, client, channel, state)
+        })
+    }
+
+    async fn call<T>(
+        &self,
+        fut: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        bounded(self.timeout, fut).await
+    }
+}
+
+#[async_trait]
+impl<S: TokenStore> TokenStore for CachedStore<S> {
+    async fn insert(&self, record: TokenRecord, rules: InsertRules) -> Result<(), StoreError> {
+        let hash = record.hash;
+        let res = self.call(self.inner.insert(record, rules)).await;
+        self.cache.invalidate(&hash);
+        res
+    }
+
+    async fn find_by_hash(&self, hash: &TokenHash) -> Result<Option<Arc<TokenRecord>>, StoreError> {
+        match self.cache.lookup(hash) {
+            Cached::Found(rec) => return Ok(Some(rec)),
+            Cached::Unknown => return Ok(None),
+            Cached::Miss => {}
+        }
+        let epoch = self.cache.epoch();
+        let found = self.call(self.inner.find_by_hash(hash)).await?;
+        self.cache.put(*hash, found.as_ref(), epoch);
+        Ok(found)
+    }
+
+    async fn get(&self, id: &TokenId) -> Result<Option<TokenRecord>, StoreError> {
+        self.call(self.inner.get(id)).await
+    }
+
+    async fn list_by_owner(&self, owner: &str) -> Result<Vec<TokenRecord>, StoreError> {
+        self.call(self.inner.list_by_owner(owner)).await
+    }
+
+    async fn revoke(&self, id: &TokenId, at: OffsetDateTime) -> Result<bool, StoreError> {
+        let res = self.call(self.inner.revoke(id, at)).await;
+        // Also on error or timeout: the revoke may have committed.
+        self.cache.invalidate_id(id);
+        res
+    }
+
+    async fn rotate(
+        &self,
+        old: &TokenId,
+        new: TokenRecord,
+        old_expires_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let hash = new.hash;
+        let res = self
+            .call(self.inner.rotate(old, new, old_expires_at, now))
+            .await;
+        self.cache.invalidate_id(old);
+        self.cache.invalidate(&hash);
+        res
+    }
+
+    async fn record_use(&self, uses: &[(TokenId, OffsetDateTime)]) -> Result<(), StoreError> {
+        // Cached records keep their `last_used_at` until they leave the cache; the usage
+        // batching only uses it to skip redundant writes.
+        self.call(self.inner.record_use(uses)).await
+    }
+
+    async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        // Purged records are expired or revoked: cached copies are refused anyway and
+        // leave the cache with their TTL.
+        self.call(self.inner.purge_expired(now)).await
+    }
+}
+
+/// A [`TokenStore`] that fails every call to the store it wraps taking longer than its limit
+/// with [`StoreError::Timeout`], which the layer answers with 503 `store_unavailable`
+/// instead of holding the request. [`CachedStore::with_timeout`] does the same with a cache.
+///
+/// A write that times out may still complete in the store.
+#[derive(Debug, Clone)]
+pub struct TimeoutStore<S> {
+    inner: S,
+    limit: Duration,
+}
+
+impl<S: TokenStore> TimeoutStore<S> {
+    /// Bounds every call to `inner` by `limit`.
+    #[must_use]
+    pub fn new(inner: S, limit: Duration) -> Self {
+        Self { inner, limit }
+    }
+
+    /// The wrapped store.
+    #[must_use]
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+}
+
+#[async_trait]
+impl<S: TokenStore> TokenStore for TimeoutStore<S> {
+    async fn insert(&self, record: TokenRecord, rules: InsertRules) -> Result<(), StoreError> {
+        bounded(Some(self.limit), self.inner.insert(record, rules)).await
+    }
+    async fn find_by_hash(&self, hash: &TokenHash) -> Result<Option<Arc<TokenRecord>>, StoreError> {
+        bounded(Some(self.limit), self.inner.find_by_hash(hash)).await
+    }
+    async fn get(&self, id: &TokenId) -> Result<Option<TokenRecord>, StoreError> {
+        bounded(Some(self.limit), self.inner.get(id)).await
+    }
+    async fn list_by_owner(&self, owner: &str) -> Result<Vec<TokenRecord>, StoreError> {
+        bounded(Some(self.limit), self.inner.list_by_owner(owner)).await
+    }
+    async fn revoke(&self, id: &TokenId, at: OffsetDateTime) -> Result<bool, StoreError> {
+        bounded(Some(self.limit), self.inner.revoke(id, at)).await
+    }
+    async fn rotate(
+        &self,
+        old: &TokenId,
+        new: TokenRecord,
+        old_expires_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        bounded(
+            Some(self.limit),
+            self.inner.rotate(old, new, old_expires_at, now),
+        )
+        .await
+    }
+    async fn record_use(&self, uses: &[(TokenId, OffsetDateTime)]) -> Result<(), StoreError> {
+        bounded(Some(self.limit), self.inner.record_use(uses)).await
+    }
+    async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        bounded(Some(self.limit), self.inner.purge_expired(now)).await
+    }
+}
+
+/// What a listener task reports.
+#[derive(Default)]
+struct ListenerState {
+    connected: AtomicBool,
+    changed: tokio::sync::Notify,
+}
+
+#[cfg(any(feature = "postgres", feature = "redis"))]
+impl ListenerState {
+    /// Subscribed: flush what was cached while notifications could be missed, resume.
+    fn up(&self, cache: &Cache) {
+        cache.flush();
+        cache.bypass.store(false, Ordering::Release);
+        self.connected.store(true, Ordering::Release);
+        self.changed.notify_waiters();
+        tracing::info!("revocation listener subscribed; cache enabled");
+    }
+
+    /// Lost: notifications may be missed from now on; stop serving from the cache.
+    fn down(&self, cache: &Cache) {
+        cache.bypass.store(true, Ordering::Release);
+        cache.flush();
+        if self.connected.swap(false, Ordering::AcqRel) {
+            tracing::warn!(
+                "revocation listener lost its connection; cache flushed and bypassed until it reconnects"
+            );
+        }
+        self.changed.notify_waiters();
+    }
+}
+
+/// Applies one notification payload: the hex SHA-256 of a changed token.
+#[cfg(any(feature = "postgres", feature = "redis"))]
+fn on_payload(cache: &Cache, payload: &str) {
+    match TokenHash::from_hex(payload) {
+        Ok(hash) => cache.invalidate(&hash),
+        Err(_) => {
+            tracing::warn!("unexpected revocation notification payload; flushing the cache");
+            cache.flush();
+        }
+    }
+}
+
+/// The task that keeps a [`CachedStore`] in step with revocations made on other instances.
+/// Dropping it (or calling [`stop`](Self::stop)) stops the task, flushes the cache and
+/// returns it to TTL-only staleness.
+#[must_use = "dropping the listener stops it"]
+pub struct RevocationListener {
+    task: tokio::task::JoinHandle<()>,
+    state: Arc<ListenerState>,
+    cache: Arc<Cache>,
+}
+
+impl std::fmt::Debug for RevocationListener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RevocationListener")
+            .field("connected", &self.is_connected())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RevocationListener {
+    #[cfg(any(feature = "postgres", feature = "redis"))]
+    fn spawn<F, Fut>(cache: Arc<Cache>, run: F) -> Self
+    where
+        F: FnOnce(Arc<Cache>, Arc<ListenerState>) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let state = Arc::new(ListenerState::default());
+        cache.bypass.store(true, Ordering::Release);
+        cache.flush();
+        let task = tokio::spawn(run(cache.clone(), state.clone()));
+        Self { task, state, cache }
+    }
+
+    /// True while subscribed (and the cache in use).
+    #[must_use]
+    pub fn is_connected(&self) -> bool {
+        self.state.connected.load(Ordering::Acquire)
+    }
+
+    /// Waits until the listener is subscribed, at most `limit`; returns whether it is.
+    pub async fn wait_connected(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let changed = self.state.changed.notified();
+            if self.is_connected() {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return self.is_connected();
+            }
+        }
+    }
+
+    /// Stops the listener (the same as dropping it).
+    pub fn stop(self) {}
+}
+
+impl Drop for RevocationListener {
+    fn drop(&mut self) {
+        self.task.abort();
+        self.cache.flush();
+        self.cache.bypass.store(false, Ordering::Release);
+    }
+}
+
+#[cfg(any(feature = "postgres", feature = "redis"))]
+async fn backoff(delay: &mut Duration) {
+    tokio::time::sleep(*delay).await;
+    *delay = (*delay * 2).min(MAX_BACKOFF);
+}
+
+#[cfg(feature = "postgres")]
+mod pg {
+    use super::*;
+    use crate::store::postgres::REVOCATION_CHANNEL;
+    use sqlx::postgres::PgListener;
+
+    pub(super) async fn listen(cache: Arc<Cache>, pool: sqlx::PgPool, state: Arc<ListenerState>) {
+        // Heartbeats go to a channel of this listener's own, so instances do not wake each
+        // other up.
+        let heartbeat = format!("keygate_hb_{}", uuid::Uuid::new_v4().simple());
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match subscribe(&pool, &heartbeat).await {
+                Ok(mut listener) => {
+                    state.up(&cache);
+                    delay = Duration::from_millis(100);
+                    let beat = tokio::spawn(beat(pool.clone(), heartbeat.clone()));
+                    loop {
+                        match tokio::time::timeout(HEARTBEAT_DEADLINE, listener.try_recv()).await {
+                            Ok(Ok(Some(n))) => {
+                                if n.channel() == REVOCATION_CHANNEL {
+                                    on_payload(&cache, n.payload());
+                                }
+                            }
+                            Ok(Ok(None)) | Ok(Err(_)) | Err(_) => break,
+                        }
+                    }
+                    beat.abort();
+                    state.down(&cache);
+                }
+                Err(error) => {
+                    state.down(&cache);
+                    tracing::warn!(%error, "revocation listener cannot subscribe; retrying");
+                }
+            }
+            backoff(&mut delay).await;
+        }
+    }
+
+    async fn subscribe(pool: &sqlx::PgPool, heartbeat: &str) -> Result<PgListener, sqlx::Error> {
+        let mut listener = PgListener::connect_with(pool).await?;
+        listener.eager_reconnect(false);
+        listener.listen(REVOCATION_CHANNEL).await?;
+        listener.listen(heartbeat).await?;
+        Ok(listener)
+    }
+
+    async fn beat(pool: sqlx::PgPool, channel: String) {
+        let mut tick = tokio::time::interval(HEARTBEAT);
+        loop {
+            tick.tick().await;
+            let _ = tokio::time::timeout(
+                HEARTBEAT,
+                sqlx::query("SELECT pg_notify($1, '')")
+                    .bind(&channel)
+                    .execute(&pool),
+            )
+            .await;
+        }
+    }
+}
+
+#[cfg(feature = "redis")]
+mod rd {
+    use super::*;
+    use futures_util::StreamExt;
+
+    pub(super) async fn listen(
+        cache: Arc<Cache>,
+        client: ::redis::Client,
+        channel: String,
+        state: Arc<ListenerState>,
+    ) {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match subscribe(&client, &channel).await {
+                Ok(pubsub) => {
+                    let (mut sink, mut stream) = pubsub.split();
+                    state.up(&cache);
+                    delay = Duration::from_millis(100);
+                    let mut tick = tokio::time::interval(HEARTBEAT);
+                    loop {
+                        tokio::select! {
+                            msg = stream.next() => match msg {
+                                Some(msg) => {
+                                    if let Ok(payload) = msg.get_payload::<String>() {
+                                        on_payload(&cache, &payload);
+                                    } else {
+                                        cache.flush();
+                                    }
+                                }
+                                None => break,
+                            },
+                            _ = tick.tick() => {
+                                let ping = tokio::time::timeout(
+                                    HEARTBEAT_DEADLINE,
+                                    sink.ping::<::redis::Value>(),
+                                )
+                                .await;
+                                if !matches!(ping, Ok(Ok(_))) {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    state.down(&cache);
+                }
+                Err(error) => {
+                    state.down(&cache);
+                    tracing::warn!(%error, "revocation listener cannot subscribe; retrying");
+                }
+            }
+            backoff(&mut delay).await;
+        }
+    }
+
+    async fn subscribe(
+        client: &::redis::Client,
+        channel: &str,
+    ) -> ::redis::RedisResult<::redis::aio::PubSub> {
+        let connect = async {
+            let mut pubsub = client.get_async_pubsub().await?;
+            pubsub.subscribe(channel).await?;
+            Ok(pubsub)
+        };
+        tokio::time::timeout(HEARTBEAT_DEADLINE, connect)
+            .await
+            .unwrap_or_else(|_| {
+                Err(::redis::RedisError::from((
+                    ::redis::ErrorKind::Io,
+                    "timed out subscribing",
+                )))
+            })
+    }
+}

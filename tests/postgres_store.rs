@@ -1,0 +1,186 @@
+//! `PostgresStore` against the PostgreSQL at `KEYGATE_TEST_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/test`). Each test works in its own schema, so the
+//! tests run in parallel. Without a reachable database the tests skip with a message, or
+//! fail when `CI` is set.
+
+use std::time::{Duration, Instant};
+
+use keygate::store::cached::CachedStore;
+use keygate::store::postgres::{PostgresOptions, PostgresStore};
+use keygate::{NewToken, TokenStore, Tokens};
+
+fn url() -> String {
+    std::env::var("KEYGATE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// A store in a fresh schema, or `None` (with the reason printed) when PostgreSQL is not
+/// reachable and `CI` is unset. Under `CI` an unreachable database fails the test.
+async fn store(test: &str) -> Option<PostgresStore> {
+    let schema = format!("kg_{test}_{}", uuid::Uuid::new_v4().simple());
+    match PostgresOptions::new(url())
+        .with_schema(&schema[..schema.len().min(63)])
+        .with_acquire_timeout(Duration::from_secs(3))
+        .connect()
+        .await
+    {
+        Ok(s) => Some(s),
+        Err(e) if std::env::var_os("CI").is_none() => {
+            eprintln!(
+                "skipping {test}: PostgreSQL at {} unreachable: {e:?}",
+                url()
+            );
+            None
+        }
+        Err(e) => panic!("PostgreSQL at {} unreachable and CI is set: {e:?}", url()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_store_passes_the_conformance_suite() {
+    let Some(store) = store("conformance").await else {
+        return;
+    };
+    keygate::store::conformance::run(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn records_round_trip_with_nanoseconds_truncated_to_microseconds() {
+    let Some(store) = store("precision").await else {
+        return;
+    };
+    let tokens = Tokens::new(store.clone());
+    let issued = tokens
+        .issue(NewToken::new("alice@example.com", "ci").expires_in(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    let back = store.get(&issued.record.id).await.unwrap().unwrap();
+    assert_eq!(back, issued.record, "Tokens::now is whole microseconds");
+    let id = tokens
+        .authenticate(issued.token.expose_secret())
+        .await
+        .unwrap();
+    assert_eq!(id.owner(), "alice@example.com");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn accounts_are_kept_lower_cased() {
+    use keygate::accounts::{Account, AccountStore};
+    let Some(store) = store("accounts").await else {
+        return;
+    };
+    let acc = Account {
+        email: "Admin@Example.COM".into(),
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
+        permissions: keygate::Permissions::parse(["tokens:*", "things:read"]).unwrap(),
+        created_at: keygate::Tokens::new(keygate::MemoryStore::new()).now(),
+    };
+    store.put_account(acc.clone()).await.unwrap();
+    let found = store
+        .find_account("admin@example.com")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.email, "admin@example.com");
+    assert_eq!(found.permissions, acc.permissions);
+    assert_eq!(found.created_at, acc.created_at);
+    assert!(
+        store
+            .find_account("nobody@example.com")
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+/// Two instances, each with its own cache over the same database: a revoke on A is refused
+/// on B within 1 s (through `LISTEN keygate_revocations`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn revocation_on_one_instance_reaches_the_other_within_a_second() {
+    let Some(store) = store("fanout").await else {
+        return;
+    };
+    // Two pools on the same schema, as two processes would have.
+    let other = PostgresOptions::new(url())
+        .with_schema(store.schema().unwrap())
+        .connect()
+        .await
+        .unwrap();
+    let cache_a = CachedStore::new(store.clone()).with_ttl(Duration::from_secs(300));
+    let cache_b = CachedStore::new(other.clone()).with_ttl(Duration::from_secs(300));
+    let _listen_a = cache_a.listen_postgres(store.pool().clone());
+    let listen_b = cache_b.listen_postgres(other.pool().clone());
+    assert!(
+        listen_b.wait_connected(Duration::from_secs(5)).await,
+        "listener B connects"
+    );
+    let a = Tokens::new(cache_a);
+    let b = Tokens::new(cache_b.clone());
+    let issued = a.issue(NewToken::new("alice", "deploy")).await.unwrap();
+    let secret = issued.token.expose_secret();
+    b.authenticate(secret).await.expect("valid on B");
+    b.authenticate(secret).await.expect("valid on B (cached)");
+    assert_eq!(cache_b.len(), 1, "B caches the record");
+
+    let start = Instant::now();
+    a.revoke("alice", issued.record.id).await.unwrap();
+    assert!(
+        a.authenticate(secret).await.is_err(),
+        "refused at once on A"
+    );
+    let delay = loop {
+        if b.authenticate(secret).await.is_err() {
+            break start.elapsed();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "B still accepts the token 1 s after the revoke"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    eprintln!("postgres revoke propagation to the other instance: {delay:?}");
+    assert!(delay < Duration::from_secs(1));
+}
+
+/// A database on a closed port: every request through the layer gets 503, quickly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unreachable_database_fails_closed_with_503() {
+    use bytes::Bytes;
+    use http::{Request, StatusCode};
+    use http_body_util::Full;
+    use tower::{ServiceBuilder, ServiceExt};
+
+    let down = PostgresOptions::new("postgres://postgres@127.0.0.1:1/test")
+        .with_acquire_timeout(Duration::from_secs(1))
+        .connect_lazy()
+        .unwrap();
+    let store = CachedStore::new(down).with_timeout(Duration::from_millis(500));
+    let tokens = Tokens::new(store);
+    let token = keygate::TokenKind::pat().generate();
+    let svc = ServiceBuilder::new()
+        .layer(keygate::AuthLayer::new(tokens))
+        .service_fn(|_req: Request<Full<Bytes>>| async move {
+            Ok::<_, std::convert::Infallible>(http::Response::new(Full::<Bytes>::default()))
+        });
+    for _ in 0..3 {
+        let req = Request::get("/")
+            .header("authorization", format!("Bearer {}", token.expose_secret()))
+            .body(Full::default())
+            .unwrap();
+        let start = Instant::now();
+        let res = tokio::time::timeout(Duration::from_secs(3), svc.clone().oneshot(req))
+            .await
+            .expect("no hang past the timeout")
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(start.elapsed() < Duration::from_millis(1500));
+        let body = http_body_util::BodyExt::collect(res.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        assert!(
+            String::from_utf8_lossy(&body).contains("store_unavailable"),
+            "{body:?}"
+        );
+    }
+}
