@@ -1,0 +1,487 @@
+//! The route handlers.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use serde::de::DeserializeOwned;
+
+use super::Shared;
+use super::auth::{Accept, Caller};
+use super::error::ApiError;
+#[cfg(feature = "openapi")]
+use super::error::ErrorBody;
+use super::types::{
+    CreateToken, CreateTokenForm, IdentityView, RotateToken, RotateTokenForm, TokenStatus,
+    TokenView,
+};
+use crate::identity::Permissions;
+use crate::store::TokenId;
+use crate::tokens::{IssuedToken, NewToken};
+
+async fn caller(s: &Shared, headers: &HeaderMap, accept: Accept) -> Result<Caller, ApiError> {
+    super::auth::authenticate(&s.tokens, &*s.accounts, &s.gate, headers, accept).await
+}
+
+/// Refuses a body announced as too large before any password check, then reads at most
+/// `limit` bytes.
+fn check_length(headers: &HeaderMap, limit: usize) -> Result<(), ApiError> {
+    let announced = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match announced {
+        Some(n) if n > limit as u64 => Err(ApiError::payload_too_large(limit)),
+        _ => Ok(()),
+    }
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(ApiError::payload_too_large(limit))
+        }
+        Err(_) => Err(ApiError::bad_request("Could not read the request body")),
+    }
+}
+
+enum BodyFormat {
+    Empty,
+    Json,
+    Form,
+}
+
+fn body_format(headers: &HeaderMap, body: &[u8]) -> Result<BodyFormat, ApiError> {
+    let essence = headers.get(header::CONTENT_TYPE).map(|v| {
+        v.to_str()
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase()
+    });
+    if body.is_empty() {
+        return Ok(BodyFormat::Empty);
+    }
+    match essence.as_deref() {
+        Some("application/json") => Ok(BodyFormat::Json),
+        Some(t) if t.starts_with("application/") && t.ends_with("+json") => Ok(BodyFormat::Json),
+        Some("application/x-www-form-urlencoded") => Ok(BodyFormat::Form),
+        _ => Err(ApiError::unsupported_media_type()),
+    }
+}
+
+/// A JSON object with only the `known` fields; each field is then read on its own, so that
+/// an error names the field.
+fn json_object(
+    body: &[u8],
+    known: &[&str],
+) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("Invalid JSON body: {e}")))?;
+    let serde_json::Value::Object(map) = value else {
+        return Err(ApiError::bad_request(
+            "Invalid JSON body: expected an object",
+        ));
+    };
+    if let Some(unknown) = map.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(ApiError::bad_request(format!(
+            "Unknown field {unknown:?}; expected one of: {}",
+            known.join(", ")
+        )));
+    }
+    Ok(map)
+}
+
+fn json_field<T: DeserializeOwned>(
+    map: &mut serde_json::Map<String, serde_json::Value>,
+    key: &str,
+) -> Result<Option<T>, ApiError> {
+    match map.remove(key) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(v) => serde_json::from_value(v)
+            .map(Some)
+            .map_err(|e| ApiError::bad_request(format!("Invalid {key}: {e}"))),
+    }
+}
+
+fn parse_form<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_urlencoded::from_bytes(body)
+        .map_err(|e| ApiError::bad_request(format!("Invalid form body: {e}")))
+}
+
+fn parse_seconds(field: &str, v: &str) -> Result<i64, ApiError> {
+    v.trim().parse::<i64>().map_err(|_| {
+        ApiError::bad_request(format!(
+            "Invalid {field}: must be a whole number of seconds"
+        ))
+    })
+}
+
+fn parse_create(headers: &HeaderMap, body: &[u8]) -> Result<CreateToken, ApiError> {
+    match body_format(headers, body)? {
+        BodyFormat::Empty => Ok(CreateToken::default()),
+        BodyFormat::Json => {
+            let mut m = json_object(
+                body,
+                &["name", "description", "role", "permissions", "expires_in"],
+            )?;
+            Ok(CreateToken {
+                name: json_field(&mut m, "name")?,
+                description: json_field(&mut m, "description")?,
+                role: json_field(&mut m, "role")?,
+                permissions: json_field(&mut m, "permissions")?,
+                expires_in: json_field(&mut m, "expires_in")?,
+            })
+        }
+        BodyFormat::Form => {
+            let f: CreateTokenForm = parse_form(body)?;
+            Ok(CreateToken {
+                name: f.name,
+                description: f.description,
+                role: f.role,
+                permissions: f.permissions.map(|p| {
+                    p.split([',', ' '])
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                }),
+                expires_in: f
+                    .expires_in
+                    .as_deref()
+                    .map(|v| parse_seconds("expires_in", v))
+                    .transpose()?,
+            })
+        }
+    }
+}
+
+fn parse_rotate(headers: &HeaderMap, body: &[u8]) -> Result<RotateToken, ApiError> {
+    match body_format(headers, body)? {
+        BodyFormat::Empty => Ok(RotateToken::default()),
+        BodyFormat::Json => {
+            let mut m = json_object(body, &["grace_seconds"])?;
+            Ok(RotateToken {
+                grace_seconds: json_field(&mut m, "grace_seconds")?,
+            })
+        }
+        BodyFormat::Form => {
+            let f: RotateTokenForm = parse_form(body)?;
+            Ok(RotateToken {
+                grace_seconds: f
+                    .grace_seconds
+                    .as_deref()
+                    .map(|v| parse_seconds("grace_seconds", v))
+                    .transpose()?,
+            })
+        }
+    }
+}
+
+fn token_id(raw: &str) -> Result<TokenId, ApiError> {
+    raw.parse().map_err(|_| ApiError::not_found())
+}
+
+/// Every permission of `wanted` must be held by the caller (403 otherwise).
+fn within(wanted: &Permissions, held: &Permissions, who: &str) -> Result<(), ApiError> {
+    match wanted.iter().find(|p| !held.allows(p.as_str())) {
+        None => Ok(()),
+        Some(p) => Err(ApiError::insufficient_scope(format!(
+            "Missing permission: {p} (a token cannot hold more than {who})"
+        ))),
+    }
+}
+
+fn issued_response(s: &Shared, issued: IssuedToken) -> Response {
+    let mut view = TokenView::from_record(&issued.record, s.tokens.now());
+    view.status = TokenStatus::Active;
+    view.token = Some(issued.token.expose_secret().to_owned());
+    let mut res = (StatusCode::CREATED, Json(&view)).into_response();
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res.headers_mut()
+        .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    res
+}
+
+/// Creates a token for the account signed in with Basic authentication.
+#[cfg_attr(feature = "openapi", utoipa::path(
+    post,
+    path = "/tokens",
+    tag = "tokens",
+    operation_id = "create_token",
+    request_body(
+        description = "JSON, or a form such as `description=My+automation+script`. Every field is optional.",
+        content(
+            (CreateToken = "application/json"),
+            (CreateToken = "application/x-www-form-urlencoded"),
+        ),
+    ),
+    responses(
+        (status = 201, description = "Created; `token` is shown this once (`Cache-Control: no-store`)", body = TokenView),
+        (status = 400, description = "An invalid field or a malformed body", body = ErrorBody),
+        (status = 401, description = "Missing or wrong email/password, or a bearer token (creating needs Basic)", body = ErrorBody),
+        (status = 403, description = "The permissions go beyond the account's", body = ErrorBody),
+        (status = 409, description = "`name_taken` or `token_limit`", body = ErrorBody),
+        (status = 413, description = "Body over the limit", body = ErrorBody),
+        (status = 415, description = "Neither JSON nor a form", body = ErrorBody),
+        (status = 503, description = "`store_unavailable` or `server_busy`", body = ErrorBody),
+    ),
+    security(("basic" = [])),
+))]
+pub(crate) async fn create_token(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    check_length(&headers, s.body_limit)?;
+    let Caller::Basic(account) = caller(&s, &headers, Accept::BasicOnly).await? else {
+        return Err(ApiError::basic_required());
+    };
+    let bytes = read_body(body, s.body_limit).await?;
+    let req = parse_create(&headers, &bytes)?;
+
+    let role_permissions = match &req.role {
+        Some(r) => Some(
+            s.tokens
+                .roles()
+                .get(r)
+                .cloned()
+                .ok_or_else(|| ApiError::bad_request(format!("Unknown role {r:?}")))?,
+        ),
+        None => None,
+    };
+    let explicit = req
+        .permissions
+        .as_ref()
+        .map(|p| Permissions::parse(p))
+        .transpose()
+        .map_err(|e| ApiError::bad_request(format!("Invalid permissions: {e}")))?;
+    let mut new = match req.name {
+        Some(name) => NewToken::new(&account.email, name),
+        None => NewToken::unnamed(&account.email),
+    };
+    if let Some(d) = req.description {
+        new = new.description(d);
+    }
+    if let Some(e) = req.expires_in {
+        if e <= 0 {
+            return Err(ApiError::bad_request(
+                "Invalid expires_in: must be a positive number of seconds",
+            ));
+        }
+        new = new.expires_in(Duration::from_secs(e.unsigned_abs()));
+    }
+    let effective = match (&explicit, &role_permissions) {
+        (Some(p), _) => p.clone(),
+        (None, Some(p)) => p.clone(),
+        (None, None) => account.permissions.clone(),
+    };
+    if let Some(r) = req.role {
+        new = new.role(r);
+    }
+    if explicit.is_some() || role_permissions.is_none() {
+        new = new.permissions(effective.clone());
+    }
+    within(&effective, &account.permissions, "its account")?;
+
+    let issued = s.tokens.issue(new).await?;
+    tracing::info!(
+        token_id = %issued.record.id,
+        owner = %issued.record.owner,
+        name = %issued.record.name,
+        "token created"
+    );
+    Ok(issued_response(&s, issued))
+}
+
+/// Lists the caller's tokens (never the secrets nor their hashes).
+#[cfg_attr(feature = "openapi", utoipa::path(
+    get,
+    path = "/tokens",
+    tag = "tokens",
+    operation_id = "list_tokens",
+    responses(
+        (status = 200, description = "The owner's tokens that are not revoked, oldest first", body = Vec<TokenView>),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 403, description = "The bearer token lacks `tokens:read`", body = ErrorBody),
+        (status = 503, description = "The store failed", body = ErrorBody),
+    ),
+    security(("basic" = []), ("bearer" = ["tokens:read"])),
+))]
+pub(crate) async fn list_tokens(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let caller = caller(&s, &headers, Accept::BasicOrBearer("tokens:read")).await?;
+    let now = s.tokens.now();
+    let views: Vec<TokenView> = s
+        .tokens
+        .list(caller.owner())
+        .await?
+        .iter()
+        // Revoked tokens, and replaced ones whose grace is over, are gone for the owner.
+        .filter(|r| r.revoked_at.is_none() && (r.replaced_by.is_none() || r.is_valid_at(now)))
+        .map(|r| TokenView::from_record(r, now))
+        .collect();
+    Ok(Json(views).into_response())
+}
+
+/// Revokes one of the caller's tokens.
+#[cfg_attr(feature = "openapi", utoipa::path(
+    delete,
+    path = "/tokens/{id}",
+    tag = "tokens",
+    operation_id = "revoke_token",
+    params(("id" = String, Path, description = "The token's id")),
+    responses(
+        (status = 204, description = "Revoked; refused from the next request on"),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 403, description = "The bearer token lacks `tokens:write`", body = ErrorBody),
+        (status = 404, description = "No such token of this owner", body = ErrorBody),
+        (status = 503, description = "The store failed", body = ErrorBody),
+    ),
+    security(("basic" = []), ("bearer" = ["tokens:write"])),
+))]
+pub(crate) async fn revoke_token(
+    State(s): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let caller = caller(&s, &headers, Accept::BasicOrBearer("tokens:write")).await?;
+    let id = token_id(&id)?;
+    s.tokens.revoke(caller.owner(), id).await?;
+    tracing::info!(token_id = %id, owner = %caller.owner(), "token revoked");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Replaces one of the caller's tokens by a new one with the same name and permissions.
+#[cfg_attr(feature = "openapi", utoipa::path(
+    post,
+    path = "/tokens/{id}/rotate",
+    tag = "tokens",
+    operation_id = "rotate_token",
+    params(("id" = String, Path, description = "The token's id")),
+    request_body(
+        description = "Optional: how long the old token keeps working.",
+        content(
+            (RotateToken = "application/json"),
+            (RotateToken = "application/x-www-form-urlencoded"),
+        ),
+    ),
+    responses(
+        (status = 201, description = "The new token; `token` is shown this once (`Cache-Control: no-store`)", body = TokenView),
+        (status = 400, description = "An invalid field or a malformed body", body = ErrorBody),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 403, description = "The bearer token lacks `tokens:write`, or the permissions of the token to rotate", body = ErrorBody),
+        (status = 404, description = "No such live token of this owner", body = ErrorBody),
+        (status = 413, description = "Body over the limit", body = ErrorBody),
+        (status = 415, description = "Neither JSON nor a form", body = ErrorBody),
+        (status = 503, description = "The store failed", body = ErrorBody),
+    ),
+    security(("basic" = []), ("bearer" = ["tokens:write"])),
+))]
+pub(crate) async fn rotate_token(
+    State(s): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    check_length(&headers, s.body_limit)?;
+    let caller = caller(&s, &headers, Accept::BasicOrBearer("tokens:write")).await?;
+    let bytes = read_body(body, s.body_limit).await?;
+    let req = parse_rotate(&headers, &bytes)?;
+    let id = token_id(&id)?;
+    let grace = match req.grace_seconds {
+        Some(g) if g < 0 => {
+            return Err(ApiError::bad_request(
+                "Invalid grace_seconds: must not be negative",
+            ));
+        }
+        Some(g) => Some(Duration::from_secs(g.unsigned_abs())),
+        None => None,
+    };
+    // Rotation hands out a new secret with the old token's permissions: the caller must
+    // hold them all (a narrow token must not mint a copy of a broader one).
+    let old = s.tokens.get(caller.owner(), id).await?;
+    let who = match caller {
+        Caller::Basic(_) => "its account",
+        Caller::Bearer(_) => "the token that asks",
+    };
+    within(&old.permissions, caller.permissions(), who)?;
+    let issued = s.tokens.rotate(caller.owner(), id, grace).await?;
+    tracing::info!(
+        old = %id,
+        new = %issued.record.id,
+        owner = %issued.record.owner,
+        grace_seconds = grace.map_or(0, |g| g.as_secs()),
+        "token rotated"
+    );
+    Ok(issued_response(&s, issued))
+}
+
+/// The identity behind the bearer token.
+#[cfg_attr(feature = "openapi", utoipa::path(
+    get,
+    path = "/me",
+    tag = "identity",
+    operation_id = "me",
+    responses(
+        (status = 200, description = "The caller's identity", body = IdentityView),
+        (status = 401, description = "Missing or invalid bearer token", body = ErrorBody),
+        (status = 503, description = "The store failed", body = ErrorBody),
+    ),
+    security(("bearer" = [])),
+))]
+pub(crate) async fn me(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Caller::Bearer(id) = caller(&s, &headers, Accept::BearerOnly).await? else {
+        return Err(crate::middleware::Rejection::new(
+            crate::middleware::RejectionKind::MissingToken,
+        )
+        .into());
+    };
+    Ok(Json(IdentityView::from(&id)).into_response())
+}
+
+/// This API's OpenAPI 3.1 document.
+#[cfg(feature = "openapi")]
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "meta",
+    operation_id = "openapi",
+    responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json")),
+)]
+pub(crate) async fn openapi_json(State(s): State<Arc<Shared>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        s.openapi.clone(),
+    )
+        .into_response()
+}
+
+pub(crate) async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "No such route")
+}
+
+pub(crate) async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "Method not allowed on this route",
+    )
+}

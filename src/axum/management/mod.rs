@@ -1,0 +1,228 @@
+//! The token management HTTP API (feature `axum`): an axum [`Router`] to mount anywhere
+//! (the reference server nests it under `/api/v1`).
+//!
+//! | route | auth | does |
+//! | --- | --- | --- |
+//! | `POST /tokens` | Basic only (email + password); a bearer token gets 401 | create; 201 with the token, shown once |
+//! | `GET /tokens` | Basic, or Bearer with `tokens:read` | the owner's tokens, without secrets or hashes |
+//! | `DELETE /tokens/{id}` | Basic, or Bearer with `tokens:write` | revoke; 204 |
+//! | `POST /tokens/{id}/rotate` | Basic, or Bearer with `tokens:write` | new secret, same name and permissions; optional `grace_seconds`; 201 |
+//! | `GET /me` | Bearer | the caller's identity |
+//! | `GET /openapi.json` | none | the OpenAPI 3.1 document (feature `openapi`) |
+//!
+//! Every error is JSON `{"error": "...", "code": "..."}`:
+//!
+//! | status | `code` | when |
+//! | --- | --- | --- |
+//! | 400 | `invalid_request` | an invalid field (name, description, role, permissions, `expires_in`, `grace_seconds`), an unknown field, a malformed body or `Authorization` header |
+//! | 401 | `missing_credentials` | no credentials (`WWW-Authenticate: Basic realm="keygate", charset="UTF-8"`, plus a Bearer challenge where a token is accepted) |
+//! | 401 | `invalid_credentials` | unknown email or wrong password: the same answer, after the same argon2 work |
+//! | 401 | `basic_auth_required` | a bearer token on `POST /tokens` |
+//! | 401 | `missing_token`, `invalid_token` | bearer failures, exactly as [`AuthLayer`](crate::AuthLayer) renders them |
+//! | 403 | `insufficient_scope` | the bearer token lacks `tokens:read` / `tokens:write`, or the new token's permissions go beyond the caller's |
+//! | 404 | `not_found` | unknown, someone else's or malformed token id |
+//! | 409 | `name_taken`, `token_limit` | the owner has a live token with this name, or too many live tokens |
+//! | 413 | `payload_too_large` | body over the limit (default 16 KiB) |
+//! | 415 | `unsupported_media_type` | a body that is neither JSON nor a form |
+//! | 503 | `store_unavailable`, `server_busy` | the store failed (never 500), or no password check could start in time |
+//!
+//! A token created without `role` or `permissions` gets the account's own permissions
+//! (seed 000: `description=…` only); a token never gets more than its account holds.
+//!
+//! Password checks (argon2, tens of milliseconds of CPU each) run on the blocking pool
+//! behind a semaphore, by default `max(1, cores / 2)` at once, so a flood of Basic requests
+//! cannot take the cores that verify bearer tokens; a request that waits longer than the
+//! configured wait (default 1 s) is answered 503 `server_busy` with `Retry-After: 1`.
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! use axum::Router;
+//! use keygate::accounts::{Account, AccountStore, MemoryAccounts, hash_password};
+//! use keygate::axum::management::Management;
+//! use keygate::{MemoryStore, Permissions, Roles, Tokens};
+//!
+//! let tokens = Tokens::builder(MemoryStore::new())
+//!     .roles(Roles::rack_gateway())
+//!     .build()
+//!     .unwrap();
+//! let accounts = MemoryAccounts::new();
+//! accounts
+//!     .put_account(Account {
+//!         email: "admin@example.com".into(),
+//!         password_hash: hash_password("correct horse").unwrap(),
+//!         permissions: Permissions::parse(["*"]).unwrap(),
+//!         created_at: time::OffsetDateTime::now_utc(),
+//!     })
+//!     .await
+//!     .unwrap();
+//! let app: Router = Router::new().nest(
+//!     "/api/v1",
+//!     Management::new(tokens, accounts).with_server_url("/api/v1").router(),
+//! );
+//! # let _ = app;
+//! # });
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{delete, get, post};
+use http::Request;
+use http::header::AUTHORIZATION;
+use tokio::sync::Semaphore;
+
+use crate::accounts::AccountStore;
+use crate::tokens::Tokens;
+
+mod auth;
+mod error;
+mod handlers;
+#[cfg(feature = "openapi")]
+mod openapi;
+mod types;
+
+pub use error::ErrorBody;
+#[cfg(feature = "openapi")]
+pub use openapi::openapi;
+pub use types::{CreateToken, IdentityView, RotateToken, TokenStatus, TokenView};
+
+/// Default request body limit: 16 KiB.
+pub const DEFAULT_BODY_LIMIT: usize = 16 * 1024;
+/// Default longest wait for a password check to start.
+pub const DEFAULT_BASIC_AUTH_WAIT: Duration = Duration::from_secs(1);
+
+/// The default number of concurrent password checks: half the available cores, at least 1.
+#[must_use]
+pub fn default_basic_auth_concurrency() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    (cores / 2).max(1)
+}
+
+pub(crate) struct Shared {
+    pub(crate) tokens: Tokens,
+    pub(crate) accounts: Arc<dyn AccountStore>,
+    pub(crate) gate: auth::PasswordGate,
+    pub(crate) body_limit: usize,
+    #[cfg(feature = "openapi")]
+    pub(crate) openapi: bytes::Bytes,
+}
+
+/// Builds the management [`Router`]. See the [module docs](self).
+#[must_use]
+pub struct Management {
+    tokens: Tokens,
+    accounts: Arc<dyn AccountStore>,
+    body_limit: usize,
+    permits: usize,
+    wait: Duration,
+    server_url: Option<String>,
+}
+
+impl std::fmt::Debug for Management {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Management")
+            .field("tokens", &self.tokens)
+            .field("body_limit", &self.body_limit)
+            .field("basic_auth_concurrency", &self.permits)
+            .field("basic_auth_wait", &self.wait)
+            .field("server_url", &self.server_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Management {
+    /// The API over `tokens`, with accounts (Basic authentication) from `accounts`. The
+    /// owner of an account's tokens is its email.
+    pub fn new(tokens: Tokens, accounts: impl AccountStore) -> Self {
+        Self {
+            tokens,
+            accounts: Arc::new(accounts),
+            body_limit: DEFAULT_BODY_LIMIT,
+            permits: default_basic_auth_concurrency(),
+            wait: DEFAULT_BASIC_AUTH_WAIT,
+            server_url: None,
+        }
+    }
+
+    /// The largest accepted request body, in bytes (default 16 KiB); larger bodies get 413.
+    pub fn with_body_limit(mut self, bytes: usize) -> Self {
+        self.body_limit = bytes;
+        self
+    }
+
+    /// How many password checks may run at once (default
+    /// [`default_basic_auth_concurrency`]; at least 1).
+    pub fn with_basic_auth_concurrency(mut self, permits: usize) -> Self {
+        self.permits = permits.max(1);
+        self
+    }
+
+    /// How long a Basic request may wait for a password check to start before it is
+    /// answered 503 `server_busy` (default 1 s).
+    pub fn with_basic_auth_wait(mut self, wait: Duration) -> Self {
+        self.wait = wait;
+        self
+    }
+
+    /// The URL the router is mounted at (e.g. `/api/v1`), listed under `servers` in the
+    /// OpenAPI document.
+    pub fn with_server_url(mut self, url: impl Into<String>) -> Self {
+        self.server_url = Some(url.into());
+        self
+    }
+
+    /// The router: state-free, ready to `nest` anywhere.
+    pub fn router(self) -> Router {
+        #[cfg(feature = "openapi")]
+        let doc = {
+            let mut doc = openapi::openapi();
+            if let Some(url) = &self.server_url {
+                doc.servers = Some(vec![utoipa::openapi::Server::new(url.clone())]);
+            }
+            bytes::Bytes::from(doc.to_json().unwrap_or_else(|_| "{}".to_owned()))
+        };
+        let shared = Arc::new(Shared {
+            tokens: self.tokens,
+            accounts: self.accounts,
+            gate: auth::PasswordGate {
+                permits: Arc::new(Semaphore::new(self.permits)),
+                wait: self.wait,
+            },
+            body_limit: self.body_limit,
+            #[cfg(feature = "openapi")]
+            openapi: doc,
+        });
+        let router = Router::new()
+            .route(
+                "/tokens",
+                post(handlers::create_token).get(handlers::list_tokens),
+            )
+            .route("/tokens/{id}", delete(handlers::revoke_token))
+            .route("/tokens/{id}/rotate", post(handlers::rotate_token))
+            .route("/me", get(handlers::me));
+        #[cfg(feature = "openapi")]
+        let router = router.route("/openapi.json", get(handlers::openapi_json));
+        router
+            .fallback(handlers::not_found)
+            .method_not_allowed_fallback(handlers::method_not_allowed)
+            .layer(axum::middleware::map_request(mark_sensitive))
+            .with_state(shared)
+    }
+}
+
+/// Marks `Authorization` values sensitive before anything (a tracing layer, a handler's
+/// `Debug`) can print them.
+async fn mark_sensitive<B>(mut req: Request<B>) -> Request<B> {
+    if let http::header::Entry::Occupied(mut e) = req.headers_mut().entry(AUTHORIZATION) {
+        for v in e.iter_mut() {
+            v.set_sensitive(true);
+        }
+    }
+    req
+}
+
+/// The management router with the defaults: `Management::new(tokens, accounts).router()`.
+pub fn router(tokens: Tokens, accounts: impl AccountStore) -> Router {
+    Management::new(tokens, accounts).router()
+}

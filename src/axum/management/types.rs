@@ -1,0 +1,210 @@
+//! Request and response bodies of the management API.
+
+use serde::{Deserialize, Serialize};
+use time::{OffsetDateTime, UtcOffset};
+
+use crate::identity::{AuthMethod, Identity, Permissions};
+use crate::store::{TokenId, TokenRecord};
+
+/// `POST /tokens` as JSON. Every field is optional; unknown fields are refused.
+///
+/// As a form (`application/x-www-form-urlencoded`) the same fields are accepted, with
+/// `permissions` as one comma- or space-separated value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateToken {
+    /// Unique among the owner's live tokens, 1–100 printable characters. Left out, the
+    /// server picks `token-<n>`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Free text, 1–100 printable characters.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// A role of the server's [`Roles`](crate::Roles); the token gets its permissions.
+    #[serde(default)]
+    pub role: Option<String>,
+    /// Explicit permissions (within the role's, when a role is given). With neither `role`
+    /// nor `permissions`, the token gets the account's own permissions.
+    #[serde(default)]
+    pub permissions: Option<Vec<String>>,
+    /// Lifetime in seconds; the response carries the absolute `expires_at`.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
+    pub expires_in: Option<i64>,
+}
+
+/// `POST /tokens` as a form: every value is text.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateTokenForm {
+    #[serde(default)]
+    pub(crate) name: Option<String>,
+    #[serde(default)]
+    pub(crate) description: Option<String>,
+    #[serde(default)]
+    pub(crate) role: Option<String>,
+    #[serde(default)]
+    pub(crate) permissions: Option<String>,
+    #[serde(default)]
+    pub(crate) expires_in: Option<String>,
+}
+
+/// `POST /tokens/{id}/rotate` (the body is optional).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RotateToken {
+    /// Seconds during which the old token keeps working (default 0: it stops at once).
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0))]
+    pub grace_seconds: Option<i64>,
+}
+
+/// `POST /tokens/{id}/rotate` as a form.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RotateTokenForm {
+    #[serde(default)]
+    pub(crate) grace_seconds: Option<String>,
+}
+
+/// Where a listed token stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum TokenStatus {
+    /// Valid and not replaced.
+    Active,
+    /// Past its `expires_at`.
+    Expired,
+    /// Rotated; still accepted until `expires_at` (the end of the grace window).
+    Replaced,
+}
+
+/// A token as the management API shows it. `token` is set only in the answers to a create
+/// or a rotation; the hash is never shown.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TokenView {
+    /// The token's id (a UUID), used in `/tokens/{id}` routes.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Uuid))]
+    pub id: TokenId,
+    /// The token in clear: only in create and rotate responses. Store it now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// Name, unique among the owner's live tokens.
+    pub name: String,
+    /// Free text.
+    pub description: Option<String>,
+    /// The role the permissions came from, if any.
+    pub role: Option<String>,
+    /// The token's permissions.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
+    pub permissions: Permissions,
+    /// The token's first 12 characters.
+    pub hint: String,
+    /// Creation time (RFC 3339, UTC).
+    #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
+    pub created_at: OffsetDateTime,
+    /// Expiry (RFC 3339, UTC), if any.
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub expires_at: Option<OffsetDateTime>,
+    /// Last successful use (RFC 3339, UTC), recorded in batches.
+    #[serde(with = "time::serde::rfc3339::option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub last_used_at: Option<OffsetDateTime>,
+    /// Active, expired or replaced.
+    pub status: TokenStatus,
+}
+
+impl TokenView {
+    /// The view of `record` at `now`, without the secret.
+    #[must_use]
+    pub fn from_record(record: &TokenRecord, now: OffsetDateTime) -> Self {
+        let utc = |t: OffsetDateTime| t.to_offset(UtcOffset::UTC);
+        let status = if record.replaced_by.is_some() {
+            TokenStatus::Replaced
+        } else if record.is_valid_at(now) {
+            TokenStatus::Active
+        } else {
+            TokenStatus::Expired
+        };
+        Self {
+            id: record.id,
+            token: None,
+            name: record.name.clone(),
+            description: record.description.clone(),
+            role: record.role.clone(),
+            permissions: record.permissions.clone(),
+            hint: record.hint.clone(),
+            created_at: utc(record.created_at),
+            expires_at: record.expires_at.map(utc),
+            last_used_at: record.last_used_at.map(utc),
+            status,
+        }
+    }
+}
+
+impl Drop for TokenView {
+    fn drop(&mut self) {
+        if let Some(t) = self.token.as_mut() {
+            zeroize::Zeroize::zeroize(t);
+        }
+    }
+}
+
+impl std::fmt::Debug for TokenView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenView")
+            .field("id", &self.id)
+            .field("token", &self.token.as_ref().map(|_| "[REDACTED]"))
+            .field("name", &self.name)
+            .field("description", &self.description)
+            .field("role", &self.role)
+            .field("permissions", &self.permissions)
+            .field("hint", &self.hint)
+            .field("created_at", &self.created_at)
+            .field("expires_at", &self.expires_at)
+            .field("last_used_at", &self.last_used_at)
+            .field("status", &self.status)
+            .finish()
+    }
+}
+
+/// `GET /me`: who the bearer token belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct IdentityView {
+    /// The token's id.
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = Uuid))]
+    pub token_id: TokenId,
+    /// The owner (the account's email).
+    pub owner: String,
+    /// The token's name.
+    pub token_name: String,
+    /// The token's kind.
+    pub kind: String,
+    /// The effective permissions.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
+    pub permissions: Permissions,
+    /// Always `bearer`.
+    pub auth_method: String,
+}
+
+impl From<&Identity> for IdentityView {
+    fn from(id: &Identity) -> Self {
+        Self {
+            token_id: id.token_id(),
+            owner: id.owner().to_owned(),
+            token_name: id.token_name().to_owned(),
+            kind: id.kind().to_owned(),
+            permissions: id.permissions().clone(),
+            auth_method: match id.auth_method() {
+                AuthMethod::Bearer => "bearer".to_owned(),
+            },
+        }
+    }
+}
