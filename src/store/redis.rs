@@ -1,1 +1,658 @@
-//! (in progress)
+//! [`RedisStore`]: tokens in Redis, with revocations published on a pub/sub channel
+//! (feature `redis`).
+//!
+//! # Layout
+//!
+//! Every key starts with the store's prefix (default `keygate:`; set it per instance with
+//! [`RedisOptions::with_prefix`], e.g. one random prefix per test):
+//!
+//! | key | type | holds |
+//! | --- | --- | --- |
+//! | `<prefix>tok:<hex SHA-256>` | hash | one record, its hash included (times as microseconds since the Unix epoch) |
+//! | `<prefix>id:<uuid>` | string | the hex SHA-256 of the record with that id |
+//! | `<prefix>owner:<owner>` | set | the hex SHA-256 of each of the owner's records |
+//! | `<prefix>dead` | sorted set | records by the time they became purgeable (revoked or expired) |
+//! | `<prefix>seq` | counter | insertion order, to list records created in the same microsecond stably |
+//!
+//! Only the SHA-256 of a token is kept, never the token.
+//!
+//! # How the guarantees are kept
+//!
+//! - **Unique names and the per-owner limit**: insert, rotate, revoke, record use and purge
+//!   are each one Lua script, which Redis runs atomically: the insert script reads the
+//!   owner's live records, checks the name and the limit and writes the record with no other
+//!   command in between, whatever the number of clients.
+//! - **Expiry and TTLs**: a record with an expiry gets a Redis TTL of its expiry plus a
+//!   retention ([`RedisOptions::with_expired_retention`], default 7 days), never shorter,
+//!   so an expired record is still found (as expired) and purged normally, and a store whose
+//!   purge never runs still sheds expired records. Records without an expiry have no TTL.
+//! - **Revocation fan-out**: the revoke and rotate scripts `PUBLISH` the hex SHA-256 of the
+//!   changed token on [`RedisStore::revocation_channel`] (`<prefix>revocations`), from
+//!   inside the script, so the message is sent exactly when the change is made. A
+//!   [`CachedStore`](crate::store::cached::CachedStore) subscribed with
+//!   [`listen_redis`](crate::store::cached::CachedStore::listen_redis) drops the entry on
+//!   every instance.
+//! - **Failures**: every command has a response timeout (default 2 s) and a connection
+//!   timeout (default 2 s); errors become [`StoreError::Backend`] or
+//!   [`StoreError::Timeout`], which the layer answers with 503. The connection is made on
+//!   first use and re-made by itself after a failure.
+//!
+//! # Durability: read this before relying on Redis for revocations
+//!
+//! A write acknowledged by Redis is only as durable as its persistence settings. With
+//! RDB snapshots only (the default `save` schedule) or with persistence off, a crash or
+//! restart loses every write since the last snapshot: **tokens created in that window
+//! disappear, and revocations made in that window are undone — revoked tokens work again**.
+//! With AOF and `appendfsync everysec` up to about one second of writes can be lost; with
+//! `appendfsync always` none. For revocations that must never roll back, run Redis with
+//! `appendonly yes` and `appendfsync always`, or keep tokens in
+//! [`PostgresStore`](crate::store::postgres::PostgresStore) and use Redis only for rate
+//! limits and fan-out. Replicas are asynchronous: a failover can lose acknowledged writes
+//! too (`WAIT` is not used).
+//!
+//! The scripts touch keys derived from their arguments, which Redis Cluster does not
+//! allow: use a standalone Redis (or a primary with replicas), not a cluster.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), keygate::StoreError> {
+//! use keygate::store::redis::{RedisOptions, RedisStore};
+//!
+//! let store = RedisStore::connect("redis://127.0.0.1:6379").await?;
+//! let isolated = RedisOptions::new("redis://127.0.0.1:6379")
+//!     .with_prefix("keygate-test-1:")
+//!     .connect()
+//!     .await?;
+//! # let _ = (store, isolated);
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Client, RedisError, Script};
+use time::OffsetDateTime;
+
+use super::{InsertRules, StoreError, TokenId, TokenRecord, TokenStore};
+use crate::identity::Permissions;
+use crate::token::TokenHash;
+
+/// Shared by the scripts that write a record: `put(p, hex, fields, expire_at_ms, dead)`
+/// writes the hash, the id and owner indexes, the TTL and the purge index.
+const PUT: &str = r"
+local function put(p, hex, first, expire_at_ms, dead)
+  local fields = {}
+  local id, owner
+  for i = first, #ARGV, 2 do
+    fields[#fields + 1] = ARGV[i]
+    fields[#fields + 1] = ARGV[i + 1]
+    if ARGV[i] == 'id' then id = ARGV[i + 1] end
+    if ARGV[i] == 'owner' then owner = ARGV[i + 1] end
+  end
+  local tok = p .. 'tok:' .. hex
+  local seq = redis.call('INCR', p .. 'seq')
+  redis.call('HSET', tok, 'seq', seq, unpack(fields))
+  redis.call('SET', p .. 'id:' .. id, hex)
+  redis.call('SADD', p .. 'owner:' .. owner, hex)
+  if expire_at_ms ~= '' then
+    redis.call('PEXPIREAT', tok, expire_at_ms)
+    redis.call('PEXPIREAT', p .. 'id:' .. id, expire_at_ms)
+  end
+  if dead ~= '' then redis.call('ZADD', p .. 'dead', dead, hex) end
+end
+local function exists(p, hex, id)
+  return redis.call('EXISTS', p .. 'tok:' .. hex) == 1 or redis.call('EXISTS', p .. 'id:' .. id) == 1
+end
+";
+
+/// ARGV: prefix, hex, id, owner, name, kind, now, max (-1: none), per_kind (0/1),
+/// expire_at_ms, dead, then field/value pairs. Returns 0 ok, 1 name taken, 2 limit,
+/// 3 duplicate.
+static INSERT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{PUT}{}",
+        r"
+local p, hex, id, owner, name, kind = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+local now, max, per_kind = tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9] == '1'
+if exists(p, hex, id) then return 3 end
+local okey = p .. 'owner:' .. owner
+local counted = 0
+for _, h in ipairs(redis.call('SMEMBERS', okey)) do
+  local f = redis.call('HMGET', p .. 'tok:' .. h, 'name', 'kind', 'expires_at', 'revoked_at', 'replaced_by')
+  if f[1] == false then
+    redis.call('SREM', okey, h)
+  elseif f[4] == false and f[5] == false and (f[3] == false or tonumber(f[3]) > now) then
+    if f[1] == name then return 1 end
+    if (not per_kind) or f[2] == kind then counted = counted + 1 end
+  end
+end
+if max >= 0 and counted >= max then return 2 end
+put(p, hex, 12, ARGV[10], ARGV[11])
+return 0
+"
+    ))
+});
+
+/// ARGV: prefix, old id, now, old_expires_at, retention_ms, channel, new hex, new id,
+/// new expire_at_ms, new dead, then the new record's field/value pairs (from 11).
+/// Returns 0 ok, 3 duplicate, 4 not found.
+static ROTATE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(&format!(
+        "{PUT}{}",
+        r"
+local p, old_id, now, old_exp, retention, channel = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5]), ARGV[6]
+local h = redis.call('GET', p .. 'id:' .. old_id)
+if not h then return 4 end
+local tok = p .. 'tok:' .. h
+if redis.call('EXISTS', tok) == 0 then return 4 end
+local f = redis.call('HMGET', tok, 'revoked_at', 'replaced_by', 'expires_at')
+if f[1] ~= false or f[2] ~= false or (f[3] ~= false and tonumber(f[3]) <= now) then return 4 end
+if exists(p, ARGV[7], ARGV[8]) then return 3 end
+put(p, ARGV[7], 11, ARGV[9], ARGV[10])
+local exp = old_exp
+if f[3] ~= false and tonumber(f[3]) < tonumber(old_exp) then exp = f[3] end
+redis.call('HSET', tok, 'replaced_by', ARGV[8], 'expires_at', exp)
+local at_ms = string.format('%.0f', math.floor(tonumber(exp) / 1000) + retention)
+redis.call('PEXPIREAT', tok, at_ms)
+redis.call('PEXPIREAT', p .. 'id:' .. old_id, at_ms)
+redis.call('ZADD', p .. 'dead', exp, h)
+redis.call('PUBLISH', channel, h)
+return 0
+"
+    ))
+});
+
+/// ARGV: prefix, id, at, channel. Returns 1 when revoked now, 0 otherwise.
+static REVOKE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local p, id, at, channel = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local h = redis.call('GET', p .. 'id:' .. id)
+if not h then return 0 end
+local tok = p .. 'tok:' .. h
+if redis.call('EXISTS', tok) == 0 then return 0 end
+local f = redis.call('HMGET', tok, 'revoked_at', 'expires_at')
+if f[1] ~= false then return 0 end
+redis.call('HSET', tok, 'revoked_at', at)
+local dead = at
+if f[2] ~= false and tonumber(f[2]) < tonumber(at) then dead = f[2] end
+redis.call('ZADD', p .. 'dead', dead, h)
+redis.call('PUBLISH', channel, h)
+return 1
+",
+    )
+});
+
+/// ARGV: prefix, id. Returns the record's field/value pairs, or nothing.
+static GET: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local h = redis.call('GET', ARGV[1] .. 'id:' .. ARGV[2])
+if not h then return {} end
+return redis.call('HGETALL', ARGV[1] .. 'tok:' .. h)
+",
+    )
+});
+
+/// ARGV: prefix, owner. Returns one field/value array per record.
+static LIST: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local okey = ARGV[1] .. 'owner:' .. ARGV[2]
+local out = {}
+for _, h in ipairs(redis.call('SMEMBERS', okey)) do
+  local r = redis.call('HGETALL', ARGV[1] .. 'tok:' .. h)
+  if #r == 0 then redis.call('SREM', okey, h) else out[#out + 1] = r end
+end
+return out
+",
+    )
+});
+
+/// ARGV: prefix, then id/time pairs.
+static RECORD_USE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local p = ARGV[1]
+for i = 2, #ARGV, 2 do
+  local h = redis.call('GET', p .. 'id:' .. ARGV[i])
+  if h then
+    local tok = p .. 'tok:' .. h
+    if redis.call('EXISTS', tok) == 1 then
+      local cur = redis.call('HGET', tok, 'last_used_at')
+      if (not cur) or tonumber(cur) < tonumber(ARGV[i + 1]) then
+        redis.call('HSET', tok, 'last_used_at', ARGV[i + 1])
+      end
+    end
+  end
+end
+return 0
+",
+    )
+});
+
+/// ARGV: prefix, now. Returns how many records were deleted.
+static PURGE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local p = ARGV[1]
+local n = 0
+for _, h in ipairs(redis.call('ZRANGEBYSCORE', p .. 'dead', '-inf', ARGV[2])) do
+  local tok = p .. 'tok:' .. h
+  local f = redis.call('HMGET', tok, 'id', 'owner')
+  if f[1] ~= false then
+    redis.call('DEL', tok, p .. 'id:' .. f[1])
+    redis.call('SREM', p .. 'owner:' .. f[2], h)
+    n = n + 1
+  end
+  redis.call('ZREM', p .. 'dead', h)
+end
+return n
+",
+    )
+});
+
+/// How to connect a [`RedisStore`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct RedisOptions {
+    url: String,
+    prefix: String,
+    connection_timeout: Duration,
+    response_timeout: Duration,
+    retention: Duration,
+}
+
+impl RedisOptions {
+    /// Options for the Redis at `url` (`redis://host:port/db`), prefix `keygate:`.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            prefix: "keygate:".into(),
+            connection_timeout: Duration::from_secs(2),
+            response_timeout: Duration::from_secs(2),
+            retention: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+
+    /// Starts every key (and the revocation channel) with `prefix`.
+    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// How long connecting may take (default 2 s).
+    pub fn with_connection_timeout(mut self, d: Duration) -> Self {
+        self.connection_timeout = d;
+        self
+    }
+
+    /// How long one command may take (default 2 s); then [`StoreError::Timeout`].
+    pub fn with_response_timeout(mut self, d: Duration) -> Self {
+        self.response_timeout = d;
+        self
+    }
+
+    /// How long an expired record stays in Redis when nobody purges it (default 7 days):
+    /// its TTL is its expiry plus this.
+    pub fn with_expired_retention(mut self, d: Duration) -> Self {
+        self.retention = d;
+        self
+    }
+
+    /// A store that connects on first use (and reconnects by itself): no I/O here.
+    ///
+    /// # Errors
+    ///
+    /// An invalid URL.
+    pub fn connect_lazy(self) -> Result<RedisStore, StoreError> {
+        let client = Client::open(self.url.as_str()).map_err(redis_err)?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.connection_timeout))
+            .set_response_timeout(Some(self.response_timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        Ok(RedisStore {
+            inner: Arc::new(Inner {
+                channel: format!("{}revocations", self.prefix),
+                prefix: self.prefix,
+                client,
+                config,
+                retention_ms: i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX / 2),
+                conn: tokio::sync::OnceCell::new(),
+            }),
+        })
+    }
+
+    /// Connects now.
+    ///
+    /// # Errors
+    ///
+    /// An invalid URL or an unreachable server.
+    pub async fn connect(self) -> Result<RedisStore, StoreError> {
+        let store = self.connect_lazy()?;
+        store.conn().await?;
+        Ok(store)
+    }
+}
+
+/// A [`TokenStore`] on Redis. Cheap to clone; clones share the connection. See the
+/// [module docs](self) for the durability caveat.
+#[derive(Clone)]
+pub struct RedisStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    prefix: String,
+    channel: String,
+    client: Client,
+    config: ConnectionManagerConfig,
+    retention_ms: i64,
+    conn: tokio::sync::OnceCell<ConnectionManager>,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.inner.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+fn redis_err(e: RedisError) -> StoreError {
+    if e.is_timeout() {
+        StoreError::Timeout
+    } else {
+        StoreError::backend(e)
+    }
+}
+
+fn invalid(what: &'static str) -> StoreError {
+    StoreError::backend(std::io::Error::new(std::io::ErrorKind::InvalidData, what))
+}
+
+fn micros(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos().div_euclid(1_000)).unwrap_or(i64::MAX)
+}
+
+fn from_micros(s: &str) -> Result<OffsetDateTime, StoreError> {
+    let us: i64 = s.parse().map_err(|_| invalid("bad timestamp in Redis"))?;
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1_000)
+        .map_err(|_| invalid("timestamp out of range in Redis"))
+}
+
+/// The record's fields as `field, value` strings (absent options are left out).
+fn fields(r: &TokenRecord) -> Result<Vec<String>, StoreError> {
+    let mut v = vec![
+        "id".to_owned(),
+        r.id.to_string(),
+        "hash".to_owned(),
+        r.hash.to_hex(),
+        "kind".to_owned(),
+        r.kind.clone(),
+        "owner".to_owned(),
+        r.owner.clone(),
+        "name".to_owned(),
+        r.name.clone(),
+        "permissions".to_owned(),
+        serde_json::to_string(&r.permissions).map_err(StoreError::backend)?,
+        "hint".to_owned(),
+        r.hint.clone(),
+        "created_by".to_owned(),
+        r.created_by.clone(),
+        "created_at".to_owned(),
+        micros(r.created_at).to_string(),
+    ];
+    let mut opt = |k: &str, val: Option<String>| {
+        if let Some(val) = val {
+            v.push(k.to_owned());
+            v.push(val);
+        }
+    };
+    opt("description", r.description.clone());
+    opt("role", r.role.clone());
+    opt("expires_at", r.expires_at.map(|t| micros(t).to_string()));
+    opt(
+        "last_used_at",
+        r.last_used_at.map(|t| micros(t).to_string()),
+    );
+    opt("revoked_at", r.revoked_at.map(|t| micros(t).to_string()));
+    opt("replaced_by", r.replaced_by.map(|t| t.to_string()));
+    Ok(v)
+}
+
+/// A record and its insertion number, from a flat `field, value` list.
+fn decode(flat: Vec<String>) -> Result<(TokenRecord, i64), StoreError> {
+    let mut m: HashMap<String, String> = HashMap::with_capacity(flat.len() / 2);
+    let mut it = flat.into_iter();
+    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+        m.insert(k, v);
+    }
+    let mut take = |k: &'static str| m.remove(k);
+    let req = |v: Option<String>| v.ok_or_else(|| invalid("incomplete token record in Redis"));
+    let id: TokenId = req(take("id"))?
+        .parse()
+        .map_err(|_| invalid("bad id in Redis"))?;
+    let seq = take("seq").and_then(|s| s.parse().ok()).unwrap_or(0);
+    let record = TokenRecord {
+        id,
+        hash: TokenHash::from_hex(&req(take("hash"))?).map_err(|_| invalid("bad hash in Redis"))?,
+        kind: req(take("kind"))?,
+        owner: req(take("owner"))?,
+        name: req(take("name"))?,
+        description: take("description"),
+        role: take("role"),
+        permissions: serde_json::from_str::<Permissions>(&req(take("permissions"))?)
+            .map_err(StoreError::backend)?,
+        hint: req(take("hint"))?,
+        created_by: req(take("created_by"))?,
+        created_at: from_micros(&req(take("created_at"))?)?,
+        expires_at: take("expires_at").as_deref().map(from_micros).transpose()?,
+        last_used_at: take("last_used_at")
+            .as_deref()
+            .map(from_micros)
+            .transpose()?,
+        revoked_at: take("revoked_at").as_deref().map(from_micros).transpose()?,
+        replaced_by: take("replaced_by")
+            .map(|s| s.parse().map_err(|_| invalid("bad replaced_by in Redis")))
+            .transpose()?,
+    };
+    Ok((record, seq))
+}
+
+impl RedisStore {
+    /// Connects to `url` with the default [`RedisOptions`].
+    ///
+    /// # Errors
+    ///
+    /// An invalid URL or an unreachable server.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        RedisOptions::new(url).connect().await
+    }
+
+    /// The key prefix.
+    #[must_use]
+    pub fn prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+
+    /// The pub/sub channel on which revocations and rotations are published
+    /// (`<prefix>revocations`); each message is the hex SHA-256 of the changed token.
+    #[must_use]
+    pub fn revocation_channel(&self) -> &str {
+        &self.inner.channel
+    }
+
+    /// The client, e.g. for [`CachedStore::listen_redis`](crate::store::cached::CachedStore::listen_redis).
+    #[must_use]
+    pub fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
+    async fn conn(&self) -> Result<ConnectionManager, StoreError> {
+        self.inner
+            .conn
+            .get_or_try_init(|| {
+                ConnectionManager::new_with_config(
+                    self.inner.client.clone(),
+                    self.inner.config.clone(),
+                )
+            })
+            .await
+            .cloned()
+            .map_err(redis_err)
+    }
+
+    fn key(&self, kind: &str, rest: &str) -> String {
+        format!("{}{kind}:{rest}", self.inner.prefix)
+    }
+
+    /// The Redis TTL deadline (ms since the epoch) and the purge score of a record.
+    fn ttl_and_dead(&self, r: &TokenRecord) -> (String, String) {
+        let expire_at_ms = r
+            .expires_at
+            .map(|e| {
+                (micros(e).div_euclid(1_000))
+                    .saturating_add(self.inner.retention_ms)
+                    .to_string()
+            })
+            .unwrap_or_default();
+        let dead = match (r.revoked_at, r.expires_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+        .map(|t| micros(t).to_string())
+        .unwrap_or_default();
+        (expire_at_ms, dead)
+    }
+}
+
+#[async_trait]
+impl TokenStore for RedisStore {
+    async fn insert(&self, record: TokenRecord, rules: InsertRules) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        let (expire_at_ms, dead) = self.ttl_and_dead(&record);
+        let mut inv = INSERT.prepare_invoke();
+        inv.arg(&self.inner.prefix)
+            .arg(record.hash.to_hex())
+            .arg(record.id.to_string())
+            .arg(&record.owner)
+            .arg(&record.name)
+            .arg(&record.kind)
+            .arg(micros(rules.now))
+            .arg(rules.max_live.map_or(-1, i64::from))
+            .arg(u8::from(rules.per_kind))
+            .arg(expire_at_ms)
+            .arg(dead)
+            .arg(fields(&record)?);
+        let code: i64 = inv.invoke_async(&mut conn).await.map_err(redis_err)?;
+        match code {
+            0 => Ok(()),
+            1 => Err(StoreError::NameTaken),
+            2 => Err(StoreError::LimitReached),
+            _ => Err(StoreError::Duplicate),
+        }
+    }
+
+    async fn find_by_hash(&self, hash: &TokenHash) -> Result<Option<Arc<TokenRecord>>, StoreError> {
+        let mut conn = self.conn().await?;
+        let flat: Vec<String> = redis::cmd("HGETALL")
+            .arg(self.key("tok", &hash.to_hex()))
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_err)?;
+        if flat.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Arc::new(decode(flat)?.0)))
+    }
+
+    async fn get(&self, id: &TokenId) -> Result<Option<TokenRecord>, StoreError> {
+        let mut conn = self.conn().await?;
+        let mut inv = GET.prepare_invoke();
+        inv.arg(&self.inner.prefix).arg(id.to_string());
+        let flat: Vec<String> = inv.invoke_async(&mut conn).await.map_err(redis_err)?;
+        if flat.is_empty() {
+            return Ok(None);
+        }
+        decode(flat).map(|(r, _)| Some(r))
+    }
+
+    async fn list_by_owner(&self, owner: &str) -> Result<Vec<TokenRecord>, StoreError> {
+        let mut conn = self.conn().await?;
+        let mut inv = LIST.prepare_invoke();
+        inv.arg(&self.inner.prefix).arg(owner);
+        let rows: Vec<Vec<String>> = inv.invoke_async(&mut conn).await.map_err(redis_err)?;
+        let mut out = rows
+            .into_iter()
+            .map(decode)
+            .collect::<Result<Vec<_>, _>>()?;
+        out.sort_by_key(|(r, seq)| (r.created_at, *seq));
+        Ok(out.into_iter().map(|(r, _)| r).collect())
+    }
+
+    async fn revoke(&self, id: &TokenId, at: OffsetDateTime) -> Result<bool, StoreError> {
+        let mut conn = self.conn().await?;
+        let mut inv = REVOKE.prepare_invoke();
+        inv.arg(&self.inner.prefix)
+            .arg(id.to_string())
+            .arg(micros(at))
+            .arg(&self.inner.channel);
+        let done: i64 = inv.invoke_async(&mut conn).await.map_err(redis_err)?;
+        Ok(done == 1)
+    }
+
+    async fn rotate(
+        &self,
+        old: &TokenId,
+        new: TokenRecord,
+        old_expires_at: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        let (expire_at_ms, dead) = self.ttl_and_dead(&new);
+        let mut inv = ROTATE.prepare_invoke();
+        inv.arg(&self.inner.prefix)
+            .arg(old.to_string())
+            .arg(micros(now))
+            .arg(micros(old_expires_at))
+            .arg(self.inner.retention_ms)
+            .arg(&self.inner.channel)
+            .arg(new.hash.to_hex())
+            .arg(new.id.to_string())
+            .arg(expire_at_ms)
+            .arg(dead)
+            .arg(fields(&new)?);
+        let code: i64 = inv.invoke_async(&mut conn).await.map_err(redis_err)?;
+        match code {
+            0 => Ok(()),
+            3 => Err(StoreError::Duplicate),
+            _ => Err(StoreError::NotFound),
+        }
+    }
+
+    async fn record_use(&self, uses: &[(TokenId, OffsetDateTime)]) -> Result<(), StoreError> {
+        if uses.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn().await?;
+        let mut inv = RECORD_USE.prepare_invoke();
+        inv.arg(&self.inner.prefix);
+        for (id, at) in uses {
+            inv.arg(id.to_string()).arg(micros(*at));
+        }
+        let _: i64 = inv.invoke_async(&mut conn).await.map_err(redis_err)?;
+        Ok(())
+    }
+
+    async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        let mut conn = self.conn().await?;
+        let mut inv = PURGE.prepare_invoke();
+        inv.arg(&self.inner.prefix).arg(micros(now));
+        let n: i64 = inv.invoke_async(&mut conn).await.map_err(redis_err)?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+}

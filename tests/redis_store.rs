@@ -1,0 +1,191 @@
+//! `RedisStore` against the Redis at `KEYGATE_TEST_REDIS_URL` (default
+//! `redis://127.0.0.1:6379`). Each test uses its own random key prefix, so the tests run
+//! in parallel. Without a reachable server the tests skip with a message, or fail when `CI`
+//! is set.
+
+use std::time::{Duration, Instant};
+
+use keygate::store::cached::CachedStore;
+use keygate::store::redis::{RedisOptions, RedisStore};
+use keygate::{NewToken, TokenStore, Tokens};
+
+fn url() -> String {
+    std::env::var("KEYGATE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// A store under a fresh key prefix, or `None` (with the reason printed) when Redis is not
+/// reachable and `CI` is unset. Under `CI` an unreachable server fails the test.
+async fn store(test: &str) -> Option<RedisStore> {
+    let prefix = format!("keygate-test:{test}:{}:", uuid::Uuid::new_v4().simple());
+    match RedisOptions::new(url()).with_prefix(prefix).connect().await {
+        Ok(s) => Some(s),
+        Err(e) if std::env::var_os("CI").is_none() => {
+            eprintln!("skipping {test}: Redis at {} unreachable: {e:?}", url());
+            None
+        }
+        Err(e) => panic!("Redis at {} unreachable and CI is set: {e:?}", url()),
+    }
+}
+
+/// Deletes the test's keys.
+async fn cleanup(store: &RedisStore) {
+    let mut conn = store
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}*", store.prefix()))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    if !keys.is_empty() {
+        let _: () = redis::cmd("DEL")
+            .arg(keys)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_store_passes_the_conformance_suite() {
+    let Some(store) = store("conformance").await else {
+        return;
+    };
+    keygate::store::conformance::run(store.clone()).await;
+    cleanup(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn expiring_records_get_a_ttl_no_shorter_than_their_expiry() {
+    let Some(store) = store("ttl").await else {
+        return;
+    };
+    let tokens = Tokens::new(store.clone());
+    let issued = tokens
+        .issue(NewToken::new("alice", "short").expires_in(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    let forever = tokens
+        .issue(NewToken::new("alice", "forever"))
+        .await
+        .unwrap();
+    let mut conn = store
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let key = |r: &keygate::TokenRecord| format!("{}tok:{}", store.prefix(), r.hash.to_hex());
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(key(&issued.record))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(ttl > 60_000, "TTL {ttl} ms must outlast the 60 s expiry");
+    let none: i64 = redis::cmd("PTTL")
+        .arg(key(&forever.record))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(none, -1, "no expiry, no TTL");
+    // The stored hash keeps no token: only the SHA-256 and the 12-character hint.
+    let fields: Vec<String> = redis::cmd("HGETALL")
+        .arg(key(&issued.record))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        !fields
+            .iter()
+            .any(|f| f.contains(issued.token.expose_secret()))
+    );
+    assert_eq!(
+        store.get(&issued.record.id).await.unwrap().unwrap(),
+        issued.record
+    );
+    cleanup(&store).await;
+}
+
+/// Two instances, each with its own cache over the same Redis: a revoke on A is refused on
+/// B within 1 s (through pub/sub).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn revocation_on_one_instance_reaches_the_other_within_a_second() {
+    let Some(store) = store("fanout").await else {
+        return;
+    };
+    let other = RedisOptions::new(url())
+        .with_prefix(store.prefix())
+        .connect()
+        .await
+        .unwrap();
+    let cache_a = CachedStore::new(store.clone()).with_ttl(Duration::from_secs(300));
+    let cache_b = CachedStore::new(other.clone()).with_ttl(Duration::from_secs(300));
+    let _listen_a = cache_a.listen_redis(store.client().clone(), store.revocation_channel());
+    let listen_b = cache_b.listen_redis(other.client().clone(), other.revocation_channel());
+    assert!(
+        listen_b.wait_connected(Duration::from_secs(5)).await,
+        "listener B subscribes"
+    );
+    let a = Tokens::new(cache_a);
+    let b = Tokens::new(cache_b.clone());
+    let issued = a.issue(NewToken::new("alice", "deploy")).await.unwrap();
+    let secret = issued.token.expose_secret();
+    b.authenticate(secret).await.expect("valid on B");
+    b.authenticate(secret).await.expect("valid on B (cached)");
+    assert_eq!(cache_b.len(), 1, "B caches the record");
+
+    let start = Instant::now();
+    a.revoke("alice", issued.record.id).await.unwrap();
+    assert!(
+        a.authenticate(secret).await.is_err(),
+        "refused at once on A"
+    );
+    let delay = loop {
+        if b.authenticate(secret).await.is_err() {
+            break start.elapsed();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "B still accepts the token 1 s after the revoke"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    eprintln!("redis revoke propagation to the other instance: {delay:?}");
+    assert!(delay < Duration::from_secs(1));
+    cleanup(&store).await;
+}
+
+/// A Redis on a closed port: every request through the layer gets 503, quickly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unreachable_redis_fails_closed_with_503() {
+    use bytes::Bytes;
+    use http::{Request, StatusCode};
+    use http_body_util::Full;
+    use tower::{ServiceBuilder, ServiceExt};
+
+    let down = RedisOptions::new("redis://127.0.0.1:1")
+        .with_connection_timeout(Duration::from_millis(300))
+        .connect_lazy()
+        .unwrap();
+    let tokens = Tokens::new(CachedStore::new(down).with_timeout(Duration::from_millis(500)));
+    let token = keygate::TokenKind::pat().generate();
+    let svc = ServiceBuilder::new()
+        .layer(keygate::AuthLayer::new(tokens))
+        .service_fn(|_req: Request<Full<Bytes>>| async move {
+            Ok::<_, std::convert::Infallible>(http::Response::new(Full::<Bytes>::default()))
+        });
+    for _ in 0..3 {
+        let req = Request::get("/")
+            .header("authorization", format!("Bearer {}", token.expose_secret()))
+            .body(Full::default())
+            .unwrap();
+        let start = Instant::now();
+        let res = tokio::time::timeout(Duration::from_secs(3), svc.clone().oneshot(req))
+            .await
+            .expect("no hang past the timeout")
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(start.elapsed() < Duration::from_millis(1500));
+    }
+}
