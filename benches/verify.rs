@@ -1,1 +1,237 @@
-fn main() {}
+//! The verification path stage by stage, and the whole layer against a no-auth baseline in
+//! the same run.
+//!
+//! ```sh
+//! cargo bench --bench verify            # full run
+//! cargo bench --bench verify -- --quick # a quick look
+//! ```
+
+use std::convert::Infallible;
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use http::{Request, Response, header};
+use http_body_util::Full;
+use keygate::header::parse_authorization;
+use keygate::store::TokenRecord;
+use keygate::token::{TokenKind, parse};
+use keygate::{
+    AuthLayer, MemoryStore, NewToken, Permissions, TokenHash, TokenId, TokenStore, Tokens,
+};
+use tower::{Layer, Service, ServiceExt};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn synthetic(i: u64) -> TokenRecord {
+    // Random-looking digests without hashing a million tokens.
+    let mut b = [0u8; 32];
+    let x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
+    for (k, chunk) in b.chunks_mut(8).enumerate() {
+        let v = x
+            .rotate_left(k as u32 * 13)
+            .wrapping_mul(0xBF58_476D_1CE4_E5B9 + k as u64);
+        chunk.copy_from_slice(&v.to_le_bytes());
+    }
+    TokenRecord {
+        id: TokenId::random(),
+        hash: TokenHash::from_bytes(b),
+        kind: "pat".into(),
+        owner: format!("owner-{}", i % 10_000),
+        name: format!("t{i}"),
+        description: None,
+        role: None,
+        permissions: Permissions::none(),
+        hint: "pat_00000000".into(),
+        created_by: "bench".into(),
+        created_at: time::OffsetDateTime::UNIX_EPOCH,
+        expires_at: None,
+        last_used_at: None,
+        revoked_at: None,
+        replaced_by: None,
+    }
+}
+
+fn store_with(n: u64) -> MemoryStore {
+    let store = MemoryStore::new();
+    for i in 0..n {
+        store.insert_unchecked(synthetic(i)).expect("unique");
+    }
+    store
+}
+
+/// A token that passes the checksum but whose secret differs from `valid` in one place.
+fn wrong_secret(valid: &str) -> String {
+    let body = &valid[..valid.len() - 6];
+    let mut changed = body.to_owned();
+    let c = if &changed[10..11] == "A" { "B" } else { "A" };
+    changed.replace_range(10..11, c);
+    let mut crc = crc32fast::hash(changed.as_bytes());
+    let alphabet = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut sum = [b'0'; 6];
+    for slot in sum.iter_mut().rev() {
+        *slot = alphabet[(crc % 62) as usize];
+        crc /= 62;
+    }
+    changed.push_str(std::str::from_utf8(&sum).expect("ascii"));
+    assert!(keygate::token::looks_like_token(&changed));
+    changed
+}
+
+fn stages(c: &mut Criterion) {
+    let token = TokenKind::pat().generate();
+    let header = format!("Bearer {}", token.expose_secret());
+    let mut g = c.benchmark_group("stage");
+    g.bench_function("header_parse", |b| {
+        b.iter(|| parse_authorization(black_box(header.as_bytes())))
+    });
+    g.bench_function("token_parse_checksum", |b| {
+        b.iter(|| parse(black_box(token.expose_secret())).map(|p| p.prefix().len()))
+    });
+    let stored = token.hash();
+    g.bench_function("sha256_and_ct_compare", |b| {
+        b.iter(|| TokenHash::of(black_box(token.expose_secret())).ct_eq(&stored))
+    });
+    g.finish();
+}
+
+fn lookups(c: &mut Criterion) {
+    let rt = runtime();
+    let mut g = c.benchmark_group("memory_store_lookup");
+    for n in [1_000u64, 1_000_000] {
+        let store = store_with(n);
+        let hit = synthetic(n / 2).hash;
+        let miss = synthetic(n + 7).hash;
+        g.bench_with_input(BenchmarkId::new("hit", n), &hit, |b, h| {
+            b.to_async(&rt).iter(|| store.find_by_hash(black_box(h)))
+        });
+        g.bench_with_input(BenchmarkId::new("miss", n), &miss, |b, h| {
+            b.to_async(&rt).iter(|| store.find_by_hash(black_box(h)))
+        });
+    }
+    g.finish();
+
+    // Read scaling: the same number of lookups per thread on 1 and on 2 threads. With
+    // perfect scaling both take the same time per iteration.
+    let store = Arc::new(store_with(1_000_000));
+    let hashes: Arc<Vec<TokenHash>> =
+        Arc::new((0..4096).map(|i| synthetic(i * 241).hash).collect());
+    let mut g = c.benchmark_group("memory_store_threads_1m");
+    for threads in [1usize, 2] {
+        g.throughput(Throughput::Elements(threads as u64));
+        g.bench_function(BenchmarkId::from_parameter(threads), |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                std::thread::scope(|s| {
+                    for t in 0..threads {
+                        let store = store.clone();
+                        let hashes = hashes.clone();
+                        s.spawn(move || {
+                            let rt = runtime();
+                            rt.block_on(async {
+                                for i in 0..iters as usize {
+                                    let h = &hashes[(i * 7 + t * 1031) % hashes.len()];
+                                    black_box(store.find_by_hash(h).await.ok());
+                                }
+                            });
+                        });
+                    }
+                });
+                start.elapsed()
+            })
+        });
+    }
+    g.finish();
+}
+
+type Body = Full<Bytes>;
+
+fn baseline() -> impl Service<
+    Request<Body>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future = impl std::future::Future<Output = Result<Response<Body>, Infallible>> + Send,
+> + Clone
++ Send
++ 'static {
+    tower::service_fn(|req: Request<Body>| async move {
+        black_box(&req);
+        Ok::<_, Infallible>(Response::new(Body::default()))
+    })
+}
+
+fn request(auth: &str) -> Request<Body> {
+    Request::get("/things")
+        .header(header::AUTHORIZATION, auth)
+        .body(Body::default())
+        .expect("request")
+}
+
+fn layer(c: &mut Criterion) {
+    let rt = runtime();
+    for n in [1_000u64, 1_000_000] {
+        let store = store_with(n);
+        let tokens = Tokens::builder(store).build().expect("tokens");
+        let issued = rt
+            .block_on(tokens.issue(NewToken::new("bench", "valid")))
+            .expect("issue");
+        let revoked = rt
+            .block_on(tokens.issue(NewToken::new("bench", "revoked")))
+            .expect("issue");
+        rt.block_on(tokens.revoke("bench", revoked.record.id))
+            .expect("revoke");
+        let valid = format!("Bearer {}", issued.token.expose_secret());
+        let wrong = format!("Bearer {}", wrong_secret(issued.token.expose_secret()));
+        let unknown = format!("Bearer {}", TokenKind::pat().generate().expose_secret());
+        let revoked = format!("Bearer {}", revoked.token.expose_secret());
+
+        let plain = baseline();
+        let authed = AuthLayer::new(tokens.clone()).layer(baseline());
+        let mut g = c.benchmark_group(format!("layer_{n}"));
+        g.bench_function("no_auth_baseline", |b| {
+            b.to_async(&rt).iter(|| {
+                let mut svc = plain.clone();
+                let r = request(&valid);
+                async move { svc.call(r).await }
+            })
+        });
+        for (name, auth) in [
+            ("valid", &valid),
+            ("wrong_secret", &wrong),
+            ("unknown", &unknown),
+            ("revoked", &revoked),
+        ] {
+            g.bench_function(name, |b| {
+                b.to_async(&rt).iter(|| {
+                    let mut svc = authed.clone();
+                    let r = request(auth);
+                    async move { svc.call(r).await.map(|r| r.status()) }
+                })
+            });
+        }
+        g.finish();
+        // Drop the queued last-used entry so the runs stay independent.
+        rt.block_on(tokens.flush_usage()).expect("flush");
+        let _ = rt.block_on(authed.oneshot(request(&valid)));
+    }
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = stages, lookups, layer
+}
+criterion_main!(benches);
