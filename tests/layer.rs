@@ -489,7 +489,7 @@ async fn permissions_are_enforced_with_403_insufficient_scope() {
     );
     assert_eq!(
         body,
-        r#"{"code":"insufficient_scope","error":"Missing permission: things:write"}"#
+        r#"{"error":"Missing permission: things:write","code":"insufficient_scope"}"#
     );
     assert_eq!(calls.load(Ordering::SeqCst), 0, "the handler never runs");
     assert_eq!(

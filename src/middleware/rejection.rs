@@ -232,13 +232,12 @@ impl RenderRejection for JsonRenderer {
     fn render(&self, rejection: &Rejection) -> Response<Bytes> {
         let kind = rejection.kind;
         let body = match (kind, &rejection.scope) {
-            (RejectionKind::InsufficientScope, Some(scope)) => Bytes::from(
-                serde_json::json!({
-                    "error": format!("Missing permission: {scope}"),
-                    "code": "insufficient_scope",
-                })
-                .to_string(),
-            ),
+            (RejectionKind::InsufficientScope, Some(scope)) => {
+                let message = serde_json::Value::from(format!("Missing permission: {scope}"));
+                Bytes::from(format!(
+                    "{{\"error\":{message},\"code\":\"insufficient_scope\"}}"
+                ))
+            }
             _ => Bytes::from(format!(
                 "{{\"error\":\"{}\",\"code\":\"{}\"}}",
                 kind.message(),
@@ -273,7 +272,9 @@ impl RenderRejection for JsonRenderer {
                     Some(s) => HeaderValue::try_from(format!(
                         "Bearer error=\"insufficient_scope\", scope=\"{s}\""
                     ))
-                    .unwrap_or_else(|_| HeaderValue::from_static("Bearer error=\"insufficient_scope\"")),
+                    .unwrap_or_else(|_| {
+                        HeaderValue::from_static("Bearer error=\"insufficient_scope\"")
+                    }),
                     None => HeaderValue::from_static("Bearer error=\"insufficient_scope\""),
                 };
                 h.insert(header::WWW_AUTHENTICATE, v);
