@@ -184,3 +184,82 @@ async fn unreachable_database_fails_closed_with_503() {
         );
     }
 }
+
+/// The listener's connection dies: the cache is flushed and bypassed (every lookup goes to
+/// the database, so a revoke made meanwhile is seen at once), and the listener reconnects
+/// by itself and caching resumes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn losing_the_listener_flushes_and_bypasses_the_cache_until_it_reconnects() {
+    use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+    use std::str::FromStr;
+
+    let Some(store) = store("listener_loss").await else {
+        return;
+    };
+    let app = format!("kg-listener-{}", uuid::Uuid::new_v4().simple());
+    let listen_pool = PgPoolOptions::new()
+        .max_connections(2)
+        .connect_with(
+            PgConnectOptions::from_str(&url())
+                .unwrap()
+                .application_name(&app),
+        )
+        .await
+        .unwrap();
+    let cached = CachedStore::new(store.clone()).with_ttl(Duration::from_secs(300));
+    let listener = cached.listen_postgres(listen_pool);
+    assert!(listener.wait_connected(Duration::from_secs(5)).await);
+    let tokens = Tokens::new(cached.clone());
+    let issued = tokens.issue(NewToken::new("alice", "ci")).await.unwrap();
+    tokens
+        .authenticate(issued.token.expose_secret())
+        .await
+        .unwrap();
+    assert_eq!(cached.len(), 1);
+
+    // Kill the listener's backend, as a restart or a network cut would.
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+    )
+    .bind(&app)
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let start = Instant::now();
+    while listener.is_connected() || !cached.is_empty() {
+        if start.elapsed() > Duration::from_secs(5) {
+            // It may already have reconnected (and flushed on the way).
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(
+        cached.is_empty(),
+        "the cache is flushed when the listener drops"
+    );
+
+    // Revoke behind this instance's back (straight in the database, no notification seen
+    // if the listener is still down): the next request is refused.
+    store.revoke(&issued.record.id, tokens.now()).await.unwrap();
+    assert!(
+        tokens
+            .authenticate(issued.token.expose_secret())
+            .await
+            .is_err()
+    );
+
+    assert!(
+        listener.wait_connected(Duration::from_secs(10)).await,
+        "the listener reconnects by itself"
+    );
+    let fresh = tokens.issue(NewToken::new("alice", "fresh")).await.unwrap();
+    tokens
+        .authenticate(fresh.token.expose_secret())
+        .await
+        .unwrap();
+    tokens
+        .authenticate(fresh.token.expose_secret())
+        .await
+        .unwrap();
+    assert_eq!(cached.len(), 1, "caching resumes after the reconnect");
+}
