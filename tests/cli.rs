@@ -1,0 +1,346 @@
+//! The `keygate` binary, driven as a user would, on a temporary database.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use keygate::store::sqlite::SqliteStore;
+use keygate::{RejectionKind, TokenHash, Tokens};
+
+struct Db {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+}
+
+fn db() -> Db {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("cli.db");
+    Db { _dir: dir, path }
+}
+
+fn keygate(db: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keygate"))
+        .args(args)
+        .env("KEYGATE_DB", db)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run keygate");
+    {
+        let mut pipe = child.stdin.take().expect("stdin");
+        if let Some(input) = stdin {
+            pipe.write_all(input.as_bytes()).expect("write stdin");
+        }
+    }
+    child.wait_with_output().expect("wait for keygate")
+}
+
+fn ok(db: &Path, args: &[&str]) -> String {
+    let out = keygate(db, args, None);
+    assert!(
+        out.status.success(),
+        "keygate {args:?} failed ({:?}): {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 output")
+}
+
+/// The value of the `key:` line of `keygate` output.
+fn field(out: &str, key: &str) -> String {
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}:")))
+        .unwrap_or_else(|| panic!("no {key:?} line in {out:?}"))
+        .trim()
+        .to_owned()
+}
+
+async fn tokens(db: &Path) -> Tokens {
+    Tokens::new(
+        SqliteStore::open(db)
+            .await
+            .expect("open the CLI's database"),
+    )
+}
+
+#[tokio::test]
+async fn a_token_created_by_the_cli_authenticates_and_is_listed_by_hint_only() {
+    let db = db();
+    let added = ok(
+        &db.path,
+        &["user", "add", "Alice@Example.com", "--role", "admin"],
+    );
+    assert_eq!(field(&added, "account"), "alice@example.com");
+    assert_eq!(
+        field(&added, "password").len(),
+        24,
+        "a generated password is printed once"
+    );
+
+    let created = ok(
+        &db.path,
+        &[
+            "token",
+            "create",
+            "--owner",
+            "alice@example.com",
+            "--name",
+            "ci-deploy",
+            "--description",
+            "GitHub Actions",
+            "--role",
+            "cicd",
+            "--expires-in",
+            "3600",
+        ],
+    );
+    let token = field(&created, "token");
+    let id = field(&created, "id");
+    let hint = field(&created, "hint");
+    assert!(token.starts_with("pat_"), "{created}");
+    assert!(token.starts_with(&hint) && hint.len() == 12);
+
+    let identity = tokens(&db.path)
+        .await
+        .authenticate(&token)
+        .await
+        .expect("the CLI's token authenticates through Tokens on the same file");
+    assert_eq!(identity.owner(), "alice@example.com");
+    assert_eq!(identity.token_name(), "ci-deploy");
+    assert!(identity.can("builds:create"));
+    assert!(!identity.can("env:write"), "cicd holds no env:write");
+
+    let list = ok(&db.path, &["token", "list", "--owner", "alice@example.com"]);
+    assert!(list.lines().next().expect("header").starts_with("ID"));
+    assert!(list.contains(&id) && list.contains(&hint) && list.contains("ci-deploy"));
+    assert!(list.contains("active"));
+    assert!(!list.contains(&token), "list never shows the token");
+    assert!(
+        !list.contains(&TokenHash::of(&token).to_hex()),
+        "list never shows the hash"
+    );
+}
+
+#[tokio::test]
+async fn rotate_and_revoke_take_effect_for_the_library() {
+    let db = db();
+    let out = keygate(
+        &db.path,
+        &[
+            "user",
+            "add",
+            "bob@example.com",
+            "--password-stdin",
+            "--role",
+            "admin",
+        ],
+        Some("a long enough password\n"),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("password:"),
+        "a password from stdin is never echoed"
+    );
+    let created = ok(
+        &db.path,
+        &[
+            "token",
+            "create",
+            "--owner",
+            "bob@example.com",
+            "--name",
+            "ops",
+        ],
+    );
+    let (old_token, old_id) = (field(&created, "token"), field(&created, "id"));
+
+    // Rotation with a grace period: both work, the successor keeps the name.
+    let rotated = ok(
+        &db.path,
+        &[
+            "token",
+            "rotate",
+            "--owner",
+            "bob@example.com",
+            &old_id,
+            "--grace-seconds",
+            "600",
+        ],
+    );
+    let (new_token, new_id) = (field(&rotated, "token"), field(&rotated, "id"));
+    assert_ne!(new_token, old_token);
+    assert_eq!(field(&rotated, "name"), "ops");
+    let t = tokens(&db.path).await;
+    t.authenticate(&old_token)
+        .await
+        .expect("the old token works during the grace period");
+    let identity = t
+        .authenticate(&new_token)
+        .await
+        .expect("the new token works");
+    assert!(identity.can("anything:at-all"), "admin tokens hold `*`");
+    let list = ok(&db.path, &["token", "list", "--owner", "bob@example.com"]);
+    assert!(list.contains("rotated") && list.contains(&new_id));
+
+    // A second rotation without grace ends the previous token at once.
+    let again = ok(
+        &db.path,
+        &["token", "rotate", "--owner", "bob@example.com", &new_id],
+    );
+    let newest = field(&again, "token");
+    assert_eq!(
+        t.authenticate(&new_token).await.expect_err("ended").kind(),
+        RejectionKind::Expired
+    );
+
+    // Revocation.
+    let newest_id = field(&again, "id");
+    let revoked = ok(
+        &db.path,
+        &["token", "revoke", "--owner", "bob@example.com", &newest_id],
+    );
+    assert!(revoked.contains(&newest_id));
+    assert_eq!(
+        t.authenticate(&newest).await.expect_err("revoked").kind(),
+        RejectionKind::Revoked
+    );
+    let again = keygate(
+        &db.path,
+        &["token", "revoke", "--owner", "bob@example.com", &newest_id],
+        None,
+    );
+    assert_eq!(
+        again.status.code(),
+        Some(2),
+        "a second revoke finds nothing"
+    );
+}
+
+#[test]
+fn errors_have_clear_messages_and_exit_codes() {
+    let db = db();
+    ok(&db.path, &["user", "add", "carol@example.com"]);
+
+    let unknown = keygate(
+        &db.path,
+        &[
+            "token",
+            "revoke",
+            "--owner",
+            "carol@example.com",
+            "0b7c2f8e-4f7a-4e53-9d8e-0c3c6a1f2b9d",
+        ],
+        None,
+    );
+    assert_eq!(unknown.status.code(), Some(2), "unknown id: not found");
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert!(
+        stderr.contains(
+            "no live token 0b7c2f8e-4f7a-4e53-9d8e-0c3c6a1f2b9d owned by carol@example.com"
+        ),
+        "{stderr}"
+    );
+
+    let malformed = keygate(
+        &db.path,
+        &["token", "revoke", "--owner", "carol@example.com", "nope"],
+        None,
+    );
+    assert_eq!(malformed.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&malformed.stderr).contains("is not a token id"));
+
+    let no_account = keygate(
+        &db.path,
+        &[
+            "token",
+            "create",
+            "--owner",
+            "dave@example.com",
+            "--name",
+            "x",
+        ],
+        None,
+    );
+    assert_eq!(no_account.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&no_account.stderr).contains("no account dave@example.com"));
+
+    ok(
+        &db.path,
+        &[
+            "token",
+            "create",
+            "--owner",
+            "carol@example.com",
+            "--name",
+            "x",
+        ],
+    );
+    let taken = keygate(
+        &db.path,
+        &[
+            "token",
+            "create",
+            "--owner",
+            "carol@example.com",
+            "--name",
+            "x",
+        ],
+        None,
+    );
+    assert_eq!(taken.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&taken.stderr).contains("already has a live token"));
+
+    let beyond = keygate(
+        &db.path,
+        &[
+            "token",
+            "create",
+            "--owner",
+            "carol@example.com",
+            "--name",
+            "y",
+            "--role",
+            "admin",
+        ],
+        None,
+    );
+    assert_eq!(
+        beyond.status.code(),
+        Some(1),
+        "a viewer cannot mint admin tokens"
+    );
+    assert!(String::from_utf8_lossy(&beyond.stderr).contains("go beyond"));
+
+    let exists = keygate(&db.path, &["user", "add", "carol@example.com"], None);
+    assert_eq!(exists.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&exists.stderr).contains("already exists"));
+
+    let usage = keygate(&db.path, &["token", "create", "--name", "x"], None);
+    assert_eq!(usage.status.code(), Some(1), "a clap usage error exits 1");
+
+    let help = keygate(&db.path, &["--help"], None);
+    assert_eq!(help.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("Exit status") && help.contains("2  not found"));
+}
+
+#[test]
+fn a_postgres_url_is_refused_with_a_clear_message() {
+    let out = keygate(
+        Path::new("postgres://keygate@localhost/keygate"),
+        &["token", "list", "--owner", "a@example.com"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("only manages SQLite"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
