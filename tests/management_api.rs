@@ -2,6 +2,7 @@
 //! with `tower::ServiceExt::oneshot` (no ports): every route, status and error code of
 //! DESIGN's "Management HTTP API", Basic vs Bearer, rotation with and without grace on a
 //! manual clock, the limits, a failing store, and the OpenAPI document.
+#![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -1142,5 +1143,131 @@ async fn router_helper_and_nesting() {
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     let token = r.json()["token"].as_str().unwrap().to_owned();
     let r = call(&app, Method::GET, "/api/v1/me", Some(&bearer(&token))).await;
+    assert_eq!(r.status, StatusCode::OK);
+}
+
+#[allow(dead_code)]
+#[path = "../examples/server.rs"]
+mod server;
+
+fn server_config(db: &std::path::Path, password: Option<&str>) -> server::Config {
+    server::Config {
+        db: db.to_owned(),
+        addr: "127.0.0.1:0".into(),
+        admin_email: ADMIN.into(),
+        admin_password: password.map(|p| zeroize::Zeroizing::new(p.to_owned())),
+    }
+}
+
+#[tokio::test]
+async fn the_reference_server_keeps_tokens_and_revocations_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("keygate.db");
+
+    // First start: no password configured, so one is generated.
+    let app = server::build_app(&server_config(&db, None)).await.unwrap();
+    let password = app
+        .generated_password
+        .clone()
+        .expect("a generated password");
+    let auth = basic(ADMIN, &password);
+    let r = call(&app.router, Method::GET, "/", None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = post_form(
+        &app.router,
+        "/api/v1/tokens",
+        Some(&auth),
+        "description=My+automation+script",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let kept = r.json()["token"].as_str().unwrap().to_owned();
+    let r = post_json(
+        &app.router,
+        "/api/v1/tokens",
+        Some(&auth),
+        json!({"name": "short-lived", "role": "viewer"}),
+    )
+    .await;
+    let revoked_id = r.json()["id"].as_str().unwrap().to_owned();
+    let revoked = r.json()["token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        call(
+            &app.router,
+            Method::GET,
+            "/api/v1/apps",
+            Some(&bearer(&revoked))
+        )
+        .await
+        .status,
+        StatusCode::OK
+    );
+    let r = call(
+        &app.router,
+        Method::DELETE,
+        &format!("/api/v1/tokens/{revoked_id}"),
+        Some(&auth),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    // The demo API enforces the roles' permissions.
+    let r = post_json(
+        &app.router,
+        "/api/v1/tokens",
+        Some(&auth),
+        json!({"name": "viewer", "role": "viewer"}),
+    )
+    .await;
+    let viewer = r.json()["token"].as_str().unwrap().to_owned();
+    call(
+        &app.router,
+        Method::POST,
+        "/api/v1/apps/web/restart",
+        Some(&bearer(&viewer)),
+    )
+    .await
+    .assert_error(StatusCode::FORBIDDEN, "insufficient_scope");
+    drop(app);
+
+    // Second start on the same file: the admin keeps its password, nothing is generated.
+    let app = server::build_app(&server_config(&db, None)).await.unwrap();
+    assert!(app.generated_password.is_none());
+    for (method, path) in [
+        (Method::GET, "/api/v1/me"),
+        (Method::GET, "/api/v1/apps"),
+        (Method::POST, "/api/v1/apps/web/restart"),
+        (Method::POST, "/api/v1/apps/web/builds"),
+    ] {
+        let r = call(&app.router, method, path, Some(&bearer(&kept))).await;
+        assert!(r.status.is_success(), "{path}: {} {}", r.status, r.text);
+    }
+    call(
+        &app.router,
+        Method::GET,
+        "/api/v1/me",
+        Some(&bearer(&revoked)),
+    )
+    .await
+    .assert_error(StatusCode::UNAUTHORIZED, "invalid_token");
+    let r = call(&app.router, Method::GET, "/api/v1/tokens", Some(&auth)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json().as_array().unwrap().len(), 2);
+    let r = call(&app.router, Method::GET, "/api/v1/openapi.json", None).await;
+    assert_eq!(r.json()["servers"][0]["url"], "/api/v1");
+    drop(app);
+
+    // A configured password replaces the old one.
+    let app = server::build_app(&server_config(&db, Some("new password")))
+        .await
+        .unwrap();
+    let r = call(&app.router, Method::GET, "/api/v1/tokens", Some(&auth)).await;
+    r.assert_error(StatusCode::UNAUTHORIZED, "invalid_credentials");
+    let r = call(
+        &app.router,
+        Method::GET,
+        "/api/v1/tokens",
+        Some(&basic(ADMIN, "new password")),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK);
 }

@@ -262,7 +262,7 @@ pub(crate) async fn create_token(
     let explicit = req
         .permissions
         .as_ref()
-        .map(|p| Permissions::parse(p))
+        .map(Permissions::parse)
         .transpose()
         .map_err(|e| ApiError::bad_request(format!("Invalid permissions: {e}")))?;
     let mut new = match req.name {
