@@ -47,7 +47,6 @@ impl Config {
     pub(crate) fn reject(&self, r: &Rejection) -> http::Response<bytes::Bytes> {
         let mut res = self.renderer.render(r);
         res.extensions_mut().insert(r.kind());
-        res.extensions_mut().insert(r.clone());
         res
     }
 }

@@ -92,6 +92,36 @@ impl RejectionKind {
         }
     }
 
+    /// The default JSON body, `{"error":"<message>","code":"<code>"}`.
+    fn body(self) -> &'static str {
+        match self {
+            Self::MissingToken => r#"{"error":"Missing API token","code":"missing_token"}"#,
+            Self::InvalidRequest => {
+                r#"{"error":"Malformed Authorization header","code":"invalid_request"}"#
+            }
+            Self::MalformedToken
+            | Self::UnknownToken
+            | Self::Revoked
+            | Self::Expired
+            | Self::WrongKind => r#"{"error":"Invalid API token","code":"invalid_token"}"#,
+            Self::InsufficientScope => {
+                r#"{"error":"Insufficient permission","code":"insufficient_scope"}"#
+            }
+            Self::IpNotAllowed => {
+                r#"{"error":"Client address not allowed for this token","code":"ip_not_allowed"}"#
+            }
+            Self::RateLimited => {
+                r#"{"error":"Rate limit exceeded. Please try again later.","code":"rate_limited"}"#
+            }
+            Self::PayloadTooLarge => {
+                r#"{"error":"Request body too large","code":"payload_too_large"}"#
+            }
+            Self::StoreUnavailable => {
+                r#"{"error":"Token store unavailable","code":"store_unavailable"}"#
+            }
+        }
+    }
+
     fn message(self) -> &'static str {
         match self {
             Self::MissingToken => "Missing API token",
@@ -238,11 +268,7 @@ impl RenderRejection for JsonRenderer {
                     "{{\"error\":{message},\"code\":\"insufficient_scope\"}}"
                 ))
             }
-            _ => Bytes::from(format!(
-                "{{\"error\":\"{}\",\"code\":\"{}\"}}",
-                kind.message(),
-                kind.code()
-            )),
+            _ => Bytes::from_static(kind.body().as_bytes()),
         };
         let mut res = Response::new(body);
         *res.status_mut() = kind.status();
@@ -319,6 +345,29 @@ mod tests {
         let res = r.render(&Rejection::new(RejectionKind::StoreUnavailable));
         assert_eq!(res.status(), 503);
         assert_eq!(res.headers()[header::RETRY_AFTER], "1");
+    }
+
+    #[test]
+    fn static_bodies_agree_with_messages_and_codes() {
+        use RejectionKind::*;
+        for k in [
+            MissingToken,
+            InvalidRequest,
+            MalformedToken,
+            UnknownToken,
+            Revoked,
+            Expired,
+            WrongKind,
+            InsufficientScope,
+            IpNotAllowed,
+            RateLimited,
+            PayloadTooLarge,
+            StoreUnavailable,
+        ] {
+            let v: serde_json::Value = serde_json::from_str(k.body()).unwrap();
+            assert_eq!(v["error"], k.message());
+            assert_eq!(v["code"], k.code());
+        }
     }
 
     #[test]
