@@ -15,6 +15,8 @@ pub mod tokens;
 pub mod accounts;
 #[cfg(feature = "axum")]
 pub mod axum;
+#[cfg(feature = "ui")]
+pub mod ui;
 
 pub use error::ConfigError;
 pub use identity::{AuthMethod, Identity, Permission, Permissions, Roles};
