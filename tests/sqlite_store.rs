@@ -170,3 +170,23 @@ async fn accounts_round_trip_with_hashed_passwords() {
         Permissions::parse(["tokens:read"]).expect("valid")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_opens_of_a_new_file_all_succeed() {
+    // A server and the CLI may both create the file at once.
+    for round in 0..5 {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join(format!("fresh-{round}.db"));
+        let opens: Vec<_> = (0..4)
+            .map(|_| {
+                let path = path.clone();
+                tokio::spawn(async move { SqliteStore::open(path).await })
+            })
+            .collect();
+        for open in opens {
+            open.await
+                .expect("task")
+                .expect("every concurrent open succeeds");
+        }
+    }
+}

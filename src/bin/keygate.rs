@@ -9,18 +9,20 @@
 //! keygate token revoke --owner alice@example.com <id>
 //! ```
 //!
-//! The database is the file named by `KEYGATE_DB` (or `--db`), `keygate.db` by default.
+//! The database is named by `KEYGATE_DB` (or `--db`): a SQLite file path (`keygate.db` by
+//! default), or a `postgres://` URL when built with the `postgres` feature.
 //! A token is printed once, when it is created or rotated; only its SHA-256 is stored.
 
 use std::fmt::Write as _;
 use std::io::{BufRead, IsTerminal};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use keygate::accounts::{Account, AccountStore, hash_password};
 use keygate::store::sqlite::SqliteStore;
-use keygate::{IssuedToken, NewToken, Permissions, Roles, TokenError, TokenId, Tokens};
+use keygate::{IssuedToken, NewToken, Permissions, Roles, TokenError, TokenId, TokenStore, Tokens};
 use rand::Rng;
 use time::OffsetDateTime;
 
@@ -28,7 +30,8 @@ const EXIT_CODES: &str = "\
 Exit status:
   0  success
   1  usage or validation error (bad arguments, invalid name or permissions, name taken,
-     token limit reached, account already exists, unsupported database URL)
+     token limit reached, account already exists, a postgres:// URL in a build without
+     the `postgres` feature)
   2  not found (unknown account, or no such token of this owner)
   3  store error (the database cannot be opened, read or written)";
 
@@ -36,13 +39,14 @@ Exit status:
 #[derive(Debug, Parser)]
 #[command(name = "keygate", version, after_help = EXIT_CODES)]
 struct Cli {
-    /// The SQLite database file (created if missing).
+    /// The database: a SQLite file (created if missing), or a `postgres://` URL (needs the
+    /// `postgres` feature).
     #[arg(
         long,
         env = "KEYGATE_DB",
         default_value = "keygate.db",
         global = true,
-        value_name = "PATH"
+        value_name = "PATH|URL"
     )]
     db: String,
 
@@ -256,17 +260,25 @@ fn main() -> ExitCode {
     }
 }
 
+/// The opened database: one store for tokens and accounts.
+struct Backend {
+    tokens: Arc<dyn TokenStore>,
+    accounts: Arc<dyn AccountStore>,
+}
+
 async fn run(cli: Cli) -> Result<(), Failure> {
-    let store = open(&cli.db).await?;
+    let backend = open(&cli.db).await?;
     match cli.command {
-        Command::User(UserCommand::Add(args)) => user_add(&store, args).await,
+        Command::User(UserCommand::Add(args)) => user_add(backend.accounts.as_ref(), args).await,
         Command::Token(cmd) => {
-            let tokens = Tokens::builder(store.clone())
+            let tokens = Tokens::builder(backend.tokens.clone())
                 .roles(Roles::rack_gateway())
                 .build()
                 .map_err(|e| Failure::Usage(format!("invalid configuration: {e}")))?;
             match cmd {
-                TokenCommand::Create(args) => token_create(&store, &tokens, args).await,
+                TokenCommand::Create(args) => {
+                    token_create(backend.accounts.as_ref(), &tokens, args).await
+                }
                 TokenCommand::List(args) => token_list(&tokens, &args.owner).await,
                 TokenCommand::Revoke(args) => token_revoke(&tokens, args).await,
                 TokenCommand::Rotate(args) => token_rotate(&tokens, args).await,
@@ -275,14 +287,14 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     }
 }
 
-async fn open(db: &str) -> Result<SqliteStore, Failure> {
+fn is_postgres_url(db: &str) -> bool {
     let lower = db.to_ascii_lowercase();
-    if lower.starts_with("postgres://") || lower.starts_with("postgresql://") {
-        return Err(Failure::Usage(
-            "KEYGATE_DB is a PostgreSQL URL, but the keygate CLI only manages SQLite files \
-             so far; point KEYGATE_DB (or --db) at a SQLite file"
-                .into(),
-        ));
+    lower.starts_with("postgres://") || lower.starts_with("postgresql://")
+}
+
+async fn open(db: &str) -> Result<Backend, Failure> {
+    if is_postgres_url(db) {
+        return open_postgres(db).await;
     }
     let path = db
         .strip_prefix("sqlite://")
@@ -291,9 +303,40 @@ async fn open(db: &str) -> Result<SqliteStore, Failure> {
     if path.is_empty() {
         return Err(Failure::Usage("the database path is empty".into()));
     }
-    SqliteStore::open(path)
+    let store = SqliteStore::open(path)
         .await
-        .map_err(|e| Failure::store(&format!("cannot open the database {path:?}"), e))
+        .map_err(|e| Failure::store(&format!("cannot open the database {path:?}"), e))?;
+    Ok(Backend {
+        tokens: Arc::new(store.clone()),
+        accounts: Arc::new(store),
+    })
+}
+
+#[cfg(feature = "postgres")]
+async fn open_postgres(url: &str) -> Result<Backend, Failure> {
+    use keygate::store::postgres::PostgresOptions;
+
+    // The URL may hold a password: it is never printed.
+    let store = PostgresOptions::new(url)
+        .with_max_connections(2)
+        .with_acquire_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .map_err(|e| Failure::store("cannot open the PostgreSQL database", e))?;
+    Ok(Backend {
+        tokens: Arc::new(store.clone()),
+        accounts: Arc::new(store),
+    })
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn open_postgres(_url: &str) -> Result<Backend, Failure> {
+    Err(Failure::Usage(
+        "KEYGATE_DB is a PostgreSQL URL, but this keygate was built without the `postgres` \
+         feature; rebuild with `--features cli,postgres`, or point KEYGATE_DB (or --db) at a \
+         SQLite file"
+            .into(),
+    ))
 }
 
 fn normalise_email(email: &str) -> Result<String, Failure> {
@@ -362,7 +405,7 @@ fn read_password() -> Result<String, Failure> {
     Ok(password)
 }
 
-async fn user_add(store: &SqliteStore, args: UserAdd) -> Result<(), Failure> {
+async fn user_add(store: &dyn AccountStore, args: UserAdd) -> Result<(), Failure> {
     let email = normalise_email(&args.email)?;
     let roles = Roles::rack_gateway();
     let permissions = match (&args.permissions, &args.role) {
@@ -411,7 +454,7 @@ async fn user_add(store: &SqliteStore, args: UserAdd) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn account(store: &SqliteStore, owner: &str) -> Result<Account, Failure> {
+async fn account(store: &dyn AccountStore, owner: &str) -> Result<Account, Failure> {
     store
         .find_account(owner)
         .await
@@ -438,7 +481,7 @@ fn print_issued(issued: &IssuedToken) {
 }
 
 async fn token_create(
-    store: &SqliteStore,
+    store: &dyn AccountStore,
     tokens: &Tokens,
     args: TokenCreate,
 ) -> Result<(), Failure> {

@@ -290,7 +290,18 @@ impl SqliteStore {
     ///
     /// [`StoreError::Backend`] when a migration fails.
     pub async fn from_pool(pool: SqlitePool) -> Result<Self, StoreError> {
-        MIGRATOR.run(&pool).await.map_err(StoreError::backend)?;
+        // SQLite has no migration lock: when several processes create the same new file at
+        // once, all but one fail a migration (the table already exists) and roll it back.
+        // Running the migrator again then finds the migrations applied by the winner.
+        let mut tries = 0;
+        while let Err(e) = MIGRATOR.run(&pool).await {
+            tries += 1;
+            if tries > BUSY_RETRIES {
+                return Err(StoreError::backend(e));
+            }
+            tracing::debug!(error = %e, tries, "SQLite migration failed; retrying");
+            tokio::time::sleep(Duration::from_millis(20 << tries)).await;
+        }
         Ok(Self {
             pool,
             writer: Arc::new(tokio::sync::Mutex::new(())),
