@@ -222,12 +222,30 @@ async fn set_env(id: Identity, Path(app): Path<String>) -> Json<Value> {
     Json(json!({ "app": app, "action": "env", "status": "updated" }))
 }
 
+/// Ctrl-C, or SIGTERM on Unix.
 async fn shutdown_signal() {
-    if let Err(error) = tokio::signal::ctrl_c().await {
-        tracing::warn!(%error, "cannot listen for Ctrl-C");
-        std::future::pending::<()>().await;
+    let ctrl_c = async {
+        if let Err(error) = tokio::signal::ctrl_c().await {
+            tracing::warn!(%error, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
     }
-    tracing::info!("shutting down");
+    tracing::info!("shutting down; flushing last-used times");
 }
 
 #[tokio::main]
@@ -280,5 +298,6 @@ async fn main() -> Result<(), BoxError> {
         .await?;
     // Writes the last batch of last-used times before leaving.
     maintenance.shutdown().await;
+    tracing::info!("stopped");
     Ok(())
 }

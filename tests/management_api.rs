@@ -198,6 +198,7 @@ impl Reply {
     #[track_caller]
     fn assert_error(&self, status: StatusCode, code: &str) -> String {
         assert_eq!(self.status, status, "body: {}", self.text);
+        assert!(self.text.starts_with("{\"error\":"), "{}", self.text);
         let v = self.json();
         assert_eq!(v["code"], code, "body: {}", self.text);
         assert_eq!(

@@ -214,7 +214,11 @@ impl IntoResponse for ApiError {
                 challenge,
                 retry_after,
             } => {
-                let body = serde_json::json!({ "error": message, "code": code }).to_string();
+                let body = serde_json::to_string(&ErrorBody {
+                    error: message.into_owned(),
+                    code: code.to_owned(),
+                })
+                .unwrap_or_default();
                 let mut res = Response::new(axum::body::Body::from(body));
                 *res.status_mut() = status;
                 let h = res.headers_mut();
