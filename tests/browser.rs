@@ -37,6 +37,8 @@ const EMAIL: &str = "ada@example.com";
 const PASSWORD: &str = "correct horse battery staple";
 /// The longest any one step may take before the test fails.
 const STEP: Duration = Duration::from_secs(20);
+/// The longest the whole browser session may take.
+const SESSION: Duration = Duration::from_secs(240);
 
 // ---- the browser and its driver ----
 
@@ -559,10 +561,17 @@ async fn a_person_manages_tokens_in_headless_chromium() {
     let client = open_browser(&driver, &tools.chromium, profile.path()).await;
 
     // Run the session in its own task so that a failed assertion still closes the browser.
-    let outcome = tokio::spawn(session(client.clone(), addr)).await;
-    let _ = client.close().await;
+    // A WebDriver command has no deadline of its own: bound the whole session too.
+    let task = tokio::spawn(session(client.clone(), addr));
+    let abort = task.abort_handle();
+    let outcome = tokio::time::timeout(SESSION, task).await;
+    abort.abort();
+    let _ = tokio::time::timeout(STEP, client.close()).await;
     drop(driver);
-    if let Err(e) = outcome {
-        std::panic::resume_unwind(e.into_panic());
+    match outcome {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Ok(Err(e)) => panic!("the browser session did not finish: {e}"),
+        Err(_) => panic!("the browser session took longer than {SESSION:?}"),
     }
 }
