@@ -24,7 +24,7 @@
 //!     .layer(AuthLayer::new(tokens))
 //!     .service_fn(|req: Request<Full<Bytes>>| async move {
 //!         let who = req.extensions().get::<Identity>().unwrap().owner().to_owned();
-//!         Ok::<_, Infallible>(Response::new(Full::from(who)))
+//!         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(who))))
 //!     });
 //!
 //! let ok = Request::get("/")
