@@ -5,11 +5,10 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, Entry};
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tower::Service;
-use zeroize::Zeroizing;
 
 use super::layer::Config;
 use super::rejection::{Rejection, RejectionKind};
@@ -167,21 +166,23 @@ impl<S> AuthService<S> {
     }
 }
 
-/// A copy of the presented token that is zeroized when the request is done.
-struct TokenBuf {
-    bytes: Zeroizing<[u8; MAX_TOKEN_LEN]>,
-    len: usize,
+/// The presented token: a cheap (reference-counted) clone of the header value and where
+/// the token starts in it. No copy of the secret is made.
+struct TokenRef {
+    value: HeaderValue,
+    start: usize,
 }
 
-impl TokenBuf {
+impl TokenRef {
     fn as_str(&self) -> &str {
-        // Only token68 bytes (ASCII) are ever copied in.
-        std::str::from_utf8(&self.bytes[..self.len]).unwrap_or_default()
+        // Only token68 bytes (ASCII) follow `start`, as checked by the parser.
+        std::str::from_utf8(self.value.as_bytes().get(self.start..).unwrap_or_default())
+            .unwrap_or_default()
     }
 }
 
 enum Presented {
-    Token(TokenBuf),
+    Token(TokenRef),
     Nothing,
 }
 
@@ -199,20 +200,18 @@ fn extract<B>(req: &mut Request<B>) -> Result<Presented, Rejection> {
     if count > 1 {
         return Err(Rejection::new(RejectionKind::InvalidRequest));
     }
-    match parse_authorization(entry.get().as_bytes()) {
+    let value = entry.get();
+    let bytes = value.as_bytes();
+    match parse_authorization(bytes) {
         Err(_) => Err(Rejection::new(RejectionKind::InvalidRequest)),
         Ok(Credentials::Other | Credentials::Basic(_)) => Ok(Presented::Nothing),
         Ok(Credentials::Bearer(t)) if t.len() > MAX_TOKEN_LEN => {
             Err(Rejection::new(RejectionKind::MalformedToken))
         }
-        Ok(Credentials::Bearer(t)) => {
-            let mut bytes = Zeroizing::new([0u8; MAX_TOKEN_LEN]);
-            bytes[..t.len()].copy_from_slice(t.as_bytes());
-            Ok(Presented::Token(TokenBuf {
-                bytes,
-                len: t.len(),
-            }))
-        }
+        Ok(Credentials::Bearer(t)) => Ok(Presented::Token(TokenRef {
+            start: bytes.len() - t.len(),
+            value: value.clone(),
+        })),
     }
 }
 
