@@ -1,5 +1,7 @@
 //! The layer and extractors inside an axum `Router`, driven with `oneshot`.
 
+#![allow(clippy::unwrap_used)]
+
 use axum::Router;
 use axum::body::Body;
 use axum::routing::get;

@@ -2,6 +2,8 @@
 //! every row of the response table, the verification path, revocation, rotation, expiry and
 //! the batched last-used updates.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::sync::Arc;

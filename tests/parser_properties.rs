@@ -1,6 +1,8 @@
 //! Property tests: the parsers never panic on arbitrary input, and generated tokens
 //! round-trip through the header parser and the token parser.
 
+#![allow(clippy::unwrap_used)]
+
 use keygate::header::{Credentials, parse_authorization, parse_basic};
 use keygate::token::{SCANNER_REGEX, TokenKind, looks_like_token, parse};
 use proptest::prelude::*;

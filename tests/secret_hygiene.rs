@@ -1,5 +1,7 @@
 //! No raw token in any log line (captured at TRACE), `Debug` output or error message.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::io::Write;
