@@ -10,7 +10,9 @@
 //!
 //! - **Found records**, keyed by the token's SHA-256 (never the token), in a map split into
 //!   64 shards, each behind its own `RwLock`: a hit takes one shard's read lock, clones an
-//!   `Arc` and compares an `Instant` — no allocation and no lock shared by all requests.
+//!   `Arc` and compares the entry's deadline with a millisecond clock read with one atomic
+//!   load (advanced every 5 ms by one background thread per process) — no allocation and
+//!   no lock shared by all requests. Entries live for their TTL plus at most 5 ms.
 //!   Capacity ([`with_capacity`](CachedStore::with_capacity), default 10 000) and TTL
 //!   ([`with_ttl`](CachedStore::with_ttl), default 30 s) are bounded; a full shard evicts an
 //!   expired or the oldest of a few sampled entries.
@@ -77,7 +79,7 @@ use std::future::Future;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use time::OffsetDateTime;
@@ -116,23 +118,82 @@ impl Hasher for DigestHasher {
 
 type Map<V> = HashMap<TokenHash, V, BuildHasherDefault<DigestHasher>>;
 
+/// A millisecond clock that a hit can read with one atomic load: `Instant::now()` costs as
+/// much as the rest of a hit on some machines. One background thread per process advances it
+/// every [`TICK`]; if that thread cannot be started, every read falls back to `Instant`.
+mod clock {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::{Once, OnceLock};
+    use std::time::{Duration, Instant};
+
+    pub(super) const TICK: Duration = Duration::from_millis(5);
+
+    struct Clock {
+        base: Instant,
+        ms: AtomicU64,
+        ticking: AtomicBool,
+    }
+
+    fn elapsed_ms(base: Instant) -> u64 {
+        u64::try_from(base.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn clock() -> &'static Clock {
+        static CLOCK: OnceLock<Clock> = OnceLock::new();
+        static START: Once = Once::new();
+        let c: &'static Clock = CLOCK.get_or_init(|| Clock {
+            base: Instant::now(),
+            ms: AtomicU64::new(0),
+            ticking: AtomicBool::new(false),
+        });
+        START.call_once(|| {
+            let started = std::thread::Builder::new()
+                .name("keygate-cache-clock".into())
+                .spawn(move || {
+                    loop {
+                        c.ms.store(elapsed_ms(c.base), Ordering::Relaxed);
+                        std::thread::sleep(TICK);
+                    }
+                })
+                .is_ok();
+            c.ticking.store(started, Ordering::Release);
+        });
+        c
+    }
+
+    /// Milliseconds since the clock started; at most one tick behind.
+    pub(super) fn now_ms() -> u64 {
+        let c = clock();
+        if c.ticking.load(Ordering::Relaxed) {
+            c.ms.load(Ordering::Relaxed)
+        } else {
+            elapsed_ms(c.base)
+        }
+    }
+
+    /// The clock reading `ttl` from now.
+    pub(super) fn after(ttl: Duration) -> u64 {
+        now_ms().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
+    }
+}
+
 struct Entry {
     record: Arc<TokenRecord>,
-    until: Instant,
+    until: u64,
 }
 
 trait Until {
-    fn until(&self) -> Instant;
+    fn until(&self) -> u64;
 }
 
 impl Until for Entry {
-    fn until(&self) -> Instant {
+    fn until(&self) -> u64 {
         self.until
     }
 }
 
-impl Until for Instant {
-    fn until(&self) -> Instant {
+impl Until for u64 {
+    fn until(&self) -> u64 {
         *self
     }
 }
@@ -177,7 +238,7 @@ impl<V: Until> Sharded<V> {
             return;
         }
         if shard.len() >= self.per_shard && !shard.contains_key(&hash) {
-            let now = Instant::now();
+            let now = clock::now_ms();
             let victim = shard
                 .iter()
                 .take(EVICTION_SAMPLE)
@@ -217,7 +278,7 @@ impl<V: Until> Sharded<V> {
 /// The state shared by a [`CachedStore`], its clones and its listener.
 struct Cache {
     found: Sharded<Entry>,
-    unknown: Sharded<Instant>,
+    unknown: Sharded<u64>,
     /// Bumped by every invalidation; a lookup caches its answer only if it did not move.
     epoch: AtomicU64,
     /// True while a listener is attached but not subscribed: nothing is served from or put
@@ -245,7 +306,7 @@ impl Cache {
         if self.bypass.load(Ordering::Acquire) {
             return Cached::Miss;
         }
-        let now = Instant::now();
+        let now = clock::now_ms();
         if let Some(Some(rec)) = self
             .found
             .read(hash, |e| (e.until > now).then(|| e.record.clone()))
@@ -268,14 +329,13 @@ impl Cache {
         if self.bypass.load(Ordering::Acquire) {
             return;
         }
-        let now = Instant::now();
         match found {
             Some(rec) => {
                 let mut shard = self.found.write(&hash);
                 if self.epoch() != epoch {
                     return;
                 }
-                let until = now + self.found.ttl;
+                let until = clock::after(self.found.ttl);
                 self.found.put_locked(
                     &mut shard,
                     hash,
@@ -290,7 +350,7 @@ impl Cache {
                 if self.epoch() != epoch {
                     return;
                 }
-                let until = now + self.unknown.ttl;
+                let until = clock::after(self.unknown.ttl);
                 self.unknown.put_locked(&mut shard, hash, until);
             }
         }
