@@ -19,6 +19,9 @@ pub enum ConfigError {
     /// A layer names a kind the manager does not know.
     #[error("unknown token kind {0:?}")]
     UnknownKind(String),
+    /// A rate needs at least one request and a non-zero period.
+    #[error("invalid rate: use at least one request per non-zero period")]
+    InvalidRate,
     /// The realm must be printable ASCII without `"` or `\`.
     #[error("invalid realm: use printable ASCII without quotes or backslashes")]
     InvalidRealm,

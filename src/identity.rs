@@ -368,6 +368,10 @@ impl Identity {
         self.method
     }
 
+    pub(crate) fn record_arc(&self) -> Arc<TokenRecord> {
+        self.record.clone()
+    }
+
     /// The stored record of the token (never holds the token itself).
     #[must_use]
     pub fn record(&self) -> &TokenRecord {

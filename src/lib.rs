@@ -2,11 +2,16 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod audit;
+pub mod client_ip;
 pub mod clock;
 mod error;
 pub mod header;
 pub mod identity;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub mod middleware;
+pub mod rate_limit;
 pub mod store;
 pub mod token;
 pub mod tokens;

@@ -527,39 +527,55 @@ impl Tokens {
         token: &str,
         accept: Option<&[String]>,
     ) -> Result<Identity, Rejection> {
-        let parsed =
-            token::parse(token).map_err(|_| Rejection::new(RejectionKind::MalformedToken))?;
+        self.verify_detailed(token, accept)
+            .await
+            .map_err(|d| d.rejection)
+    }
+
+    /// [`verify`](Self::verify), keeping the record of a refused well-formed token for the
+    /// audit event.
+    pub(crate) async fn verify_detailed(
+        &self,
+        token: &str,
+        accept: Option<&[String]>,
+    ) -> Result<Identity, Denied> {
+        let parsed = token::parse(token).map_err(|_| Denied::new(RejectionKind::MalformedToken))?;
         let kind = self
             .kind_by_prefix(parsed.prefix())
-            .ok_or(Rejection::new(RejectionKind::MalformedToken))?;
+            .ok_or(Denied::new(RejectionKind::MalformedToken))?;
         let hash = parsed.hash();
         let found = match self.inner.store.find_by_hash(&hash).await {
             Ok(found) => found,
             Err(error) => {
                 tracing::warn!(%error, "token store lookup failed; refusing the request");
-                return Err(Rejection::new(RejectionKind::StoreUnavailable));
+                return Err(Denied::new(RejectionKind::StoreUnavailable));
             }
         };
         let now = self.now();
         let Some(record) = found else {
-            return Err(Rejection::new(RejectionKind::UnknownToken));
+            return Err(Denied::new(RejectionKind::UnknownToken));
         };
         // The store found the record by its hash; the core still checks the digest itself,
         // in constant time, so a backend bug cannot let a different token through.
         let same = record.hash.ct_eq(&hash);
         let kind_ok = record.kind == kind.name()
             && accept.is_none_or(|names| names.iter().any(|n| *n == record.kind));
-        if !same {
-            return Err(Rejection::new(RejectionKind::UnknownToken));
-        }
-        if !kind_ok {
-            return Err(Rejection::new(RejectionKind::WrongKind));
-        }
-        if record.revoked_at.is_some() {
-            return Err(Rejection::new(RejectionKind::Revoked));
-        }
-        if record.expires_at.is_some_and(|e| e <= now) {
-            return Err(Rejection::new(RejectionKind::Expired));
+        let refused = if !same {
+            Some(RejectionKind::UnknownToken)
+        } else if !kind_ok {
+            Some(RejectionKind::WrongKind)
+        } else if record.revoked_at.is_some() {
+            Some(RejectionKind::Revoked)
+        } else if record.expires_at.is_some_and(|e| e <= now) {
+            Some(RejectionKind::Expired)
+        } else {
+            None
+        };
+        if let Some(kind) = refused {
+            return Err(Denied {
+                rejection: Rejection::new(kind),
+                record: same.then_some(record),
+            });
         }
         self.inner.usage.touch(&record, now);
         Ok(Identity::new(record, AuthMethod::Bearer))
@@ -727,6 +743,21 @@ impl Tokens {
         Maintenance {
             stop,
             handle: Some(handle),
+        }
+    }
+}
+
+/// A refusal with the record of the token, when one was found.
+pub(crate) struct Denied {
+    pub(crate) rejection: Rejection,
+    pub(crate) record: Option<Arc<TokenRecord>>,
+}
+
+impl Denied {
+    fn new(kind: RejectionKind) -> Self {
+        Self {
+            rejection: Rejection::new(kind),
+            record: None,
         }
     }
 }

@@ -5,9 +5,12 @@ use tower::Layer;
 
 use super::rejection::{JsonRenderer, RenderRejection};
 use super::service::AuthService;
+use crate::audit::AuditLog;
+use crate::client_ip::ClientIpSource;
 use crate::error::ConfigError;
 use crate::identity::{Identity, Permission};
 use crate::middleware::Rejection;
+use crate::rate_limit::{FailureLimits, RateLimits};
 use crate::tokens::Tokens;
 
 /// Which permission a request needs once its token is valid.
@@ -27,9 +30,20 @@ pub(crate) struct Config {
     pub(crate) rule: AccessRule,
     pub(crate) optional: bool,
     pub(crate) renderer: Arc<dyn RenderRejection>,
+    pub(crate) rates: Option<RateLimits>,
+    pub(crate) failures: Option<FailureLimits>,
+    pub(crate) audit: Option<AuditLog>,
+    pub(crate) client_ip: ClientIpSource,
+    pub(crate) metrics: bool,
 }
 
 impl Config {
+    /// True when any per-request policy (or metrics) is on: the layer then takes the full
+    /// path with client address, limits, audit and metrics.
+    pub(crate) fn has_policies(&self) -> bool {
+        self.metrics || self.rates.is_some() || self.failures.is_some() || self.audit.is_some()
+    }
+
     pub(crate) fn check_access(&self, method: &Method, id: &Identity) -> Result<(), Rejection> {
         let needed = match &self.rule {
             AccessRule::AnyToken => return Ok(()),
@@ -90,6 +104,11 @@ impl AuthLayer {
                 rule: AccessRule::AnyToken,
                 optional: false,
                 renderer: Arc::new(JsonRenderer::default()),
+                rates: None,
+                failures: None,
+                audit: None,
+                client_ip: ClientIpSource::new(),
+                metrics: false,
             }),
         }
     }
@@ -102,6 +121,11 @@ impl AuthLayer {
             rule: c.rule.clone(),
             optional: c.optional,
             renderer: c.renderer.clone(),
+            rates: c.rates.clone(),
+            failures: c.failures.clone(),
+            audit: c.audit.clone(),
+            client_ip: c.client_ip.clone(),
+            metrics: c.metrics,
         };
         f(&mut config);
         Self {
@@ -158,6 +182,37 @@ impl AuthLayer {
     pub fn with_renderer(self, renderer: impl RenderRejection) -> Self {
         let r: Arc<dyn RenderRejection> = Arc::new(renderer);
         self.map(|c| c.renderer = r)
+    }
+
+    /// Limits each token's requests (default in the reference server: 100 a minute). Allowed
+    /// responses carry `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`; a
+    /// request over the limit gets 429 `rate_limited` with `Retry-After`.
+    pub fn with_rate_limits(self, limits: RateLimits) -> Self {
+        self.map(|c| c.rates = Some(limits))
+    }
+
+    /// Limits failed authentications per client address: past the budget, the address gets
+    /// 429 for every bearer request until it refills. Needs the client address (see
+    /// [`with_client_ip`](Self::with_client_ip)); requests without one are not counted.
+    pub fn with_failure_limits(self, limits: FailureLimits) -> Self {
+        self.map(|c| c.failures = Some(limits))
+    }
+
+    /// Writes one [`AuditEvent`](crate::audit::AuditEvent) per authentication decision.
+    pub fn with_audit(self, audit: AuditLog) -> Self {
+        self.map(|c| c.audit = Some(audit))
+    }
+
+    /// How to find the client's address (default: the socket peer only, from axum's
+    /// `ConnectInfo` or a [`ClientAddr`](crate::client_ip::ClientAddr) extension).
+    pub fn with_client_ip(self, source: ClientIpSource) -> Self {
+        self.map(|c| c.client_ip = source)
+    }
+
+    /// Records every decision in the `keygate_*` metrics (see [`crate::metrics`]).
+    #[cfg(feature = "metrics")]
+    pub fn with_metrics(self) -> Self {
+        self.map(|c| c.metrics = true)
     }
 
     /// Sets the realm of the bare `WWW-Authenticate` challenge (default `api`), keeping the

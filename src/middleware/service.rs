@@ -5,14 +5,20 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, Entry};
-use http::{HeaderValue, Request, Response};
+use http::{HeaderValue, Method, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tower::Service;
 
+use std::net::IpAddr;
+
 use super::layer::Config;
 use super::rejection::{Rejection, RejectionKind};
+use crate::audit::{AuditEvent, Decision};
 use crate::header::{Credentials, parse_authorization};
+use crate::identity::Identity;
+use crate::rate_limit::{RateLimitDecision, ceil_secs};
+use crate::store::TokenRecord;
 use crate::token::MAX_TOKEN_LEN;
 
 pin_project! {
@@ -231,19 +237,26 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
+        let presented = extract(&mut req);
+        let config = self.config.clone();
+        let clone = self.inner.clone();
+        if config.has_policies() {
+            let inner = std::mem::replace(&mut self.inner, clone);
+            return ResponseFuture {
+                state: FutureState::Boxed(Box::pin(with_policies(config, inner, req, presented))),
+            };
+        }
         let ready = |r: Rejection, config: &Config| ResponseFuture {
             state: FutureState::Ready(Some(rejection_response(config, &r))),
         };
-        let token = match extract(&mut req) {
+        let token = match presented {
             Ok(Presented::Token(t)) => Some(t),
-            Ok(Presented::Nothing) if self.config.optional => None,
+            Ok(Presented::Nothing) if config.optional => None,
             Ok(Presented::Nothing) => {
-                return ready(Rejection::new(RejectionKind::MissingToken), &self.config);
+                return ready(Rejection::new(RejectionKind::MissingToken), &config);
             }
-            Err(r) => return ready(r, &self.config),
+            Err(r) => return ready(r, &config),
         };
-        let config = self.config.clone();
-        let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         ResponseFuture {
             state: FutureState::Boxed(Box::pin(async move {
@@ -266,4 +279,193 @@ where
             })),
         }
     }
+}
+
+/// A request refused on the full path, with what the audit event and headers need.
+struct Refusal {
+    rejection: Rejection,
+    record: Option<Arc<TokenRecord>>,
+    rate: Option<RateLimitDecision>,
+}
+
+impl From<Rejection> for Refusal {
+    fn from(rejection: Rejection) -> Self {
+        Self {
+            rejection,
+            record: None,
+            rate: None,
+        }
+    }
+}
+
+struct Admitted {
+    identity: Option<Identity>,
+    rate: Option<RateLimitDecision>,
+}
+
+/// Verification with every policy: failure limits per address, rate limits per token, the
+/// access rule.
+async fn admit(
+    config: &Config,
+    method: &Method,
+    presented: Result<Presented, Rejection>,
+    ip: Option<IpAddr>,
+) -> Result<Admitted, Refusal> {
+    let token = match presented? {
+        Presented::Token(t) => t,
+        Presented::Nothing if config.optional => {
+            return Ok(Admitted {
+                identity: None,
+                rate: None,
+            });
+        }
+        Presented::Nothing => return Err(Rejection::new(RejectionKind::MissingToken).into()),
+    };
+    let failures = config.failures.as_ref().zip(ip);
+    if let Some((f, ip)) = failures
+        && let Some(wait) = f.blocked(ip)
+    {
+        return Err(Rejection::new(RejectionKind::RateLimited)
+            .with_retry_after(ceil_secs(wait))
+            .into());
+    }
+    let identity = match config
+        .tokens
+        .verify_detailed(token.as_str(), config.accept.as_deref())
+        .await
+    {
+        Ok(id) => id,
+        Err(denied) => {
+            let mut rejection = denied.rejection;
+            if rejection.kind().code() == "invalid_token"
+                && let Some((f, ip)) = failures
+                && let Some(wait) = f.fail(ip)
+            {
+                rejection =
+                    Rejection::new(RejectionKind::RateLimited).with_retry_after(ceil_secs(wait));
+            }
+            return Err(Refusal {
+                rejection,
+                record: denied.record,
+                rate: None,
+            });
+        }
+    };
+    drop(token);
+    let refuse = |rejection: Rejection, identity: &Identity, rate| Refusal {
+        rejection,
+        record: Some(identity.record_arc()),
+        rate,
+    };
+    let rate = match &config.rates {
+        None => None,
+        Some(limits) => match limits.check(identity.token_id(), identity.kind()).await {
+            Ok(decision) => decision,
+            Err(error) => {
+                tracing::warn!(%error, "rate limiter unavailable; refusing the request");
+                let r = Rejection::new(RejectionKind::StoreUnavailable);
+                return Err(refuse(r, &identity, None));
+            }
+        },
+    };
+    if let Some(wait) = rate.and_then(|d| d.retry_after) {
+        let r = Rejection::new(RejectionKind::RateLimited).with_retry_after(ceil_secs(wait));
+        return Err(refuse(r, &identity, rate));
+    }
+    if let Err(r) = config.check_access(method, &identity) {
+        return Err(refuse(r, &identity, rate));
+    }
+    Ok(Admitted {
+        identity: Some(identity),
+        rate,
+    })
+}
+
+fn rate_headers(headers: &mut http::HeaderMap, d: &RateLimitDecision) {
+    headers.insert("ratelimit-limit", HeaderValue::from(d.limit));
+    headers.insert("ratelimit-remaining", HeaderValue::from(d.remaining));
+    headers.insert("ratelimit-reset", HeaderValue::from(ceil_secs(d.reset)));
+}
+
+/// What an audit event needs from the request, taken before the request moves on.
+struct AuditCtx {
+    method: String,
+    path: String,
+    request_id: Option<String>,
+}
+
+async fn with_policies<S, ReqBody, ResBody>(
+    config: Arc<Config>,
+    mut inner: S,
+    mut req: Request<ReqBody>,
+    presented: Result<Presented, Rejection>,
+) -> Result<Response<ResponseBody<ResBody>>, S::Error>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+{
+    #[cfg(feature = "metrics")]
+    let started = std::time::Instant::now();
+    let ip = config.client_ip.client_ip(req.extensions(), req.headers());
+    let ctx = config.audit.as_ref().map(|_| AuditCtx {
+        method: req.method().to_string(),
+        path: req.uri().path().to_owned(),
+        request_id: req
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+    });
+    let method = req.method().clone();
+    let (res, record, reason) = match admit(&config, &method, presented, ip).await {
+        Err(refusal) => {
+            let mut res = rejection_response(&config, &refusal.rejection);
+            if let Some(d) = &refusal.rate {
+                rate_headers(res.headers_mut(), d);
+            }
+            let reason = refusal.rejection.kind().reason();
+            (res, refusal.record, Some(reason))
+        }
+        Ok(admitted) => {
+            let record = admitted.identity.as_ref().map(Identity::record_arc);
+            if let Some(id) = admitted.identity {
+                req.extensions_mut().insert(id);
+            }
+            let mut res = inner.call(req).await?.map(ResponseBody::inner);
+            if let Some(d) = &admitted.rate {
+                rate_headers(res.headers_mut(), d);
+            }
+            (res, record, None)
+        }
+    };
+    #[cfg(feature = "metrics")]
+    if config.metrics {
+        crate::metrics::verification(
+            reason.unwrap_or("allow"),
+            record.as_deref().map(|r| r.kind.as_str()),
+            started.elapsed().as_secs_f64(),
+        );
+    }
+    if let (Some(audit), Some(ctx)) = (&config.audit, ctx)
+        && (record.is_some() || reason.is_some())
+    {
+        audit.record(AuditEvent {
+            timestamp: config.tokens.now(),
+            event: "authenticate".into(),
+            api_token_id: record.as_ref().map(|r| r.id),
+            api_token_name: record.as_ref().map(|r| r.name.clone()),
+            owner: record.as_ref().map(|r| r.owner.clone()),
+            method: ctx.method,
+            path: ctx.path,
+            status_code: res.status().as_u16(),
+            rbac_decision: if reason.is_some() {
+                Decision::Deny
+            } else {
+                Decision::Allow
+            },
+            reason: reason.map(str::to_owned),
+            client_ip: ip,
+            request_id: ctx.request_id,
+        });
+    }
+    Ok(res)
 }

@@ -1,0 +1,44 @@
+//! Prometheus metrics (feature `metrics`), recorded through the [`metrics`] facade.
+//!
+//! | metric | type | labels |
+//! | --- | --- | --- |
+//! | `keygate_verifications_total` | counter | `outcome` (`allow`, `unknown`, `revoked`, …), `kind` |
+//! | `keygate_verification_seconds` | histogram | `outcome` |
+//! | `keygate_store_errors_total` | counter | — |
+//! | `keygate_rate_limited_total` | counter | — |
+//! | `keygate_audit_dropped_total` | counter | — |
+//!
+//! No label ever holds a token, a hash or a token name. Install the exporter once with
+//! [`install`] and serve [`PrometheusHandle::render`] on `GET /metrics`.
+
+pub use metrics_exporter_prometheus::PrometheusHandle;
+
+/// Installs the Prometheus recorder for the whole process and returns the handle that
+/// renders the text format.
+///
+/// # Errors
+///
+/// When another recorder is already installed.
+pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildError> {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            metrics_exporter_prometheus::Matcher::Full("keygate_verification_seconds".into()),
+            &[
+                0.000_001, 0.000_005, 0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01,
+                0.05, 0.1, 0.5, 1.0,
+            ],
+        )?
+        .install_recorder()
+}
+
+pub(crate) fn verification(outcome: &'static str, kind: Option<&str>, seconds: f64) {
+    let kind = kind.map_or_else(|| "none".to_owned(), str::to_owned);
+    metrics::counter!("keygate_verifications_total", "outcome" => outcome, "kind" => kind)
+        .increment(1);
+    metrics::histogram!("keygate_verification_seconds", "outcome" => outcome).record(seconds);
+    match outcome {
+        "store_unavailable" => metrics::counter!("keygate_store_errors_total").increment(1),
+        "rate_limited" => metrics::counter!("keygate_rate_limited_total").increment(1),
+        _ => {}
+    }
+}

@@ -1,0 +1,395 @@
+//! Per-token rate limits, and a separate limit on failed authentications per client address.
+//!
+//! In one process, limits are kept by [`governor`] (GCRA) keyed by the token's id — never
+//! by the token. Several instances can share one limit through a [`SharedRateLimiter`]
+//! (the Redis one lives in `keygate::store::redis`).
+//!
+//! Every allowed response carries `RateLimit-Limit`, `RateLimit-Remaining` and
+//! `RateLimit-Reset` (seconds until the full limit is available again); a request over the
+//! limit gets 429 `rate_limited` with `Retry-After`.
+//!
+//! ```
+//! use keygate::rate_limit::{Rate, RateLimits};
+//! use keygate::{AuthLayer, MemoryStore, Tokens};
+//!
+//! let limits = RateLimits::new(Rate::per_minute(100).unwrap())
+//!     .with_kind("licence", Some(Rate::per_minute(10).unwrap()));
+//! let layer = AuthLayer::new(Tokens::new(MemoryStore::new())).with_rate_limits(limits);
+//! # let _ = layer;
+//! ```
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use governor::clock::{Clock as _, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
+
+use crate::error::ConfigError;
+use crate::store::{StoreError, TokenId};
+
+/// A number of requests per period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Rate {
+    requests: NonZeroU32,
+    period: Duration,
+}
+
+impl Rate {
+    /// `requests` per `period`, all of them available at once (the burst is the limit).
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidRate`] for zero requests or a zero period.
+    pub fn new(requests: u32, period: Duration) -> Result<Self, ConfigError> {
+        let requests = NonZeroU32::new(requests).ok_or(ConfigError::InvalidRate)?;
+        if period.is_zero() {
+            return Err(ConfigError::InvalidRate);
+        }
+        Ok(Self { requests, period })
+    }
+
+    /// `requests` per minute.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidRate`] for zero.
+    pub fn per_minute(requests: u32) -> Result<Self, ConfigError> {
+        Self::new(requests, Duration::from_secs(60))
+    }
+
+    /// The number of requests.
+    #[must_use]
+    pub fn requests(&self) -> u32 {
+        self.requests.get()
+    }
+
+    /// The period.
+    #[must_use]
+    pub fn period(&self) -> Duration {
+        self.period
+    }
+
+    fn quota(&self) -> Quota {
+        let interval = self.period / self.requests.get();
+        Quota::with_period(interval.max(Duration::from_nanos(1)))
+            .expect("a non-zero interval")
+            .allow_burst(self.requests)
+    }
+}
+
+/// The outcome of one rate-limit check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimitDecision {
+    /// The limit (requests per period).
+    pub limit: u32,
+    /// Requests left right now.
+    pub remaining: u32,
+    /// Until the full limit is available again.
+    pub reset: Duration,
+    /// `Some` when the request is over the limit: how long to wait.
+    pub retry_after: Option<Duration>,
+}
+
+impl RateLimitDecision {
+    /// True when the request may go on.
+    #[must_use]
+    pub fn allowed(&self) -> bool {
+        self.retry_after.is_none()
+    }
+}
+
+/// A limiter shared by several instances (e.g. through Redis). The key is a token id (or
+/// `ip:<address>`), never a token.
+#[async_trait]
+pub trait SharedRateLimiter: Send + Sync + 'static {
+    /// Counts one request for `key` against `rate` and says whether it may go on.
+    ///
+    /// # Errors
+    ///
+    /// When the backend is unreachable; the layer then answers 503 (fail closed).
+    async fn check(&self, key: &str, rate: Rate) -> Result<RateLimitDecision, StoreError>;
+}
+
+type Local =
+    RateLimiter<TokenId, DefaultKeyedStateStore<TokenId>, DefaultClock, StateInformationMiddleware>;
+
+/// Per-token limits: one default rate, optional rates per kind, kept in process or in a
+/// [`SharedRateLimiter`]. Cheap to clone.
+#[derive(Clone)]
+pub struct RateLimits {
+    inner: Arc<LimitsInner>,
+}
+
+struct LimitsInner {
+    default: Option<Rate>,
+    per_kind: HashMap<String, Option<Rate>>,
+    local: HashMap<Rate, Local>,
+    shared: Option<Arc<dyn SharedRateLimiter>>,
+    clock: DefaultClock,
+}
+
+impl std::fmt::Debug for RateLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimits")
+            .field("default", &self.inner.default)
+            .field("per_kind", &self.inner.per_kind)
+            .field("shared", &self.inner.shared.is_some())
+            .finish()
+    }
+}
+
+impl RateLimits {
+    /// Every token gets `default` unless its kind has its own rate.
+    #[must_use]
+    pub fn new(default: Rate) -> Self {
+        Self::build(Some(default), HashMap::new(), None)
+    }
+
+    fn build(
+        default: Option<Rate>,
+        per_kind: HashMap<String, Option<Rate>>,
+        shared: Option<Arc<dyn SharedRateLimiter>>,
+    ) -> Self {
+        let mut local = HashMap::new();
+        for rate in default.iter().chain(per_kind.values().flatten()) {
+            local
+                .entry(*rate)
+                .or_insert_with(|| RateLimiter::keyed(rate.quota()).with_middleware());
+        }
+        Self {
+            inner: Arc::new(LimitsInner {
+                default,
+                per_kind,
+                local,
+                shared,
+                clock: DefaultClock::default(),
+            }),
+        }
+    }
+
+    /// Gives tokens of `kind` their own rate (`None`: unlimited).
+    #[must_use]
+    pub fn with_kind(self, kind: &str, rate: Option<Rate>) -> Self {
+        let mut per_kind = self.inner.per_kind.clone();
+        per_kind.insert(kind.to_owned(), rate);
+        Self::build(self.inner.default, per_kind, self.inner.shared.clone())
+    }
+
+    /// Keeps the counts in `shared` (e.g. Redis) so that several instances enforce one
+    /// limit together.
+    #[must_use]
+    pub fn shared(self, shared: impl SharedRateLimiter) -> Self {
+        Self::build(
+            self.inner.default,
+            self.inner.per_kind.clone(),
+            Some(Arc::new(shared)),
+        )
+    }
+
+    /// The rate that applies to tokens of `kind`, if any.
+    #[must_use]
+    pub fn rate_for(&self, kind: &str) -> Option<Rate> {
+        match self.inner.per_kind.get(kind) {
+            Some(r) => *r,
+            None => self.inner.default,
+        }
+    }
+
+    /// Counts one request of token `id` (of `kind`). `Ok(None)` when the kind is unlimited.
+    ///
+    /// # Errors
+    ///
+    /// Only with a shared limiter whose backend fails.
+    pub async fn check(
+        &self,
+        id: TokenId,
+        kind: &str,
+    ) -> Result<Option<RateLimitDecision>, StoreError> {
+        let Some(rate) = self.rate_for(kind) else {
+            return Ok(None);
+        };
+        if let Some(shared) = &self.inner.shared {
+            return shared.check(&id.to_string(), rate).await.map(Some);
+        }
+        let Some(limiter) = self.inner.local.get(&rate) else {
+            return Ok(None);
+        };
+        let limit = rate.requests();
+        let per_cell = rate.period / limit;
+        Ok(Some(match limiter.check_key(&id) {
+            Ok(snapshot) => {
+                let remaining = snapshot.remaining_burst_capacity();
+                RateLimitDecision {
+                    limit,
+                    remaining,
+                    reset: per_cell * (limit - remaining.min(limit)),
+                    retry_after: None,
+                }
+            }
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(self.inner.clock.now());
+                RateLimitDecision {
+                    limit,
+                    remaining: 0,
+                    reset: per_cell * limit,
+                    retry_after: Some(wait),
+                }
+            }
+        }))
+    }
+
+    /// Forgets the state of tokens that have not been seen for a full period (memory
+    /// hygiene; call it now and then, e.g. from the maintenance task).
+    pub fn retain_recent(&self) {
+        for l in self.inner.local.values() {
+            l.retain_recent();
+        }
+    }
+}
+
+/// Limits failed authentications per client address, so guessing costs something: after
+/// `rate` failures an address gets 429 for every bearer request until the budget refills.
+/// Valid tokens from other addresses are not affected.
+#[derive(Clone)]
+pub struct FailureLimits {
+    inner: Arc<FailureInner>,
+}
+
+struct FailureInner {
+    limiter: RateLimiter<IpAddr, DefaultKeyedStateStore<IpAddr>, DefaultClock>,
+    blocked: RwLock<HashMap<IpAddr, Instant>>,
+    clock: DefaultClock,
+}
+
+impl std::fmt::Debug for FailureLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FailureLimits").finish_non_exhaustive()
+    }
+}
+
+impl FailureLimits {
+    /// Allows `rate` failed authentications per client address.
+    #[must_use]
+    pub fn new(rate: Rate) -> Self {
+        Self {
+            inner: Arc::new(FailureInner {
+                limiter: RateLimiter::keyed(rate.quota()),
+                blocked: RwLock::new(HashMap::new()),
+                clock: DefaultClock::default(),
+            }),
+        }
+    }
+
+    /// `Some(wait)` when `ip` is blocked right now.
+    #[must_use]
+    pub fn blocked(&self, ip: IpAddr) -> Option<Duration> {
+        let map = self
+            .inner
+            .blocked
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        if map.is_empty() {
+            return None;
+        }
+        let until = *map.get(&ip)?;
+        until.checked_duration_since(Instant::now())
+    }
+
+    /// Counts a failure from `ip`; `Some(wait)` when it is now over its budget.
+    pub fn fail(&self, ip: IpAddr) -> Option<Duration> {
+        match self.inner.limiter.check_key(&ip) {
+            Ok(()) => None,
+            Err(not_until) => {
+                let wait = not_until
+                    .wait_time_from(self.inner.clock.now())
+                    .max(Duration::from_secs(1));
+                let now = Instant::now();
+                let mut map = self
+                    .inner
+                    .blocked
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner);
+                map.retain(|_, until| *until > now);
+                map.insert(ip, now + wait);
+                Some(wait)
+            }
+        }
+    }
+}
+
+/// Whole seconds, rounded up (HTTP headers carry delay-seconds).
+pub(crate) fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_101st_request_in_a_minute_is_refused_and_headers_count_down() {
+        let limits = RateLimits::new(Rate::per_minute(100).unwrap());
+        let id = TokenId::random();
+        for i in 0..100u32 {
+            let d = limits.check(id, "pat").await.unwrap().unwrap();
+            assert!(d.allowed(), "request {i}");
+            assert_eq!(d.limit, 100);
+            assert_eq!(d.remaining, 99 - i);
+        }
+        let d = limits.check(id, "pat").await.unwrap().unwrap();
+        assert!(!d.allowed());
+        let wait = d.retry_after.unwrap();
+        assert!(
+            wait > Duration::ZERO && wait <= Duration::from_millis(600),
+            "{wait:?}"
+        );
+        // Other tokens are not affected.
+        assert!(
+            limits
+                .check(TokenId::random(), "pat")
+                .await
+                .unwrap()
+                .unwrap()
+                .allowed()
+        );
+    }
+
+    #[tokio::test]
+    async fn kinds_can_have_their_own_rate_or_none() {
+        let limits = RateLimits::new(Rate::per_minute(2).unwrap())
+            .with_kind("bulk", None)
+            .with_kind("seat", Some(Rate::per_minute(1).unwrap()));
+        let id = TokenId::random();
+        assert!(limits.check(id, "bulk").await.unwrap().is_none());
+        assert!(limits.check(id, "seat").await.unwrap().unwrap().allowed());
+        assert!(!limits.check(id, "seat").await.unwrap().unwrap().allowed());
+    }
+
+    #[test]
+    fn failures_block_an_address_after_its_budget() {
+        let f = FailureLimits::new(Rate::per_minute(3).unwrap());
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        let other: IpAddr = "192.0.2.8".parse().unwrap();
+        for _ in 0..3 {
+            assert!(f.fail(ip).is_none());
+        }
+        assert!(f.blocked(ip).is_none());
+        assert!(f.fail(ip).is_some());
+        assert!(f.blocked(ip).is_some());
+        assert!(f.blocked(other).is_none());
+    }
+
+    #[test]
+    fn rates_are_validated() {
+        assert!(Rate::per_minute(0).is_err());
+        assert!(Rate::new(1, Duration::ZERO).is_err());
+        assert_eq!(ceil_secs(Duration::from_millis(1)), 1);
+        assert_eq!(ceil_secs(Duration::from_secs(2)), 2);
+    }
+}
