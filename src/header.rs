@@ -74,10 +74,7 @@ pub fn parse_authorization(value: &[u8]) -> Result<Credentials<'_>, MalformedHea
     if value.is_empty() || value.len() > MAX_HEADER_LEN {
         return Err(MalformedHeader);
     }
-    let scheme_end = value
-        .iter()
-        .position(|&b| b == b' ')
-        .unwrap_or(value.len());
+    let scheme_end = value.iter().position(|&b| b == b' ').unwrap_or(value.len());
     let scheme = &value[..scheme_end];
     if scheme.is_empty() || !scheme.iter().all(|&b| is_tchar(b)) {
         return Err(MalformedHeader);
@@ -218,8 +215,17 @@ mod tests {
         assert_eq!(c.user, "admin@example.com");
         assert_eq!(&*c.password, "pa:ss");
         assert_eq!(&*parse_basic(&enc("a:")).unwrap().password, "");
-        assert_eq!(&*parse_basic(&enc("a:pässword")).unwrap().password, "pässword");
-        for bad in [enc("nocolon"), enc(":pw"), enc("a:b\u{0}c"), "%%%".into(), "YQ".into()] {
+        assert_eq!(
+            &*parse_basic(&enc("a:pässword")).unwrap().password,
+            "pässword"
+        );
+        for bad in [
+            enc("nocolon"),
+            enc(":pw"),
+            enc("a:b\u{0}c"),
+            "%%%".into(),
+            "YQ".into(),
+        ] {
             assert!(parse_basic(&bad).is_err(), "{bad:?}");
         }
         assert!(!format!("{c:?}").contains("pa:ss"));

@@ -206,7 +206,8 @@ impl fmt::Debug for TokenKind {
 fn valid_prefix(p: &[u8]) -> bool {
     (2..=MAX_PREFIX_LEN).contains(&p.len())
         && p[0].is_ascii_lowercase()
-        && p.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && p.iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
 fn encode_checksum(mut crc: u32) -> String {

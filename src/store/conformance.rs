@@ -88,7 +88,11 @@ async fn round_trip(s: &Arc<dyn TokenStore>) {
     r.expires_at = Some(t + Duration::from_secs(3600));
     r.last_used_at = Some(t);
     s.insert(r.clone(), rules(t, None)).await.expect("insert");
-    let found = s.find_by_hash(&r.hash).await.expect("find").expect("present");
+    let found = s
+        .find_by_hash(&r.hash)
+        .await
+        .expect("find")
+        .expect("present");
     assert_eq!(*found, r, "find_by_hash must return the record as inserted");
     let got = s.get(&r.id).await.expect("get").expect("present");
     assert_eq!(got, r, "get must return the record as inserted");
@@ -96,7 +100,9 @@ async fn round_trip(s: &Arc<dyn TokenStore>) {
     bare.description = None;
     bare.role = None;
     bare.permissions = Permissions::none();
-    s.insert(bare.clone(), rules(t, None)).await.expect("insert");
+    s.insert(bare.clone(), rules(t, None))
+        .await
+        .expect("insert");
     assert_eq!(
         s.get(&bare.id).await.expect("get").expect("present"),
         bare,
@@ -144,7 +150,9 @@ async fn names_are_unique_among_live_tokens(s: &Arc<dyn TokenStore>) {
     let t = now();
     let o = owner("names");
     let first = record(&o, "deploy", t);
-    s.insert(first.clone(), rules(t, None)).await.expect("insert");
+    s.insert(first.clone(), rules(t, None))
+        .await
+        .expect("insert");
     assert!(
         matches!(
             s.insert(record(&o, "deploy", t), rules(t, None)).await,
@@ -178,7 +186,9 @@ async fn limits_count_live_tokens(s: &Arc<dyn TokenStore>) {
     for i in 0..3 {
         let r = record(&o, &format!("t{i}"), t);
         ids.push(r.id);
-        s.insert(r, rules(t, Some(3))).await.expect("under the limit");
+        s.insert(r, rules(t, Some(3)))
+            .await
+            .expect("under the limit");
     }
     assert!(
         matches!(
@@ -362,7 +372,11 @@ async fn rotate_is_atomic(s: &Arc<dyn TokenStore>) {
         .await
         .expect("rotate");
     assert_eq!(
-        s.get(&short.id).await.expect("get").expect("kept").expires_at,
+        s.get(&short.id)
+            .await
+            .expect("get")
+            .expect("kept")
+            .expires_at,
         Some(t + Duration::from_secs(10)),
         "rotation never extends the old token's life"
     );

@@ -209,10 +209,7 @@ impl TokenStore for MemoryStore {
         self.put_new(&mut index, record)
     }
 
-    async fn find_by_hash(
-        &self,
-        hash: &TokenHash,
-    ) -> Result<Option<Arc<TokenRecord>>, StoreError> {
+    async fn find_by_hash(&self, hash: &TokenHash) -> Result<Option<Arc<TokenRecord>>, StoreError> {
         Ok(self.record(hash))
     }
 
@@ -269,7 +266,10 @@ impl TokenStore for MemoryStore {
         self.put_new(&mut index, new)?;
         self.update(&index, old, |r| {
             r.replaced_by = Some(new_id);
-            r.expires_at = Some(r.expires_at.map_or(old_expires_at, |e| e.min(old_expires_at)));
+            r.expires_at = Some(
+                r.expires_at
+                    .map_or(old_expires_at, |e| e.min(old_expires_at)),
+            );
             true
         });
         Ok(())

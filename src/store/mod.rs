@@ -244,8 +244,7 @@ pub trait TokenStore: Send + Sync + 'static {
     /// # Errors
     ///
     /// Backend failures only; an unknown hash is `Ok(None)`.
-    async fn find_by_hash(&self, hash: &TokenHash)
-    -> Result<Option<Arc<TokenRecord>>, StoreError>;
+    async fn find_by_hash(&self, hash: &TokenHash) -> Result<Option<Arc<TokenRecord>>, StoreError>;
 
     /// The record with id `id`, in any state.
     ///
@@ -306,10 +305,7 @@ impl<T: TokenStore + ?Sized> TokenStore for Arc<T> {
     async fn insert(&self, record: TokenRecord, rules: InsertRules) -> Result<(), StoreError> {
         (**self).insert(record, rules).await
     }
-    async fn find_by_hash(
-        &self,
-        hash: &TokenHash,
-    ) -> Result<Option<Arc<TokenRecord>>, StoreError> {
+    async fn find_by_hash(&self, hash: &TokenHash) -> Result<Option<Arc<TokenRecord>>, StoreError> {
         (**self).find_by_hash(hash).await
     }
     async fn get(&self, id: &TokenId) -> Result<Option<TokenRecord>, StoreError> {
