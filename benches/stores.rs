@@ -145,24 +145,24 @@ fn stores(c: &mut Criterion) {
     auth.finish();
 
     rt.block_on(async {
-        if let Some(pg) = pg {
-            if let Some(schema) = pg.schema() {
-                let sql = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
-                let _ = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .execute(pg.pool())
-                    .await;
-            }
+        if let Some(pg) = pg
+            && let Some(schema) = pg.schema()
+        {
+            let sql = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
+            let _ = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(pg.pool())
+                .await;
         }
-        if let Some(redis) = redis {
-            if let Ok(mut conn) = redis.client().get_multiplexed_async_connection().await {
-                let keys: Vec<String> = redis::cmd("KEYS")
-                    .arg(format!("{}*", redis.prefix()))
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap_or_default();
-                if !keys.is_empty() {
-                    let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
-                }
+        if let Some(redis) = redis
+            && let Ok(mut conn) = redis.client().get_multiplexed_async_connection().await
+        {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{}*", redis.prefix()))
+                .query_async(&mut conn)
+                .await
+                .unwrap_or_default();
+            if !keys.is_empty() {
+                let _: Result<(), _> = redis::cmd("DEL").arg(keys).query_async(&mut conn).await;
             }
         }
     });

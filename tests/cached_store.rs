@@ -2,6 +2,8 @@
 //! be made slow, failing or paused: cache bounds, invalidation, the re-cache race and
 //! failing closed (503 through the layer, then recovery).
 
+#![allow(clippy::unwrap_used)]
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};

@@ -3,6 +3,8 @@
 //! tests run in parallel. Without a reachable database the tests skip with a message, or
 //! fail when `CI` is set.
 
+#![allow(clippy::unwrap_used)]
+
 use std::time::{Duration, Instant};
 
 use keygate::store::cached::CachedStore;

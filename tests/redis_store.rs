@@ -3,6 +3,8 @@
 //! in parallel. Without a reachable server the tests skip with a message, or fail when `CI`
 //! is set.
 
+#![allow(clippy::unwrap_used)]
+
 use std::time::{Duration, Instant};
 
 use keygate::store::cached::CachedStore;

@@ -827,14 +827,13 @@ mod pg {
                     state.up(&cache);
                     delay = Duration::from_millis(100);
                     let beat = tokio::spawn(beat(pool.clone(), heartbeat.clone()));
-                    loop {
-                        match tokio::time::timeout(HEARTBEAT_DEADLINE, listener.try_recv()).await {
-                            Ok(Ok(Some(n))) => {
-                                if n.channel() == REVOCATION_CHANNEL {
-                                    on_payload(&cache, n.payload());
-                                }
-                            }
-                            Ok(Ok(None)) | Ok(Err(_)) | Err(_) => break,
+                    // Ends on a lost connection, an error, or silence past the deadline
+                    // (the heartbeat arrives every 5 s on a live connection).
+                    while let Ok(Ok(Some(n))) =
+                        tokio::time::timeout(HEARTBEAT_DEADLINE, listener.try_recv()).await
+                    {
+                        if n.channel() == REVOCATION_CHANNEL {
+                            on_payload(&cache, n.payload());
                         }
                     }
                     beat.abort();
