@@ -38,12 +38,24 @@ async fn store(test: &str) -> Option<PostgresStore> {
     }
 }
 
+/// Drops the test's schema.
+async fn cleanup(store: &PostgresStore) {
+    if let Some(schema) = store.schema() {
+        let sql = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(store.pool())
+            .await
+            .unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_store_passes_the_conformance_suite() {
     let Some(store) = store("conformance").await else {
         return;
     };
-    keygate::store::conformance::run(store).await;
+    keygate::store::conformance::run(store.clone()).await;
+    cleanup(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -63,6 +75,7 @@ async fn records_round_trip_with_nanoseconds_truncated_to_microseconds() {
         .await
         .unwrap();
     assert_eq!(id.owner(), "alice@example.com");
+    cleanup(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -93,6 +106,7 @@ async fn accounts_are_kept_lower_cased() {
             .unwrap()
             .is_none()
     );
+    cleanup(&store).await;
 }
 
 /// Two instances, each with its own cache over the same database: a revoke on A is refused
@@ -142,6 +156,8 @@ async fn revocation_on_one_instance_reaches_the_other_within_a_second() {
     };
     eprintln!("postgres revoke propagation to the other instance: {delay:?}");
     assert!(delay < Duration::from_secs(1));
+    drop((listen_b, _listen_a));
+    cleanup(&store).await;
 }
 
 /// A database on a closed port: every request through the layer gets 503, quickly.
@@ -264,4 +280,6 @@ async fn losing_the_listener_flushes_and_bypasses_the_cache_until_it_reconnects(
         .await
         .unwrap();
     assert_eq!(cached.len(), 1, "caching resumes after the reconnect");
+    drop(listener);
+    cleanup(&store).await;
 }
