@@ -74,7 +74,7 @@ summary "$tmp/base.txt" "$(echo "$t1 - $t0" | bc)"
 # The flood: Basic-authenticated GETs of /api/v1/tokens, FLOOD_PAR at a time, for
 # FLOOD_SECS seconds (the request count is only an upper bound).
 f0=$(now)
-timeout "$FLOOD_SECS" curl -sS --no-progress-meter --parallel --parallel-max "$FLOOD_PAR" \
+timeout "$FLOOD_SECS" stdbuf -oL curl -sS --no-progress-meter --parallel --parallel-max "$FLOOD_PAR" \
   -u "admin@example.com:$PASS" -o /dev/null -w '%{http_code} %{time_total}\n' \
   "$KG/api/v1/tokens?i=[1-1000000]" >"$tmp/flood.txt" 2>/dev/null &
 flood=$!
