@@ -406,5 +406,13 @@ async fn races_on_postgres_store() {
     let Some(store) = postgres("races").await else {
         return;
     };
-    race(manager(store), "postgres").await;
+    race(manager(store.clone()), "postgres").await;
+    // Drop the test's schema.
+    if let Some(schema) = store.schema() {
+        let sql = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(store.pool())
+            .await
+            .unwrap();
+    }
 }
