@@ -32,7 +32,7 @@ use crate::error::ConfigError;
 use crate::identity::{AuthMethod, Identity, Permissions, Roles};
 use crate::middleware::{Rejection, RejectionKind};
 use crate::store::{InsertRules, StoreError, TokenId, TokenRecord, TokenStore};
-use crate::token::{self, RawToken, TokenKind};
+use crate::token::{self, RawToken, TokenHash, TokenKind};
 
 /// Default cap on live tokens per owner (seed 001's 100).
 pub const DEFAULT_MAX_TOKENS_PER_OWNER: u32 = 100;
@@ -418,6 +418,11 @@ impl Tokens {
                 last_used_at: None,
                 revoked_at: None,
                 replaced_by: None,
+                allowed_ips: Vec::new(),
+                rate_limit: None,
+                bound_to: None,
+                bound_at: None,
+                released_at: None,
             };
             match self.inner.store.insert(record.clone(), rules).await {
                 Ok(()) => {
@@ -539,12 +544,47 @@ impl Tokens {
         token: &str,
         accept: Option<&[String]>,
     ) -> Result<Identity, Denied> {
+        let (kind, hash) = self.prepare(token)?;
+        let found = match self.inner.store.find_by_hash_now(&hash) {
+            Some(answer) => answer,
+            None => self.inner.store.find_by_hash(&hash).await,
+        };
+        self.decide(kind, &hash, found, accept)
+    }
+
+    /// The verification when the store can answer without I/O (see
+    /// [`TokenStore::find_by_hash_now`]); `None` when it cannot.
+    pub(crate) fn verify_now(
+        &self,
+        token: &str,
+        accept: Option<&[String]>,
+    ) -> Option<Result<Identity, Denied>> {
+        let (kind, hash) = match self.prepare(token) {
+            Ok(prepared) => prepared,
+            Err(denied) => return Some(Err(denied)),
+        };
+        let found = self.inner.store.find_by_hash_now(&hash)?;
+        Some(self.decide(kind, &hash, found, accept))
+    }
+
+    /// Format, checksum and kind (no store hit for garbage), then SHA-256.
+    fn prepare(&self, token: &str) -> Result<(&TokenKind, TokenHash), Denied> {
         let parsed = token::parse(token).map_err(|_| Denied::new(RejectionKind::MalformedToken))?;
         let kind = self
             .kind_by_prefix(parsed.prefix())
             .ok_or(Denied::new(RejectionKind::MalformedToken))?;
-        let hash = parsed.hash();
-        let found = match self.inner.store.find_by_hash(&hash).await {
+        Ok((kind, parsed.hash()))
+    }
+
+    /// Everything after the lookup: constant-time compare, kind, revocation, expiry.
+    fn decide(
+        &self,
+        kind: &TokenKind,
+        hash: &TokenHash,
+        found: Result<Option<Arc<TokenRecord>>, StoreError>,
+        accept: Option<&[String]>,
+    ) -> Result<Identity, Denied> {
+        let found = match found {
             Ok(found) => found,
             Err(error) => {
                 tracing::warn!(%error, "token store lookup failed; refusing the request");
@@ -557,7 +597,7 @@ impl Tokens {
         };
         // The store found the record by its hash; the core still checks the digest itself,
         // in constant time, so a backend bug cannot let a different token through.
-        let same = record.hash.ct_eq(&hash);
+        let same = record.hash.ct_eq(hash);
         let kind_ok = record.kind == kind.name()
             && accept.is_none_or(|names| names.iter().any(|n| *n == record.kind));
         let refused = if !same {

@@ -746,3 +746,49 @@ async fn the_owner_limit_defaults_to_100_and_kinds_can_cap_themselves() {
         Err(keygate::TokenError::InvalidExpiry(_))
     ));
 }
+
+#[tokio::test]
+async fn the_in_memory_fast_path_gives_the_same_answers() {
+    // MemoryStore answers without I/O, so the layer decides without a boxed future; the
+    // answers must be those of the async path tested above.
+    let tokens = Tokens::builder(keygate::MemoryStore::new())
+        .kind(TokenKind::pat())
+        .kind(TokenKind::new("gateway", "rgw").unwrap())
+        .roles(Roles::new().with_role("viewer", ["things:read"]).unwrap())
+        .build()
+        .unwrap();
+    let ok = tokens
+        .issue(NewToken::new("alice", "a").role("viewer"))
+        .await
+        .unwrap();
+    let revoked = tokens.issue(NewToken::new("alice", "r")).await.unwrap();
+    tokens.revoke("alice", revoked.record.id).await.unwrap();
+    let gateway = tokens
+        .issue(NewToken::new("alice", "g").kind("gateway"))
+        .await
+        .unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let svc = AuthLayer::new(tokens)
+        .accept_kinds(["pat"])
+        .unwrap()
+        .read_write("things:write")
+        .unwrap()
+        .layer(echo(calls.clone()));
+    let unknown = TokenKind::pat().generate();
+    for (method, token, want, kind) in [
+        (Method::GET, &ok.token, 200, None),
+        (Method::POST, &ok.token, 403, Some(RejectionKind::InsufficientScope)),
+        (Method::GET, &revoked.token, 401, Some(RejectionKind::Revoked)),
+        (Method::GET, &unknown, 401, Some(RejectionKind::UnknownToken)),
+        (Method::GET, &gateway.token, 401, Some(RejectionKind::WrongKind)),
+    ] {
+        let res = svc
+            .clone()
+            .oneshot(req(method, Some(&bearer(token))))
+            .await
+            .unwrap();
+        assert_eq!(res.status(), want);
+        assert_eq!(res.extensions().get::<RejectionKind>().copied(), kind);
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}

@@ -95,36 +95,66 @@ pub(crate) fn rejection_response<B>(config: &Config, r: &Rejection) -> Response<
 
 type BoxFuture<B, E> = Pin<Box<dyn Future<Output = Result<Response<ResponseBody<B>>, E>> + Send>>;
 
-/// The future of [`AuthService`]: ready at once for requests refused before any store
-/// lookup, boxed otherwise.
-pub struct ResponseFuture<B, E> {
-    state: FutureState<B, E>,
+pin_project! {
+    /// The future of [`AuthService`]: ready at once for requests refused before any I/O, the
+    /// inner service's own future when the store answered from memory, boxed otherwise.
+    pub struct ResponseFuture<F, B, E> {
+        #[pin]
+        state: FutureState<F, B, E>,
+    }
 }
 
-enum FutureState<B, E> {
-    Ready(Option<Response<ResponseBody<B>>>),
-    Boxed(BoxFuture<B, E>),
+pin_project! {
+    #[project = StateProj]
+    enum FutureState<F, B, E> {
+        Ready { response: Option<Response<ResponseBody<B>>> },
+        Inner { #[pin] future: F },
+        Boxed { future: BoxFuture<B, E> },
+    }
 }
 
-// The ready response is only ever moved out, never pinned, and the boxed future is pinned
-// on the heap: the future itself can move freely.
-impl<B, E> Unpin for ResponseFuture<B, E> {}
+impl<F, B, E> ResponseFuture<F, B, E> {
+    fn ready(response: Response<ResponseBody<B>>) -> Self {
+        Self {
+            state: FutureState::Ready {
+                response: Some(response),
+            },
+        }
+    }
 
-impl<B, E> Future for ResponseFuture<B, E> {
-    type Output = Result<Response<ResponseBody<B>>, E>;
+    fn inner(future: F) -> Self {
+        Self {
+            state: FutureState::Inner { future },
+        }
+    }
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        // Both variants are Unpin (the boxed future is pinned on the heap).
-        match &mut self.get_mut().state {
-            FutureState::Ready(r) => Poll::Ready(Ok(r
-                .take()
-                .expect("ResponseFuture polled after completion"))),
-            FutureState::Boxed(f) => f.as_mut().poll(cx),
+    fn boxed(future: BoxFuture<B, E>) -> Self {
+        Self {
+            state: FutureState::Boxed { future },
         }
     }
 }
 
-impl<B, E> std::fmt::Debug for ResponseFuture<B, E> {
+impl<F, B, E> Future for ResponseFuture<F, B, E>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<ResponseBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Ready { response } => Poll::Ready(Ok(response
+                .take()
+                .expect("ResponseFuture polled after completion"))),
+            StateProj::Inner { future } => future
+                .poll(cx)
+                .map(|r| r.map(|res| res.map(ResponseBody::inner))),
+            StateProj::Boxed { future } => future.as_mut().poll(cx),
+        }
+    }
+}
+
+impl<F, B, E> std::fmt::Debug for ResponseFuture<F, B, E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ResponseFuture").finish_non_exhaustive()
     }
@@ -230,7 +260,7 @@ where
 {
     type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
-    type Future = ResponseFuture<ResBody, S::Error>;
+    type Future = ResponseFuture<S::Future, ResBody, S::Error>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -238,46 +268,58 @@ where
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         let presented = extract(&mut req);
-        let config = self.config.clone();
-        let clone = self.inner.clone();
-        if config.has_policies() {
+        if self.config.has_policies() {
+            let config = self.config.clone();
+            let clone = self.inner.clone();
             let inner = std::mem::replace(&mut self.inner, clone);
-            return ResponseFuture {
-                state: FutureState::Boxed(Box::pin(with_policies(config, inner, req, presented))),
+            return ResponseFuture::boxed(Box::pin(with_policies(config, inner, req, presented)));
+        }
+        let config = &self.config;
+        let token = match presented {
+            Ok(Presented::Token(t)) => t,
+            Ok(Presented::Nothing) if config.optional => {
+                return ResponseFuture::inner(self.inner.call(req));
+            }
+            Ok(Presented::Nothing) => {
+                let r = Rejection::new(RejectionKind::MissingToken);
+                return ResponseFuture::ready(rejection_response(config, &r));
+            }
+            Err(r) => return ResponseFuture::ready(rejection_response(config, &r)),
+        };
+        // Stores that answer from memory (MemoryStore, a cache hit) need no future at all.
+        if let Some(verified) = config
+            .tokens
+            .verify_now(token.as_str(), config.accept.as_deref())
+        {
+            let admitted = verified
+                .map_err(|d| d.rejection)
+                .and_then(|id| config.check_access(req.method(), &id).map(|()| id));
+            return match admitted {
+                Ok(id) => {
+                    req.extensions_mut().insert(id);
+                    ResponseFuture::inner(self.inner.call(req))
+                }
+                Err(r) => ResponseFuture::ready(rejection_response(config, &r)),
             };
         }
-        let ready = |r: Rejection, config: &Config| ResponseFuture {
-            state: FutureState::Ready(Some(rejection_response(config, &r))),
-        };
-        let token = match presented {
-            Ok(Presented::Token(t)) => Some(t),
-            Ok(Presented::Nothing) if config.optional => None,
-            Ok(Presented::Nothing) => {
-                return ready(Rejection::new(RejectionKind::MissingToken), &config);
-            }
-            Err(r) => return ready(r, &config),
-        };
+        let config = self.config.clone();
+        let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
-        ResponseFuture {
-            state: FutureState::Boxed(Box::pin(async move {
-                if let Some(token) = token {
-                    let verified = config
-                        .tokens
-                        .verify(token.as_str(), config.accept.as_deref())
-                        .await;
-                    drop(token);
-                    let identity = match verified
-                        .and_then(|id| config.check_access(req.method(), &id).map(|()| id))
-                    {
-                        Ok(id) => id,
-                        Err(r) => return Ok(rejection_response(&config, &r)),
-                    };
-                    req.extensions_mut().insert(identity);
+        ResponseFuture::boxed(Box::pin(async move {
+            let verified = config
+                .tokens
+                .verify(token.as_str(), config.accept.as_deref())
+                .await;
+            drop(token);
+            match verified.and_then(|id| config.check_access(req.method(), &id).map(|()| id)) {
+                Ok(id) => {
+                    req.extensions_mut().insert(id);
                 }
-                let res = inner.call(req).await?;
-                Ok(res.map(ResponseBody::inner))
-            })),
-        }
+                Err(r) => return Ok(rejection_response(&config, &r)),
+            }
+            let res = inner.call(req).await?;
+            Ok(res.map(ResponseBody::inner))
+        }))
     }
 }
 

@@ -590,6 +590,17 @@ impl<S: TokenStore> TokenStore for CachedStore<S> {
         Ok(found)
     }
 
+    fn find_by_hash_now(
+        &self,
+        hash: &TokenHash,
+    ) -> Option<Result<Option<Arc<TokenRecord>>, StoreError>> {
+        match self.cache.lookup(hash) {
+            Cached::Found(rec) => Some(Ok(Some(rec))),
+            Cached::Unknown => Some(Ok(None)),
+            Cached::Miss => self.inner.find_by_hash_now(hash),
+        }
+    }
+
     async fn get(&self, id: &TokenId) -> Result<Option<TokenRecord>, StoreError> {
         self.call(self.inner.get(id)).await
     }
@@ -666,6 +677,12 @@ impl<S: TokenStore> TokenStore for TimeoutStore<S> {
     }
     async fn find_by_hash(&self, hash: &TokenHash) -> Result<Option<Arc<TokenRecord>>, StoreError> {
         bounded(Some(self.limit), self.inner.find_by_hash(hash)).await
+    }
+    fn find_by_hash_now(
+        &self,
+        hash: &TokenHash,
+    ) -> Option<Result<Option<Arc<TokenRecord>>, StoreError>> {
+        self.inner.find_by_hash_now(hash)
     }
     async fn get(&self, id: &TokenId) -> Result<Option<TokenRecord>, StoreError> {
         bounded(Some(self.limit), self.inner.get(id)).await

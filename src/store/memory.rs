@@ -5,7 +5,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use super::{InsertRules, StoreError, TokenId, TokenRecord, TokenStore};
+use super::{
+    InactiveOutcome, InsertRules, ReleaseOutcome, StoreError, TokenId, TokenRecord, TokenStore,
+};
 use crate::token::TokenHash;
 
 const SHARDS: usize = 64;
@@ -213,6 +215,13 @@ impl TokenStore for MemoryStore {
         Ok(self.record(hash))
     }
 
+    fn find_by_hash_now(
+        &self,
+        hash: &TokenHash,
+    ) -> Option<Result<Option<Arc<TokenRecord>>, StoreError>> {
+        Some(Ok(self.record(hash)))
+    }
+
     async fn get(&self, id: &TokenId) -> Result<Option<TokenRecord>, StoreError> {
         let index = self.index();
         Ok(index
@@ -312,5 +321,95 @@ impl TokenStore for MemoryStore {
             }
         }
         Ok(removed.len() as u64)
+    }
+
+    async fn bind(
+        &self,
+        id: &TokenId,
+        fingerprint: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<String>, StoreError> {
+        let index = self.index();
+        let mut bound = None;
+        self.update(&index, id, |r| {
+            if let Some(b) = &r.bound_to {
+                bound = Some(b.clone());
+                return false;
+            }
+            r.bound_to = Some(fingerprint.to_owned());
+            r.bound_at = Some(now);
+            bound = Some(fingerprint.to_owned());
+            true
+        });
+        Ok(bound)
+    }
+
+    async fn release(
+        &self,
+        id: &TokenId,
+        now: OffsetDateTime,
+        min_interval: std::time::Duration,
+    ) -> Result<ReleaseOutcome, StoreError> {
+        let index = self.index();
+        let mut outcome = ReleaseOutcome::NotBound;
+        self.update(&index, id, |r| {
+            outcome = release_outcome(r, now, min_interval);
+            if outcome != ReleaseOutcome::Released {
+                return false;
+            }
+            r.bound_to = None;
+            r.bound_at = None;
+            r.released_at = Some(now);
+            true
+        })
+        .ok_or(StoreError::NotFound)?;
+        Ok(outcome)
+    }
+
+    async fn expire_inactive(
+        &self,
+        cutoff: OffsetDateTime,
+        now: OffsetDateTime,
+        release_kinds: &[String],
+    ) -> Result<InactiveOutcome, StoreError> {
+        let index = self.index();
+        let mut out = InactiveOutcome::default();
+        for id in index.by_id.keys() {
+            self.update(&index, id, |r| {
+                if !r.is_valid_at(now) || r.last_active_at() >= cutoff {
+                    return false;
+                }
+                if release_kinds.contains(&r.kind) {
+                    if r.bound_to.is_none() {
+                        return false;
+                    }
+                    r.bound_to = None;
+                    r.bound_at = None;
+                    out.released.push(r.id);
+                } else {
+                    r.revoked_at = Some(now);
+                    out.revoked.push(r.id);
+                }
+                true
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// What a release of `r` at `now` does: the rule every backend applies.
+pub(crate) fn release_outcome(
+    r: &TokenRecord,
+    now: OffsetDateTime,
+    min_interval: std::time::Duration,
+) -> ReleaseOutcome {
+    if r.bound_to.is_none() {
+        return ReleaseOutcome::NotBound;
+    }
+    match r.released_at.map(|t| t + min_interval) {
+        Some(next) if next > now => ReleaseOutcome::TooSoon {
+            next_allowed_at: next,
+        },
+        _ => ReleaseOutcome::Released,
     }
 }

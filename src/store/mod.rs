@@ -9,6 +9,11 @@
 //! | --- | --- | --- |
 //! | [`MemoryStore`] | default | one process, tests; nothing survives a restart |
 //! | `SqliteStore` | `sqlite` | one instance with an embedded file |
+//! | `postgres::PostgresStore` | `postgres` | many instances: the shared source of truth |
+//! | `redis::RedisStore` | `redis` | many instances (read its durability caveat) |
+//!
+//! [`cached::CachedStore`] puts a bounded verification cache with revocation fan-out in
+//! front of any of them; [`cached::TimeoutStore`] bounds every call (503, never a hang).
 //!
 //! Every backend, including yours, should pass the conformance suite in `conformance`
 //! (feature `test-util`): one call runs every guarantee written on [`TokenStore`].
@@ -17,6 +22,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -105,9 +111,35 @@ pub struct TokenRecord {
     /// holds its name nor counts against limits, and stops working at `expires_at` (the end
     /// of the grace window).
     pub replaced_by: Option<TokenId>,
+    /// Client networks the token may be used from; empty: any address. A request from
+    /// outside the list, or whose address is unknown while the list is not empty, is refused
+    /// with 403 `ip_not_allowed`.
+    pub allowed_ips: Vec<IpNet>,
+    /// This token's own rate, in requests per minute, overriding the rate of its kind (or
+    /// the default) of the layer's [`RateLimits`](crate::rate_limit::RateLimits).
+    pub rate_limit: Option<u32>,
+    /// The client fingerprint (e.g. a machine id) the token is bound to, for kinds with a
+    /// binding (see [`TokenKind::with_binding`](crate::token::TokenKind::with_binding)).
+    /// Set on first use by [`TokenStore::bind`], cleared by [`TokenStore::release`].
+    pub bound_to: Option<String>,
+    /// When the current binding was made.
+    pub bound_at: Option<OffsetDateTime>,
+    /// When a binding was last released by hand (at most one release per interval).
+    pub released_at: Option<OffsetDateTime>,
 }
 
 impl TokenRecord {
+    /// The last sign of life: the latest of creation, last recorded use and binding.
+    /// Inactivity expiry ([`TokenStore::expire_inactive`]) is judged on it.
+    #[must_use]
+    pub fn last_active_at(&self) -> OffsetDateTime {
+        let mut t = self.created_at;
+        for u in [self.last_used_at, self.bound_at].into_iter().flatten() {
+            t = t.max(u);
+        }
+        t
+    }
+
     /// True when the token may authenticate at `now`: not revoked and not expired.
     #[must_use]
     pub fn is_valid_at(&self, now: OffsetDateTime) -> bool {
@@ -139,6 +171,11 @@ impl fmt::Debug for TokenRecord {
             .field("last_used_at", &self.last_used_at)
             .field("revoked_at", &self.revoked_at)
             .field("replaced_by", &self.replaced_by)
+            .field("allowed_ips", &self.allowed_ips)
+            .field("rate_limit", &self.rate_limit)
+            .field("bound_to", &self.bound_to)
+            .field("bound_at", &self.bound_at)
+            .field("released_at", &self.released_at)
             .finish_non_exhaustive()
     }
 }
@@ -174,6 +211,29 @@ impl InsertRules {
     }
 }
 
+/// What [`TokenStore::release`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReleaseOutcome {
+    /// The binding was cleared; the next first use binds the token again.
+    Released,
+    /// The token was not bound: nothing changed (and no release was counted).
+    NotBound,
+    /// The last release was less than the minimum interval ago: nothing changed.
+    TooSoon {
+        /// The first instant at which a release is allowed again.
+        next_allowed_at: OffsetDateTime,
+    },
+}
+
+/// What [`TokenStore::expire_inactive`] changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InactiveOutcome {
+    /// Tokens revoked for inactivity.
+    pub revoked: Vec<TokenId>,
+    /// Tokens of binding kinds whose binding was released for inactivity.
+    pub released: Vec<TokenId>,
+}
+
 /// A store failed. Request-facing code turns every variant but the first three into
 /// 503 `store_unavailable`.
 #[derive(Debug, thiserror::Error)]
@@ -194,6 +254,10 @@ pub enum StoreError {
     /// The backend did not answer in time.
     #[error("the token store did not answer in time")]
     Timeout,
+    /// The store does not implement this operation (a store written before it existed);
+    /// callers fail closed.
+    #[error("the token store does not support {0}")]
+    Unsupported(&'static str),
     /// The backend failed; the source is kept.
     #[error("token store backend error")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -228,6 +292,14 @@ impl StoreError {
 /// - [`rotate`](Self::rotate) is atomic: either the old record is marked replaced (with its
 ///   new expiry) and the new record inserted, or nothing changes.
 /// - [`record_use`](Self::record_use) only moves `last_used_at` forward.
+/// - [`bind`](Self::bind) is atomic: of any number of concurrent first uses with different
+///   fingerprints, exactly one binds the token, and every call returns the fingerprint the
+///   token is bound to afterwards (so all the others learn they lost).
+/// - [`release`](Self::release) is atomic with its interval check: two concurrent releases
+///   within the interval clear the binding once.
+/// - [`expire_inactive`](Self::expire_inactive) changes only records whose last sign of
+///   life ([`TokenRecord::last_active_at`]) is before the cutoff, judged atomically per
+///   record, so a token used (or bound) after the cutoff is never revoked by it.
 /// - Acknowledged writes are durable to the degree the backend documents.
 #[async_trait]
 pub trait TokenStore: Send + Sync + 'static {
@@ -245,6 +317,19 @@ pub trait TokenStore: Send + Sync + 'static {
     ///
     /// Backend failures only; an unknown hash is `Ok(None)`.
     async fn find_by_hash(&self, hash: &TokenHash) -> Result<Option<Arc<TokenRecord>>, StoreError>;
+
+    /// [`find_by_hash`](Self::find_by_hash) without waiting, for stores that can answer
+    /// from memory (an in-process map, a cache hit): `Some(answer)`, or `None` when the
+    /// answer needs I/O (the caller then awaits `find_by_hash`). The layer uses it to verify
+    /// without allocating a future. The default, `None`, is always correct; an
+    /// implementation must give the same answer `find_by_hash` would.
+    fn find_by_hash_now(
+        &self,
+        hash: &TokenHash,
+    ) -> Option<Result<Option<Arc<TokenRecord>>, StoreError>> {
+        let _ = hash;
+        None
+    }
 
     /// The record with id `id`, in any state.
     ///
@@ -298,6 +383,66 @@ pub trait TokenStore: Send + Sync + 'static {
     ///
     /// Backend failures only.
     async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
+
+    /// Binds the record `id` to `fingerprint` at `now` if it is not bound yet (setting
+    /// `bound_to` and `bound_at`), atomically. Returns the fingerprint the record is bound to
+    /// afterwards — `fingerprint` when this call bound it or it was already bound to it,
+    /// another one when someone else holds it — or `None` when there is no such record.
+    ///
+    /// The default returns [`StoreError::Unsupported`] (tokens of binding kinds are then
+    /// refused with 503): implement it to use bindings.
+    ///
+    /// # Errors
+    ///
+    /// Backend failures.
+    async fn bind(
+        &self,
+        id: &TokenId,
+        fingerprint: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<String>, StoreError> {
+        let _ = (id, fingerprint, now);
+        Err(StoreError::Unsupported("bindings"))
+    }
+
+    /// Clears the binding of record `id` (`bound_to`, `bound_at`) and sets `released_at` to
+    /// `now`, unless its last release is less than `min_interval` before `now`
+    /// ([`ReleaseOutcome::TooSoon`]) or it is not bound ([`ReleaseOutcome::NotBound`]).
+    /// Atomic with its checks. The default returns [`StoreError::Unsupported`].
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`] for an unknown id; backend failures.
+    async fn release(
+        &self,
+        id: &TokenId,
+        now: OffsetDateTime,
+        min_interval: std::time::Duration,
+    ) -> Result<ReleaseOutcome, StoreError> {
+        let _ = (id, now, min_interval);
+        Err(StoreError::Unsupported("bindings"))
+    }
+
+    /// Inactivity expiry. Among records that are valid at `now` and whose
+    /// [`last_active_at`](TokenRecord::last_active_at) is before `cutoff`: those whose kind
+    /// is in `release_kinds` lose their binding, if they have one (`bound_to` and `bound_at`
+    /// cleared; `released_at` is left alone: an automatic release does not use up the
+    /// owner's manual one); every other one is revoked at `now` (terminal, like
+    /// [`revoke`](Self::revoke), and announced like it). The default returns
+    /// [`StoreError::Unsupported`].
+    ///
+    /// # Errors
+    ///
+    /// Backend failures.
+    async fn expire_inactive(
+        &self,
+        cutoff: OffsetDateTime,
+        now: OffsetDateTime,
+        release_kinds: &[String],
+    ) -> Result<InactiveOutcome, StoreError> {
+        let _ = (cutoff, now, release_kinds);
+        Err(StoreError::Unsupported("inactivity expiry"))
+    }
 }
 
 #[async_trait]
@@ -307,6 +452,12 @@ impl<T: TokenStore + ?Sized> TokenStore for Arc<T> {
     }
     async fn find_by_hash(&self, hash: &TokenHash) -> Result<Option<Arc<TokenRecord>>, StoreError> {
         (**self).find_by_hash(hash).await
+    }
+    fn find_by_hash_now(
+        &self,
+        hash: &TokenHash,
+    ) -> Option<Result<Option<Arc<TokenRecord>>, StoreError>> {
+        (**self).find_by_hash_now(hash)
     }
     async fn get(&self, id: &TokenId) -> Result<Option<TokenRecord>, StoreError> {
         (**self).get(id).await
@@ -331,5 +482,29 @@ impl<T: TokenStore + ?Sized> TokenStore for Arc<T> {
     }
     async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
         (**self).purge_expired(now).await
+    }
+    async fn bind(
+        &self,
+        id: &TokenId,
+        fingerprint: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<String>, StoreError> {
+        (**self).bind(id, fingerprint, now).await
+    }
+    async fn release(
+        &self,
+        id: &TokenId,
+        now: OffsetDateTime,
+        min_interval: std::time::Duration,
+    ) -> Result<ReleaseOutcome, StoreError> {
+        (**self).release(id, now, min_interval).await
+    }
+    async fn expire_inactive(
+        &self,
+        cutoff: OffsetDateTime,
+        now: OffsetDateTime,
+        release_kinds: &[String],
+    ) -> Result<InactiveOutcome, StoreError> {
+        (**self).expire_inactive(cutoff, now, release_kinds).await
     }
 }
