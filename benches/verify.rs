@@ -56,6 +56,11 @@ fn synthetic(i: u64) -> TokenRecord {
         last_used_at: None,
         revoked_at: None,
         replaced_by: None,
+        allowed_ips: Vec::new(),
+        rate_limit: None,
+        bound_to: None,
+        bound_at: None,
+        released_at: None,
     }
 }
 

@@ -84,7 +84,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use super::{InsertRules, StoreError, TokenId, TokenRecord, TokenStore};
+use super::{
+    InactiveOutcome, InsertRules, ReleaseOutcome, StoreError, TokenId, TokenRecord, TokenStore,
+};
 use crate::token::TokenHash;
 
 const SHARDS: usize = 64;
@@ -372,6 +374,19 @@ impl Cache {
         }
     }
 
+    /// Drops every found record whose id is in `ids`, in one scan.
+    fn invalidate_ids(&self, ids: &std::collections::HashSet<TokenId>) {
+        if ids.is_empty() {
+            return;
+        }
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        for s in self.found.shards.iter() {
+            s.write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .retain(|_, e| !ids.contains(&e.record.id));
+        }
+    }
+
     fn flush(&self) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
         self.found.clear();
@@ -643,6 +658,52 @@ impl<S: TokenStore> TokenStore for CachedStore<S> {
         // leave the cache with their TTL.
         self.call(self.inner.purge_expired(now)).await
     }
+
+    async fn bind(
+        &self,
+        id: &TokenId,
+        fingerprint: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<String>, StoreError> {
+        let res = self.call(self.inner.bind(id, fingerprint, now)).await;
+        // A cached copy may still read "unbound": drop it once the token is bound to this
+        // caller, so its next requests match the binding without asking the store. (A
+        // caller bound elsewhere leaves the cache alone: it asks the store every time.)
+        if res.as_ref().map_or(true, |b| b.as_deref() == Some(fingerprint)) {
+            self.cache.invalidate_id(id);
+        }
+        res
+    }
+
+    async fn release(
+        &self,
+        id: &TokenId,
+        now: OffsetDateTime,
+        min_interval: Duration,
+    ) -> Result<ReleaseOutcome, StoreError> {
+        let res = self.call(self.inner.release(id, now, min_interval)).await;
+        self.cache.invalidate_id(id);
+        res
+    }
+
+    async fn expire_inactive(
+        &self,
+        cutoff: OffsetDateTime,
+        now: OffsetDateTime,
+        release_kinds: &[String],
+    ) -> Result<InactiveOutcome, StoreError> {
+        let res = self
+            .call(self.inner.expire_inactive(cutoff, now, release_kinds))
+            .await;
+        match &res {
+            Ok(out) => self.cache.invalidate_ids(
+                &out.revoked.iter().chain(&out.released).copied().collect(),
+            ),
+            // The change may have committed: forget everything.
+            Err(_) => self.cache.flush(),
+        }
+        res
+    }
 }
 
 /// A [`TokenStore`] that fails every call to the store it wraps taking longer than its limit
@@ -711,6 +772,34 @@ impl<S: TokenStore> TokenStore for TimeoutStore<S> {
     }
     async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
         bounded(Some(self.limit), self.inner.purge_expired(now)).await
+    }
+    async fn bind(
+        &self,
+        id: &TokenId,
+        fingerprint: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<String>, StoreError> {
+        bounded(Some(self.limit), self.inner.bind(id, fingerprint, now)).await
+    }
+    async fn release(
+        &self,
+        id: &TokenId,
+        now: OffsetDateTime,
+        min_interval: Duration,
+    ) -> Result<ReleaseOutcome, StoreError> {
+        bounded(Some(self.limit), self.inner.release(id, now, min_interval)).await
+    }
+    async fn expire_inactive(
+        &self,
+        cutoff: OffsetDateTime,
+        now: OffsetDateTime,
+        release_kinds: &[String],
+    ) -> Result<InactiveOutcome, StoreError> {
+        bounded(
+            Some(self.limit),
+            self.inner.expire_inactive(cutoff, now, release_kinds),
+        )
+        .await
     }
 }
 

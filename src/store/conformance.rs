@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use super::{InsertRules, StoreError, TokenId, TokenRecord, TokenStore};
+use super::{InsertRules, ReleaseOutcome, StoreError, TokenId, TokenRecord, TokenStore};
 use crate::identity::Permissions;
 use crate::token::TokenKind;
 
@@ -42,6 +42,10 @@ pub async fn run<S: TokenStore>(store: S) {
     record_use_moves_forward(&store).await;
     purge_removes_dead_records(&store).await;
     list_is_per_owner_oldest_first(&store).await;
+    bind_sets_once(&store).await;
+    concurrent_first_uses_bind_one(&store).await;
+    release_respects_its_interval(&store).await;
+    inactive_tokens_expire(&store).await;
 }
 
 /// Now, at microsecond precision (what SQL backends keep).
@@ -75,6 +79,11 @@ pub fn record(owner: &str, name: &str, at: OffsetDateTime) -> TokenRecord {
         last_used_at: None,
         revoked_at: None,
         replaced_by: None,
+        allowed_ips: Vec::new(),
+        rate_limit: None,
+        bound_to: None,
+        bound_at: None,
+        released_at: None,
     }
 }
 
@@ -87,6 +96,15 @@ async fn round_trip(s: &Arc<dyn TokenStore>) {
     let mut r = record(&owner("round-trip"), "ci", t);
     r.expires_at = Some(t + Duration::from_secs(3600));
     r.last_used_at = Some(t);
+    r.allowed_ips = vec![
+        "10.0.0.0/8".parse().expect("valid"),
+        "192.0.2.7/32".parse().expect("valid"),
+        "2001:db8::/32".parse().expect("valid"),
+    ];
+    r.rate_limit = Some(42);
+    r.bound_to = Some("machine «7» ✓".into());
+    r.bound_at = Some(t - Duration::from_secs(60));
+    r.released_at = Some(t - Duration::from_secs(7200));
     s.insert(r.clone(), rules(t, None)).await.expect("insert");
     let found = s
         .find_by_hash(&r.hash)
@@ -459,4 +477,199 @@ async fn list_is_per_owner_oldest_first(s: &Arc<dyn TokenStore>) {
         .map(|r| r.name)
         .collect();
     assert_eq!(names, ["c", "a", "b"], "oldest first, only this owner's");
+}
+
+async fn bind_sets_once(s: &Arc<dyn TokenStore>) {
+    let t = now();
+    let r = record(&owner("bind"), "seat", t);
+    s.insert(r.clone(), rules(t, None)).await.expect("insert");
+    assert_eq!(
+        s.bind(&r.id, "machine-a", t).await.expect("bind").as_deref(),
+        Some("machine-a"),
+        "the first bind binds"
+    );
+    let later = t + Duration::from_secs(5);
+    assert_eq!(
+        s.bind(&r.id, "machine-b", later).await.expect("bind").as_deref(),
+        Some("machine-a"),
+        "a bound token stays bound and reports its binding"
+    );
+    assert_eq!(
+        s.bind(&r.id, "machine-a", later).await.expect("bind").as_deref(),
+        Some("machine-a")
+    );
+    let got = s.get(&r.id).await.expect("get").expect("present");
+    assert_eq!(got.bound_to.as_deref(), Some("machine-a"));
+    assert_eq!(got.bound_at, Some(t), "bound_at is the time of the first bind");
+    let found = s.find_by_hash(&r.hash).await.expect("find").expect("present");
+    assert_eq!(found.bound_to.as_deref(), Some("machine-a"), "lookups see the binding");
+    assert!(
+        s.bind(&TokenId::random(), "machine-a", t)
+            .await
+            .expect("bind unknown")
+            .is_none(),
+        "binding an unknown id answers None"
+    );
+}
+
+async fn concurrent_first_uses_bind_one(s: &Arc<dyn TokenStore>) {
+    let t = now();
+    let r = record(&owner("bind-race"), "seat", t);
+    s.insert(r.clone(), rules(t, None)).await.expect("insert");
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let s = s.clone();
+            let id = r.id;
+            tokio::spawn(async move {
+                let fp = format!("machine-{i}");
+                let bound = s.bind(&id, &fp, t).await;
+                (fp, bound)
+            })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    let mut answers = std::collections::HashSet::new();
+    for task in tasks {
+        let (fp, bound) = task.await.expect("task");
+        let bound = bound
+            .expect("bind in the race")
+            .expect("the record exists");
+        if bound == fp {
+            winners.push(fp);
+        }
+        answers.insert(bound);
+    }
+    assert_eq!(
+        winners.len(),
+        1,
+        "20 concurrent first uses with different fingerprints must bind exactly one"
+    );
+    assert_eq!(answers.len(), 1, "every caller must learn the same binding");
+    let got = s.get(&r.id).await.expect("get").expect("present");
+    assert_eq!(got.bound_to.as_ref(), Some(&winners[0]));
+}
+
+async fn release_respects_its_interval(s: &Arc<dyn TokenStore>) {
+    let t = now();
+    let day = Duration::from_secs(24 * 3600);
+    let r = record(&owner("release"), "seat", t);
+    s.insert(r.clone(), rules(t, None)).await.expect("insert");
+    assert_eq!(
+        s.release(&r.id, t, day).await.expect("release"),
+        ReleaseOutcome::NotBound,
+        "an unbound token has nothing to release"
+    );
+    s.bind(&r.id, "machine-a", t).await.expect("bind");
+    assert_eq!(
+        s.release(&r.id, t, day).await.expect("release"),
+        ReleaseOutcome::Released
+    );
+    let got = s.get(&r.id).await.expect("get").expect("present");
+    assert_eq!(
+        (got.bound_to, got.bound_at, got.released_at),
+        (None, None, Some(t)),
+        "a release clears the binding and records when"
+    );
+    let t2 = t + Duration::from_secs(60);
+    assert_eq!(
+        s.bind(&r.id, "machine-b", t2).await.expect("bind").as_deref(),
+        Some("machine-b"),
+        "after a release the next first use binds"
+    );
+    let t3 = t + Duration::from_secs(3600);
+    assert_eq!(
+        s.release(&r.id, t3, day).await.expect("release"),
+        ReleaseOutcome::TooSoon {
+            next_allowed_at: t + day
+        },
+        "a second release within the interval is refused with the next allowed time"
+    );
+    assert_eq!(
+        s.get(&r.id)
+            .await
+            .expect("get")
+            .expect("present")
+            .bound_to
+            .as_deref(),
+        Some("machine-b"),
+        "a refused release changes nothing"
+    );
+    assert_eq!(
+        s.release(&r.id, t + day, day).await.expect("release"),
+        ReleaseOutcome::Released,
+        "a release is allowed again once the interval is over"
+    );
+    assert!(
+        matches!(
+            s.release(&TokenId::random(), t, day).await,
+            Err(StoreError::NotFound)
+        ),
+        "releasing an unknown id is NotFound"
+    );
+}
+
+async fn inactive_tokens_expire(s: &Arc<dyn TokenStore>) {
+    let t = now();
+    let weeks = Duration::from_secs(14 * 24 * 3600);
+    let long_ago = t - weeks - Duration::from_secs(3600);
+    let cutoff = t - weeks;
+    let o = owner("inactive");
+    let idle = record(&o, "idle", long_ago);
+    let mut used = record(&o, "used", long_ago);
+    used.last_used_at = Some(t - Duration::from_secs(60));
+    let fresh = record(&o, "fresh", t - Duration::from_secs(60));
+    let mut seat = record(&o, "seat", long_ago);
+    seat.kind = "seat".into();
+    seat.bound_to = Some("machine-a".into());
+    seat.bound_at = Some(long_ago);
+    seat.released_at = Some(long_ago);
+    let mut unbound_seat = record(&o, "unbound-seat", long_ago);
+    unbound_seat.kind = "seat".into();
+    let mut expired = record(&o, "expired", long_ago);
+    expired.expires_at = Some(t - Duration::from_secs(1));
+    for r in [&idle, &used, &fresh, &seat, &unbound_seat, &expired] {
+        s.insert((*r).clone(), rules(long_ago, None))
+            .await
+            .expect("insert");
+    }
+    let out = s
+        .expire_inactive(cutoff, t, &["seat".to_owned()])
+        .await
+        .expect("expire_inactive");
+    assert!(
+        out.revoked.contains(&idle.id),
+        "a token silent since before the cutoff is revoked"
+    );
+    assert!(
+        out.released.contains(&seat.id),
+        "an idle token of a release kind loses its binding"
+    );
+    for kept in [&used, &fresh, &seat, &unbound_seat, &expired] {
+        assert!(
+            !out.revoked.contains(&kept.id),
+            "{} must not be revoked",
+            kept.name
+        );
+    }
+    assert!(!out.released.contains(&unbound_seat.id));
+    let idle_now = s.get(&idle.id).await.expect("get").expect("present");
+    assert_eq!(idle_now.revoked_at, Some(t), "revoked at `now`");
+    let seat_now = s.get(&seat.id).await.expect("get").expect("present");
+    assert_eq!(
+        (seat_now.revoked_at, seat_now.bound_to, seat_now.released_at),
+        (None, None, Some(long_ago)),
+        "an automatic release keeps the token and the time of the last manual release"
+    );
+    for kept in [&used, &fresh, &unbound_seat] {
+        let r = s.get(&kept.id).await.expect("get").expect("present");
+        assert!(r.revoked_at.is_none(), "{} must stay valid", kept.name);
+    }
+    let again = s
+        .expire_inactive(cutoff, t, &["seat".to_owned()])
+        .await
+        .expect("expire_inactive");
+    assert!(
+        !again.revoked.contains(&idle.id) && !again.released.contains(&seat.id),
+        "a second pass changes nothing more"
+    );
 }

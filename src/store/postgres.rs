@@ -52,7 +52,9 @@ use sqlx::{AssertSqlSafe, Row};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::{InsertRules, StoreError, TokenId, TokenRecord, TokenStore};
+use super::{
+    InactiveOutcome, InsertRules, ReleaseOutcome, StoreError, TokenId, TokenRecord, TokenStore,
+};
 use crate::identity::Permissions;
 use crate::token::TokenHash;
 
@@ -66,7 +68,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 macro_rules! columns {
     () => {
         "id, hash, kind, owner, name, description, role, permissions, hint, created_by, \
-         created_at, expires_at, last_used_at, revoked_at, replaced_by"
+         created_at, expires_at, last_used_at, revoked_at, replaced_by, allowed_ips, rate_limit, \
+         bound_to, bound_at, released_at"
     };
 }
 
@@ -307,6 +310,20 @@ fn decode(row: &PgRow) -> Result<TokenRecord, StoreError> {
             .try_get::<Option<Uuid>, _>("replaced_by")
             .map_err(pg_err)?
             .map(TokenId),
+        allowed_ips: row
+            .try_get::<Vec<String>, _>("allowed_ips")
+            .map_err(pg_err)?
+            .iter()
+            .map(|s| s.parse().map_err(StoreError::backend))
+            .collect::<Result<_, _>>()?,
+        rate_limit: row
+            .try_get::<Option<i64>, _>("rate_limit")
+            .map_err(pg_err)?
+            .map(|n| u32::try_from(n).map_err(StoreError::backend))
+            .transpose()?,
+        bound_to: row.try_get("bound_to").map_err(pg_err)?,
+        bound_at: row.try_get("bound_at").map_err(pg_err)?,
+        released_at: row.try_get("released_at").map_err(pg_err)?,
     })
 }
 
@@ -315,7 +332,8 @@ async fn insert_row(conn: &mut sqlx::PgConnection, r: &TokenRecord) -> Result<()
     sqlx::query(
         "INSERT INTO keygate_tokens (id, hash, kind, owner, name, description, role, \
          permissions, hint, created_by, created_at, expires_at, last_used_at, revoked_at, \
-         replaced_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
+         replaced_by, allowed_ips, rate_limit, bound_to, bound_at, released_at) VALUES ($1, $2, \
+         $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
     )
     .bind(r.id.0)
     .bind(&r.hash.as_bytes()[..])
@@ -332,6 +350,16 @@ async fn insert_row(conn: &mut sqlx::PgConnection, r: &TokenRecord) -> Result<()
     .bind(r.last_used_at)
     .bind(r.revoked_at)
     .bind(r.replaced_by.map(|t| t.0))
+    .bind(
+        r.allowed_ips
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+    )
+    .bind(r.rate_limit.map(i64::from))
+    .bind(&r.bound_to)
+    .bind(r.bound_at)
+    .bind(r.released_at)
     .execute(conn)
     .await
     .map_err(insert_err)?;
@@ -521,6 +549,137 @@ impl TokenStore for PostgresStore {
                 .await
                 .map_err(pg_err)?;
         Ok(done.rows_affected())
+    }
+
+    async fn bind(
+        &self,
+        id: &TokenId,
+        fingerprint: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<String>, StoreError> {
+        self.ready().await?;
+        let mut tx = self.pool.begin().await.map_err(pg_err)?;
+        // The row lock makes concurrent first uses queue: the first binds, the others read
+        // its binding.
+        let row = sqlx::query("SELECT bound_to FROM keygate_tokens WHERE id = $1 FOR UPDATE")
+            .bind(id.0)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(pg_err)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let bound: Option<String> = row.try_get("bound_to").map_err(pg_err)?;
+        if let Some(b) = bound {
+            return Ok(Some(b));
+        }
+        sqlx::query("UPDATE keygate_tokens SET bound_to = $2, bound_at = $3 WHERE id = $1")
+            .bind(id.0)
+            .bind(fingerprint)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(pg_err)?;
+        tx.commit().await.map_err(pg_err)?;
+        Ok(Some(fingerprint.to_owned()))
+    }
+
+    async fn release(
+        &self,
+        id: &TokenId,
+        now: OffsetDateTime,
+        min_interval: Duration,
+    ) -> Result<ReleaseOutcome, StoreError> {
+        self.ready().await?;
+        let mut tx = self.pool.begin().await.map_err(pg_err)?;
+        let row = sqlx::query(
+            "SELECT bound_to, released_at FROM keygate_tokens WHERE id = $1 FOR UPDATE",
+        )
+        .bind(id.0)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(pg_err)?;
+        let Some(row) = row else {
+            return Err(StoreError::NotFound);
+        };
+        let bound: Option<String> = row.try_get("bound_to").map_err(pg_err)?;
+        let released: Option<OffsetDateTime> = row.try_get("released_at").map_err(pg_err)?;
+        if bound.is_none() {
+            return Ok(ReleaseOutcome::NotBound);
+        }
+        if let Some(next) = released.map(|r| r + min_interval)
+            && next > now
+        {
+            return Ok(ReleaseOutcome::TooSoon {
+                next_allowed_at: next,
+            });
+        }
+        // Announced like a revocation, so caches on other instances drop the old binding.
+        sqlx::query(
+            "WITH u AS (UPDATE keygate_tokens SET bound_to = NULL, bound_at = NULL, \
+             released_at = $2 WHERE id = $1 RETURNING hash) \
+             SELECT pg_notify($3, encode(hash, 'hex')) FROM u",
+        )
+        .bind(id.0)
+        .bind(now)
+        .bind(REVOCATION_CHANNEL)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(pg_err)?;
+        tx.commit().await.map_err(pg_err)?;
+        Ok(ReleaseOutcome::Released)
+    }
+
+    async fn expire_inactive(
+        &self,
+        cutoff: OffsetDateTime,
+        now: OffsetDateTime,
+        release_kinds: &[String],
+    ) -> Result<InactiveOutcome, StoreError> {
+        self.ready().await?;
+        // Valid at $2 and silent since before $1 (GREATEST skips NULLs).
+        macro_rules! idle {
+            () => {
+                "revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2) AND \
+                 GREATEST(created_at, last_used_at, bound_at) < $1"
+            };
+        }
+        let mut tx = self.pool.begin().await.map_err(pg_err)?;
+        let released = sqlx::query(concat!(
+            "WITH u AS (UPDATE keygate_tokens SET bound_to = NULL, bound_at = NULL \
+             WHERE bound_to IS NOT NULL AND kind = ANY($3) AND ",
+            idle!(),
+            " RETURNING id, hash) SELECT id, pg_notify($4, encode(hash, 'hex'))::text AS n FROM u"
+        ))
+        .bind(cutoff)
+        .bind(now)
+        .bind(release_kinds)
+        .bind(REVOCATION_CHANNEL)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(pg_err)?;
+        let revoked = sqlx::query(concat!(
+            "WITH u AS (UPDATE keygate_tokens SET revoked_at = $2 WHERE NOT (kind = ANY($3)) AND ",
+            idle!(),
+            " RETURNING id, hash) SELECT id, pg_notify($4, encode(hash, 'hex'))::text AS n FROM u"
+        ))
+        .bind(cutoff)
+        .bind(now)
+        .bind(release_kinds)
+        .bind(REVOCATION_CHANNEL)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(pg_err)?;
+        tx.commit().await.map_err(pg_err)?;
+        let ids = |rows: Vec<PgRow>| -> Result<Vec<TokenId>, StoreError> {
+            rows.iter()
+                .map(|r| r.try_get::<Uuid, _>("id").map(TokenId).map_err(pg_err))
+                .collect()
+        };
+        Ok(InactiveOutcome {
+            revoked: ids(revoked)?,
+            released: ids(released)?,
+        })
     }
 }
 

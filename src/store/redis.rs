@@ -75,7 +75,9 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Client, RedisError, Script};
 use time::OffsetDateTime;
 
-use super::{InsertRules, StoreError, TokenId, TokenRecord, TokenStore};
+use super::{
+    InactiveOutcome, InsertRules, ReleaseOutcome, StoreError, TokenId, TokenRecord, TokenStore,
+};
 use crate::identity::Permissions;
 use crate::token::TokenHash;
 
@@ -254,6 +256,99 @@ return n
     )
 });
 
+/// ARGV: prefix, id, fingerprint, now. Returns the fingerprint bound afterwards, or nil for
+/// an unknown id.
+static BIND: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local h = redis.call('GET', ARGV[1] .. 'id:' .. ARGV[2])
+if not h then return false end
+local tok = ARGV[1] .. 'tok:' .. h
+if redis.call('EXISTS', tok) == 0 then return false end
+local b = redis.call('HGET', tok, 'bound_to')
+if b then return b end
+redis.call('HSET', tok, 'bound_to', ARGV[3], 'bound_at', ARGV[4])
+return ARGV[3]
+",
+    )
+});
+
+/// ARGV: prefix, id, now, min interval (µs), channel. Returns {code, next}: 0 released,
+/// 1 not bound, 2 too soon (next: the first allowed time), 4 not found.
+static RELEASE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local p, id, now, min, channel = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local h = redis.call('GET', p .. 'id:' .. id)
+if not h then return {'4', ''} end
+local tok = p .. 'tok:' .. h
+if redis.call('EXISTS', tok) == 0 then return {'4', ''} end
+local f = redis.call('HMGET', tok, 'bound_to', 'released_at')
+if f[1] == false then return {'1', ''} end
+if f[2] ~= false and tonumber(f[2]) + min > now then
+  return {'2', string.format('%.0f', tonumber(f[2]) + min)}
+end
+redis.call('HDEL', tok, 'bound_to', 'bound_at')
+redis.call('HSET', tok, 'released_at', ARGV[3])
+redis.call('PUBLISH', channel, h)
+return {'0', ''}
+",
+    )
+});
+
+/// ARGV: prefix, cutoff, now, channel, number of release kinds n, the n kinds, then hex
+/// digests to judge. Returns a flat list of `r`/`v` (released / revoked) and id pairs.
+static EXPIRE_INACTIVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local p, cutoff, now, channel = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
+local n = tonumber(ARGV[5])
+local release = {}
+for i = 6, 5 + n do release[ARGV[i]] = true end
+local out = {}
+for i = 6 + n, #ARGV do
+  local h = ARGV[i]
+  local tok = p .. 'tok:' .. h
+  local f = redis.call('HMGET', tok, 'id', 'kind', 'created_at', 'last_used_at', 'bound_at', 'revoked_at', 'expires_at', 'bound_to')
+  if f[1] ~= false and f[6] == false and (f[7] == false or tonumber(f[7]) > now) then
+    local active = tonumber(f[3])
+    if f[4] ~= false and tonumber(f[4]) > active then active = tonumber(f[4]) end
+    if f[5] ~= false and tonumber(f[5]) > active then active = tonumber(f[5]) end
+    if active < cutoff then
+      if release[f[2]] then
+        if f[8] ~= false then
+          redis.call('HDEL', tok, 'bound_to', 'bound_at')
+          redis.call('PUBLISH', channel, h)
+          out[#out + 1] = 'r'
+          out[#out + 1] = f[1]
+        end
+      else
+        redis.call('HSET', tok, 'revoked_at', ARGV[3])
+        redis.call('ZADD', p .. 'dead', ARGV[3], h)
+        redis.call('PUBLISH', channel, h)
+        out[#out + 1] = 'v'
+        out[#out + 1] = f[1]
+      end
+    end
+  end
+end
+return out
+",
+    )
+});
+
+/// `s` with the glob characters of Redis `MATCH` patterns escaped.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// How to connect a [`RedisStore`].
 #[derive(Debug, Clone)]
 #[must_use]
@@ -421,6 +516,18 @@ fn fields(r: &TokenRecord) -> Result<Vec<String>, StoreError> {
     );
     opt("revoked_at", r.revoked_at.map(|t| micros(t).to_string()));
     opt("replaced_by", r.replaced_by.map(|t| t.to_string()));
+    opt(
+        "allowed_ips",
+        if r.allowed_ips.is_empty() {
+            None
+        } else {
+            Some(serde_json::to_string(&r.allowed_ips).map_err(StoreError::backend)?)
+        },
+    );
+    opt("rate_limit", r.rate_limit.map(|n| n.to_string()));
+    opt("bound_to", r.bound_to.clone());
+    opt("bound_at", r.bound_at.map(|t| micros(t).to_string()));
+    opt("released_at", r.released_at.map(|t| micros(t).to_string()));
     Ok(v)
 }
 
@@ -459,6 +566,16 @@ fn decode(flat: Vec<String>) -> Result<(TokenRecord, i64), StoreError> {
         replaced_by: take("replaced_by")
             .map(|s| s.parse().map_err(|_| invalid("bad replaced_by in Redis")))
             .transpose()?,
+        allowed_ips: take("allowed_ips")
+            .map(|s| serde_json::from_str(&s).map_err(|_| invalid("bad allowed_ips in Redis")))
+            .transpose()?
+            .unwrap_or_default(),
+        rate_limit: take("rate_limit")
+            .map(|s| s.parse().map_err(|_| invalid("bad rate_limit in Redis")))
+            .transpose()?,
+        bound_to: take("bound_to"),
+        bound_at: take("bound_at").as_deref().map(from_micros).transpose()?,
+        released_at: take("released_at").as_deref().map(from_micros).transpose()?,
     };
     Ok((record, seq))
 }
@@ -654,5 +771,100 @@ impl TokenStore for RedisStore {
         inv.arg(&self.inner.prefix).arg(micros(now));
         let n: i64 = inv.invoke_async(&mut conn).await.map_err(redis_err)?;
         Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    async fn bind(
+        &self,
+        id: &TokenId,
+        fingerprint: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<String>, StoreError> {
+        let mut conn = self.conn().await?;
+        let mut inv = BIND.prepare_invoke();
+        inv.arg(&self.inner.prefix)
+            .arg(id.to_string())
+            .arg(fingerprint)
+            .arg(micros(now));
+        inv.invoke_async(&mut conn).await.map_err(redis_err)
+    }
+
+    async fn release(
+        &self,
+        id: &TokenId,
+        now: OffsetDateTime,
+        min_interval: Duration,
+    ) -> Result<ReleaseOutcome, StoreError> {
+        let mut conn = self.conn().await?;
+        let mut inv = RELEASE.prepare_invoke();
+        inv.arg(&self.inner.prefix)
+            .arg(id.to_string())
+            .arg(micros(now))
+            .arg(i64::try_from(min_interval.as_micros()).unwrap_or(i64::MAX / 2))
+            .arg(&self.inner.channel);
+        let (code, next): (String, String) =
+            inv.invoke_async(&mut conn).await.map_err(redis_err)?;
+        match code.as_str() {
+            "0" => Ok(ReleaseOutcome::Released),
+            "1" => Ok(ReleaseOutcome::NotBound),
+            "2" => Ok(ReleaseOutcome::TooSoon {
+                next_allowed_at: from_micros(&next)?,
+            }),
+            _ => Err(StoreError::NotFound),
+        }
+    }
+
+    async fn expire_inactive(
+        &self,
+        cutoff: OffsetDateTime,
+        now: OffsetDateTime,
+        release_kinds: &[String],
+    ) -> Result<InactiveOutcome, StoreError> {
+        // No index holds every record: walk the record keys with SCAN (not atomic as a
+        // whole) and judge each batch in one script, which re-reads every record, so each
+        // record is judged atomically.
+        let mut conn = self.conn().await?;
+        let key_prefix = format!("{}tok:", self.inner.prefix);
+        let pattern = format!("{}*", glob_escape(&key_prefix));
+        let mut out = InactiveOutcome::default();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(500)
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_err)?;
+            let hexes: Vec<&str> = keys
+                .iter()
+                .filter_map(|k| k.strip_prefix(&key_prefix))
+                .collect();
+            if !hexes.is_empty() {
+                let mut inv = EXPIRE_INACTIVE.prepare_invoke();
+                inv.arg(&self.inner.prefix)
+                    .arg(micros(cutoff))
+                    .arg(micros(now))
+                    .arg(&self.inner.channel)
+                    .arg(release_kinds.len())
+                    .arg(release_kinds)
+                    .arg(hexes);
+                let flat: Vec<String> = inv.invoke_async(&mut conn).await.map_err(redis_err)?;
+                for pair in flat.chunks_exact(2) {
+                    let id: TokenId = pair[1].parse().map_err(|_| invalid("bad id in Redis"))?;
+                    if pair[0] == "r" {
+                        out.released.push(id);
+                    } else {
+                        out.revoked.push(id);
+                    }
+                }
+            }
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        Ok(out)
     }
 }

@@ -49,7 +49,9 @@ use sqlx::sqlite::{
 };
 use time::OffsetDateTime;
 
-use super::{InsertRules, StoreError, TokenId, TokenRecord, TokenStore};
+use super::{
+    InactiveOutcome, InsertRules, ReleaseOutcome, StoreError, TokenId, TokenRecord, TokenStore,
+};
 use crate::identity::Permissions;
 use crate::token::TokenHash;
 
@@ -66,7 +68,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 macro_rules! token_columns {
     () => {
         "id, hash, kind, owner, name, description, role, permissions, hint, created_by, \
-         created_at, expires_at, last_used_at, revoked_at, replaced_by"
+         created_at, expires_at, last_used_at, revoked_at, replaced_by, allowed_ips, rate_limit, \
+         bound_to, bound_at, released_at"
     };
 }
 
@@ -215,6 +218,14 @@ fn decode_token(row: &SqliteRow) -> Result<TokenRecord, StoreError> {
         replaced_by: replaced_by
             .map(|s| decode_id(&s, "replaced_by"))
             .transpose()?,
+        allowed_ips: serde_json::from_str(&get::<String>(row, "allowed_ips")?)
+            .map_err(|_| StoreError::backend(Corrupt("allowed_ips")))?,
+        rate_limit: get::<Option<i64>>(row, "rate_limit")?
+            .map(|n| u32::try_from(n).map_err(|_| StoreError::backend(Corrupt("rate_limit"))))
+            .transpose()?,
+        bound_to: get(row, "bound_to")?,
+        bound_at: opt_from_micros(get(row, "bound_at")?, "bound_at")?,
+        released_at: opt_from_micros(get(row, "released_at")?, "released_at")?,
     })
 }
 
@@ -224,7 +235,7 @@ async fn insert_row(conn: &mut sqlx::SqliteConnection, r: &TokenRecord) -> Resul
     let result = sqlx::query(concat!(
         "INSERT INTO tokens (",
         token_columns!(),
-        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
     ))
     .bind(r.id.to_string())
     .bind(&r.hash.as_bytes()[..])
@@ -241,6 +252,11 @@ async fn insert_row(conn: &mut sqlx::SqliteConnection, r: &TokenRecord) -> Resul
     .bind(opt_micros(r.last_used_at)?)
     .bind(opt_micros(r.revoked_at)?)
     .bind(r.replaced_by.map(|id| id.to_string()))
+    .bind(serde_json::to_string(&r.allowed_ips).map_err(StoreError::backend)?)
+    .bind(r.rate_limit.map(i64::from))
+    .bind(&r.bound_to)
+    .bind(opt_micros(r.bound_at)?)
+    .bind(opt_micros(r.released_at)?)
     .execute(conn)
     .await;
     match result {
@@ -439,6 +455,111 @@ impl SqliteStore {
         Ok(())
     }
 
+    async fn try_bind(&self, id: &str, fingerprint: &str, now: i64) -> Result<Option<String>, Failure> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query(
+            "UPDATE tokens SET bound_to = ?2, bound_at = ?3 WHERE id = ?1 AND bound_to IS NULL",
+        )
+        .bind(id)
+        .bind(fingerprint)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let bound: Option<Option<String>> =
+            sqlx::query_scalar("SELECT bound_to FROM tokens WHERE id = ?1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        Ok(bound.flatten())
+    }
+
+    async fn try_release(
+        &self,
+        id: &str,
+        now: i64,
+        min_interval: i64,
+    ) -> Result<ReleaseOutcome, Failure> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let row = sqlx::query("SELECT bound_to, released_at FROM tokens WHERE id = ?1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            tx.rollback().await?;
+            return Err(StoreError::NotFound.into());
+        };
+        let bound: Option<String> = get(&row, "bound_to")?;
+        let released: Option<i64> = get(&row, "released_at")?;
+        let next = released.map(|r| r.saturating_add(min_interval));
+        let outcome = match (bound, next) {
+            (None, _) => ReleaseOutcome::NotBound,
+            (Some(_), Some(next)) if next > now => ReleaseOutcome::TooSoon {
+                next_allowed_at: from_micros(next, "released_at")?,
+            },
+            (Some(_), _) => {
+                sqlx::query(
+                    "UPDATE tokens SET bound_to = NULL, bound_at = NULL, released_at = ?2 \
+                     WHERE id = ?1",
+                )
+                .bind(id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                ReleaseOutcome::Released
+            }
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn try_expire_inactive(
+        &self,
+        cutoff: i64,
+        now: i64,
+        release_kinds: &str,
+    ) -> Result<InactiveOutcome, Failure> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        // Valid at ?2 and silent since before ?1 (the latest of creation, use and binding).
+        macro_rules! idle {
+            () => {
+                "revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?2) AND \
+                 max(created_at, coalesce(last_used_at, created_at), \
+                 coalesce(bound_at, created_at)) < ?1"
+            };
+        }
+        let released: Vec<String> = sqlx::query_scalar(concat!(
+            "UPDATE tokens SET bound_to = NULL, bound_at = NULL WHERE bound_to IS NOT NULL AND \
+             kind IN (SELECT value FROM json_each(?3)) AND ",
+            idle!(),
+            " RETURNING id"
+        ))
+        .bind(cutoff)
+        .bind(now)
+        .bind(release_kinds)
+        .fetch_all(&mut *tx)
+        .await?;
+        let revoked: Vec<String> = sqlx::query_scalar(concat!(
+            "UPDATE tokens SET revoked_at = ?2 WHERE \
+             kind NOT IN (SELECT value FROM json_each(?3)) AND ",
+            idle!(),
+            " RETURNING id"
+        ))
+        .bind(cutoff)
+        .bind(now)
+        .bind(release_kinds)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let ids = |v: Vec<String>| -> Result<Vec<TokenId>, StoreError> {
+            v.iter().map(|s| decode_id(s, "id")).collect()
+        };
+        Ok(InactiveOutcome {
+            revoked: ids(revoked)?,
+            released: ids(released)?,
+        })
+    }
+
     async fn try_record_use(&self, uses: &[(String, i64)]) -> Result<(), Failure> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         for (id, at) in uses {
@@ -551,6 +672,40 @@ impl TokenStore for SqliteStore {
             Ok(done.rows_affected())
         })
         .await
+    }
+
+    async fn bind(
+        &self,
+        id: &TokenId,
+        fingerprint: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<String>, StoreError> {
+        let (id, now) = (id.to_string(), micros(now)?);
+        self.write(|| self.try_bind(&id, fingerprint, now)).await
+    }
+
+    async fn release(
+        &self,
+        id: &TokenId,
+        now: OffsetDateTime,
+        min_interval: Duration,
+    ) -> Result<ReleaseOutcome, StoreError> {
+        let (id, now) = (id.to_string(), micros(now)?);
+        let min_interval = i64::try_from(min_interval.as_micros()).unwrap_or(i64::MAX);
+        self.write(|| self.try_release(&id, now, min_interval))
+            .await
+    }
+
+    async fn expire_inactive(
+        &self,
+        cutoff: OffsetDateTime,
+        now: OffsetDateTime,
+        release_kinds: &[String],
+    ) -> Result<InactiveOutcome, StoreError> {
+        let (cutoff, now) = (micros(cutoff)?, micros(now)?);
+        let kinds = serde_json::to_string(release_kinds).map_err(StoreError::backend)?;
+        self.write(|| self.try_expire_inactive(cutoff, now, &kinds))
+            .await
     }
 }
 
