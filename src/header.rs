@@ -35,29 +35,51 @@ impl std::fmt::Debug for Credentials<'_> {
 #[error("malformed Authorization header")]
 pub struct MalformedHeader;
 
+const TOKEN68: u8 = 1;
+const TCHAR: u8 = 2;
+
+/// Character classes of RFC 9110 `token68` and `tchar`, one lookup per byte.
+const CLASSES: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        let alnum = c.is_ascii_alphanumeric();
+        if alnum || matches!(c, b'-' | b'.' | b'_' | b'~' | b'+' | b'/') {
+            t[b] |= TOKEN68;
+        }
+        if alnum
+            || matches!(
+                c,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            )
+        {
+            t[b] |= TCHAR;
+        }
+        b += 1;
+    }
+    t
+};
+
 fn is_token68(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'+' | b'/')
+    CLASSES[usize::from(b)] & TOKEN68 != 0
 }
 
 fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'!' | b'#'
-                | b'$'
-                | b'%'
-                | b'&'
-                | b'\''
-                | b'*'
-                | b'+'
-                | b'-'
-                | b'.'
-                | b'^'
-                | b'_'
-                | b'`'
-                | b'|'
-                | b'~'
-        )
+    CLASSES[usize::from(b)] & TCHAR != 0
 }
 
 /// Splits `scheme 1*SP token68` and checks the token68 alphabet (with trailing `=`).
@@ -93,10 +115,12 @@ pub fn parse_authorization(value: &[u8]) -> Result<Credentials<'_>, MalformedHea
             Err(MalformedHeader)
         };
     }
-    let body_end = rest.iter().position(|&b| b == b'=').unwrap_or(rest.len());
-    let (body, padding) = rest.split_at(body_end);
-    if body.is_empty() || !body.iter().all(|&b| is_token68(b)) || padding.iter().any(|&b| b != b'=')
-    {
+    // One pass: token68 characters, then only `=` padding.
+    let mut i = 0;
+    while i < rest.len() && is_token68(rest[i]) {
+        i += 1;
+    }
+    if i == 0 || !rest[i..].iter().all(|&b| b == b'=') {
         return Err(MalformedHeader);
     }
     // All bytes are ASCII here, so this cannot fail.

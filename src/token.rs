@@ -219,12 +219,21 @@ fn encode_checksum(mut crc: u32) -> String {
     out.iter().map(|&b| b as char).collect()
 }
 
+/// Value of each base62 character, 0xff for anything else.
+const BASE62_VALUES: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 62 {
+        t[BASE62[i] as usize] = i as u8;
+        i += 1;
+    }
+    t
+};
+
 fn base62_value(b: u8) -> Option<u32> {
-    match b {
-        b'0'..=b'9' => Some(u32::from(b - b'0')),
-        b'A'..=b'Z' => Some(u32::from(b - b'A') + 10),
-        b'a'..=b'z' => Some(u32::from(b - b'a') + 36),
-        _ => None,
+    match BASE62_VALUES[usize::from(b)] {
+        0xff => None,
+        v => Some(u32::from(v)),
     }
 }
 
