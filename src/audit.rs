@@ -26,14 +26,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
-use crate::store::TokenId;
+use crate::store::{StoreError, TokenId};
 
 /// Whether the request was let through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Decision {
     /// Let through.
@@ -42,8 +42,19 @@ pub enum Decision {
     Deny,
 }
 
+impl Decision {
+    /// `allow` or `deny`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Deny => "deny",
+        }
+    }
+}
+
 /// One audit record. Serialises to one JSON object (one line in a JSON Lines file).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditEvent {
     /// When the decision was made (RFC 3339, UTC).
     #[serde(with = "time::serde::rfc3339")]
@@ -297,6 +308,78 @@ impl AuditSink for MemoryAuditSink {
             .unwrap_or_else(PoisonError::into_inner)
             .extend_from_slice(events);
         Ok(())
+    }
+}
+
+/// Which events to read back from an [`AuditReader`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// Only the events of this token.
+    pub token_id: Option<TokenId>,
+    /// Only events at or after this time.
+    pub since: Option<OffsetDateTime>,
+    /// Only events before this time.
+    pub until: Option<OffsetDateTime>,
+    /// At most this many events (the newest ones).
+    pub limit: u32,
+}
+
+impl Default for AuditFilter {
+    fn default() -> Self {
+        Self {
+            token_id: None,
+            since: None,
+            until: None,
+            limit: Self::DEFAULT_LIMIT,
+        }
+    }
+}
+
+impl AuditFilter {
+    /// The default `limit`: 100 events.
+    pub const DEFAULT_LIMIT: u32 = 100;
+    /// The largest `limit` the management API accepts: 1000 events.
+    pub const MAX_LIMIT: u32 = 1000;
+
+    /// True when `e` passes the filter (the limit aside).
+    #[must_use]
+    pub fn matches(&self, e: &AuditEvent) -> bool {
+        self.token_id.is_none_or(|id| e.api_token_id == Some(id))
+            && self.since.is_none_or(|t| e.timestamp >= t)
+            && self.until.is_none_or(|t| e.timestamp < t)
+    }
+}
+
+/// Where audit events can be read back from (the SQL stores, [`MemoryAuditSink`]); the
+/// management API serves it on `GET /audit`.
+#[async_trait]
+pub trait AuditReader: Send + Sync + 'static {
+    /// The events that pass `filter`, newest first, at most `filter.limit` of them.
+    ///
+    /// # Errors
+    ///
+    /// Backend failures.
+    async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError>;
+}
+
+#[async_trait]
+impl<T: AuditReader + ?Sized> AuditReader for Arc<T> {
+    async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
+        (**self).list_audit(filter).await
+    }
+}
+
+#[async_trait]
+impl AuditReader for MemoryAuditSink {
+    async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
+        let events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(events
+            .iter()
+            .rev()
+            .filter(|e| filter.matches(e))
+            .take(filter.limit as usize)
+            .cloned()
+            .collect())
     }
 }
 

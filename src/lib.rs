@@ -11,6 +11,7 @@ pub mod identity;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 pub mod middleware;
+pub mod permissions;
 pub mod rate_limit;
 pub mod store;
 pub mod token;

@@ -10,6 +10,7 @@ use crate::client_ip::ClientIpSource;
 use crate::error::ConfigError;
 use crate::identity::{Identity, Permission};
 use crate::middleware::Rejection;
+use crate::permissions::PermissionResolver;
 use crate::rate_limit::{FailureLimits, RateLimits};
 use crate::tokens::Tokens;
 
@@ -35,13 +36,18 @@ pub(crate) struct Config {
     pub(crate) audit: Option<AuditLog>,
     pub(crate) client_ip: ClientIpSource,
     pub(crate) metrics: bool,
+    pub(crate) resolver: Option<Arc<dyn PermissionResolver>>,
 }
 
 impl Config {
     /// True when any per-request policy (or metrics) is on: the layer then takes the full
     /// path with client address, limits, audit and metrics.
     pub(crate) fn has_policies(&self) -> bool {
-        self.metrics || self.rates.is_some() || self.failures.is_some() || self.audit.is_some()
+        self.metrics
+            || self.rates.is_some()
+            || self.failures.is_some()
+            || self.audit.is_some()
+            || self.resolver.is_some()
     }
 
     pub(crate) fn check_access(&self, method: &Method, id: &Identity) -> Result<(), Rejection> {
@@ -109,6 +115,7 @@ impl AuthLayer {
                 audit: None,
                 client_ip: ClientIpSource::new(),
                 metrics: false,
+                resolver: None,
             }),
         }
     }
@@ -126,6 +133,7 @@ impl AuthLayer {
             audit: c.audit.clone(),
             client_ip: c.client_ip.clone(),
             metrics: c.metrics,
+            resolver: c.resolver.clone(),
         };
         f(&mut config);
         Self {
@@ -207,6 +215,16 @@ impl AuthLayer {
     /// `ConnectInfo` or a [`ClientAddr`](crate::client_ip::ClientAddr) extension).
     pub fn with_client_ip(self, source: ClientIpSource) -> Self {
         self.map(|c| c.client_ip = source)
+    }
+
+    /// Cuts each token's permissions down to what its owner holds now (see
+    /// [`crate::permissions`]): the [`Identity`] carries the token's permissions intersected
+    /// with the owner's, so demoting an owner demotes their tokens at once (within the
+    /// resolver's cache time). An unknown owner holds none; a failing resolver gets 503
+    /// `store_unavailable`.
+    pub fn with_permission_resolver(self, resolver: impl PermissionResolver) -> Self {
+        let r: Arc<dyn PermissionResolver> = Arc::new(resolver);
+        self.map(|c| c.resolver = Some(r))
     }
 
     /// Records every decision in the `keygate_*` metrics (see [`crate::metrics`]).

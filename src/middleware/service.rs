@@ -399,6 +399,23 @@ async fn admit(
         record: Some(identity.record_arc()),
         rate,
     };
+    let identity = match &config.resolver {
+        None => identity,
+        Some(resolver) => {
+            let record = identity.record_arc();
+            match crate::permissions::effective(&**resolver, identity).await {
+                Ok(id) => id,
+                Err(error) => {
+                    tracing::warn!(%error, "owner permissions unavailable; refusing the request");
+                    return Err(Refusal {
+                        rejection: Rejection::new(RejectionKind::StoreUnavailable),
+                        record: Some(record),
+                        rate: None,
+                    });
+                }
+            }
+        }
+    };
     let rate = match &config.rates {
         None => None,
         Some(limits) => match limits.check(identity.token_id(), identity.kind()).await {

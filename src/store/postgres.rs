@@ -58,6 +58,8 @@ use super::{
 use crate::identity::Permissions;
 use crate::token::TokenHash;
 
+mod audit;
+
 /// The `NOTIFY` channel on which revocations and rotations are announced. The payload is
 /// the lower-case hex SHA-256 of the token whose record changed (never the token).
 pub const REVOCATION_CHANNEL: &str = "keygate_revocations";

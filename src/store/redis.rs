@@ -81,6 +81,9 @@ use super::{
 use crate::identity::Permissions;
 use crate::token::TokenHash;
 
+mod rate_limit;
+pub use rate_limit::RedisRateLimiter;
+
 /// Shared by the scripts that write a record: `put(p, hex, fields, expire_at_ms, dead)`
 /// writes the hash, the id and owner indexes, the TTL and the purge index.
 const PUT: &str = r"

@@ -55,6 +55,8 @@ use super::{
 use crate::identity::Permissions;
 use crate::token::TokenHash;
 
+mod audit;
+
 /// How long a connection waits for another writer before SQLite reports the database busy.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// How many times a write that still found the database busy is retried.

@@ -12,6 +12,7 @@ use crate::accounts::{Account, AccountStore, verify_password};
 use crate::header::{Credentials, parse_authorization, parse_basic};
 use crate::identity::{Identity, Permissions};
 use crate::middleware::{Rejection, RejectionKind};
+use crate::permissions::PermissionResolver;
 use crate::tokens::Tokens;
 
 /// The authenticated caller of a management route.
@@ -64,6 +65,7 @@ pub(crate) async fn authenticate(
     gate: &PasswordGate,
     headers: &HeaderMap,
     accept: Accept,
+    resolver: Option<&dyn PermissionResolver>,
 ) -> Result<Caller, ApiError> {
     let bearer_ok = !matches!(accept, Accept::BasicOnly);
     let basic_ok = !matches!(accept, Accept::BearerOnly);
@@ -93,7 +95,15 @@ pub(crate) async fn authenticate(
         Ok(Credentials::Other) => Err(missing()),
         Ok(Credentials::Bearer(_)) if !bearer_ok => Err(ApiError::basic_required()),
         Ok(Credentials::Bearer(token)) => {
-            let id = tokens.authenticate(token).await?;
+            let mut id = tokens.authenticate(token).await?;
+            if let Some(resolver) = resolver {
+                id = crate::permissions::effective(resolver, id)
+                    .await
+                    .map_err(|error| {
+                        tracing::warn!(%error, "owner permissions unavailable; answering 503");
+                        ApiError::store_unavailable()
+                    })?;
+            }
             if let Accept::BasicOrBearer(permission) = accept {
                 id.require(permission)?;
             }

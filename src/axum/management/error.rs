@@ -31,6 +31,10 @@ pub(crate) enum Challenge {
     BasicAndBearer,
 }
 
+/// The `code` of a management error, left in the response's extensions (for the audit).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ErrorCode(pub(crate) &'static str);
+
 /// A refused management request.
 #[derive(Debug)]
 pub(crate) enum ApiError {
@@ -221,6 +225,7 @@ impl IntoResponse for ApiError {
                 .unwrap_or_default();
                 let mut res = Response::new(axum::body::Body::from(body));
                 *res.status_mut() = status;
+                res.extensions_mut().insert(ErrorCode(code));
                 let h = res.headers_mut();
                 h.insert(
                     header::CONTENT_TYPE,

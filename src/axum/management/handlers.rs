@@ -13,6 +13,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::de::DeserializeOwned;
 
 use super::Shared;
+use super::audit::{Action, tag};
 use super::auth::{Accept, Caller};
 use super::error::ApiError;
 #[cfg(feature = "openapi")]
@@ -25,8 +26,13 @@ use crate::identity::Permissions;
 use crate::store::TokenId;
 use crate::tokens::{IssuedToken, NewToken};
 
-async fn caller(s: &Shared, headers: &HeaderMap, accept: Accept) -> Result<Caller, ApiError> {
-    super::auth::authenticate(&s.tokens, &*s.accounts, &s.gate, headers, accept).await
+pub(crate) async fn caller(
+    s: &Shared,
+    headers: &HeaderMap,
+    accept: Accept,
+) -> Result<Caller, ApiError> {
+    let resolver = s.resolver.as_deref();
+    super::auth::authenticate(&s.tokens, &*s.accounts, &s.gate, headers, accept, resolver).await
 }
 
 /// Refuses a body announced as too large before any password check, then reads at most
@@ -300,7 +306,13 @@ pub(crate) async fn create_token(
         name = %issued.record.name,
         "token created"
     );
-    Ok(issued_response(&s, issued))
+    let action = Action {
+        event: "token.create",
+        owner: issued.record.owner.clone(),
+        token_id: issued.record.id,
+        token_name: Some(issued.record.name.clone()),
+    };
+    Ok(tag(issued_response(&s, issued), action))
 }
 
 /// Lists the caller's tokens (never the secrets nor their hashes).
@@ -360,7 +372,13 @@ pub(crate) async fn revoke_token(
     let id = token_id(&id)?;
     s.tokens.revoke(caller.owner(), id).await?;
     tracing::info!(token_id = %id, owner = %caller.owner(), "token revoked");
-    Ok(StatusCode::NO_CONTENT.into_response())
+    let action = Action {
+        event: "token.revoke",
+        owner: caller.owner().to_owned(),
+        token_id: id,
+        token_name: None,
+    };
+    Ok(tag(StatusCode::NO_CONTENT.into_response(), action))
 }
 
 /// Replaces one of the caller's tokens by a new one with the same name and permissions.
@@ -425,7 +443,13 @@ pub(crate) async fn rotate_token(
         grace_seconds = grace.map_or(0, |g| g.as_secs()),
         "token rotated"
     );
-    Ok(issued_response(&s, issued))
+    let action = Action {
+        event: "token.rotate",
+        owner: issued.record.owner.clone(),
+        token_id: issued.record.id,
+        token_name: Some(issued.record.name.clone()),
+    };
+    Ok(tag(issued_response(&s, issued), action))
 }
 
 /// The identity behind the bearer token.

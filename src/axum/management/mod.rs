@@ -8,6 +8,7 @@
 //! | `DELETE /tokens/{id}` | Basic, or Bearer with `tokens:write` | revoke; 204 |
 //! | `POST /tokens/{id}/rotate` | Basic, or Bearer with `tokens:write` | new secret, same name and permissions; optional `grace_seconds`; 201 |
 //! | `GET /me` | Bearer | the caller's identity |
+//! | `GET /audit` | Basic or Bearer, with `audit:read` | audit events, newest first; query `token_id`, `since`, `until` (RFC 3339), `limit` (default 100, at most 1000); only with [`Management::with_audit_reader`] |
 //! | `GET /openapi.json` | none | the OpenAPI 3.1 document (feature `openapi`) |
 //!
 //! Every error is JSON `{"error": "...", "code": "..."}`:
@@ -73,8 +74,12 @@ use http::header::AUTHORIZATION;
 use tokio::sync::Semaphore;
 
 use crate::accounts::AccountStore;
+use crate::audit::{AuditLog, AuditReader};
+use crate::client_ip::ClientIpSource;
+use crate::permissions::PermissionResolver;
 use crate::tokens::Tokens;
 
+mod audit;
 mod auth;
 mod error;
 mod handlers;
@@ -106,6 +111,10 @@ pub(crate) struct Shared {
     pub(crate) body_limit: usize,
     #[cfg(feature = "openapi")]
     pub(crate) openapi: bytes::Bytes,
+    pub(crate) audit: Option<AuditLog>,
+    pub(crate) audit_reader: Option<Arc<dyn AuditReader>>,
+    pub(crate) resolver: Option<Arc<dyn PermissionResolver>>,
+    pub(crate) client_ip: ClientIpSource,
 }
 
 /// Builds the management [`Router`]. See the [module docs](self).
@@ -117,6 +126,10 @@ pub struct Management {
     permits: usize,
     wait: Duration,
     server_url: Option<String>,
+    audit: Option<AuditLog>,
+    audit_reader: Option<Arc<dyn AuditReader>>,
+    resolver: Option<Arc<dyn PermissionResolver>>,
+    client_ip: ClientIpSource,
 }
 
 impl std::fmt::Debug for Management {
@@ -142,6 +155,10 @@ impl Management {
             permits: default_basic_auth_concurrency(),
             wait: DEFAULT_BASIC_AUTH_WAIT,
             server_url: None,
+            audit: None,
+            audit_reader: None,
+            resolver: None,
+            client_ip: ClientIpSource::new(),
         }
     }
 
@@ -172,6 +189,35 @@ impl Management {
         self
     }
 
+    /// Records a `token.create`, `token.revoke` or `token.rotate` event for every write
+    /// (allowed, with the acting owner and the token; or refused, with the error code as
+    /// the reason).
+    pub fn with_audit(mut self, audit: AuditLog) -> Self {
+        self.audit = Some(audit);
+        self
+    }
+
+    /// Serves `GET /audit` from `reader` (e.g. the SQLite or Postgres store the
+    /// [`AuditLog`] writes to). Callers need the permission `audit:read`.
+    pub fn with_audit_reader(mut self, reader: impl AuditReader) -> Self {
+        self.audit_reader = Some(Arc::new(reader));
+        self
+    }
+
+    /// Cuts bearer callers' permissions down to what their owner holds now, as
+    /// [`AuthLayer::with_permission_resolver`](crate::AuthLayer::with_permission_resolver)
+    /// does (see [`crate::permissions`]).
+    pub fn with_permission_resolver(mut self, resolver: impl PermissionResolver) -> Self {
+        self.resolver = Some(Arc::new(resolver));
+        self
+    }
+
+    /// How to find the client's address for audit events (default: the socket peer).
+    pub fn with_client_ip(mut self, source: ClientIpSource) -> Self {
+        self.client_ip = source;
+        self
+    }
+
     /// The router: state-free, ready to `nest` anywhere.
     pub fn router(self) -> Router {
         #[cfg(feature = "openapi")]
@@ -192,6 +238,10 @@ impl Management {
             body_limit: self.body_limit,
             #[cfg(feature = "openapi")]
             openapi: doc,
+            audit: self.audit,
+            audit_reader: self.audit_reader,
+            resolver: self.resolver,
+            client_ip: self.client_ip,
         });
         let router = Router::new()
             .route(
@@ -201,11 +251,20 @@ impl Management {
             .route("/tokens/{id}", delete(handlers::revoke_token))
             .route("/tokens/{id}/rotate", post(handlers::rotate_token))
             .route("/me", get(handlers::me));
+        let router = if shared.audit_reader.is_some() {
+            router.route("/audit", get(audit::list))
+        } else {
+            router
+        };
         #[cfg(feature = "openapi")]
         let router = router.route("/openapi.json", get(handlers::openapi_json));
         router
             .fallback(handlers::not_found)
             .method_not_allowed_fallback(handlers::method_not_allowed)
+            .layer(axum::middleware::from_fn_with_state(
+                shared.clone(),
+                audit::record,
+            ))
             .layer(axum::middleware::map_request(mark_sensitive))
             .with_state(shared)
     }

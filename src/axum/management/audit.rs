@@ -1,0 +1,229 @@
+//! Audit of the management API: `token.create`, `token.revoke` and `token.rotate` events
+//! (with [`Management::with_audit`](super::Management::with_audit)), and `GET /audit` to
+//! read them back (with [`Management::with_audit_reader`](super::Management::with_audit_reader)).
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{OriginalUri, RawQuery, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, Method, StatusCode};
+use serde::Deserialize;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::Shared;
+use super::auth::{Accept, Caller};
+use super::error::{ApiError, ErrorCode};
+use crate::audit::{AuditEvent, AuditFilter, Decision};
+use crate::middleware::RejectionKind;
+use crate::store::TokenId;
+
+/// What a management handler did, left in the response's extensions for the audit event.
+#[derive(Debug, Clone)]
+pub(crate) struct Action {
+    /// `token.create`, `token.revoke`, `token.rotate`.
+    pub(crate) event: &'static str,
+    /// The account acting (the tokens' owner).
+    pub(crate) owner: String,
+    /// The token created, revoked, or the new token of a rotation.
+    pub(crate) token_id: TokenId,
+    /// Its name, when known.
+    pub(crate) token_name: Option<String>,
+}
+
+/// Tags `res` with `action` for the audit event.
+pub(crate) fn tag(mut res: Response, action: Action) -> Response {
+    res.extensions_mut().insert(action);
+    res
+}
+
+/// The event a management write records, by method and route; `None` for reads.
+fn event_of(method: &Method, path: &str) -> Option<&'static str> {
+    let path = path.trim_end_matches('/');
+    match *method {
+        Method::POST if path.ends_with("/rotate") => Some("token.rotate"),
+        Method::POST if path.ends_with("/release") => Some("token.release"),
+        Method::POST if path.ends_with("/tokens") || path == "/tokens" => Some("token.create"),
+        Method::DELETE if path.contains("/tokens/") => Some("token.revoke"),
+        _ => None,
+    }
+}
+
+/// Records one audit event per management write (allowed or refused), after the response.
+pub(crate) async fn record(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    let Some(audit) = s.audit.clone() else {
+        return next.run(req).await;
+    };
+    let path = req
+        .extensions()
+        .get::<OriginalUri>()
+        .map_or_else(|| req.uri().path().to_owned(), |u| u.path().to_owned());
+    let Some(event) = event_of(req.method(), req.uri().path()) else {
+        return next.run(req).await;
+    };
+    let method = req.method().to_string();
+    let client_ip = s.client_ip.client_ip(req.extensions(), req.headers());
+    let request_id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let res = next.run(req).await;
+    let action = res.extensions().get::<Action>().cloned();
+    let allowed = action.is_some() && res.status().is_success();
+    let reason = if allowed {
+        None
+    } else if let Some(k) = res.extensions().get::<RejectionKind>() {
+        Some(k.reason().to_owned())
+    } else {
+        Some(
+            res.extensions()
+                .get::<ErrorCode>()
+                .map_or("error", |c| c.0)
+                .to_owned(),
+        )
+    };
+    audit.record(AuditEvent {
+        timestamp: s.tokens.now(),
+        event: action.as_ref().map_or(event, |a| a.event).to_owned(),
+        api_token_id: action.as_ref().map(|a| a.token_id),
+        api_token_name: action.as_ref().and_then(|a| a.token_name.clone()),
+        owner: action.map(|a| a.owner),
+        method,
+        path,
+        status_code: res.status().as_u16(),
+        rbac_decision: if allowed {
+            Decision::Allow
+        } else {
+            Decision::Deny
+        },
+        reason,
+        client_ip,
+        request_id,
+    });
+    res
+}
+
+/// The query of `GET /audit`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Query {
+    token_id: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    limit: Option<String>,
+}
+
+fn time_param(name: &str, v: Option<&str>) -> Result<Option<OffsetDateTime>, ApiError> {
+    v.map(|v| {
+        OffsetDateTime::parse(v, &Rfc3339)
+            .map_err(|_| ApiError::bad_request(format!("Invalid {name}: expected RFC 3339")))
+    })
+    .transpose()
+}
+
+fn parse_filter(query: Option<&str>) -> Result<AuditFilter, ApiError> {
+    let q: Query = serde_urlencoded::from_str(query.unwrap_or(""))
+        .map_err(|e| ApiError::bad_request(format!("Invalid query: {e}")))?;
+    let limit = match q.limit.as_deref() {
+        None => AuditFilter::DEFAULT_LIMIT,
+        Some(v) => match v.trim().parse::<u32>() {
+            Ok(n) if (1..=AuditFilter::MAX_LIMIT).contains(&n) => n,
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "Invalid limit: a whole number from 1 to {}",
+                    AuditFilter::MAX_LIMIT
+                )));
+            }
+        },
+    };
+    let token_id = q
+        .token_id
+        .as_deref()
+        .map(|v| {
+            v.parse::<TokenId>()
+                .map_err(|_| ApiError::bad_request("Invalid token_id"))
+        })
+        .transpose()?;
+    let since = time_param("since", q.since.as_deref())?;
+    let until = time_param("until", q.until.as_deref())?;
+    if let (Some(s), Some(u)) = (since, until)
+        && s > u
+    {
+        return Err(ApiError::bad_request("Invalid range: since is after until"));
+    }
+    Ok(AuditFilter {
+        token_id,
+        since,
+        until,
+        limit,
+    })
+}
+
+/// `GET /audit`: the newest events first, filtered by `token_id`, `since`, `until` (RFC
+/// 3339) and `limit` (default 100, at most 1000). Needs `audit:read` (Basic: the account's;
+/// Bearer: the token's effective permissions).
+pub(crate) async fn list(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    RawQuery(query): RawQuery,
+) -> Result<Response, ApiError> {
+    let caller = super::handlers::caller(&s, &headers, Accept::BasicOrBearer("audit:read")).await?;
+    if let Caller::Basic(account) = &caller
+        && !account.permissions.allows("audit:read")
+    {
+        return Err(ApiError::insufficient_scope(
+            "Reading the audit log needs the permission audit:read".to_owned(),
+        ));
+    }
+    let filter = parse_filter(query.as_deref())?;
+    let Some(reader) = &s.audit_reader else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "No such route",
+        ));
+    };
+    let events = reader.list_audit(&filter).await.map_err(|error| {
+        tracing::warn!(%error, "audit store failed; answering 503");
+        ApiError::store_unavailable()
+    })?;
+    Ok(Json(events).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_are_parsed_and_bad_ones_refused() {
+        let f = parse_filter(None).unwrap();
+        assert_eq!(f.limit, 100);
+        let f = parse_filter(Some(
+            "since=2024-01-15T10:30:00Z&until=2024-01-16T00:00:00%2B01:00&limit=1000",
+        ))
+        .unwrap();
+        assert_eq!(f.limit, 1000);
+        assert!(f.since.is_some() && f.until.is_some());
+        for bad in [
+            "limit=0",
+            "limit=1001",
+            "limit=x",
+            "since=yesterday",
+            "token_id=nope",
+            "colour=red",
+            "since=2024-01-16T00:00:00Z&until=2024-01-15T00:00:00Z",
+        ] {
+            assert!(parse_filter(Some(bad)).is_err(), "{bad}");
+        }
+        assert_eq!(event_of(&Method::POST, "/tokens"), Some("token.create"));
+        assert_eq!(
+            event_of(&Method::POST, "/tokens/x/rotate"),
+            Some("token.rotate")
+        );
+        assert_eq!(event_of(&Method::DELETE, "/tokens/x"), Some("token.revoke"));
+        assert_eq!(event_of(&Method::GET, "/tokens"), None);
+    }
+}

@@ -1,0 +1,210 @@
+//! Effective permissions: what a token may do is its own permissions **and** what its owner
+//! may do right now.
+//!
+//! A token keeps the permissions it was created with. When its owner is later demoted (or
+//! removed), a [`PermissionResolver`] lets the layer cut the token down at once: on every
+//! request the [`Identity`](crate::Identity) carries the token's permissions intersected
+//! with the owner's current ones. An owner the resolver does not know has no permissions,
+//! so the token can authenticate but passes no permission check; a resolver that fails
+//! makes the request fail closed with 503 `store_unavailable`.
+//!
+//! [`AccountPermissions`] resolves owners through any [`AccountStore`] (feature `axum`)
+//! and keeps each answer for a short time (default 5 s), so the account store is not hit on
+//! every request: a demotion takes effect within that time on every instance.
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! use std::time::Duration;
+//! use keygate::accounts::MemoryAccounts;
+//! use keygate::permissions::AccountPermissions;
+//! use keygate::{AuthLayer, MemoryStore, Tokens};
+//!
+//! let accounts = MemoryAccounts::new();
+//! let resolver = AccountPermissions::new(accounts).with_ttl(Duration::from_secs(2));
+//! let layer = AuthLayer::new(Tokens::new(MemoryStore::new())).with_permission_resolver(resolver);
+//! # let _ = layer;
+//! # });
+//! ```
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::identity::{Identity, Permissions};
+use crate::store::StoreError;
+
+/// Tells the current permissions of a token owner.
+#[async_trait]
+pub trait PermissionResolver: Send + Sync + 'static {
+    /// The owner's current permissions; `None` when the owner is unknown (its tokens then
+    /// hold no permissions).
+    ///
+    /// # Errors
+    ///
+    /// Backend failures; the request is then refused with 503 `store_unavailable`.
+    async fn owner_permissions(&self, owner: &str) -> Result<Option<Permissions>, StoreError>;
+}
+
+#[async_trait]
+impl<T: PermissionResolver + ?Sized> PermissionResolver for Arc<T> {
+    async fn owner_permissions(&self, owner: &str) -> Result<Option<Permissions>, StoreError> {
+        (**self).owner_permissions(owner).await
+    }
+}
+
+/// `identity` with its permissions cut down to what its owner holds now (none for an
+/// unknown owner).
+///
+/// # Errors
+///
+/// When the resolver fails.
+pub async fn effective(
+    resolver: &dyn PermissionResolver,
+    identity: Identity,
+) -> Result<Identity, StoreError> {
+    let owner = resolver.owner_permissions(identity.owner()).await?;
+    let permissions = match owner {
+        Some(p) => identity.permissions().intersect(&p),
+        None => Permissions::none(),
+    };
+    Ok(identity.with_permissions(permissions))
+}
+
+#[cfg(feature = "axum")]
+pub use accounts::AccountPermissions;
+
+#[cfg(feature = "axum")]
+mod accounts {
+    use std::collections::HashMap;
+    use std::sync::{Arc, PoisonError, RwLock};
+    use std::time::{Duration, Instant};
+
+    use async_trait::async_trait;
+
+    use super::PermissionResolver;
+    use crate::accounts::AccountStore;
+    use crate::identity::Permissions;
+    use crate::store::StoreError;
+
+    /// The default time an owner's permissions are kept: 5 s.
+    const DEFAULT_TTL: Duration = Duration::from_secs(5);
+    /// The most owners kept; past it the cache starts over.
+    const MAX_ENTRIES: usize = 100_000;
+
+    /// A [`PermissionResolver`] over an [`AccountStore`]: an owner is the email of an
+    /// account, and holds that account's permissions. Each answer (an unknown owner too) is
+    /// kept for the TTL (default 5 s; zero: no cache); errors are never kept. Cheap to
+    /// clone; clones share the cache.
+    #[derive(Clone)]
+    pub struct AccountPermissions {
+        accounts: Arc<dyn AccountStore>,
+        ttl: Duration,
+        cache: Arc<RwLock<HashMap<String, (Instant, Option<Permissions>)>>>,
+    }
+
+    impl std::fmt::Debug for AccountPermissions {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("AccountPermissions")
+                .field("ttl", &self.ttl)
+                .finish_non_exhaustive()
+        }
+    }
+
+    impl AccountPermissions {
+        /// Resolves owners through `accounts`, keeping answers for 5 s.
+        #[must_use]
+        pub fn new(accounts: impl AccountStore) -> Self {
+            Self {
+                accounts: Arc::new(accounts),
+                ttl: DEFAULT_TTL,
+                cache: Arc::default(),
+            }
+        }
+
+        /// How long an answer is kept: the longest a demotion takes to reach the tokens.
+        #[must_use]
+        pub fn with_ttl(mut self, ttl: Duration) -> Self {
+            self.ttl = ttl;
+            self
+        }
+
+        /// The time answers are kept.
+        #[must_use]
+        pub fn ttl(&self) -> Duration {
+            self.ttl
+        }
+
+        /// Forgets every kept answer (e.g. right after changing an account here).
+        pub fn clear(&self) {
+            self.cache
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clear();
+        }
+    }
+
+    #[async_trait]
+    impl PermissionResolver for AccountPermissions {
+        async fn owner_permissions(&self, owner: &str) -> Result<Option<Permissions>, StoreError> {
+            let key = owner.to_lowercase();
+            if !self.ttl.is_zero() {
+                let cache = self.cache.read().unwrap_or_else(PoisonError::into_inner);
+                if let Some((at, p)) = cache.get(&key)
+                    && at.elapsed() < self.ttl
+                {
+                    return Ok(p.clone());
+                }
+            }
+            let found = self
+                .accounts
+                .find_account(&key)
+                .await?
+                .map(|a| a.permissions);
+            if !self.ttl.is_zero() {
+                let mut cache = self.cache.write().unwrap_or_else(PoisonError::into_inner);
+                if cache.len() >= MAX_ENTRIES {
+                    cache.clear();
+                }
+                cache.insert(key, (Instant::now(), found.clone()));
+            }
+            Ok(found)
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use crate::accounts::{Account, MemoryAccounts};
+
+        fn account(email: &str, perms: &[&str]) -> Account {
+            Account {
+                email: email.into(),
+                password_hash: String::new(),
+                permissions: Permissions::parse(perms.iter().copied()).unwrap(),
+                created_at: time::OffsetDateTime::now_utc(),
+            }
+        }
+
+        #[tokio::test]
+        async fn answers_are_kept_for_the_ttl_only() {
+            let accounts = MemoryAccounts::new();
+            accounts
+                .put_account(account("a@example.com", &["apps:read", "env:write"]))
+                .await
+                .unwrap();
+            let r = AccountPermissions::new(accounts.clone()).with_ttl(Duration::from_millis(50));
+            let p = r.owner_permissions("A@example.com").await.unwrap().unwrap();
+            assert!(p.allows("env:write"));
+            accounts
+                .put_account(account("a@example.com", &["apps:read"]))
+                .await
+                .unwrap();
+            let p = r.owner_permissions("a@example.com").await.unwrap().unwrap();
+            assert!(p.allows("env:write"), "still the kept answer");
+            tokio::time::sleep(Duration::from_millis(60)).await;
+            let p = r.owner_permissions("a@example.com").await.unwrap().unwrap();
+            assert!(!p.allows("env:write"), "the demotion after the TTL");
+            assert!(r.owner_permissions("nobody").await.unwrap().is_none());
+        }
+    }
+}
