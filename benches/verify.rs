@@ -230,6 +230,21 @@ fn layer(c: &mut Criterion) {
         let get = || setup.get_or_init(|| layer_setup(&rt, n));
         let plain = baseline();
         let mut g = c.benchmark_group(format!("layer_{n}"));
+        g.bench_function("tower_http_bearer", |b| {
+            // What people use today: one static token compared with `==` (deprecated in
+            // tower-http for being too basic; here as the cost floor of a header check).
+            let s = get();
+            let secret = s.valid.trim_start_matches("Bearer ").to_owned();
+            #[allow(deprecated)]
+            let static_check = tower_http::validate_request::ValidateRequestHeaderLayer::bearer(&secret)
+                .layer(baseline());
+            let auth = &s.valid;
+            b.to_async(&rt).iter(|| {
+                let mut svc = static_check.clone();
+                let r = request(auth);
+                async move { svc.call(r).await.map(|r| r.status()) }
+            })
+        });
         g.bench_function("no_auth_baseline", |b| {
             let auth = &get().valid;
             b.to_async(&rt).iter(|| {
