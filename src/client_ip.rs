@@ -32,7 +32,7 @@ pub struct ClientIpSource {
 }
 
 /// IPv4-mapped IPv6 addresses (`::ffff:192.0.2.1`) become plain IPv4.
-fn canonical(ip: IpAddr) -> IpAddr {
+pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
         v4 => v4,

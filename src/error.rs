@@ -22,6 +22,9 @@ pub enum ConfigError {
     /// A rate needs at least one request and a non-zero period.
     #[error("invalid rate: use at least one request per non-zero period")]
     InvalidRate,
+    /// Not a valid HTTP header name.
+    #[error("invalid header name {0:?}")]
+    InvalidHeader(String),
     /// The realm must be printable ASCII without `"` or `\`.
     #[error("invalid realm: use printable ASCII without quotes or backslashes")]
     InvalidRealm,

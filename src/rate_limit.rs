@@ -130,6 +130,9 @@ struct LimitsInner {
     default: Option<Rate>,
     per_kind: HashMap<String, Option<Rate>>,
     local: HashMap<Rate, Local>,
+    /// Limiters for per-token rates ([`TokenRecord::rate_limit`](crate::TokenRecord)) that
+    /// no kind uses, one per distinct rate, made on first use.
+    overrides: RwLock<HashMap<Rate, Arc<Local>>>,
     shared: Option<Arc<dyn SharedRateLimiter>>,
     clock: DefaultClock,
 }
@@ -167,6 +170,7 @@ impl RateLimits {
                 default,
                 per_kind,
                 local,
+                overrides: RwLock::new(HashMap::new()),
                 shared,
                 clock: DefaultClock::default(),
             }),
@@ -201,7 +205,9 @@ impl RateLimits {
         }
     }
 
-    /// Counts one request of token `id` (of `kind`). `Ok(None)` when the kind is unlimited.
+    /// Counts one request of token `id` (of `kind`) whose record sets its own rate of
+    /// `per_minute` requests a minute, if any (it overrides the kind's rate and the default,
+    /// even an unlimited kind). `Ok(None)` when no rate applies.
     ///
     /// # Errors
     ///
@@ -210,19 +216,54 @@ impl RateLimits {
         &self,
         id: TokenId,
         kind: &str,
+        per_minute: Option<u32>,
     ) -> Result<Option<RateLimitDecision>, StoreError> {
-        let Some(rate) = self.rate_for(kind) else {
-            return Ok(None);
+        let rate = match per_minute.map(Rate::per_minute) {
+            Some(Ok(own)) => own,
+            // Zero (never stored by the manager): no override.
+            Some(Err(_)) | None => match self.rate_for(kind) {
+                Some(rate) => rate,
+                None => return Ok(None),
+            },
         };
         if let Some(shared) = &self.inner.shared {
             return shared.check(&id.to_string(), rate).await.map(Some);
         }
-        let Some(limiter) = self.inner.local.get(&rate) else {
-            return Ok(None);
+        let decision = match self.inner.local.get(&rate) {
+            Some(limiter) => self.decide(limiter, &id, rate),
+            None => {
+                let limiter = self.override_limiter(rate);
+                self.decide(&limiter, &id, rate)
+            }
         };
+        Ok(Some(decision))
+    }
+
+    /// The limiter of a per-token rate no kind uses: looked up under a read lock (no
+    /// allocation once made), made under the write lock the first time.
+    fn override_limiter(&self, rate: Rate) -> Arc<Local> {
+        if let Some(l) = self
+            .inner
+            .overrides
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&rate)
+        {
+            return l.clone();
+        }
+        self.inner
+            .overrides
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(rate)
+            .or_insert_with(|| Arc::new(RateLimiter::keyed(rate.quota()).with_middleware()))
+            .clone()
+    }
+
+    fn decide(&self, limiter: &Local, id: &TokenId, rate: Rate) -> RateLimitDecision {
         let limit = rate.requests();
         let per_cell = rate.period / limit;
-        Ok(Some(match limiter.check_key(&id) {
+        match limiter.check_key(id) {
             Ok(snapshot) => {
                 let remaining = snapshot.remaining_burst_capacity();
                 RateLimitDecision {
@@ -241,13 +282,22 @@ impl RateLimits {
                     retry_after: Some(wait),
                 }
             }
-        }))
+        }
     }
 
     /// Forgets the state of tokens that have not been seen for a full period (memory
     /// hygiene; call it now and then, e.g. from the maintenance task).
     pub fn retain_recent(&self) {
         for l in self.inner.local.values() {
+            l.retain_recent();
+        }
+        for l in self
+            .inner
+            .overrides
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+        {
             l.retain_recent();
         }
     }
@@ -337,12 +387,12 @@ mod tests {
         let limits = RateLimits::new(Rate::per_minute(100).unwrap());
         let id = TokenId::random();
         for i in 0..100u32 {
-            let d = limits.check(id, "pat").await.unwrap().unwrap();
+            let d = limits.check(id, "pat", None).await.unwrap().unwrap();
             assert!(d.allowed(), "request {i}");
             assert_eq!(d.limit, 100);
             assert_eq!(d.remaining, 99 - i);
         }
-        let d = limits.check(id, "pat").await.unwrap().unwrap();
+        let d = limits.check(id, "pat", None).await.unwrap().unwrap();
         assert!(!d.allowed());
         let wait = d.retry_after.unwrap();
         assert!(
@@ -352,7 +402,7 @@ mod tests {
         // Other tokens are not affected.
         assert!(
             limits
-                .check(TokenId::random(), "pat")
+                .check(TokenId::random(), "pat", None)
                 .await
                 .unwrap()
                 .unwrap()
@@ -366,9 +416,29 @@ mod tests {
             .with_kind("bulk", None)
             .with_kind("seat", Some(Rate::per_minute(1).unwrap()));
         let id = TokenId::random();
-        assert!(limits.check(id, "bulk").await.unwrap().is_none());
-        assert!(limits.check(id, "seat").await.unwrap().unwrap().allowed());
-        assert!(!limits.check(id, "seat").await.unwrap().unwrap().allowed());
+        assert!(limits.check(id, "bulk", None).await.unwrap().is_none());
+        assert!(limits.check(id, "seat", None).await.unwrap().unwrap().allowed());
+        assert!(!limits.check(id, "seat", None).await.unwrap().unwrap().allowed());
+    }
+
+    #[tokio::test]
+    async fn a_token_rate_overrides_its_kind() {
+        let limits = RateLimits::new(Rate::per_minute(100).unwrap()).with_kind("bulk", None);
+        let id = TokenId::random();
+        for _ in 0..3 {
+            assert!(limits.check(id, "pat", Some(3)).await.unwrap().unwrap().allowed());
+        }
+        let d = limits.check(id, "pat", Some(3)).await.unwrap().unwrap();
+        assert!(!d.allowed());
+        assert_eq!(d.limit, 3);
+        // An unlimited kind is limited by the token's own rate, and a rate equal to a
+        // kind's shares its limiter.
+        let other = TokenId::random();
+        assert_eq!(
+            limits.check(other, "bulk", Some(100)).await.unwrap().unwrap().limit,
+            100
+        );
+        assert!(limits.check(other, "bulk", None).await.unwrap().is_none());
     }
 
     #[test]

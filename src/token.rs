@@ -72,6 +72,7 @@ struct KindInner {
     prefix: String,
     max_live_per_owner: Option<Option<u32>>,
     max_lifetime: Option<std::time::Duration>,
+    binding: Option<http::HeaderName>,
 }
 
 impl TokenKind {
@@ -97,6 +98,7 @@ impl TokenKind {
                 prefix,
                 max_live_per_owner: None,
                 max_lifetime: None,
+                binding: None,
             }),
         })
     }
@@ -122,12 +124,38 @@ impl TokenKind {
         self.map(|k| k.max_lifetime = Some(max))
     }
 
+    /// Binds each token of this kind to one client on first use (seed 002's seats): the
+    /// client sends its fingerprint (e.g. a machine id) in the header `header_name`. The
+    /// first request binds the token to that fingerprint; later requests with another
+    /// fingerprint get 403 `bound_elsewhere`, and requests without the header 403
+    /// `binding_required`. The owner frees the seat with
+    /// [`Tokens::release_binding`](crate::Tokens::release_binding) (once per 24 h); with
+    /// [`TokensBuilder::revoke_after_inactivity`](crate::tokens::TokensBuilder::revoke_after_inactivity)
+    /// an idle seat is released (not revoked). A fingerprint is 1–128 visible ASCII
+    /// characters; it is not a secret and is stored as sent.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidHeader`] for a name that is not a valid HTTP header name.
+    pub fn with_binding(self, header_name: &str) -> Result<Self, ConfigError> {
+        let name = http::HeaderName::from_bytes(header_name.as_bytes())
+            .map_err(|_| ConfigError::InvalidHeader(header_name.to_owned()))?;
+        Ok(self.map(|k| k.binding = Some(name)))
+    }
+
+    /// The header carrying the client fingerprint, for kinds with a binding.
+    #[must_use]
+    pub fn binding_header(&self) -> Option<&http::HeaderName> {
+        self.inner.binding.as_ref()
+    }
+
     fn map(self, f: impl FnOnce(&mut KindInner)) -> Self {
         let mut inner = KindInner {
             name: self.inner.name.clone(),
             prefix: self.inner.prefix.clone(),
             max_live_per_owner: self.inner.max_live_per_owner,
             max_lifetime: self.inner.max_lifetime,
+            binding: self.inner.binding.clone(),
         };
         f(&mut inner);
         Self {

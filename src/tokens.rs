@@ -22,16 +22,22 @@
 //! ```
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use http::HeaderMap;
+use ipnet::IpNet;
 use time::OffsetDateTime;
 
+use crate::audit::{AuditEvent, AuditLog, Decision};
 use crate::clock::{Clock, SystemClock};
 use crate::error::ConfigError;
 use crate::identity::{AuthMethod, Identity, Permissions, Roles};
 use crate::middleware::{Rejection, RejectionKind};
-use crate::store::{InsertRules, StoreError, TokenId, TokenRecord, TokenStore};
+use crate::store::{
+    InactiveOutcome, InsertRules, ReleaseOutcome, StoreError, TokenId, TokenRecord, TokenStore,
+};
 use crate::token::{self, RawToken, TokenHash, TokenKind};
 
 /// Default cap on live tokens per owner (seed 001's 100).
@@ -40,6 +46,12 @@ pub const DEFAULT_MAX_TOKENS_PER_OWNER: u32 = 100;
 pub const MAX_TEXT_LEN: usize = 100;
 /// Longest accepted expiry: 100 years.
 pub const MAX_EXPIRES_IN: Duration = Duration::from_secs(100 * 366 * 24 * 3600);
+/// Most networks in one token's allow-list.
+pub const MAX_ALLOWED_IPS: usize = 64;
+/// How often an owner may release a token's binding by hand (seed 002: once every 24 h).
+pub const RELEASE_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+/// Longest client fingerprint a binding accepts, in bytes.
+pub const MAX_FINGERPRINT_LEN: usize = 128;
 
 /// What to issue. Only the owner is required.
 ///
@@ -63,6 +75,8 @@ pub struct NewToken {
     permissions: Option<Permissions>,
     expires_in: Option<Duration>,
     created_by: Option<String>,
+    allowed_ips: Vec<IpNet>,
+    rate_limit: Option<u32>,
 }
 
 impl NewToken {
@@ -85,6 +99,8 @@ impl NewToken {
             permissions: None,
             expires_in: None,
             created_by: None,
+            allowed_ips: Vec::new(),
+            rate_limit: None,
         }
     }
 
@@ -120,6 +136,25 @@ impl NewToken {
     #[must_use]
     pub fn expires_in(mut self, d: Duration) -> Self {
         self.expires_in = Some(d);
+        self
+    }
+
+    /// Restricts the token to clients in these networks (IPv4 or IPv6; an IPv4-mapped IPv6
+    /// network is kept as IPv4, host bits are cleared). Empty (the default): any address.
+    /// A request from outside the list, or whose client address is unknown, gets 403
+    /// `ip_not_allowed`. At most [`MAX_ALLOWED_IPS`] networks.
+    #[must_use]
+    pub fn allowed_ips(mut self, nets: impl IntoIterator<Item = IpNet>) -> Self {
+        self.allowed_ips = nets.into_iter().collect();
+        self
+    }
+
+    /// Gives the token its own rate of `n` requests a minute, overriding its kind's (or the
+    /// default) rate of the layer's [`RateLimits`](crate::rate_limit::RateLimits). It
+    /// applies where the layer limits rates at all.
+    #[must_use]
+    pub fn rate_limit_per_minute(mut self, n: u32) -> Self {
+        self.rate_limit = Some(n);
         self
     }
 
@@ -165,6 +200,21 @@ pub enum TokenError {
     /// The expiry is zero, too long, or missing where the kind requires one.
     #[error("invalid expiry: {0}")]
     InvalidExpiry(&'static str),
+    /// The allow-list is too long.
+    #[error("invalid allowed_ips: {0}")]
+    InvalidAllowedIps(&'static str),
+    /// The per-token rate is zero.
+    #[error("invalid rate_limit: {0}")]
+    InvalidRateLimit(&'static str),
+    /// A binding was released less than 24 h ago.
+    #[error("the binding was released less than 24 hours ago")]
+    ReleaseTooSoon {
+        /// When a release is allowed again.
+        next_allowed_at: OffsetDateTime,
+    },
+    /// The token is of a kind without a binding.
+    #[error("this kind of token has no binding")]
+    NotBindable,
     /// The owner already has a live token with this name.
     #[error("a live token with this name already exists")]
     NameTaken,
@@ -205,6 +255,8 @@ struct Inner {
     clock: Arc<dyn Clock>,
     max_per_owner: Option<u32>,
     usage: Usage,
+    inactivity: Option<Duration>,
+    audit: Option<AuditLog>,
 }
 
 impl std::fmt::Debug for Tokens {
@@ -226,6 +278,8 @@ pub struct TokensBuilder {
     clock: Arc<dyn Clock>,
     max_per_owner: Option<u32>,
     usage_granularity: Duration,
+    inactivity: Option<Duration>,
+    audit: Option<AuditLog>,
 }
 
 impl TokensBuilder {
@@ -264,6 +318,27 @@ impl TokensBuilder {
         self
     }
 
+    /// Inactivity expiry (seed 002: two weeks): each [`Tokens::purge`] (and so the
+    /// maintenance task) revokes the valid tokens whose last sign of life — last use, binding
+    /// or creation, see [`TokenRecord::last_active_at`] — is older than `after`. Tokens of
+    /// kinds with a binding ([`TokenKind::with_binding`]) are not revoked: their seat is
+    /// released instead, as RapidPipeline releases a seat after two weeks of inactivity; the
+    /// token keeps working and binds to the next machine that uses it. Uses are recorded in
+    /// batches, so "last use" is as fresh as [`usage_granularity`](Self::usage_granularity)
+    /// and the flush interval.
+    pub fn revoke_after_inactivity(mut self, after: Duration) -> Self {
+        self.inactivity = Some(after);
+        self
+    }
+
+    /// Where the manager writes the audit events of what it does on its own (a token
+    /// revoked or a seat released for inactivity: event `token.revoke` / `token.release`,
+    /// reason `inactive`) and of releases by the owner.
+    pub fn audit(mut self, audit: AuditLog) -> Self {
+        self.audit = Some(audit);
+        self
+    }
+
     /// Builds the manager.
     ///
     /// # Errors
@@ -288,6 +363,8 @@ impl TokensBuilder {
                 clock: self.clock,
                 max_per_owner: self.max_per_owner,
                 usage: Usage::new(self.usage_granularity),
+                inactivity: self.inactivity,
+                audit: self.audit,
             }),
         })
     }
@@ -325,6 +402,8 @@ impl Tokens {
             clock: Arc::new(SystemClock),
             max_per_owner: Some(DEFAULT_MAX_TOKENS_PER_OWNER),
             usage_granularity: Duration::from_secs(60),
+            inactivity: None,
+            audit: None,
         }
     }
 
@@ -390,6 +469,10 @@ impl Tokens {
             Some(own) => InsertRules::new(now, own).per_kind(),
             None => InsertRules::new(now, self.inner.max_per_owner),
         };
+        let allowed_ips = normalise_nets(&req.allowed_ips)?;
+        if req.rate_limit == Some(0) {
+            return Err(TokenError::InvalidRateLimit("must be at least 1 request a minute"));
+        }
         let explicit_name = req.name.is_some();
         if let Some(name) = &req.name {
             check_text(name).map_err(TokenError::InvalidName)?;
@@ -418,8 +501,8 @@ impl Tokens {
                 last_used_at: None,
                 revoked_at: None,
                 replaced_by: None,
-                allowed_ips: Vec::new(),
-                rate_limit: None,
+                allowed_ips: allowed_ips.clone(),
+                rate_limit: req.rate_limit,
                 bound_to: None,
                 bound_at: None,
                 released_at: None,
@@ -517,8 +600,33 @@ impl Tokens {
     ///
     /// A [`Rejection`]: `invalid_token` (malformed, unknown, revoked, expired) or
     /// `store_unavailable`.
+    ///
+    /// A token with an allow-list or of a binding kind is refused here (no client address,
+    /// no fingerprint): use [`authenticate_request`](Self::authenticate_request).
     pub async fn authenticate(&self, token: &str) -> Result<Identity, Rejection> {
         self.verify(token, None).await
+    }
+
+    /// [`authenticate`](Self::authenticate) with what the policies kept on the token need:
+    /// the client address (for its allow-list) and the request headers (for the fingerprint
+    /// of a binding kind).
+    ///
+    /// # Errors
+    ///
+    /// As [`authenticate`](Self::authenticate), plus `ip_not_allowed`, `binding_required`
+    /// and `bound_elsewhere`.
+    pub async fn authenticate_request(
+        &self,
+        token: &str,
+        client_ip: Option<IpAddr>,
+        headers: &HeaderMap,
+    ) -> Result<Identity, Rejection> {
+        let id = self
+            .verify_detailed(token, None)
+            .await
+            .map_err(|d| d.rejection)?;
+        self.check_record_policies(&id, client_ip, headers).await?;
+        Ok(id)
     }
 
     /// The verification path: format and checksum (no store hit for garbage), SHA-256,
@@ -532,13 +640,96 @@ impl Tokens {
         token: &str,
         accept: Option<&[String]>,
     ) -> Result<Identity, Rejection> {
-        self.verify_detailed(token, accept)
+        let id = self
+            .verify_detailed(token, accept)
             .await
-            .map_err(|d| d.rejection)
+            .map_err(|d| d.rejection)?;
+        self.check_record_policies(&id, None, &HeaderMap::new())
+            .await?;
+        Ok(id)
     }
 
-    /// [`verify`](Self::verify), keeping the record of a refused well-formed token for the
-    /// audit event.
+    /// The policies kept on the record that can be judged without the store: the
+    /// allow-list (the client address is asked for only when the list is not empty) and
+    /// the presence of a binding kind's fingerprint. `Ok(None)`: admitted (and the use
+    /// recorded); `Ok(Some(fingerprint))`: the binding must be settled with
+    /// [`settle_binding`](Self::settle_binding).
+    pub(crate) fn record_policies_now<'h>(
+        &self,
+        identity: &Identity,
+        client_ip: impl FnOnce() -> Option<IpAddr>,
+        headers: &'h HeaderMap,
+    ) -> Result<Option<&'h str>, Rejection> {
+        let record = identity.record();
+        if !record.allowed_ips.is_empty() {
+            // Fail closed: an unknown address is outside every list.
+            let allowed = client_ip()
+                .map(crate::client_ip::canonical)
+                .is_some_and(|ip| record.allowed_ips.iter().any(|n| n.contains(&ip)));
+            if !allowed {
+                return Err(Rejection::new(RejectionKind::IpNotAllowed));
+            }
+        }
+        let Some(header) = self.kind(&record.kind).and_then(TokenKind::binding_header) else {
+            self.inner.usage.touch(record, self.now());
+            return Ok(None);
+        };
+        let fingerprint = headers
+            .get(header)
+            .and_then(|v| v.to_str().ok())
+            .filter(|f| valid_fingerprint(f))
+            .ok_or_else(|| Rejection::new(RejectionKind::BindingRequired))?;
+        if record.bound_to.as_deref() == Some(fingerprint) {
+            self.inner.usage.touch(record, self.now());
+            return Ok(None);
+        }
+        Ok(Some(fingerprint))
+    }
+
+    /// Binds the token to `fingerprint` if it is free (atomically in the store) and admits
+    /// the request if it is bound to it. The store is asked whenever the record at hand
+    /// does not show this fingerprint, so a stale cached copy never decides.
+    pub(crate) async fn settle_binding(
+        &self,
+        identity: &Identity,
+        fingerprint: &str,
+    ) -> Result<(), Rejection> {
+        let record = identity.record();
+        let now = self.now();
+        match self.inner.store.bind(&record.id, fingerprint, now).await {
+            Ok(Some(bound)) if bound == fingerprint => {
+                if record.bound_to.is_none() {
+                    tracing::debug!(token_id = %record.id, "token bound on first use");
+                }
+                self.inner.usage.touch(record, now);
+                Ok(())
+            }
+            Ok(Some(_)) => Err(Rejection::new(RejectionKind::BoundElsewhere)),
+            // Purged meanwhile.
+            Ok(None) => Err(Rejection::new(RejectionKind::UnknownToken)),
+            Err(error) => {
+                tracing::warn!(%error, "token store failed to bind; refusing the request");
+                Err(Rejection::new(RejectionKind::StoreUnavailable))
+            }
+        }
+    }
+
+    /// Every policy kept on the record (allow-list, binding), then the use is recorded.
+    pub(crate) async fn check_record_policies(
+        &self,
+        identity: &Identity,
+        client_ip: Option<IpAddr>,
+        headers: &HeaderMap,
+    ) -> Result<(), Rejection> {
+        if let Some(fingerprint) = self.record_policies_now(identity, || client_ip, headers)? {
+            self.settle_binding(identity, fingerprint).await?;
+        }
+        Ok(())
+    }
+
+    /// [`verify`](Self::verify) without the policies kept on the record (the caller runs
+    /// [`check_record_policies`](Self::check_record_policies), which records the use),
+    /// keeping the record of a refused well-formed token for the audit event.
     pub(crate) async fn verify_detailed(
         &self,
         token: &str,
@@ -553,7 +744,8 @@ impl Tokens {
     }
 
     /// The verification when the store can answer without I/O (see
-    /// [`TokenStore::find_by_hash_now`]); `None` when it cannot.
+    /// [`TokenStore::find_by_hash_now`]); `None` when it cannot. Like
+    /// [`verify_detailed`](Self::verify_detailed), without the record's policies.
     pub(crate) fn verify_now(
         &self,
         token: &str,
@@ -617,7 +809,6 @@ impl Tokens {
                 record: same.then_some(record),
             });
         }
-        self.inner.usage.touch(&record, now);
         Ok(Identity::new(record, AuthMethod::Bearer))
     }
 
@@ -666,7 +857,9 @@ impl Tokens {
     /// Replaces the owner's live token `id` by a new one with the same name, kind, role,
     /// permissions and description. The old token keeps working for `grace` and then dies;
     /// without grace it dies at once. A new expiry, if the old token had one, keeps the
-    /// original lifetime.
+    /// original lifetime. The allow-list, the rate and the binding carry over (a seat stays
+    /// on its machine: rotating is not a way around the once-a-day release), as does the
+    /// time of the last release.
     ///
     /// # Errors
     ///
@@ -711,13 +904,108 @@ impl Tokens {
         Ok(IssuedToken { token, record })
     }
 
-    /// Deletes expired and revoked records now; returns how many.
+    /// Deletes expired and revoked records now; returns how many. With
+    /// [`revoke_after_inactivity`](TokensBuilder::revoke_after_inactivity), then revokes
+    /// the inactive tokens and releases the idle seats (they are deleted by the next purge,
+    /// so the owner sees them revoked until then).
     ///
     /// # Errors
     ///
     /// [`TokenError::Store`].
     pub async fn purge(&self) -> Result<u64, TokenError> {
-        Ok(self.inner.store.purge_expired(self.now()).await?)
+        let now = self.now();
+        let purged = self.inner.store.purge_expired(now).await?;
+        if self.inner.inactivity.is_some() {
+            self.expire_inactive().await?;
+        }
+        Ok(purged)
+    }
+
+    /// Inactivity expiry now (see
+    /// [`revoke_after_inactivity`](TokensBuilder::revoke_after_inactivity)); does nothing
+    /// without it. Each revoked token and released seat gets an audit event (event
+    /// `token.revoke` / `token.release`, reason `inactive`) when the manager has an
+    /// [`audit`](TokensBuilder::audit) log.
+    ///
+    /// # Errors
+    ///
+    /// [`TokenError::Store`].
+    pub async fn expire_inactive(&self) -> Result<InactiveOutcome, TokenError> {
+        let Some(after) = self.inner.inactivity else {
+            return Ok(InactiveOutcome::default());
+        };
+        let now = self.now();
+        let cutoff = now - after;
+        let release_kinds: Vec<String> = self
+            .inner
+            .kinds
+            .iter()
+            .filter(|k| k.binding_header().is_some())
+            .map(|k| k.name().to_owned())
+            .collect();
+        let out = self
+            .inner
+            .store
+            .expire_inactive(cutoff, now, &release_kinds)
+            .await?;
+        if !out.revoked.is_empty() || !out.released.is_empty() {
+            tracing::info!(
+                revoked = out.revoked.len(),
+                released = out.released.len(),
+                "inactive tokens revoked and idle seats released"
+            );
+        }
+        if let Some(audit) = &self.inner.audit {
+            let events = out
+                .revoked
+                .iter()
+                .map(|id| (id, "token.revoke"))
+                .chain(out.released.iter().map(|id| (id, "token.release")));
+            for (id, event) in events {
+                // Name and owner, best effort: a failed read only thins the event.
+                let record = self.inner.store.get(id).await.ok().flatten();
+                audit.record(maintenance_event(now, event, *id, record.as_ref(), "inactive"));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Releases the binding of the owner's token `id`, so the next machine that uses it
+    /// takes the seat. At most once every 24 hours per token (seed 002); automatic
+    /// releases for inactivity do not count.
+    ///
+    /// # Errors
+    ///
+    /// [`TokenError::NotFound`] for an unknown, someone else's or revoked token;
+    /// [`TokenError::NotBindable`] for a kind without a binding;
+    /// [`TokenError::ReleaseTooSoon`] within 24 hours of the last release.
+    pub async fn release_binding(&self, owner: &str, id: TokenId) -> Result<(), TokenError> {
+        let rec = self.get(owner, id).await?;
+        let now = self.now();
+        if !rec.is_valid_at(now) {
+            return Err(TokenError::NotFound);
+        }
+        if self
+            .kind(&rec.kind)
+            .and_then(TokenKind::binding_header)
+            .is_none()
+        {
+            return Err(TokenError::NotBindable);
+        }
+        match self.inner.store.release(&id, now, RELEASE_INTERVAL).await? {
+            ReleaseOutcome::Released => {
+                tracing::debug!(token_id = %id, "binding released");
+                if let Some(audit) = &self.inner.audit {
+                    audit.record(maintenance_event(now, "token.release", id, Some(&rec), "owner"));
+                }
+                Ok(())
+            }
+            // Nothing to release: the seat is already free.
+            ReleaseOutcome::NotBound => Ok(()),
+            ReleaseOutcome::TooSoon { next_allowed_at } => {
+                Err(TokenError::ReleaseTooSoon { next_allowed_at })
+            }
+        }
     }
 
     /// Writes queued `last_used_at` updates to the store in one batch; returns how many.
@@ -747,7 +1035,8 @@ impl Tokens {
     }
 
     /// Starts the background task that flushes usage every `flush_every` and purges expired
-    /// and revoked tokens every `purge_every`. Needs a Tokio runtime with time enabled.
+    /// and revoked tokens every `purge_every` (with inactivity expiry, if configured: see
+    /// [`purge`](Self::purge)). Needs a Tokio runtime with time enabled.
     /// Call [`Maintenance::shutdown`] on the way out to write the last batch.
     #[must_use = "dropping the handle stops the task"]
     pub fn spawn_maintenance(&self, flush_every: Duration, purge_every: Duration) -> Maintenance {
@@ -784,6 +1073,62 @@ impl Tokens {
             stop,
             handle: Some(handle),
         }
+    }
+}
+
+/// Checks, normalises and deduplicates an allow-list: IPv4-mapped IPv6 networks become
+/// IPv4 (the layer sees mapped clients as IPv4), host bits are cleared.
+fn normalise_nets(nets: &[IpNet]) -> Result<Vec<IpNet>, TokenError> {
+    if nets.len() > MAX_ALLOWED_IPS {
+        return Err(TokenError::InvalidAllowedIps("at most 64 networks"));
+    }
+    let mut out: Vec<IpNet> = Vec::with_capacity(nets.len());
+    for net in nets {
+        let net = match net {
+            IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.addr().to_ipv4_mapped() {
+                Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+                    .map(IpNet::V4)
+                    .map_err(|_| TokenError::InvalidAllowedIps("invalid prefix length"))?,
+                None => *net,
+            },
+            other => *other,
+        }
+        .trunc();
+        if !out.contains(&net) {
+            out.push(net);
+        }
+    }
+    Ok(out)
+}
+
+/// A client fingerprint: 1–128 visible ASCII characters.
+fn valid_fingerprint(f: &str) -> bool {
+    !f.is_empty()
+        && f.len() <= MAX_FINGERPRINT_LEN
+        && f.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// An audit event for something the manager did outside a request.
+fn maintenance_event(
+    now: OffsetDateTime,
+    event: &str,
+    id: TokenId,
+    record: Option<&TokenRecord>,
+    reason: &str,
+) -> AuditEvent {
+    AuditEvent {
+        timestamp: now,
+        event: event.to_owned(),
+        api_token_id: Some(id),
+        api_token_name: record.map(|r| r.name.clone()),
+        owner: record.map(|r| r.owner.clone()),
+        method: String::new(),
+        path: String::new(),
+        status_code: 0,
+        rbac_decision: Decision::Deny,
+        reason: Some(reason.to_owned()),
+        client_ip: None,
+        request_id: None,
     }
 }
 

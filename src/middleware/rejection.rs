@@ -27,6 +27,10 @@ pub enum RejectionKind {
     InsufficientScope,
     /// The client address is outside the token's allow-list.
     IpNotAllowed,
+    /// A token of a binding kind came without its client fingerprint header.
+    BindingRequired,
+    /// A token bound to another client fingerprint.
+    BoundElsewhere,
     /// The token is over its rate limit.
     RateLimited,
     /// The request body is over the limit.
@@ -49,6 +53,8 @@ impl RejectionKind {
             | Self::WrongKind => "invalid_token",
             Self::InsufficientScope => "insufficient_scope",
             Self::IpNotAllowed => "ip_not_allowed",
+            Self::BindingRequired => "binding_required",
+            Self::BoundElsewhere => "bound_elsewhere",
             Self::RateLimited => "rate_limited",
             Self::PayloadTooLarge => "payload_too_large",
             Self::StoreUnavailable => "store_unavailable",
@@ -68,6 +74,8 @@ impl RejectionKind {
             Self::WrongKind => "wrong_kind",
             Self::InsufficientScope => "insufficient_scope",
             Self::IpNotAllowed => "ip_not_allowed",
+            Self::BindingRequired => "binding_required",
+            Self::BoundElsewhere => "bound_elsewhere",
             Self::RateLimited => "rate_limited",
             Self::PayloadTooLarge => "payload_too_large",
             Self::StoreUnavailable => "store_unavailable",
@@ -85,7 +93,10 @@ impl RejectionKind {
             | Self::Expired
             | Self::WrongKind => StatusCode::UNAUTHORIZED,
             Self::InvalidRequest => StatusCode::BAD_REQUEST,
-            Self::InsufficientScope | Self::IpNotAllowed => StatusCode::FORBIDDEN,
+            Self::InsufficientScope
+            | Self::IpNotAllowed
+            | Self::BindingRequired
+            | Self::BoundElsewhere => StatusCode::FORBIDDEN,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -110,6 +121,12 @@ impl RejectionKind {
             Self::IpNotAllowed => {
                 r#"{"error":"Client address not allowed for this token","code":"ip_not_allowed"}"#
             }
+            Self::BindingRequired => {
+                r#"{"error":"This token must be sent with its machine fingerprint header","code":"binding_required"}"#
+            }
+            Self::BoundElsewhere => {
+                r#"{"error":"This token is bound to another machine","code":"bound_elsewhere"}"#
+            }
             Self::RateLimited => {
                 r#"{"error":"Rate limit exceeded. Please try again later.","code":"rate_limited"}"#
             }
@@ -133,6 +150,8 @@ impl RejectionKind {
             | Self::WrongKind => "Invalid API token",
             Self::InsufficientScope => "Insufficient permission",
             Self::IpNotAllowed => "Client address not allowed for this token",
+            Self::BindingRequired => "This token must be sent with its machine fingerprint header",
+            Self::BoundElsewhere => "This token is bound to another machine",
             Self::RateLimited => "Rate limit exceeded. Please try again later.",
             Self::PayloadTooLarge => "Request body too large",
             Self::StoreUnavailable => "Token store unavailable",
@@ -221,6 +240,8 @@ pub trait RenderRejection: Send + Sync + 'static {
 /// | malformed, unknown, revoked, expired, wrong kind | 401 `invalid_token` | `Bearer error="invalid_token"` |
 /// | missing permission | 403 `insufficient_scope` | `Bearer error="insufficient_scope", scope="…"` |
 /// | address not allowed | 403 `ip_not_allowed` | — |
+/// | binding kind without its fingerprint header | 403 `binding_required` | — |
+/// | bound to another fingerprint | 403 `bound_elsewhere` | — |
 /// | body too large | 413 `payload_too_large` | — |
 /// | rate limited | 429 `rate_limited` + `Retry-After` | — |
 /// | store down | 503 `store_unavailable` + `Retry-After` | — |
@@ -360,6 +381,8 @@ mod tests {
             WrongKind,
             InsufficientScope,
             IpNotAllowed,
+            BindingRequired,
+            BoundElsewhere,
             RateLimited,
             PayloadTooLarge,
             StoreUnavailable,

@@ -291,16 +291,41 @@ where
             .tokens
             .verify_now(token.as_str(), config.accept.as_deref())
         {
-            let admitted = verified
-                .map_err(|d| d.rejection)
-                .and_then(|id| config.check_access(req.method(), &id).map(|()| id));
-            return match admitted {
-                Ok(id) => {
-                    req.extensions_mut().insert(id);
-                    ResponseFuture::inner(self.inner.call(req))
+            // The policies kept on the record cost nothing for a token without them; the
+            // client address is read only for a token with an allow-list.
+            let admitted = verified.map_err(|d| d.rejection).and_then(|id| {
+                let ip = || config.client_ip.client_ip(req.extensions(), req.headers());
+                match config.tokens.record_policies_now(&id, ip, req.headers())? {
+                    None => Ok((id, None)),
+                    Some(fingerprint) => Ok((id, Some(fingerprint.to_owned()))),
                 }
-                Err(r) => ResponseFuture::ready(rejection_response(config, &r)),
+            });
+            let (id, fingerprint) = match admitted {
+                Ok(admitted) => admitted,
+                Err(r) => return ResponseFuture::ready(rejection_response(config, &r)),
             };
+            let Some(fingerprint) = fingerprint else {
+                if let Err(r) = config.check_access(req.method(), &id) {
+                    return ResponseFuture::ready(rejection_response(config, &r));
+                }
+                req.extensions_mut().insert(id);
+                return ResponseFuture::inner(self.inner.call(req));
+            };
+            // A binding to settle with the store (first use, or another fingerprint).
+            let config = self.config.clone();
+            let clone = self.inner.clone();
+            let mut inner = std::mem::replace(&mut self.inner, clone);
+            return ResponseFuture::boxed(Box::pin(async move {
+                let settled = config.tokens.settle_binding(&id, &fingerprint).await;
+                match settled.and_then(|()| config.check_access(req.method(), &id)) {
+                    Ok(()) => {
+                        req.extensions_mut().insert(id);
+                    }
+                    Err(r) => return Ok(rejection_response(&config, &r)),
+                }
+                let res = inner.call(req).await?;
+                Ok(res.map(ResponseBody::inner))
+            }));
         }
         let config = self.config.clone();
         let clone = self.inner.clone();
@@ -308,9 +333,25 @@ where
         ResponseFuture::boxed(Box::pin(async move {
             let verified = config
                 .tokens
-                .verify(token.as_str(), config.accept.as_deref())
-                .await;
+                .verify_detailed(token.as_str(), config.accept.as_deref())
+                .await
+                .map_err(|d| d.rejection);
             drop(token);
+            let verified = match verified {
+                Ok(id) => {
+                    let ip = if id.record().allowed_ips.is_empty() {
+                        None
+                    } else {
+                        config.client_ip.client_ip(req.extensions(), req.headers())
+                    };
+                    config
+                        .tokens
+                        .check_record_policies(&id, ip, req.headers())
+                        .await
+                        .map(|()| id)
+                }
+                Err(r) => Err(r),
+            };
             match verified.and_then(|id| config.check_access(req.method(), &id).map(|()| id)) {
                 Ok(id) => {
                     req.extensions_mut().insert(id);
@@ -352,6 +393,7 @@ async fn admit(
     method: &Method,
     presented: Result<Presented, Rejection>,
     ip: Option<IpAddr>,
+    headers: &http::HeaderMap,
 ) -> Result<Admitted, Refusal> {
     let token = match presented? {
         Presented::Token(t) => t,
@@ -399,6 +441,15 @@ async fn admit(
         record: Some(identity.record_arc()),
         rate,
     };
+    // The policies kept on the token: allow-list, then binding (before the rate limit, so
+    // requests from outside do not use up the token's budget).
+    if let Err(r) = config
+        .tokens
+        .check_record_policies(&identity, ip, headers)
+        .await
+    {
+        return Err(refuse(r, &identity, None));
+    }
     let identity = match &config.resolver {
         None => identity,
         Some(resolver) => {
@@ -418,7 +469,14 @@ async fn admit(
     };
     let rate = match &config.rates {
         None => None,
-        Some(limits) => match limits.check(identity.token_id(), identity.kind()).await {
+        Some(limits) => match limits
+            .check(
+                identity.token_id(),
+                identity.kind(),
+                identity.record().rate_limit,
+            )
+            .await
+        {
             Ok(decision) => decision,
             Err(error) => {
                 tracing::warn!(%error, "rate limiter unavailable; refusing the request");
@@ -475,7 +533,7 @@ where
             .map(str::to_owned),
     });
     let method = req.method().clone();
-    let (res, record, reason) = match admit(&config, &method, presented, ip).await {
+    let (res, record, reason) = match admit(&config, &method, presented, ip, req.headers()).await {
         Err(refusal) => {
             let mut res = rejection_response(&config, &refusal.rejection);
             if let Some(d) = &refusal.rate {

@@ -180,6 +180,28 @@ impl From<TokenError> for ApiError {
                 Self::bad_request("Invalid permissions: they go beyond the role's")
             }
             TokenError::InvalidExpiry(m) => Self::bad_request(format!("Invalid expires_in: {m}")),
+            TokenError::InvalidAllowedIps(m) => {
+                Self::bad_request(format!("Invalid allowed_ips: {m}"))
+            }
+            TokenError::InvalidRateLimit(m) => Self::bad_request(format!("Invalid rate_limit: {m}")),
+            TokenError::ReleaseTooSoon { next_allowed_at } => {
+                let at = next_allowed_at
+                    .to_offset(time::UtcOffset::UTC)
+                    .format(&time::format_description::well_known::Rfc3339)
+                    .unwrap_or_default();
+                Self::new(
+                    StatusCode::CONFLICT,
+                    "release_too_soon",
+                    format!(
+                        "A binding may be released once every 24 hours; next release allowed at {at}"
+                    ),
+                )
+            }
+            TokenError::NotBindable => Self::new(
+                StatusCode::CONFLICT,
+                "not_bindable",
+                "This kind of token is not bound to a machine",
+            ),
             TokenError::NameTaken => Self::new(
                 StatusCode::CONFLICT,
                 "name_taken",
