@@ -1,0 +1,329 @@
+//! Seed 003 (Rack Gateway) walked through `examples/rack_gateway.rs`: `rgw_` tokens kept as
+//! SHA-256, roles resolved to explicit permissions, admin-only management with
+//! `created_by`/`created_at`/`last_used_at`, an audit line per use with the RBAC decision,
+//! header-only authentication.
+#![allow(clippy::unwrap_used)]
+
+#[allow(dead_code)]
+#[path = "../examples/rack_gateway.rs"]
+mod recipe;
+
+use axum::Router;
+use axum::body::Body;
+use base64::Engine;
+use http::{Method, Request, StatusCode, header};
+use http_body_util::BodyExt;
+use keygate::accounts::MemoryAccounts;
+use keygate::audit::{AuditLog, JsonLinesSink};
+use keygate::{Roles, TokenHash};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+const ADMIN: &str = "admin@example.com";
+const DEV: &str = "dev@example.com";
+const PASSWORD: &str = "correct horse battery staple";
+
+fn basic(email: &str) -> String {
+    let pair = base64::engine::general_purpose::STANDARD.encode(format!("{email}:{PASSWORD}"));
+    format!("Basic {pair}")
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+async fn send(
+    app: &Router,
+    method: Method,
+    uri: &str,
+    headers: &[(header::HeaderName, &str)],
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut req = Request::builder().method(method).uri(uri);
+    for (k, v) in headers {
+        req = req.header(k, *v);
+    }
+    let body = match body {
+        Some(v) => {
+            req = req.header(header::CONTENT_TYPE, "application/json");
+            Body::from(v.to_string())
+        }
+        None => Body::empty(),
+    };
+    let res = app.clone().oneshot(req.body(body).unwrap()).await.unwrap();
+    let status = res.status();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    let json = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap()
+    };
+    (status, json)
+}
+
+fn role_permissions(role: &str) -> Value {
+    serde_json::to_value(Roles::rack_gateway().get(role).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn rack_gateway_api_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("audit.jsonl");
+    let audit = AuditLog::spawn(JsonLinesSink::open(&log_path).unwrap(), 1000);
+    let tokens = recipe::tokens().unwrap();
+    let accounts = MemoryAccounts::new();
+    recipe::add_user(&accounts, ADMIN, PASSWORD, "admin")
+        .await
+        .unwrap();
+    recipe::add_user(&accounts, DEV, PASSWORD, "viewer")
+        .await
+        .unwrap();
+    let app = recipe::app(tokens.clone(), accounts, audit.clone()).unwrap();
+    let auth = header::AUTHORIZATION;
+
+    // The admin signs in and takes an admin token for automation.
+    let (status, admin) = send(
+        &app,
+        Method::POST,
+        "/api/v1/tokens",
+        &[(auth.clone(), &basic(ADMIN))],
+        Some(json!({ "name": "admin-automation", "role": "admin" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{admin}");
+    let admin_token = admin["token"].as_str().unwrap().to_owned();
+    assert!(admin_token.starts_with("rgw_"));
+    assert_eq!(admin["permissions"], json!(["*"]));
+
+    // A non-admin account cannot mint an admin token...
+    let (status, err) = send(
+        &app,
+        Method::POST,
+        "/api/v1/tokens",
+        &[(auth.clone(), &basic(DEV))],
+        Some(json!({ "name": "sneaky", "role": "admin" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(err["code"], "insufficient_scope");
+    // ...only a token within its own rights, for itself.
+    let (status, monitor) = send(
+        &app,
+        Method::POST,
+        "/api/v1/tokens",
+        &[(auth.clone(), &basic(DEV))],
+        Some(json!({ "name": "Datadog Monitor", "role": "viewer" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let viewer_token = monitor["token"].as_str().unwrap().to_owned();
+    // And it cannot use the admin routes: management of others' tokens is admin-only.
+    let (status, err) = send(
+        &app,
+        Method::POST,
+        "/api/v1/admin/users/ci@example.com/api-tokens",
+        &[(auth.clone(), &bearer(&viewer_token))],
+        Some(json!({ "name": "GitHub Actions", "role": "cicd" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(err["code"], "insufficient_scope");
+    let (status, _) = send(
+        &app,
+        Method::GET,
+        "/api/v1/admin/users/ci@example.com/api-tokens",
+        &[(auth.clone(), &bearer(&viewer_token))],
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // `rack-gateway api-token create --name "GitHub Actions" --role cicd`, by the admin, for
+    // the CI user; and an ops token for emergency restarts.
+    let admin_auth = bearer(&admin_token);
+    let (status, ci) = send(
+        &app,
+        Method::POST,
+        "/api/v1/admin/users/ci@example.com/api-tokens",
+        &[(auth.clone(), &admin_auth)],
+        Some(json!({ "name": "GitHub Actions", "role": "cicd" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{ci}");
+    assert_eq!(ci["created_by"], ADMIN);
+    assert_eq!(ci["role"], "cicd");
+    assert_eq!(ci["permissions"], role_permissions("cicd"));
+    assert!(ci["last_used_at"].is_null());
+    let ci_token = ci["token"].as_str().unwrap().to_owned();
+    let ci_id = ci["id"].as_str().unwrap().to_owned();
+    let (status, ops) = send(
+        &app,
+        Method::POST,
+        "/api/v1/admin/users/ops@example.com/api-tokens",
+        &[(auth.clone(), &admin_auth)],
+        Some(json!({ "name": "emergency-restart", "role": "ops" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(ops["permissions"], role_permissions("ops"));
+    let ops_token = ops["token"].as_str().unwrap().to_owned();
+
+    // Only the SHA-256 of the full token is stored.
+    let record = tokens
+        .store()
+        .find_by_hash(&TokenHash::of(&ci_token))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.hash, TokenHash::of(&ci_token));
+    assert_eq!(record.id.to_string(), ci_id);
+    let debug = format!("{record:?}");
+    assert!(!debug.contains(&ci_token));
+    assert!(
+        !debug.contains(&ci_token[12..]),
+        "only the 12-character hint"
+    );
+
+    // Each role's explicit permissions decide each action.
+    let cases = [
+        (
+            &ci_token,
+            Method::POST,
+            "/apps/myapp/builds",
+            StatusCode::OK,
+        ),
+        (&ci_token, Method::GET, "/apps", StatusCode::OK),
+        (
+            &ci_token,
+            Method::POST,
+            "/apps/myapp/processes/web/restart",
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            &ci_token,
+            Method::GET,
+            "/apps/myapp/env",
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            &ops_token,
+            Method::POST,
+            "/apps/myapp/processes/web/restart",
+            StatusCode::OK,
+        ),
+        (&ops_token, Method::GET, "/apps/myapp/env", StatusCode::OK),
+        (
+            &ops_token,
+            Method::POST,
+            "/apps/myapp/builds",
+            StatusCode::FORBIDDEN,
+        ),
+        (&viewer_token, Method::GET, "/apps", StatusCode::OK),
+        (
+            &viewer_token,
+            Method::POST,
+            "/apps/myapp/builds",
+            StatusCode::FORBIDDEN,
+        ),
+    ];
+    for (token, method, path, expected) in cases {
+        let (status, body) = send(
+            &app,
+            method.clone(),
+            path,
+            &[(auth.clone(), &bearer(token))],
+            None,
+        )
+        .await;
+        assert_eq!(status, expected, "{method} {path}: {body}");
+    }
+
+    // Header, not cookie: a token in a cookie is not a credential.
+    let (status, err) = send(
+        &app,
+        Method::GET,
+        "/apps",
+        &[(header::COOKIE, &format!("rgw_token={ci_token}"))],
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(err["code"], "missing_token");
+
+    // `rack-gateway api-token list`: created_by, created_at, last_used_at.
+    tokens.flush_usage().await.unwrap();
+    let (status, list) = send(
+        &app,
+        Method::GET,
+        "/api/v1/admin/users/ci@example.com/api-tokens",
+        &[(auth.clone(), &admin_auth)],
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["name"], "GitHub Actions");
+    assert_eq!(list[0]["created_by"], ADMIN);
+    assert!(list[0]["created_at"].as_str().unwrap().ends_with('Z'));
+    assert!(list[0]["last_used_at"].as_str().unwrap().ends_with('Z'));
+    assert!(list[0].get("token").is_none());
+
+    // `rack-gateway api-token delete <token-id>`: refused from the next request on.
+    let (status, _) = send(
+        &app,
+        Method::DELETE,
+        &format!("/api/v1/admin/users/ci@example.com/api-tokens/{ci_id}"),
+        &[(auth.clone(), &admin_auth)],
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = send(
+        &app,
+        Method::POST,
+        "/apps/myapp/builds",
+        &[(auth.clone(), &bearer(&ci_token))],
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // The audit log: one line per use, in Rack Gateway's field names, never a token.
+    audit.shutdown().await;
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    for t in [&admin_token, &ci_token, &ops_token, &viewer_token] {
+        assert!(!text.contains(t.as_str()));
+    }
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let find = |method: &str, path: &str, status: u16| -> &Value {
+        lines
+            .iter()
+            .find(|e| e["method"] == method && e["path"] == path && e["status_code"] == status)
+            .unwrap_or_else(|| panic!("no audit line for {method} {path} {status}: {text}"))
+    };
+    let deploy = find("POST", "/apps/myapp/builds", 200);
+    assert_eq!(deploy["api_token_id"], ci_id.as_str());
+    assert_eq!(deploy["api_token_name"], "GitHub Actions");
+    assert_eq!(deploy["rbac_decision"], "allow");
+    assert!(deploy["timestamp"].as_str().unwrap().ends_with('Z'));
+    let denied = find("POST", "/apps/myapp/processes/web/restart", 403);
+    assert_eq!(denied["api_token_name"], "GitHub Actions");
+    assert_eq!(denied["rbac_decision"], "deny");
+    assert_eq!(denied["reason"], "insufficient_scope");
+    let revoked = find("POST", "/apps/myapp/builds", 401);
+    assert_eq!(revoked["api_token_id"], ci_id.as_str());
+    assert_eq!(revoked["rbac_decision"], "deny");
+    assert_eq!(revoked["reason"], "revoked");
+    let admin_use = find("POST", "/api/v1/admin/users/ci@example.com/api-tokens", 201);
+    assert_eq!(admin_use["api_token_name"], "admin-automation");
+    assert_eq!(admin_use["rbac_decision"], "allow");
+    let cookie = find("GET", "/apps", 401);
+    assert_eq!(cookie["rbac_decision"], "deny");
+    assert!(cookie["api_token_id"].is_null());
+    // 9 rack requests, 6 on the admin routes, the cookie, the revoked token; the Basic
+    // sign-ins of the management API are not token uses.
+    assert_eq!(lines.len(), 17, "{text}");
+}
