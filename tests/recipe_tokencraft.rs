@@ -1,0 +1,213 @@
+//! Seed 004 (Tokencraft) walked through `examples/tokencraft.rs`: `dtk_` bearer tokens, reads
+//! with any token and writes only with the write permission, the first 12 characters in the
+//! list, immediate revocation, the exact 401 body, 100 requests a minute with rate-limit
+//! headers and 429.
+#![allow(clippy::unwrap_used)]
+
+#[allow(dead_code)]
+#[path = "../examples/tokencraft.rs"]
+mod recipe;
+
+use axum::Router;
+use axum::body::Body;
+use base64::Engine;
+use http::{HeaderMap, Method, Request, StatusCode, header};
+use http_body_util::BodyExt;
+use keygate::accounts::MemoryAccounts;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+const PRO: &str = "pro@example.com";
+const FREE: &str = "free@example.com";
+const PASSWORD: &str = "correct horse battery staple";
+const INVALID: &str = r#"{"error":"Invalid API token","code":"invalid_token"}"#;
+
+fn basic(email: &str) -> String {
+    let pair = base64::engine::general_purpose::STANDARD.encode(format!("{email}:{PASSWORD}"));
+    format!("Basic {pair}")
+}
+
+async fn send(
+    app: &Router,
+    method: Method,
+    uri: &str,
+    auth: &str,
+    body: Option<Value>,
+) -> (StatusCode, HeaderMap, String) {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(header::AUTHORIZATION, auth);
+    let body = match body {
+        Some(v) => {
+            req = req.header(header::CONTENT_TYPE, "application/json");
+            Body::from(v.to_string())
+        }
+        None => Body::empty(),
+    };
+    let res = app.clone().oneshot(req.body(body).unwrap()).await.unwrap();
+    let (parts, body) = res.into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes();
+    (
+        parts.status,
+        parts.headers,
+        String::from_utf8(bytes.to_vec()).unwrap(),
+    )
+}
+
+async fn new_token(app: &Router, email: &str, name: &str) -> Value {
+    let (status, _, body) = send(
+        app,
+        Method::POST,
+        "/settings/tokens",
+        &basic(email),
+        Some(json!({ "name": name })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+#[tokio::test]
+async fn tokencraft_api_tokens() {
+    let tokens = recipe::tokens().unwrap();
+    let accounts = MemoryAccounts::new();
+    recipe::add_account(&accounts, PRO, PASSWORD, true)
+        .await
+        .unwrap();
+    recipe::add_account(&accounts, FREE, PASSWORD, false)
+        .await
+        .unwrap();
+    let app = recipe::app(tokens, accounts).unwrap();
+
+    // "New Token", shown once: `dtk_…`.
+    let pro = new_token(&app, PRO, "CI sync").await;
+    let pro_token = pro["token"].as_str().unwrap().to_owned();
+    assert!(pro_token.starts_with("dtk_"));
+    let pro_auth = format!("Bearer {pro_token}");
+    let free = new_token(&app, FREE, "laptop").await;
+    let free_auth = format!("Bearer {}", free["token"].as_str().unwrap());
+
+    // Reads work with any valid token.
+    for auth in [&pro_auth, &free_auth] {
+        let (status, headers, body) =
+            send(&app, Method::GET, "/api/v1/workspaces", auth, None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(headers["ratelimit-limit"], "100");
+        let (status, _, css) = send(
+            &app,
+            Method::GET,
+            "/api/v1/tokensets/ts_1/modes/light/export",
+            auth,
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(css.contains("--color-primary"));
+    }
+
+    // Writes need the write permission: the FREE plan's token gets 403 on each write method.
+    for (method, uri) in [
+        (Method::POST, "/api/v1/workspaces"),
+        (Method::PATCH, "/api/v1/workspaces/ws_1"),
+        (Method::DELETE, "/api/v1/workspaces/ws_1"),
+    ] {
+        let (status, headers, body) = send(&app, method.clone(), uri, &free_auth, None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{method} {uri}");
+        let err: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(err["code"], "insufficient_scope");
+        assert!(
+            headers[header::WWW_AUTHENTICATE]
+                .to_str()
+                .unwrap()
+                .contains("scope=\"api:write\"")
+        );
+        let (status, _, _) = send(&app, method.clone(), uri, &pro_auth, None).await;
+        assert!(status.is_success(), "{method} {uri}: {status}");
+    }
+
+    // The settings page lists the tokens with their first 12 characters only.
+    let (status, _, body) = send(&app, Method::GET, "/settings/tokens", &basic(PRO), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!body.contains(&pro_token));
+    let list: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(list[0]["name"], "CI sync");
+    assert_eq!(list[0]["hint"], &pro_token[..12]);
+    assert!(list[0]["created_at"].is_string());
+    assert!(list[0].get("last_used_at").is_some());
+
+    // 100 requests a minute per token; the headers count down; the 101st gets 429.
+    let ci = new_token(&app, PRO, "rate test").await;
+    let ci_auth = format!("Bearer {}", ci["token"].as_str().unwrap());
+    for i in 0..100u32 {
+        let (status, headers, _) =
+            send(&app, Method::GET, "/api/v1/workspaces", &ci_auth, None).await;
+        assert_eq!(status, StatusCode::OK, "request {}", i + 1);
+        assert_eq!(headers["ratelimit-limit"], "100");
+        assert_eq!(
+            headers["ratelimit-remaining"],
+            (99 - i).to_string().as_str()
+        );
+        let reset: u64 = headers["ratelimit-reset"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(reset <= 60);
+    }
+    let (status, headers, body) =
+        send(&app, Method::GET, "/api/v1/workspaces", &ci_auth, None).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        body,
+        r#"{"error":"Rate limit exceeded. Please try again later.","code":"rate_limited"}"#
+    );
+    assert_eq!(headers["ratelimit-remaining"], "0");
+    let retry: u64 = headers[header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry));
+    // Other tokens keep their own budget.
+    let (status, _, _) = send(&app, Method::GET, "/api/v1/workspaces", &pro_auth, None).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // Unknown or malformed tokens: 401 with exactly Tokencraft's body.
+    for bad in [
+        "Bearer dtk_1234567890abcdef1234567890abcdef12345678".to_owned(),
+        format!("Bearer {}x", &pro_token),
+    ] {
+        let (status, _, body) = send(&app, Method::GET, "/api/v1/workspaces", &bad, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(body, INVALID);
+    }
+
+    // Revocation is immediate: the very next request is refused.
+    let (status, _, _) = send(
+        &app,
+        Method::DELETE,
+        &format!("/settings/tokens/{}", pro["id"].as_str().unwrap()),
+        &basic(PRO),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, headers, body) =
+        send(&app, Method::GET, "/api/v1/workspaces", &pro_auth, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body, INVALID);
+    assert!(
+        headers[header::WWW_AUTHENTICATE]
+            .to_str()
+            .unwrap()
+            .contains("error=\"invalid_token\"")
+    );
+    let (_, _, body) = send(&app, Method::GET, "/settings/tokens", &basic(PRO), None).await;
+    let names: Vec<String> = serde_json::from_str::<Vec<Value>>(&body)
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(names, ["rate test"]);
+}
