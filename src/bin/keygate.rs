@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use keygate::accounts::{Account, AccountStore, hash_password};
+use keygate::store::ReleaseOutcome;
 use keygate::store::sqlite::SqliteStore;
 use keygate::{IssuedToken, NewToken, Permissions, Roles, TokenError, TokenId, TokenStore, Tokens};
 use rand::Rng;
@@ -113,6 +114,11 @@ enum TokenCommand {
     /// The old token keeps working for --grace-seconds (default 0: it stops at once).
     #[command(after_help = EXIT_CODES)]
     Rotate(TokenRotate),
+    /// Free a bound token's machine seat, so the next machine that uses it takes it.
+    ///
+    /// At most once every 24 hours per token.
+    #[command(after_help = EXIT_CODES)]
+    Release(TokenRef),
 }
 
 #[derive(Debug, Args)]
@@ -142,6 +148,13 @@ struct TokenCreate {
     /// Expire this many seconds after creation (default: never).
     #[arg(long, value_name = "SECONDS")]
     expires_in: Option<u64>,
+    /// Client networks the token may be used from, comma-separated CIDR
+    /// (e.g. 10.0.0.0/8,2001:db8::/32); default: any address.
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    allowed_ips: Option<Vec<String>>,
+    /// The token's own rate limit, in requests per minute.
+    #[arg(long, value_name = "N")]
+    rate_limit: Option<u32>,
 }
 
 #[derive(Debug, Args)]
@@ -224,7 +237,9 @@ fn token_failure(e: TokenError, owner: &str, id: Option<TokenId>) -> Failure {
         | TokenError::UnknownRole(_)
         | TokenError::UnknownKind(_)
         | TokenError::PermissionsExceedRole
-        | TokenError::InvalidExpiry(_)) => Failure::Usage(other.to_string()),
+        | TokenError::InvalidExpiry(_)
+        | TokenError::InvalidAllowedIps(_)
+        | TokenError::InvalidRateLimit(_)) => Failure::Usage(other.to_string()),
         other => Failure::store("the token manager failed", other),
     }
 }
@@ -282,6 +297,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 TokenCommand::List(args) => token_list(&tokens, &args.owner).await,
                 TokenCommand::Revoke(args) => token_revoke(&tokens, args).await,
                 TokenCommand::Rotate(args) => token_rotate(&tokens, args).await,
+                TokenCommand::Release(args) => token_release(&tokens, args).await,
             }
         }
     }
@@ -521,6 +537,25 @@ async fn token_create(
     if let Some(s) = args.expires_in {
         new = new.expires_in(Duration::from_secs(s));
     }
+    if let Some(list) = &args.allowed_ips {
+        let nets = list
+            .iter()
+            .map(|s| {
+                let s = s.trim();
+                s.parse::<ipnet::IpNet>()
+                    .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        Failure::Usage(format!(
+                            "--allowed-ips: {s:?} is not an IP network in CIDR notation (e.g. 10.0.0.0/8)"
+                        ))
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        new = new.allowed_ips(nets);
+    }
+    if let Some(n) = args.rate_limit {
+        new = new.rate_limit_per_minute(n);
+    }
     let issued = tokens
         .issue(new)
         .await
@@ -619,6 +654,36 @@ async fn token_revoke(tokens: &Tokens, args: TokenRef) -> Result<(), Failure> {
         .await
         .map_err(|e| token_failure(e, &owner, Some(id)))?;
     println!("revoked {id}");
+    Ok(())
+}
+
+async fn token_release(tokens: &Tokens, args: TokenRef) -> Result<(), Failure> {
+    let owner = normalise_email(&args.owner)?;
+    let id = parse_id(&args.id)?;
+    // The CLI does not know which kinds the server binds: release whatever binding the
+    // record holds, with the same once-per-24-hours rule.
+    let record = tokens
+        .get(&owner, id)
+        .await
+        .map_err(|e| token_failure(e, &owner, Some(id)))?;
+    if !record.is_valid_at(tokens.now()) {
+        return Err(token_failure(TokenError::NotFound, &owner, Some(id)));
+    }
+    let outcome = tokens
+        .store()
+        .release(&id, tokens.now(), keygate::tokens::RELEASE_INTERVAL)
+        .await
+        .map_err(|e| Failure::store("the token store failed", e))?;
+    match outcome {
+        ReleaseOutcome::Released => println!("released {id}: the next machine to use it takes the seat"),
+        ReleaseOutcome::NotBound => println!("{id} is not bound to a machine; nothing to release"),
+        ReleaseOutcome::TooSoon { next_allowed_at } => {
+            return Err(Failure::Usage(format!(
+                "{id} was released less than 24 hours ago; next release allowed at {}",
+                rfc3339(next_allowed_at)
+            )));
+        }
+    }
     Ok(())
 }
 

@@ -138,7 +138,15 @@ fn parse_create(headers: &HeaderMap, body: &[u8]) -> Result<CreateToken, ApiErro
         BodyFormat::Json => {
             let mut m = json_object(
                 body,
-                &["name", "description", "role", "permissions", "expires_in"],
+                &[
+                    "name",
+                    "description",
+                    "role",
+                    "permissions",
+                    "expires_in",
+                    "allowed_ips",
+                    "rate_limit",
+                ],
             )?;
             Ok(CreateToken {
                 name: json_field(&mut m, "name")?,
@@ -146,6 +154,8 @@ fn parse_create(headers: &HeaderMap, body: &[u8]) -> Result<CreateToken, ApiErro
                 role: json_field(&mut m, "role")?,
                 permissions: json_field(&mut m, "permissions")?,
                 expires_in: json_field(&mut m, "expires_in")?,
+                allowed_ips: json_field(&mut m, "allowed_ips")?,
+                rate_limit: json_field(&mut m, "rate_limit")?,
             })
         }
         BodyFormat::Form => {
@@ -165,9 +175,43 @@ fn parse_create(headers: &HeaderMap, body: &[u8]) -> Result<CreateToken, ApiErro
                     .as_deref()
                     .map(|v| parse_seconds("expires_in", v))
                     .transpose()?,
+                allowed_ips: f.allowed_ips.map(|p| {
+                    p.split([',', ' '])
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                }),
+                rate_limit: f
+                    .rate_limit
+                    .as_deref()
+                    .map(|v| {
+                        v.trim().parse::<u32>().map_err(|_| {
+                            ApiError::bad_request(
+                                "Invalid rate_limit: must be a whole number of requests per minute",
+                            )
+                        })
+                    })
+                    .transpose()?,
             })
         }
     }
+}
+
+/// CIDR strings (or single addresses) to networks; 400 naming the first bad one.
+fn parse_nets(list: &[String]) -> Result<Vec<ipnet::IpNet>, ApiError> {
+    list.iter()
+        .map(|s| {
+            let s = s.trim();
+            s.parse::<ipnet::IpNet>()
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    ApiError::bad_request(format!(
+                        "Invalid allowed_ips: {s:?} is not an IP network in CIDR notation \
+                         (e.g. 10.0.0.0/8 or 2001:db8::/32)"
+                    ))
+                })
+        })
+        .collect()
 }
 
 fn parse_rotate(headers: &HeaderMap, body: &[u8]) -> Result<RotateToken, ApiError> {
@@ -277,6 +321,12 @@ pub(crate) async fn create_token(
     };
     if let Some(d) = req.description {
         new = new.description(d);
+    }
+    if let Some(nets) = &req.allowed_ips {
+        new = new.allowed_ips(parse_nets(nets)?);
+    }
+    if let Some(n) = req.rate_limit {
+        new = new.rate_limit_per_minute(n);
     }
     if let Some(e) = req.expires_in {
         if e <= 0 {
@@ -450,6 +500,36 @@ pub(crate) async fn rotate_token(
         token_name: Some(issued.record.name.clone()),
     };
     Ok(tag(issued_response(&s, issued), action))
+}
+
+/// Releases the machine binding of one of the caller's tokens (a kind with a binding), so
+/// the next machine that uses it takes the seat. Once every 24 hours per token.
+#[cfg_attr(feature = "openapi", utoipa::path(
+    post,
+    path = "/tokens/{id}/release",
+    tag = "tokens",
+    operation_id = "release_token",
+    params(("id" = String, Path, description = "The token's id")),
+    responses(
+        (status = 204, description = "Released (or it was not bound); the next machine to use the token binds it"),
+        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 403, description = "The bearer token lacks `tokens:write`", body = ErrorBody),
+        (status = 404, description = "No such live token of this owner", body = ErrorBody),
+        (status = 409, description = "`release_too_soon` (the message names the next allowed time) or `not_bindable`", body = ErrorBody),
+        (status = 503, description = "The store failed", body = ErrorBody),
+    ),
+    security(("basic" = []), ("bearer" = ["tokens:write"])),
+))]
+pub(crate) async fn release_token(
+    State(s): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let caller = caller(&s, &headers, Accept::BasicOrBearer("tokens:write")).await?;
+    let id = token_id(&id)?;
+    s.tokens.release_binding(caller.owner(), id).await?;
+    tracing::info!(token_id = %id, owner = %caller.owner(), "token binding released");
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 /// The identity behind the bearer token.

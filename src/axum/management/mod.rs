@@ -7,6 +7,7 @@
 //! | `GET /tokens` | Basic, or Bearer with `tokens:read` | the owner's tokens, without secrets or hashes |
 //! | `DELETE /tokens/{id}` | Basic, or Bearer with `tokens:write` | revoke; 204 |
 //! | `POST /tokens/{id}/rotate` | Basic, or Bearer with `tokens:write` | new secret, same name and permissions; optional `grace_seconds`; 201 |
+//! | `POST /tokens/{id}/release` | Basic, or Bearer with `tokens:write` | frees a bound token's machine seat (once per 24 h; 409 `release_too_soon`); 204 |
 //! | `GET /me` | Bearer | the caller's identity |
 //! | `GET /audit` | Basic or Bearer, with `audit:read` | audit events, newest first; query `token_id`, `since`, `until` (RFC 3339), `limit` (default 100, at most 1000); only with [`Management::with_audit_reader`] |
 //! | `GET /openapi.json` | none | the OpenAPI 3.1 document (feature `openapi`) |
@@ -250,6 +251,7 @@ impl Management {
             )
             .route("/tokens/{id}", delete(handlers::revoke_token))
             .route("/tokens/{id}/rotate", post(handlers::rotate_token))
+            .route("/tokens/{id}/release", post(handlers::release_token))
             .route("/me", get(handlers::me));
         let router = if shared.audit_reader.is_some() {
             router.route("/audit", get(audit::list))

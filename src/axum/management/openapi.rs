@@ -20,6 +20,7 @@ use super::types::{CreateToken, IdentityView, RotateToken, TokenStatus, TokenVie
         handlers::list_tokens,
         handlers::revoke_token,
         handlers::rotate_token,
+        handlers::release_token,
         handlers::me,
         handlers::openapi_json,
     ),

@@ -32,6 +32,14 @@ pub struct CreateToken {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub expires_in: Option<i64>,
+    /// Client networks (CIDR strings such as `10.0.0.0/8` or `2001:db8::/32`, or single
+    /// addresses) the token may be used from; left out or empty: any address.
+    #[serde(default)]
+    pub allowed_ips: Option<Vec<String>>,
+    /// The token's own rate in requests per minute, overriding the server's default.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
+    pub rate_limit: Option<u32>,
 }
 
 /// `POST /tokens` as a form: every value is text.
@@ -48,6 +56,10 @@ pub(crate) struct CreateTokenForm {
     pub(crate) permissions: Option<String>,
     #[serde(default)]
     pub(crate) expires_in: Option<String>,
+    #[serde(default)]
+    pub(crate) allowed_ips: Option<String>,
+    #[serde(default)]
+    pub(crate) rate_limit: Option<String>,
 }
 
 /// `POST /tokens/{id}/rotate` (the body is optional).
@@ -118,6 +130,12 @@ pub struct TokenView {
     pub last_used_at: Option<OffsetDateTime>,
     /// Active, expired or replaced.
     pub status: TokenStatus,
+    /// Client networks the token may be used from (CIDR); empty: any address.
+    #[serde(default)]
+    pub allowed_ips: Vec<String>,
+    /// The token's own rate in requests per minute, if any.
+    #[serde(default)]
+    pub rate_limit: Option<u32>,
 }
 
 impl TokenView {
@@ -144,6 +162,8 @@ impl TokenView {
             expires_at: record.expires_at.map(utc),
             last_used_at: record.last_used_at.map(utc),
             status,
+            allowed_ips: record.allowed_ips.iter().map(ToString::to_string).collect(),
+            rate_limit: record.rate_limit,
         }
     }
 }
@@ -170,6 +190,8 @@ impl std::fmt::Debug for TokenView {
             .field("expires_at", &self.expires_at)
             .field("last_used_at", &self.last_used_at)
             .field("status", &self.status)
+            .field("allowed_ips", &self.allowed_ips)
+            .field("rate_limit", &self.rate_limit)
             .finish()
     }
 }
