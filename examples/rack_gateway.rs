@@ -15,6 +15,8 @@
 //!   every use is written to the audit log (JSON Lines at `KEYGATE_AUDIT_LOG`, default
 //!   `rack-gateway-audit.jsonl`) with the RBAC decision.
 //! - The token is read from the `Authorization` header only, never from a cookie.
+//! - A token may carry an IP allow-list (`"allowed_ips": ["203.0.113.0/24"]` at creation):
+//!   from any other address it gets 403 `ip_not_allowed`.
 //!
 //! The admin comes from `RGW_ADMIN_EMAIL` / `RGW_ADMIN_PASSWORD` (a password is generated and
 //! printed when unset); the address from `KEYGATE_ADDR` (default `127.0.0.1:3103`).
@@ -121,6 +123,9 @@ pub fn app(
 struct CreateToken {
     name: String,
     role: String,
+    /// Networks the token may be used from (CIDR); left out: any address.
+    #[serde(default)]
+    allowed_ips: Vec<ipnet::IpNet>,
 }
 
 fn rfc3339(t: time::OffsetDateTime) -> String {
@@ -135,6 +140,7 @@ fn view(r: &TokenRecord) -> Value {
         "role": r.role,
         "permissions": r.permissions,
         "hint": r.hint,
+        "allowed_ips": r.allowed_ips,
         "created_by": r.created_by,
         "created_at": rfc3339(r.created_at),
         "last_used_at": r.last_used_at.map(rfc3339),
@@ -159,6 +165,7 @@ async fn create_token(
 ) -> Result<(StatusCode, Json<Value>), (StatusCode, Json<Value>)> {
     let new = NewToken::new(owner, req.name)
         .role(req.role)
+        .allowed_ips(req.allowed_ips)
         .created_by(admin.owner());
     let issued = tokens.issue(new).await.map_err(failed)?;
     let mut body = view(&issued.record);
@@ -251,11 +258,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!(
         "deploy:      curl -X POST -H 'Authorization: Bearer <CI token>' http://{addr}/apps/myapp/builds"
     );
-    axum::serve(listener, app(tokens, accounts, audit.clone())?)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    let app = app(tokens, accounts, audit.clone())?;
+    // The peer address is what IP allow-lists are checked against.
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await?;
     maintenance.shutdown().await;
     audit.shutdown().await;
     Ok(())

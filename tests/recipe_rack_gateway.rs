@@ -1,7 +1,7 @@
 //! Seed 003 (Rack Gateway) walked through `examples/rack_gateway.rs`: `rgw_` tokens kept as
 //! SHA-256, roles resolved to explicit permissions, admin-only management with
 //! `created_by`/`created_at`/`last_used_at`, an audit line per use with the RBAC decision,
-//! header-only authentication.
+//! header-only authentication, IP allow-lists.
 #![allow(clippy::unwrap_used)]
 
 #[allow(dead_code)]
@@ -15,6 +15,7 @@ use http::{Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use keygate::accounts::MemoryAccounts;
 use keygate::audit::{AuditLog, JsonLinesSink};
+use keygate::client_ip::ClientAddr;
 use keygate::{Roles, TokenHash};
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -250,6 +251,41 @@ async fn rack_gateway_api_tokens() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(err["code"], "missing_token");
 
+    // IP allow-list: a token pinned to the CI network is refused from anywhere else.
+    let (status, pinned) = send(
+        &app,
+        Method::POST,
+        "/api/v1/admin/users/ci@example.com/api-tokens",
+        &[(auth.clone(), &admin_auth)],
+        Some(
+            json!({ "name": "nightly-deploy", "role": "cicd", "allowed_ips": ["203.0.113.0/24"] }),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{pinned}");
+    assert_eq!(pinned["allowed_ips"], json!(["203.0.113.0/24"]));
+    let pinned_auth = bearer(pinned["token"].as_str().unwrap());
+    for (peer, expected) in [
+        (Some("203.0.113.7:50000"), StatusCode::OK),
+        (Some("198.51.100.1:50000"), StatusCode::FORBIDDEN),
+        (None, StatusCode::FORBIDDEN),
+    ] {
+        let mut req = Request::post("/apps/myapp/builds")
+            .header(&auth, &pinned_auth)
+            .body(Body::empty())
+            .unwrap();
+        if let Some(p) = peer {
+            req.extensions_mut().insert(ClientAddr(p.parse().unwrap()));
+        }
+        let res = app.clone().oneshot(req).await.unwrap();
+        assert_eq!(res.status(), expected, "from {peer:?}");
+        if expected == StatusCode::FORBIDDEN {
+            let body = res.into_body().collect().await.unwrap().to_bytes();
+            let err: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(err["code"], "ip_not_allowed");
+        }
+    }
+
     // `rack-gateway api-token list`: created_by, created_at, last_used_at.
     tokens.flush_usage().await.unwrap();
     let (status, list) = send(
@@ -261,7 +297,7 @@ async fn rack_gateway_api_tokens() {
     )
     .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list.as_array().unwrap().len(), 2);
     assert_eq!(list[0]["name"], "GitHub Actions");
     assert_eq!(list[0]["created_by"], ADMIN);
     assert!(list[0]["created_at"].as_str().unwrap().ends_with('Z'));
@@ -323,7 +359,17 @@ async fn rack_gateway_api_tokens() {
     let cookie = find("GET", "/apps", 401);
     assert_eq!(cookie["rbac_decision"], "deny");
     assert!(cookie["api_token_id"].is_null());
-    // 9 rack requests, 6 on the admin routes, the cookie, the revoked token; the Basic
-    // sign-ins of the management API are not token uses.
-    assert_eq!(lines.len(), 17, "{text}");
+    let outside = lines
+        .iter()
+        .find(|e| e["reason"] == "ip_not_allowed" && e["client_ip"].is_string())
+        .unwrap();
+    assert_eq!(outside["path"], "/apps/myapp/builds");
+    assert_eq!(outside["status_code"], 403);
+    assert_eq!(outside["rbac_decision"], "deny");
+    assert_eq!(outside["api_token_name"], "nightly-deploy");
+    assert_eq!(outside["reason"], "ip_not_allowed");
+    assert_eq!(outside["client_ip"], "198.51.100.1");
+    // 9 rack requests, 7 on the admin routes, the cookie, 3 from the pinned token, the
+    // revoked token; the Basic sign-ins of the management API are not token uses.
+    assert_eq!(lines.len(), 21, "{text}");
 }
