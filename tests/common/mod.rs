@@ -83,6 +83,33 @@ impl TokenStore for TestStore {
         self.check()?;
         self.inner.purge_expired(now).await
     }
+    async fn bind(
+        &self,
+        id: &TokenId,
+        fingerprint: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<String>, StoreError> {
+        self.check()?;
+        self.inner.bind(id, fingerprint, now).await
+    }
+    async fn release(
+        &self,
+        id: &TokenId,
+        now: OffsetDateTime,
+        min_interval: std::time::Duration,
+    ) -> Result<keygate::store::ReleaseOutcome, StoreError> {
+        self.check()?;
+        self.inner.release(id, now, min_interval).await
+    }
+    async fn expire_inactive(
+        &self,
+        cutoff: OffsetDateTime,
+        now: OffsetDateTime,
+        release_kinds: &[String],
+    ) -> Result<keygate::store::InactiveOutcome, StoreError> {
+        self.check()?;
+        self.inner.expire_inactive(cutoff, now, release_kinds).await
+    }
 }
 
 /// The inner service: answers 200 with the caller's owner, or `anonymous`, and counts calls.
