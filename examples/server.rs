@@ -11,6 +11,11 @@
 //! | `KEYGATE_ADDR` | `127.0.0.1:8080` | where to listen |
 //! | `KEYGATE_ADMIN_EMAIL` | `admin@example.com` | the admin account |
 //! | `KEYGATE_ADMIN_PASSWORD` | — | its password; when unset and the admin does not exist yet, one is generated and printed once (an existing admin keeps its password) |
+//! | `KEYGATE_RATE_LIMIT` | `100` | requests a minute per token (429 with `Retry-After` past it) |
+//! | `KEYGATE_FAILURE_LIMIT` | `20` | failed authentications a minute per client address |
+//! | `KEYGATE_TRUSTED_PROXIES` | — | comma-separated CIDRs whose `Forwarded` / `X-Forwarded-For` are believed |
+//! | `KEYGATE_AUDIT_LOG` | — | append audit events to this file as JSON Lines (they always go to the database too) |
+//! | `KEYGATE_METRICS` | on | `off`: no `GET /metrics` |
 //! | `RUST_LOG` | `info` | log filter |
 //!
 //! Routes (all under `/api/v1` but the index):
@@ -18,10 +23,13 @@
 //! | route | needs |
 //! | --- | --- |
 //! | `GET /` | nothing: a short index |
+//! | `GET /metrics` | nothing: Prometheus text (unless `KEYGATE_METRICS=off`) |
+//! | `GET /tokens` | nothing: the token page (it signs in with email and password) |
 //! | `POST /api/v1/tokens` | Basic (email + password): create a token |
 //! | `GET /api/v1/tokens` | Basic, or a token with `tokens:read` |
 //! | `DELETE /api/v1/tokens/{id}`, `POST /api/v1/tokens/{id}/rotate` | Basic, or a token with `tokens:write` |
 //! | `GET /api/v1/me` | a token |
+//! | `GET /api/v1/audit` | `audit:read` (Basic or a token): audit events, `?token_id=&since=&until=&limit=` |
 //! | `GET /api/v1/openapi.json` | nothing: the OpenAPI 3.1 document |
 //! | `GET /api/v1/apps` | `apps:read` (roles `viewer`, `ops`, `deployer`, `cicd`, `admin`) |
 //! | `POST /api/v1/apps/{app}/restart` | `processes:restart` (`ops`, `deployer`, `admin`) |
@@ -30,18 +38,34 @@
 //!
 //! Tokens are created with a `role` (one of Rack Gateway's `viewer`, `ops`, `deployer`,
 //! `cicd`, `admin`) or explicit `permissions`; without either they get the account's own.
+//! A token never does more than its account may do now: its permissions are cut down to
+//! the account's current ones on every request (answers kept 5 s).
+//!
+//! Every bearer request under `/api/v1` goes through the same policies: 100 requests a
+//! minute per token (`RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` on allowed
+//! responses), failure limits per client address (the socket peer, or the forwarded client
+//! behind a trusted proxy), one audit event per decision and the `keygate_*` metrics.
+//! Management writes add `token.create`, `token.revoke` and `token.rotate` events.
 
 use std::error::Error;
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use axum::extract::{Path, Request};
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use keygate::accounts::{Account, AccountStore, hash_password, verify_password};
+use keygate::audit::{AuditEvent, AuditLog, AuditSink, JsonLinesSink};
 use keygate::axum::management::Management;
+use keygate::client_ip::ClientIpSource;
+use keygate::metrics::PrometheusHandle;
+use keygate::permissions::AccountPermissions;
+use keygate::rate_limit::{FailureLimits, Rate, RateLimits};
 use keygate::store::sqlite::SqliteStore;
 use keygate::{AuthLayer, Identity, Permissions, RequirePermissionLayer, Roles, Tokens};
 use serde_json::{Value, json};
@@ -60,20 +84,76 @@ pub struct Config {
     pub admin_email: String,
     /// The admin's password; `None`: keep the existing one, or generate one.
     pub admin_password: Option<Zeroizing<String>>,
+    /// Requests a minute per token.
+    pub rate_limit: u32,
+    /// Failed authentications a minute per client address.
+    pub failure_limit: u32,
+    /// Proxies whose forwarding headers are believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The JSON Lines audit file, if any.
+    pub audit_log: Option<PathBuf>,
+    /// Serve `GET /metrics`.
+    pub metrics: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            db: "keygate.db".into(),
+            addr: "127.0.0.1:8080".into(),
+            admin_email: "admin@example.com".into(),
+            admin_password: None,
+            rate_limit: 100,
+            failure_limit: 20,
+            trusted_proxies: Vec::new(),
+            audit_log: None,
+            metrics: true,
+        }
+    }
 }
 
 impl Config {
-    /// `KEYGATE_DB`, `KEYGATE_ADDR`, `KEYGATE_ADMIN_EMAIL`, `KEYGATE_ADMIN_PASSWORD`.
-    pub fn from_env() -> Self {
-        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        Self {
-            db: var("KEYGATE_DB")
-                .unwrap_or_else(|| "keygate.db".into())
-                .into(),
-            addr: var("KEYGATE_ADDR").unwrap_or_else(|| "127.0.0.1:8080".into()),
-            admin_email: var("KEYGATE_ADMIN_EMAIL").unwrap_or_else(|| "admin@example.com".into()),
+    /// `KEYGATE_DB`, `KEYGATE_ADDR`, `KEYGATE_ADMIN_EMAIL`, `KEYGATE_ADMIN_PASSWORD`,
+    /// `KEYGATE_RATE_LIMIT`, `KEYGATE_FAILURE_LIMIT`, `KEYGATE_TRUSTED_PROXIES`,
+    /// `KEYGATE_AUDIT_LOG`, `KEYGATE_METRICS`.
+    ///
+    /// # Errors
+    ///
+    /// A limit that is not a positive whole number, or a proxy that is not a CIDR.
+    pub fn from_env() -> Result<Self, BoxError> {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        let d = Self::default();
+        let count = |k: &str, default: u32| -> Result<u32, BoxError> {
+            match var(k) {
+                None => Ok(default),
+                Some(v) => match v.trim().parse::<u32>() {
+                    Ok(n) if n > 0 => Ok(n),
+                    _ => Err(format!("{k} must be a positive whole number, not {v:?}").into()),
+                },
+            }
+        };
+        let trusted_proxies = var("KEYGATE_TRUSTED_PROXIES")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| {
+                s.parse::<ipnet::IpNet>()
+                    .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| format!("KEYGATE_TRUSTED_PROXIES: {s:?} is not a CIDR"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            db: var("KEYGATE_DB").map_or(d.db, Into::into),
+            addr: var("KEYGATE_ADDR").unwrap_or(d.addr),
+            admin_email: var("KEYGATE_ADMIN_EMAIL").unwrap_or(d.admin_email),
             admin_password: var("KEYGATE_ADMIN_PASSWORD").map(Zeroizing::new),
-        }
+            rate_limit: count("KEYGATE_RATE_LIMIT", d.rate_limit)?,
+            failure_limit: count("KEYGATE_FAILURE_LIMIT", d.failure_limit)?,
+            trusted_proxies,
+            audit_log: var("KEYGATE_AUDIT_LOG").map(Into::into),
+            metrics: !var("KEYGATE_METRICS").is_some_and(|v| v.eq_ignore_ascii_case("off")),
+        })
     }
 }
 
@@ -85,6 +165,42 @@ pub struct App {
     pub tokens: Tokens,
     /// The admin password, when it was generated by this start: show it once.
     pub generated_password: Option<Zeroizing<String>>,
+    /// The audit queue: shut it down last, so every event is written.
+    pub audit: AuditLog,
+}
+
+/// Writes each batch of audit events to the database and, when configured, to the JSON
+/// Lines file.
+struct AuditSinks {
+    db: SqliteStore,
+    file: Option<JsonLinesSink>,
+}
+
+#[async_trait]
+impl AuditSink for AuditSinks {
+    async fn write(&self, events: &[AuditEvent]) -> Result<(), BoxError> {
+        let file = match &self.file {
+            Some(f) => f.write(events).await,
+            None => Ok(()),
+        };
+        self.db.write(events).await?;
+        file
+    }
+}
+
+/// The Prometheus recorder is global: installed once per process (tests build the app
+/// several times).
+fn metrics_handle() -> Option<PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| match keygate::metrics::install() {
+            Ok(h) => Some(h),
+            Err(error) => {
+                tracing::warn!(%error, "cannot install the metrics recorder; /metrics is off");
+                None
+            }
+        })
+        .clone()
 }
 
 /// Opens the store, makes sure the admin account exists, and assembles the routes. Binds
@@ -96,9 +212,56 @@ pub async fn build_app(config: &Config) -> Result<App, BoxError> {
         .roles(Roles::rack_gateway())
         .build()?;
 
-    let management = Management::new(tokens.clone(), store)
+    let file = config
+        .audit_log
+        .as_ref()
+        .map(JsonLinesSink::open)
+        .transpose()?;
+    let audit = AuditLog::spawn(
+        AuditSinks {
+            db: store.clone(),
+            file,
+        },
+        10_000,
+    );
+    let client_ip = ClientIpSource::new().trust_proxies(config.trusted_proxies.iter().copied());
+    let owners = AccountPermissions::new(store.clone());
+    let metrics = if config.metrics {
+        metrics_handle()
+    } else {
+        None
+    };
+    // One set of limits for the whole API: a token's budget is the same on every route.
+    let rates = RateLimits::new(Rate::per_minute(config.rate_limit)?);
+    let failures = FailureLimits::new(Rate::per_minute(config.failure_limit)?);
+    let policies = |layer: AuthLayer| {
+        let layer = layer
+            .with_rate_limits(rates.clone())
+            .with_failure_limits(failures.clone())
+            .with_audit(audit.clone())
+            .with_client_ip(client_ip.clone())
+            .with_permission_resolver(owners.clone());
+        if metrics.is_some() {
+            layer.with_metrics()
+        } else {
+            layer
+        }
+    };
+
+    // Bearer requests to the management API go through the same policies; Basic requests
+    // and requests without credentials go on to its own authentication.
+    let management = Management::new(tokens.clone(), store.clone())
         .with_server_url("/api/v1")
-        .router();
+        .with_audit(audit.clone())
+        .with_audit_reader(store)
+        .with_permission_resolver(owners.clone())
+        .with_client_ip(client_ip.clone())
+        .router()
+        .layer(policies(
+            AuthLayer::new(tokens.clone())
+                .with_realm("keygate")?
+                .optional(),
+        ));
     let demo = Router::new()
         .route(
             "/apps",
@@ -116,16 +279,28 @@ pub async fn build_app(config: &Config) -> Result<App, BoxError> {
             "/apps/{app}/env",
             put(set_env).route_layer(RequirePermissionLayer::new("env:write")?),
         )
-        .layer(AuthLayer::new(tokens.clone()).with_realm("keygate")?);
+        .layer(policies(
+            AuthLayer::new(tokens.clone()).with_realm("keygate")?,
+        ));
 
-    let router = Router::new()
+    let mut router = Router::new()
         .route("/", get(index))
         .nest("/api/v1", management.merge(demo))
-        .layer(axum::middleware::from_fn(log_request));
+        .nest(
+            "/tokens",
+            keygate::ui::Page::new("/api/v1")
+                .with_roles(tokens.roles())
+                .router(),
+        );
+    if let Some(handle) = metrics {
+        router = router.route("/metrics", get(move || std::future::ready(handle.render())));
+    }
+    let router = router.layer(axum::middleware::from_fn(log_request));
     Ok(App {
         router,
         tokens,
         generated_password,
+        audit,
     })
 }
 
@@ -191,6 +366,9 @@ async fn index() -> Json<Value> {
             "DELETE /api/v1/tokens/{id}": "revoke (Basic, or tokens:write)",
             "POST /api/v1/tokens/{id}/rotate": "rotate (Basic, or tokens:write)",
             "GET /api/v1/me": "who the token belongs to",
+            "GET /api/v1/audit": "audit events (needs audit:read); ?token_id=&since=&until=&limit=",
+            "GET /tokens": "the token page",
+            "GET /metrics": "Prometheus metrics (unless KEYGATE_METRICS=off)",
             "GET /api/v1/apps": "demo, needs apps:read",
             "POST /api/v1/apps/{app}/restart": "demo, needs processes:restart",
             "POST /api/v1/apps/{app}/builds": "demo, needs builds:create",
@@ -245,7 +423,7 @@ async fn shutdown_signal() {
         () = ctrl_c => {}
         () = terminate => {}
     }
-    tracing::info!("shutting down; flushing last-used times");
+    tracing::info!("shutting down; flushing last-used times and the audit log");
 }
 
 #[tokio::main]
@@ -257,7 +435,7 @@ async fn main() -> Result<(), BoxError> {
         )
         .init();
 
-    let config = Config::from_env();
+    let config = Config::from_env()?;
     let app = build_app(&config).await?;
     let listener = tokio::net::TcpListener::bind(&config.addr).await?;
     let base = format!("http://{}", listener.local_addr()?);
@@ -286,18 +464,38 @@ async fn main() -> Result<(), BoxError> {
     );
     println!("  curl -u {email} -X POST -d 'grace_seconds=60' {base}/api/v1/tokens/<id>/rotate");
     println!("  curl -u {email} -X DELETE {base}/api/v1/tokens/<id>");
+    println!(
+        "  curl -i -H \"Authorization: Bearer $TOKEN\" {base}/api/v1/apps   # RateLimit-* headers; 429 past {} a minute",
+        config.rate_limit
+    );
+    println!("  curl -u {email} '{base}/api/v1/audit?limit=10'");
     println!("  curl {base}/api/v1/openapi.json");
+    if config.metrics {
+        println!("  curl {base}/metrics");
+    }
+    println!("  open {base}/tokens   # the token page");
+    if let Some(path) = &config.audit_log {
+        println!(
+            "Audit events: {} (JSON Lines) and the database",
+            path.display()
+        );
+    }
     println!();
     drop(app.generated_password);
 
     let maintenance = app
         .tokens
         .spawn_maintenance(Duration::from_secs(10), Duration::from_secs(3600));
-    axum::serve(listener, app.router)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
-    // Writes the last batch of last-used times before leaving.
+    axum::serve(
+        listener,
+        app.router
+            .into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
+    // Writes the last batch of last-used times, then every queued audit event.
     maintenance.shutdown().await;
+    app.audit.shutdown().await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -91,6 +91,9 @@ mod accounts {
     /// The most owners kept; past it the cache starts over.
     const MAX_ENTRIES: usize = 100_000;
 
+    /// An answer and when it was fetched.
+    type Kept = (Instant, Option<Permissions>);
+
     /// A [`PermissionResolver`] over an [`AccountStore`]: an owner is the email of an
     /// account, and holds that account's permissions. Each answer (an unknown owner too) is
     /// kept for the TTL (default 5 s; zero: no cache); errors are never kept. Cheap to
@@ -99,7 +102,7 @@ mod accounts {
     pub struct AccountPermissions {
         accounts: Arc<dyn AccountStore>,
         ttl: Duration,
-        cache: Arc<RwLock<HashMap<String, (Instant, Option<Permissions>)>>>,
+        cache: Arc<RwLock<HashMap<String, Kept>>>,
     }
 
     impl std::fmt::Debug for AccountPermissions {

@@ -1157,6 +1157,7 @@ fn server_config(db: &std::path::Path, password: Option<&str>) -> server::Config
         addr: "127.0.0.1:0".into(),
         admin_email: ADMIN.into(),
         admin_password: password.map(|p| zeroize::Zeroizing::new(p.to_owned())),
+        ..server::Config::default()
     }
 }
 
