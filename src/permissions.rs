@@ -3,12 +3,13 @@
 //!
 //! A token keeps the permissions it was created with. When its owner is later demoted (or
 //! removed), a [`PermissionResolver`] lets the layer cut the token down at once: on every
-//! request the [`Identity`](crate::Identity) carries the token's permissions intersected
+//! request the [`Identity`] carries the token's permissions intersected
 //! with the owner's current ones. An owner the resolver does not know has no permissions,
 //! so the token can authenticate but passes no permission check; a resolver that fails
 //! makes the request fail closed with 503 `store_unavailable`.
 //!
-//! [`AccountPermissions`] resolves owners through any [`AccountStore`] (feature `axum`)
+//! [`AccountPermissions`] resolves owners through any
+//! [`AccountStore`](crate::accounts::AccountStore) (feature `axum`)
 //! and keeps each answer for a short time (default 5 s), so the account store is not hit on
 //! every request: a demotion takes effect within that time on every instance.
 //!

@@ -13,6 +13,7 @@
 //! | `<prefix>owner:<owner>` | set | the hex SHA-256 of each of the owner's records |
 //! | `<prefix>dead` | sorted set | records by the time they became purgeable (revoked or expired) |
 //! | `<prefix>seq` | counter | insertion order, to list records created in the same microsecond stably |
+//! | `<prefix>rl:<token id>` | string | the [`RedisRateLimiter`]'s GCRA arrival time (µs), expiring when the token's full limit is back |
 //!
 //! Only the SHA-256 of a token is kept, never the token.
 //!
