@@ -417,8 +417,22 @@ mod tests {
             .with_kind("seat", Some(Rate::per_minute(1).unwrap()));
         let id = TokenId::random();
         assert!(limits.check(id, "bulk", None).await.unwrap().is_none());
-        assert!(limits.check(id, "seat", None).await.unwrap().unwrap().allowed());
-        assert!(!limits.check(id, "seat", None).await.unwrap().unwrap().allowed());
+        assert!(
+            limits
+                .check(id, "seat", None)
+                .await
+                .unwrap()
+                .unwrap()
+                .allowed()
+        );
+        assert!(
+            !limits
+                .check(id, "seat", None)
+                .await
+                .unwrap()
+                .unwrap()
+                .allowed()
+        );
     }
 
     #[tokio::test]
@@ -426,7 +440,14 @@ mod tests {
         let limits = RateLimits::new(Rate::per_minute(100).unwrap()).with_kind("bulk", None);
         let id = TokenId::random();
         for _ in 0..3 {
-            assert!(limits.check(id, "pat", Some(3)).await.unwrap().unwrap().allowed());
+            assert!(
+                limits
+                    .check(id, "pat", Some(3))
+                    .await
+                    .unwrap()
+                    .unwrap()
+                    .allowed()
+            );
         }
         let d = limits.check(id, "pat", Some(3)).await.unwrap().unwrap();
         assert!(!d.allowed());
@@ -435,7 +456,12 @@ mod tests {
         // kind's shares its limiter.
         let other = TokenId::random();
         assert_eq!(
-            limits.check(other, "bulk", Some(100)).await.unwrap().unwrap().limit,
+            limits
+                .check(other, "bulk", Some(100))
+                .await
+                .unwrap()
+                .unwrap()
+                .limit,
             100
         );
         assert!(limits.check(other, "bulk", None).await.unwrap().is_none());

@@ -471,7 +471,9 @@ impl Tokens {
         };
         let allowed_ips = normalise_nets(&req.allowed_ips)?;
         if req.rate_limit == Some(0) {
-            return Err(TokenError::InvalidRateLimit("must be at least 1 request a minute"));
+            return Err(TokenError::InvalidRateLimit(
+                "must be at least 1 request a minute",
+            ));
         }
         let explicit_name = req.name.is_some();
         if let Some(name) = &req.name {
@@ -964,7 +966,13 @@ impl Tokens {
             for (id, event) in events {
                 // Name and owner, best effort: a failed read only thins the event.
                 let record = self.inner.store.get(id).await.ok().flatten();
-                audit.record(maintenance_event(now, event, *id, record.as_ref(), "inactive"));
+                audit.record(maintenance_event(
+                    now,
+                    event,
+                    *id,
+                    record.as_ref(),
+                    "inactive",
+                ));
             }
         }
         Ok(out)
@@ -996,7 +1004,13 @@ impl Tokens {
             ReleaseOutcome::Released => {
                 tracing::debug!(token_id = %id, "binding released");
                 if let Some(audit) = &self.inner.audit {
-                    audit.record(maintenance_event(now, "token.release", id, Some(&rec), "owner"));
+                    audit.record(maintenance_event(
+                        now,
+                        "token.release",
+                        id,
+                        Some(&rec),
+                        "owner",
+                    ));
                 }
                 Ok(())
             }
@@ -1103,9 +1117,7 @@ fn normalise_nets(nets: &[IpNet]) -> Result<Vec<IpNet>, TokenError> {
 
 /// A client fingerprint: 1–128 visible ASCII characters.
 fn valid_fingerprint(f: &str) -> bool {
-    !f.is_empty()
-        && f.len() <= MAX_FINGERPRINT_LEN
-        && f.bytes().all(|b| b.is_ascii_graphic())
+    !f.is_empty() && f.len() <= MAX_FINGERPRINT_LEN && f.bytes().all(|b| b.is_ascii_graphic())
 }
 
 /// An audit event for something the manager did outside a request.

@@ -56,8 +56,10 @@ fn from(peer: Option<&str>, mut req: Request<Full<Bytes>>) -> Request<Full<Bytes
 
 async fn status_and_code<S>(svc: &S, req: Request<Full<Bytes>>) -> (StatusCode, String)
 where
-    S: Service<Request<Full<Bytes>>, Response = http::Response<keygate::middleware::ResponseBody<Full<Bytes>>>>
-        + Clone,
+    S: Service<
+            Request<Full<Bytes>>,
+            Response = http::Response<keygate::middleware::ResponseBody<Full<Bytes>>>,
+        > + Clone,
     S::Error: std::fmt::Debug,
 {
     let res = svc.clone().oneshot(req).await.unwrap();
@@ -83,7 +85,10 @@ async fn allow_lists_admit_inside_and_refuse_outside_on_both_paths() {
         .await
         .unwrap();
     assert_eq!(listed.record.allowed_ips.len(), 3);
-    let open = tokens.issue(NewToken::new("alice", "anywhere")).await.unwrap();
+    let open = tokens
+        .issue(NewToken::new("alice", "anywhere"))
+        .await
+        .unwrap();
     let sink = MemoryAuditSink::new();
     let audit = AuditLog::spawn(sink.clone(), 100);
     let calls = Arc::new(AtomicUsize::new(0));
@@ -99,7 +104,11 @@ async fn allow_lists_admit_inside_and_refuse_outside_on_both_paths() {
         (Some("192.0.2.7:80"), &listed.token, StatusCode::OK),
         (Some("192.0.2.8:80"), &listed.token, StatusCode::FORBIDDEN),
         (Some("[2001:db8::5]:443"), &listed.token, StatusCode::OK),
-        (Some("[2001:db9::1]:443"), &listed.token, StatusCode::FORBIDDEN),
+        (
+            Some("[2001:db9::1]:443"),
+            &listed.token,
+            StatusCode::FORBIDDEN,
+        ),
         // An IPv4-mapped IPv6 peer is judged as IPv4.
         (Some("[::ffff:10.9.9.9]:443"), &listed.token, StatusCode::OK),
         // No client address: fail closed for a listed token, no effect on the others.
@@ -164,7 +173,10 @@ async fn a_token_rate_overrides_the_default() {
         .issue(NewToken::new("alice", "slow").rate_limit_per_minute(2))
         .await
         .unwrap();
-    let normal = tokens.issue(NewToken::new("alice", "normal")).await.unwrap();
+    let normal = tokens
+        .issue(NewToken::new("alice", "normal"))
+        .await
+        .unwrap();
     assert!(
         tokens
             .issue(NewToken::new("alice", "zero").rate_limit_per_minute(0))
@@ -208,7 +220,8 @@ fn basic(email: &str, password: &str) -> String {
 fn machine(token: &RawToken, id: Option<&str>) -> Request<Full<Bytes>> {
     let mut req = get(Some(&bearer(token)));
     if let Some(id) = id {
-        req.headers_mut().insert("x-machine-id", id.parse().unwrap());
+        req.headers_mut()
+            .insert("x-machine-id", id.parse().unwrap());
     }
     req
 }
@@ -311,7 +324,10 @@ async fn a_seat_binds_on_first_use_and_is_released_at_most_once_a_day() {
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["code"], "release_too_soon");
     assert!(
-        v["error"].as_str().unwrap().contains("2026-03-02T12:00:00Z"),
+        v["error"]
+            .as_str()
+            .unwrap()
+            .contains("2026-03-02T12:00:00Z"),
         "{body}"
     );
     assert_eq!(
@@ -363,7 +379,10 @@ async fn concurrent_first_uses_through_the_layer_bind_one_machine() {
             let token = token.clone();
             tokio::spawn(async move {
                 let id = format!("machine-{i}");
-                svc.oneshot(machine(&token, Some(&id))).await.unwrap().status()
+                svc.oneshot(machine(&token, Some(&id)))
+                    .await
+                    .unwrap()
+                    .status()
             })
         })
         .collect();

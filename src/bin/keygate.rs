@@ -675,7 +675,9 @@ async fn token_release(tokens: &Tokens, args: TokenRef) -> Result<(), Failure> {
         .await
         .map_err(|e| Failure::store("the token store failed", e))?;
     match outcome {
-        ReleaseOutcome::Released => println!("released {id}: the next machine to use it takes the seat"),
+        ReleaseOutcome::Released => {
+            println!("released {id}: the next machine to use it takes the seat")
+        }
         ReleaseOutcome::NotBound => println!("{id} is not bound to a machine; nothing to release"),
         ReleaseOutcome::TooSoon { next_allowed_at } => {
             return Err(Failure::Usage(format!(

@@ -669,7 +669,10 @@ impl<S: TokenStore> TokenStore for CachedStore<S> {
         // A cached copy may still read "unbound": drop it once the token is bound to this
         // caller, so its next requests match the binding without asking the store. (A
         // caller bound elsewhere leaves the cache alone: it asks the store every time.)
-        if res.as_ref().map_or(true, |b| b.as_deref() == Some(fingerprint)) {
+        if res
+            .as_ref()
+            .map_or(true, |b| b.as_deref() == Some(fingerprint))
+        {
             self.cache.invalidate_id(id);
         }
         res
@@ -696,9 +699,9 @@ impl<S: TokenStore> TokenStore for CachedStore<S> {
             .call(self.inner.expire_inactive(cutoff, now, release_kinds))
             .await;
         match &res {
-            Ok(out) => self.cache.invalidate_ids(
-                &out.revoked.iter().chain(&out.released).copied().collect(),
-            ),
+            Ok(out) => self
+                .cache
+                .invalidate_ids(&out.revoked.iter().chain(&out.released).copied().collect()),
             // The change may have committed: forget everything.
             Err(_) => self.cache.flush(),
         }

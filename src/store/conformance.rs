@@ -484,25 +484,46 @@ async fn bind_sets_once(s: &Arc<dyn TokenStore>) {
     let r = record(&owner("bind"), "seat", t);
     s.insert(r.clone(), rules(t, None)).await.expect("insert");
     assert_eq!(
-        s.bind(&r.id, "machine-a", t).await.expect("bind").as_deref(),
+        s.bind(&r.id, "machine-a", t)
+            .await
+            .expect("bind")
+            .as_deref(),
         Some("machine-a"),
         "the first bind binds"
     );
     let later = t + Duration::from_secs(5);
     assert_eq!(
-        s.bind(&r.id, "machine-b", later).await.expect("bind").as_deref(),
+        s.bind(&r.id, "machine-b", later)
+            .await
+            .expect("bind")
+            .as_deref(),
         Some("machine-a"),
         "a bound token stays bound and reports its binding"
     );
     assert_eq!(
-        s.bind(&r.id, "machine-a", later).await.expect("bind").as_deref(),
+        s.bind(&r.id, "machine-a", later)
+            .await
+            .expect("bind")
+            .as_deref(),
         Some("machine-a")
     );
     let got = s.get(&r.id).await.expect("get").expect("present");
     assert_eq!(got.bound_to.as_deref(), Some("machine-a"));
-    assert_eq!(got.bound_at, Some(t), "bound_at is the time of the first bind");
-    let found = s.find_by_hash(&r.hash).await.expect("find").expect("present");
-    assert_eq!(found.bound_to.as_deref(), Some("machine-a"), "lookups see the binding");
+    assert_eq!(
+        got.bound_at,
+        Some(t),
+        "bound_at is the time of the first bind"
+    );
+    let found = s
+        .find_by_hash(&r.hash)
+        .await
+        .expect("find")
+        .expect("present");
+    assert_eq!(
+        found.bound_to.as_deref(),
+        Some("machine-a"),
+        "lookups see the binding"
+    );
     assert!(
         s.bind(&TokenId::random(), "machine-a", t)
             .await
@@ -531,9 +552,7 @@ async fn concurrent_first_uses_bind_one(s: &Arc<dyn TokenStore>) {
     let mut answers = std::collections::HashSet::new();
     for task in tasks {
         let (fp, bound) = task.await.expect("task");
-        let bound = bound
-            .expect("bind in the race")
-            .expect("the record exists");
+        let bound = bound.expect("bind in the race").expect("the record exists");
         if bound == fp {
             winners.push(fp);
         }
@@ -572,7 +591,10 @@ async fn release_respects_its_interval(s: &Arc<dyn TokenStore>) {
     );
     let t2 = t + Duration::from_secs(60);
     assert_eq!(
-        s.bind(&r.id, "machine-b", t2).await.expect("bind").as_deref(),
+        s.bind(&r.id, "machine-b", t2)
+            .await
+            .expect("bind")
+            .as_deref(),
         Some("machine-b"),
         "after a release the next first use binds"
     );

@@ -183,7 +183,9 @@ impl From<TokenError> for ApiError {
             TokenError::InvalidAllowedIps(m) => {
                 Self::bad_request(format!("Invalid allowed_ips: {m}"))
             }
-            TokenError::InvalidRateLimit(m) => Self::bad_request(format!("Invalid rate_limit: {m}")),
+            TokenError::InvalidRateLimit(m) => {
+                Self::bad_request(format!("Invalid rate_limit: {m}"))
+            }
             TokenError::ReleaseTooSoon { next_allowed_at } => {
                 let at = next_allowed_at
                     .to_offset(time::UtcOffset::UTC)
