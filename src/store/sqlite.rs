@@ -457,7 +457,12 @@ impl SqliteStore {
         Ok(())
     }
 
-    async fn try_bind(&self, id: &str, fingerprint: &str, now: i64) -> Result<Option<String>, Failure> {
+    async fn try_bind(
+        &self,
+        id: &str,
+        fingerprint: &str,
+        now: i64,
+    ) -> Result<Option<String>, Failure> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
             "UPDATE tokens SET bound_to = ?2, bound_at = ?3 WHERE id = ?1 AND bound_to IS NULL",
