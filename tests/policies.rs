@@ -276,3 +276,30 @@ async fn a_full_audit_queue_never_blocks_requests() {
     audit.shutdown().await;
     assert_eq!(sink.events().len() as u64 + audit.dropped(), 200);
 }
+
+#[tokio::test]
+async fn a_denial_by_an_inner_permission_check_is_audited_as_deny() {
+    let store = TestStore::default();
+    let tokens = tokens(&store);
+    let viewer = tokens
+        .issue(NewToken::new("alice", "v").role("viewer"))
+        .await
+        .unwrap();
+    let sink = MemoryAuditSink::new();
+    let audit = AuditLog::spawn(sink.clone(), 100);
+    let guarded = keygate::RequirePermissionLayer::new("things:write")
+        .unwrap()
+        .layer(echo(Arc::default()));
+    let svc = AuthLayer::new(tokens)
+        .with_audit(audit.clone())
+        .layer(guarded);
+    let res = svc.oneshot(get(Some(&bearer(&viewer.token)))).await.unwrap();
+    assert_eq!(res.status(), StatusCode::FORBIDDEN);
+    audit.shutdown().await;
+    let events = sink.events();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].rbac_decision, Decision::Deny);
+    assert_eq!(events[0].reason.as_deref(), Some("insufficient_scope"));
+    assert_eq!(events[0].status_code, 403);
+    assert_eq!(events[0].api_token_id, Some(viewer.record.id));
+}

@@ -551,7 +551,10 @@ where
             if let Some(d) = &admitted.rate {
                 rate_headers(res.headers_mut(), d);
             }
-            (res, record, None)
+            // A permission check further in (`RequirePermissionLayer`, `Identity::require`)
+            // leaves its `RejectionKind` on the response: the decision was a denial.
+            let inner_denial = res.extensions().get::<RejectionKind>().map(|k| k.reason());
+            (res, record, inner_denial)
         }
     };
     #[cfg(feature = "metrics")]
