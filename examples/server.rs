@@ -1,5 +1,5 @@
 //! The keygate reference server: the token management API and a small protected demo API
-//! on one embedded SQLite file.
+//! on one embedded SQLite file, or on a shared PostgreSQL database for several instances.
 //!
 //! ```sh
 //! cargo run --example server
@@ -7,7 +7,8 @@
 //!
 //! | variable | default | meaning |
 //! | --- | --- | --- |
-//! | `KEYGATE_DB` | `keygate.db` | the SQLite file (created when missing) |
+//! | `KEYGATE_DB` | `keygate.db` | the SQLite file (created when missing), or a `postgres://` URL shared by several instances |
+//! | `KEYGATE_DB_SCHEMA` | — | with PostgreSQL: the schema to keep keygate's tables in (default `public`) |
 //! | `KEYGATE_ADDR` | `127.0.0.1:8080` | where to listen |
 //! | `KEYGATE_ADMIN_EMAIL` | `admin@example.com` | the admin account |
 //! | `KEYGATE_ADMIN_PASSWORD` | — | its password; when unset and the admin does not exist yet, one is generated and printed once (an existing admin keeps its password) |
@@ -46,6 +47,11 @@
 //! responses), failure limits per client address (the socket peer, or the forwarded client
 //! behind a trusted proxy), one audit event per decision and the `keygate_*` metrics.
 //! Management writes add `token.create`, `token.revoke` and `token.rotate` events.
+//!
+//! On PostgreSQL each instance verifies through a [`CachedStore`] whose listener hears every
+//! revocation and rotation made by the other instances (`LISTEN`/`NOTIFY`), so a token
+//! revoked on one instance is refused on all of them within milliseconds; if the listener
+//! loses its connection the cache is bypassed until it is back.
 
 use std::error::Error;
 use std::net::SocketAddr;
@@ -66,6 +72,10 @@ use keygate::client_ip::ClientIpSource;
 use keygate::metrics::PrometheusHandle;
 use keygate::permissions::AccountPermissions;
 use keygate::rate_limit::{FailureLimits, Rate, RateLimits};
+use keygate::audit::AuditReader;
+use keygate::store::TokenStore;
+use keygate::store::cached::{CachedStore, RevocationListener};
+use keygate::store::postgres::PostgresOptions;
 use keygate::store::sqlite::SqliteStore;
 use keygate::{AuthLayer, Identity, Permissions, RequirePermissionLayer, Roles, Tokens};
 use serde_json::{Value, json};
@@ -76,8 +86,10 @@ type BoxError = Box<dyn Error + Send + Sync>;
 /// The server's settings, read from the environment by [`Config::from_env`].
 #[derive(Clone)]
 pub struct Config {
-    /// The SQLite file.
+    /// The SQLite file, or a `postgres://` URL.
     pub db: PathBuf,
+    /// With PostgreSQL: the schema for keygate's tables (default `public`).
+    pub db_schema: Option<String>,
     /// Where to listen.
     pub addr: String,
     /// The admin account's email.
@@ -100,6 +112,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             db: "keygate.db".into(),
+            db_schema: None,
             addr: "127.0.0.1:8080".into(),
             admin_email: "admin@example.com".into(),
             admin_password: None,
@@ -145,6 +158,7 @@ impl Config {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             db: var("KEYGATE_DB").map_or(d.db, Into::into),
+            db_schema: var("KEYGATE_DB_SCHEMA"),
             addr: var("KEYGATE_ADDR").unwrap_or(d.addr),
             admin_email: var("KEYGATE_ADMIN_EMAIL").unwrap_or(d.admin_email),
             admin_password: var("KEYGATE_ADMIN_PASSWORD").map(Zeroizing::new),
@@ -167,17 +181,42 @@ pub struct App {
     pub generated_password: Option<Zeroizing<String>>,
     /// The audit queue: shut it down last, so every event is written.
     pub audit: AuditLog,
+    /// With PostgreSQL: the listener that keeps this instance's verification cache in step
+    /// with revocations made elsewhere. Keep it as long as the server runs.
+    pub revocations: Option<RevocationListener>,
+}
+
+impl Config {
+    /// The PostgreSQL URL, when `db` is one.
+    fn postgres_url(&self) -> Option<&str> {
+        self.db
+            .to_str()
+            .filter(|s| s.starts_with("postgres://") || s.starts_with("postgresql://"))
+    }
+
+    /// The database for people to read: a file path, or a PostgreSQL URL without its
+    /// credentials.
+    pub fn describe_db(&self) -> String {
+        match self.postgres_url() {
+            Some(url) => {
+                let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
+                let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+                format!("{scheme}://{rest}")
+            }
+            None => self.db.display().to_string(),
+        }
+    }
 }
 
 /// Writes each batch of audit events to the database and, when configured, to the JSON
 /// Lines file.
-struct AuditSinks {
-    db: SqliteStore,
+struct AuditSinks<D> {
+    db: D,
     file: Option<JsonLinesSink>,
 }
 
 #[async_trait]
-impl AuditSink for AuditSinks {
+impl<D: AuditSink> AuditSink for AuditSinks<D> {
     async fn write(&self, events: &[AuditEvent]) -> Result<(), BoxError> {
         let file = match &self.file {
             Some(f) => f.write(events).await,
@@ -206,12 +245,31 @@ fn metrics_handle() -> Option<PrometheusHandle> {
 /// Opens the store, makes sure the admin account exists, and assembles the routes. Binds
 /// nothing, so tests can drive the router with `oneshot`.
 pub async fn build_app(config: &Config) -> Result<App, BoxError> {
+    if let Some(url) = config.postgres_url() {
+        let mut options = PostgresOptions::new(url);
+        if let Some(schema) = &config.db_schema {
+            options = options.with_schema(schema.clone());
+        }
+        let store = options.connect().await?;
+        // Verifications go through a cache that every other instance's revocations and
+        // rotations reach within milliseconds; a slow database is a 503 after 2 s.
+        let cached = CachedStore::new(store.clone()).with_timeout(Duration::from_secs(2));
+        let listener = cached.listen_postgres(store.pool().clone());
+        let mut app = assemble(config, store, cached).await?;
+        app.revocations = Some(listener);
+        return Ok(app);
+    }
     let store = SqliteStore::open(&config.db).await?;
-    let generated_password = ensure_admin(&store, config).await?;
-    let tokens = Tokens::builder(store.clone())
-        .roles(Roles::rack_gateway())
-        .build()?;
+    assemble(config, store.clone(), store).await
+}
 
+/// The routes over `db` (accounts and audit) and `token_store` (verification).
+async fn assemble<D, T>(config: &Config, store: D, token_store: T) -> Result<App, BoxError>
+where
+    D: AccountStore + AuditSink + AuditReader + Clone,
+    T: TokenStore,
+{
+    let generated_password = ensure_admin(&store, config).await?;
     let file = config
         .audit_log
         .as_ref()
@@ -224,6 +282,10 @@ pub async fn build_app(config: &Config) -> Result<App, BoxError> {
         },
         10_000,
     );
+    let tokens = Tokens::builder(token_store)
+        .roles(Roles::rack_gateway())
+        .audit(audit.clone())
+        .build()?;
     let client_ip = ClientIpSource::new().trust_proxies(config.trusted_proxies.iter().copied());
     let owners = AccountPermissions::new(store.clone());
     let metrics = if config.metrics {
@@ -301,6 +363,7 @@ pub async fn build_app(config: &Config) -> Result<App, BoxError> {
         tokens,
         generated_password,
         audit,
+        revocations: None,
     })
 }
 
@@ -443,7 +506,7 @@ async fn main() -> Result<(), BoxError> {
 
     println!(
         "keygate reference server on {base} (database: {})",
-        config.db.display()
+        config.describe_db()
     );
     if let Some(p) = &app.generated_password {
         println!();

@@ -1,0 +1,137 @@
+//! Two reference-server instances on one PostgreSQL database: a token created on one works
+//! on the other, and a token revoked on one is refused on the other in under a second.
+//!
+//! Needs PostgreSQL at `KEYGATE_TEST_POSTGRES` (default
+//! `postgres://postgres@127.0.0.1:5432/test`); without it the test prints why and skips,
+//! unless `CI` is set, where it fails.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use base64::Engine;
+use http::{Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+#[allow(dead_code)]
+#[path = "../examples/server.rs"]
+mod server;
+
+const ADMIN: &str = "admin@example.com";
+const PASSWORD: &str = "correct horse battery staple";
+
+fn url() -> String {
+    std::env::var("KEYGATE_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+async fn call(
+    router: &axum::Router,
+    method: Method,
+    path: &str,
+    auth: &str,
+    body: Option<&str>,
+) -> (StatusCode, serde_json::Value) {
+    let mut b = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("authorization", auth);
+    if body.is_some() {
+        b = b.header("content-type", "application/json");
+    }
+    let mut req = b.body(Body::from(body.unwrap_or("").to_owned())).unwrap();
+    req.extensions_mut()
+        .insert(ConnectInfo("127.0.0.1:40000".parse::<SocketAddr>().unwrap()));
+    let res = router.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_tokens_and_revocations() {
+    let schema = format!("kg_two_servers_{}", std::process::id());
+    let config = |port: u16| server::Config {
+        db: url().into(),
+        db_schema: Some(schema.clone()),
+        addr: format!("127.0.0.1:{port}"),
+        admin_password: Some(zeroize::Zeroizing::new(PASSWORD.to_owned())),
+        ..server::Config::default()
+    };
+    let a = match server::build_app(&config(8081)).await {
+        Ok(app) => app,
+        Err(e) if std::env::var_os("CI").is_none() => {
+            eprintln!("skipping: PostgreSQL at {} unreachable ({e}); set CI to fail instead", url());
+            return;
+        }
+        Err(e) => panic!("PostgreSQL at {} unreachable and CI is set: {e}", url()),
+    };
+    let b = server::build_app(&config(8082)).await.unwrap();
+    for app in [&a, &b] {
+        let listener = app.revocations.as_ref().expect("a revocation listener on Postgres");
+        assert!(listener.wait_connected(Duration::from_secs(5)).await);
+    }
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{ADMIN}:{PASSWORD}"))
+    );
+
+    // Created on A, used on B.
+    let (status, created) = call(
+        &a.router,
+        Method::POST,
+        "/api/v1/tokens",
+        &basic,
+        Some(r#"{"name":"shared","role":"viewer"}"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let bearer = format!("Bearer {}", created["token"].as_str().unwrap());
+    let id = created["id"].as_str().unwrap().to_owned();
+    for (name, app) in [("B", &b), ("A", &a), ("B again (cached)", &b)] {
+        let (status, me) = call(&app.router, Method::GET, "/api/v1/me", &bearer, None).await;
+        assert_eq!(status, StatusCode::OK, "on {name}: {me}");
+        assert_eq!(me["token_name"], "shared");
+    }
+
+    // Revoked on A, refused on B within a second.
+    let (status, _) = call(
+        &a.router,
+        Method::DELETE,
+        &format!("/api/v1/tokens/{id}"),
+        &basic,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let revoked_at = Instant::now();
+    let delay = loop {
+        let (status, _) = call(&b.router, Method::GET, "/api/v1/me", &bearer, None).await;
+        if status == StatusCode::UNAUTHORIZED {
+            break revoked_at.elapsed();
+        }
+        assert_eq!(status, StatusCode::OK);
+        assert!(
+            revoked_at.elapsed() < Duration::from_secs(1),
+            "instance B still accepts the token a second after A revoked it"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    eprintln!("revoked on A, refused on B after {delay:?}");
+    assert!(delay < Duration::from_secs(1));
+
+    // Clean up the schema.
+    drop((a, b));
+    let pool = sqlx::PgPool::connect(&url()).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")))
+        .execute(&pool)
+        .await
+        .unwrap();
+}
