@@ -236,8 +236,9 @@ fn layer(c: &mut Criterion) {
             let s = get();
             let secret = s.valid.trim_start_matches("Bearer ").to_owned();
             #[allow(deprecated)]
-            let static_check = tower_http::validate_request::ValidateRequestHeaderLayer::bearer(&secret)
-                .layer(baseline());
+            let static_check =
+                tower_http::validate_request::ValidateRequestHeaderLayer::bearer(&secret)
+                    .layer(baseline());
             let auth = &s.valid;
             b.to_async(&rt).iter(|| {
                 let mut svc = static_check.clone();

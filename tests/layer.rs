@@ -457,7 +457,10 @@ async fn the_background_task_purges_on_its_interval() {
     tokio::time::sleep(Duration::from_secs(30)).await;
     assert_eq!(store.inner.len(), 1, "the next purge is due at 60 s");
     tokio::time::sleep(Duration::from_secs(30)).await;
-    assert!(store.inner.is_empty(), "the purge task removed the expired token");
+    assert!(
+        store.inner.is_empty(),
+        "the purge task removed the expired token"
+    );
     task.shutdown().await;
 }
 
@@ -777,10 +780,30 @@ async fn the_in_memory_fast_path_gives_the_same_answers() {
     let unknown = TokenKind::pat().generate();
     for (method, token, want, kind) in [
         (Method::GET, &ok.token, 200, None),
-        (Method::POST, &ok.token, 403, Some(RejectionKind::InsufficientScope)),
-        (Method::GET, &revoked.token, 401, Some(RejectionKind::Revoked)),
-        (Method::GET, &unknown, 401, Some(RejectionKind::UnknownToken)),
-        (Method::GET, &gateway.token, 401, Some(RejectionKind::WrongKind)),
+        (
+            Method::POST,
+            &ok.token,
+            403,
+            Some(RejectionKind::InsufficientScope),
+        ),
+        (
+            Method::GET,
+            &revoked.token,
+            401,
+            Some(RejectionKind::Revoked),
+        ),
+        (
+            Method::GET,
+            &unknown,
+            401,
+            Some(RejectionKind::UnknownToken),
+        ),
+        (
+            Method::GET,
+            &gateway.token,
+            401,
+            Some(RejectionKind::WrongKind),
+        ),
     ] {
         let res = svc
             .clone()

@@ -293,7 +293,10 @@ async fn a_denial_by_an_inner_permission_check_is_audited_as_deny() {
     let svc = AuthLayer::new(tokens)
         .with_audit(audit.clone())
         .layer(guarded);
-    let res = svc.oneshot(get(Some(&bearer(&viewer.token)))).await.unwrap();
+    let res = svc
+        .oneshot(get(Some(&bearer(&viewer.token))))
+        .await
+        .unwrap();
     assert_eq!(res.status(), StatusCode::FORBIDDEN);
     audit.shutdown().await;
     let events = sink.events();

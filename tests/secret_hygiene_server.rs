@@ -49,7 +49,13 @@ struct Client {
 }
 
 impl Client {
-    async fn send(&mut self, method: Method, path: &str, auth: Option<String>, body: Option<&str>) -> String {
+    async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        auth: Option<String>,
+        body: Option<&str>,
+    ) -> String {
         let mut b = Request::builder().method(method).uri(path);
         if let Some(a) = auth {
             b = b.header("authorization", a);
@@ -58,8 +64,9 @@ impl Client {
             b = b.header("content-type", "application/json");
         }
         let mut req = b.body(Body::from(body.unwrap_or("").to_owned())).unwrap();
-        req.extensions_mut()
-            .insert(ConnectInfo("192.0.2.44:50000".parse::<SocketAddr>().unwrap()));
+        req.extensions_mut().insert(ConnectInfo(
+            "192.0.2.44:50000".parse::<SocketAddr>().unwrap(),
+        ));
         let res = self.router.clone().oneshot(req).await.unwrap();
         let head = format!("{} {:?}", res.status(), res.headers());
         let bytes = res.into_body().collect().await.unwrap().to_bytes();
@@ -87,7 +94,12 @@ async fn no_secret_in_logs_audit_metrics_or_responses() {
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let config = server::Config {
-        db: dir.path().join("keygate.db").to_string_lossy().into_owned().into(),
+        db: dir
+            .path()
+            .join("keygate.db")
+            .to_string_lossy()
+            .into_owned()
+            .into(),
         admin_password: Some(zeroize::Zeroizing::new(PASSWORD.to_owned())),
         audit_log: Some(audit_path.clone()),
         ..server::Config::default()
@@ -101,7 +113,12 @@ async fn no_secret_in_logs_audit_metrics_or_responses() {
     let mut tokens = Vec::new();
 
     let created = c
-        .send(Method::POST, "/api/v1/tokens", Some(basic()), Some(r#"{"name":"ci","role":"viewer"}"#))
+        .send(
+            Method::POST,
+            "/api/v1/tokens",
+            Some(basic()),
+            Some(r#"{"name":"ci","role":"viewer"}"#),
+        )
         .await;
     let v: serde_json::Value = serde_json::from_str(&created).unwrap();
     let token = v["token"].as_str().unwrap().to_owned();
@@ -112,8 +129,13 @@ async fn no_secret_in_logs_audit_metrics_or_responses() {
         bodies.push(c.send(Method::GET, path, Some(bearer.clone()), None).await);
     }
     bodies.push(
-        c.send(Method::POST, "/api/v1/apps/web/restart", Some(bearer.clone()), None)
-            .await,
+        c.send(
+            Method::POST,
+            "/api/v1/apps/web/restart",
+            Some(bearer.clone()),
+            None,
+        )
+        .await,
     );
     let rotated = c
         .send(
@@ -127,26 +149,52 @@ async fn no_secret_in_logs_audit_metrics_or_responses() {
     let new_token = v["token"].as_str().unwrap().to_owned();
     let new_id = v["id"].as_str().unwrap().to_owned();
     tokens.push(new_token.clone());
-    bodies.push(c.send(Method::GET, "/api/v1/me", Some(bearer.clone()), None).await);
     bodies.push(
-        c.send(Method::DELETE, &format!("/api/v1/tokens/{new_id}"), Some(basic()), None)
+        c.send(Method::GET, "/api/v1/me", Some(bearer.clone()), None)
             .await,
     );
     bodies.push(
-        c.send(Method::GET, "/api/v1/me", Some(format!("Bearer {new_token}")), None)
-            .await,
+        c.send(
+            Method::DELETE,
+            &format!("/api/v1/tokens/{new_id}"),
+            Some(basic()),
+            None,
+        )
+        .await,
+    );
+    bodies.push(
+        c.send(
+            Method::GET,
+            "/api/v1/me",
+            Some(format!("Bearer {new_token}")),
+            None,
+        )
+        .await,
     );
     let wrong = base64::engine::general_purpose::STANDARD.encode(format!("{ADMIN}:{PASSWORD}x"));
     bodies.push(
-        c.send(Method::GET, "/api/v1/tokens", Some(format!("Basic {wrong}")), None)
-            .await,
+        c.send(
+            Method::GET,
+            "/api/v1/tokens",
+            Some(format!("Basic {wrong}")),
+            None,
+        )
+        .await,
     );
     bodies.push(
-        c.send(Method::GET, "/api/v1/me", Some(format!("Bearer {token} extra")), None)
-            .await,
+        c.send(
+            Method::GET,
+            "/api/v1/me",
+            Some(format!("Bearer {token} extra")),
+            None,
+        )
+        .await,
     );
     let metrics = c.send(Method::GET, "/metrics", None, None).await;
-    bodies.push(c.send(Method::GET, "/api/v1/audit", Some(basic()), None).await);
+    bodies.push(
+        c.send(Method::GET, "/api/v1/audit", Some(basic()), None)
+            .await,
+    );
 
     app.tokens.flush_usage().await.unwrap();
     app.audit.shutdown().await;

@@ -44,8 +44,9 @@ async fn call(
         b = b.header("content-type", "application/json");
     }
     let mut req = b.body(Body::from(body.unwrap_or("").to_owned())).unwrap();
-    req.extensions_mut()
-        .insert(ConnectInfo("127.0.0.1:40000".parse::<SocketAddr>().unwrap()));
+    req.extensions_mut().insert(ConnectInfo(
+        "127.0.0.1:40000".parse::<SocketAddr>().unwrap(),
+    ));
     let res = router.clone().oneshot(req).await.unwrap();
     let status = res.status();
     let bytes = res.into_body().collect().await.unwrap().to_bytes();
@@ -68,14 +69,20 @@ async fn two_instances_share_tokens_and_revocations() {
     let a = match server::build_app(&config(8081)).await {
         Ok(app) => app,
         Err(e) if std::env::var_os("CI").is_none() => {
-            eprintln!("skipping: PostgreSQL at {} unreachable ({e}); set CI to fail instead", url());
+            eprintln!(
+                "skipping: PostgreSQL at {} unreachable ({e}); set CI to fail instead",
+                url()
+            );
             return;
         }
         Err(e) => panic!("PostgreSQL at {} unreachable and CI is set: {e}", url()),
     };
     let b = server::build_app(&config(8082)).await.unwrap();
     for app in [&a, &b] {
-        let listener = app.revocations.as_ref().expect("a revocation listener on Postgres");
+        let listener = app
+            .revocations
+            .as_ref()
+            .expect("a revocation listener on Postgres");
         assert!(listener.wait_connected(Duration::from_secs(5)).await);
     }
     let basic = format!(
@@ -130,8 +137,10 @@ async fn two_instances_share_tokens_and_revocations() {
     // Clean up the schema.
     drop((a, b));
     let pool = sqlx::PgPool::connect(&url()).await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE")))
-        .execute(&pool)
-        .await
-        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
 }

@@ -579,7 +579,10 @@ fn decode(flat: Vec<String>) -> Result<(TokenRecord, i64), StoreError> {
             .transpose()?,
         bound_to: take("bound_to"),
         bound_at: take("bound_at").as_deref().map(from_micros).transpose()?,
-        released_at: take("released_at").as_deref().map(from_micros).transpose()?,
+        released_at: take("released_at")
+            .as_deref()
+            .map(from_micros)
+            .transpose()?,
     };
     Ok((record, seq))
 }
