@@ -15,7 +15,9 @@ use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use http::{Request, Response, header};
 use http_body_util::Full;
+use keygate::client_ip::ClientAddr;
 use keygate::header::parse_authorization;
+use keygate::rate_limit::{FailureLimits, Rate, RateLimits};
 use keygate::store::TokenRecord;
 use keygate::token::{TokenKind, parse};
 use keygate::{
@@ -254,6 +256,28 @@ fn layer(c: &mut Criterion) {
                 async move { svc.call(r).await }
             })
         });
+        g.bench_function("valid_all_policies", |b| {
+            // Rate limit (high enough never to refuse), failure limits, client address,
+            // audit into a sink that drops events, metrics into the installed recorder.
+            let s = get();
+            let _ = metrics_recorder();
+            let audit = keygate::audit::AuditLog::spawn(NullSink, 1 << 16);
+            let layer = AuthLayer::new(s.tokens.clone())
+                .with_rate_limits(RateLimits::new(Rate::per_minute(u32::MAX).expect("rate")))
+                .with_failure_limits(FailureLimits::new(Rate::per_minute(20).expect("rate")))
+                .with_audit(audit)
+                .with_metrics();
+            let authed = layer.layer(baseline());
+            let auth = &s.valid;
+            let _guard = rt.enter();
+            b.to_async(&rt).iter(|| {
+                let mut svc = authed.clone();
+                let mut r = request(auth);
+                r.extensions_mut()
+                    .insert(ClientAddr("192.0.2.1:4000".parse().expect("addr")));
+                async move { svc.call(r).await.map(|r| r.status()) }
+            })
+        });
         for name in ["valid", "wrong_secret", "unknown", "revoked"] {
             g.bench_function(name, |b| {
                 let s = get();
@@ -273,6 +297,25 @@ fn layer(c: &mut Criterion) {
         }
         g.finish();
     }
+}
+
+/// An audit sink that drops every event (the bench measures the layer, not a disk).
+struct NullSink;
+
+#[async_trait::async_trait]
+impl keygate::audit::AuditSink for NullSink {
+    async fn write(
+        &self,
+        events: &[keygate::audit::AuditEvent],
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        black_box(events.len());
+        Ok(())
+    }
+}
+
+fn metrics_recorder() -> &'static Option<keygate::metrics::PrometheusHandle> {
+    static HANDLE: OnceLock<Option<keygate::metrics::PrometheusHandle>> = OnceLock::new();
+    HANDLE.get_or_init(|| keygate::metrics::install().ok())
 }
 
 fn config() -> Criterion {

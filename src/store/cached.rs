@@ -612,7 +612,15 @@ impl<S: TokenStore> TokenStore for CachedStore<S> {
         match self.cache.lookup(hash) {
             Cached::Found(rec) => Some(Ok(Some(rec))),
             Cached::Unknown => Some(Ok(None)),
-            Cached::Miss => self.inner.find_by_hash_now(hash),
+            Cached::Miss => {
+                // Filled exactly as the async path does, under the same epoch rule.
+                let epoch = self.cache.epoch();
+                let found = self.inner.find_by_hash_now(hash)?;
+                if let Ok(f) = &found {
+                    self.cache.put(*hash, f.as_ref(), epoch);
+                }
+                Some(found)
+            }
         }
     }
 
