@@ -277,11 +277,25 @@ impl SqliteStore {
     /// [`StoreError::Backend`] when the file cannot be opened or created, is not a SQLite
     /// database, or a migration fails (e.g. the file was written by a newer keygate).
     pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
-        let pool = SqlitePoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
-            .connect_with(Self::connect_options(path))
-            .await
-            .map_err(sql_error)?;
+        // Switching a brand-new file to WAL takes an exclusive lock that SQLite's busy
+        // handler does not wait for: when several processes create the file at once, the
+        // losers get SQLITE_BUSY at connect time. They retry, like the migrations below.
+        let mut tries = 0;
+        let pool = loop {
+            match SqlitePoolOptions::new()
+                .max_connections(MAX_CONNECTIONS)
+                .connect_with(Self::connect_options(path.as_ref()))
+                .await
+            {
+                Ok(pool) => break pool,
+                Err(e) if is_busy(&e) && tries < BUSY_RETRIES => {
+                    tries += 1;
+                    tracing::debug!(error = %e, tries, "SQLite busy while opening; retrying");
+                    tokio::time::sleep(Duration::from_millis(20 << tries)).await;
+                }
+                Err(e) => return Err(sql_error(e)),
+            }
+        };
         Self::from_pool(pool).await
     }
 
