@@ -306,3 +306,49 @@ async fn a_denial_by_an_inner_permission_check_is_audited_as_deny() {
     assert_eq!(events[0].status_code, 403);
     assert_eq!(events[0].api_token_id, Some(viewer.record.id));
 }
+
+#[tokio::test]
+async fn the_management_api_judges_allow_lists_like_the_layer() {
+    use axum::extract::ConnectInfo;
+    use keygate::accounts::MemoryAccounts;
+    use keygate::axum::management::Management;
+    let store = TestStore::default();
+    let tokens = Tokens::builder(store.clone())
+        .roles(Roles::new().with_role("reader", ["tokens:read"]).unwrap())
+        .build()
+        .unwrap();
+    let fenced = tokens
+        .issue(
+            NewToken::new("alice", "fenced")
+                .role("reader")
+                .allowed_ips(["10.1.0.0/16".parse().unwrap()]),
+        )
+        .await
+        .unwrap();
+    let router = Management::new(tokens, MemoryAccounts::new()).router();
+    for (peer, want) in [
+        ("10.1.2.3:5000", StatusCode::OK),
+        ("203.0.113.9:5000", StatusCode::FORBIDDEN),
+    ] {
+        let mut req = http::Request::get("/tokens")
+            .header(header::AUTHORIZATION, bearer(&fenced.token))
+            .body(axum::body::Body::empty())
+            .unwrap();
+        req.extensions_mut()
+            .insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
+        let (status, _, body) = body_string(router.clone().oneshot(req).await.unwrap()).await;
+        assert_eq!(status, want, "from {peer}: {body}");
+        if want == StatusCode::FORBIDDEN {
+            assert!(body.contains("ip_not_allowed"), "{body}");
+        }
+    }
+    // Without any known address a fenced token is refused (fail closed).
+    let req = http::Request::get("/tokens")
+        .header(header::AUTHORIZATION, bearer(&fenced.token))
+        .body(axum::body::Body::empty())
+        .unwrap();
+    assert_eq!(
+        router.oneshot(req).await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+}

@@ -168,9 +168,11 @@ fn parse_filter(query: Option<&str>) -> Result<AuditFilter, ApiError> {
 pub(crate) async fn list(
     State(s): State<Arc<Shared>>,
     headers: HeaderMap,
+    ip: super::handlers::CallerIp,
     RawQuery(query): RawQuery,
 ) -> Result<Response, ApiError> {
-    let caller = super::handlers::caller(&s, &headers, Accept::BasicOrBearer("audit:read")).await?;
+    let caller =
+        super::handlers::caller(&s, &headers, ip, Accept::BasicOrBearer("audit:read")).await?;
     if let Caller::Basic(account) = &caller
         && !account.permissions.allows("audit:read")
     {

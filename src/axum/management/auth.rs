@@ -59,14 +59,21 @@ pub(crate) struct PasswordGate {
     pub(crate) wait: Duration,
 }
 
+/// What authentication needs from the request.
+pub(crate) struct RequestInfo<'a> {
+    pub(crate) headers: &'a HeaderMap,
+    pub(crate) client_ip: Option<std::net::IpAddr>,
+}
+
 pub(crate) async fn authenticate(
     tokens: &Tokens,
     accounts: &dyn AccountStore,
     gate: &PasswordGate,
-    headers: &HeaderMap,
+    request: RequestInfo<'_>,
     accept: Accept,
     resolver: Option<&dyn PermissionResolver>,
 ) -> Result<Caller, ApiError> {
+    let headers = request.headers;
     let bearer_ok = !matches!(accept, Accept::BasicOnly);
     let basic_ok = !matches!(accept, Accept::BearerOnly);
     let missing = || -> ApiError {
@@ -95,7 +102,10 @@ pub(crate) async fn authenticate(
         Ok(Credentials::Other) => Err(missing()),
         Ok(Credentials::Bearer(_)) if !bearer_ok => Err(ApiError::basic_required()),
         Ok(Credentials::Bearer(token)) => {
-            let mut id = tokens.authenticate(token).await?;
+            // The same checks as behind the layer, allow-list and binding included.
+            let mut id = tokens
+                .authenticate_request(token, request.client_ip, headers)
+                .await?;
             if let Some(resolver) = resolver {
                 id = crate::permissions::effective(resolver, id)
                     .await

@@ -29,10 +29,32 @@ use crate::tokens::{IssuedToken, NewToken};
 pub(crate) async fn caller(
     s: &Shared,
     headers: &HeaderMap,
+    ip: CallerIp,
     accept: Accept,
 ) -> Result<Caller, ApiError> {
     let resolver = s.resolver.as_deref();
-    super::auth::authenticate(&s.tokens, &*s.accounts, &s.gate, headers, accept, resolver).await
+    let request = super::auth::RequestInfo {
+        headers,
+        client_ip: ip.0,
+    };
+    super::auth::authenticate(&s.tokens, &*s.accounts, &s.gate, request, accept, resolver).await
+}
+
+/// The caller's address, as the router's [`ClientIpSource`](crate::client_ip::ClientIpSource)
+/// finds it: bearer tokens with an allow-list are judged on it, as behind the layer.
+pub(crate) struct CallerIp(pub(crate) Option<std::net::IpAddr>);
+
+impl axum::extract::FromRequestParts<Arc<Shared>> for CallerIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        s: &Arc<Shared>,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self(
+            s.client_ip.client_ip(&parts.extensions, &parts.headers),
+        ))
+    }
 }
 
 /// Refuses a body announced as too large before any password check, then reads at most
@@ -290,10 +312,11 @@ fn issued_response(s: &Shared, issued: IssuedToken) -> Response {
 pub(crate) async fn create_token(
     State(s): State<Arc<Shared>>,
     headers: HeaderMap,
+    ip: CallerIp,
     body: Body,
 ) -> Result<Response, ApiError> {
     check_length(&headers, s.body_limit)?;
-    let Caller::Basic(account) = caller(&s, &headers, Accept::BasicOnly).await? else {
+    let Caller::Basic(account) = caller(&s, &headers, ip, Accept::BasicOnly).await? else {
         return Err(ApiError::basic_required());
     };
     let bytes = read_body(body, s.body_limit).await?;
@@ -382,8 +405,9 @@ pub(crate) async fn create_token(
 pub(crate) async fn list_tokens(
     State(s): State<Arc<Shared>>,
     headers: HeaderMap,
+    ip: CallerIp,
 ) -> Result<Response, ApiError> {
-    let caller = caller(&s, &headers, Accept::BasicOrBearer("tokens:read")).await?;
+    let caller = caller(&s, &headers, ip, Accept::BasicOrBearer("tokens:read")).await?;
     let now = s.tokens.now();
     let views: Vec<TokenView> = s
         .tokens
@@ -417,8 +441,9 @@ pub(crate) async fn revoke_token(
     State(s): State<Arc<Shared>>,
     Path(id): Path<String>,
     headers: HeaderMap,
+    ip: CallerIp,
 ) -> Result<Response, ApiError> {
-    let caller = caller(&s, &headers, Accept::BasicOrBearer("tokens:write")).await?;
+    let caller = caller(&s, &headers, ip, Accept::BasicOrBearer("tokens:write")).await?;
     let id = token_id(&id)?;
     s.tokens.revoke(caller.owner(), id).await?;
     tracing::info!(token_id = %id, owner = %caller.owner(), "token revoked");
@@ -461,10 +486,11 @@ pub(crate) async fn rotate_token(
     State(s): State<Arc<Shared>>,
     Path(id): Path<String>,
     headers: HeaderMap,
+    ip: CallerIp,
     body: Body,
 ) -> Result<Response, ApiError> {
     check_length(&headers, s.body_limit)?;
-    let caller = caller(&s, &headers, Accept::BasicOrBearer("tokens:write")).await?;
+    let caller = caller(&s, &headers, ip, Accept::BasicOrBearer("tokens:write")).await?;
     let bytes = read_body(body, s.body_limit).await?;
     let req = parse_rotate(&headers, &bytes)?;
     let id = token_id(&id)?;
@@ -524,8 +550,9 @@ pub(crate) async fn release_token(
     State(s): State<Arc<Shared>>,
     Path(id): Path<String>,
     headers: HeaderMap,
+    ip: CallerIp,
 ) -> Result<Response, ApiError> {
-    let caller = caller(&s, &headers, Accept::BasicOrBearer("tokens:write")).await?;
+    let caller = caller(&s, &headers, ip, Accept::BasicOrBearer("tokens:write")).await?;
     let id = token_id(&id)?;
     s.tokens.release_binding(caller.owner(), id).await?;
     tracing::info!(token_id = %id, owner = %caller.owner(), "token binding released");
@@ -548,8 +575,9 @@ pub(crate) async fn release_token(
 pub(crate) async fn me(
     State(s): State<Arc<Shared>>,
     headers: HeaderMap,
+    ip: CallerIp,
 ) -> Result<Response, ApiError> {
-    let Caller::Bearer(id) = caller(&s, &headers, Accept::BearerOnly).await? else {
+    let Caller::Bearer(id) = caller(&s, &headers, ip, Accept::BearerOnly).await? else {
         return Err(crate::middleware::Rejection::new(
             crate::middleware::RejectionKind::MissingToken,
         )
