@@ -5,11 +5,13 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::time::Duration;
 
 use keygate::TokenId;
 use keygate::audit::{AuditEvent, AuditFilter, AuditLog, AuditReader, AuditSink, Decision};
-use keygate::store::postgres::{PostgresOptions, PostgresStore};
+use keygate::store::postgres::PostgresOptions;
 use keygate::store::sqlite::SqliteStore;
 use time::OffsetDateTime;
 
@@ -112,18 +114,17 @@ async fn postgres_keeps_and_filters_audit_events() {
     let url = std::env::var("KEYGATE_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
     let schema = format!("kg_audit_{}", uuid::Uuid::new_v4().simple());
-    let store: PostgresStore = match PostgresOptions::new(&url)
-        .with_schema(&schema)
-        .with_acquire_timeout(Duration::from_secs(3))
-        .connect()
-        .await
-    {
-        Ok(s) => s,
-        Err(e) if std::env::var_os("CI").is_none() => {
-            eprintln!("skipping: PostgreSQL at {url} unreachable: {e:?}");
-            return;
-        }
-        Err(e) => panic!("PostgreSQL at {url} unreachable and CI is set: {e:?}"),
+    let Some(store) = common::available(
+        "PostgreSQL",
+        &url,
+        "postgres_keeps_and_filters_audit_events",
+        PostgresOptions::new(&url)
+            .with_schema(&schema)
+            .with_acquire_timeout(Duration::from_secs(3))
+            .connect()
+            .await,
+    ) else {
+        return;
     };
     round_trip(store.clone()).await;
     let sql = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");

@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use keygate::store::cached::CachedStore;
@@ -12,30 +14,23 @@ use keygate::store::postgres::{PostgresOptions, PostgresStore};
 use keygate::{NewToken, TokenStore, Tokens};
 
 fn url() -> String {
-    std::env::var("KEYGATE_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+    common::postgres_url()
 }
 
 /// A store in a fresh schema, or `None` (with the reason printed) when PostgreSQL is not
 /// reachable and `CI` is unset. Under `CI` an unreachable database fails the test.
 async fn store(test: &str) -> Option<PostgresStore> {
     let schema = format!("kg_{test}_{}", uuid::Uuid::new_v4().simple());
-    match PostgresOptions::new(url())
-        .with_schema(&schema[..schema.len().min(63)])
-        .with_acquire_timeout(Duration::from_secs(3))
-        .connect()
-        .await
-    {
-        Ok(s) => Some(s),
-        Err(e) if std::env::var_os("CI").is_none() => {
-            eprintln!(
-                "skipping {test}: PostgreSQL at {} unreachable: {e:?}",
-                url()
-            );
-            None
-        }
-        Err(e) => panic!("PostgreSQL at {} unreachable and CI is set: {e:?}", url()),
-    }
+    common::available(
+        "PostgreSQL",
+        &url(),
+        test,
+        PostgresOptions::new(url())
+            .with_schema(&schema[..schema.len().min(63)])
+            .with_acquire_timeout(Duration::from_secs(3))
+            .connect()
+            .await,
+    )
 }
 
 /// Drops the test's schema.

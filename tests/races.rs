@@ -17,6 +17,8 @@
 //!   than its last successful verification minus the coalescing window.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -386,19 +388,16 @@ async fn postgres(test: &str) -> Option<PostgresStore> {
     let url = std::env::var("KEYGATE_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
     let schema = format!("kg_{test}_{}", uuid::Uuid::new_v4().simple());
-    match PostgresOptions::new(url.clone())
-        .with_schema(&schema[..schema.len().min(63)])
-        .with_acquire_timeout(Duration::from_secs(3))
-        .connect()
-        .await
-    {
-        Ok(s) => Some(s),
-        Err(e) if std::env::var_os("CI").is_none() => {
-            eprintln!("skipping {test}: PostgreSQL at {url} unreachable: {e:?}");
-            None
-        }
-        Err(e) => panic!("PostgreSQL at {url} unreachable and CI is set: {e:?}"),
-    }
+    common::available(
+        "PostgreSQL",
+        &url,
+        test,
+        PostgresOptions::new(url.clone())
+            .with_schema(&schema[..schema.len().min(63)])
+            .with_acquire_timeout(Duration::from_secs(3))
+            .connect()
+            .await,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

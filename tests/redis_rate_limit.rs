@@ -19,20 +19,18 @@ use keygate::{AuthLayer, NewToken, Tokens};
 use tower::{Layer, ServiceExt};
 
 fn url() -> String {
-    std::env::var("KEYGATE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+    common::redis_url()
 }
 
 /// A connection under `prefix`, or `None` (with the reason printed) when Redis is not
 /// reachable and `CI` is unset. Under `CI` an unreachable server fails the test.
 async fn connect(test: &str, prefix: &str) -> Option<RedisStore> {
-    match RedisOptions::new(url()).with_prefix(prefix).connect().await {
-        Ok(s) => Some(s),
-        Err(e) if std::env::var_os("CI").is_none() => {
-            eprintln!("skipping {test}: Redis at {} unreachable: {e:?}", url());
-            None
-        }
-        Err(e) => panic!("Redis at {} unreachable and CI is set: {e:?}", url()),
-    }
+    common::available(
+        "Redis",
+        &url(),
+        test,
+        RedisOptions::new(url()).with_prefix(prefix).connect().await,
+    )
 }
 
 async fn cleanup(store: &RedisStore) {

@@ -5,6 +5,8 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use keygate::store::cached::CachedStore;
@@ -12,21 +14,19 @@ use keygate::store::redis::{RedisOptions, RedisStore};
 use keygate::{NewToken, TokenStore, Tokens};
 
 fn url() -> String {
-    std::env::var("KEYGATE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+    common::redis_url()
 }
 
 /// A store under a fresh key prefix, or `None` (with the reason printed) when Redis is not
 /// reachable and `CI` is unset. Under `CI` an unreachable server fails the test.
 async fn store(test: &str) -> Option<RedisStore> {
     let prefix = format!("keygate-test:{test}:{}:", uuid::Uuid::new_v4().simple());
-    match RedisOptions::new(url()).with_prefix(prefix).connect().await {
-        Ok(s) => Some(s),
-        Err(e) if std::env::var_os("CI").is_none() => {
-            eprintln!("skipping {test}: Redis at {} unreachable: {e:?}", url());
-            None
-        }
-        Err(e) => panic!("Redis at {} unreachable and CI is set: {e:?}", url()),
-    }
+    common::available(
+        "Redis",
+        &url(),
+        test,
+        RedisOptions::new(url()).with_prefix(prefix).connect().await,
+    )
 }
 
 /// Deletes the test's keys.

@@ -1,11 +1,13 @@
 //! Two reference-server instances on one PostgreSQL database: a token created on one works
 //! on the other, and a token revoked on one is refused on the other in under a second.
 //!
-//! Needs PostgreSQL at `KEYGATE_TEST_POSTGRES` (default
+//! Needs PostgreSQL at `KEYGATE_TEST_POSTGRES_URL` (default
 //! `postgres://postgres@127.0.0.1:5432/test`); without it the test prints why and skips,
 //! unless `CI` is set, where it fails.
 
 #![allow(clippy::unwrap_used)]
+
+mod common;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -25,8 +27,7 @@ const ADMIN: &str = "admin@example.com";
 const PASSWORD: &str = "correct horse battery staple";
 
 fn url() -> String {
-    std::env::var("KEYGATE_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+    common::postgres_url()
 }
 
 async fn call(
@@ -66,16 +67,13 @@ async fn two_instances_share_tokens_and_revocations() {
         admin_password: Some(zeroize::Zeroizing::new(PASSWORD.to_owned())),
         ..server::Config::default()
     };
-    let a = match server::build_app(&config(8081)).await {
-        Ok(app) => app,
-        Err(e) if std::env::var_os("CI").is_none() => {
-            eprintln!(
-                "skipping: PostgreSQL at {} unreachable ({e}); set CI to fail instead",
-                url()
-            );
-            return;
-        }
-        Err(e) => panic!("PostgreSQL at {} unreachable and CI is set: {e}", url()),
+    let Some(a) = common::available(
+        "PostgreSQL",
+        &url(),
+        "two_instances_share_tokens_and_revocations",
+        server::build_app(&config(8081)).await,
+    ) else {
+        return;
     };
     let b = server::build_app(&config(8082)).await.unwrap();
     for app in [&a, &b] {

@@ -172,3 +172,33 @@ where
         String::from_utf8(bytes.to_vec()).expect("utf-8 body"),
     )
 }
+
+/// The PostgreSQL the backend tests use: `KEYGATE_TEST_POSTGRES_URL`, or the local server.
+pub fn postgres_url() -> String {
+    std::env::var("KEYGATE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// The Redis the backend tests use: `KEYGATE_TEST_REDIS_URL`, or the local server.
+pub fn redis_url() -> String {
+    std::env::var("KEYGATE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// The one rule for tests that need a real service: `Some(value)` when it answered; when it
+/// did not, `None` with the reason printed (the test then skips) on a laptop, and a failed
+/// test under CI (`CI` set), so a missing service never passes unnoticed there.
+pub fn available<T, E: std::fmt::Debug>(
+    service: &str,
+    url: &str,
+    test: &str,
+    result: Result<T, E>,
+) -> Option<T> {
+    match result {
+        Ok(value) => Some(value),
+        Err(e) if std::env::var_os("CI").is_none() => {
+            eprintln!("skipping {test}: {service} at {url} unreachable: {e:?}");
+            None
+        }
+        Err(e) => panic!("{service} at {url} unreachable and CI is set: {e:?}"),
+    }
+}
