@@ -17,14 +17,12 @@ use http_body_util::BodyExt;
 use keygate::accounts::{Account, AccountStore, MemoryAccounts, hash_password};
 use keygate::axum::management::Management;
 use keygate::clock::ManualClock;
-use keygate::store::InsertRules;
-use keygate::{
-    MemoryStore, NewToken, Permissions, Roles, StoreError, TokenHash, TokenId, TokenRecord,
-    TokenStore, Tokens,
-};
+use keygate::{NewToken, Permissions, Roles, StoreError, TokenId, Tokens};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use tower::ServiceExt;
+
+mod common;
 
 const ADMIN: &str = "admin@example.com";
 const BOB: &str = "bob@example.com";
@@ -32,66 +30,7 @@ const VIEWER: &str = "viewer@example.com";
 const PASSWORD: &str = "correct horse battery staple";
 
 /// A `MemoryStore` that can be switched off: every call then fails like a lost connection.
-#[derive(Clone, Default)]
-struct FlakyStore {
-    inner: MemoryStore,
-    down: Arc<AtomicBool>,
-}
-
-impl FlakyStore {
-    fn check(&self) -> Result<(), StoreError> {
-        if self.down.load(Ordering::SeqCst) {
-            Err(StoreError::backend(std::io::Error::new(
-                std::io::ErrorKind::ConnectionRefused,
-                "connection refused",
-            )))
-        } else {
-            Ok(())
-        }
-    }
-}
-
-#[async_trait]
-impl TokenStore for FlakyStore {
-    async fn insert(&self, record: TokenRecord, rules: InsertRules) -> Result<(), StoreError> {
-        self.check()?;
-        self.inner.insert(record, rules).await
-    }
-    async fn find_by_hash(&self, hash: &TokenHash) -> Result<Option<Arc<TokenRecord>>, StoreError> {
-        self.check()?;
-        self.inner.find_by_hash(hash).await
-    }
-    async fn get(&self, id: &TokenId) -> Result<Option<TokenRecord>, StoreError> {
-        self.check()?;
-        self.inner.get(id).await
-    }
-    async fn list_by_owner(&self, owner: &str) -> Result<Vec<TokenRecord>, StoreError> {
-        self.check()?;
-        self.inner.list_by_owner(owner).await
-    }
-    async fn revoke(&self, id: &TokenId, at: OffsetDateTime) -> Result<bool, StoreError> {
-        self.check()?;
-        self.inner.revoke(id, at).await
-    }
-    async fn rotate(
-        &self,
-        old: &TokenId,
-        new: TokenRecord,
-        old_expires_at: OffsetDateTime,
-        now: OffsetDateTime,
-    ) -> Result<(), StoreError> {
-        self.check()?;
-        self.inner.rotate(old, new, old_expires_at, now).await
-    }
-    async fn record_use(&self, uses: &[(TokenId, OffsetDateTime)]) -> Result<(), StoreError> {
-        self.check()?;
-        self.inner.record_use(uses).await
-    }
-    async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
-        self.check()?;
-        self.inner.purge_expired(now).await
-    }
-}
+use common::TestStore as FlakyStore;
 
 /// Accounts that can be switched off too.
 #[derive(Clone, Default)]
