@@ -322,9 +322,30 @@ fn config() -> Criterion {
         .measurement_time(Duration::from_secs(2))
 }
 
+/// Basic auth: a wrong password and an unknown email must cost the same (one argon2id
+/// verification each, the second against a dummy hash).
+fn basic_auth(c: &mut Criterion) {
+    use keygate::accounts::{Account, hash_password, verify_password};
+    let account = Account {
+        email: "admin@example.com".into(),
+        password_hash: hash_password("correct horse battery staple").expect("hash"),
+        permissions: Permissions::none(),
+        created_at: time::OffsetDateTime::UNIX_EPOCH,
+    };
+    let mut g = c.benchmark_group("basic_auth");
+    g.sample_size(20);
+    g.bench_function("wrong_password", |b| {
+        b.iter(|| verify_password(black_box("wrong"), Some(&account)))
+    });
+    g.bench_function("unknown_email", |b| {
+        b.iter(|| verify_password(black_box("wrong"), None))
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = config();
-    targets = stages, lookups, layer
+    targets = stages, lookups, layer, basic_auth
 }
 criterion_main!(benches);
