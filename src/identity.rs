@@ -303,7 +303,8 @@ pub enum AuthMethod {
 #[derive(Clone)]
 pub struct Identity {
     record: Arc<TokenRecord>,
-    permissions: Permissions,
+    /// Effective permissions other than the record's own; `None`: the record's.
+    narrowed: Option<Permissions>,
     method: AuthMethod,
 }
 
@@ -311,10 +312,9 @@ impl Identity {
     /// An identity for a verified token record; its permissions are the token's own.
     #[must_use]
     pub fn new(record: Arc<TokenRecord>, method: AuthMethod) -> Self {
-        let permissions = record.permissions.clone();
         Self {
             record,
-            permissions,
+            narrowed: None,
             method,
         }
     }
@@ -322,7 +322,7 @@ impl Identity {
     /// Replaces the effective permissions (e.g. narrowed by the owner's current rights).
     #[must_use]
     pub fn with_permissions(mut self, permissions: Permissions) -> Self {
-        self.permissions = permissions;
+        self.narrowed = Some(permissions);
         self
     }
 
@@ -353,13 +353,13 @@ impl Identity {
     /// The effective permissions of this request.
     #[must_use]
     pub fn permissions(&self) -> &Permissions {
-        &self.permissions
+        self.narrowed.as_ref().unwrap_or(&self.record.permissions)
     }
 
     /// True when the identity holds `permission`.
     #[must_use]
     pub fn can(&self, permission: &str) -> bool {
-        self.permissions.allows(permission)
+        self.permissions().allows(permission)
     }
 
     /// How the caller authenticated.
@@ -401,7 +401,7 @@ impl fmt::Debug for Identity {
             .field("owner", &self.record.owner)
             .field("token_name", &self.record.name)
             .field("kind", &self.record.kind)
-            .field("permissions", &self.permissions)
+            .field("permissions", self.permissions())
             .field("method", &self.method)
             .finish()
     }
@@ -415,7 +415,7 @@ impl Serialize for Identity {
         st.serialize_field("owner", &self.record.owner)?;
         st.serialize_field("token_name", &self.record.name)?;
         st.serialize_field("kind", &self.record.kind)?;
-        st.serialize_field("permissions", &self.permissions)?;
+        st.serialize_field("permissions", self.permissions())?;
         st.serialize_field("auth_method", &self.method)?;
         st.end()
     }

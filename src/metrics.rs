@@ -11,6 +11,10 @@
 //! No label ever holds a token, a hash or a token name. Install the exporter once with
 //! [`install`] and serve [`PrometheusHandle::render`] on `GET /metrics`.
 
+use std::collections::HashMap;
+use std::sync::{PoisonError, RwLock};
+
+use metrics::{Counter, Histogram};
 pub use metrics_exporter_prometheus::PrometheusHandle;
 
 /// Installs the Prometheus recorder for the whole process and returns the handle that
@@ -31,14 +35,60 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
         .install_recorder()
 }
 
-pub(crate) fn verification(outcome: &'static str, kind: Option<&str>, seconds: f64) {
-    let kind = kind.map_or_else(|| "none".to_owned(), str::to_owned);
-    metrics::counter!("keygate_verifications_total", "outcome" => outcome, "kind" => kind)
-        .increment(1);
-    metrics::histogram!("keygate_verification_seconds", "outcome" => outcome).record(seconds);
-    match outcome {
-        "store_unavailable" => metrics::counter!("keygate_store_errors_total").increment(1),
-        "rate_limited" => metrics::counter!("keygate_rate_limited_total").increment(1),
-        _ => {}
+/// The handles of one layer's metrics, registered with the installed recorder on first use
+/// of each label set, so that a decision costs a map lookup and an atomic add instead of a
+/// registration. Install the recorder before the layer serves its first request.
+#[derive(Default)]
+pub(crate) struct Handles {
+    by_outcome: RwLock<HashMap<&'static str, Outcome>>,
+}
+
+struct Outcome {
+    seconds: Histogram,
+    by_kind: HashMap<Box<str>, Counter>,
+}
+
+impl Handles {
+    pub(crate) fn verification(&self, outcome: &'static str, kind: Option<&str>, seconds: f64) {
+        let kind = kind.unwrap_or("none");
+        let done = {
+            let map = self
+                .by_outcome
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            match map.get(outcome) {
+                Some(o) => o.by_kind.get(kind).map(|c| {
+                    c.increment(1);
+                    o.seconds.record(seconds);
+                }),
+                None => None,
+            }
+        };
+        if done.is_none() {
+            let mut map = self
+                .by_outcome
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            let o = map.entry(outcome).or_insert_with(|| Outcome {
+                seconds: metrics::histogram!("keygate_verification_seconds", "outcome" => outcome),
+                by_kind: HashMap::new(),
+            });
+            o.by_kind
+                .entry(kind.into())
+                .or_insert_with(|| {
+                    metrics::counter!(
+                        "keygate_verifications_total",
+                        "outcome" => outcome,
+                        "kind" => kind.to_owned()
+                    )
+                })
+                .increment(1);
+            o.seconds.record(seconds);
+        }
+        match outcome {
+            "store_unavailable" => metrics::counter!("keygate_store_errors_total").increment(1),
+            "rate_limited" => metrics::counter!("keygate_rate_limited_total").increment(1),
+            _ => {}
+        }
     }
 }

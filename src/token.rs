@@ -258,13 +258,6 @@ const BASE62_VALUES: [u8; 256] = {
     t
 };
 
-fn base62_value(b: u8) -> Option<u32> {
-    match BASE62_VALUES[usize::from(b)] {
-        0xff => None,
-        v => Some(u32::from(v)),
-    }
-}
-
 /// Why a string is not a well-formed keygate token. The layer reports all of these as
 /// `invalid_token`; the detail is for logs and tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -338,15 +331,21 @@ pub fn parse(token: &str) -> Result<ParsedToken<'_>, FormatError> {
     if !valid_prefix(&bytes[..sep]) {
         return Err(FormatError::Prefix);
     }
-    let mut checksum: u32 = 0;
-    for (i, &b) in bytes[sep + 1..].iter().enumerate() {
-        let v = base62_value(b).ok_or(FormatError::Alphabet)?;
-        if i >= SECRET_LEN {
-            checksum = checksum.checked_mul(62).ok_or(FormatError::Checksum)?;
-            checksum = checksum.checked_add(v).ok_or(FormatError::Checksum)?;
-        }
+    // One branch-free pass over the alphabet: every valid digit is below 62, the marker of
+    // any other byte has its top bit set.
+    let body = &bytes[sep + 1..];
+    if body
+        .iter()
+        .fold(0u8, |acc, &b| acc | BASE62_VALUES[usize::from(b)])
+        & 0x80
+        != 0
+    {
+        return Err(FormatError::Alphabet);
     }
-    if crc32fast::hash(&bytes[..bytes.len() - CHECKSUM_LEN]) != checksum {
+    let checksum = body[SECRET_LEN..].iter().fold(0u64, |acc, &b| {
+        acc * 62 + u64::from(BASE62_VALUES[usize::from(b)])
+    });
+    if u64::from(crc32fast::hash(&bytes[..bytes.len() - CHECKSUM_LEN])) != checksum {
         return Err(FormatError::Checksum);
     }
     Ok(ParsedToken {
@@ -467,10 +466,16 @@ impl TokenHash {
         Ok(Self(out))
     }
 
-    /// Constant-time equality (`subtle`), for comparing a computed digest with a stored one.
+    /// Constant-time equality, for comparing a computed digest with a stored one: the
+    /// differences of all four 64-bit words are folded together without a branch, then
+    /// judged once with `subtle`.
     #[must_use]
     pub fn ct_eq(&self, other: &Self) -> bool {
-        self.0.ct_eq(&other.0).into()
+        let mut diff = 0u64;
+        for (a, b) in self.0.chunks_exact(8).zip(other.0.chunks_exact(8)) {
+            diff |= word(a) ^ word(b);
+        }
+        diff.ct_eq(&0).into()
     }
 
     /// The first 8 bytes as a number: the digest is uniform, so this is a good map hash.
@@ -479,6 +484,13 @@ impl TokenHash {
         b.copy_from_slice(&self.0[..8]);
         u64::from_le_bytes(b)
     }
+}
+
+/// Eight bytes of a digest as a number.
+fn word(bytes: &[u8]) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(bytes);
+    u64::from_le_bytes(b)
 }
 
 impl fmt::Debug for TokenHash {
@@ -561,6 +573,18 @@ mod tests {
         assert!(TokenHash::from_hex("zz").is_err());
         assert!(h.ct_eq(&TokenHash::of("x")));
         assert!(!h.ct_eq(&TokenHash::of("y")));
+    }
+
+    #[test]
+    fn digests_differing_in_any_one_bit_are_unequal() {
+        let h = TokenHash::of("x");
+        for byte in 0..32 {
+            for bit in 0..8 {
+                let mut b = *h.as_bytes();
+                b[byte] ^= 1 << bit;
+                assert!(!h.ct_eq(&TokenHash::from_bytes(b)), "byte {byte} bit {bit}");
+            }
+        }
     }
 
     #[test]

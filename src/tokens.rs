@@ -251,6 +251,8 @@ pub struct Tokens {
 struct Inner {
     store: Arc<dyn TokenStore>,
     kinds: Vec<TokenKind>,
+    /// Whether any kind binds its tokens to a client fingerprint.
+    bindings: bool,
     roles: Roles,
     clock: Arc<dyn Clock>,
     max_per_owner: Option<u32>,
@@ -358,6 +360,7 @@ impl TokensBuilder {
         Ok(Tokens {
             inner: Arc::new(Inner {
                 store: self.store,
+                bindings: self.kinds.iter().any(|k| k.binding_header().is_some()),
                 kinds: self.kinds,
                 roles: self.roles,
                 clock: self.clock,
@@ -432,6 +435,13 @@ impl Tokens {
         let t = self.inner.clock.now();
         t.replace_nanosecond(t.nanosecond() / 1_000 * 1_000)
             .unwrap_or(t)
+    }
+
+    /// The clock as nanoseconds since the Unix epoch ([`Clock::unix_nanos`]): what the
+    /// verification path reads, once per request. Compared with the microsecond times of
+    /// records, it decides as [`now`](Self::now) would.
+    pub(crate) fn now_nanos(&self) -> i128 {
+        self.inner.clock.unix_nanos()
     }
 
     /// The kind named `name`.
@@ -656,11 +666,13 @@ impl Tokens {
     /// the presence of a binding kind's fingerprint. `Ok(None)`: admitted (and the use
     /// recorded); `Ok(Some(fingerprint))`: the binding must be settled with
     /// [`settle_binding`](Self::settle_binding).
+    /// `now` is [`now_nanos`](Self::now_nanos), read once for the request.
     pub(crate) fn record_policies_now<'h>(
         &self,
         identity: &Identity,
         client_ip: impl FnOnce() -> Option<IpAddr>,
         headers: &'h HeaderMap,
+        now: i128,
     ) -> Result<Option<&'h str>, Rejection> {
         let record = identity.record();
         if !record.allowed_ips.is_empty() {
@@ -672,8 +684,13 @@ impl Tokens {
                 return Err(Rejection::new(RejectionKind::IpNotAllowed));
             }
         }
-        let Some(header) = self.kind(&record.kind).and_then(TokenKind::binding_header) else {
-            self.inner.usage.touch(record, self.now());
+        let binding = if self.inner.bindings {
+            self.kind(&record.kind).and_then(TokenKind::binding_header)
+        } else {
+            None
+        };
+        let Some(header) = binding else {
+            self.inner.usage.touch(record, now);
             return Ok(None);
         };
         let fingerprint = headers
@@ -682,7 +699,7 @@ impl Tokens {
             .filter(|f| valid_fingerprint(f))
             .ok_or_else(|| Rejection::new(RejectionKind::BindingRequired))?;
         if record.bound_to.as_deref() == Some(fingerprint) {
-            self.inner.usage.touch(record, self.now());
+            self.inner.usage.touch(record, now);
             return Ok(None);
         }
         Ok(Some(fingerprint))
@@ -703,7 +720,7 @@ impl Tokens {
                 if record.bound_to.is_none() {
                     tracing::debug!(token_id = %record.id, "token bound on first use");
                 }
-                self.inner.usage.touch(record, now);
+                self.inner.usage.touch(record, now.unix_timestamp_nanos());
                 Ok(())
             }
             Ok(Some(_)) => Err(Rejection::new(RejectionKind::BoundElsewhere)),
@@ -723,7 +740,8 @@ impl Tokens {
         client_ip: Option<IpAddr>,
         headers: &HeaderMap,
     ) -> Result<(), Rejection> {
-        if let Some(fingerprint) = self.record_policies_now(identity, || client_ip, headers)? {
+        let now = self.now_nanos();
+        if let Some(fingerprint) = self.record_policies_now(identity, || client_ip, headers, now)? {
             self.settle_binding(identity, fingerprint).await?;
         }
         Ok(())
@@ -742,23 +760,25 @@ impl Tokens {
             Some(answer) => answer,
             None => self.inner.store.find_by_hash(&hash).await,
         };
-        self.decide(kind, &hash, found, accept)
+        self.decide(kind, &hash, found, accept, self.now_nanos())
     }
 
     /// The verification when the store can answer without I/O (see
     /// [`TokenStore::find_by_hash_now`]); `None` when it cannot. Like
     /// [`verify_detailed`](Self::verify_detailed), without the record's policies.
+    /// `now` is [`now_nanos`](Self::now_nanos), read once for the request.
     pub(crate) fn verify_now(
         &self,
         token: &str,
         accept: Option<&[String]>,
+        now: i128,
     ) -> Option<Result<Identity, Denied>> {
         let (kind, hash) = match self.prepare(token) {
             Ok(prepared) => prepared,
             Err(denied) => return Some(Err(denied)),
         };
         let found = self.inner.store.find_by_hash_now(&hash)?;
-        Some(self.decide(kind, &hash, found, accept))
+        Some(self.decide(kind, &hash, found, accept, now))
     }
 
     /// Format, checksum and kind (no store hit for garbage), then SHA-256.
@@ -777,6 +797,7 @@ impl Tokens {
         hash: &TokenHash,
         found: Result<Option<Arc<TokenRecord>>, StoreError>,
         accept: Option<&[String]>,
+        now: i128,
     ) -> Result<Identity, Denied> {
         let found = match found {
             Ok(found) => found,
@@ -785,7 +806,6 @@ impl Tokens {
                 return Err(Denied::new(RejectionKind::StoreUnavailable));
             }
         };
-        let now = self.now();
         let Some(record) = found else {
             return Err(Denied::new(RejectionKind::UnknownToken));
         };
@@ -800,7 +820,10 @@ impl Tokens {
             Some(RejectionKind::WrongKind)
         } else if record.revoked_at.is_some() {
             Some(RejectionKind::Revoked)
-        } else if record.expires_at.is_some_and(|e| e <= now) {
+        } else if record
+            .expires_at
+            .is_some_and(|e| e.unix_timestamp_nanos() <= now)
+        {
             Some(RejectionKind::Expired)
         } else {
             None
@@ -1189,14 +1212,15 @@ const USAGE_SHARDS: usize = 16;
 
 /// Coalesced last-used times, waiting for a batched write.
 struct Usage {
-    granularity: time::Duration,
+    /// In nanoseconds.
+    granularity: i128,
     shards: Box<[Mutex<HashMap<TokenId, OffsetDateTime>>]>,
 }
 
 impl Usage {
     fn new(granularity: Duration) -> Self {
         Self {
-            granularity: time::Duration::try_from(granularity).unwrap_or(time::Duration::MAX),
+            granularity: i128::try_from(granularity.as_nanos()).unwrap_or(i128::MAX),
             shards: (0..USAGE_SHARDS).map(|_| Mutex::default()).collect(),
         }
     }
@@ -1205,13 +1229,19 @@ impl Usage {
         &self.shards[(id.0.as_u128() as usize) % USAGE_SHARDS]
     }
 
-    fn touch(&self, record: &TokenRecord, now: OffsetDateTime) {
+    /// Queues a use at `now` (nanoseconds since the epoch), unless the record shows one
+    /// within the granularity.
+    fn touch(&self, record: &TokenRecord, now: i128) {
         if record
             .last_used_at
-            .is_some_and(|t| now - t < self.granularity)
+            .is_some_and(|t| now.saturating_sub(t.unix_timestamp_nanos()) < self.granularity)
         {
             return;
         }
+        // At microsecond precision, as `Tokens::now` and SQL stores keep times.
+        let Ok(now) = OffsetDateTime::from_unix_timestamp_nanos(now - now.rem_euclid(1_000)) else {
+            return;
+        };
         let mut m = self
             .shard(&record.id)
             .lock()

@@ -36,6 +36,9 @@ pub(crate) struct Config {
     pub(crate) audit: Option<AuditLog>,
     pub(crate) client_ip: ClientIpSource,
     pub(crate) metrics: bool,
+    /// The metric handles of this layer, registered on first use.
+    #[cfg(feature = "metrics")]
+    pub(crate) metric_handles: Arc<crate::metrics::Handles>,
     pub(crate) resolver: Option<Arc<dyn PermissionResolver>>,
 }
 
@@ -115,6 +118,8 @@ impl AuthLayer {
                 audit: None,
                 client_ip: ClientIpSource::new(),
                 metrics: false,
+                #[cfg(feature = "metrics")]
+                metric_handles: Arc::default(),
                 resolver: None,
             }),
         }
@@ -133,6 +138,8 @@ impl AuthLayer {
             audit: c.audit.clone(),
             client_ip: c.client_ip.clone(),
             metrics: c.metrics,
+            #[cfg(feature = "metrics")]
+            metric_handles: c.metric_handles.clone(),
             resolver: c.resolver.clone(),
         };
         f(&mut config);

@@ -5,7 +5,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, Entry};
-use http::{HeaderValue, Method, Request, Response};
+use http::{HeaderName, HeaderValue, Method, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tower::Service;
@@ -222,11 +222,11 @@ enum Presented {
     Nothing,
 }
 
-/// Marks every `Authorization` value sensitive, then checks there is at most one and that
-/// it follows the grammar.
-fn extract<B>(req: &mut Request<B>) -> Result<Presented, Rejection> {
-    let Entry::Occupied(mut entry) = req.headers_mut().entry(AUTHORIZATION) else {
-        return Ok(Presented::Nothing);
+/// Marks the `Authorization` value sensitive (so `Debug` and HTTP/2 header compression
+/// leave it alone) and refuses a request with more than one.
+fn mark_sensitive(headers: &mut http::HeaderMap) -> Result<(), Rejection> {
+    let Entry::Occupied(mut entry) = headers.entry(AUTHORIZATION) else {
+        return Ok(());
     };
     let mut count = 0;
     for v in entry.iter_mut() {
@@ -236,19 +236,74 @@ fn extract<B>(req: &mut Request<B>) -> Result<Presented, Rejection> {
     if count > 1 {
         return Err(Rejection::new(RejectionKind::InvalidRequest));
     }
-    let value = entry.get();
-    let bytes = value.as_bytes();
-    match parse_authorization(bytes) {
+    Ok(())
+}
+
+/// The bearer token of the (single) `Authorization` value, borrowed from the request;
+/// `None` without one, or for another scheme.
+fn bearer(headers: &http::HeaderMap) -> Result<Option<&str>, Rejection> {
+    let Some(value) = headers.get(AUTHORIZATION) else {
+        return Ok(None);
+    };
+    match parse_authorization(value.as_bytes()) {
         Err(_) => Err(Rejection::new(RejectionKind::InvalidRequest)),
-        Ok(Credentials::Other | Credentials::Basic(_)) => Ok(Presented::Nothing),
+        Ok(Credentials::Other | Credentials::Basic(_)) => Ok(None),
         Ok(Credentials::Bearer(t)) if t.len() > MAX_TOKEN_LEN => {
             Err(Rejection::new(RejectionKind::MalformedToken))
         }
-        Ok(Credentials::Bearer(t)) => Ok(Presented::Token(TokenRef {
-            start: bytes.len() - t.len(),
-            value: value.clone(),
-        })),
+        Ok(Credentials::Bearer(t)) => Ok(Some(t)),
     }
+}
+
+/// The hot path's reading of the `Authorization` value: the scheme `Bearer` (any case),
+/// spaces, and the rest as the token, without checking the token68 grammar, which the
+/// token's own (stricter) format check covers. A token refused as malformed is judged by
+/// the full grammar afterwards ([`refine`]), so the answers are those of [`bearer`].
+/// `None`: not that shape; ask [`bearer`].
+fn bearer_unchecked(value: &HeaderValue) -> Option<&str> {
+    let bytes = value.as_bytes();
+    let (scheme, rest) = bytes.split_at_checked(6)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer") || rest.first() != Some(&b' ') {
+        return None;
+    }
+    let start = rest.iter().position(|&b| b != b' ')?;
+    std::str::from_utf8(&rest[start..]).ok()
+}
+
+/// A token taken by [`bearer_unchecked`] and refused as malformed: when the header breaks
+/// the grammar, the answer is 400 `invalid_request`, as [`bearer`] would have given.
+fn refine(headers: &http::HeaderMap, r: Rejection) -> Rejection {
+    let broken = r.kind() == RejectionKind::MalformedToken
+        && headers
+            .get(AUTHORIZATION)
+            .is_some_and(|v| parse_authorization(v.as_bytes()).is_err());
+    if broken {
+        Rejection::new(RejectionKind::InvalidRequest)
+    } else {
+        r
+    }
+}
+
+/// An owned reference to the presented token, for a future that outlives the borrow: a
+/// cheap (reference-counted) clone of the header value. No copy of the secret is made.
+fn token_ref(headers: &http::HeaderMap, token: &str) -> TokenRef {
+    let value = headers.get(AUTHORIZATION).cloned().unwrap_or_else(|| {
+        // `token` was read from this header just before; an empty reference refuses.
+        HeaderValue::from_static("")
+    });
+    TokenRef {
+        start: value.as_bytes().len().saturating_sub(token.len()),
+        value,
+    }
+}
+
+/// [`mark_sensitive`] and [`bearer`], owned, for the path with policies.
+fn extract<B>(req: &mut Request<B>) -> Result<Presented, Rejection> {
+    mark_sensitive(req.headers_mut())?;
+    Ok(match bearer(req.headers())? {
+        Some(t) => Presented::Token(token_ref(req.headers(), t)),
+        None => Presented::Nothing,
+    })
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for AuthService<S>
@@ -267,39 +322,52 @@ where
     }
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
-        let presented = extract(&mut req);
         if self.config.has_policies() {
+            let presented = extract(&mut req);
             let config = self.config.clone();
             let clone = self.inner.clone();
             let inner = std::mem::replace(&mut self.inner, clone);
             return ResponseFuture::boxed(Box::pin(with_policies(config, inner, req, presented)));
         }
         let config = &self.config;
+        let presented = mark_sensitive(req.headers_mut()).and_then(|()| {
+            match req.headers().get(AUTHORIZATION).and_then(bearer_unchecked) {
+                Some(t) => Ok(Some(t)),
+                None => bearer(req.headers()),
+            }
+        });
         let token = match presented {
-            Ok(Presented::Token(t)) => t,
-            Ok(Presented::Nothing) if config.optional => {
+            Ok(Some(t)) => t,
+            Ok(None) if config.optional => {
                 return ResponseFuture::inner(self.inner.call(req));
             }
-            Ok(Presented::Nothing) => {
+            Ok(None) => {
                 let r = Rejection::new(RejectionKind::MissingToken);
                 return ResponseFuture::ready(rejection_response(config, &r));
             }
             Err(r) => return ResponseFuture::ready(rejection_response(config, &r)),
         };
-        // Stores that answer from memory (MemoryStore, a cache hit) need no future at all.
+        // Stores that answer from memory (MemoryStore, a cache hit) need no future at all,
+        // and the token is read in place.
+        let now = config.tokens.now_nanos();
         if let Some(verified) = config
             .tokens
-            .verify_now(token.as_str(), config.accept.as_deref())
+            .verify_now(token, config.accept.as_deref(), now)
         {
             // The policies kept on the record cost nothing for a token without them; the
             // client address is read only for a token with an allow-list.
-            let admitted = verified.map_err(|d| d.rejection).and_then(|id| {
-                let ip = || config.client_ip.client_ip(req.extensions(), req.headers());
-                match config.tokens.record_policies_now(&id, ip, req.headers())? {
-                    None => Ok((id, None)),
-                    Some(fingerprint) => Ok((id, Some(fingerprint.to_owned()))),
-                }
-            });
+            let admitted = verified
+                .map_err(|d| refine(req.headers(), d.rejection))
+                .and_then(|id| {
+                    let ip = || config.client_ip.client_ip(req.extensions(), req.headers());
+                    match config
+                        .tokens
+                        .record_policies_now(&id, ip, req.headers(), now)?
+                    {
+                        None => Ok((id, None)),
+                        Some(fingerprint) => Ok((id, Some(fingerprint.to_owned()))),
+                    }
+                });
             let (id, fingerprint) = match admitted {
                 Ok(admitted) => admitted,
                 Err(r) => return ResponseFuture::ready(rejection_response(config, &r)),
@@ -327,6 +395,7 @@ where
                 Ok(res.map(ResponseBody::inner))
             }));
         }
+        let token = token_ref(req.headers(), token);
         let config = self.config.clone();
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
@@ -335,7 +404,7 @@ where
                 .tokens
                 .verify_detailed(token.as_str(), config.accept.as_deref())
                 .await
-                .map_err(|d| d.rejection);
+                .map_err(|d| refine(req.headers(), d.rejection));
             drop(token);
             let verified = match verified {
                 Ok(id) => {
@@ -498,10 +567,14 @@ async fn admit(
     })
 }
 
+const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+
 fn rate_headers(headers: &mut http::HeaderMap, d: &RateLimitDecision) {
-    headers.insert("ratelimit-limit", HeaderValue::from(d.limit));
-    headers.insert("ratelimit-remaining", HeaderValue::from(d.remaining));
-    headers.insert("ratelimit-reset", HeaderValue::from(ceil_secs(d.reset)));
+    headers.insert(RATELIMIT_LIMIT, HeaderValue::from(d.limit));
+    headers.insert(RATELIMIT_REMAINING, HeaderValue::from(d.remaining));
+    headers.insert(RATELIMIT_RESET, HeaderValue::from(ceil_secs(d.reset)));
 }
 
 /// What an audit event needs from the request, taken before the request moves on.
@@ -559,7 +632,7 @@ where
     };
     #[cfg(feature = "metrics")]
     if config.metrics {
-        crate::metrics::verification(
+        config.metric_handles.verification(
             reason.unwrap_or("allow"),
             record.as_deref().map(|r| r.kind.as_str()),
             started.elapsed().as_secs_f64(),
