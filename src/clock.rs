@@ -15,8 +15,9 @@ pub trait Clock: Send + Sync + 'static {
 
     /// The current time as nanoseconds since the Unix epoch: the form the verification
     /// path reads, once per request. The provided method derives it from
-    /// [`now`](Self::now); override it when the clock can answer more cheaply, and keep the
-    /// two consistent.
+    /// [`now`](Self::now); override it when the clock can answer more cheaply. It may lag
+    /// behind `now` by a few milliseconds, never run ahead of it: near an expiry, keygate
+    /// asks `now` before deciding.
     fn unix_nanos(&self) -> i128 {
         self.now().unix_timestamp_nanos()
     }
@@ -32,9 +33,8 @@ impl Clock for SystemClock {
     }
 
     /// On Linux, the coarse realtime clock (`CLOCK_REALTIME_COARSE`, read from the vDSO in
-    /// a few nanoseconds): the same wall clock, at the resolution of a scheduler tick (1 to
-    /// 4 ms), so an expiry is enforced within that on the verification path. Elsewhere, the
-    /// system time. Neither builds an `OffsetDateTime`.
+    /// a few nanoseconds): the same wall clock as of the last scheduler tick (1 to 4 ms
+    /// ago). Elsewhere, the system time. Neither builds an `OffsetDateTime`.
     fn unix_nanos(&self) -> i128 {
         #[cfg(target_os = "linux")]
         {

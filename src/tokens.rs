@@ -437,11 +437,23 @@ impl Tokens {
             .unwrap_or(t)
     }
 
-    /// The clock as nanoseconds since the Unix epoch ([`Clock::unix_nanos`]): what the
-    /// verification path reads, once per request. Compared with the microsecond times of
-    /// records, it decides as [`now`](Self::now) would.
+    /// The clock as nanoseconds since the Unix epoch ([`Clock::unix_nanos`], which may lag
+    /// a little behind [`now`](Self::now)): what the verification path reads, once per
+    /// request.
     pub(crate) fn now_nanos(&self) -> i128 {
         self.inner.clock.unix_nanos()
+    }
+
+    /// Whether `expires_at` has passed. `now` comes from [`now_nanos`](Self::now_nanos);
+    /// within [`CLOSE_TO_EXPIRY`] of the expiry the precise [`now`](Self::now) decides, so a
+    /// coarse clock never keeps a token alive past its expiry (a rotation without grace ends
+    /// the old token at once).
+    fn expired(&self, expires_at: OffsetDateTime, now: i128) -> bool {
+        let e = expires_at.unix_timestamp_nanos();
+        if e <= now {
+            return true;
+        }
+        e - now < CLOSE_TO_EXPIRY && expires_at <= self.now()
     }
 
     /// The kind named `name`.
@@ -820,10 +832,7 @@ impl Tokens {
             Some(RejectionKind::WrongKind)
         } else if record.revoked_at.is_some() {
             Some(RejectionKind::Revoked)
-        } else if record
-            .expires_at
-            .is_some_and(|e| e.unix_timestamp_nanos() <= now)
-        {
+        } else if record.expires_at.is_some_and(|e| self.expired(e, now)) {
             Some(RejectionKind::Expired)
         } else {
             None
@@ -1209,6 +1218,10 @@ impl Drop for Maintenance {
 }
 
 const USAGE_SHARDS: usize = 16;
+
+/// How close to its expiry (in nanoseconds) a token's check re-reads the precise clock: well
+/// above the lag of a coarse clock (a scheduler tick, 1 to 10 ms).
+const CLOSE_TO_EXPIRY: i128 = 100_000_000;
 
 /// Coalesced last-used times, waiting for a batched write.
 struct Usage {

@@ -815,3 +815,41 @@ async fn the_in_memory_fast_path_gives_the_same_answers() {
     }
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
+
+/// A clock whose fast reading lags its precise one, like the coarse system clock.
+#[derive(Clone)]
+struct Lagging(ManualClock);
+
+impl Clock for Lagging {
+    fn now(&self) -> time::OffsetDateTime {
+        self.0.now()
+    }
+    fn unix_nanos(&self) -> i128 {
+        self.0.now().unix_timestamp_nanos() - 5_000_000
+    }
+}
+
+#[tokio::test]
+async fn a_lagging_fast_clock_never_keeps_an_expired_token_alive() {
+    let clock = clock();
+    let tokens = Tokens::builder(TestStore::default())
+        .clock(Lagging(clock.clone()))
+        .build()
+        .unwrap();
+    let t = tokens
+        .issue(NewToken::new("alice", "e").expires_in(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    let svc = AuthLayer::new(tokens).layer(echo(Arc::default()));
+    let call = || svc.clone().oneshot(get(Some(&bearer(&t.token))));
+    clock.advance(Duration::from_millis(59_999));
+    assert_eq!(call().await.unwrap().status(), StatusCode::OK, "1 ms left");
+    // The fast reading says 5 ms before the expiry; the precise one says it has come.
+    clock.advance(Duration::from_millis(1));
+    let res = call().await.unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        res.extensions().get::<RejectionKind>(),
+        Some(&RejectionKind::Expired)
+    );
+}
