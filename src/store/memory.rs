@@ -1,5 +1,6 @@
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::borrow::Borrow;
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use async_trait::async_trait;
@@ -31,7 +32,55 @@ impl Hasher for DigestHasher {
     }
 }
 
-type Shard = RwLock<HashMap<TokenHash, Arc<TokenRecord>, BuildHasherDefault<DigestHasher>>>;
+/// A record in a hash shard, keyed by the digest it holds: the set keeps one pointer per
+/// record instead of a second copy of its 32-byte digest beside the pointer.
+struct ByHash(Arc<TokenRecord>);
+
+impl Borrow<TokenHash> for ByHash {
+    fn borrow(&self) -> &TokenHash {
+        &self.0.hash
+    }
+}
+
+impl Hash for ByHash {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.hash.hash(state);
+    }
+}
+
+impl PartialEq for ByHash {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.hash == other.0.hash
+    }
+}
+
+impl Eq for ByHash {}
+
+/// The same record in the id index, keyed by the id it holds. It shares the shard's
+/// allocation: a record is stored once, whichever way it is found.
+struct ById(Arc<TokenRecord>);
+
+impl Borrow<TokenId> for ById {
+    fn borrow(&self) -> &TokenId {
+        &self.0.id
+    }
+}
+
+impl Hash for ById {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.id.hash(state);
+    }
+}
+
+impl PartialEq for ById {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.id == other.0.id
+    }
+}
+
+impl Eq for ById {}
+
+type Shard = RwLock<HashSet<ByHash, BuildHasherDefault<DigestHasher>>>;
 
 /// The in-process [`TokenStore`]: nothing survives a restart.
 ///
@@ -63,9 +112,11 @@ struct Inner {
     index: Mutex<Index>,
 }
 
+/// Everything found by something else than the digest. Every record is in exactly one
+/// shard and in `by_id`, as the same `Arc`; `by_owner` lists the ids of each owner's records.
 #[derive(Default)]
 struct Index {
-    by_id: HashMap<TokenId, TokenHash>,
+    by_id: HashSet<ById>,
     by_owner: HashMap<String, Vec<TokenId>>,
 }
 
@@ -138,49 +189,56 @@ impl MemoryStore {
     }
 
     fn record(&self, hash: &TokenHash) -> Option<Arc<TokenRecord>> {
-        read(self.shard(hash)).get(hash).cloned()
+        read(self.shard(hash)).get(hash).map(|r| Arc::clone(&r.0))
     }
 
     fn put_new(&self, index: &mut Index, record: TokenRecord) -> Result<(), StoreError> {
-        if index.by_id.contains_key(&record.id) || self.record(&record.hash).is_some() {
+        if index.by_id.contains(&record.id) || self.record(&record.hash).is_some() {
             return Err(StoreError::Duplicate);
         }
-        index.by_id.insert(record.id, record.hash);
-        index
-            .by_owner
-            .entry(record.owner.clone())
-            .or_default()
-            .push(record.id);
-        write(self.shard(&record.hash)).insert(record.hash, Arc::new(record));
+        match index.by_owner.get_mut(record.owner.as_str()) {
+            Some(ids) => ids.push(record.id),
+            None => {
+                index.by_owner.insert(record.owner.clone(), vec![record.id]);
+            }
+        }
+        let record = Arc::new(record);
+        write(self.shard(&record.hash)).insert(ByHash(Arc::clone(&record)));
+        index.by_id.insert(ById(record));
         Ok(())
+    }
+
+    /// Puts `record` in place of the record with the same id and digest, in its shard and
+    /// in the id index, under the index lock.
+    fn replace(&self, index: &mut Index, record: TokenRecord) {
+        let record = Arc::new(record);
+        write(self.shard(&record.hash)).replace(ByHash(Arc::clone(&record)));
+        index.by_id.replace(ById(record));
     }
 
     /// Replaces the record with id `id` by `f(record)`, under the index lock.
     fn update(
         &self,
-        index: &Index,
+        index: &mut Index,
         id: &TokenId,
         f: impl FnOnce(&mut TokenRecord) -> bool,
     ) -> Option<bool> {
-        let hash = index.by_id.get(id)?;
-        let mut shard = write(self.shard(hash));
-        let slot = shard.get_mut(hash)?;
-        let mut rec = TokenRecord::clone(slot);
+        let mut rec = TokenRecord::clone(&index.by_id.get(id)?.0);
         let changed = f(&mut rec);
         if changed {
-            *slot = Arc::new(rec);
+            self.replace(index, rec);
         }
         Some(changed)
     }
 
-    fn owner_records(&self, index: &Index, owner: &str) -> Vec<Arc<TokenRecord>> {
+    fn owner_records(index: &Index, owner: &str) -> Vec<Arc<TokenRecord>> {
         index
             .by_owner
             .get(owner)
             .map(|ids| {
                 ids.iter()
                     .filter_map(|id| index.by_id.get(id))
-                    .filter_map(|h| self.record(h))
+                    .map(|r| Arc::clone(&r.0))
                     .collect()
             })
             .unwrap_or_default()
@@ -191,8 +249,7 @@ impl MemoryStore {
 impl TokenStore for MemoryStore {
     async fn insert(&self, record: TokenRecord, rules: InsertRules) -> Result<(), StoreError> {
         let mut index = self.index();
-        let live: Vec<_> = self
-            .owner_records(&index, &record.owner)
+        let live: Vec<_> = Self::owner_records(&index, &record.owner)
             .into_iter()
             .filter(|r| r.is_live_at(rules.now))
             .collect();
@@ -224,17 +281,12 @@ impl TokenStore for MemoryStore {
 
     async fn get(&self, id: &TokenId) -> Result<Option<TokenRecord>, StoreError> {
         let index = self.index();
-        Ok(index
-            .by_id
-            .get(id)
-            .and_then(|h| self.record(h))
-            .map(|r| TokenRecord::clone(&r)))
+        Ok(index.by_id.get(id).map(|r| TokenRecord::clone(&r.0)))
     }
 
     async fn list_by_owner(&self, owner: &str) -> Result<Vec<TokenRecord>, StoreError> {
         let index = self.index();
-        let mut v: Vec<TokenRecord> = self
-            .owner_records(&index, owner)
+        let mut v: Vec<TokenRecord> = Self::owner_records(&index, owner)
             .into_iter()
             .map(|r| TokenRecord::clone(&r))
             .collect();
@@ -243,9 +295,9 @@ impl TokenStore for MemoryStore {
     }
 
     async fn revoke(&self, id: &TokenId, at: OffsetDateTime) -> Result<bool, StoreError> {
-        let index = self.index();
+        let mut index = self.index();
         Ok(self
-            .update(&index, id, |r| {
+            .update(&mut index, id, |r| {
                 if r.revoked_at.is_some() {
                     return false;
                 }
@@ -263,17 +315,16 @@ impl TokenStore for MemoryStore {
         now: OffsetDateTime,
     ) -> Result<(), StoreError> {
         let mut index = self.index();
-        let old_hash = *index.by_id.get(old).ok_or(StoreError::NotFound)?;
-        let old_rec = self.record(&old_hash).ok_or(StoreError::NotFound)?;
-        if !old_rec.is_live_at(now) {
+        let old_rec = index.by_id.get(old).ok_or(StoreError::NotFound)?;
+        if !old_rec.0.is_live_at(now) {
             return Err(StoreError::NotFound);
         }
-        if index.by_id.contains_key(&new.id) || self.record(&new.hash).is_some() {
+        if index.by_id.contains(&new.id) || self.record(&new.hash).is_some() {
             return Err(StoreError::Duplicate);
         }
         let new_id = new.id;
         self.put_new(&mut index, new)?;
-        self.update(&index, old, |r| {
+        self.update(&mut index, old, |r| {
             r.replaced_by = Some(new_id);
             r.expires_at = Some(
                 r.expires_at
@@ -285,9 +336,9 @@ impl TokenStore for MemoryStore {
     }
 
     async fn record_use(&self, uses: &[(TokenId, OffsetDateTime)]) -> Result<(), StoreError> {
-        let index = self.index();
+        let mut index = self.index();
         for (id, at) in uses {
-            self.update(&index, id, |r| {
+            self.update(&mut index, id, |r| {
                 if r.last_used_at.is_some_and(|t| t >= *at) {
                     return false;
                 }
@@ -300,23 +351,28 @@ impl TokenStore for MemoryStore {
 
     async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
         let mut index = self.index();
-        let mut removed: Vec<TokenRecord> = Vec::new();
+        let mut removed: Vec<Arc<TokenRecord>> = Vec::new();
         for shard in self.inner.shards.iter() {
-            write(shard).retain(|_, r| {
-                let dead = r.revoked_at.is_some_and(|t| t <= now)
-                    || r.expires_at.is_some_and(|t| t <= now);
+            write(shard).retain(|r| {
+                let dead = r.0.revoked_at.is_some_and(|t| t <= now)
+                    || r.0.expires_at.is_some_and(|t| t <= now);
                 if dead {
-                    removed.push(TokenRecord::clone(r));
+                    removed.push(Arc::clone(&r.0));
                 }
                 !dead
             });
         }
         for r in &removed {
             index.by_id.remove(&r.id);
-            if let Some(ids) = index.by_owner.get_mut(&r.owner) {
-                ids.retain(|id| *id != r.id);
+        }
+        // One pass over each owner's list, however many of their records went.
+        let owners: HashSet<&str> = removed.iter().map(|r| r.owner.as_str()).collect();
+        let Index { by_id, by_owner } = &mut *index;
+        for owner in owners {
+            if let Some(ids) = by_owner.get_mut(owner) {
+                ids.retain(|id| by_id.contains(id));
                 if ids.is_empty() {
-                    index.by_owner.remove(&r.owner);
+                    by_owner.remove(owner);
                 }
             }
         }
@@ -329,9 +385,9 @@ impl TokenStore for MemoryStore {
         fingerprint: &str,
         now: OffsetDateTime,
     ) -> Result<Option<String>, StoreError> {
-        let index = self.index();
+        let mut index = self.index();
         let mut bound = None;
-        self.update(&index, id, |r| {
+        self.update(&mut index, id, |r| {
             if let Some(b) = &r.bound_to {
                 bound = Some(b.clone());
                 return false;
@@ -350,9 +406,9 @@ impl TokenStore for MemoryStore {
         now: OffsetDateTime,
         min_interval: std::time::Duration,
     ) -> Result<ReleaseOutcome, StoreError> {
-        let index = self.index();
+        let mut index = self.index();
         let mut outcome = ReleaseOutcome::NotBound;
-        self.update(&index, id, |r| {
+        self.update(&mut index, id, |r| {
             outcome = release_outcome(r, now, min_interval);
             if outcome != ReleaseOutcome::Released {
                 return false;
@@ -372,26 +428,33 @@ impl TokenStore for MemoryStore {
         now: OffsetDateTime,
         release_kinds: &[String],
     ) -> Result<InactiveOutcome, StoreError> {
-        let index = self.index();
+        let mut index = self.index();
         let mut out = InactiveOutcome::default();
-        for id in index.by_id.keys() {
-            self.update(&index, id, |r| {
-                if !r.is_valid_at(now) || r.last_active_at() >= cutoff {
-                    return false;
-                }
-                if release_kinds.contains(&r.kind) {
-                    if r.bound_to.is_none() {
-                        return false;
-                    }
-                    r.bound_to = None;
-                    r.bound_at = None;
-                    out.released.push(r.id);
-                } else {
-                    r.revoked_at = Some(now);
-                    out.revoked.push(r.id);
-                }
-                true
-            });
+        // Judged and changed under the index lock, which every write takes: no record can
+        // be used, bound or revoked between the two loops.
+        let mut changed = Vec::new();
+        for entry in &index.by_id {
+            let r = &entry.0;
+            if !r.is_valid_at(now) || r.last_active_at() >= cutoff {
+                continue;
+            }
+            let release = release_kinds.contains(&r.kind);
+            if release && r.bound_to.is_none() {
+                continue;
+            }
+            let mut r = TokenRecord::clone(r);
+            if release {
+                r.bound_to = None;
+                r.bound_at = None;
+                out.released.push(r.id);
+            } else {
+                r.revoked_at = Some(now);
+                out.revoked.push(r.id);
+            }
+            changed.push(r);
+        }
+        for r in changed {
+            self.replace(&mut index, r);
         }
         Ok(out)
     }
@@ -411,5 +474,121 @@ pub(crate) fn release_outcome(
             next_allowed_at: next,
         },
         _ => ReleaseOutcome::Released,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::identity::Permissions;
+    use crate::token::TokenKind;
+
+    fn record(owner: &str, name: &str, at: OffsetDateTime) -> TokenRecord {
+        let token = TokenKind::pat().generate();
+        TokenRecord {
+            id: TokenId::random(),
+            hash: token.hash(),
+            kind: "pat".into(),
+            owner: owner.into(),
+            name: name.into(),
+            description: None,
+            role: None,
+            permissions: Permissions::none(),
+            hint: token.hint(),
+            created_by: owner.into(),
+            created_at: at,
+            expires_at: None,
+            last_used_at: None,
+            revoked_at: None,
+            replaced_by: None,
+            allowed_ips: Vec::new(),
+            rate_limit: None,
+            bound_to: None,
+            bound_at: None,
+            released_at: None,
+        }
+    }
+
+    /// Every record is held once: the shard and the id index point at the same allocation,
+    /// and the owner lists name exactly the records held.
+    fn assert_consistent(store: &MemoryStore) {
+        let index = store.index();
+        let mut in_shards = 0;
+        for shard in store.inner.shards.iter() {
+            for r in read(shard).iter() {
+                in_shards += 1;
+                let by_id = index
+                    .by_id
+                    .get(&r.0.id)
+                    .expect("shard record in the id index");
+                assert!(Arc::ptr_eq(&r.0, &by_id.0), "one allocation per record");
+            }
+        }
+        assert_eq!(in_shards, index.by_id.len());
+        let listed: usize = index.by_owner.values().map(Vec::len).sum();
+        assert_eq!(listed, index.by_id.len());
+        for (owner, ids) in &index.by_owner {
+            assert!(!ids.is_empty());
+            for id in ids {
+                assert_eq!(&index.by_id.get(id).expect("listed id held").0.owner, owner);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn every_write_keeps_one_copy_of_each_record() {
+        let store = MemoryStore::new();
+        let t = OffsetDateTime::now_utc();
+        let rules = InsertRules::new(t, None);
+        let a = record("alice", "a", t);
+        let b = record("alice", "b", t);
+        let c = record("bob", "c", t);
+        for r in [&a, &b, &c] {
+            store.insert(r.clone(), rules).await.expect("insert");
+        }
+        assert!(matches!(
+            store.insert_unchecked(a.clone()),
+            Err(StoreError::Duplicate)
+        ));
+        assert_consistent(&store);
+
+        store.record_use(&[(a.id, t)]).await.expect("use");
+        assert!(store.revoke(&c.id, t).await.expect("revoke"));
+        assert_eq!(
+            store.bind(&b.id, "m1", t).await.expect("bind").as_deref(),
+            Some("m1")
+        );
+        let next = record("alice", "b", t);
+        store
+            .rotate(&b.id, next.clone(), t, t)
+            .await
+            .expect("rotate");
+        assert_consistent(&store);
+        let seen = store.find_by_hash_now(&a.hash).expect("sync").expect("ok");
+        assert_eq!(seen.expect("held").last_used_at, Some(t));
+        let seen = store.find_by_hash(&b.hash).await.expect("find");
+        assert_eq!(seen.expect("held").replaced_by, Some(next.id));
+
+        let out = store
+            .expire_inactive(
+                t + Duration::from_secs(10),
+                t + Duration::from_secs(10),
+                &[],
+            )
+            .await
+            .expect("expire");
+        assert_eq!(out.revoked.len(), 2, "a and next; b expired, c revoked");
+        assert_consistent(&store);
+
+        let purged = store
+            .purge_expired(t + Duration::from_secs(10))
+            .await
+            .expect("purge");
+        assert_eq!(purged, 4);
+        assert!(store.is_empty());
+        assert_consistent(&store);
+        assert!(store.index().by_owner.is_empty());
     }
 }

@@ -1,0 +1,264 @@
+//! Memory per token in a [`MemoryStore`] holding 1 000 000 records like the ones
+//! `Tokens::issue` stores, measured two ways in one run:
+//!
+//! - live heap bytes, counted by an instrumented global allocator (bytes the program asked
+//!   for, before the allocator's own rounding and headers);
+//! - resident set size from `/proc/self/statm` (what the process really holds, allocator
+//!   overhead and retained free memory included; Linux only).
+//!
+//! ```sh
+//! cargo bench --bench memory
+//! KEYGATE_MEMORY_N=100000 cargo bench --bench memory   # another store size
+//! ```
+
+use std::alloc::System;
+use std::hint::black_box;
+use std::mem::size_of;
+use std::time::Instant;
+
+use keygate::store::TokenRecord;
+use keygate::{MemoryStore, Permissions, TokenHash, TokenId, TokenStore};
+use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
+
+// The crate forbids `unsafe`, and so a hand-written `GlobalAlloc`: this one counts for us.
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+const DEFAULT_N: usize = 1_000_000;
+const OWNERS: usize = 10_000;
+const GOAL: f64 = 256.0;
+
+/// SplitMix64's finaliser: a bijection on `u64`, so distinct inputs give distinct outputs.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A random-looking digest, distinct for every `i` (its first 8 bytes are a bijection of
+/// `i`), without hashing a million tokens.
+fn digest(i: u64) -> TokenHash {
+    let mut b = [0u8; 32];
+    for (k, chunk) in b.chunks_mut(8).enumerate() {
+        let word = if k == 0 {
+            mix(i)
+        } else {
+            mix(i ^ (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        };
+        chunk.copy_from_slice(&word.to_le_bytes());
+    }
+    TokenHash::from_bytes(b)
+}
+
+/// The display hint of a `pat` token: `pat_` and the first 8 base62 characters of its
+/// secret.
+fn hint(i: u64) -> String {
+    const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let mut s = String::with_capacity(12);
+    s.push_str("pat_");
+    let mut x = mix(!i);
+    for _ in 0..8 {
+        s.push(char::from(BASE62[(x % 62) as usize]));
+        x /= 62;
+    }
+    s
+}
+
+/// A string with no spare capacity, as `Tokens::issue` stores them (clones of the request).
+fn exact(mut s: String) -> String {
+    s.shrink_to_fit();
+    s
+}
+
+struct Shared {
+    owners: Vec<String>,
+    roles: Vec<Permissions>,
+    created_at: time::OffsetDateTime,
+}
+
+impl Shared {
+    fn new() -> Self {
+        let roles = [
+            &["tokens:read"][..],
+            &["tokens:read", "tokens:write"],
+            &["repo:read", "repo:write", "packages:read"],
+            &["admin:*"],
+        ]
+        .iter()
+        .map(|r| Permissions::parse(r.iter()).expect("valid permissions"))
+        .collect();
+        Self {
+            owners: (0..OWNERS)
+                .map(|k| exact(format!("user-{k}@example.com")))
+                .collect(),
+            roles,
+            created_at: time::macros::datetime!(2026-01-01 00:00 UTC),
+        }
+    }
+
+    /// Record `i`, shaped like one `Tokens::issue` stores for `NewToken::new(owner, name)`
+    /// with a role's permissions, and (string heap bytes, string allocations) it holds.
+    fn record(&self, i: u64) -> (TokenRecord, usize, usize) {
+        let owner = &self.owners[(mix(i.wrapping_add(1)) % OWNERS as u64) as usize];
+        let r = TokenRecord {
+            id: TokenId::random(),
+            hash: digest(i),
+            kind: "pat".to_owned(),
+            owner: owner.clone(),
+            name: exact(format!("ci-{i:06}")),
+            description: None,
+            role: None,
+            permissions: self.roles[(i % self.roles.len() as u64) as usize].clone(),
+            hint: hint(i),
+            created_by: owner.clone(),
+            created_at: self.created_at + time::Duration::seconds(i as i64),
+            expires_at: None,
+            last_used_at: None,
+            revoked_at: None,
+            replaced_by: None,
+            allowed_ips: Vec::new(),
+            rate_limit: None,
+            bound_to: None,
+            bound_at: None,
+            released_at: None,
+        };
+        let caps = string_capacities(&r);
+        let bytes = caps.iter().sum();
+        let allocs = caps.iter().filter(|&&c| c > 0).count();
+        (r, bytes, allocs)
+    }
+}
+
+/// The heap capacity of each `String` field the records use (the optional ones are `None`).
+fn string_capacities(r: &TokenRecord) -> [usize; 5] {
+    [&r.kind, &r.owner, &r.name, &r.hint, &r.created_by].map(String::capacity)
+}
+
+/// Resident set size in bytes, from `/proc/self/statm` (Linux).
+fn rss() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * page_size())
+}
+
+/// The kernel page size, read from `/proc/self/smaps` (4 KiB when it cannot be read).
+fn page_size() -> u64 {
+    std::fs::read_to_string("/proc/self/smaps")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("KernelPageSize:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(4096, |kib| kib * 1024)
+}
+
+/// glibc malloc's cost of one allocation of `n` bytes: an 8-byte header, 16-byte steps,
+/// 32 bytes at least.
+fn malloc_chunk(n: usize) -> usize {
+    ((n + 8 + 15) & !15).max(32)
+}
+
+fn per(bytes: f64, n: usize) -> f64 {
+    bytes / n as f64
+}
+
+fn main() {
+    let n: usize = std::env::var("KEYGATE_MEMORY_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_N);
+    let shared = Shared::new();
+    // A throwaway record first, so lazily initialised globals (the UUID generator's thread
+    // RNG) are not counted against the store.
+    black_box(shared.record(u64::MAX));
+
+    let rss_before = rss();
+    let region = Region::new(GLOBAL);
+    let start = Instant::now();
+    let store = MemoryStore::new();
+    let (mut string_bytes, mut string_allocs) = (0usize, 0usize);
+    for i in 0..n as u64 {
+        let (r, b, a) = shared.record(i);
+        string_bytes += b;
+        string_allocs += a;
+        store.insert_unchecked(r).expect("distinct ids and digests");
+    }
+    let built = start.elapsed();
+    let heap = region.change();
+    let rss_after = rss();
+
+    // The store must really hold them.
+    let probe = digest(n as u64 / 2);
+    let found = store
+        .find_by_hash_now(&probe)
+        .expect("in-memory answer")
+        .expect("no error")
+        .expect("record present");
+    assert!(found.hash.ct_eq(&probe));
+    assert_eq!(store.len(), n);
+
+    // stats_alloc books a reallocation's growth (shrink) in bytes_allocated (deallocated)
+    // too, so these two alone give the live bytes.
+    let live = heap.bytes_allocated as f64 - heap.bytes_deallocated as f64;
+    let live_allocs = heap.allocations as f64 - heap.deallocations as f64;
+    let record = size_of::<TokenRecord>();
+    let arc_block = record + 2 * size_of::<usize>();
+    let strings = per(string_bytes as f64, n);
+    let records_part = arc_block as f64 + strings;
+    let overhead = per(live, n) - records_part;
+    let rss_per = match (rss_before, rss_after) {
+        (Some(b), Some(a)) => format!("{:>8.1}", per(a as f64 - b as f64, n)),
+        _ => format!("{:>8}", "n/a"),
+    };
+    // The allocator's real cost of the record and its strings (glibc sizes), for comparison
+    // with the resident figure.
+    let strings_malloc = per(
+        (0..n.min(10_000) as u64)
+            .map(|i| {
+                let (r, _, _) = shared.record(i);
+                string_capacities(&r)
+                    .map(malloc_chunk)
+                    .iter()
+                    .sum::<usize>()
+            })
+            .sum::<usize>() as f64,
+        n.min(10_000),
+    );
+
+    println!();
+    println!("MemoryStore memory, {n} tokens ({OWNERS} owners), built in {built:.2?}");
+    println!();
+    println!("| measure                                   | bytes/token |");
+    println!("| ----------------------------------------- | ----------- |");
+    println!(
+        "| live heap (counting allocator)            | {:>11.1} |",
+        per(live, n)
+    );
+    println!("| resident set (/proc/self/statm)           | {rss_per:>11} |");
+    println!("| goal                                      | {GOAL:>11.1} |");
+    println!();
+    println!("Breakdown of the live heap per token:");
+    println!();
+    println!("| part                                      | bytes/token |");
+    println!("| ----------------------------------------- | ----------- |");
+    println!("| size_of::<TokenRecord>()                  | {record:>11} |");
+    println!("| Arc<TokenRecord> block (+ 2 counters)     | {arc_block:>11} |");
+    println!(
+        "| String fields' heap ({:.1} allocations)     | {strings:>11.1} |",
+        per(string_allocs as f64, n)
+    );
+    println!("| map / index overhead (the rest)           | {overhead:>11.1} |");
+    println!(
+        "| live allocations per token                | {:>11.2} |",
+        per(live_allocs, n)
+    );
+    println!();
+    println!(
+        "With glibc's chunk rounding the record costs {} (Arc) + {strings_malloc:.0} (strings) \
+         = {:.0} bytes before any map.",
+        malloc_chunk(arc_block),
+        malloc_chunk(arc_block) as f64 + strings_malloc
+    );
+    drop(black_box(store));
+}
