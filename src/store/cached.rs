@@ -9,10 +9,10 @@
 //! # What is cached
 //!
 //! - **Found records**, keyed by the token's SHA-256 (never the token), in a map split into
-//!   64 shards, each behind its own `RwLock`: a hit takes one shard's read lock, clones an
-//!   `Arc` and compares the entry's deadline with a millisecond clock read with one atomic
-//!   load (advanced every 5 ms by one background thread per process) — no allocation and
-//!   no lock shared by all requests. Entries live for their TTL plus at most 5 ms.
+//!   64 shards of lock-free maps ([`papaya`]; writers of a shard take its mutex): a hit
+//!   takes no lock, clones an `Arc` and compares the entry's deadline with a millisecond
+//!   clock read with one atomic load (advanced every 5 ms by one background thread per
+//!   process) — no allocation, and no write to memory that other cores read. Entries live for their TTL plus at most 5 ms.
 //!   Capacity ([`with_capacity`](CachedStore::with_capacity), default 10 000) and TTL
 //!   ([`with_ttl`](CachedStore::with_ttl), default 30 s) are bounded; a full shard evicts an
 //!   expired or the oldest of a few sampled entries.
@@ -74,11 +74,10 @@
 //! # });
 //! ```
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -118,7 +117,22 @@ impl Hasher for DigestHasher {
     }
 }
 
-type Map<V> = HashMap<TokenHash, V, BuildHasherDefault<DigestHasher>>;
+/// A concurrent map whose reads take no lock and write no shared memory, so hits on several
+/// cores do not contend.
+type Map<V> = papaya::HashMap<TokenHash, V, BuildHasherDefault<DigestHasher>>;
+
+/// One shard: lock-free reads; writers take `writer`, which keeps the bound and the epoch
+/// rule exact.
+struct Shard<V> {
+    map: Map<V>,
+    writer: Mutex<()>,
+}
+
+/// A shard's map while its writer lock is held.
+struct ShardWriter<'a, V> {
+    map: &'a Map<V>,
+    _lock: MutexGuard<'a, ()>,
+}
 
 /// A millisecond clock that a hit can read with one atomic load: `Instant::now()` costs as
 /// much as the rest of a hit on some machines. One background thread per process advances it
@@ -202,7 +216,7 @@ impl Until for u64 {
 
 /// One bounded, sharded map with a TTL.
 struct Sharded<V> {
-    shards: Box<[RwLock<Map<V>>]>,
+    shards: Box<[Shard<V>]>,
     per_shard: usize,
     ttl: Duration,
 }
@@ -212,36 +226,44 @@ fn shard_of(hash: &TokenHash) -> usize {
     usize::from(hash.as_bytes()[8]) % SHARDS
 }
 
-impl<V: Until> Sharded<V> {
+impl<V: Until + Send + Sync> Sharded<V> {
     fn new(capacity: usize, ttl: Duration) -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| RwLock::new(Map::default())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Shard {
+                    map: Map::default(),
+                    writer: Mutex::new(()),
+                })
+                .collect(),
             per_shard: capacity.div_ceil(SHARDS),
             ttl,
         }
     }
 
     fn read<T>(&self, hash: &TokenHash, f: impl FnOnce(&V) -> T) -> Option<T> {
-        let shard = self.shards[shard_of(hash)]
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
-        shard.get(hash).map(f)
+        self.shards[shard_of(hash)].map.pin().get(hash).map(f)
     }
 
-    fn write(&self, hash: &TokenHash) -> std::sync::RwLockWriteGuard<'_, Map<V>> {
-        self.shards[shard_of(hash)]
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
+    fn lock(shard: &Shard<V>) -> ShardWriter<'_, V> {
+        ShardWriter {
+            map: &shard.map,
+            _lock: shard.writer.lock().unwrap_or_else(PoisonError::into_inner),
+        }
+    }
+
+    fn write(&self, hash: &TokenHash) -> ShardWriter<'_, V> {
+        Self::lock(&self.shards[shard_of(hash)])
     }
 
     /// Inserts under an already held shard lock, evicting first when the shard is full.
-    fn put_locked(&self, shard: &mut Map<V>, hash: TokenHash, value: V) {
+    fn put_locked(&self, shard: &ShardWriter<'_, V>, hash: TokenHash, value: V) {
         if self.per_shard == 0 {
             return;
         }
-        if shard.len() >= self.per_shard && !shard.contains_key(&hash) {
+        let map = shard.map.pin();
+        if map.len() >= self.per_shard && !map.contains_key(&hash) {
             let now = clock::now_ms();
-            let victim = shard
+            let victim = map
                 .iter()
                 .take(EVICTION_SAMPLE)
                 .min_by_key(|(_, v)| {
@@ -253,27 +275,31 @@ impl<V: Until> Sharded<V> {
                 })
                 .map(|(k, _)| *k);
             if let Some(k) = victim {
-                shard.remove(&k);
+                map.remove(&k);
             }
         }
-        shard.insert(hash, value);
+        map.insert(hash, value);
     }
 
     fn remove(&self, hash: &TokenHash) {
-        self.write(hash).remove(hash);
+        self.write(hash).map.pin().remove(hash);
+    }
+
+    /// Keeps the entries for which `keep` is true, shard by shard under each writer lock.
+    fn retain(&self, mut keep: impl FnMut(&V) -> bool) {
+        for s in self.shards.iter() {
+            Self::lock(s).map.pin().retain(|_, v| keep(v));
+        }
     }
 
     fn clear(&self) {
         for s in self.shards.iter() {
-            s.write().unwrap_or_else(PoisonError::into_inner).clear();
+            Self::lock(s).map.pin().clear();
         }
     }
 
     fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.read().unwrap_or_else(PoisonError::into_inner).len())
-            .sum()
+        self.shards.iter().map(|s| s.map.len()).sum()
     }
 }
 
@@ -333,13 +359,13 @@ impl Cache {
         }
         match found {
             Some(rec) => {
-                let mut shard = self.found.write(&hash);
+                let shard = self.found.write(&hash);
                 if self.epoch() != epoch {
                     return;
                 }
                 let until = clock::after(self.found.ttl);
                 self.found.put_locked(
-                    &mut shard,
+                    &shard,
                     hash,
                     Entry {
                         record: rec.clone(),
@@ -348,12 +374,12 @@ impl Cache {
                 );
             }
             None => {
-                let mut shard = self.unknown.write(&hash);
+                let shard = self.unknown.write(&hash);
                 if self.epoch() != epoch {
                     return;
                 }
                 let until = clock::after(self.unknown.ttl);
-                self.unknown.put_locked(&mut shard, hash, until);
+                self.unknown.put_locked(&shard, hash, until);
             }
         }
     }
@@ -367,11 +393,7 @@ impl Cache {
     /// Drops every found record with this id (a scan: revocations are rare).
     fn invalidate_id(&self, id: &TokenId) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
-        for s in self.found.shards.iter() {
-            s.write()
-                .unwrap_or_else(PoisonError::into_inner)
-                .retain(|_, e| e.record.id != *id);
-        }
+        self.found.retain(|e| e.record.id != *id);
     }
 
     /// Drops every found record whose id is in `ids`, in one scan.
@@ -380,11 +402,7 @@ impl Cache {
             return;
         }
         self.epoch.fetch_add(1, Ordering::AcqRel);
-        for s in self.found.shards.iter() {
-            s.write()
-                .unwrap_or_else(PoisonError::into_inner)
-                .retain(|_, e| !ids.contains(&e.record.id));
-        }
+        self.found.retain(|e| !ids.contains(&e.record.id));
     }
 
     fn flush(&self) {

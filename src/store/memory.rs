@@ -1,7 +1,7 @@
 use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
 use time::OffsetDateTime;
@@ -10,8 +10,6 @@ use super::{
     InactiveOutcome, InsertRules, ReleaseOutcome, StoreError, TokenId, TokenRecord, TokenStore,
 };
 use crate::token::TokenHash;
-
-const SHARDS: usize = 64;
 
 /// Hashes a [`TokenHash`] by its first 8 bytes: SHA-256 output is already uniform, and the
 /// keys are digests of server-generated secrets, which an attacker cannot choose.
@@ -32,31 +30,7 @@ impl Hasher for DigestHasher {
     }
 }
 
-/// A record in a hash shard, keyed by the digest it holds: the set keeps one pointer per
-/// record instead of a second copy of its 32-byte digest beside the pointer.
-struct ByHash(Arc<TokenRecord>);
-
-impl Borrow<TokenHash> for ByHash {
-    fn borrow(&self) -> &TokenHash {
-        &self.0.hash
-    }
-}
-
-impl Hash for ByHash {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.0.hash.hash(state);
-    }
-}
-
-impl PartialEq for ByHash {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.hash == other.0.hash
-    }
-}
-
-impl Eq for ByHash {}
-
-/// The same record in the id index, keyed by the id it holds. It shares the shard's
+/// A record in the id index, keyed by the id it holds. It shares the digest map's
 /// allocation: a record is stored once, whichever way it is found.
 struct ById(Arc<TokenRecord>);
 
@@ -80,14 +54,16 @@ impl PartialEq for ById {
 
 impl Eq for ById {}
 
-type Shard = RwLock<HashSet<ByHash, BuildHasherDefault<DigestHasher>>>;
+/// Records by digest: a concurrent map whose reads take no lock and write no shared memory,
+/// so verifications on several cores do not contend.
+type ByDigest = papaya::HashMap<TokenHash, Arc<TokenRecord>, BuildHasherDefault<DigestHasher>>;
 
 /// The in-process [`TokenStore`]: nothing survives a restart.
 ///
-/// Lookups by hash take a read lock on one of 64 shards chosen by the digest, so concurrent
-/// verifications do not serialise on one lock. Writes (insert, revoke, rotate, record use,
-/// purge) go through one mutex, which makes the insert checks atomic. Clones share the same
-/// data.
+/// Lookups by hash are lock-free (a [`papaya`] map): concurrent verifications neither
+/// serialise nor bounce a lock's cache line between cores. Writes (insert, revoke, rotate,
+/// record use, purge) go through one mutex, which makes the insert checks atomic. Clones
+/// share the same data.
 ///
 /// ```
 /// # tokio_test_block_on(async {
@@ -108,12 +84,12 @@ pub struct MemoryStore {
 }
 
 struct Inner {
-    shards: Box<[Shard]>,
+    by_hash: ByDigest,
     index: Mutex<Index>,
 }
 
-/// Everything found by something else than the digest. Every record is in exactly one
-/// shard and in `by_id`, as the same `Arc`; `by_owner` lists the ids of each owner's records.
+/// Everything found by something else than the digest. Every record is in `by_hash` and in
+/// `by_id`, as the same `Arc`; `by_owner` lists the ids of each owner's records.
 #[derive(Default)]
 struct Index {
     by_id: HashSet<ById>,
@@ -134,21 +110,13 @@ impl std::fmt::Debug for MemoryStore {
     }
 }
 
-fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    l.read().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    l.write().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl MemoryStore {
     /// An empty store.
     #[must_use]
     pub fn new() -> Self {
         Self {
             inner: Arc::new(Inner {
-                shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+                by_hash: ByDigest::default(),
                 index: Mutex::new(Index::default()),
             }),
         }
@@ -183,13 +151,8 @@ impl MemoryStore {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn shard(&self, hash: &TokenHash) -> &Shard {
-        // Byte 8 is not among the bytes the map hashes on.
-        &self.inner.shards[usize::from(hash.as_bytes()[8]) % SHARDS]
-    }
-
     fn record(&self, hash: &TokenHash) -> Option<Arc<TokenRecord>> {
-        read(self.shard(hash)).get(hash).map(|r| Arc::clone(&r.0))
+        self.inner.by_hash.pin().get(hash).map(Arc::clone)
     }
 
     fn put_new(&self, index: &mut Index, record: TokenRecord) -> Result<(), StoreError> {
@@ -203,16 +166,22 @@ impl MemoryStore {
             }
         }
         let record = Arc::new(record);
-        write(self.shard(&record.hash)).insert(ByHash(Arc::clone(&record)));
+        self.inner
+            .by_hash
+            .pin()
+            .insert(record.hash, Arc::clone(&record));
         index.by_id.insert(ById(record));
         Ok(())
     }
 
-    /// Puts `record` in place of the record with the same id and digest, in its shard and
-    /// in the id index, under the index lock.
+    /// Puts `record` in place of the record with the same id and digest, in the digest map
+    /// and in the id index, under the index lock.
     fn replace(&self, index: &mut Index, record: TokenRecord) {
         let record = Arc::new(record);
-        write(self.shard(&record.hash)).replace(ByHash(Arc::clone(&record)));
+        self.inner
+            .by_hash
+            .pin()
+            .insert(record.hash, Arc::clone(&record));
         index.by_id.replace(ById(record));
     }
 
@@ -351,18 +320,17 @@ impl TokenStore for MemoryStore {
 
     async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
         let mut index = self.index();
-        let mut removed: Vec<Arc<TokenRecord>> = Vec::new();
-        for shard in self.inner.shards.iter() {
-            write(shard).retain(|r| {
-                let dead = r.0.revoked_at.is_some_and(|t| t <= now)
-                    || r.0.expires_at.is_some_and(|t| t <= now);
-                if dead {
-                    removed.push(Arc::clone(&r.0));
-                }
-                !dead
-            });
-        }
+        let removed: Vec<Arc<TokenRecord>> = index
+            .by_id
+            .iter()
+            .filter(|r| {
+                r.0.revoked_at.is_some_and(|t| t <= now) || r.0.expires_at.is_some_and(|t| t <= now)
+            })
+            .map(|r| Arc::clone(&r.0))
+            .collect();
+        let by_hash = self.inner.by_hash.pin();
         for r in &removed {
+            by_hash.remove(&r.hash);
             index.by_id.remove(&r.id);
         }
         // One pass over each owner's list, however many of their records went.
@@ -515,18 +483,17 @@ mod tests {
     /// and the owner lists name exactly the records held.
     fn assert_consistent(store: &MemoryStore) {
         let index = store.index();
-        let mut in_shards = 0;
-        for shard in store.inner.shards.iter() {
-            for r in read(shard).iter() {
-                in_shards += 1;
-                let by_id = index
-                    .by_id
-                    .get(&r.0.id)
-                    .expect("shard record in the id index");
-                assert!(Arc::ptr_eq(&r.0, &by_id.0), "one allocation per record");
-            }
+        let mut in_map = 0;
+        for (hash, r) in store.inner.by_hash.pin().iter() {
+            in_map += 1;
+            assert_eq!(hash, &r.hash);
+            let by_id = index
+                .by_id
+                .get(&r.id)
+                .expect("digest map record in the id index");
+            assert!(Arc::ptr_eq(r, &by_id.0), "one allocation per record");
         }
-        assert_eq!(in_shards, index.by_id.len());
+        assert_eq!(in_map, index.by_id.len());
         let listed: usize = index.by_owner.values().map(Vec::len).sum();
         assert_eq!(listed, index.by_id.len());
         for (owner, ids) in &index.by_owner {
