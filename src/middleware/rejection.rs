@@ -248,6 +248,22 @@ pub trait RenderRejection: Send + Sync + 'static {
 #[derive(Debug, Clone)]
 pub struct JsonRenderer {
     challenge: HeaderValue,
+    /// The headers of the most common refusal (`invalid_token`: unknown, revoked, expired,
+    /// malformed), built once and cloned, so a refusal costs what a success does.
+    invalid_token: http::HeaderMap,
+}
+
+fn invalid_token_headers() -> http::HeaderMap {
+    let mut h = http::HeaderMap::with_capacity(2);
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer error=\"invalid_token\""),
+    );
+    h
 }
 
 impl JsonRenderer {
@@ -267,7 +283,10 @@ impl JsonRenderer {
         }
         let challenge = HeaderValue::try_from(format!("Bearer realm=\"{realm}\""))
             .map_err(|_| crate::ConfigError::InvalidRealm)?;
-        Ok(Self { challenge })
+        Ok(Self {
+            challenge,
+            invalid_token: invalid_token_headers(),
+        })
     }
 }
 
@@ -275,6 +294,7 @@ impl Default for JsonRenderer {
     fn default() -> Self {
         Self {
             challenge: HeaderValue::from_static("Bearer realm=\"api\""),
+            invalid_token: invalid_token_headers(),
         }
     }
 }
@@ -282,6 +302,12 @@ impl Default for JsonRenderer {
 impl RenderRejection for JsonRenderer {
     fn render(&self, rejection: &Rejection) -> Response<Bytes> {
         let kind = rejection.kind;
+        if kind.code() == "invalid_token" && rejection.retry_after.is_none() {
+            let mut res = Response::new(Bytes::from_static(kind.body().as_bytes()));
+            *res.status_mut() = kind.status();
+            *res.headers_mut() = self.invalid_token.clone();
+            return res;
+        }
         let body = match (kind, &rejection.scope) {
             (RejectionKind::InsufficientScope, Some(scope)) => {
                 let message = serde_json::Value::from(format!("Missing permission: {scope}"));
