@@ -297,6 +297,68 @@ fn layer(c: &mut Criterion) {
     }
 }
 
+/// `n` requests through `svc`, one after another, timed together.
+fn timed_batch<S>(rt: &tokio::runtime::Runtime, svc: &S, auth: &str, n: u64) -> Duration
+where
+    S: Service<Request<Body>> + Clone,
+{
+    rt.block_on(async {
+        let start = Instant::now();
+        for _ in 0..n {
+            let mut s = svc.clone();
+            let r = request(auth);
+            let _ = black_box(s.call(r).await);
+        }
+        start.elapsed()
+    })
+}
+
+/// The layer's overhead measured in pairs: batches of 32 requests through the plain service
+/// and through the layered one alternate, and the figure is the layered time minus the
+/// plain time. Drifts of the machine's speed (this VM's are ±10 % from one benchmark to the
+/// next) hit both halves of a pair alike, so the difference is steadier than one total minus
+/// another measured seconds apart.
+fn overhead(c: &mut Criterion) {
+    const BATCH: u64 = 32;
+    let rt = runtime();
+    let s = layer_setup(&rt, 1_000);
+    let plain = baseline();
+    let mut g = c.benchmark_group("overhead_1000");
+    let mut pair = |name: &str, auth: &str, layered: &dyn Fn(&str, u64) -> Duration| {
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let (mut with, mut without) = (Duration::ZERO, Duration::ZERO);
+                let mut done = 0;
+                while done < iters {
+                    let n = BATCH.min(iters - done);
+                    without += timed_batch(&rt, &plain, auth, n);
+                    with += layered(auth, n);
+                    done += n;
+                }
+                with.saturating_sub(without)
+            })
+        });
+    };
+    #[allow(deprecated)]
+    let static_check = tower_http::validate_request::ValidateRequestHeaderLayer::bearer(
+        s.valid.trim_start_matches("Bearer "),
+    )
+    .layer(baseline());
+    pair("tower_http_bearer", &s.valid, &|auth, n| {
+        timed_batch(&rt, &static_check, auth, n)
+    });
+    let authed = AuthLayer::new(s.tokens.clone()).layer(baseline());
+    for (name, auth) in [
+        ("valid", &s.valid),
+        ("wrong_secret", &s.wrong),
+        ("unknown", &s.unknown),
+        ("revoked", &s.revoked),
+    ] {
+        pair(name, auth, &|auth, n| timed_batch(&rt, &authed, auth, n));
+    }
+    g.finish();
+}
+
 /// An audit sink that drops every event (the bench measures the layer, not a disk).
 struct NullSink;
 
@@ -346,6 +408,6 @@ fn basic_auth(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = config();
-    targets = stages, lookups, layer, basic_auth
+    targets = stages, lookups, layer, overhead, basic_auth
 }
 criterion_main!(benches);
