@@ -196,11 +196,13 @@ struct LayerSetup {
     revoked: String,
 }
 
-fn layer_setup(rt: &tokio::runtime::Runtime, n: u64) -> LayerSetup {
+/// Tokens issued into the shared store of `n` records, for an owner named after `n` and
+/// `group` (each group issues its own).
+fn layer_setup(rt: &tokio::runtime::Runtime, n: u64, group: &str) -> LayerSetup {
     let tokens = Tokens::builder(shared_store(n).clone())
         .build()
         .expect("tokens");
-    let owner = format!("bench-{n}");
+    let owner = format!("bench-{group}-{n}");
     let issued = rt
         .block_on(tokens.issue(NewToken::new(owner.clone(), "valid")))
         .expect("issue");
@@ -227,7 +229,7 @@ fn layer(c: &mut Criterion) {
     let rt = runtime();
     for n in [1_000u64, 1_000_000] {
         let setup: OnceLock<LayerSetup> = OnceLock::new();
-        let get = || setup.get_or_init(|| layer_setup(&rt, n));
+        let get = || setup.get_or_init(|| layer_setup(&rt, n, "layer"));
         let plain = baseline();
         let mut g = c.benchmark_group(format!("layer_{n}"));
         g.bench_function("tower_http_bearer", |b| {
@@ -321,7 +323,7 @@ where
 fn overhead(c: &mut Criterion) {
     const BATCH: u64 = 32;
     let rt = runtime();
-    let s = layer_setup(&rt, 1_000);
+    let s = layer_setup(&rt, 1_000, "overhead");
     let plain = baseline();
     let mut g = c.benchmark_group("overhead_1000");
     let mut pair = |name: &str, auth: &str, layered: &dyn Fn(&str, u64) -> Duration| {

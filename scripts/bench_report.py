@@ -68,6 +68,9 @@ CHART_LAYER_CASES = (
     "revoked",
     "valid_all_policies",
 )
+# The overhead measured in alternating pairs with the plain service (benches/verify.rs).
+PAIRED_GROUP = "overhead_1000"
+PAIRED_CASES = (REFERENCE, "valid", "wrong_secret", "unknown", "revoked")
 CHART_TITLE = "keygate: cost per request by stage (one run)"
 
 
@@ -336,9 +339,19 @@ def chart_bars(benches: dict[str, Bench]) -> list[tuple[str, list[tuple[str, flo
                 continue
             colour = "#9d9d9d" if case == REFERENCE else "#f58518"
             layer.append((case, b.median_ns - base.median_ns, colour))
+    paired: list[tuple[str, float, str]] = []
+    for case in PAIRED_CASES:
+        b = benches.get(f"{PAIRED_GROUP}/{case}")
+        if b is None:
+            note(f"chart: {PAIRED_GROUP}/{case} missing; bar left out")
+            continue
+        colour = "#9d9d9d" if case == REFERENCE else "#e45756"
+        paired.append((case, b.median_ns, colour))
     sections = []
     if stages:
         sections.append(("Stages (median per call)", stages))
+    if paired:
+        sections.append((f"{PAIRED_GROUP}: overhead measured in pairs with the plain service", paired))
     if layer:
         sections.append(
             (f"{g}: total minus {BASELINE} ({fmt_time(base.median_ns)})", layer)  # type: ignore[union-attr]
