@@ -7,6 +7,8 @@
 //! ```
 //!
 //! Arguments: `on` or `off` (default `on`), then the address (default `127.0.0.1:3900`).
+//! `noop` puts a layer that does nothing (`tower::layer::util::Identity`) where `on` puts
+//! keygate's, to tell the cost of `Router::layer` itself from keygate's.
 //! It runs on a single-threaded Tokio runtime, so the script can pin it to one CPU with
 //! `taskset`. Before serving it issues 10 000 tokens (100 owners with 100 each) into a
 //! `MemoryStore`, so lookups run against a store of realistic size, then one more token,
@@ -29,11 +31,10 @@ async fn hello() -> &'static str {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let auth = match args.next().as_deref() {
-        None | Some("on") => true,
-        Some("off") => false,
-        Some(other) => return Err(format!("expected `on` or `off`, not {other:?}").into()),
-    };
+    let mode = args.next().unwrap_or_else(|| "on".into());
+    if !matches!(mode.as_str(), "on" | "off" | "noop") {
+        return Err(format!("expected `on`, `off` or `noop`, not {mode:?}").into());
+    }
     let addr = args.next().unwrap_or_else(|| "127.0.0.1:3900".into());
 
     let store = MemoryStore::new();
@@ -52,25 +53,25 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .issue(NewToken::new("load@example.com", "load-test"))
         .await?;
 
-    let app = Router::new().route("/hello", get(hello));
-    let app = if auth {
-        app.layer(AuthLayer::new(tokens.clone()))
-    } else {
-        app
-    };
-
     let listener = tokio::net::TcpListener::bind(&addr).await?;
-    // Last-used times are flushed in the background, as in a real deployment.
+    let app = Router::new().route("/hello", get(hello));
+    // Last-used times are flushed in the background, as in a real deployment; every second,
+    // so that the measured runs see a server's steady state (a token's use is queued once a
+    // minute, not on every request as in the seconds before the first flush).
     let _maintenance = tokens.spawn_maintenance(
-        std::time::Duration::from_secs(10),
+        std::time::Duration::from_secs(1),
         std::time::Duration::from_secs(3600),
     );
     println!("token: {}", issued.token.expose_secret());
     eprintln!(
-        "load_target: auth {}, {} tokens in the store, serving GET /hello on http://{addr}",
-        if auth { "on" } else { "off" },
+        "load_target: auth {mode}, {} tokens in the store, serving GET /hello on http://{addr}",
         store.len(),
     );
-    axum::serve(listener, app).await?;
+    match mode.as_str() {
+        "on" => axum::serve(listener, app.layer(AuthLayer::new(tokens.clone()))).await?,
+        // The cost of `Router::layer` itself, with a layer that does nothing.
+        "noop" => axum::serve(listener, app.layer(tower::layer::util::Identity::new())).await?,
+        _ => axum::serve(listener, app).await?,
+    }
     Ok(())
 }
