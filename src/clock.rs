@@ -54,8 +54,6 @@ impl Clock for SystemClock {
 /// ```
 /// use keygate::clock::{Clock, ManualClock};
 /// use std::time::Duration;
-#[cfg(not(target_os = "linux"))]
-use std::time::{SystemTime, UNIX_EPOCH};
 ///
 /// let clock = ManualClock::new(time::macros::datetime!(2026-01-01 0:00 UTC));
 /// clock.advance(Duration::from_secs(90));

@@ -51,7 +51,7 @@
 //! | `/favicon.svg` | `image/svg+xml` |
 //!
 //! The page finds its assets through the path it is nested at (axum's
-//! [`NestedPath`](axum::extract::NestedPath)), so it works under `nest("/tokens", …)` as well
+//! [`NestedPath`]), so it works under `nest("/tokens", …)` as well
 //! as `merge(…)` at the root. Nest it at a literal path, not one with `{parameters}`.
 //!
 //! # Security
