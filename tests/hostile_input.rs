@@ -189,6 +189,12 @@ async fn malformed_authorization_values_get_400_invalid_request_without_a_lookup
         ("64 KiB Bearer value", big("Bearer")),
         ("64 KiB Basic value", big("Basic")),
         ("64 KiB value of another scheme", big("Digest")),
+        ("64 KiB of spaces before a valid token", {
+            let mut v = b"Bearer".to_vec();
+            v.resize(64 * 1024 - tok.len(), b' ');
+            v.extend_from_slice(tok.as_bytes());
+            v
+        }),
         ("64 KiB value ending in a valid token", {
             let mut v = b"Bearer ".to_vec();
             v.resize(64 * 1024 - tok.len(), b'=');

@@ -15,7 +15,7 @@ use std::net::IpAddr;
 use super::layer::Config;
 use super::rejection::{Rejection, RejectionKind};
 use crate::audit::{AuditEvent, Decision};
-use crate::header::{Credentials, parse_authorization};
+use crate::header::{Credentials, MAX_HEADER_LEN, parse_authorization};
 use crate::identity::Identity;
 use crate::rate_limit::{RateLimitDecision, ceil_secs};
 use crate::store::TokenRecord;
@@ -262,6 +262,11 @@ fn bearer(headers: &http::HeaderMap) -> Result<Option<&str>, Rejection> {
 /// `None`: not that shape; ask [`bearer`].
 fn bearer_unchecked(value: &HeaderValue) -> Option<&str> {
     let bytes = value.as_bytes();
+    // The length limit is the grammar's, not the token's: a value over it is refused even
+    // when a well-formed token ends it.
+    if bytes.len() > MAX_HEADER_LEN {
+        return None;
+    }
     let (scheme, rest) = bytes.split_at_checked(6)?;
     if !scheme.eq_ignore_ascii_case(b"bearer") || rest.first() != Some(&b' ') {
         return None;
