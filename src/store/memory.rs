@@ -165,18 +165,13 @@ impl MemoryStore {
                 index.by_owner.insert(record.owner.clone(), vec![record.id]);
             }
         }
-        let record = Arc::new(record);
-        self.inner
-            .by_hash
-            .pin()
-            .insert(record.hash, Arc::clone(&record));
-        index.by_id.insert(ById(record));
+        self.put(index, record);
         Ok(())
     }
 
-    /// Puts `record` in place of the record with the same id and digest, in the digest map
-    /// and in the id index, under the index lock.
-    fn replace(&self, index: &mut Index, record: TokenRecord) {
+    /// Puts `record` in the digest map and the id index (in place of the record with the
+    /// same id and digest, if any), under the index lock.
+    fn put(&self, index: &mut Index, record: TokenRecord) {
         let record = Arc::new(record);
         self.inner
             .by_hash
@@ -195,7 +190,7 @@ impl MemoryStore {
         let mut rec = TokenRecord::clone(&index.by_id.get(id)?.0);
         let changed = f(&mut rec);
         if changed {
-            self.replace(index, rec);
+            self.put(index, rec);
         }
         Some(changed)
     }
@@ -422,7 +417,7 @@ impl TokenStore for MemoryStore {
             changed.push(r);
         }
         for r in changed {
-            self.replace(&mut index, r);
+            self.put(&mut index, r);
         }
         Ok(out)
     }
@@ -450,34 +445,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::identity::Permissions;
-    use crate::token::TokenKind;
-
-    fn record(owner: &str, name: &str, at: OffsetDateTime) -> TokenRecord {
-        let token = TokenKind::pat().generate();
-        TokenRecord {
-            id: TokenId::random(),
-            hash: token.hash(),
-            kind: "pat".into(),
-            owner: owner.into(),
-            name: name.into(),
-            description: None,
-            role: None,
-            permissions: Permissions::none(),
-            hint: token.hint(),
-            created_by: owner.into(),
-            created_at: at,
-            expires_at: None,
-            last_used_at: None,
-            revoked_at: None,
-            replaced_by: None,
-            allowed_ips: Vec::new(),
-            rate_limit: None,
-            bound_to: None,
-            bound_at: None,
-            released_at: None,
-        }
-    }
+    use crate::store::conformance::record;
 
     /// Every record is held once: the shard and the id index point at the same allocation,
     /// and the owner lists name exactly the records held.

@@ -41,7 +41,7 @@ pub mod redis;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
-#[cfg(feature = "test-util")]
+#[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
 
 /// A token's public identifier (a random UUID). Safe to log, show and put in URLs.
