@@ -329,26 +329,20 @@ async fn warmed_tokens(
     threads: usize,
 ) -> Vec<Vec<RawToken>> {
     let sets = issued_tokens(tokens, threads).await;
-    for set in &sets {
-        for token in set {
+    let verify_all = || async {
+        for token in sets.iter().flatten() {
             tokens
                 .authenticate(token.expose_secret())
                 .await
                 .expect("valid");
         }
-    }
+    };
+    verify_all().await;
     tokens.flush_usage().await.expect("flush usage");
     if let Some(cache) = cache {
         cache.flush();
     }
-    for set in &sets {
-        for token in set {
-            tokens
-                .authenticate(token.expose_secret())
-                .await
-                .expect("valid");
-        }
-    }
+    verify_all().await;
     assert_eq!(
         tokens.pending_usage(),
         0,
