@@ -11,9 +11,6 @@
 //! No label ever holds a token, a hash or a token name. Install the exporter once with
 //! [`install`] and serve [`PrometheusHandle::render`] on `GET /metrics`.
 
-use std::collections::HashMap;
-use std::sync::{PoisonError, RwLock};
-
 use metrics::{Counter, Histogram};
 pub use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -37,54 +34,39 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
 
 /// The handles of one layer's metrics, registered with the installed recorder on first use
 /// of each label set, so that a decision costs a map lookup and an atomic add instead of a
-/// registration. Install the recorder before the layer serves its first request.
+/// registration. Install the recorder before the layer serves its first request. The maps
+/// are lock-free for readers, so cores recording at once do not contend.
 #[derive(Default)]
 pub(crate) struct Handles {
-    by_outcome: RwLock<HashMap<&'static str, Outcome>>,
+    by_outcome: papaya::HashMap<&'static str, Outcome>,
 }
 
 struct Outcome {
     seconds: Histogram,
-    by_kind: HashMap<Box<str>, Counter>,
+    by_kind: papaya::HashMap<Box<str>, Counter>,
 }
 
 impl Handles {
     pub(crate) fn verification(&self, outcome: &'static str, kind: Option<&str>, seconds: f64) {
         let kind = kind.unwrap_or("none");
-        let done = {
-            let map = self
-                .by_outcome
-                .read()
-                .unwrap_or_else(PoisonError::into_inner);
-            match map.get(outcome) {
-                Some(o) => o.by_kind.get(kind).map(|c| {
-                    c.increment(1);
-                    o.seconds.record(seconds);
-                }),
-                None => None,
-            }
+        let by_outcome = self.by_outcome.pin();
+        let o = by_outcome.get_or_insert_with(outcome, || Outcome {
+            seconds: metrics::histogram!("keygate_verification_seconds", "outcome" => outcome),
+            by_kind: papaya::HashMap::new(),
+        });
+        let by_kind = o.by_kind.pin();
+        let counter = match by_kind.get(kind) {
+            Some(c) => c,
+            None => by_kind.get_or_insert_with(kind.into(), || {
+                metrics::counter!(
+                    "keygate_verifications_total",
+                    "outcome" => outcome,
+                    "kind" => kind.to_owned()
+                )
+            }),
         };
-        if done.is_none() {
-            let mut map = self
-                .by_outcome
-                .write()
-                .unwrap_or_else(PoisonError::into_inner);
-            let o = map.entry(outcome).or_insert_with(|| Outcome {
-                seconds: metrics::histogram!("keygate_verification_seconds", "outcome" => outcome),
-                by_kind: HashMap::new(),
-            });
-            o.by_kind
-                .entry(kind.into())
-                .or_insert_with(|| {
-                    metrics::counter!(
-                        "keygate_verifications_total",
-                        "outcome" => outcome,
-                        "kind" => kind.to_owned()
-                    )
-                })
-                .increment(1);
-            o.seconds.record(seconds);
-        }
+        counter.increment(1);
+        o.seconds.record(seconds);
         match outcome {
             "store_unavailable" => metrics::counter!("keygate_store_errors_total").increment(1),
             "rate_limited" => metrics::counter!("keygate_rate_limited_total").increment(1),
