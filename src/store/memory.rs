@@ -116,7 +116,12 @@ impl MemoryStore {
     pub fn new() -> Self {
         Self {
             inner: Arc::new(Inner {
-                by_hash: ByDigest::default(),
+                // Writers are serialised by the index lock already: a resize blocks them,
+                // never a reader, and readers never look in two tables.
+                by_hash: papaya::HashMap::builder()
+                    .hasher(BuildHasherDefault::default())
+                    .resize_mode(papaya::ResizeMode::Blocking)
+                    .build(),
                 index: Mutex::new(Index::default()),
             }),
         }
@@ -165,6 +170,10 @@ impl MemoryStore {
                 index.by_owner.insert(record.owner.clone(), vec![record.id]);
             }
         }
+        // Keep the digest map at most half full. It probes one slot at a time, and a miss
+        // (an unknown token) walks until an empty slot: at the map's own limit (about 85 %
+        // full) that is several times longer.
+        self.inner.by_hash.pin().reserve(index.by_id.len() / 2 + 1);
         self.put(index, record);
         Ok(())
     }
