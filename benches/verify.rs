@@ -362,6 +362,61 @@ fn overhead(c: &mut Criterion) {
     g.finish();
 }
 
+/// An inner service that answers as a typical handler does: a body with a `Content-Type`
+/// (what axum's `IntoResponse` for a `String` or `Json` sets), so its response has a
+/// header map of its own, like a refusal's.
+fn typed_handler() -> impl Service<
+    Request<Body>,
+    Response = Response<Body>,
+    Error = Infallible,
+    Future = impl std::future::Future<Output = Result<Response<Body>, Infallible>> + Send,
+> + Clone
++ Send
++ 'static {
+    tower::service_fn(|req: Request<Body>| async move {
+        black_box(&req);
+        let mut res = Response::new(Body::new(Bytes::from_static(b"hello")));
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        Ok::<_, Infallible>(res)
+    })
+}
+
+/// The medians of `layer_1000` again with [`typed_handler`] as the inner service: a
+/// success then builds a response with headers (the handler's), as a refusal does (the
+/// layer's), where the bare baseline answers with none.
+fn layer_typed(c: &mut Criterion) {
+    let rt = runtime();
+    let s = layer_setup(&rt, 1_000, "typed");
+    let mut g = c.benchmark_group("layer_1000_typed_handler");
+    let plain = typed_handler();
+    g.bench_function("no_auth_baseline", |b| {
+        let auth = &s.valid;
+        b.to_async(&rt).iter(|| {
+            let mut svc = plain.clone();
+            let r = request(auth);
+            async move { svc.call(r).await.map(|r| r.status()) }
+        })
+    });
+    let authed = AuthLayer::new(s.tokens.clone()).layer(typed_handler());
+    for (name, auth) in [
+        ("valid", &s.valid),
+        ("wrong_secret", &s.wrong),
+        ("unknown", &s.unknown),
+    ] {
+        g.bench_function(name, |b| {
+            b.to_async(&rt).iter(|| {
+                let mut svc = authed.clone();
+                let r = request(auth);
+                async move { svc.call(r).await.map(|r| r.status()) }
+            })
+        });
+    }
+    g.finish();
+}
+
 /// An audit sink that drops every event (the bench measures the layer, not a disk).
 struct NullSink;
 
@@ -411,6 +466,6 @@ fn basic_auth(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = config();
-    targets = stages, lookups, layer, overhead, basic_auth
+    targets = stages, lookups, layer, layer_typed, overhead, basic_auth
 }
 criterion_main!(benches);
