@@ -433,6 +433,31 @@ impl std::hash::Hash for TokenHash {
     }
 }
 
+/// The map hasher for [`TokenHash`] keys. A `TokenHash` feeds it one `u64` taken from the
+/// digest, which is already uniform, so that number is the bucket hash, with no hashing
+/// work. Where an attacker chooses the digests (the cache of unknown tokens), the maps are
+/// bounded: papaya doubles a table only when it is half full, so colliding digests lengthen
+/// probes in a small map and cannot make it grow.
+pub(crate) type DigestHasher = std::hash::BuildHasherDefault<U64Hasher>;
+
+/// The hasher behind [`DigestHasher`]: the last `u64` written is the hash.
+#[derive(Default)]
+pub(crate) struct U64Hasher(u64);
+
+impl std::hash::Hasher for U64Hasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
 impl TokenHash {
     /// Hashes a full token.
     #[must_use]
@@ -513,9 +538,7 @@ impl TokenHash {
 
     /// The first 8 bytes as a number: the digest is uniform, so this is a good map hash.
     fn prefix_u64(&self) -> u64 {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&self.0[..8]);
-        u64::from_le_bytes(b)
+        word(&self.0[..8])
     }
 }
 

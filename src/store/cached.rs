@@ -12,7 +12,8 @@
 //!   64 shards of lock-free maps ([`papaya`]; writers of a shard take its mutex): a hit
 //!   takes no lock, clones an `Arc` and compares the entry's deadline with a millisecond
 //!   clock read with one atomic load (advanced every 5 ms by one background thread per
-//!   process) — no allocation, and no write to memory that other cores read. Entries live for their TTL plus at most 5 ms.
+//!   process) — no allocation, and no write to memory that other cores read. Entries live
+//!   for their TTL plus at most 5 ms.
 //!   Capacity ([`with_capacity`](CachedStore::with_capacity), default 10 000) and TTL
 //!   ([`with_ttl`](CachedStore::with_ttl), default 30 s) are bounded; a full shard evicts an
 //!   expired or the oldest of a few sampled entries.
@@ -75,7 +76,6 @@
 //! ```
 
 use std::future::Future;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -86,7 +86,7 @@ use time::OffsetDateTime;
 use super::{
     InactiveOutcome, InsertRules, ReleaseOutcome, StoreError, TokenId, TokenRecord, TokenStore,
 };
-use crate::token::TokenHash;
+use crate::token::{DigestHasher, TokenHash};
 
 const SHARDS: usize = 64;
 /// Entries looked at when a full shard must evict one.
@@ -98,28 +98,9 @@ const HEARTBEAT_DEADLINE: Duration = Duration::from_secs(15);
 #[cfg(any(feature = "postgres", feature = "redis"))]
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// Maps keyed by [`TokenHash`], whose `Hash` feeds one `u64` taken from the digest: the
-/// digest is already uniform, so that number is the bucket hash.
-#[derive(Default)]
-struct DigestHasher(u64);
-
-impl Hasher for DigestHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
-
 /// A concurrent map whose reads take no lock and write no shared memory, so hits on several
 /// cores do not contend.
-type Map<V> = papaya::HashMap<TokenHash, V, BuildHasherDefault<DigestHasher>>;
+type Map<V> = papaya::HashMap<TokenHash, V, DigestHasher>;
 
 /// One shard: lock-free reads; writers take `writer`, which keeps the bound and the epoch
 /// rule exact.

@@ -1,6 +1,6 @@
 use std::borrow::Borrow;
 use std::collections::{HashMap, HashSet};
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
@@ -9,26 +9,7 @@ use time::OffsetDateTime;
 use super::{
     InactiveOutcome, InsertRules, ReleaseOutcome, StoreError, TokenId, TokenRecord, TokenStore,
 };
-use crate::token::TokenHash;
-
-/// Hashes a [`TokenHash`] by its first 8 bytes: SHA-256 output is already uniform, and the
-/// keys are digests of server-generated secrets, which an attacker cannot choose.
-#[derive(Default)]
-struct DigestHasher(u64);
-
-impl Hasher for DigestHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-}
+use crate::token::{DigestHasher, TokenHash};
 
 /// A record in the id index, keyed by the id it holds. It shares the digest map's
 /// allocation: a record is stored once, whichever way it is found.
@@ -56,7 +37,7 @@ impl Eq for ById {}
 
 /// Records by digest: a concurrent map whose reads take no lock and write no shared memory,
 /// so verifications on several cores do not contend.
-type ByDigest = papaya::HashMap<TokenHash, Arc<TokenRecord>, BuildHasherDefault<DigestHasher>>;
+type ByDigest = papaya::HashMap<TokenHash, Arc<TokenRecord>, DigestHasher>;
 
 /// The in-process [`TokenStore`]: nothing survives a restart.
 ///
@@ -119,7 +100,7 @@ impl MemoryStore {
                 // Writers are serialised by the index lock already: a resize blocks them,
                 // never a reader, and readers never look in two tables.
                 by_hash: papaya::HashMap::builder()
-                    .hasher(BuildHasherDefault::default())
+                    .hasher(DigestHasher::default())
                     .resize_mode(papaya::ResizeMode::Blocking)
                     .build(),
                 index: Mutex::new(Index::default()),
