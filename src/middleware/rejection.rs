@@ -249,7 +249,7 @@ pub trait RenderRejection: Send + Sync + 'static {
 pub struct JsonRenderer {
     challenge: HeaderValue,
     /// The headers of the most common refusal (`invalid_token`: unknown, revoked, expired,
-    /// malformed), built once and cloned, so a refusal costs what a success does.
+    /// malformed), built once and cloned rather than hashed and inserted one by one.
     invalid_token: http::HeaderMap,
 }
 
