@@ -516,4 +516,28 @@ mod tests {
         assert_consistent(&store);
         assert!(store.index().by_owner.is_empty());
     }
+
+    #[tokio::test]
+    async fn records_stay_findable_and_unknown_digests_missing_across_resizes() {
+        // Enough records for the digest map to double several times, kept at most half
+        // full by the inserts; reads and misses are checked after every doubling size.
+        let store = MemoryStore::new();
+        let t = OffsetDateTime::now_utc();
+        let mut held = Vec::new();
+        for i in 0..3_000 {
+            let r = record(&format!("owner-{}", i % 7), &format!("t{i}"), t);
+            store.insert_unchecked(r.clone()).expect("insert");
+            held.push(r);
+            if (i + 1usize).is_power_of_two() {
+                for r in &held {
+                    let found = store.record(&r.hash).expect("held record found");
+                    assert_eq!(found.id, r.id);
+                }
+                let unknown = record("nobody", "unknown", t);
+                assert!(store.record(&unknown.hash).is_none());
+            }
+        }
+        assert_eq!(store.len(), 3_000);
+        assert_consistent(&store);
+    }
 }
