@@ -702,7 +702,9 @@ impl Tokens {
             None
         };
         let Some(header) = binding else {
-            self.inner.usage.touch(record, now);
+            self.inner
+                .usage
+                .touch(record, now, || self.now().unix_timestamp_nanos());
             return Ok(None);
         };
         let fingerprint = headers
@@ -711,7 +713,9 @@ impl Tokens {
             .filter(|f| valid_fingerprint(f))
             .ok_or_else(|| Rejection::new(RejectionKind::BindingRequired))?;
         if record.bound_to.as_deref() == Some(fingerprint) {
-            self.inner.usage.touch(record, now);
+            self.inner
+                .usage
+                .touch(record, now, || self.now().unix_timestamp_nanos());
             return Ok(None);
         }
         Ok(Some(fingerprint))
@@ -732,7 +736,8 @@ impl Tokens {
                 if record.bound_to.is_none() {
                     tracing::debug!(token_id = %record.id, "token bound on first use");
                 }
-                self.inner.usage.touch(record, now.unix_timestamp_nanos());
+                let now = now.unix_timestamp_nanos();
+                self.inner.usage.touch(record, now, || now);
                 Ok(())
             }
             Ok(Some(_)) => Err(Rejection::new(RejectionKind::BoundElsewhere)),
@@ -1219,8 +1224,9 @@ impl Drop for Maintenance {
 
 const USAGE_SHARDS: usize = 16;
 
-/// How close to its expiry (in nanoseconds) a token's check re-reads the precise clock: well
-/// above the lag of a coarse clock (a scheduler tick, 1 to 10 ms).
+/// How close to a deadline (a token's expiry, the end of a usage window), in nanoseconds,
+/// the check re-reads the precise clock: well above the lag of a coarse clock (a scheduler
+/// tick, 1 to 10 ms).
 const CLOSE_TO_EXPIRY: i128 = 100_000_000;
 
 /// Coalesced last-used times, waiting for a batched write.
@@ -1242,14 +1248,17 @@ impl Usage {
         &self.shards[(id.0.as_u128() as usize) % USAGE_SHARDS]
     }
 
-    /// Queues a use at `now` (nanoseconds since the epoch), unless the record shows one
-    /// within the granularity.
-    fn touch(&self, record: &TokenRecord, now: i128) {
-        if record
-            .last_used_at
-            .is_some_and(|t| now.saturating_sub(t.unix_timestamp_nanos()) < self.granularity)
-        {
-            return;
+    /// Queues a use at `now` (nanoseconds since the epoch, from a clock that may lag a
+    /// little), unless the record shows one within the granularity. Within
+    /// [`CLOSE_TO_EXPIRY`] of the window's end, `precise` (the manager's precise clock)
+    /// decides, so a lagging clock never skips a use that falls past the window.
+    fn touch(&self, record: &TokenRecord, now: i128, precise: impl FnOnce() -> i128) {
+        if let Some(t) = record.last_used_at {
+            let t = t.unix_timestamp_nanos();
+            let within = |now: i128| now.saturating_sub(t) < self.granularity;
+            if within(now.saturating_add(CLOSE_TO_EXPIRY)) || (within(now) && within(precise())) {
+                return;
+            }
         }
         // At microsecond precision, as `Tokens::now` and SQL stores keep times.
         let Ok(now) = OffsetDateTime::from_unix_timestamp_nanos(now - now.rem_euclid(1_000)) else {

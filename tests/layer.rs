@@ -853,3 +853,38 @@ async fn a_lagging_fast_clock_never_keeps_an_expired_token_alive() {
         Some(&RejectionKind::Expired)
     );
 }
+
+#[tokio::test]
+async fn a_lagging_fast_clock_never_skips_a_use_past_the_usage_window() {
+    let clock = clock();
+    let tokens = Tokens::builder(TestStore::default())
+        .clock(Lagging(clock.clone()))
+        .usage_granularity(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let t = tokens.issue(NewToken::new("alice", "u")).await.unwrap();
+    let svc = AuthLayer::new(tokens.clone()).layer(echo(Arc::default()));
+    let call = || svc.clone().oneshot(get(Some(&bearer(&t.token))));
+    let last_used = || async {
+        tokens.flush_usage().await.unwrap();
+        tokens
+            .get("alice", t.record.id)
+            .await
+            .unwrap()
+            .last_used_at
+            .expect("a use is recorded")
+    };
+    assert_eq!(call().await.unwrap().status(), StatusCode::OK);
+    let first = last_used().await;
+    // 2 ms past the window by the precise clock, 3 ms short of it by the fast reading: the
+    // use is still recorded.
+    let past = first + time::Duration::seconds(60) + time::Duration::milliseconds(2);
+    clock.advance(Duration::try_from(past - tokens.now()).unwrap());
+    assert_eq!(call().await.unwrap().status(), StatusCode::OK);
+    let second = last_used().await;
+    assert!(second > first, "use at {past} not recorded: still {second}");
+    // Well inside the next window, uses are coalesced.
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(call().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(last_used().await, second);
+}
