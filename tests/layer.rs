@@ -888,3 +888,54 @@ async fn a_lagging_fast_clock_never_skips_a_use_past_the_usage_window() {
     assert_eq!(call().await.unwrap().status(), StatusCode::OK);
     assert_eq!(last_used().await, second);
 }
+
+/// A renderer of plain-text refusals that tags its responses with an extension of its own.
+struct PlainText;
+
+#[derive(Clone, Debug, PartialEq)]
+struct RenderedBy(&'static str);
+
+impl keygate::RenderRejection for PlainText {
+    fn render(&self, rejection: &keygate::Rejection) -> http::Response<bytes::Bytes> {
+        let mut res = http::Response::new(bytes::Bytes::from(format!("no: {rejection}")));
+        *res.status_mut() = rejection.kind().status();
+        res.extensions_mut().insert(RenderedBy("plain"));
+        res
+    }
+}
+
+#[tokio::test]
+async fn a_custom_renderer_shapes_refusals_and_the_layer_still_tags_their_kind() {
+    let store = TestStore::default();
+    let tokens = manager(&store, &clock());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let svc = AuthLayer::new(tokens)
+        .with_renderer(PlainText)
+        .layer(echo(calls.clone()));
+    let unknown = TokenKind::pat().generate();
+    for (auth, kind, status) in [
+        (None, RejectionKind::MissingToken, StatusCode::UNAUTHORIZED),
+        (
+            Some(bearer(&unknown)),
+            RejectionKind::UnknownToken,
+            StatusCode::UNAUTHORIZED,
+        ),
+        (
+            Some("Bearer a b".to_owned()),
+            RejectionKind::InvalidRequest,
+            StatusCode::BAD_REQUEST,
+        ),
+    ] {
+        let res = svc.clone().oneshot(get(auth.as_deref())).await.unwrap();
+        assert_eq!(res.extensions().get::<RejectionKind>(), Some(&kind));
+        assert_eq!(
+            res.extensions().get::<RenderedBy>(),
+            Some(&RenderedBy("plain")),
+            "the renderer's own extensions are kept"
+        );
+        let (got, _, body) = body_string(res).await;
+        assert_eq!(got, status, "{kind:?}");
+        assert_eq!(body, format!("no: {}", keygate::Rejection::new(kind)));
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+}

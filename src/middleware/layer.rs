@@ -69,7 +69,7 @@ impl Config {
 
     pub(crate) fn reject(&self, r: &Rejection) -> http::Response<bytes::Bytes> {
         let mut res = self.renderer.render(r);
-        res.extensions_mut().insert(r.kind());
+        r.kind().tag(res.extensions_mut());
         res
     }
 }

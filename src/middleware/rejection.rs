@@ -1,4 +1,4 @@
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
@@ -40,6 +40,42 @@ pub enum RejectionKind {
 }
 
 impl RejectionKind {
+    /// Every kind, in declaration order (`ALL[k as usize] == k`).
+    const ALL: [Self; 14] = [
+        Self::MissingToken,
+        Self::InvalidRequest,
+        Self::MalformedToken,
+        Self::UnknownToken,
+        Self::Revoked,
+        Self::Expired,
+        Self::WrongKind,
+        Self::InsufficientScope,
+        Self::IpNotAllowed,
+        Self::BindingRequired,
+        Self::BoundElsewhere,
+        Self::RateLimited,
+        Self::PayloadTooLarge,
+        Self::StoreUnavailable,
+    ];
+
+    /// Puts this kind into a refusal's extensions. When they are empty (as a renderer
+    /// usually leaves them), they become a clone of a map built once: cheaper than the first
+    /// insert into an empty map, which allocates and sizes the map on the refusal's path.
+    pub(crate) fn tag(self, extensions: &mut http::Extensions) {
+        static MAPS: LazyLock<[http::Extensions; 14]> = LazyLock::new(|| {
+            RejectionKind::ALL.map(|k| {
+                let mut e = http::Extensions::new();
+                e.insert(k);
+                e
+            })
+        });
+        if extensions.is_empty() {
+            *extensions = MAPS[self as usize].clone();
+        } else {
+            extensions.insert(self);
+        }
+    }
+
     /// The `code` of the JSON body (coarse: what the client may know).
     #[must_use]
     pub fn code(self) -> &'static str {
@@ -390,26 +426,21 @@ mod tests {
 
     #[test]
     fn static_bodies_agree_with_messages_and_codes() {
-        use RejectionKind::*;
-        for k in [
-            MissingToken,
-            InvalidRequest,
-            MalformedToken,
-            UnknownToken,
-            Revoked,
-            Expired,
-            WrongKind,
-            InsufficientScope,
-            IpNotAllowed,
-            BindingRequired,
-            BoundElsewhere,
-            RateLimited,
-            PayloadTooLarge,
-            StoreUnavailable,
-        ] {
+        for k in RejectionKind::ALL {
             let v: serde_json::Value = serde_json::from_str(k.body()).unwrap();
             assert_eq!(v["error"], k.message());
             assert_eq!(v["code"], k.code());
+        }
+    }
+
+    #[test]
+    fn every_kind_tags_a_response_with_itself() {
+        for (i, k) in RejectionKind::ALL.into_iter().enumerate() {
+            assert_eq!(k as usize, i, "ALL is in declaration order");
+            let mut e = http::Extensions::new();
+            k.tag(&mut e);
+            assert_eq!(e.get::<RejectionKind>(), Some(&k));
+            assert_eq!(e.len(), 1);
         }
     }
 

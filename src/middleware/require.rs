@@ -147,7 +147,7 @@ where
             },
             Some(r) => {
                 let mut res = self.layer.renderer.render(&r);
-                res.extensions_mut().insert(r.kind());
+                r.kind().tag(res.extensions_mut());
                 RequireFuture {
                     state: RequireState::Refused {
                         response: Some(res.map(ResponseBody::rejection)),

@@ -232,7 +232,7 @@ impl IntoResponse for ApiError {
         match self {
             Self::Rejected(r) => {
                 let mut res = renderer().render(&r);
-                res.extensions_mut().insert(r.kind());
+                r.kind().tag(res.extensions_mut());
                 res.map(axum::body::Body::from)
             }
             Self::Plain {
