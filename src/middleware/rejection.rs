@@ -283,23 +283,9 @@ pub trait RenderRejection: Send + Sync + 'static {
 /// | store down | 503 `store_unavailable` + `Retry-After` | — |
 #[derive(Debug, Clone)]
 pub struct JsonRenderer {
-    challenge: HeaderValue,
-    /// The headers of the most common refusal (`invalid_token`: unknown, revoked, expired,
-    /// malformed), built once and cloned rather than hashed and inserted one by one.
-    invalid_token: http::HeaderMap,
-}
-
-fn invalid_token_headers() -> http::HeaderMap {
-    let mut h = http::HeaderMap::with_capacity(2);
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    h.insert(
-        header::WWW_AUTHENTICATE,
-        HeaderValue::from_static("Bearer error=\"invalid_token\""),
-    );
-    h
+    /// The headers of each kind's refusal, indexed by kind, built once and cloned per
+    /// refusal rather than hashed and inserted one by one.
+    headers: Arc<[http::HeaderMap; 14]>,
 }
 
 impl JsonRenderer {
@@ -319,78 +305,67 @@ impl JsonRenderer {
         }
         let challenge = HeaderValue::try_from(format!("Bearer realm=\"{realm}\""))
             .map_err(|_| crate::ConfigError::InvalidRealm)?;
-        Ok(Self {
-            challenge,
-            invalid_token: invalid_token_headers(),
-        })
+        Ok(Self::with_challenge(challenge))
+    }
+
+    fn with_challenge(bare: HeaderValue) -> Self {
+        let headers = RejectionKind::ALL.map(|kind| {
+            let mut h = http::HeaderMap::with_capacity(2);
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            let challenge = match kind.code() {
+                "missing_token" => Some(bare.clone()),
+                "invalid_request" => {
+                    Some(HeaderValue::from_static("Bearer error=\"invalid_request\""))
+                }
+                "invalid_token" => Some(HeaderValue::from_static("Bearer error=\"invalid_token\"")),
+                "insufficient_scope" => Some(HeaderValue::from_static(
+                    "Bearer error=\"insufficient_scope\"",
+                )),
+                _ => None,
+            };
+            if let Some(v) = challenge {
+                h.insert(header::WWW_AUTHENTICATE, v);
+            }
+            if kind == RejectionKind::StoreUnavailable {
+                h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            h
+        });
+        Self {
+            headers: Arc::new(headers),
+        }
     }
 }
 
 impl Default for JsonRenderer {
     fn default() -> Self {
-        Self {
-            challenge: HeaderValue::from_static("Bearer realm=\"api\""),
-            invalid_token: invalid_token_headers(),
-        }
+        Self::with_challenge(HeaderValue::from_static("Bearer realm=\"api\""))
     }
 }
 
 impl RenderRejection for JsonRenderer {
     fn render(&self, rejection: &Rejection) -> Response<Bytes> {
         let kind = rejection.kind;
-        let body = match (kind, &rejection.scope) {
-            (RejectionKind::InsufficientScope, Some(scope)) => {
-                let message = serde_json::Value::from(format!("Missing permission: {scope}"));
-                Bytes::from(format!(
-                    "{{\"error\":{message},\"code\":\"insufficient_scope\"}}"
-                ))
-            }
-            _ => Bytes::from_static(kind.body().as_bytes()),
-        };
-        let mut res = Response::new(body);
+        let mut res = Response::new(Bytes::from_static(kind.body().as_bytes()));
         *res.status_mut() = kind.status();
-        let h = res.headers_mut();
-        match kind.code() {
-            // The most common refusal: its headers are built once and cloned.
-            "invalid_token" => *h = self.invalid_token.clone(),
-            code => {
-                h.insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                );
-                let challenge = match code {
-                    "missing_token" => Some(self.challenge.clone()),
-                    "invalid_request" => {
-                        Some(HeaderValue::from_static("Bearer error=\"invalid_request\""))
-                    }
-                    "insufficient_scope" => Some(
-                        rejection
-                            .scope
-                            .as_ref()
-                            .and_then(|s| {
-                                HeaderValue::try_from(format!(
-                                    "Bearer error=\"insufficient_scope\", scope=\"{s}\""
-                                ))
-                                .ok()
-                            })
-                            .unwrap_or_else(|| {
-                                HeaderValue::from_static("Bearer error=\"insufficient_scope\"")
-                            }),
-                    ),
-                    _ => None,
-                };
-                if let Some(v) = challenge {
-                    h.insert(header::WWW_AUTHENTICATE, v);
-                }
+        *res.headers_mut() = self.headers[kind as usize].clone();
+        if let (RejectionKind::InsufficientScope, Some(scope)) = (kind, &rejection.scope) {
+            let message = serde_json::Value::from(format!("Missing permission: {scope}"));
+            *res.body_mut() = Bytes::from(format!(
+                "{{\"error\":{message},\"code\":\"insufficient_scope\"}}"
+            ));
+            if let Ok(v) = HeaderValue::try_from(format!(
+                "Bearer error=\"insufficient_scope\", scope=\"{scope}\""
+            )) {
+                res.headers_mut().insert(header::WWW_AUTHENTICATE, v);
             }
         }
-        let retry = match (kind, rejection.retry_after) {
-            (_, Some(s)) => Some(s),
-            (RejectionKind::StoreUnavailable, None) => Some(1),
-            _ => None,
-        };
-        if let Some(s) = retry {
-            h.insert(header::RETRY_AFTER, HeaderValue::from(s));
+        if let Some(s) = rejection.retry_after {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
         res
     }
@@ -442,6 +417,22 @@ mod tests {
             assert_eq!(e.get::<RejectionKind>(), Some(&k));
             assert_eq!(e.len(), 1);
         }
+    }
+
+    #[test]
+    fn the_realm_names_the_bare_challenge_and_a_given_delay_replaces_the_default() {
+        let r = JsonRenderer::new("my api").unwrap();
+        let res = r.render(&Rejection::new(RejectionKind::MissingToken));
+        assert_eq!(res.status(), 401);
+        assert_eq!(
+            res.headers()[header::WWW_AUTHENTICATE],
+            "Bearer realm=\"my api\""
+        );
+        assert_eq!(res.headers()[header::CONTENT_TYPE], "application/json");
+        let res = r.render(&Rejection::new(RejectionKind::StoreUnavailable).with_retry_after(30));
+        let delays: Vec<_> = res.headers().get_all(header::RETRY_AFTER).iter().collect();
+        assert_eq!(delays, ["30"]);
+        assert!(!res.headers().contains_key(header::WWW_AUTHENTICATE));
     }
 
     #[test]
