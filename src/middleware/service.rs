@@ -359,30 +359,32 @@ where
             .tokens
             .verify_now(token, config.accept.as_deref(), now)
         {
-            // The policies kept on the record cost nothing for a token without them; the
-            // client address is read only for a token with an allow-list.
-            let admitted = verified
-                .map_err(|d| refine(req.headers(), d.rejection))
-                .and_then(|id| {
-                    let ip = || config.client_ip.client_ip(req.extensions(), req.headers());
-                    match config
-                        .tokens
-                        .record_policies_now(&id, ip, req.headers(), now)?
-                    {
-                        None => Ok((id, None)),
-                        Some(fingerprint) => Ok((id, Some(fingerprint.to_owned()))),
-                    }
-                });
-            let (id, fingerprint) = match admitted {
-                Ok(admitted) => admitted,
-                Err(r) => return ResponseFuture::ready(rejection_response(config, &r)),
-            };
-            let Some(fingerprint) = fingerprint else {
-                if let Err(r) = config.check_access(req.method(), &id) {
+            // A refusal is answered here, before anything else is moved around: carried
+            // through further `Result` combinators, the rejection and the response cost
+            // about 15 ns of copies (and store-forwarding stalls) more than a success.
+            let id = match verified {
+                Ok(id) => id,
+                Err(d) => {
+                    let r = refine(req.headers(), d.rejection);
                     return ResponseFuture::ready(rejection_response(config, &r));
                 }
-                req.extensions_mut().insert(id);
-                return ResponseFuture::inner(self.inner.call(req));
+            };
+            // The policies kept on the record cost nothing for a token without them; the
+            // client address is read only for a token with an allow-list.
+            let ip = || config.client_ip.client_ip(req.extensions(), req.headers());
+            let fingerprint = match config
+                .tokens
+                .record_policies_now(&id, ip, req.headers(), now)
+            {
+                Ok(None) => {
+                    if let Err(r) = config.check_access(req.method(), &id) {
+                        return ResponseFuture::ready(rejection_response(config, &r));
+                    }
+                    req.extensions_mut().insert(id);
+                    return ResponseFuture::inner(self.inner.call(req));
+                }
+                Ok(Some(fingerprint)) => fingerprint.to_owned(),
+                Err(r) => return ResponseFuture::ready(rejection_response(config, &r)),
             };
             // A binding to settle with the store (first use, or another fingerprint).
             let config = self.config.clone();
