@@ -36,12 +36,28 @@ pub enum RejectionKind {
     /// The request body is over the limit.
     PayloadTooLarge,
     /// The token store failed or timed out: fail closed.
+    // Stays last: a new kind goes above it, and into `RejectionKind::ALL` (`KINDS` counts
+    // the kinds by this one's position).
     StoreUnavailable,
 }
 
+/// How many kinds there are: [`RejectionKind::StoreUnavailable`] is the last.
+const KINDS: usize = RejectionKind::StoreUnavailable as usize + 1;
+
+// `RejectionKind::ALL` lists every kind at its own index, so the tables indexed by kind
+// (`k as usize`) cover them all.
+const _: () = {
+    let mut i = 0;
+    while i < KINDS {
+        assert!(RejectionKind::ALL[i] as usize == i);
+        i += 1;
+    }
+};
+
 impl RejectionKind {
-    /// Every kind, in declaration order (`ALL[k as usize] == k`).
-    const ALL: [Self; 14] = [
+    /// Every kind, in declaration order (`ALL[k as usize] == k`), for tables indexed by
+    /// kind. A kind left out or out of order fails to compile (the assertion above).
+    const ALL: [Self; KINDS] = [
         Self::MissingToken,
         Self::InvalidRequest,
         Self::MalformedToken,
@@ -62,7 +78,7 @@ impl RejectionKind {
     /// usually leaves them), they become a clone of a map built once: cheaper than the first
     /// insert into an empty map, which allocates and sizes the map on the refusal's path.
     pub(crate) fn tag(self, extensions: &mut http::Extensions) {
-        static MAPS: LazyLock<[http::Extensions; 14]> = LazyLock::new(|| {
+        static MAPS: LazyLock<[http::Extensions; KINDS]> = LazyLock::new(|| {
             RejectionKind::ALL.map(|k| {
                 let mut e = http::Extensions::new();
                 e.insert(k);
@@ -285,7 +301,7 @@ pub trait RenderRejection: Send + Sync + 'static {
 pub struct JsonRenderer {
     /// The headers of each kind's refusal, indexed by kind, built once and cloned per
     /// refusal rather than hashed and inserted one by one.
-    headers: Arc<[http::HeaderMap; 14]>,
+    headers: Arc<[http::HeaderMap; KINDS]>,
 }
 
 impl JsonRenderer {

@@ -437,7 +437,7 @@ mod tests {
     use super::*;
     use crate::store::conformance::record;
 
-    /// Every record is held once: the shard and the id index point at the same allocation,
+    /// Every record is held once: the digest map and the id index point at the same allocation,
     /// and the owner lists name exactly the records held.
     fn assert_consistent(store: &MemoryStore) {
         let index = store.index();
