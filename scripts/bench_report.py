@@ -306,6 +306,21 @@ def basic_auth_line(rows: list[Bench]) -> str | None:
 # --------------------------------------------------------------------------- chart
 
 
+def case_bars(
+    benches: dict[str, Bench], group: str, cases, colour: str, minus: float = 0.0
+) -> list[tuple[str, float, str]]:
+    """One bar per case of `group` (its median less `minus`), tower-http's in grey; missing
+    cases noted and left out."""
+    bars: list[tuple[str, float, str]] = []
+    for case in cases:
+        b = benches.get(f"{group}/{case}")
+        if b is None:
+            note(f"chart: {group}/{case} missing; bar left out")
+            continue
+        bars.append((case, b.median_ns - minus, "#9d9d9d" if case == REFERENCE else colour))
+    return bars
+
+
 def chart_bars(benches: dict[str, Bench]) -> list[tuple[str, list[tuple[str, float, str]]]]:
     """Sections of (label, ns, colour) bars; missing benchmarks noted and left out."""
     stages: list[tuple[str, float, str]] = []
@@ -326,27 +341,14 @@ def chart_bars(benches: dict[str, Bench]) -> list[tuple[str, list[tuple[str, flo
                 f"chart: memory_store_lookup/{{{','.join(LOOKUP_FUNCTIONS)}}}/{size} "
                 "missing; bar left out"
             )
-    layer: list[tuple[str, float, str]] = []
     g = CHART_LAYER_GROUP
     base = benches.get(f"{g}/{BASELINE}")
     if base is None:
         note(f"chart: {g}/{BASELINE} missing; no overhead bars")
+        layer = []
     else:
-        for case in CHART_LAYER_CASES:
-            b = benches.get(f"{g}/{case}")
-            if b is None:
-                note(f"chart: {g}/{case} missing; bar left out")
-                continue
-            colour = "#9d9d9d" if case == REFERENCE else "#f58518"
-            layer.append((case, b.median_ns - base.median_ns, colour))
-    paired: list[tuple[str, float, str]] = []
-    for case in PAIRED_CASES:
-        b = benches.get(f"{PAIRED_GROUP}/{case}")
-        if b is None:
-            note(f"chart: {PAIRED_GROUP}/{case} missing; bar left out")
-            continue
-        colour = "#9d9d9d" if case == REFERENCE else "#e45756"
-        paired.append((case, b.median_ns, colour))
+        layer = case_bars(benches, g, CHART_LAYER_CASES, "#f58518", minus=base.median_ns)
+    paired = case_bars(benches, PAIRED_GROUP, PAIRED_CASES, "#e45756")
     sections = []
     if stages:
         sections.append(("Stages (median per call)", stages))
