@@ -1,0 +1,17 @@
+//! Attack tests: each one performs an attack on the crate or on the reference server, as
+//! someone with network access, a leaked token or a co-tenant account would, and asserts
+//! that it fails. SECURITY.md names the test behind each promise.
+//!
+//! The server is driven through `oneshot` on `build_app`'s router; a `ConnectInfo`
+//! extension stands in for the socket peer.
+
+#![allow(clippy::unwrap_used)]
+
+#[allow(dead_code)]
+#[path = "../common/mod.rs"]
+mod common;
+#[allow(dead_code)]
+#[path = "../../examples/server.rs"]
+mod server;
+#[allow(dead_code)]
+mod support;
