@@ -10,11 +10,10 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tower::Service;
 
-use std::net::IpAddr;
-
 use super::layer::Config;
 use super::rejection::{Rejection, RejectionKind};
 use crate::audit::{AuditEvent, Decision};
+use crate::client_ip::Addresses;
 use crate::header::{Credentials, MAX_HEADER_LEN, parse_authorization};
 use crate::identity::Identity;
 use crate::rate_limit::{RateLimitDecision, ceil_secs};
@@ -466,12 +465,13 @@ struct Admitted {
 }
 
 /// Verification with every policy: failure limits per address, rate limits per token, the
-/// access rule.
+/// access rule. The allow-list judges the client (unknown: refused); failures count against
+/// the client, or the socket peer when the client is unknown.
 async fn admit(
     config: &Config,
     method: &Method,
     presented: Result<Presented, Rejection>,
-    ip: Option<IpAddr>,
+    addrs: Addresses,
     headers: &http::HeaderMap,
 ) -> Result<Admitted, Refusal> {
     let token = match presented? {
@@ -484,7 +484,7 @@ async fn admit(
         }
         Presented::Nothing => return Err(Rejection::new(RejectionKind::MissingToken).into()),
     };
-    let failures = config.failures.as_ref().zip(ip);
+    let failures = config.failures.as_ref().zip(addrs.failure_key());
     if let Some((f, ip)) = failures
         && let Some(wait) = f.blocked(ip)
     {
@@ -524,7 +524,7 @@ async fn admit(
     // requests from outside do not use up the token's budget).
     if let Err(r) = config
         .tokens
-        .check_record_policies(&identity, ip, headers)
+        .check_record_policies(&identity, addrs.client, headers)
         .await
     {
         return Err(refuse(r, &identity, None));
@@ -605,7 +605,7 @@ where
 {
     #[cfg(feature = "metrics")]
     let started = std::time::Instant::now();
-    let ip = config.client_ip.client_ip(req.extensions(), req.headers());
+    let addrs = config.client_ip.resolve(req.extensions(), req.headers());
     let ctx = config.audit.as_ref().map(|_| AuditCtx {
         method: req.method().to_string(),
         path: req.uri().path().to_owned(),
@@ -616,7 +616,7 @@ where
             .map(str::to_owned),
     });
     let method = req.method().clone();
-    let (res, record, reason) = match admit(&config, &method, presented, ip, req.headers()).await {
+    let (res, record, reason) = match admit(&config, &method, presented, addrs, req.headers()).await {
         Err(refusal) => {
             let mut res = rejection_response(&config, &refusal.rejection);
             if let Some(d) = &refusal.rate {
@@ -666,7 +666,9 @@ where
                 Decision::Allow
             },
             reason: reason.map(str::to_owned),
-            client_ip: ip,
+            // The client as resolved (never a header the peer was not trusted to send);
+            // `None` when unknown.
+            client_ip: addrs.client,
             request_id: ctx.request_id,
         });
     }
