@@ -315,7 +315,11 @@ fn whole(element: &str) -> Option<&str> {
 
 /// The one address of a single-value header: `None` (unknown) when it is sent more than
 /// once or holds anything but one address; the peer when the proxy did not send it.
-fn single(headers: &HeaderMap, name: impl http::header::AsHeaderName, peer: IpAddr) -> Option<IpAddr> {
+fn single(
+    headers: &HeaderMap,
+    name: impl http::header::AsHeaderName,
+    peer: IpAddr,
+) -> Option<IpAddr> {
     let mut values = headers.get_all(name).iter();
     let Some(value) = values.next() else {
         return Some(peer);
@@ -474,14 +478,23 @@ mod tests {
         assert_eq!(cf.client_ip(&peer, &h), ip("2001:db8::9"));
         // A single-value header sent twice, or holding a list, is unreadable.
         for pairs in [
-            &[("cf-connecting-ip", "2001:db8::9"), ("cf-connecting-ip", "198.51.100.7")][..],
+            &[
+                ("cf-connecting-ip", "2001:db8::9"),
+                ("cf-connecting-ip", "198.51.100.7"),
+            ][..],
             &[("cf-connecting-ip", "198.51.100.7, 2001:db8::9")][..],
             &[("cf-connecting-ip", "nope")][..],
         ] {
             assert_eq!(cf.client_ip(&peer, &headers(pairs)), None, "{pairs:?}");
         }
-        assert_eq!(ClientIpHeader::parse("X-Real-IP").unwrap(), ClientIpHeader::XRealIp);
-        assert_eq!(ClientIpHeader::parse("Forwarded").unwrap().name(), "forwarded");
+        assert_eq!(
+            ClientIpHeader::parse("X-Real-IP").unwrap(),
+            ClientIpHeader::XRealIp
+        );
+        assert_eq!(
+            ClientIpHeader::parse("Forwarded").unwrap().name(),
+            "forwarded"
+        );
         assert!(ClientIpHeader::parse("bad header").is_err());
     }
 

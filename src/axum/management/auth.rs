@@ -1,4 +1,28 @@
 //! Who is calling: HTTP Basic (an account's email and password) or a bearer token.
+//!
+//! With [`Management::with_failure_limits`](super::Management::with_failure_limits),
+//! guessing is throttled (see [`FailureLimits`](crate::rate_limit::FailureLimits)):
+//!
+//! - a client address over its failure budget (bad bearer tokens and wrong passwords
+//!   alike, the budget it shares with the layer) gets 429 `rate_limited` with
+//!   `Retry-After` before any store lookup or password hash, so one address cannot fill
+//!   the password-check pool;
+//! - a sign-in is counted against the address and the account when it starts (so
+//!   concurrent guesses cannot overrun the budget), and given back when the password was
+//!   right or could not be checked;
+//! - an account over its own budget refuses (429) only the addresses that failed against
+//!   it recently: a guesser spread over many addresses gets about one guess per address,
+//!   while the owner signing in from an address that has not failed still gets in.
+//!
+//! The client is the one the router's [`ClientIpSource`](crate::client_ip::ClientIpSource)
+//! resolves; when it is unknown, the socket peer is counted. A request without any
+//! address is not counted.
+//!
+//! With [`Management::with_audit`](super::Management::with_audit), every failed sign-in
+//! writes an `auth.basic` event: `rbac_decision` `deny`, `reason` `invalid_credentials`
+//! (or `rate_limited` when refused by the limits). Its `owner` is the account's email
+//! only when that account exists and the password was checked: an unknown email is an
+//! attacker's free text and never reaches the log. The password never does either.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,13 +31,15 @@ use http::HeaderMap;
 use http::header::AUTHORIZATION;
 use tokio::sync::Semaphore;
 
+use super::Shared;
 use super::error::ApiError;
-use crate::accounts::{Account, AccountStore, verify_password};
+use super::handlers::CallerIp;
+use crate::accounts::{Account, verify_password};
+use crate::audit::{AuditEvent, Decision};
 use crate::header::{Credentials, parse_authorization, parse_basic};
 use crate::identity::{Identity, Permissions};
 use crate::middleware::{Rejection, RejectionKind};
-use crate::permissions::PermissionResolver;
-use crate::tokens::Tokens;
+use crate::rate_limit::{SignIn, ceil_secs};
 
 /// The authenticated caller of a management route.
 pub(crate) enum Caller {
@@ -62,18 +88,22 @@ pub(crate) struct PasswordGate {
 /// What authentication needs from the request.
 pub(crate) struct RequestInfo<'a> {
     pub(crate) headers: &'a HeaderMap,
-    pub(crate) client_ip: Option<std::net::IpAddr>,
+    pub(crate) origin: &'a CallerIp,
+}
+
+fn rate_limited(wait: Duration) -> ApiError {
+    Rejection::new(RejectionKind::RateLimited)
+        .with_retry_after(ceil_secs(wait))
+        .into()
 }
 
 pub(crate) async fn authenticate(
-    tokens: &Tokens,
-    accounts: &dyn AccountStore,
-    gate: &PasswordGate,
+    s: &Shared,
     request: RequestInfo<'_>,
     accept: Accept,
-    resolver: Option<&dyn PermissionResolver>,
 ) -> Result<Caller, ApiError> {
     let headers = request.headers;
+    let limits = s.failures.as_ref().zip(request.origin.addrs.failure_key());
     let bearer_ok = !matches!(accept, Accept::BasicOnly);
     let basic_ok = !matches!(accept, Accept::BearerOnly);
     let missing = || -> ApiError {
@@ -102,11 +132,29 @@ pub(crate) async fn authenticate(
         Ok(Credentials::Other) => Err(missing()),
         Ok(Credentials::Bearer(_)) if !bearer_ok => Err(ApiError::basic_required()),
         Ok(Credentials::Bearer(token)) => {
+            if let Some((f, ip)) = limits
+                && let Some(wait) = f.blocked(ip)
+            {
+                return Err(rate_limited(wait));
+            }
             // The same checks as behind the layer, allow-list and binding included.
-            let mut id = tokens
-                .authenticate_request(token, request.client_ip, headers)
-                .await?;
-            if let Some(resolver) = resolver {
+            let verified = s
+                .tokens
+                .authenticate_request(token, request.origin.addrs.client, headers)
+                .await;
+            let mut id = match verified {
+                Ok(id) => id,
+                Err(r) => {
+                    if r.kind().code() == "invalid_token"
+                        && let Some((f, ip)) = limits
+                        && let Some(wait) = f.fail(ip)
+                    {
+                        return Err(rate_limited(wait));
+                    }
+                    return Err(r.into());
+                }
+            };
+            if let Some(resolver) = s.resolver.as_deref() {
                 id = crate::permissions::effective(resolver, id)
                     .await
                     .map_err(|error| {
@@ -123,30 +171,84 @@ pub(crate) async fn authenticate(
         Ok(Credentials::Basic(encoded)) => {
             let creds = parse_basic(encoded)
                 .map_err(|_| ApiError::bad_request("Malformed Basic credentials"))?;
-            verify_basic(accounts, gate, &creds.user, creds.password)
-                .await
-                .map(Caller::Basic)
+            let attempt = match limits.map(|(f, ip)| f.begin_sign_in(&creds.user, ip)) {
+                Some(Err(wait)) => {
+                    audit_failure(s, request.origin, None, 429, "rate_limited");
+                    return Err(rate_limited(wait));
+                }
+                Some(Ok(attempt)) => Some(attempt),
+                None => None,
+            };
+            match verify_basic(s, &creds.user, creds.password).await {
+                Ok(account) => {
+                    attempt.into_iter().for_each(SignIn::refund);
+                    Ok(Caller::Basic(account))
+                }
+                Err(Failure::Unchecked(e)) => {
+                    attempt.into_iter().for_each(SignIn::refund);
+                    Err(e)
+                }
+                Err(Failure::Wrong { owner }) => {
+                    // The attempt stays counted (dropped, not refunded).
+                    drop(attempt);
+                    audit_failure(s, request.origin, owner, 401, "invalid_credentials");
+                    Err(ApiError::invalid_credentials())
+                }
+            }
         }
     }
+}
+
+/// Writes an `auth.basic` denial (see the module docs).
+fn audit_failure(
+    s: &Shared,
+    origin: &CallerIp,
+    owner: Option<String>,
+    status_code: u16,
+    reason: &str,
+) {
+    let Some(audit) = &s.audit else { return };
+    audit.record(AuditEvent {
+        timestamp: s.tokens.now(),
+        event: "auth.basic".into(),
+        api_token_id: None,
+        api_token_name: None,
+        owner,
+        method: origin.method.to_string(),
+        path: origin.path.clone(),
+        status_code,
+        rbac_decision: Decision::Deny,
+        reason: Some(reason.to_owned()),
+        client_ip: origin.addrs.client,
+        request_id: origin.request_id.clone(),
+    });
+}
+
+/// Why a sign-in did not succeed.
+enum Failure {
+    /// Unknown email or wrong password; `owner`: the account's email when it exists.
+    Wrong { owner: Option<String> },
+    /// No password check could be made (store failure, busy pool).
+    Unchecked(ApiError),
 }
 
 /// Checks email and password. An unknown email runs the same argon2 verification (against
 /// a dummy hash) as a wrong password, and both get the same 401.
 async fn verify_basic(
-    accounts: &dyn AccountStore,
-    gate: &PasswordGate,
+    s: &Shared,
     email: &str,
     password: zeroize::Zeroizing<String>,
-) -> Result<Account, ApiError> {
-    let account = accounts.find_account(email).await.map_err(|error| {
+) -> Result<Account, Failure> {
+    let gate = &s.gate;
+    let account = s.accounts.find_account(email).await.map_err(|error| {
         tracing::warn!(%error, "account store lookup failed; answering 503");
-        ApiError::store_unavailable()
+        Failure::Unchecked(ApiError::store_unavailable())
     })?;
     let permit = match tokio::time::timeout(gate.wait, gate.permits.clone().acquire_owned()).await {
         Ok(Ok(permit)) => permit,
         _ => {
             tracing::warn!("password verification queue full; answering 503");
-            return Err(ApiError::busy());
+            return Err(Failure::Unchecked(ApiError::busy()));
         }
     };
     let candidate = account.clone();
@@ -161,9 +263,11 @@ async fn verify_basic(
     .unwrap_or(false);
     match account {
         Some(account) if ok => Ok(account),
-        _ => {
+        account => {
             tracing::info!("basic authentication failed");
-            Err(ApiError::invalid_credentials())
+            Err(Failure::Wrong {
+                owner: account.map(|a| a.email),
+            })
         }
     }
 }

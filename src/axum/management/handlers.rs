@@ -32,17 +32,23 @@ pub(crate) async fn caller(
     ip: CallerIp,
     accept: Accept,
 ) -> Result<Caller, ApiError> {
-    let resolver = s.resolver.as_deref();
     let request = super::auth::RequestInfo {
         headers,
-        client_ip: ip.0,
+        origin: &ip,
     };
-    super::auth::authenticate(&s.tokens, &*s.accounts, &s.gate, request, accept, resolver).await
+    super::auth::authenticate(s, request, accept).await
 }
 
-/// The caller's address, as the router's [`ClientIpSource`](crate::client_ip::ClientIpSource)
-/// finds it: bearer tokens with an allow-list are judged on it, as behind the layer.
-pub(crate) struct CallerIp(pub(crate) Option<std::net::IpAddr>);
+/// Where the caller is, as the router's [`ClientIpSource`](crate::client_ip::ClientIpSource)
+/// finds it (bearer tokens with an allow-list are judged on the client, as behind the
+/// layer; failure limits count against the client or, when it is unknown, the peer), and
+/// what a sign-in audit event needs from the request.
+pub(crate) struct CallerIp {
+    pub(crate) addrs: crate::client_ip::Addresses,
+    pub(crate) method: http::Method,
+    pub(crate) path: String,
+    pub(crate) request_id: Option<String>,
+}
 
 impl axum::extract::FromRequestParts<Arc<Shared>> for CallerIp {
     type Rejection = std::convert::Infallible;
@@ -51,9 +57,20 @@ impl axum::extract::FromRequestParts<Arc<Shared>> for CallerIp {
         parts: &mut http::request::Parts,
         s: &Arc<Shared>,
     ) -> Result<Self, Self::Rejection> {
-        Ok(Self(
-            s.client_ip.client_ip(&parts.extensions, &parts.headers),
-        ))
+        let path = parts
+            .extensions
+            .get::<axum::extract::OriginalUri>()
+            .map_or_else(|| parts.uri.path().to_owned(), |u| u.path().to_owned());
+        Ok(Self {
+            addrs: s.client_ip.resolve(&parts.extensions, &parts.headers),
+            method: parts.method.clone(),
+            path,
+            request_id: parts
+                .headers
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        })
     }
 }
 

@@ -24,6 +24,7 @@
 //! | 403 | `insufficient_scope` | the bearer token lacks `tokens:read` / `tokens:write`, or the new token's permissions go beyond the caller's |
 //! | 404 | `not_found` | unknown, someone else's or malformed token id |
 //! | 409 | `name_taken`, `token_limit` | the owner has a live token with this name, or too many live tokens |
+//! | 429 | `rate_limited` | too many failed sign-ins or bad tokens from this address, or from this address on this account ([`Management::with_failure_limits`]); `Retry-After` says when to try again |
 //! | 413 | `payload_too_large` | body over the limit (default 16 KiB) |
 //! | 415 | `unsupported_media_type` | a body that is neither JSON nor a form |
 //! | 503 | `store_unavailable`, `server_busy` | the store failed (never 500), or no password check could start in time |
@@ -78,6 +79,7 @@ use crate::accounts::AccountStore;
 use crate::audit::{AuditLog, AuditReader};
 use crate::client_ip::ClientIpSource;
 use crate::permissions::PermissionResolver;
+use crate::rate_limit::FailureLimits;
 use crate::tokens::Tokens;
 
 mod audit;
@@ -116,6 +118,7 @@ pub(crate) struct Shared {
     pub(crate) audit_reader: Option<Arc<dyn AuditReader>>,
     pub(crate) resolver: Option<Arc<dyn PermissionResolver>>,
     pub(crate) client_ip: ClientIpSource,
+    pub(crate) failures: Option<FailureLimits>,
 }
 
 /// Builds the management [`Router`]. See the [module docs](self).
@@ -131,6 +134,7 @@ pub struct Management {
     audit_reader: Option<Arc<dyn AuditReader>>,
     resolver: Option<Arc<dyn PermissionResolver>>,
     client_ip: ClientIpSource,
+    failures: Option<FailureLimits>,
 }
 
 impl std::fmt::Debug for Management {
@@ -160,6 +164,7 @@ impl Management {
             audit_reader: None,
             resolver: None,
             client_ip: ClientIpSource::new(),
+            failures: None,
         }
     }
 
@@ -213,9 +218,20 @@ impl Management {
         self
     }
 
-    /// How to find the client's address for audit events (default: the socket peer).
+    /// How to find the client's address (default: the socket peer): for audit events,
+    /// allow-listed bearer tokens and the failure limits.
     pub fn with_client_ip(mut self, source: ClientIpSource) -> Self {
         self.client_ip = source;
+        self
+    }
+
+    /// Throttles guessing (see [`FailureLimits`]): wrong passwords and bad bearer tokens
+    /// count against the client address, and wrong passwords against the account too; a
+    /// client over its budget gets 429 `rate_limited` with `Retry-After` before any
+    /// password is checked. Pass the same limits as the [`AuthLayer`](crate::AuthLayer)
+    /// in front, so that both share one budget per address.
+    pub fn with_failure_limits(mut self, limits: FailureLimits) -> Self {
+        self.failures = Some(limits);
         self
     }
 
@@ -243,6 +259,7 @@ impl Management {
             audit_reader: self.audit_reader,
             resolver: self.resolver,
             client_ip: self.client_ip,
+            failures: self.failures,
         });
         let router = Router::new()
             .route(
