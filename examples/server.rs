@@ -13,8 +13,9 @@
 //! | `KEYGATE_ADMIN_EMAIL` | `admin@example.com` | the admin account |
 //! | `KEYGATE_ADMIN_PASSWORD` | — | its password; when unset and the admin does not exist yet, one is generated and printed once (an existing admin keeps its password) |
 //! | `KEYGATE_RATE_LIMIT` | `100` | requests a minute per token (429 with `Retry-After` past it) |
-//! | `KEYGATE_FAILURE_LIMIT` | `20` | failed authentications a minute per client address |
-//! | `KEYGATE_TRUSTED_PROXIES` | — | comma-separated CIDRs whose `Forwarded` / `X-Forwarded-For` are believed |
+//! | `KEYGATE_FAILURE_LIMIT` | `20` | failed authentications (bad tokens, wrong passwords) a minute per client address, and failed sign-ins a minute per account before its backoff starts |
+//! | `KEYGATE_TRUSTED_PROXIES` | — | comma-separated CIDRs of the proxies whose client-address header is believed |
+//! | `KEYGATE_CLIENT_IP_HEADER` | `x-forwarded-for` | the one header those proxies put the client's address in: `x-forwarded-for`, `forwarded` (RFC 7239 `for=`), `x-real-ip`, or any header name holding one address (e.g. `cf-connecting-ip`); every other forwarding header is ignored |
 //! | `KEYGATE_AUDIT_LOG` | — | append audit events to this file as JSON Lines (they always go to the database too) |
 //! | `KEYGATE_METRICS` | on | `off`: no `GET /metrics` |
 //! | `RUST_LOG` | `info` | log filter |
@@ -46,7 +47,9 @@
 //! minute per token (`RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` on allowed
 //! responses), failure limits per client address (the socket peer, or the forwarded client
 //! behind a trusted proxy), one audit event per decision and the `keygate_*` metrics.
-//! Management writes add `token.create`, `token.revoke` and `token.rotate` events.
+//! Management writes add `token.create`, `token.revoke` and `token.rotate` events. Wrong
+//! passwords count against the same failure limit as bad tokens, plus a per-account
+//! backoff, and each writes an `auth.basic` event.
 //!
 //! On PostgreSQL each instance verifies through a [`CachedStore`] whose listener hears every
 //! revocation and rotation made by the other instances (`LISTEN`/`NOTIFY`), so a token
@@ -69,7 +72,7 @@ use keygate::accounts::{Account, AccountStore, hash_password, verify_password};
 use keygate::audit::AuditReader;
 use keygate::audit::{AuditEvent, AuditLog, AuditSink, JsonLinesSink};
 use keygate::axum::management::Management;
-use keygate::client_ip::ClientIpSource;
+use keygate::client_ip::{ClientIpHeader, ClientIpSource};
 use keygate::metrics::PrometheusHandle;
 use keygate::permissions::AccountPermissions;
 use keygate::rate_limit::{FailureLimits, Rate, RateLimits};
@@ -100,8 +103,10 @@ pub struct Config {
     pub rate_limit: u32,
     /// Failed authentications a minute per client address.
     pub failure_limit: u32,
-    /// Proxies whose forwarding headers are believed.
+    /// Proxies whose client-address header is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The one header the trusted proxies put the client's address in.
+    pub client_ip_header: ClientIpHeader,
     /// The JSON Lines audit file, if any.
     pub audit_log: Option<PathBuf>,
     /// Serve `GET /metrics`.
@@ -119,6 +124,7 @@ impl Default for Config {
             rate_limit: 100,
             failure_limit: 20,
             trusted_proxies: Vec::new(),
+            client_ip_header: ClientIpHeader::XForwardedFor,
             audit_log: None,
             metrics: true,
         }
@@ -128,11 +134,12 @@ impl Default for Config {
 impl Config {
     /// `KEYGATE_DB`, `KEYGATE_ADDR`, `KEYGATE_ADMIN_EMAIL`, `KEYGATE_ADMIN_PASSWORD`,
     /// `KEYGATE_RATE_LIMIT`, `KEYGATE_FAILURE_LIMIT`, `KEYGATE_TRUSTED_PROXIES`,
-    /// `KEYGATE_AUDIT_LOG`, `KEYGATE_METRICS`.
+    /// `KEYGATE_CLIENT_IP_HEADER`, `KEYGATE_AUDIT_LOG`, `KEYGATE_METRICS`.
     ///
     /// # Errors
     ///
-    /// A limit that is not a positive whole number, or a proxy that is not a CIDR.
+    /// A limit that is not a positive whole number, a proxy that is not a CIDR, or a
+    /// client-address header that is not a header name.
     pub fn from_env() -> Result<Self, BoxError> {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
         let d = Self::default();
@@ -156,6 +163,11 @@ impl Config {
                     .map_err(|_| format!("KEYGATE_TRUSTED_PROXIES: {s:?} is not a CIDR"))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let client_ip_header = match var("KEYGATE_CLIENT_IP_HEADER") {
+            None => d.client_ip_header,
+            Some(v) => ClientIpHeader::parse(&v)
+                .map_err(|_| format!("KEYGATE_CLIENT_IP_HEADER: {v:?} is not a header name"))?,
+        };
         Ok(Self {
             db: var("KEYGATE_DB").map_or(d.db, Into::into),
             db_schema: var("KEYGATE_DB_SCHEMA"),
@@ -165,6 +177,7 @@ impl Config {
             rate_limit: count("KEYGATE_RATE_LIMIT", d.rate_limit)?,
             failure_limit: count("KEYGATE_FAILURE_LIMIT", d.failure_limit)?,
             trusted_proxies,
+            client_ip_header,
             audit_log: var("KEYGATE_AUDIT_LOG").map(Into::into),
             metrics: !var("KEYGATE_METRICS").is_some_and(|v| v.eq_ignore_ascii_case("off")),
         })
@@ -286,7 +299,9 @@ where
         .roles(Roles::rack_gateway())
         .audit(audit.clone())
         .build()?;
-    let client_ip = ClientIpSource::new().trust_proxies(config.trusted_proxies.iter().copied());
+    let client_ip = ClientIpSource::new()
+        .trust_proxies(config.trusted_proxies.iter().copied())
+        .with_header(config.client_ip_header.clone());
     let owners = AccountPermissions::new(store.clone());
     let metrics = if config.metrics {
         metrics_handle()
@@ -311,13 +326,15 @@ where
     };
 
     // Bearer requests to the management API go through the same policies; Basic requests
-    // and requests without credentials go on to its own authentication.
+    // and requests without credentials go on to its own authentication, which counts wrong
+    // passwords against the same failure limits.
     let management = Management::new(tokens.clone(), store.clone())
         .with_server_url("/api/v1")
         .with_audit(audit.clone())
         .with_audit_reader(store)
         .with_permission_resolver(owners.clone())
         .with_client_ip(client_ip.clone())
+        .with_failure_limits(failures.clone())
         .router()
         .layer(policies(
             AuthLayer::new(tokens.clone())
