@@ -403,8 +403,7 @@ impl Gcra {
 
     /// How long until one more cell fits; zero when it fits now.
     fn over_for(self, now: Instant, rate: Rate) -> Duration {
-        (self.tat.saturating_duration_since(now) + rate.interval())
-            .saturating_sub(rate.tolerance())
+        (self.tat.saturating_duration_since(now) + rate.interval()).saturating_sub(rate.tolerance())
     }
 }
 
@@ -434,7 +433,12 @@ impl FailureLimits {
     /// sign-ins per account before the account backoff starts.
     #[must_use]
     pub fn new(rate: Rate) -> Self {
-        Self::build(rate, rate, DEFAULT_ACCOUNT_MEMORY, DEFAULT_MAX_FAILURE_ENTRIES)
+        Self::build(
+            rate,
+            rate,
+            DEFAULT_ACCOUNT_MEMORY,
+            DEFAULT_MAX_FAILURE_ENTRIES,
+        )
     }
 
     fn build(client_rate: Rate, account_rate: Rate, memory: Duration, cap: usize) -> Self {
@@ -488,7 +492,10 @@ impl FailureLimits {
     pub fn entries(&self) -> usize {
         let i = &self.inner;
         lock(&i.clients).len()
-            + i.blocked.read().unwrap_or_else(PoisonError::into_inner).len()
+            + i.blocked
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .len()
             + lock(&i.accounts).len()
             + lock(&i.pairs).len()
     }
@@ -754,7 +761,8 @@ mod tests {
         let cap = 10_000;
         let f = FailureLimits::new(Rate::per_minute(1).unwrap()).with_max_entries(cap);
         let v4 = (0..100_000u32).map(|i| IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i)));
-        let v6 = (0..100_000u128).map(|i| IpAddr::from(Ipv6Addr::from((0x2001_0db8_u128 << 96) | (i << 64))));
+        let v6 = (0..100_000u128)
+            .map(|i| IpAddr::from(Ipv6Addr::from((0x2001_0db8_u128 << 96) | (i << 64))));
         let mut blocked_now = 0;
         for ip in v4.chain(v6) {
             // Two failures each: counted, then blocked.
@@ -763,7 +771,10 @@ mod tests {
             assert!(f.entries() <= 4 * cap, "{}", f.entries());
             blocked_now += usize::from(f.blocked(ip).is_some());
         }
-        assert_eq!(blocked_now, 200_000, "each address was blocked when it went over");
+        assert_eq!(
+            blocked_now, 200_000,
+            "each address was blocked when it went over"
+        );
         assert!(f.entries() <= 2 * cap, "{}", f.entries());
         // Once every entry is idle, the next pruning drops all of them.
         tokio::time::advance(Duration::from_secs(3600)).await;
@@ -789,11 +800,15 @@ mod tests {
         }
         // ... but not on another account, and a fresh address still gets its try.
         drop(f.begin_sign_in("bob@example.com", ip(0)).unwrap());
-        f.begin_sign_in("admin@example.com", ip(9)).unwrap().refund();
+        f.begin_sign_in("admin@example.com", ip(9))
+            .unwrap()
+            .refund();
         // A right password gives the charge back and forgets the address: the owner who
         // mistyped once is let in again once the account cools down.
         tokio::time::advance(Duration::from_secs(120)).await;
-        f.begin_sign_in("admin@example.com", ip(0)).unwrap().refund();
+        f.begin_sign_in("admin@example.com", ip(0))
+            .unwrap()
+            .refund();
         // A sustained flood keeps the account over its budget.
         for i in 10..40 {
             drop(f.begin_sign_in("admin@example.com", ip(i)).unwrap());

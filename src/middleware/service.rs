@@ -616,7 +616,8 @@ where
             .map(str::to_owned),
     });
     let method = req.method().clone();
-    let (res, record, reason) = match admit(&config, &method, presented, addrs, req.headers()).await {
+    let (res, record, reason) = match admit(&config, &method, presented, addrs, req.headers()).await
+    {
         Err(refusal) => {
             let mut res = rejection_response(&config, &refusal.rejection);
             if let Some(d) = &refusal.rate {
