@@ -207,8 +207,11 @@ impl AuthLayer {
     }
 
     /// Limits failed authentications per client address: past the budget, the address gets
-    /// 429 for every bearer request until it refills. Needs the client address (see
-    /// [`with_client_ip`](Self::with_client_ip)); requests without one are not counted.
+    /// 429 for every bearer request until it refills. The address is the client found by
+    /// [`with_client_ip`](Self::with_client_ip), or the socket peer when the client is
+    /// unknown; requests without any address are not counted. Pass the same limits to the
+    /// management router's `with_failure_limits` (feature `axum`) so that wrong passwords
+    /// share the budget.
     pub fn with_failure_limits(self, limits: FailureLimits) -> Self {
         self.map(|c| c.failures = Some(limits))
     }
