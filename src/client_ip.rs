@@ -33,12 +33,12 @@
 //!     .with_header(ClientIpHeader::single("cf-connecting-ip").unwrap());
 //! # let _ = source;
 //! ```
-//!
-//! This module is written by hand rather than on the `client-ip` crate: that crate reads
-//! only the rightmost element of a list header (it cannot walk past a chain of several
-//! trusted proxies), offers single-value headers only from a fixed list of names, and
-//! copies the header value into every error; keygate needs the walk, any header name, and
-//! no allocation on the way.
+
+// Written by hand rather than on the `client-ip` crate: that crate reads only the
+// rightmost element of a list header (it cannot walk past a chain of several trusted
+// proxies), offers single-value headers only from a fixed list of names (its generic
+// reader is private), and copies the header value into every error; keygate needs the
+// walk, any header name, and no allocation on the fast path.
 
 use std::net::{IpAddr, SocketAddr};
 
