@@ -476,6 +476,7 @@ pub(crate) async fn revoke_token(
         (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
         (status = 403, description = "The bearer token lacks `tokens:write`, or the permissions of the token to rotate", body = ErrorBody),
         (status = 404, description = "No such live token of this owner", body = ErrorBody),
+        (status = 409, description = "`token_limit`: with grace the old token would count against a full limit", body = ErrorBody),
         (status = 413, description = "Body over the limit", body = ErrorBody),
         (status = 415, description = "Neither JSON nor a form", body = ErrorBody),
         (status = 503, description = "The store failed", body = ErrorBody),

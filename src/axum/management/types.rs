@@ -67,7 +67,10 @@ pub(crate) struct CreateTokenForm {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RotateToken {
-    /// Seconds during which the old token keeps working (default 0: it stops at once).
+    /// Seconds during which the old token keeps working (default 0: it stops at once; at
+    /// most the manager's maximum, 86 400 by default, else 400). The old token counts
+    /// against the owner's limit while in grace (409 `token_limit` when there is no room),
+    /// and rotating its successor ends the grace at once.
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(minimum = 0))]
     pub grace_seconds: Option<i64>,
