@@ -12,7 +12,7 @@
 //! | `KEYGATE_ADDR` | `127.0.0.1:8080` | where to listen |
 //! | `KEYGATE_ADMIN_EMAIL` | `admin@example.com` | the admin account |
 //! | `KEYGATE_ADMIN_PASSWORD` | — | its password; when unset and the admin does not exist yet, one is generated and printed once (an existing admin keeps its password) |
-//! | `KEYGATE_RATE_LIMIT` | `100` | requests a minute per token (429 with `Retry-After` past it) |
+//! | `KEYGATE_RATE_LIMIT` | `100` | requests a minute per token (429 with `Retry-After` past it); a token's own `rate_limit` can only lower it |
 //! | `KEYGATE_FAILURE_LIMIT` | `20` | failed authentications a minute per client address |
 //! | `KEYGATE_TRUSTED_PROXIES` | — | comma-separated CIDRs whose `Forwarded` / `X-Forwarded-For` are believed |
 //! | `KEYGATE_AUDIT_LOG` | — | append audit events to this file as JSON Lines (they always go to the database too) |

@@ -152,8 +152,9 @@ impl NewToken {
         self
     }
 
-    /// Gives the token its own rate of `n` requests a minute, overriding its kind's (or the
-    /// default) rate of the layer's [`RateLimits`](crate::rate_limit::RateLimits). It
+    /// Gives the token its own rate of `n` requests a minute. It can only *lower* its kind's
+    /// (or the default) rate of the layer's [`RateLimits`](crate::rate_limit::RateLimits):
+    /// the lower of the two applies, so no caller raises a token's budget this way. It
     /// applies where the layer limits rates at all.
     #[must_use]
     pub fn rate_limit_per_minute(mut self, n: u32) -> Self {

@@ -154,7 +154,7 @@ struct TokenCreate {
     /// (e.g. 10.0.0.0/8,2001:db8::/32); default: any address.
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     allowed_ips: Option<Vec<String>>,
-    /// The token's own rate limit, in requests per minute.
+    /// The token's own rate limit, in requests per minute (only ever lowers the server's).
     #[arg(long, value_name = "N")]
     rate_limit: Option<u32>,
 }

@@ -122,8 +122,9 @@ pub struct TokenRecord {
     /// outside the list, or whose address is unknown while the list is not empty, is refused
     /// with 403 `ip_not_allowed`.
     pub allowed_ips: Vec<IpNet>,
-    /// This token's own rate, in requests per minute, overriding the rate of its kind (or
-    /// the default) of the layer's [`RateLimits`](crate::rate_limit::RateLimits).
+    /// This token's own rate, in requests per minute. The layer's
+    /// [`RateLimits`](crate::rate_limit::RateLimits) applies the lower of it and the rate of
+    /// the token's kind (or the default): it can only lower the server's rate.
     pub rate_limit: Option<u32>,
     /// The client fingerprint (e.g. a machine id) the token is bound to, for kinds with a
     /// binding (see [`TokenKind::with_binding`](crate::token::TokenKind::with_binding)).

@@ -214,3 +214,33 @@ async fn an_ended_grace_is_not_served_from_the_cache() {
     );
     assert!(tokens.authenticate(b.token.expose_secret()).await.is_ok());
 }
+
+#[tokio::test]
+async fn a_self_set_rate_limit_cannot_lift_the_servers() {
+    let server = Server::start().await;
+    let token = server
+        .create(json!({ "name": "greedy", "rate_limit": 4_294_967_295u32 }))
+        .await;
+    let mut first_refusal = None;
+    for i in 1..=150 {
+        let a = server
+            .send(request(Method::GET, "/api/v1/me", &token.bearer()))
+            .await;
+        if a.status == StatusCode::TOO_MANY_REQUESTS {
+            assert!(a.headers.contains_key(http::header::RETRY_AFTER));
+            first_refusal = Some(i);
+            break;
+        }
+        assert_eq!(a.status, StatusCode::OK, "request {i}: {}", a.text);
+        assert_eq!(
+            a.headers["ratelimit-limit"],
+            server.config.rate_limit.to_string().as_str(),
+            "the server's budget, not the token's"
+        );
+    }
+    assert_eq!(
+        first_refusal,
+        Some(server.config.rate_limit as usize + 1),
+        "429 right past the server's limit"
+    );
+}

@@ -36,7 +36,8 @@ pub struct CreateToken {
     /// addresses) the token may be used from; left out or empty: any address.
     #[serde(default)]
     pub allowed_ips: Option<Vec<String>>,
-    /// The token's own rate in requests per minute, overriding the server's default.
+    /// The token's own rate in requests per minute. It only ever lowers the server's rate
+    /// for the token: where it is higher, the server's applies.
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub rate_limit: Option<u32>,
