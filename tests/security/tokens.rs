@@ -244,3 +244,47 @@ async fn a_self_set_rate_limit_cannot_lift_the_servers() {
         "429 right past the server's limit"
     );
 }
+
+#[tokio::test]
+async fn a_narrow_token_cannot_revoke_or_rotate_a_broader_one() {
+    let server = Server::start().await;
+    let broad = server
+        .create(json!({ "name": "broad", "role": "admin" }))
+        .await;
+    let narrow = server
+        .create(json!({ "name": "narrow", "permissions": ["tokens:write"] }))
+        .await;
+    let peer = server
+        .create(json!({ "name": "peer", "permissions": ["tokens:write"] }))
+        .await;
+    let a = server
+        .send(request(
+            Method::DELETE,
+            &format!("/api/v1/tokens/{}", broad.id),
+            &narrow.bearer(),
+        ))
+        .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.text);
+    assert_eq!(a.code(), "insufficient_scope");
+    let a = server
+        .send(json_request(
+            Method::POST,
+            &format!("/api/v1/tokens/{}/rotate", broad.id),
+            &narrow.bearer(),
+            &json!({}),
+        ))
+        .await;
+    assert_eq!(a.status, StatusCode::FORBIDDEN, "{}", a.text);
+    assert_eq!(me(&server, &broad, 0).await, StatusCode::OK, "untouched");
+    // Within its own permissions it may act: on a peer, and on itself.
+    for target in [&peer, &narrow] {
+        let a = server
+            .send(request(
+                Method::DELETE,
+                &format!("/api/v1/tokens/{}", target.id),
+                &narrow.bearer(),
+            ))
+            .await;
+        assert_eq!(a.status, StatusCode::NO_CONTENT, "{}", a.text);
+    }
+}

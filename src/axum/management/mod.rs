@@ -21,7 +21,7 @@
 //! | 401 | `invalid_credentials` | unknown email or wrong password: the same answer, after the same argon2 work |
 //! | 401 | `basic_auth_required` | a bearer token on `POST /tokens` |
 //! | 401 | `missing_token`, `invalid_token` | bearer failures, exactly as [`AuthLayer`](crate::AuthLayer) renders them |
-//! | 403 | `insufficient_scope` | the bearer token lacks `tokens:read` / `tokens:write`, or the new token's permissions go beyond the caller's |
+//! | 403 | `insufficient_scope` | the bearer token lacks `tokens:read` / `tokens:write`, the new token's permissions go beyond the caller's, or a bearer token acts on (revokes, rotates, releases) a token holding a permission it lacks |
 //! | 404 | `not_found` | unknown, someone else's or malformed token id |
 //! | 409 | `name_taken`, `token_limit` | the owner has a live token with this name, or too many tokens that authenticate (live ones and rotated ones in grace) |
 //! | 413 | `payload_too_large` | body over the limit (default 16 KiB) |
@@ -30,6 +30,10 @@
 //!
 //! A token created without `role` or `permissions` gets the account's own permissions
 //! (seed 000: `description=…` only); a token never gets more than its account holds.
+//!
+//! A bearer token manages only what it could have been: it may revoke, rotate or release
+//! the owner's tokens whose permissions are all within its own (itself included), never a
+//! broader one. Signed in with the account's password, the owner manages all its tokens.
 //!
 //! Password checks (argon2, tens of milliseconds of CPU each) run on the blocking pool
 //! behind a semaphore, by default `max(1, cores / 2)` at once, so a flood of Basic requests
