@@ -12,7 +12,7 @@
 //! | `KEYGATE_ADDR` | `127.0.0.1:8080` | where to listen |
 //! | `KEYGATE_ADMIN_EMAIL` | `admin@example.com` | the admin account |
 //! | `KEYGATE_ADMIN_PASSWORD` | — | its password; when unset and the admin does not exist yet, one is generated and printed once (an existing admin keeps its password) |
-//! | `KEYGATE_RATE_LIMIT` | `100` | requests a minute per token (429 with `Retry-After` past it) |
+//! | `KEYGATE_RATE_LIMIT` | `100` | requests a minute per token (429 with `Retry-After` past it); a token's own `rate_limit` can only lower it |
 //! | `KEYGATE_FAILURE_LIMIT` | `20` | failed authentications (bad tokens, wrong passwords) a minute per client address, and failed sign-ins a minute per account before its backoff starts |
 //! | `KEYGATE_TRUSTED_PROXIES` | — | comma-separated CIDRs of the proxies whose client-address header is believed |
 //! | `KEYGATE_CLIENT_IP_HEADER` | `x-forwarded-for` | the one header those proxies put the client's address in: `x-forwarded-for`, `forwarded` (RFC 7239 `for=`), `x-real-ip`, or any header name holding one address (e.g. `cf-connecting-ip`); every other forwarding header is ignored |
@@ -29,7 +29,7 @@
 //! | `GET /tokens` | nothing: the token page (it signs in with email and password) |
 //! | `POST /api/v1/tokens` | Basic (email + password): create a token |
 //! | `GET /api/v1/tokens` | Basic, or a token with `tokens:read` |
-//! | `DELETE /api/v1/tokens/{id}`, `POST /api/v1/tokens/{id}/rotate` | Basic, or a token with `tokens:write` |
+//! | `DELETE /api/v1/tokens/{id}`, `POST /api/v1/tokens/{id}/rotate` | Basic, or a token with `tokens:write` holding every permission of the token it acts on |
 //! | `GET /api/v1/me` | a token |
 //! | `GET /api/v1/audit` | `audit:read` (Basic or a token): audit events, `?token_id=&since=&until=&limit=` |
 //! | `GET /api/v1/openapi.json` | nothing: the OpenAPI 3.1 document |

@@ -8,6 +8,27 @@
 //! `RateLimit-Reset` (seconds until the full limit is available again); a request over the
 //! limit gets 429 `rate_limited` with `Retry-After`.
 //!
+//! # A token's own rate only lowers the server's
+//!
+//! A token may carry its own rate ([`NewToken::rate_limit_per_minute`](crate::NewToken::rate_limit_per_minute),
+//! `rate_limit` in the management API). It applies only where it is *lower* than the rate
+//! the server gives the token's kind (or the default rate): [`RateLimits::check`] uses the
+//! lower of the two, whoever set the token's rate and however it got there (creation,
+//! rotation, an import). No caller can give a token a larger budget than the server's
+//! configuration; an operator who wants some clients to have more gives them a kind with its
+//! own rate ([`RateLimits::with_kind`]). Under a kind without a rate (unlimited), the
+//! token's own rate applies as it is.
+//!
+//! # Bounded state
+//!
+//! In process, the rates that no kind uses (a token's own, lower rate) are rounded *down*
+//! to a fixed series of at most [`MAX_TOKEN_RATE_LIMITERS`] rates (1 to 10, then 10, 12, 15,
+//! 20, 25, 30, 40, 50, 60 and 80 times each power of ten), so hostile distinct values
+//! cannot make limiters without end; rounding never gives more than the token asked for,
+//! and takes off less than a quarter.
+//! The per-token state of tokens not seen for a full period is dropped once a minute, from
+//! within [`RateLimits::check`].
+//!
 //! ```
 //! use keygate::rate_limit::{Rate, RateLimits};
 //! use keygate::{AuthLayer, MemoryStore, Tokens};
@@ -21,17 +42,25 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use governor::clock::{Clock as _, DefaultClock};
+use governor::clock::{Clock as _, DefaultClock, Reference as _};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 
 use crate::error::ConfigError;
 use crate::store::{StoreError, TokenId};
+
+/// Most limiters [`RateLimits`] keeps for token rates that no kind uses: the size of the
+/// series such rates are rounded down to (see the [module docs](self)).
+pub const MAX_TOKEN_RATE_LIMITERS: usize = 100;
+
+/// How often the per-token state of idle tokens is dropped, in nanoseconds (a minute).
+const PRUNE_EVERY_NANOS: u64 = 60_000_000_000;
 
 /// A number of requests per period.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -73,6 +102,12 @@ impl Rate {
     #[must_use]
     pub fn period(&self) -> Duration {
         self.period
+    }
+
+    /// True when `self` allows fewer requests per unit of time than `other`.
+    fn is_lower_than(&self, other: &Rate) -> bool {
+        u128::from(self.requests.get()) * other.period.as_nanos()
+            < u128::from(other.requests.get()) * self.period.as_nanos()
     }
 
     fn quota(&self) -> Quota {
@@ -131,10 +166,15 @@ struct LimitsInner {
     per_kind: HashMap<String, Option<Rate>>,
     local: HashMap<Rate, Local>,
     /// Limiters for per-token rates ([`TokenRecord::rate_limit`](crate::TokenRecord)) that
-    /// no kind uses, one per distinct rate, made on first use.
+    /// no kind uses, one per rate of the series they are rounded down to (at most
+    /// [`MAX_TOKEN_RATE_LIMITERS`]), made on first use.
     overrides: RwLock<HashMap<Rate, Arc<Local>>>,
     shared: Option<Arc<dyn SharedRateLimiter>>,
     clock: DefaultClock,
+    /// When the limiters were made, on `clock`.
+    start: governor::clock::QuantaInstant,
+    /// Nanoseconds after `start` at which idle tokens' state is next dropped.
+    next_prune: AtomicU64,
 }
 
 impl std::fmt::Debug for RateLimits {
@@ -165,6 +205,7 @@ impl RateLimits {
                 .entry(*rate)
                 .or_insert_with(|| RateLimiter::keyed(rate.quota()).with_middleware());
         }
+        let clock = DefaultClock::default();
         Self {
             inner: Arc::new(LimitsInner {
                 default,
@@ -172,7 +213,9 @@ impl RateLimits {
                 local,
                 overrides: RwLock::new(HashMap::new()),
                 shared,
-                clock: DefaultClock::default(),
+                start: clock.now(),
+                clock,
+                next_prune: AtomicU64::new(PRUNE_EVERY_NANOS),
             }),
         }
     }
@@ -205,9 +248,28 @@ impl RateLimits {
         }
     }
 
+    /// The rate a token of `kind` whose record sets its own rate of `per_minute` requests a
+    /// minute (if any) gets: the lower of its own rate and its kind's (or the default) rate.
+    /// A token's own rate never raises the server's; under an unlimited kind it applies as
+    /// it is. `None` when no rate applies.
+    #[must_use]
+    pub fn effective_rate(&self, kind: &str, per_minute: Option<u32>) -> Option<Rate> {
+        // Zero (never stored by the manager): no rate of its own.
+        let own = per_minute.and_then(|n| Rate::per_minute(n).ok());
+        match (own, self.rate_for(kind)) {
+            (Some(own), Some(server)) if own.is_lower_than(&server) => Some(own),
+            (_, Some(server)) => Some(server),
+            (own, None) => own,
+        }
+    }
+
     /// Counts one request of token `id` (of `kind`) whose record sets its own rate of
-    /// `per_minute` requests a minute, if any (it overrides the kind's rate and the default,
-    /// even an unlimited kind). `Ok(None)` when no rate applies.
+    /// `per_minute` requests a minute, if any, against
+    /// [`effective_rate`](Self::effective_rate): a token's own rate only lowers its kind's
+    /// (or the default) rate. `Ok(None)` when no rate applies.
+    ///
+    /// In process, a rate that no kind uses is rounded down to the series of the
+    /// [module docs](self); once a minute the state of idle tokens is dropped.
     ///
     /// # Errors
     ///
@@ -218,25 +280,61 @@ impl RateLimits {
         kind: &str,
         per_minute: Option<u32>,
     ) -> Result<Option<RateLimitDecision>, StoreError> {
-        let rate = match per_minute.map(Rate::per_minute) {
-            Some(Ok(own)) => own,
-            // Zero (never stored by the manager): no override.
-            Some(Err(_)) | None => match self.rate_for(kind) {
-                Some(rate) => rate,
-                None => return Ok(None),
-            },
+        let Some(rate) = self.effective_rate(kind, per_minute) else {
+            return Ok(None);
         };
         if let Some(shared) = &self.inner.shared {
             return shared.check(&id.to_string(), rate).await.map(Some);
         }
+        self.prune_if_due();
         let decision = match self.inner.local.get(&rate) {
             Some(limiter) => self.decide(limiter, &id, rate),
             None => {
+                let rate = series_floor(rate);
                 let limiter = self.override_limiter(rate);
                 self.decide(&limiter, &id, rate)
             }
         };
         Ok(Some(decision))
+    }
+
+    /// Drops idle tokens' state when a minute has passed since the last time: one clock
+    /// read and one atomic load otherwise. One caller wins the exchange and prunes.
+    fn prune_if_due(&self) {
+        let elapsed = self
+            .inner
+            .clock
+            .now()
+            .duration_since(self.inner.start)
+            .as_u64();
+        let due = self.inner.next_prune.load(Ordering::Relaxed);
+        if elapsed < due {
+            return;
+        }
+        if self
+            .inner
+            .next_prune
+            .compare_exchange(
+                due,
+                elapsed.saturating_add(PRUNE_EVERY_NANOS),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+        {
+            self.retain_recent();
+        }
+    }
+
+    /// How many limiters are kept for token rates no kind uses (at most
+    /// [`MAX_TOKEN_RATE_LIMITERS`]).
+    #[must_use]
+    pub fn token_rate_limiters(&self) -> usize {
+        self.inner
+            .overrides
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 
     /// The limiter of a per-token rate no kind uses: looked up under a read lock (no
@@ -286,7 +384,8 @@ impl RateLimits {
     }
 
     /// Forgets the state of tokens that have not been seen for a full period (memory
-    /// hygiene; call it now and then, e.g. from the maintenance task).
+    /// hygiene). [`check`](Self::check) calls it once a minute; call it yourself to
+    /// prune at other times.
     pub fn retain_recent(&self) {
         for l in self.inner.local.values() {
             l.retain_recent();
@@ -301,6 +400,33 @@ impl RateLimits {
             l.retain_recent();
         }
     }
+}
+
+/// The largest rate of the series (1 to 10 requests a minute, then 10, 12, 15, 20, 25, 30,
+/// 40, 50, 60 and 80 times each power of ten) that is not above `rate`, a per-minute rate;
+/// never more than `rate` asked for. A rate with another period is kept as it is (only
+/// per-minute rates come from token records).
+fn series_floor(rate: Rate) -> Rate {
+    const STEPS: [u32; 10] = [10, 12, 15, 20, 25, 30, 40, 50, 60, 80];
+    if rate.period != Duration::from_secs(60) {
+        return rate;
+    }
+    let n = rate.requests.get();
+    if n <= 10 {
+        return rate;
+    }
+    let mut scale = 1u32;
+    while n / scale >= 100 {
+        scale *= 10;
+    }
+    let mantissa = n / scale;
+    let step = STEPS
+        .iter()
+        .rev()
+        .find(|&&s| s <= mantissa)
+        .copied()
+        .unwrap_or(10);
+    Rate::per_minute(step * scale).unwrap_or(rate)
 }
 
 mod bounded;
@@ -722,6 +848,74 @@ mod tests {
             100
         );
         assert!(limits.check(other, "bulk", None).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_token_cannot_raise_its_own_rate_above_the_servers() {
+        let limits = RateLimits::new(Rate::per_minute(100).unwrap());
+        let id = TokenId::random();
+        for i in 0..100u32 {
+            let d = limits
+                .check(id, "pat", Some(u32::MAX))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(d.allowed(), "request {i}");
+            assert_eq!(d.limit, 100, "the server's rate, not the token's");
+        }
+        let d = limits
+            .check(id, "pat", Some(u32::MAX))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!d.allowed(), "the 101st request is refused");
+        // A lower rate of its own still applies.
+        assert_eq!(
+            limits.effective_rate("pat", Some(7)),
+            Some(Rate::per_minute(7).unwrap())
+        );
+    }
+
+    #[tokio::test]
+    async fn hostile_distinct_rates_do_not_grow_the_limiters() {
+        // Under an unlimited kind a token's own rate applies as it is: the worst case.
+        let limits = RateLimits::new(Rate::per_minute(100).unwrap()).with_kind("bulk", None);
+        for n in 1..=10_000u32 {
+            for own in [n, u32::MAX - n, n.wrapping_mul(2_654_435_761)] {
+                let own = own.max(1);
+                let d = limits
+                    .check(TokenId::random(), "bulk", Some(own))
+                    .await
+                    .unwrap()
+                    .unwrap();
+                assert!(d.limit <= own, "{own} rounded up to {}", d.limit);
+                assert!(
+                    u64::from(d.limit) * 4 >= u64::from(own) * 3,
+                    "{own} -> {}: rounded down by a quarter at most",
+                    d.limit
+                );
+            }
+        }
+        let made = limits.token_rate_limiters();
+        assert!(
+            made <= MAX_TOKEN_RATE_LIMITERS,
+            "{made} limiters for 30 000 distinct rates"
+        );
+    }
+
+    #[test]
+    fn the_series_never_rounds_up_and_has_at_most_the_cap() {
+        let mut seen = std::collections::HashSet::new();
+        let samples = (1..=100_000u32)
+            .chain((0..32).map(|b| 1u32 << b))
+            .chain((0..32).map(|b| (1u32 << b).wrapping_sub(1).max(1)))
+            .chain([u32::MAX, 4_000_000_000, 999_999_999]);
+        for n in samples {
+            let r = series_floor(Rate::per_minute(n).unwrap()).requests();
+            assert!(r <= n && r >= 1, "{n} -> {r}");
+            seen.insert(r);
+        }
+        assert!(seen.len() <= MAX_TOKEN_RATE_LIMITERS, "{}", seen.len());
     }
 
     #[test]

@@ -50,6 +50,9 @@ pub const MAX_EXPIRES_IN: Duration = Duration::from_secs(100 * 366 * 24 * 3600);
 pub const MAX_ALLOWED_IPS: usize = 64;
 /// How often an owner may release a token's binding by hand (seed 002: once every 24 h).
 pub const RELEASE_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+/// Default longest grace window of a rotation: 24 hours (see
+/// [`TokensBuilder::max_rotation_grace`]).
+pub const DEFAULT_MAX_ROTATION_GRACE: Duration = Duration::from_secs(24 * 3600);
 /// Longest client fingerprint a binding accepts, in bytes.
 pub const MAX_FINGERPRINT_LEN: usize = 128;
 
@@ -149,8 +152,9 @@ impl NewToken {
         self
     }
 
-    /// Gives the token its own rate of `n` requests a minute, overriding its kind's (or the
-    /// default) rate of the layer's [`RateLimits`](crate::rate_limit::RateLimits). It
+    /// Gives the token its own rate of `n` requests a minute. It can only *lower* its kind's
+    /// (or the default) rate of the layer's [`RateLimits`](crate::rate_limit::RateLimits):
+    /// the lower of the two applies, so no caller raises a token's budget this way. It
     /// applies where the layer limits rates at all.
     #[must_use]
     pub fn rate_limit_per_minute(mut self, n: u32) -> Self {
@@ -206,6 +210,13 @@ pub enum TokenError {
     /// The per-token rate is zero.
     #[error("invalid rate_limit: {0}")]
     InvalidRateLimit(&'static str),
+    /// A rotation asked for a grace window longer than the manager's maximum
+    /// ([`TokensBuilder::max_rotation_grace`]).
+    #[error("the grace window must be at most {max_seconds} seconds")]
+    GraceTooLong {
+        /// The longest grace allowed, in seconds.
+        max_seconds: u64,
+    },
     /// A binding was released less than 24 h ago.
     #[error("the binding was released less than 24 hours ago")]
     ReleaseTooSoon {
@@ -218,7 +229,7 @@ pub enum TokenError {
     /// The owner already has a live token with this name.
     #[error("a live token with this name already exists")]
     NameTaken,
-    /// The owner is at the limit of live tokens.
+    /// The owner is at the limit of valid tokens (live ones and replaced ones in grace).
     #[error("the limit of live tokens is reached")]
     LimitReached,
     /// No such token for this owner (or not live, for a rotation).
@@ -256,6 +267,7 @@ struct Inner {
     roles: Roles,
     clock: Arc<dyn Clock>,
     max_per_owner: Option<u32>,
+    max_grace: Duration,
     usage: Usage,
     inactivity: Option<Duration>,
     audit: Option<AuditLog>,
@@ -267,6 +279,7 @@ impl std::fmt::Debug for Tokens {
             .field("kinds", &self.inner.kinds)
             .field("roles", &self.inner.roles)
             .field("max_per_owner", &self.inner.max_per_owner)
+            .field("max_rotation_grace", &self.inner.max_grace)
             .finish_non_exhaustive()
     }
 }
@@ -279,6 +292,7 @@ pub struct TokensBuilder {
     roles: Roles,
     clock: Arc<dyn Clock>,
     max_per_owner: Option<u32>,
+    max_grace: Duration,
     usage_granularity: Duration,
     inactivity: Option<Duration>,
     audit: Option<AuditLog>,
@@ -308,6 +322,15 @@ impl TokensBuilder {
     /// `None`: unlimited).
     pub fn max_tokens_per_owner(mut self, max: Option<u32>) -> Self {
         self.max_per_owner = max;
+        self
+    }
+
+    /// The longest grace window a [`Tokens::rotate`] may give the old token (default
+    /// [`DEFAULT_MAX_ROTATION_GRACE`], 24 hours); a longer one is refused with
+    /// [`TokenError::GraceTooLong`]. While in grace the old token still authenticates, so
+    /// it counts against the owner's limit, and rotating its successor ends the grace.
+    pub fn max_rotation_grace(mut self, max: Duration) -> Self {
+        self.max_grace = max;
         self
     }
 
@@ -365,6 +388,7 @@ impl TokensBuilder {
                 roles: self.roles,
                 clock: self.clock,
                 max_per_owner: self.max_per_owner,
+                max_grace: self.max_grace,
                 usage: Usage::new(self.usage_granularity),
                 inactivity: self.inactivity,
                 audit: self.audit,
@@ -404,6 +428,7 @@ impl Tokens {
             roles: Roles::new(),
             clock: Arc::new(SystemClock),
             max_per_owner: Some(DEFAULT_MAX_TOKENS_PER_OWNER),
+            max_grace: DEFAULT_MAX_ROTATION_GRACE,
             usage_granularity: Duration::from_secs(60),
             inactivity: None,
             audit: None,
@@ -487,10 +512,7 @@ impl Tokens {
         let permissions = self.resolve_permissions(req.role.as_deref(), req.permissions)?;
         let now = self.now();
         let expires_at = self.expiry(&kind, req.expires_in, now)?;
-        let rules = match kind.max_live_per_owner() {
-            Some(own) => InsertRules::new(now, own).per_kind(),
-            None => InsertRules::new(now, self.inner.max_per_owner),
-        };
+        let rules = self.limit_rules(&kind, now);
         let allowed_ips = normalise_nets(&req.allowed_ips)?;
         if req.rate_limit == Some(0) {
             return Err(TokenError::InvalidRateLimit(
@@ -541,6 +563,15 @@ impl Tokens {
             }
         }
         Err(TokenError::NameTaken)
+    }
+
+    /// The limit a new valid token of `kind` must fit in: the kind's own cap, or the
+    /// per-owner one.
+    fn limit_rules(&self, kind: &TokenKind, now: OffsetDateTime) -> InsertRules {
+        match kind.max_live_per_owner() {
+            Some(own) => InsertRules::new(now, own).per_kind(),
+            None => InsertRules::new(now, self.inner.max_per_owner),
+        }
     }
 
     async fn free_name(
@@ -900,9 +931,17 @@ impl Tokens {
     /// on its machine: rotating is not a way around the once-a-day release), as does the
     /// time of the last release.
     ///
+    /// Rotation never multiplies tokens: `grace` is at most
+    /// [`max_rotation_grace`](TokensBuilder::max_rotation_grace) (default 24 h); a lineage
+    /// keeps at most one old token in grace (rotating the successor of a token in grace
+    /// ends that grace at once); and a token in grace counts against the owner's limit (and
+    /// its kind's), so a rotation with grace needs a free place under it. A rotation
+    /// without grace never changes the count and is always allowed.
+    ///
     /// # Errors
     ///
-    /// [`TokenError::NotFound`] when the token is unknown, someone else's, or no longer live.
+    /// [`TokenError::NotFound`] when the token is unknown, someone else's, or no longer live;
+    /// [`TokenError::GraceTooLong`]; [`TokenError::LimitReached`] for a grace at the limit.
     pub async fn rotate(
         &self,
         owner: &str,
@@ -919,9 +958,12 @@ impl Tokens {
             .ok_or_else(|| TokenError::UnknownKind(old.kind.clone()))?
             .clone();
         let grace = grace.unwrap_or_default();
-        if grace > MAX_EXPIRES_IN {
-            return Err(TokenError::InvalidExpiry("grace must be at most 100 years"));
+        if grace > self.inner.max_grace {
+            return Err(TokenError::GraceTooLong {
+                max_seconds: self.inner.max_grace.as_secs(),
+            });
         }
+        let rules = self.limit_rules(&kind, now);
         let token = kind.generate();
         let lifetime = old.expires_at.map(|e| e - old.created_at);
         let record = TokenRecord {
@@ -935,10 +977,14 @@ impl Tokens {
             replaced_by: None,
             ..old
         };
-        self.inner
+        let outcome = self
+            .inner
             .store
-            .rotate(&id, record.clone(), now + grace, now)
+            .rotate(&id, record.clone(), now + grace, rules)
             .await?;
+        for ended in &outcome.ended {
+            tracing::debug!(token_id = %ended, "grace of an earlier rotation ended");
+        }
         tracing::debug!(old = %id, new = %record.id, "token rotated");
         Ok(IssuedToken { token, record })
     }

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use keygate::store::cached::{CachedStore, TimeoutStore};
-use keygate::store::{InsertRules, StoreError, TokenId, TokenRecord, TokenStore};
+use keygate::store::{InsertRules, RotateOutcome, StoreError, TokenId, TokenRecord, TokenStore};
 use keygate::{AuthLayer, MemoryStore, NewToken, TokenHash, TokenKind, Tokens};
 use time::OffsetDateTime;
 use tower::{ServiceBuilder, ServiceExt};
@@ -71,9 +71,9 @@ impl TokenStore for Probe {
         old: &TokenId,
         new: TokenRecord,
         old_expires_at: OffsetDateTime,
-        now: OffsetDateTime,
-    ) -> Result<(), StoreError> {
-        self.inner.rotate(old, new, old_expires_at, now).await
+        rules: InsertRules,
+    ) -> Result<RotateOutcome, StoreError> {
+        self.inner.rotate(old, new, old_expires_at, rules).await
     }
     async fn record_use(&self, uses: &[(TokenId, OffsetDateTime)]) -> Result<(), StoreError> {
         self.inner.record_use(uses).await

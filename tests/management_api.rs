@@ -700,7 +700,13 @@ async fn bearer_needs_tokens_read_to_list_and_tokens_write_to_revoke() {
 #[tokio::test]
 async fn revoke_takes_effect_on_the_next_request() {
     let f = fixture().await;
-    let (id, token) = create(&f.app, ADMIN, json!({"name": "doomed"})).await;
+    // The revoking token must hold every permission of the token it revokes.
+    let (id, token) = create(
+        &f.app,
+        ADMIN,
+        json!({"name": "doomed", "permissions": ["tokens:write"]}),
+    )
+    .await;
     let (_, writer) = create(
         &f.app,
         ADMIN,

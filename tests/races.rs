@@ -9,7 +9,8 @@
 //! - a burst of concurrent creates fills an owner up to the limit exactly, never past it,
 //!   and a burst of creates with one name yields exactly one token;
 //! - under a mix of creates, verifications, rotations and revocations, no owner ever has
-//!   more live tokens than the limit, and live names stay unique;
+//!   more tokens that authenticate (live, or replaced and in grace) than the limit, and
+//!   live names stay unique;
 //! - a token whose revoke (or rotation without grace) has returned is never verified
 //!   afterwards: checked right after each call returns, and by every verifier that saw the
 //!   revocation before it started;
@@ -95,16 +96,21 @@ impl Ledger {
 }
 
 /// Live tokens of `owner` right now, and whether their names are unique.
+/// How many of the owner's tokens authenticate (live ones and replaced ones in grace: all
+/// count against the limit), and whether the live ones have unique names.
 async fn live(tokens: &Tokens, owner: &str) -> (usize, bool) {
-    let now = tokens.now();
+    // Judged after the read: a grace ended by a rotation that committed before the read
+    // ends at or before this time.
     let records = tokens.list(owner).await.unwrap();
+    let now = tokens.now();
+    let valid = records.iter().filter(|r| r.is_valid_at(now)).count();
     let names: Vec<&String> = records
         .iter()
         .filter(|r| r.is_live_at(now))
         .map(|r| &r.name)
         .collect();
     let unique: HashSet<&&String> = names.iter().collect();
-    (names.len(), unique.len() == names.len())
+    (valid, unique.len() == names.len())
 }
 
 /// Phase 1: bursts of creates released together by a barrier.
@@ -254,6 +260,11 @@ async fn worker(tokens: Tokens, ledger: Arc<Ledger>, owner: String, worker: usiz
                         }
                     }
                     Err(TokenError::NotFound) => ledger.count("rotate lost a race"),
+                    // A token in grace counts against the limit; without grace the count
+                    // does not change, so only a rotation with grace may be refused.
+                    Err(TokenError::LimitReached) if grace.is_some() => {
+                        ledger.count("rotate limit reached");
+                    }
                     Err(e) => ledger.violation(format!("rotate failed: {e:?}")),
                 }
             }

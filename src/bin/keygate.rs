@@ -111,7 +111,9 @@ enum TokenCommand {
     Revoke(TokenRef),
     /// Replace a token by a new one with the same name and permissions, printed once.
     ///
-    /// The old token keeps working for --grace-seconds (default 0: it stops at once).
+    /// The old token keeps working for --grace-seconds (default 0: it stops at once; at most
+    /// 86400, 24 hours). A token in grace counts against the owner's limit, and rotating
+    /// its successor ends the grace at once.
     #[command(after_help = EXIT_CODES)]
     Rotate(TokenRotate),
     /// Free a bound token's machine seat, so the next machine that uses it takes it.
@@ -152,7 +154,7 @@ struct TokenCreate {
     /// (e.g. 10.0.0.0/8,2001:db8::/32); default: any address.
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     allowed_ips: Option<Vec<String>>,
-    /// The token's own rate limit, in requests per minute.
+    /// The token's own rate limit, in requests per minute (only ever lowers the server's).
     #[arg(long, value_name = "N")]
     rate_limit: Option<u32>,
 }
@@ -170,7 +172,7 @@ struct TokenRef {
 struct TokenRotate {
     #[command(flatten)]
     token: TokenRef,
-    /// How long the old token keeps working, in seconds.
+    /// How long the old token keeps working, in seconds (at most 86400).
     #[arg(long, default_value_t = 0, value_name = "N")]
     grace_seconds: u64,
 }
@@ -239,7 +241,8 @@ fn token_failure(e: TokenError, owner: &str, id: Option<TokenId>) -> Failure {
         | TokenError::PermissionsExceedRole
         | TokenError::InvalidExpiry(_)
         | TokenError::InvalidAllowedIps(_)
-        | TokenError::InvalidRateLimit(_)) => Failure::Usage(other.to_string()),
+        | TokenError::InvalidRateLimit(_)
+        | TokenError::GraceTooLong { .. }) => Failure::Usage(other.to_string()),
         other => Failure::store("the token manager failed", other),
     }
 }

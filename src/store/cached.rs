@@ -84,7 +84,8 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use super::{
-    InactiveOutcome, InsertRules, ReleaseOutcome, StoreError, TokenId, TokenRecord, TokenStore,
+    InactiveOutcome, InsertRules, ReleaseOutcome, RotateOutcome, StoreError, TokenId, TokenRecord,
+    TokenStore,
 };
 use crate::token::{DigestHasher, TokenHash};
 
@@ -643,14 +644,23 @@ impl<S: TokenStore> TokenStore for CachedStore<S> {
         old: &TokenId,
         new: TokenRecord,
         old_expires_at: OffsetDateTime,
-        now: OffsetDateTime,
-    ) -> Result<(), StoreError> {
+        rules: InsertRules,
+    ) -> Result<RotateOutcome, StoreError> {
         let hash = new.hash;
         let res = self
-            .call(self.inner.rotate(old, new, old_expires_at, now))
+            .call(self.inner.rotate(old, new, old_expires_at, rules))
             .await;
         self.cache.invalidate_id(old);
         self.cache.invalidate(&hash);
+        match &res {
+            // The predecessor whose grace ended must not live on in the cache.
+            Ok(out) => self
+                .cache
+                .invalidate_ids(&out.ended.iter().copied().collect()),
+            Err(StoreError::NotFound | StoreError::LimitReached | StoreError::Duplicate) => {}
+            // The change may have committed, ending a predecessor we cannot name.
+            Err(_) => self.cache.flush(),
+        }
         res
     }
 
@@ -769,11 +779,11 @@ impl<S: TokenStore> TokenStore for TimeoutStore<S> {
         old: &TokenId,
         new: TokenRecord,
         old_expires_at: OffsetDateTime,
-        now: OffsetDateTime,
-    ) -> Result<(), StoreError> {
+        rules: InsertRules,
+    ) -> Result<RotateOutcome, StoreError> {
         bounded(
             Some(self.limit),
-            self.inner.rotate(old, new, old_expires_at, now),
+            self.inner.rotate(old, new, old_expires_at, rules),
         )
         .await
     }

@@ -7,7 +7,8 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use super::{
-    InactiveOutcome, InsertRules, ReleaseOutcome, StoreError, TokenId, TokenRecord, TokenStore,
+    InactiveOutcome, InsertRules, ReleaseOutcome, RotateOutcome, StoreError, TokenId, TokenRecord,
+    TokenStore,
 };
 use crate::token::{DigestHasher, TokenHash};
 
@@ -185,6 +186,18 @@ impl MemoryStore {
         Some(changed)
     }
 
+    /// Whether `valid` (the owner's valid records) already holds `rules.max_live` records
+    /// counted against `record`'s limit.
+    fn at_limit(valid: &[Arc<TokenRecord>], record: &TokenRecord, rules: InsertRules) -> bool {
+        rules.max_live.is_some_and(|max| {
+            let counted = valid
+                .iter()
+                .filter(|r| !rules.per_kind || r.kind == record.kind)
+                .count();
+            counted >= max as usize
+        })
+    }
+
     fn owner_records(index: &Index, owner: &str) -> Vec<Arc<TokenRecord>> {
         index
             .by_owner
@@ -203,21 +216,18 @@ impl MemoryStore {
 impl TokenStore for MemoryStore {
     async fn insert(&self, record: TokenRecord, rules: InsertRules) -> Result<(), StoreError> {
         let mut index = self.index();
-        let live: Vec<_> = Self::owner_records(&index, &record.owner)
+        let valid: Vec<_> = Self::owner_records(&index, &record.owner)
             .into_iter()
-            .filter(|r| r.is_live_at(rules.now))
+            .filter(|r| r.is_valid_at(rules.now))
             .collect();
-        if live.iter().any(|r| r.name == record.name) {
+        if valid
+            .iter()
+            .any(|r| r.replaced_by.is_none() && r.name == record.name)
+        {
             return Err(StoreError::NameTaken);
         }
-        if let Some(max) = rules.max_live {
-            let counted = live
-                .iter()
-                .filter(|r| !rules.per_kind || r.kind == record.kind)
-                .count();
-            if counted >= max as usize {
-                return Err(StoreError::LimitReached);
-            }
+        if Self::at_limit(&valid, &record, rules) {
+            return Err(StoreError::LimitReached);
         }
         self.put_new(&mut index, record)
     }
@@ -266,15 +276,36 @@ impl TokenStore for MemoryStore {
         old: &TokenId,
         new: TokenRecord,
         old_expires_at: OffsetDateTime,
-        now: OffsetDateTime,
-    ) -> Result<(), StoreError> {
+        rules: InsertRules,
+    ) -> Result<RotateOutcome, StoreError> {
+        let now = rules.now;
         let mut index = self.index();
         let old_rec = index.by_id.get(old).ok_or(StoreError::NotFound)?;
         if !old_rec.0.is_live_at(now) {
             return Err(StoreError::NotFound);
         }
+        let owner = old_rec.0.owner.clone();
         if index.by_id.contains(&new.id) || self.record(&new.hash).is_some() {
             return Err(StoreError::Duplicate);
+        }
+        let valid: Vec<_> = Self::owner_records(&index, &owner)
+            .into_iter()
+            .filter(|r| r.is_valid_at(now))
+            .collect();
+        let ended: Vec<TokenId> = valid
+            .iter()
+            .filter(|r| r.replaced_by == Some(*old))
+            .map(|r| r.id)
+            .collect();
+        let grows = old_expires_at > now && ended.is_empty();
+        if grows && Self::at_limit(&valid, &new, rules) {
+            return Err(StoreError::LimitReached);
+        }
+        for id in &ended {
+            self.update(&mut index, id, |r| {
+                r.expires_at = Some(now);
+                true
+            });
         }
         let new_id = new.id;
         self.put_new(&mut index, new)?;
@@ -286,7 +317,7 @@ impl TokenStore for MemoryStore {
             );
             true
         });
-        Ok(())
+        Ok(RotateOutcome { ended })
     }
 
     async fn record_use(&self, uses: &[(TokenId, OffsetDateTime)]) -> Result<(), StoreError> {
@@ -487,7 +518,7 @@ mod tests {
         );
         let next = record("alice", "b", t);
         store
-            .rotate(&b.id, next.clone(), t, t)
+            .rotate(&b.id, next.clone(), t, rules)
             .await
             .expect("rotate");
         assert_consistent(&store);

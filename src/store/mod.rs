@@ -115,15 +115,16 @@ pub struct TokenRecord {
     /// Revocation time. Revocation is terminal.
     pub revoked_at: Option<OffsetDateTime>,
     /// Set when the token was rotated: the id of its successor. A replaced token no longer
-    /// holds its name nor counts against limits, and stops working at `expires_at` (the end
-    /// of the grace window).
+    /// holds its name, and stops working at `expires_at` (the end of the grace window);
+    /// until then it counts against the owner's limits.
     pub replaced_by: Option<TokenId>,
     /// Client networks the token may be used from; empty: any address. A request from
     /// outside the list, or whose address is unknown while the list is not empty, is refused
     /// with 403 `ip_not_allowed`.
     pub allowed_ips: Vec<IpNet>,
-    /// This token's own rate, in requests per minute, overriding the rate of its kind (or
-    /// the default) of the layer's [`RateLimits`](crate::rate_limit::RateLimits).
+    /// This token's own rate, in requests per minute. The layer's
+    /// [`RateLimits`](crate::rate_limit::RateLimits) applies the lower of it and the rate of
+    /// the token's kind (or the default): it can only lower the server's rate.
     pub rate_limit: Option<u32>,
     /// The client fingerprint (e.g. a machine id) the token is bound to, for kinds with a
     /// binding (see [`TokenKind::with_binding`](crate::token::TokenKind::with_binding)).
@@ -154,7 +155,8 @@ impl TokenRecord {
     }
 
     /// True when the token is *live* at `now`: valid and not replaced. Only live tokens hold
-    /// their name and count against per-owner limits.
+    /// their name; every valid token (live, or replaced and in grace) counts against
+    /// per-owner limits.
     #[must_use]
     pub fn is_live_at(&self, now: OffsetDateTime) -> bool {
         self.is_valid_at(now) && self.replaced_by.is_none()
@@ -187,15 +189,20 @@ impl fmt::Debug for TokenRecord {
     }
 }
 
-/// The rules an [`insert`](TokenStore::insert) must enforce atomically.
+/// The rules an [`insert`](TokenStore::insert) or a [`rotate`](TokenStore::rotate) must
+/// enforce atomically.
+///
+/// The limit counts the owner's *valid* tokens: live ones and replaced ones still in their
+/// grace window (both authenticate, so both count).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InsertRules {
     /// The time at which liveness is judged.
     pub now: OffsetDateTime,
-    /// At most this many live tokens per owner, counting the new one; `None`: no limit.
+    /// At most this many valid tokens per owner (live, or replaced and in grace), counting
+    /// the new one; `None`: no limit.
     pub max_live: Option<u32>,
-    /// Count only the owner's live tokens of the new token's kind (a per-kind cap), instead
-    /// of all their live tokens.
+    /// Count only the owner's valid tokens of the new token's kind (a per-kind cap), instead
+    /// of all their valid tokens.
     pub per_kind: bool,
 }
 
@@ -230,6 +237,14 @@ pub enum ReleaseOutcome {
         /// The first instant at which a release is allowed again.
         next_allowed_at: OffsetDateTime,
     },
+}
+
+/// What [`TokenStore::rotate`] changed besides the rotated pair.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RotateOutcome {
+    /// Predecessors of the rotated token that were still in their grace window and whose
+    /// grace this rotation ended (a lineage keeps at most one token in grace).
+    pub ended: Vec<TokenId>,
 }
 
 /// What [`TokenStore::expire_inactive`] changed.
@@ -288,16 +303,20 @@ impl StoreError {
 ///
 /// - [`insert`](Self::insert) is atomic with its checks: it fails with
 ///   [`StoreError::NameTaken`] when the owner has a live token with the same name, and with
-///   [`StoreError::LimitReached`] when the owner already has `max_live` live tokens (of the
-///   same kind when `per_kind`), even under any number of concurrent inserts for the same
-///   owner (no check-then-insert race). Expired, revoked and replaced tokens hold no name
-///   and count against no limit.
+///   [`StoreError::LimitReached`] when the owner already has `max_live` valid tokens (of
+///   the same kind when `per_kind`), even under any number of concurrent inserts for the
+///   same owner (no check-then-insert race). Expired, revoked and replaced tokens hold no
+///   name; expired and revoked ones count against no limit, while a replaced token counts
+///   until its grace window ends (it still authenticates).
 /// - [`find_by_hash`](Self::find_by_hash) returns the record whatever its state (the core
 ///   decides); it never compares secrets itself beyond the index lookup.
 /// - [`revoke`](Self::revoke) is terminal: a revoked record is never valid again, and the
 ///   revocation is visible to every later `find_by_hash` once `revoke` has returned.
-/// - [`rotate`](Self::rotate) is atomic: either the old record is marked replaced (with its
-///   new expiry) and the new record inserted, or nothing changes.
+/// - [`rotate`](Self::rotate) is atomic with its checks: either the old record is marked
+///   replaced (with its new expiry), its own predecessor's grace ended and the new record
+///   inserted, or nothing changes. A lineage (a token and the tokens it replaced) holds at
+///   most one replaced token in grace, and a rotation that leaves the old token in grace
+///   respects `max_live` like an insert, even under concurrent rotations and inserts.
 /// - [`record_use`](Self::record_use) only moves `last_used_at` forward.
 /// - [`bind`](Self::bind) is atomic: of any number of concurrent first uses with different
 ///   fingerprints, exactly one binds the token, and every call returns the fingerprint the
@@ -360,21 +379,32 @@ pub trait TokenStore: Send + Sync + 'static {
     /// Backend failures only.
     async fn revoke(&self, id: &TokenId, at: OffsetDateTime) -> Result<bool, StoreError>;
 
-    /// Atomically marks the live record `old` replaced by `new.id`, sets its `expires_at` to
-    /// the earlier of its current expiry and `old_expires_at`, and inserts `new` (which keeps
-    /// the old name; no limit applies since one live token replaces another).
+    /// Atomically, judged at `rules.now`:
+    ///
+    /// 1. fails with [`StoreError::NotFound`] unless `old` is live;
+    /// 2. ends the grace of `old`'s predecessors: every valid record whose `replaced_by` is
+    ///    `old` gets `expires_at = rules.now` (they are returned in
+    ///    [`RotateOutcome::ended`], and announced like a revocation where the backend
+    ///    publishes those);
+    /// 3. when `old` stays valid after the call (`old_expires_at` later than `rules.now`)
+    ///    and no predecessor was ended, the owner gains a valid token: fails with
+    ///    [`StoreError::LimitReached`] if the owner already has `rules.max_live` valid
+    ///    tokens (of `new`'s kind when `rules.per_kind`), as [`insert`](Self::insert) does.
+    ///    Otherwise the count does not grow and no limit applies;
+    /// 4. marks `old` replaced by `new.id`, sets its `expires_at` to the earlier of its
+    ///    current expiry and `old_expires_at`, and inserts `new` (which keeps the old name).
     ///
     /// # Errors
     ///
-    /// [`StoreError::NotFound`] when `old` is unknown or not live at `now`;
-    /// [`StoreError::Duplicate`]; backend failures.
+    /// [`StoreError::NotFound`], [`StoreError::LimitReached`], [`StoreError::Duplicate`];
+    /// backend failures.
     async fn rotate(
         &self,
         old: &TokenId,
         new: TokenRecord,
         old_expires_at: OffsetDateTime,
-        now: OffsetDateTime,
-    ) -> Result<(), StoreError>;
+        rules: InsertRules,
+    ) -> Result<RotateOutcome, StoreError>;
 
     /// Records last use times, batched by the caller. For each pair, sets `last_used_at` to
     /// the later of its current value and the given time; unknown ids are ignored.
@@ -480,9 +510,9 @@ impl<T: TokenStore + ?Sized> TokenStore for Arc<T> {
         old: &TokenId,
         new: TokenRecord,
         old_expires_at: OffsetDateTime,
-        now: OffsetDateTime,
-    ) -> Result<(), StoreError> {
-        (**self).rotate(old, new, old_expires_at, now).await
+        rules: InsertRules,
+    ) -> Result<RotateOutcome, StoreError> {
+        (**self).rotate(old, new, old_expires_at, rules).await
     }
     async fn record_use(&self, uses: &[(TokenId, OffsetDateTime)]) -> Result<(), StoreError> {
         (**self).record_use(uses).await

@@ -53,7 +53,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{
-    InactiveOutcome, InsertRules, ReleaseOutcome, StoreError, TokenId, TokenRecord, TokenStore,
+    InactiveOutcome, InsertRules, ReleaseOutcome, RotateOutcome, StoreError, TokenId, TokenRecord,
+    TokenStore,
 };
 use crate::identity::Permissions;
 use crate::token::TokenHash;
@@ -76,6 +77,17 @@ macro_rules! columns {
 }
 
 /// The live condition of [`TokenRecord::is_live_at`], with `now` as the parameter `$n`.
+/// The SQL condition "valid at `$n`" (live, or replaced and in grace).
+macro_rules! valid_at {
+    ($n:literal) => {
+        concat!(
+            "revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $",
+            $n,
+            ")"
+        )
+    };
+}
+
 macro_rules! live_at {
     ($n:literal) => {
         concat!(
@@ -368,27 +380,33 @@ async fn insert_row(conn: &mut sqlx::PgConnection, r: &TokenRecord) -> Result<()
     Ok(())
 }
 
+/// Takes the owner's row lock, held until the transaction ends: every write that checks
+/// the owner's limit or names (insert, rotate) is serialised per owner.
+async fn lock_owner(tx: &mut sqlx::PgConnection, owner: &str) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO keygate_owners (owner) VALUES ($1) ON CONFLICT DO NOTHING")
+        .bind(owner)
+        .execute(&mut *tx)
+        .await
+        .map_err(pg_err)?;
+    sqlx::query("SELECT owner FROM keygate_owners WHERE owner = $1 FOR UPDATE")
+        .bind(owner)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(pg_err)?;
+    Ok(())
+}
+
 #[async_trait]
 impl TokenStore for PostgresStore {
     async fn insert(&self, record: TokenRecord, rules: InsertRules) -> Result<(), StoreError> {
         self.ready().await?;
         let mut tx = self.pool.begin().await.map_err(pg_err)?;
-        // Serialise inserts per owner on a row lock held until commit.
-        sqlx::query("INSERT INTO keygate_owners (owner) VALUES ($1) ON CONFLICT DO NOTHING")
-            .bind(&record.owner)
-            .execute(&mut *tx)
-            .await
-            .map_err(pg_err)?;
-        sqlx::query("SELECT owner FROM keygate_owners WHERE owner = $1 FOR UPDATE")
-            .bind(&record.owner)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(pg_err)?;
+        lock_owner(&mut tx, &record.owner).await?;
         let counts = sqlx::query(concat!(
-            "SELECT count(*) FILTER (WHERE name = $2) AS same_name, \
+            "SELECT count(*) FILTER (WHERE name = $2 AND replaced_by IS NULL) AS same_name, \
              count(*) FILTER (WHERE NOT $4 OR kind = $3) AS counted \
              FROM keygate_tokens WHERE owner = $1 AND ",
-            live_at!(5)
+            valid_at!(5)
         ))
         .bind(&record.owner)
         .bind(&record.name)
@@ -477,10 +495,23 @@ impl TokenStore for PostgresStore {
         old: &TokenId,
         new: TokenRecord,
         old_expires_at: OffsetDateTime,
-        now: OffsetDateTime,
-    ) -> Result<(), StoreError> {
+        rules: InsertRules,
+    ) -> Result<RotateOutcome, StoreError> {
         self.ready().await?;
+        let now = rules.now;
         let mut tx = self.pool.begin().await.map_err(pg_err)?;
+        // The owner's lock first, as inserts take it: rotations and inserts of one owner
+        // are serialised, so the limit below holds under any mix of them.
+        let owner: Option<String> =
+            sqlx::query_scalar("SELECT owner FROM keygate_tokens WHERE id = $1")
+                .bind(old.0)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(pg_err)?;
+        let Some(owner) = owner else {
+            return Err(StoreError::NotFound);
+        };
+        lock_owner(&mut tx, &owner).await?;
         let live = sqlx::query(concat!(
             "SELECT ",
             live_at!(2),
@@ -498,6 +529,39 @@ impl TokenStore for PostgresStore {
         if !live {
             return Err(StoreError::NotFound);
         }
+        // The predecessor still in grace, if any: its grace ends now, and every instance
+        // hears of it like a revocation.
+        let ended: Vec<Uuid> = sqlx::query_scalar(concat!(
+            "WITH e AS (UPDATE keygate_tokens SET expires_at = $2 WHERE replaced_by = $1 AND ",
+            valid_at!(2),
+            " RETURNING id, hash) SELECT id FROM e, pg_notify($3, encode(e.hash, 'hex'))"
+        ))
+        .bind(old.0)
+        .bind(now)
+        .bind(REVOCATION_CHANNEL)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(pg_err)?;
+        if old_expires_at > now
+            && ended.is_empty()
+            && let Some(max) = rules.max_live
+        {
+            let counted: i64 = sqlx::query_scalar(concat!(
+                "SELECT count(*) FROM keygate_tokens \
+                 WHERE owner = $1 AND (NOT $3 OR kind = $2) AND ",
+                valid_at!(4)
+            ))
+            .bind(&owner)
+            .bind(&new.kind)
+            .bind(rules.per_kind)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(pg_err)?;
+            if counted >= i64::from(max) {
+                return Err(StoreError::LimitReached);
+            }
+        }
         insert_row(&mut tx, &new).await?;
         sqlx::query(
             "WITH u AS (UPDATE keygate_tokens SET replaced_by = $2, \
@@ -511,7 +575,10 @@ impl TokenStore for PostgresStore {
         .fetch_optional(&mut *tx)
         .await
         .map_err(pg_err)?;
-        tx.commit().await.map_err(pg_err)
+        tx.commit().await.map_err(pg_err)?;
+        Ok(RotateOutcome {
+            ended: ended.into_iter().map(TokenId).collect(),
+        })
     }
 
     async fn record_use(&self, uses: &[(TokenId, OffsetDateTime)]) -> Result<(), StoreError> {

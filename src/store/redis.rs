@@ -77,7 +77,8 @@ use redis::{Client, RedisError, Script};
 use time::OffsetDateTime;
 
 use super::{
-    InactiveOutcome, InsertRules, ReleaseOutcome, StoreError, TokenId, TokenRecord, TokenStore,
+    InactiveOutcome, InsertRules, ReleaseOutcome, RotateOutcome, StoreError, TokenId, TokenRecord,
+    TokenStore,
 };
 use crate::identity::Permissions;
 use crate::token::TokenHash;
@@ -129,8 +130,8 @@ for _, h in ipairs(redis.call('SMEMBERS', okey)) do
   local f = redis.call('HMGET', p .. 'tok:' .. h, 'name', 'kind', 'expires_at', 'revoked_at', 'replaced_by')
   if f[1] == false then
     redis.call('SREM', okey, h)
-  elseif f[4] == false and f[5] == false and (f[3] == false or tonumber(f[3]) > now) then
-    if f[1] == name then return 1 end
+  elseif f[4] == false and (f[3] == false or tonumber(f[3]) > now) then
+    if f[5] == false and f[1] == name then return 1 end
     if (not per_kind) or f[2] == kind then counted = counted + 1 end
   end
 end
@@ -142,21 +143,46 @@ return 0
 });
 
 /// ARGV: prefix, old id, now, old_expires_at, retention_ms, channel, new hex, new id,
-/// new expire_at_ms, new dead, then the new record's field/value pairs (from 11).
-/// Returns 0 ok, 3 duplicate, 4 not found.
+/// new expire_at_ms, new dead, max (-1: none), per_kind (0/1), then the new record's
+/// field/value pairs (from 13). Returns `{code, ended ids...}`: 0 ok (with the ids of the
+/// predecessors whose grace ended), 2 limit, 3 duplicate, 4 not found.
 static ROTATE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{PUT}{}",
         r"
 local p, old_id, now, old_exp, retention, channel = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5]), ARGV[6]
+local max, per_kind = tonumber(ARGV[11]), ARGV[12] == '1'
 local h = redis.call('GET', p .. 'id:' .. old_id)
-if not h then return 4 end
+if not h then return {'4'} end
 local tok = p .. 'tok:' .. h
-if redis.call('EXISTS', tok) == 0 then return 4 end
-local f = redis.call('HMGET', tok, 'revoked_at', 'replaced_by', 'expires_at')
-if f[1] ~= false or f[2] ~= false or (f[3] ~= false and tonumber(f[3]) <= now) then return 4 end
-if exists(p, ARGV[7], ARGV[8]) then return 3 end
-put(p, ARGV[7], 11, ARGV[9], ARGV[10])
+if redis.call('EXISTS', tok) == 0 then return {'4'} end
+local f = redis.call('HMGET', tok, 'revoked_at', 'replaced_by', 'expires_at', 'owner', 'kind')
+if f[1] ~= false or f[2] ~= false or (f[3] ~= false and tonumber(f[3]) <= now) then return {'4'} end
+if exists(p, ARGV[7], ARGV[8]) then return {'3'} end
+local okey = p .. 'owner:' .. f[4]
+local ended, counted = {}, 0
+for _, oh in ipairs(redis.call('SMEMBERS', okey)) do
+  local g = redis.call('HMGET', p .. 'tok:' .. oh, 'id', 'kind', 'expires_at', 'revoked_at', 'replaced_by')
+  if g[1] == false then
+    redis.call('SREM', okey, oh)
+  elseif g[4] == false and (g[3] == false or tonumber(g[3]) > now) then
+    if g[5] == old_id then ended[#ended + 1] = {oh, g[1]} end
+    if (not per_kind) or g[2] == f[5] then counted = counted + 1 end
+  end
+end
+if tonumber(old_exp) > now and #ended == 0 and max >= 0 and counted >= max then return {'2'} end
+local out = {'0'}
+for _, e in ipairs(ended) do
+  local etok = p .. 'tok:' .. e[1]
+  redis.call('HSET', etok, 'expires_at', ARGV[3])
+  local e_ms = string.format('%.0f', math.floor(now / 1000) + retention)
+  redis.call('PEXPIREAT', etok, e_ms)
+  redis.call('PEXPIREAT', p .. 'id:' .. e[2], e_ms)
+  redis.call('ZADD', p .. 'dead', ARGV[3], e[1])
+  redis.call('PUBLISH', channel, e[1])
+  out[#out + 1] = e[2]
+end
+put(p, ARGV[7], 13, ARGV[9], ARGV[10])
 local exp = old_exp
 if f[3] ~= false and tonumber(f[3]) < tonumber(old_exp) then exp = f[3] end
 redis.call('HSET', tok, 'replaced_by', ARGV[8], 'expires_at', exp)
@@ -165,7 +191,7 @@ redis.call('PEXPIREAT', tok, at_ms)
 redis.call('PEXPIREAT', p .. 'id:' .. old_id, at_ms)
 redis.call('ZADD', p .. 'dead', exp, h)
 redis.call('PUBLISH', channel, h)
-return 0
+return out
 "
     ))
 });
@@ -734,14 +760,14 @@ impl TokenStore for RedisStore {
         old: &TokenId,
         new: TokenRecord,
         old_expires_at: OffsetDateTime,
-        now: OffsetDateTime,
-    ) -> Result<(), StoreError> {
+        rules: InsertRules,
+    ) -> Result<RotateOutcome, StoreError> {
         let mut conn = self.conn().await?;
         let (expire_at_ms, dead) = self.ttl_and_dead(&new);
         let mut inv = ROTATE.prepare_invoke();
         inv.arg(&self.inner.prefix)
             .arg(old.to_string())
-            .arg(micros(now))
+            .arg(micros(rules.now))
             .arg(micros(old_expires_at))
             .arg(self.inner.retention_ms)
             .arg(&self.inner.channel)
@@ -749,11 +775,19 @@ impl TokenStore for RedisStore {
             .arg(new.id.to_string())
             .arg(expire_at_ms)
             .arg(dead)
+            .arg(rules.max_live.map_or(-1, i64::from))
+            .arg(u8::from(rules.per_kind))
             .arg(fields(&new)?);
-        let code: i64 = inv.invoke_async(&mut conn).await.map_err(redis_err)?;
-        match code {
-            0 => Ok(()),
-            3 => Err(StoreError::Duplicate),
+        let reply: Vec<String> = inv.invoke_async(&mut conn).await.map_err(redis_err)?;
+        match reply.split_first() {
+            Some((code, ended)) if code == "0" => Ok(RotateOutcome {
+                ended: ended
+                    .iter()
+                    .map(|id| id.parse().map_err(|_| invalid("bad id in Redis")))
+                    .collect::<Result<_, _>>()?,
+            }),
+            Some((code, _)) if code == "2" => Err(StoreError::LimitReached),
+            Some((code, _)) if code == "3" => Err(StoreError::Duplicate),
             _ => Err(StoreError::NotFound),
         }
     }

@@ -50,7 +50,8 @@ use sqlx::sqlite::{
 use time::OffsetDateTime;
 
 use super::{
-    InactiveOutcome, InsertRules, ReleaseOutcome, StoreError, TokenId, TokenRecord, TokenStore,
+    InactiveOutcome, InsertRules, ReleaseOutcome, RotateOutcome, StoreError, TokenId, TokenRecord,
+    TokenStore,
 };
 use crate::identity::Permissions;
 use crate::token::TokenHash;
@@ -79,6 +80,13 @@ macro_rules! token_columns {
 macro_rules! live_at_1 {
     () => {
         "revoked_at IS NULL AND replaced_by IS NULL AND (expires_at IS NULL OR expires_at > ?1)"
+    };
+}
+
+/// The SQL condition "valid at `?1`" (live, or replaced and in grace) on a `tokens` row.
+macro_rules! valid_at_1 {
+    () => {
+        "revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?1)"
     };
 }
 
@@ -402,21 +410,33 @@ impl SqliteStore {
         if taken {
             return Err(StoreError::NameTaken.into());
         }
-        if let Some(max) = rules.max_live {
-            let live: i64 = sqlx::query_scalar(concat!(
-                "SELECT count(*) FROM tokens WHERE owner = ?2 AND (?3 IS NULL OR kind = ?3) AND ",
-                live_at_1!()
-            ))
-            .bind(now)
-            .bind(&record.owner)
-            .bind(rules.per_kind.then_some(&record.kind))
-            .fetch_one(&mut *tx)
-            .await?;
-            if live >= i64::from(max) {
-                return Err(StoreError::LimitReached.into());
-            }
+        if Self::at_limit(tx, record, rules, now).await? {
+            return Err(StoreError::LimitReached.into());
         }
         insert_row(tx, record).await
+    }
+
+    /// Whether the owner of `record` already has `rules.max_live` valid tokens counted
+    /// against its limit (inside the caller's write transaction).
+    async fn at_limit(
+        tx: &mut sqlx::SqliteConnection,
+        record: &TokenRecord,
+        rules: InsertRules,
+        now: i64,
+    ) -> Result<bool, Failure> {
+        let Some(max) = rules.max_live else {
+            return Ok(false);
+        };
+        let valid: i64 = sqlx::query_scalar(concat!(
+            "SELECT count(*) FROM tokens WHERE owner = ?2 AND (?3 IS NULL OR kind = ?3) AND ",
+            valid_at_1!()
+        ))
+        .bind(now)
+        .bind(&record.owner)
+        .bind(rules.per_kind.then_some(&record.kind))
+        .fetch_one(&mut *tx)
+        .await?;
+        Ok(valid >= i64::from(max))
     }
 
     async fn try_rotate(
@@ -424,11 +444,14 @@ impl SqliteStore {
         old: &TokenId,
         new: &TokenRecord,
         old_expires_at: i64,
-        now: i64,
-    ) -> Result<(), Failure> {
+        rules: InsertRules,
+    ) -> Result<RotateOutcome, Failure> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        match Self::rotate_checked(&mut tx, old, new, old_expires_at, now).await {
-            Ok(()) => Ok(tx.commit().await?),
+        match Self::rotate_checked(&mut tx, old, new, old_expires_at, rules).await {
+            Ok(out) => {
+                tx.commit().await?;
+                Ok(out)
+            }
             Err(e) => {
                 tx.rollback().await?;
                 Err(e)
@@ -442,8 +465,9 @@ impl SqliteStore {
         old: &TokenId,
         new: &TokenRecord,
         old_expires_at: i64,
-        now: i64,
-    ) -> Result<(), Failure> {
+        rules: InsertRules,
+    ) -> Result<RotateOutcome, Failure> {
+        let now = micros(rules.now)?;
         let live: bool = sqlx::query_scalar(concat!(
             "SELECT EXISTS (SELECT 1 FROM tokens WHERE id = ?2 AND ",
             live_at_1!(),
@@ -456,6 +480,27 @@ impl SqliteStore {
         if !live {
             return Err(StoreError::NotFound.into());
         }
+        // The predecessor still in grace, if any: its grace ends now.
+        let ended: Vec<String> = sqlx::query_scalar(concat!(
+            "UPDATE tokens SET expires_at = ?1 WHERE replaced_by = ?2 AND ",
+            valid_at_1!(),
+            " RETURNING id"
+        ))
+        .bind(now)
+        .bind(old.to_string())
+        .fetch_all(&mut *tx)
+        .await?;
+        // Left in grace with no predecessor ended, the old token adds one valid token.
+        if old_expires_at > now && ended.is_empty() && Self::at_limit(tx, new, rules, now).await? {
+            return Err(StoreError::LimitReached.into());
+        }
+        let ended = ended
+            .iter()
+            .map(|id| {
+                id.parse()
+                    .map_err(|_| Failure::Store(StoreError::backend(Corrupt("id"))))
+            })
+            .collect::<Result<Vec<TokenId>, Failure>>()?;
         insert_row(tx, new).await?;
         sqlx::query(
             "UPDATE tokens SET replaced_by = ?1, \
@@ -468,7 +513,7 @@ impl SqliteStore {
         .bind(old.to_string())
         .execute(&mut *tx)
         .await?;
-        Ok(())
+        Ok(RotateOutcome { ended })
     }
 
     async fn try_bind(
@@ -664,10 +709,10 @@ impl TokenStore for SqliteStore {
         old: &TokenId,
         new: TokenRecord,
         old_expires_at: OffsetDateTime,
-        now: OffsetDateTime,
-    ) -> Result<(), StoreError> {
-        let (old_expires_at, now) = (micros(old_expires_at)?, micros(now)?);
-        self.write(|| self.try_rotate(old, &new, old_expires_at, now))
+        rules: InsertRules,
+    ) -> Result<RotateOutcome, StoreError> {
+        let old_expires_at = micros(old_expires_at)?;
+        self.write(|| self.try_rotate(old, &new, old_expires_at, rules))
             .await
     }
 

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
-use keygate::store::InsertRules;
+use keygate::store::{InsertRules, RotateOutcome};
 use keygate::{Identity, MemoryStore, StoreError, TokenHash, TokenId, TokenRecord, TokenStore};
 use time::OffsetDateTime;
 
@@ -69,10 +69,10 @@ impl TokenStore for TestStore {
         old: &TokenId,
         new: TokenRecord,
         old_expires_at: OffsetDateTime,
-        now: OffsetDateTime,
-    ) -> Result<(), StoreError> {
+        rules: InsertRules,
+    ) -> Result<RotateOutcome, StoreError> {
         self.check()?;
-        self.inner.rotate(old, new, old_expires_at, now).await
+        self.inner.rotate(old, new, old_expires_at, rules).await
     }
     async fn record_use(&self, uses: &[(TokenId, OffsetDateTime)]) -> Result<(), StoreError> {
         self.use_writes.fetch_add(1, Ordering::SeqCst);

@@ -17,3 +17,4 @@ mod support;
 
 mod client_address;
 mod sign_in;
+mod tokens;

@@ -186,6 +186,9 @@ impl From<TokenError> for ApiError {
             TokenError::InvalidRateLimit(m) => {
                 Self::bad_request(format!("Invalid rate_limit: {m}"))
             }
+            TokenError::GraceTooLong { max_seconds } => Self::bad_request(format!(
+                "Invalid grace_seconds: must be at most {max_seconds}"
+            )),
             TokenError::ReleaseTooSoon { next_allowed_at } => {
                 let at = next_allowed_at
                     .to_offset(time::UtcOffset::UTC)

@@ -289,6 +289,18 @@ fn within(wanted: &Permissions, held: &Permissions, who: &str) -> Result<(), Api
     }
 }
 
+/// A bearer caller may only manage (revoke, rotate, release) the owner's tokens whose
+/// permissions it holds itself: a narrow token cannot act on a broader one (403). An
+/// account signed in with its password manages all its tokens.
+async fn may_manage(s: &Shared, caller: &Caller, id: TokenId) -> Result<(), ApiError> {
+    let target = s.tokens.get(caller.owner(), id).await?;
+    let who = match caller {
+        Caller::Basic(_) => "its account",
+        Caller::Bearer(_) => "the token that asks",
+    };
+    within(&target.permissions, caller.permissions(), who)
+}
+
 fn issued_response(s: &Shared, issued: IssuedToken) -> Response {
     let mut view = TokenView::from_record(&issued.record, s.tokens.now());
     view.status = TokenStatus::Active;
@@ -448,7 +460,7 @@ pub(crate) async fn list_tokens(
     responses(
         (status = 204, description = "Revoked; refused from the next request on"),
         (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
-        (status = 403, description = "The bearer token lacks `tokens:write`", body = ErrorBody),
+        (status = 403, description = "The bearer token lacks `tokens:write`, or a permission of the token to revoke", body = ErrorBody),
         (status = 404, description = "No such token of this owner", body = ErrorBody),
         (status = 503, description = "The store failed", body = ErrorBody),
     ),
@@ -462,6 +474,7 @@ pub(crate) async fn revoke_token(
 ) -> Result<Response, ApiError> {
     let caller = caller(&s, &headers, ip, Accept::BasicOrBearer("tokens:write")).await?;
     let id = token_id(&id)?;
+    may_manage(&s, &caller, id).await?;
     s.tokens.revoke(caller.owner(), id).await?;
     tracing::info!(token_id = %id, owner = %caller.owner(), "token revoked");
     let action = Action {
@@ -493,6 +506,7 @@ pub(crate) async fn revoke_token(
         (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
         (status = 403, description = "The bearer token lacks `tokens:write`, or the permissions of the token to rotate", body = ErrorBody),
         (status = 404, description = "No such live token of this owner", body = ErrorBody),
+        (status = 409, description = "`token_limit`: with grace the old token would count against a full limit", body = ErrorBody),
         (status = 413, description = "Body over the limit", body = ErrorBody),
         (status = 415, description = "Neither JSON nor a form", body = ErrorBody),
         (status = 503, description = "The store failed", body = ErrorBody),
@@ -522,12 +536,7 @@ pub(crate) async fn rotate_token(
     };
     // Rotation hands out a new secret with the old token's permissions: the caller must
     // hold them all (a narrow token must not mint a copy of a broader one).
-    let old = s.tokens.get(caller.owner(), id).await?;
-    let who = match caller {
-        Caller::Basic(_) => "its account",
-        Caller::Bearer(_) => "the token that asks",
-    };
-    within(&old.permissions, caller.permissions(), who)?;
+    may_manage(&s, &caller, id).await?;
     let issued = s.tokens.rotate(caller.owner(), id, grace).await?;
     tracing::info!(
         old = %id,
@@ -556,7 +565,7 @@ pub(crate) async fn rotate_token(
     responses(
         (status = 204, description = "Released (or it was not bound); the next machine to use the token binds it"),
         (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
-        (status = 403, description = "The bearer token lacks `tokens:write`", body = ErrorBody),
+        (status = 403, description = "The bearer token lacks `tokens:write`, or a permission of the token to release", body = ErrorBody),
         (status = 404, description = "No such live token of this owner", body = ErrorBody),
         (status = 409, description = "`release_too_soon` (the message names the next allowed time) or `not_bindable`", body = ErrorBody),
         (status = 503, description = "The store failed", body = ErrorBody),
@@ -571,6 +580,7 @@ pub(crate) async fn release_token(
 ) -> Result<Response, ApiError> {
     let caller = caller(&s, &headers, ip, Accept::BasicOrBearer("tokens:write")).await?;
     let id = token_id(&id)?;
+    may_manage(&s, &caller, id).await?;
     s.tokens.release_binding(caller.owner(), id).await?;
     tracing::info!(token_id = %id, owner = %caller.owner(), "token binding released");
     Ok(StatusCode::NO_CONTENT.into_response())

@@ -6,7 +6,7 @@
 //! | `POST /tokens` | Basic only (email + password); a bearer token gets 401 | create; 201 with the token, shown once |
 //! | `GET /tokens` | Basic, or Bearer with `tokens:read` | the owner's tokens, without secrets or hashes |
 //! | `DELETE /tokens/{id}` | Basic, or Bearer with `tokens:write` | revoke; 204 |
-//! | `POST /tokens/{id}/rotate` | Basic, or Bearer with `tokens:write` | new secret, same name and permissions; optional `grace_seconds`; 201 |
+//! | `POST /tokens/{id}/rotate` | Basic, or Bearer with `tokens:write` | new secret, same name and permissions; optional `grace_seconds` (at most [`max_rotation_grace`](crate::tokens::TokensBuilder::max_rotation_grace), 24 h by default; the old token counts against the limit while in grace; rotating again ends the earlier grace); 201 |
 //! | `POST /tokens/{id}/release` | Basic, or Bearer with `tokens:write` | frees a bound token's machine seat (once per 24 h; 409 `release_too_soon`); 204 |
 //! | `GET /me` | Bearer | the caller's identity |
 //! | `GET /audit` | Basic or Bearer, with `audit:read` | audit events, newest first; query `token_id`, `since`, `until` (RFC 3339), `limit` (default 100, at most 1000); only with [`Management::with_audit_reader`] |
@@ -21,9 +21,9 @@
 //! | 401 | `invalid_credentials` | unknown email or wrong password: the same answer, after the same argon2 work |
 //! | 401 | `basic_auth_required` | a bearer token on `POST /tokens` |
 //! | 401 | `missing_token`, `invalid_token` | bearer failures, exactly as [`AuthLayer`](crate::AuthLayer) renders them |
-//! | 403 | `insufficient_scope` | the bearer token lacks `tokens:read` / `tokens:write`, or the new token's permissions go beyond the caller's |
+//! | 403 | `insufficient_scope` | the bearer token lacks `tokens:read` / `tokens:write`, the new token's permissions go beyond the caller's, or a bearer token acts on (revokes, rotates, releases) a token holding a permission it lacks |
 //! | 404 | `not_found` | unknown, someone else's or malformed token id |
-//! | 409 | `name_taken`, `token_limit` | the owner has a live token with this name, or too many live tokens |
+//! | 409 | `name_taken`, `token_limit` | the owner has a live token with this name, or too many tokens that authenticate (live ones and rotated ones in grace) |
 //! | 429 | `rate_limited` | too many failed sign-ins or bad tokens from this address, or from this address on this account ([`Management::with_failure_limits`]); `Retry-After` says when to try again |
 //! | 413 | `payload_too_large` | body over the limit (default 16 KiB) |
 //! | 415 | `unsupported_media_type` | a body that is neither JSON nor a form |
@@ -31,6 +31,10 @@
 //!
 //! A token created without `role` or `permissions` gets the account's own permissions
 //! (seed 000: `description=…` only); a token never gets more than its account holds.
+//!
+//! A bearer token manages only what it could have been: it may revoke, rotate or release
+//! the owner's tokens whose permissions are all within its own (itself included), never a
+//! broader one. Signed in with the account's password, the owner manages all its tokens.
 //!
 //! Password checks (argon2, tens of milliseconds of CPU each) run on the blocking pool
 //! behind a semaphore, by default `max(1, cores / 2)` at once, so a flood of Basic requests

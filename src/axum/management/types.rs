@@ -36,7 +36,8 @@ pub struct CreateToken {
     /// addresses) the token may be used from; left out or empty: any address.
     #[serde(default)]
     pub allowed_ips: Option<Vec<String>>,
-    /// The token's own rate in requests per minute, overriding the server's default.
+    /// The token's own rate in requests per minute. It only ever lowers the server's rate
+    /// for the token: where it is higher, the server's applies.
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub rate_limit: Option<u32>,
@@ -67,7 +68,10 @@ pub(crate) struct CreateTokenForm {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct RotateToken {
-    /// Seconds during which the old token keeps working (default 0: it stops at once).
+    /// Seconds during which the old token keeps working (default 0: it stops at once; at
+    /// most the manager's maximum, 86 400 by default, else 400). The old token counts
+    /// against the owner's limit while in grace (409 `token_limit` when there is no room),
+    /// and rotating its successor ends the grace at once.
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(minimum = 0))]
     pub grace_seconds: Option<i64>,
