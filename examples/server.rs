@@ -30,7 +30,7 @@
 //! | `GET /api/v1/tokens` | Basic, or a token with `tokens:read` |
 //! | `DELETE /api/v1/tokens/{id}`, `POST /api/v1/tokens/{id}/rotate` | Basic, or a token with `tokens:write` |
 //! | `GET /api/v1/me` | a token |
-//! | `GET /api/v1/audit` | `audit:read` (Basic or a token): audit events, `?token_id=&since=&until=&limit=` |
+//! | `GET /api/v1/audit` | `audit:read` (Basic or a token): the caller's own audit events (every owner's with `audit:read_all`), `?token_id=&since=&until=&limit=` |
 //! | `GET /api/v1/openapi.json` | nothing: the OpenAPI 3.1 document |
 //! | `GET /api/v1/apps` | `apps:read` (roles `viewer`, `ops`, `deployer`, `cicd`, `admin`) |
 //! | `POST /api/v1/apps/{app}/restart` | `processes:restart` (`ops`, `deployer`, `admin`) |
@@ -429,7 +429,7 @@ async fn index() -> Json<Value> {
             "DELETE /api/v1/tokens/{id}": "revoke (Basic, or tokens:write)",
             "POST /api/v1/tokens/{id}/rotate": "rotate (Basic, or tokens:write)",
             "GET /api/v1/me": "who the token belongs to",
-            "GET /api/v1/audit": "audit events (needs audit:read); ?token_id=&since=&until=&limit=",
+            "GET /api/v1/audit": "your audit events (needs audit:read; every owner's: audit:read_all); ?token_id=&since=&until=&limit=",
             "GET /tokens": "the token page",
             "GET /metrics": "Prometheus metrics (unless KEYGATE_METRICS=off)",
             "GET /api/v1/apps": "demo, needs apps:read",

@@ -314,6 +314,10 @@ impl AuditSink for MemoryAuditSink {
 /// Which events to read back from an [`AuditReader`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditFilter {
+    /// Only the events about this owner's tokens and account (the event's `owner`). The
+    /// management API sets it to the caller unless the caller may read every owner's
+    /// events; `None` reads every owner's.
+    pub owner: Option<String>,
     /// Only the events of this token.
     pub token_id: Option<TokenId>,
     /// Only events at or after this time.
@@ -327,6 +331,7 @@ pub struct AuditFilter {
 impl Default for AuditFilter {
     fn default() -> Self {
         Self {
+            owner: None,
             token_id: None,
             since: None,
             until: None,
@@ -344,7 +349,10 @@ impl AuditFilter {
     /// True when `e` passes the filter (the limit aside).
     #[must_use]
     pub fn matches(&self, e: &AuditEvent) -> bool {
-        self.token_id.is_none_or(|id| e.api_token_id == Some(id))
+        self.owner
+            .as_deref()
+            .is_none_or(|o| e.owner.as_deref() == Some(o))
+            && self.token_id.is_none_or(|id| e.api_token_id == Some(id))
             && self.since.is_none_or(|t| e.timestamp >= t)
             && self.until.is_none_or(|t| e.timestamp < t)
     }

@@ -15,3 +15,4 @@ mod common;
 mod server;
 #[allow(dead_code)]
 mod support;
+mod surface;

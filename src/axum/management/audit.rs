@@ -1,6 +1,8 @@
 //! Audit of the management API: `token.create`, `token.revoke` and `token.rotate` events
 //! (with [`Management::with_audit`](super::Management::with_audit)), and `GET /audit` to
-//! read them back (with [`Management::with_audit_reader`](super::Management::with_audit_reader)).
+//! read them back (with [`Management::with_audit_reader`](super::Management::with_audit_reader)):
+//! a caller with `audit:read` reads the events whose owner it is; every owner's events need
+//! `audit:read_all` as well (`audit:*` and `*` hold both).
 
 use std::sync::Arc;
 
@@ -155,6 +157,7 @@ fn parse_filter(query: Option<&str>) -> Result<AuditFilter, ApiError> {
         return Err(ApiError::bad_request("Invalid range: since is after until"));
     }
     Ok(AuditFilter {
+        owner: None,
         token_id,
         since,
         until,
@@ -162,9 +165,15 @@ fn parse_filter(query: Option<&str>) -> Result<AuditFilter, ApiError> {
     })
 }
 
+/// The permission to read every owner's audit events; with `audit:read` alone a caller
+/// reads only the events whose owner it is.
+pub(crate) const READ_ALL: &str = "audit:read_all";
+
 /// `GET /audit`: the newest events first, filtered by `token_id`, `since`, `until` (RFC
 /// 3339) and `limit` (default 100, at most 1000). Needs `audit:read` (Basic: the account's;
-/// Bearer: the token's effective permissions).
+/// Bearer: the token's effective permissions), and shows only the events whose owner is
+/// the caller (its tokens' decisions and its own management actions) unless the caller also
+/// holds `audit:read_all`.
 pub(crate) async fn list(
     State(s): State<Arc<Shared>>,
     headers: HeaderMap,
@@ -180,7 +189,10 @@ pub(crate) async fn list(
             "Reading the audit log needs the permission audit:read".to_owned(),
         ));
     }
-    let filter = parse_filter(query.as_deref())?;
+    let mut filter = parse_filter(query.as_deref())?;
+    if !caller.permissions().allows(READ_ALL) {
+        filter.owner = Some(caller.owner().to_owned());
+    }
     let Some(reader) = &s.audit_reader else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,

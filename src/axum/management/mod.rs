@@ -9,7 +9,7 @@
 //! | `POST /tokens/{id}/rotate` | Basic, or Bearer with `tokens:write` | new secret, same name and permissions; optional `grace_seconds`; 201 |
 //! | `POST /tokens/{id}/release` | Basic, or Bearer with `tokens:write` | frees a bound token's machine seat (once per 24 h; 409 `release_too_soon`); 204 |
 //! | `GET /me` | Bearer | the caller's identity |
-//! | `GET /audit` | Basic or Bearer, with `audit:read` | audit events, newest first; query `token_id`, `since`, `until` (RFC 3339), `limit` (default 100, at most 1000); only with [`Management::with_audit_reader`] |
+//! | `GET /audit` | Basic or Bearer, with `audit:read` | audit events about the caller's own tokens and account (every owner's with `audit:read_all` too), newest first; query `token_id`, `since`, `until` (RFC 3339), `limit` (default 100, at most 1000); only with [`Management::with_audit_reader`] |
 //! | `GET /openapi.json` | none | the OpenAPI 3.1 document (feature `openapi`) |
 //!
 //! Every error is JSON `{"error": "...", "code": "..."}`:
@@ -199,7 +199,9 @@ impl Management {
     }
 
     /// Serves `GET /audit` from `reader` (e.g. the SQLite or Postgres store the
-    /// [`AuditLog`] writes to). Callers need the permission `audit:read`.
+    /// [`AuditLog`] writes to). Callers need the permission `audit:read`, and see only the
+    /// events whose `owner` they are; reading every owner's events needs `audit:read_all`
+    /// as well (`audit:*` and `*` hold both).
     pub fn with_audit_reader(mut self, reader: impl AuditReader) -> Self {
         self.audit_reader = Some(Arc::new(reader));
         self
