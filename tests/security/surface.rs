@@ -109,3 +109,108 @@ async fn an_account_with_audit_read_sees_only_its_own_events() {
         "no event of the admin"
     );
 }
+
+/// The form a foreign page would post: `description=…` with the browser's cached Basic
+/// credentials, plus the headers the browser adds.
+fn form_post(path: &str, extra: &[(&str, &str)]) -> http::Request<axum::body::Body> {
+    let mut b = http::Request::builder()
+        .method(Method::POST)
+        .uri(path)
+        .header(http::header::HOST, "keys.example.com")
+        .header(http::header::AUTHORIZATION, crate::support::admin_basic())
+        .header(
+            http::header::CONTENT_TYPE,
+            "application/x-www-form-urlencoded",
+        );
+    for (k, v) in extra {
+        b = b.header(*k, *v);
+    }
+    b.body(axum::body::Body::from(
+        "description=planted+by+evil.example",
+    ))
+    .unwrap()
+}
+
+async fn live_tokens(server: &Server) -> usize {
+    let a = server
+        .send(request(
+            Method::GET,
+            "/api/v1/tokens",
+            &crate::support::admin_basic(),
+        ))
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    a.json().as_array().unwrap().len()
+}
+
+#[tokio::test]
+async fn a_foreign_page_cannot_post_a_form_with_the_browsers_basic_credentials() {
+    let server = Server::start().await;
+    for marks in [
+        &[("origin", "https://evil.example")][..],
+        &[("origin", "null")][..],
+        &[("sec-fetch-site", "cross-site")][..],
+        &[
+            ("sec-fetch-site", "same-site"),
+            ("origin", "https://x.keys.example.com"),
+        ][..],
+        &[
+            ("sec-fetch-site", "cross-site"),
+            ("origin", "https://evil.example"),
+        ][..],
+    ] {
+        let a = server.send(form_post("/api/v1/tokens", marks)).await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "{marks:?}: {}", a.text);
+        assert_eq!(a.code(), "cross_site_request", "{marks:?}");
+    }
+    assert_eq!(live_tokens(&server).await, 0, "no token was created");
+
+    // Revoking and rotating from another site are refused too; the token keeps working.
+    let victim = server.create(json!({ "name": "victim" })).await;
+    for (method, path) in [
+        (Method::DELETE, format!("/api/v1/tokens/{}", victim.id)),
+        (Method::POST, format!("/api/v1/tokens/{}/rotate", victim.id)),
+    ] {
+        let mut req = request(method, &path, &crate::support::admin_basic());
+        req.headers_mut()
+            .insert("sec-fetch-site", "cross-site".parse().unwrap());
+        let a = server.send(req).await;
+        assert_eq!(a.status, StatusCode::FORBIDDEN, "{path}: {}", a.text);
+        assert_eq!(a.code(), "cross_site_request");
+    }
+    let me = server
+        .send(request(Method::GET, "/api/v1/me", &victim.bearer()))
+        .await;
+    assert_eq!(
+        me.status,
+        StatusCode::OK,
+        "the victim's token was not touched"
+    );
+}
+
+#[tokio::test]
+async fn same_origin_pages_and_clients_that_are_not_browsers_still_write() {
+    let server = Server::start().await;
+    for marks in [
+        &[][..],
+        &[
+            ("sec-fetch-site", "same-origin"),
+            ("origin", "https://keys.example.com"),
+        ][..],
+        &[("origin", "https://keys.example.com")][..],
+        &[("sec-fetch-site", "none")][..],
+    ] {
+        let a = server.send(form_post("/api/v1/tokens", marks)).await;
+        assert_eq!(a.status, StatusCode::CREATED, "{marks:?}: {}", a.text);
+    }
+    // Reads are not writes: a cross-site GET is answered as before.
+    let mut req = request(
+        Method::GET,
+        "/api/v1/tokens",
+        &crate::support::admin_basic(),
+    );
+    req.headers_mut()
+        .insert("sec-fetch-site", "cross-site".parse().unwrap());
+    assert_eq!(server.send(req).await.status, StatusCode::OK);
+    assert_eq!(live_tokens(&server).await, 4);
+}

@@ -155,6 +155,14 @@ impl ApiError {
         )
     }
 
+    pub(crate) fn cross_site() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "cross_site_request",
+            "Cross-site request refused: management writes must come from this server's own pages or from a client that is not a browser",
+        )
+    }
+
     pub(crate) fn insufficient_scope(message: String) -> Self {
         Self::new(StatusCode::FORBIDDEN, "insufficient_scope", message)
     }

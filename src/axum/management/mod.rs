@@ -22,6 +22,7 @@
 //! | 401 | `basic_auth_required` | a bearer token on `POST /tokens` |
 //! | 401 | `missing_token`, `invalid_token` | bearer failures, exactly as [`AuthLayer`](crate::AuthLayer) renders them |
 //! | 403 | `insufficient_scope` | the bearer token lacks `tokens:read` / `tokens:write`, or the new token's permissions go beyond the caller's |
+//! | 403 | `cross_site_request` | a `POST`, `PUT`, `PATCH` or `DELETE` that a browser marks as sent by another site (see below) |
 //! | 404 | `not_found` | unknown, someone else's or malformed token id |
 //! | 409 | `name_taken`, `token_limit` | the owner has a live token with this name, or too many live tokens |
 //! | 413 | `payload_too_large` | body over the limit (default 16 KiB) |
@@ -35,6 +36,14 @@
 //! behind a semaphore, by default `max(1, cores / 2)` at once, so a flood of Basic requests
 //! cannot take the cores that verify bearer tokens; a request that waits longer than the
 //! configured wait (default 1 s) is answered 503 `server_busy` with `Retry-After: 1`.
+//!
+//! Browsers keep Basic credentials once given, so any web page could make a signed-in
+//! browser post a form here. A state-changing request (`POST`, `PUT`, `PATCH`, `DELETE`)
+//! is refused with 403 `cross_site_request`, before any password check, when its
+//! `Sec-Fetch-Site` is neither `same-origin` nor `none` or, from a browser that sends no
+//! `Sec-Fetch-Site`, when its `Origin` is not the host the request was sent to. Requests
+//! with neither header (curl, SDKs) are not affected. Front ends on another origin are
+//! named with [`Management::with_trusted_origin`].
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -77,11 +86,13 @@ use tokio::sync::Semaphore;
 use crate::accounts::AccountStore;
 use crate::audit::{AuditLog, AuditReader};
 use crate::client_ip::ClientIpSource;
+use crate::error::ConfigError;
 use crate::permissions::PermissionResolver;
 use crate::tokens::Tokens;
 
 mod audit;
 mod auth;
+mod cross_site;
 mod error;
 mod handlers;
 #[cfg(feature = "openapi")]
@@ -116,6 +127,7 @@ pub(crate) struct Shared {
     pub(crate) audit_reader: Option<Arc<dyn AuditReader>>,
     pub(crate) resolver: Option<Arc<dyn PermissionResolver>>,
     pub(crate) client_ip: ClientIpSource,
+    pub(crate) trusted_origins: Vec<cross_site::Origin>,
 }
 
 /// Builds the management [`Router`]. See the [module docs](self).
@@ -131,6 +143,7 @@ pub struct Management {
     audit_reader: Option<Arc<dyn AuditReader>>,
     resolver: Option<Arc<dyn PermissionResolver>>,
     client_ip: ClientIpSource,
+    trusted_origins: Vec<cross_site::Origin>,
 }
 
 impl std::fmt::Debug for Management {
@@ -141,6 +154,7 @@ impl std::fmt::Debug for Management {
             .field("basic_auth_concurrency", &self.permits)
             .field("basic_auth_wait", &self.wait)
             .field("server_url", &self.server_url)
+            .field("trusted_origins", &self.trusted_origins)
             .finish_non_exhaustive()
     }
 }
@@ -160,6 +174,7 @@ impl Management {
             audit_reader: None,
             resolver: None,
             client_ip: ClientIpSource::new(),
+            trusted_origins: Vec::new(),
         }
     }
 
@@ -221,6 +236,20 @@ impl Management {
         self
     }
 
+    /// Lets state-changing requests from the web origin `origin` through, as if they came
+    /// from the server's own pages (`https://admin.example.com`: a front end served from
+    /// another origin, or the public origin when a proxy in front rewrites `Host`). Call it
+    /// once per origin. See the [module docs](self) for the cross-site rule.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidOrigin`] unless `origin` reads `http(s)://host[:port]`.
+    pub fn with_trusted_origin(mut self, origin: &str) -> Result<Self, ConfigError> {
+        self.trusted_origins
+            .push(cross_site::Origin::trusted(origin)?);
+        Ok(self)
+    }
+
     /// The router: state-free, ready to `nest` anywhere.
     pub fn router(self) -> Router {
         #[cfg(feature = "openapi")]
@@ -245,6 +274,7 @@ impl Management {
             audit_reader: self.audit_reader,
             resolver: self.resolver,
             client_ip: self.client_ip,
+            trusted_origins: self.trusted_origins,
         });
         let router = Router::new()
             .route(
@@ -265,6 +295,10 @@ impl Management {
         router
             .fallback(handlers::not_found)
             .method_not_allowed_fallback(handlers::method_not_allowed)
+            .layer(axum::middleware::from_fn_with_state(
+                shared.clone(),
+                cross_site::refuse,
+            ))
             .layer(axum::middleware::from_fn_with_state(
                 shared.clone(),
                 audit::record,
