@@ -46,7 +46,9 @@
 //! minute per token (`RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` on allowed
 //! responses), failure limits per client address (the socket peer, or the forwarded client
 //! behind a trusted proxy), one audit event per decision and the `keygate_*` metrics.
-//! Management writes add `token.create`, `token.revoke` and `token.rotate` events.
+//! Management writes add `token.create`, `token.revoke`, `token.rotate` and `token.release`
+//! events, written to the database before the answer (503 when they cannot be, and a token
+//! just created is then revoked).
 //!
 //! On PostgreSQL each instance verifies through a [`CachedStore`] whose listener hears every
 //! revocation and rotation made by the other instances (`LISTEN`/`NOTIFY`), so a token

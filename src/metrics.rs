@@ -6,7 +6,8 @@
 //! | `keygate_verification_seconds` | histogram | `outcome` |
 //! | `keygate_store_errors_total` | counter | — |
 //! | `keygate_rate_limited_total` | counter | — |
-//! | `keygate_audit_dropped_total` | counter | — |
+//! | `keygate_audit_dropped_total` | counter | — (request events shed by a full audit queue, or lost with a failed batch) |
+//! | `keygate_audit_write_errors_total` | counter | — (audit sink writes that failed or timed out) |
 //!
 //! `/metrics` is usually served without authentication, so its labels tell nothing the
 //! client did not already see in its own answer:

@@ -214,3 +214,256 @@ async fn same_origin_pages_and_clients_that_are_not_browsers_still_write() {
     assert_eq!(server.send(req).await.status, StatusCode::OK);
     assert_eq!(live_tokens(&server).await, 4);
 }
+
+/// What the audit sink does with a write.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum SinkMode {
+    Keep,
+    Fail,
+    Stall,
+}
+
+/// An audit sink whose background writer is wedged by the first batch of request events
+/// (a flood fills the queue behind it), and which keeps, fails or stalls the other writes.
+#[derive(Clone)]
+struct FloodedSink {
+    mode: std::sync::Arc<std::sync::Mutex<SinkMode>>,
+    kept: keygate::audit::MemoryAuditSink,
+}
+
+impl FloodedSink {
+    fn new() -> Self {
+        Self {
+            mode: std::sync::Arc::new(std::sync::Mutex::new(SinkMode::Keep)),
+            kept: keygate::audit::MemoryAuditSink::new(),
+        }
+    }
+
+    fn set(&self, mode: SinkMode) {
+        *self.mode.lock().unwrap() = mode;
+    }
+
+    /// Whether an event `event` about `token_id` is in the sink.
+    fn holds(&self, event: &str, token_id: &str) -> bool {
+        self.kept.events().iter().any(|e| {
+            e.event == event && e.api_token_id.map(|id| id.to_string()).as_deref() == Some(token_id)
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl keygate::audit::AuditSink for FloodedSink {
+    async fn write(
+        &self,
+        events: &[keygate::audit::AuditEvent],
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        if events.iter().any(|e| e.event == "authenticate") {
+            std::future::pending::<()>().await;
+        }
+        let mode = *self.mode.lock().unwrap();
+        match mode {
+            SinkMode::Keep => self.kept.write(events).await,
+            SinkMode::Fail => Err("audit database is read-only".into()),
+            SinkMode::Stall => std::future::pending().await,
+        }
+    }
+}
+
+/// A management router with an admin account, over a queue of 16 events already flooded
+/// with request events.
+async fn flooded_management(
+    sink: &FloodedSink,
+) -> (axum::Router, keygate::Tokens, keygate::audit::AuditLog) {
+    use keygate::accounts::MemoryAccounts;
+    let tokens = keygate::Tokens::new(keygate::MemoryStore::new());
+    let accounts = MemoryAccounts::new();
+    accounts
+        .put_account(Account {
+            email: ADMIN.into(),
+            password_hash: hash_password(crate::support::PASSWORD).unwrap(),
+            permissions: Permissions::parse(["*"]).unwrap(),
+            created_at: time::OffsetDateTime::now_utc(),
+        })
+        .await
+        .unwrap();
+    let audit = keygate::audit::AuditLog::spawn(sink.clone(), 16)
+        .with_write_timeout(std::time::Duration::from_millis(200));
+    for _ in 0..10_000 {
+        audit.record(keygate::audit::AuditEvent {
+            timestamp: time::OffsetDateTime::now_utc(),
+            event: "authenticate".into(),
+            api_token_id: None,
+            api_token_name: None,
+            owner: None,
+            method: "GET".into(),
+            path: "/api/v1/me".into(),
+            status_code: 401,
+            rbac_decision: keygate::audit::Decision::Deny,
+            reason: Some("unknown".into()),
+            client_ip: None,
+            request_id: None,
+        });
+        tokio::task::yield_now().await;
+    }
+    assert!(audit.dropped() > 9_000, "the flood is shed and counted");
+    let router = keygate::axum::management::Management::new(tokens.clone(), accounts)
+        .with_audit(audit.clone())
+        .router();
+    (router, tokens, audit)
+}
+
+async fn send(
+    router: &axum::Router,
+    req: http::Request<axum::body::Body>,
+) -> crate::support::Answer {
+    use tower::ServiceExt;
+    crate::support::Answer::read(router.clone().oneshot(req).await.unwrap()).await
+}
+
+fn admin_json(method: Method, path: &str, body: &Value) -> http::Request<axum::body::Body> {
+    json_request(method, path, &crate::support::admin_basic(), body)
+}
+
+#[tokio::test]
+async fn a_flood_of_request_events_cannot_push_out_management_writes() {
+    let sink = FloodedSink::new();
+    let (router, _, audit) = flooded_management(&sink).await;
+
+    let created = send(
+        &router,
+        admin_json(Method::POST, "/tokens", &json!({ "name": "ci" })),
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let id = created.json()["id"].as_str().unwrap().to_owned();
+    assert!(sink.holds("token.create", &id), "written before the 201");
+
+    let rotated = send(
+        &router,
+        admin_json(Method::POST, &format!("/tokens/{id}/rotate"), &json!({})),
+    )
+    .await;
+    assert_eq!(rotated.status, StatusCode::CREATED, "{}", rotated.text);
+    let new_id = rotated.json()["id"].as_str().unwrap().to_owned();
+    assert!(
+        sink.holds("token.rotate", &new_id),
+        "written before the 201"
+    );
+
+    let revoked = send(
+        &router,
+        request(
+            Method::DELETE,
+            &format!("/tokens/{new_id}"),
+            &crate::support::admin_basic(),
+        ),
+    )
+    .await;
+    assert_eq!(revoked.status, StatusCode::NO_CONTENT, "{}", revoked.text);
+    assert!(
+        sink.holds("token.revoke", &new_id),
+        "written before the 204"
+    );
+    assert_eq!(audit.write_errors(), 0);
+}
+
+#[tokio::test]
+async fn management_writes_that_cannot_be_audited_answer_503_and_leave_no_usable_token() {
+    let sink = FloodedSink::new();
+    let (router, tokens, audit) = flooded_management(&sink).await;
+    let mut kept = Vec::new();
+    for name in ["kept-1", "kept-2"] {
+        let a = send(
+            &router,
+            admin_json(Method::POST, "/tokens", &json!({ "name": name })),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::CREATED);
+        let v = a.json();
+        kept.push((
+            v["id"].as_str().unwrap().to_owned(),
+            v["token"].as_str().unwrap().to_owned(),
+        ));
+    }
+
+    for (mode, (id, _)) in [SinkMode::Fail, SinkMode::Stall].into_iter().zip(&kept) {
+        sink.set(mode);
+        let errors = audit.write_errors();
+        let a = send(
+            &router,
+            admin_json(
+                Method::POST,
+                "/tokens",
+                &json!({ "name": format!("{mode:?}") }),
+            ),
+        )
+        .await;
+        assert_eq!(
+            a.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{mode:?}: {}",
+            a.text
+        );
+        assert_eq!(a.code(), "store_unavailable");
+        assert!(!a.text.contains("\"token\""), "no secret handed out");
+        assert_eq!(
+            audit.write_errors(),
+            errors + 1,
+            "{mode:?}: the failure is counted"
+        );
+
+        let a = send(
+            &router,
+            admin_json(
+                Method::POST,
+                &format!("/tokens/{id}/rotate"),
+                &json!({ "grace_seconds": 60 }),
+            ),
+        )
+        .await;
+        assert_eq!(
+            a.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{mode:?}: {}",
+            a.text
+        );
+        assert!(!a.text.contains("\"token\""), "no secret handed out");
+    }
+    // Every token made by an unaudited write is revoked; the rotated ones live on in their
+    // grace.
+    let mut live: Vec<String> = tokens
+        .list(ADMIN)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.revoked_at.is_none())
+        .map(|r| r.id.to_string())
+        .collect();
+    live.sort();
+    let mut expected: Vec<String> = kept.iter().map(|(id, _)| id.clone()).collect();
+    expected.sort();
+    assert_eq!(live, expected, "only the audited tokens are live");
+
+    sink.set(SinkMode::Fail);
+    let (id, token) = &kept[0];
+    assert!(tokens.authenticate(token).await.is_ok());
+    let a = send(
+        &router,
+        request(
+            Method::DELETE,
+            &format!("/tokens/{id}"),
+            &crate::support::admin_basic(),
+        ),
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::SERVICE_UNAVAILABLE, "{}", a.text);
+    assert!(
+        tokens.authenticate(token).await.is_err(),
+        "a revocation stays done"
+    );
+    assert_eq!(
+        sink.kept.events().len(),
+        2,
+        "only the writes that answered 2xx are on record"
+    );
+}

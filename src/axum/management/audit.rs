@@ -53,7 +53,19 @@ fn event_of(method: &Method, path: &str) -> Option<&'static str> {
     }
 }
 
-/// Records one audit event per management write (allowed or refused), after the response.
+/// Records one audit event per management write.
+///
+/// A write that took effect (a 2xx with an [`Action`]) is written to the sink before the
+/// answer leaves ([`AuditLog::write_now`](crate::audit::AuditLog::write_now)): a flood of
+/// request events cannot push it out of the queue. When the sink fails or does not answer
+/// within the log's write timeout, the answer is 503 `store_unavailable` instead, and what
+/// can be undone is: a token just created (or the successor of a rotation) is revoked
+/// before anyone sees its secret, so no unaudited token stays usable. A revocation stays
+/// done; a released binding stays released (freeing a seat grants nothing). An event for the
+/// refused write is then queued (`deny`, reason `audit_unavailable`).
+///
+/// Refused attempts change nothing and are queued like request events (shed, and counted,
+/// under a flood).
 pub(crate) async fn record(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Response {
     let Some(audit) = s.audit.clone() else {
         return next.run(req).await;
@@ -87,12 +99,12 @@ pub(crate) async fn record(State(s): State<Arc<Shared>>, req: Request, next: Nex
                 .to_owned(),
         )
     };
-    audit.record(AuditEvent {
+    let mut e = AuditEvent {
         timestamp: s.tokens.now(),
         event: action.as_ref().map_or(event, |a| a.event).to_owned(),
         api_token_id: action.as_ref().map(|a| a.token_id),
         api_token_name: action.as_ref().and_then(|a| a.token_name.clone()),
-        owner: action.map(|a| a.owner),
+        owner: action.as_ref().map(|a| a.owner.clone()),
         method,
         path,
         status_code: res.status().as_u16(),
@@ -104,8 +116,31 @@ pub(crate) async fn record(State(s): State<Arc<Shared>>, req: Request, next: Nex
         reason,
         client_ip,
         request_id,
-    });
-    res
+    };
+    let Some(action) = action.filter(|_| allowed) else {
+        audit.record(e);
+        return res;
+    };
+    if audit.write_now(e.clone()).await.is_ok() {
+        return res;
+    }
+    // The write took effect but is not on record: take back what grants access.
+    if matches!(action.event, "token.create" | "token.rotate") {
+        match s.tokens.revoke(&action.owner, action.token_id).await {
+            Ok(()) => {
+                tracing::warn!(token_id = %action.token_id, "audit unavailable; the new token was revoked");
+            }
+            Err(error) => {
+                tracing::error!(%error, token_id = %action.token_id, "audit unavailable and the new token could not be revoked");
+            }
+        }
+    }
+    let refused = ApiError::audit_unavailable().into_response();
+    e.status_code = refused.status().as_u16();
+    e.rbac_decision = Decision::Deny;
+    e.reason = Some("audit_unavailable".to_owned());
+    audit.record(e);
+    refused
 }
 
 /// The query of `GET /audit`.

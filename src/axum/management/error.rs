@@ -130,6 +130,16 @@ impl ApiError {
         .with_retry_after(1)
     }
 
+    /// A management write whose audit event could not be written.
+    pub(crate) fn audit_unavailable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "Audit log unavailable; a new token was not handed out. Please try again later.",
+        )
+        .with_retry_after(1)
+    }
+
     pub(crate) fn busy() -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,

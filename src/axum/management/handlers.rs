@@ -556,7 +556,13 @@ pub(crate) async fn release_token(
     let id = token_id(&id)?;
     s.tokens.release_binding(caller.owner(), id).await?;
     tracing::info!(token_id = %id, owner = %caller.owner(), "token binding released");
-    Ok(StatusCode::NO_CONTENT.into_response())
+    let action = Action {
+        event: "token.release",
+        owner: caller.owner().to_owned(),
+        token_id: id,
+        token_name: None,
+    };
+    Ok(tag(StatusCode::NO_CONTENT.into_response(), action))
 }
 
 /// The identity behind the bearer token.

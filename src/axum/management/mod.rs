@@ -27,10 +27,14 @@
 //! | 409 | `name_taken`, `token_limit` | the owner has a live token with this name, or too many live tokens |
 //! | 413 | `payload_too_large` | body over the limit (default 16 KiB) |
 //! | 415 | `unsupported_media_type` | a body that is neither JSON nor a form |
-//! | 503 | `store_unavailable`, `server_busy` | the store failed (never 500), or no password check could start in time |
+//! | 503 | `store_unavailable`, `server_busy` | the store failed (never 500) or, with [`Management::with_audit`], the audit event of a write could not be written (see below); or no password check could start in time |
 //!
 //! A token created without `role` or `permissions` gets the account's own permissions
 //! (seed 000: `description=…` only); a token never gets more than its account holds.
+//!
+//! With [`Management::with_audit`], every write that took effect is in the audit sink
+//! before its 2xx leaves; when the sink fails or stalls (2 s by default) the write is
+//! answered 503 `store_unavailable` and a token it created is revoked first.
 //!
 //! Password checks (argon2, tens of milliseconds of CPU each) run on the blocking pool
 //! behind a semaphore, by default `max(1, cores / 2)` at once, so a flood of Basic requests
@@ -205,9 +209,17 @@ impl Management {
         self
     }
 
-    /// Records a `token.create`, `token.revoke` or `token.rotate` event for every write
-    /// (allowed, with the acting owner and the token; or refused, with the error code as
-    /// the reason).
+    /// Records a `token.create`, `token.revoke`, `token.rotate` or `token.release` event
+    /// for every write: allowed, with the acting owner and the token; or refused, with the
+    /// error code as the reason.
+    ///
+    /// A write that took effect is written to the sink before the answer leaves
+    /// ([`AuditLog::write_now`], bounded by the log's write timeout, 2 s by default), so
+    /// a flood of request events in the queue cannot push it out. If it cannot be written
+    /// the answer is 503 `store_unavailable`: a token just created, or the new token of a
+    /// rotation, is revoked first (its secret is never shown), while a revocation or a
+    /// released binding stays done. Refused attempts are queued with
+    /// [`AuditLog::record`] like request events.
     pub fn with_audit(mut self, audit: AuditLog) -> Self {
         self.audit = Some(audit);
         self
