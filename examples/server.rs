@@ -31,7 +31,7 @@
 //! | `GET /api/v1/tokens` | Basic, or a token with `tokens:read` |
 //! | `DELETE /api/v1/tokens/{id}`, `POST /api/v1/tokens/{id}/rotate` | Basic, or a token with `tokens:write` holding every permission of the token it acts on |
 //! | `GET /api/v1/me` | a token |
-//! | `GET /api/v1/audit` | `audit:read` (Basic or a token): audit events, `?token_id=&since=&until=&limit=` |
+//! | `GET /api/v1/audit` | `audit:read` (Basic or a token): the caller's own audit events (every owner's with `audit:read_all`), `?token_id=&since=&until=&limit=` |
 //! | `GET /api/v1/openapi.json` | nothing: the OpenAPI 3.1 document |
 //! | `GET /api/v1/apps` | `apps:read` (roles `viewer`, `ops`, `deployer`, `cicd`, `admin`) |
 //! | `POST /api/v1/apps/{app}/restart` | `processes:restart` (`ops`, `deployer`, `admin`) |
@@ -47,8 +47,10 @@
 //! minute per token (`RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` on allowed
 //! responses), failure limits per client address (the socket peer, or the forwarded client
 //! behind a trusted proxy), one audit event per decision and the `keygate_*` metrics.
-//! Management writes add `token.create`, `token.revoke` and `token.rotate` events. Wrong
-//! passwords count against the same failure limit as bad tokens, plus a per-account
+//! Management writes add `token.create`, `token.revoke`, `token.rotate` and `token.release`
+//! events, written to the database before the answer (503 when they cannot be, and a token
+//! just created is then revoked).
+//! Wrong passwords count against the same failure limit as bad tokens, plus a per-account
 //! backoff, and each writes an `auth.basic` event.
 //!
 //! On PostgreSQL each instance verifies through a [`CachedStore`] whose listener hears every
@@ -446,7 +448,7 @@ async fn index() -> Json<Value> {
             "DELETE /api/v1/tokens/{id}": "revoke (Basic, or tokens:write)",
             "POST /api/v1/tokens/{id}/rotate": "rotate (Basic, or tokens:write)",
             "GET /api/v1/me": "who the token belongs to",
-            "GET /api/v1/audit": "audit events (needs audit:read); ?token_id=&since=&until=&limit=",
+            "GET /api/v1/audit": "your audit events (needs audit:read; every owner's: audit:read_all); ?token_id=&since=&until=&limit=",
             "GET /tokens": "the token page",
             "GET /metrics": "Prometheus metrics (unless KEYGATE_METRICS=off)",
             "GET /api/v1/apps": "demo, needs apps:read",

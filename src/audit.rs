@@ -1,5 +1,20 @@
 //! Audit events: one structured event per authentication decision and per management
-//! action, written to an [`AuditSink`] through a bounded queue that never blocks a request.
+//! action, written to an [`AuditSink`].
+//!
+//! Two paths lead to the sink:
+//!
+//! - [`AuditLog::record`] queues an event for a background writer and never blocks. When
+//!   the queue is full (a flood of requests) the event is shed and counted
+//!   ([`AuditLog::dropped`], `keygate_audit_dropped_total`). Request events
+//!   (`authenticate`) and refused management attempts take this path.
+//! - [`AuditLog::write_now`] writes one event to the sink and waits for it, at most the
+//!   log's write timeout (2 s by default). The management API writes every management
+//!   action that took effect this way before it answers, and answers 503 when the sink
+//!   fails, so a flood of request events cannot push them out.
+//!
+//! A sink failure on either path is logged (without the events) and counted
+//! ([`AuditLog::write_errors`], `keygate_audit_write_errors_total`); the events of a failed
+//! background batch are counted as dropped.
 //!
 //! Field names follow Rack Gateway's audit log (`api_token_id`, `api_token_name`, `method`,
 //! `path`, `status_code`, `rbac_decision`, …) so that tooling written for it keeps working.
@@ -24,6 +39,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -84,33 +100,74 @@ pub struct AuditEvent {
     pub request_id: Option<String>,
 }
 
-/// Where audit events go. Called from the background task of an [`AuditLog`], never on the
-/// request path.
+/// Where audit events go: batches from the background task of an [`AuditLog`], and single
+/// events from [`AuditLog::write_now`], possibly at the same time.
 #[async_trait]
 pub trait AuditSink: Send + Sync + 'static {
-    /// Writes a batch of events, in order.
+    /// Writes a batch of events, in order. Returns `Ok` only once the events are kept.
     ///
     /// # Errors
     ///
-    /// Any I/O or backend error; the log counts the batch as dropped and goes on.
+    /// Any I/O or backend error; the log counts it, counts a background batch as dropped
+    /// and goes on, and hands it to the caller of [`AuditLog::write_now`]. The error is
+    /// logged, so it should not quote the events.
     async fn write(
         &self,
         events: &[AuditEvent],
     ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>;
 }
 
-/// A handle to the audit queue. Cheap to clone; [`record`](Self::record) never blocks: when
-/// the queue is full the event is dropped and counted.
+/// The default longest wait of [`AuditLog::write_now`]: 2 s.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why [`AuditLog::write_now`] could not write an event. Never holds the event.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditWriteError {
+    /// The sink refused the write.
+    #[error("audit sink failed")]
+    Sink(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The sink did not answer within the log's write timeout.
+    #[error("audit sink did not answer within {0:?}")]
+    TimedOut(Duration),
+}
+
+/// A handle to the audit log. Cheap to clone; [`record`](Self::record) never blocks (when
+/// the queue is full the event is dropped and counted), [`write_now`](Self::write_now)
+/// waits for the sink, at most the write timeout.
 #[derive(Clone)]
 pub struct AuditLog {
     inner: Arc<LogInner>,
+    write_timeout: Duration,
 }
 
 struct LogInner {
     tx: Mutex<Option<mpsc::Sender<AuditEvent>>>,
-    dropped: AtomicU64,
-    written: Arc<AtomicU64>,
+    sink: Arc<dyn AuditSink>,
+    counters: Arc<Counters>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+#[derive(Default)]
+struct Counters {
+    dropped: AtomicU64,
+    written: AtomicU64,
+    write_errors: AtomicU64,
+}
+
+impl Counters {
+    fn dropped(&self, n: u64) {
+        self.dropped.fetch_add(n, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        ::metrics::counter!("keygate_audit_dropped_total").increment(n);
+    }
+
+    fn write_error(&self, error: &dyn std::fmt::Display, events: usize) {
+        self.write_errors.fetch_add(1, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        ::metrics::counter!("keygate_audit_write_errors_total").increment(1);
+        tracing::warn!(%error, events, "audit sink failed");
+    }
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -118,6 +175,8 @@ impl std::fmt::Debug for AuditLog {
         f.debug_struct("AuditLog")
             .field("dropped", &self.dropped())
             .field("written", &self.written())
+            .field("write_errors", &self.write_errors())
+            .field("write_timeout", &self.write_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -127,30 +186,50 @@ impl AuditLog {
     /// Tokio runtime.
     pub fn spawn(sink: impl AuditSink, capacity: usize) -> Self {
         let (tx, mut rx) = mpsc::channel::<AuditEvent>(capacity.max(1));
-        let written = Arc::new(AtomicU64::new(0));
-        let counter = written.clone();
-        let task = tokio::spawn(async move {
-            let mut batch = Vec::with_capacity(256);
-            while rx.recv_many(&mut batch, 256).await > 0 {
-                match sink.write(&batch).await {
-                    Ok(()) => {
-                        counter.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let sink: Arc<dyn AuditSink> = Arc::new(sink);
+        let counters = Arc::new(Counters::default());
+        let task = {
+            let (sink, counters) = (sink.clone(), counters.clone());
+            tokio::spawn(async move {
+                let mut batch = Vec::with_capacity(256);
+                while rx.recv_many(&mut batch, 256).await > 0 {
+                    let n = batch.len() as u64;
+                    match sink.write(&batch).await {
+                        Ok(()) => {
+                            counters.written.fetch_add(n, Ordering::Relaxed);
+                        }
+                        Err(error) => {
+                            counters.write_error(&error, batch.len());
+                            counters.dropped(n);
+                        }
                     }
-                    Err(error) => {
-                        tracing::warn!(%error, events = batch.len(), "audit sink failed; events lost");
-                    }
+                    batch.clear();
                 }
-                batch.clear();
-            }
-        });
+            })
+        };
         Self {
             inner: Arc::new(LogInner {
                 tx: Mutex::new(Some(tx)),
-                dropped: AtomicU64::new(0),
-                written,
+                sink,
+                counters,
                 task: Mutex::new(Some(task)),
             }),
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
         }
+    }
+
+    /// How long [`write_now`](Self::write_now) waits for the sink (default
+    /// [`DEFAULT_WRITE_TIMEOUT`], 2 s). Applies to this handle and its later clones.
+    #[must_use]
+    pub fn with_write_timeout(mut self, timeout: Duration) -> Self {
+        self.write_timeout = timeout;
+        self
+    }
+
+    /// The longest wait of [`write_now`](Self::write_now).
+    #[must_use]
+    pub fn write_timeout(&self) -> Duration {
+        self.write_timeout
     }
 
     /// Queues an event; drops (and counts) it when the queue is full or closed.
@@ -158,22 +237,58 @@ impl AuditLog {
         let tx = self.inner.tx.lock().unwrap_or_else(PoisonError::into_inner);
         let sent = tx.as_ref().is_some_and(|tx| tx.try_send(event).is_ok());
         if !sent {
-            self.inner.dropped.fetch_add(1, Ordering::Relaxed);
-            #[cfg(feature = "metrics")]
-            ::metrics::counter!("keygate_audit_dropped_total").increment(1);
+            self.inner.counters.dropped(1);
         }
     }
 
-    /// Events dropped because the queue was full.
+    /// Writes `event` to the sink now, past the queue (so a full queue does not hold it
+    /// up), and returns once the sink has kept it. It may land before events queued
+    /// earlier; readers order by timestamp.
+    ///
+    /// # Errors
+    ///
+    /// [`AuditWriteError::Sink`] when the sink fails, [`AuditWriteError::TimedOut`] when it
+    /// does not answer within the [write timeout](Self::with_write_timeout). Both are
+    /// counted in [`write_errors`](Self::write_errors) and logged.
+    pub async fn write_now(&self, event: AuditEvent) -> Result<(), AuditWriteError> {
+        let events = [event];
+        let outcome = tokio::time::timeout(self.write_timeout, self.inner.sink.write(&events))
+            .await
+            .map_err(|_| AuditWriteError::TimedOut(self.write_timeout))
+            .and_then(|r| r.map_err(AuditWriteError::Sink));
+        match outcome {
+            Ok(()) => {
+                self.inner.counters.written.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(error) => {
+                match &error {
+                    AuditWriteError::Sink(source) => self.inner.counters.write_error(source, 1),
+                    timed_out => self.inner.counters.write_error(timed_out, 1),
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Events that never reached the sink: the queue was full or closed, or the sink failed
+    /// their batch.
     #[must_use]
     pub fn dropped(&self) -> u64 {
-        self.inner.dropped.load(Ordering::Relaxed)
+        self.inner.counters.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Sink writes that failed or timed out (background batches and
+    /// [`write_now`](Self::write_now) calls alike).
+    #[must_use]
+    pub fn write_errors(&self) -> u64 {
+        self.inner.counters.write_errors.load(Ordering::Relaxed)
     }
 
     /// Events the sink has accepted.
     #[must_use]
     pub fn written(&self) -> u64 {
-        self.inner.written.load(Ordering::Relaxed)
+        self.inner.counters.written.load(Ordering::Relaxed)
     }
 
     /// Closes the queue and waits until every queued event is written.
@@ -314,6 +429,10 @@ impl AuditSink for MemoryAuditSink {
 /// Which events to read back from an [`AuditReader`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditFilter {
+    /// Only the events about this owner's tokens and account (the event's `owner`). The
+    /// management API sets it to the caller unless the caller may read every owner's
+    /// events; `None` reads every owner's.
+    pub owner: Option<String>,
     /// Only the events of this token.
     pub token_id: Option<TokenId>,
     /// Only events at or after this time.
@@ -327,6 +446,7 @@ pub struct AuditFilter {
 impl Default for AuditFilter {
     fn default() -> Self {
         Self {
+            owner: None,
             token_id: None,
             since: None,
             until: None,
@@ -344,7 +464,10 @@ impl AuditFilter {
     /// True when `e` passes the filter (the limit aside).
     #[must_use]
     pub fn matches(&self, e: &AuditEvent) -> bool {
-        self.token_id.is_none_or(|id| e.api_token_id == Some(id))
+        self.owner
+            .as_deref()
+            .is_none_or(|o| e.owner.as_deref() == Some(o))
+            && self.token_id.is_none_or(|id| e.api_token_id == Some(id))
             && self.since.is_none_or(|t| e.timestamp >= t)
             && self.until.is_none_or(|t| e.timestamp < t)
     }
@@ -425,6 +548,77 @@ mod tests {
             100 + 1,
             "after shutdown events are counted as dropped"
         );
+    }
+
+    /// Blocks every batch that holds an `authenticate` event (a wedged writer); fails or
+    /// keeps the others.
+    #[derive(Clone, Default)]
+    struct Wedged {
+        fail: bool,
+        kept: MemoryAuditSink,
+    }
+
+    #[async_trait]
+    impl AuditSink for Wedged {
+        async fn write(
+            &self,
+            events: &[AuditEvent],
+        ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+            if events.iter().any(|e| e.event == "authenticate") {
+                std::future::pending::<()>().await;
+            }
+            if self.fail {
+                return Err("disk full".into());
+            }
+            self.kept.write(events).await
+        }
+    }
+
+    #[tokio::test]
+    async fn write_now_passes_a_full_queue_and_reports_a_failing_or_silent_sink() {
+        let sink = Wedged::default();
+        let log = AuditLog::spawn(sink.clone(), 4);
+        for i in 0..100 {
+            log.record(event(200 + i));
+        }
+        tokio::task::yield_now().await;
+        assert!(log.dropped() > 0, "the flood is shed and counted");
+        let mut create = event(201);
+        create.event = "token.create".into();
+        log.write_now(create.clone()).await.unwrap();
+        assert_eq!(
+            sink.kept.events(),
+            [create.clone()],
+            "kept before write_now returns"
+        );
+
+        let failing = AuditLog::spawn(
+            Wedged {
+                fail: true,
+                ..Wedged::default()
+            },
+            4,
+        );
+        let err = failing.write_now(create.clone()).await.unwrap_err();
+        assert!(matches!(err, AuditWriteError::Sink(_)), "{err:?}");
+        assert_eq!(failing.write_errors(), 1);
+        failing.record(create.clone());
+        failing.shutdown().await;
+        assert_eq!(failing.write_errors(), 2, "a failed batch is counted");
+        assert_eq!(
+            failing.dropped(),
+            1,
+            "and its events are counted as dropped"
+        );
+        assert_eq!(failing.written(), 0);
+
+        let silent =
+            AuditLog::spawn(Wedged::default(), 4).with_write_timeout(Duration::from_millis(20));
+        let mut auth = create;
+        auth.event = "authenticate".into();
+        let err = silent.write_now(auth).await.unwrap_err();
+        assert!(matches!(err, AuditWriteError::TimedOut(_)), "{err:?}");
+        assert_eq!(silent.write_errors(), 1);
     }
 
     #[tokio::test]

@@ -28,4 +28,8 @@ pub enum ConfigError {
     /// The realm must be printable ASCII without `"` or `\`.
     #[error("invalid realm: use printable ASCII without quotes or backslashes")]
     InvalidRealm,
+    /// A trusted origin must read `http://host[:port]` or `https://host[:port]`, nothing
+    /// more.
+    #[error("invalid origin {0:?}: use http(s)://host[:port] without a path")]
+    InvalidOrigin(String),
 }

@@ -2,14 +2,30 @@
 //!
 //! | metric | type | labels |
 //! | --- | --- | --- |
-//! | `keygate_verifications_total` | counter | `outcome` (`allow`, `unknown`, `revoked`, …), `kind` |
+//! | `keygate_verifications_total` | counter | `outcome`, `kind` |
 //! | `keygate_verification_seconds` | histogram | `outcome` |
 //! | `keygate_store_errors_total` | counter | — |
 //! | `keygate_rate_limited_total` | counter | — |
-//! | `keygate_audit_dropped_total` | counter | — |
+//! | `keygate_audit_dropped_total` | counter | — (request events shed by a full audit queue, or lost with a failed batch) |
+//! | `keygate_audit_write_errors_total` | counter | — (audit sink writes that failed or timed out) |
 //!
-//! No label ever holds a token, a hash or a token name. Install the exporter once with
-//! [`install`] and serve [`PrometheusHandle::render`] on `GET /metrics`.
+//! `/metrics` is usually served without authentication, so its labels tell nothing the
+//! client did not already see in its own answer:
+//!
+//! - `outcome` is `allow`, or the `code` of the refusal the client received
+//!   (`missing_token`, `invalid_request`, `invalid_token`, `insufficient_scope`,
+//!   `ip_not_allowed`, `binding_required`, `bound_elsewhere`, `rate_limited`,
+//!   `payload_too_large`, `store_unavailable`). An unknown, revoked, expired, wrong-kind or
+//!   wrong-secret token is `invalid_token` alike, as in the 401 body: someone holding a
+//!   leaked token cannot learn from `/metrics` whether it was ever real.
+//! - `kind` is the name of the configured kind whose prefix the presented token carries
+//!   (`none` without a token or with a prefix no kind has), never the kind of a stored
+//!   record, which would appear only for a token on record.
+//!
+//! The precise reason (`unknown`, `revoked`, `expired`, `wrong_kind`, …) is kept for the
+//! audit event ([`crate::audit`]) and the response's extensions. No label ever holds a
+//! token, a hash or a token name. Install the exporter once with [`install`] and serve
+//! [`PrometheusHandle::render`] on `GET /metrics`.
 
 use metrics::{Counter, Histogram};
 pub use metrics_exporter_prometheus::PrometheusHandle;
@@ -47,6 +63,8 @@ struct Outcome {
 }
 
 impl Handles {
+    /// Counts one decision: `outcome` is `allow` or the public refusal code, `kind` the
+    /// configured kind the presented prefix names (see the [module docs](self)).
     pub(crate) fn verification(&self, outcome: &'static str, kind: Option<&str>, seconds: f64) {
         let kind = kind.unwrap_or("none");
         let by_outcome = self.by_outcome.pin();

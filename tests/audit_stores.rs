@@ -48,11 +48,14 @@ async fn round_trip(store: impl AuditSink + AuditReader + Clone) {
             1 => Some(b),
             _ => None,
         };
-        let e = event(
+        let mut e = event(
             t0 + Duration::from_secs(u64::from(i)),
             token,
             if i == 4 { 403 } else { 200 },
         );
+        if i == 7 {
+            e.owner = Some("bob@example.com".into());
+        }
         written.push(e.clone());
         log.record(e);
     }
@@ -73,6 +76,24 @@ async fn round_trip(store: impl AuditSink + AuditReader + Clone) {
         .unwrap();
     assert_eq!(only_a.len(), 4);
     assert!(only_a.iter().all(|e| e.api_token_id == Some(a)));
+
+    let bobs = store
+        .list_audit(&AuditFilter {
+            owner: Some("bob@example.com".into()),
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(bobs, [written[7].clone()], "only the owner's events");
+    let alices = store
+        .list_audit(&AuditFilter {
+            owner: Some("alice@example.com".into()),
+            token_id: Some(b),
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(alices.len(), 2, "the owner and the token filter together");
 
     let window = store
         .list_audit(&AuditFilter {

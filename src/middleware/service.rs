@@ -615,16 +615,32 @@ where
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned),
     });
+    // The metrics' `kind` is the kind the presented prefix names (what the client sent),
+    // never the stored record's: a label that appeared only for a token on record would
+    // tell its holder that the token was real.
+    #[cfg(feature = "metrics")]
+    let presented_kind = match &presented {
+        Ok(Presented::Token(t)) if config.metrics => {
+            t.as_str().split_once('_').and_then(|(p, _)| {
+                config
+                    .tokens
+                    .kinds()
+                    .iter()
+                    .find(|k| k.prefix() == p)
+                    .map(crate::token::TokenKind::name)
+            })
+        }
+        _ => None,
+    };
     let method = req.method().clone();
-    let (res, record, reason) = match admit(&config, &method, presented, addrs, req.headers()).await
+    let (res, record, denial) = match admit(&config, &method, presented, addrs, req.headers()).await
     {
         Err(refusal) => {
             let mut res = rejection_response(&config, &refusal.rejection);
             if let Some(d) = &refusal.rate {
                 rate_headers(res.headers_mut(), d);
             }
-            let reason = refusal.rejection.kind().reason();
-            (res, refusal.record, Some(reason))
+            (res, refusal.record, Some(refusal.rejection.kind()))
         }
         Ok(admitted) => {
             let record = admitted.identity.as_ref().map(Identity::record_arc);
@@ -637,18 +653,22 @@ where
             }
             // A permission check further in (`RequirePermissionLayer`, `Identity::require`)
             // leaves its `RejectionKind` on the response: the decision was a denial.
-            let inner_denial = res.extensions().get::<RejectionKind>().map(|k| k.reason());
+            let inner_denial = res.extensions().get::<RejectionKind>().copied();
             (res, record, inner_denial)
         }
     };
+    // Metrics are unauthenticated: the outcome is the code the client itself received
+    // (`invalid_token` for unknown, revoked, expired and wrong-kind tokens alike); the
+    // precise reason goes only to the audit event.
     #[cfg(feature = "metrics")]
     if config.metrics {
         config.metric_handles.verification(
-            reason.unwrap_or("allow"),
-            record.as_deref().map(|r| r.kind.as_str()),
+            denial.map_or("allow", RejectionKind::code),
+            presented_kind,
             started.elapsed().as_secs_f64(),
         );
     }
+    let reason = denial.map(RejectionKind::reason);
     if let (Some(audit), Some(ctx)) = (&config.audit, ctx)
         && (record.is_some() || reason.is_some())
     {

@@ -17,4 +17,5 @@ mod support;
 
 mod client_address;
 mod sign_in;
+mod surface;
 mod tokens;

@@ -1,6 +1,8 @@
 //! Audit of the management API: `token.create`, `token.revoke` and `token.rotate` events
 //! (with [`Management::with_audit`](super::Management::with_audit)), and `GET /audit` to
-//! read them back (with [`Management::with_audit_reader`](super::Management::with_audit_reader)).
+//! read them back (with [`Management::with_audit_reader`](super::Management::with_audit_reader)):
+//! a caller with `audit:read` reads the events whose owner it is; every owner's events need
+//! `audit:read_all` as well (`audit:*` and `*` hold both).
 
 use std::sync::Arc;
 
@@ -51,7 +53,19 @@ fn event_of(method: &Method, path: &str) -> Option<&'static str> {
     }
 }
 
-/// Records one audit event per management write (allowed or refused), after the response.
+/// Records one audit event per management write.
+///
+/// A write that took effect (a 2xx with an [`Action`]) is written to the sink before the
+/// answer leaves ([`AuditLog::write_now`](crate::audit::AuditLog::write_now)): a flood of
+/// request events cannot push it out of the queue. When the sink fails or does not answer
+/// within the log's write timeout, the answer is 503 `store_unavailable` instead, and what
+/// can be undone is: a token just created (or the successor of a rotation) is revoked
+/// before anyone sees its secret, so no unaudited token stays usable. A revocation stays
+/// done; a released binding stays released (freeing a seat grants nothing). An event for the
+/// refused write is then queued (`deny`, reason `audit_unavailable`).
+///
+/// Refused attempts change nothing and are queued like request events (shed, and counted,
+/// under a flood).
 pub(crate) async fn record(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Response {
     let Some(audit) = s.audit.clone() else {
         return next.run(req).await;
@@ -85,12 +99,12 @@ pub(crate) async fn record(State(s): State<Arc<Shared>>, req: Request, next: Nex
                 .to_owned(),
         )
     };
-    audit.record(AuditEvent {
+    let mut e = AuditEvent {
         timestamp: s.tokens.now(),
         event: action.as_ref().map_or(event, |a| a.event).to_owned(),
         api_token_id: action.as_ref().map(|a| a.token_id),
         api_token_name: action.as_ref().and_then(|a| a.token_name.clone()),
-        owner: action.map(|a| a.owner),
+        owner: action.as_ref().map(|a| a.owner.clone()),
         method,
         path,
         status_code: res.status().as_u16(),
@@ -102,8 +116,31 @@ pub(crate) async fn record(State(s): State<Arc<Shared>>, req: Request, next: Nex
         reason,
         client_ip,
         request_id,
-    });
-    res
+    };
+    let Some(action) = action.filter(|_| allowed) else {
+        audit.record(e);
+        return res;
+    };
+    if audit.write_now(e.clone()).await.is_ok() {
+        return res;
+    }
+    // The write took effect but is not on record: take back what grants access.
+    if matches!(action.event, "token.create" | "token.rotate") {
+        match s.tokens.revoke(&action.owner, action.token_id).await {
+            Ok(()) => {
+                tracing::warn!(token_id = %action.token_id, "audit unavailable; the new token was revoked");
+            }
+            Err(error) => {
+                tracing::error!(%error, token_id = %action.token_id, "audit unavailable and the new token could not be revoked");
+            }
+        }
+    }
+    let refused = ApiError::audit_unavailable().into_response();
+    e.status_code = refused.status().as_u16();
+    e.rbac_decision = Decision::Deny;
+    e.reason = Some("audit_unavailable".to_owned());
+    audit.record(e);
+    refused
 }
 
 /// The query of `GET /audit`.
@@ -155,6 +192,7 @@ fn parse_filter(query: Option<&str>) -> Result<AuditFilter, ApiError> {
         return Err(ApiError::bad_request("Invalid range: since is after until"));
     }
     Ok(AuditFilter {
+        owner: None,
         token_id,
         since,
         until,
@@ -162,9 +200,15 @@ fn parse_filter(query: Option<&str>) -> Result<AuditFilter, ApiError> {
     })
 }
 
+/// The permission to read every owner's audit events; with `audit:read` alone a caller
+/// reads only the events whose owner it is.
+pub(crate) const READ_ALL: &str = "audit:read_all";
+
 /// `GET /audit`: the newest events first, filtered by `token_id`, `since`, `until` (RFC
 /// 3339) and `limit` (default 100, at most 1000). Needs `audit:read` (Basic: the account's;
-/// Bearer: the token's effective permissions).
+/// Bearer: the token's effective permissions), and shows only the events whose owner is
+/// the caller (its tokens' decisions and its own management actions) unless the caller also
+/// holds `audit:read_all`.
 pub(crate) async fn list(
     State(s): State<Arc<Shared>>,
     headers: HeaderMap,
@@ -180,7 +224,10 @@ pub(crate) async fn list(
             "Reading the audit log needs the permission audit:read".to_owned(),
         ));
     }
-    let filter = parse_filter(query.as_deref())?;
+    let mut filter = parse_filter(query.as_deref())?;
+    if !caller.permissions().allows(READ_ALL) {
+        filter.owner = Some(caller.owner().to_owned());
+    }
     let Some(reader) = &s.audit_reader else {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,

@@ -130,6 +130,16 @@ impl ApiError {
         .with_retry_after(1)
     }
 
+    /// A management write whose audit event could not be written.
+    pub(crate) fn audit_unavailable() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "Audit log unavailable; a new token was not handed out. Please try again later.",
+        )
+        .with_retry_after(1)
+    }
+
     pub(crate) fn busy() -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -152,6 +162,14 @@ impl ApiError {
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
             "Content-Type must be application/json or application/x-www-form-urlencoded",
+        )
+    }
+
+    pub(crate) fn cross_site() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "cross_site_request",
+            "Cross-site request refused: management writes must come from this server's own pages or from a client that is not a browser",
         )
     }
 

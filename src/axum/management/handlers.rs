@@ -330,7 +330,7 @@ fn issued_response(s: &Shared, issued: IssuedToken) -> Response {
         (status = 201, description = "Created; `token` is shown this once (`Cache-Control: no-store`)", body = TokenView),
         (status = 400, description = "An invalid field or a malformed body", body = ErrorBody),
         (status = 401, description = "Missing or wrong email/password, or a bearer token (creating needs Basic)", body = ErrorBody),
-        (status = 403, description = "The permissions go beyond the account's", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`: the permissions go beyond the account's; `cross_site_request`: a browser sent it from another site", body = ErrorBody),
         (status = 409, description = "`name_taken` or `token_limit`", body = ErrorBody),
         (status = 413, description = "Body over the limit", body = ErrorBody),
         (status = 415, description = "Neither JSON nor a form", body = ErrorBody),
@@ -460,7 +460,7 @@ pub(crate) async fn list_tokens(
     responses(
         (status = 204, description = "Revoked; refused from the next request on"),
         (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
-        (status = 403, description = "The bearer token lacks `tokens:write`, or a permission of the token to revoke", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`: the bearer token lacks `tokens:write`, or a permission of the token to revoke; `cross_site_request`: a browser sent it from another site", body = ErrorBody),
         (status = 404, description = "No such token of this owner", body = ErrorBody),
         (status = 503, description = "The store failed", body = ErrorBody),
     ),
@@ -504,7 +504,7 @@ pub(crate) async fn revoke_token(
         (status = 201, description = "The new token; `token` is shown this once (`Cache-Control: no-store`)", body = TokenView),
         (status = 400, description = "An invalid field or a malformed body", body = ErrorBody),
         (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
-        (status = 403, description = "The bearer token lacks `tokens:write`, or the permissions of the token to rotate", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`: the bearer token lacks `tokens:write`, or the permissions of the token to rotate; `cross_site_request`: a browser sent it from another site", body = ErrorBody),
         (status = 404, description = "No such live token of this owner", body = ErrorBody),
         (status = 409, description = "`token_limit`: with grace the old token would count against a full limit", body = ErrorBody),
         (status = 413, description = "Body over the limit", body = ErrorBody),
@@ -565,7 +565,7 @@ pub(crate) async fn rotate_token(
     responses(
         (status = 204, description = "Released (or it was not bound); the next machine to use the token binds it"),
         (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
-        (status = 403, description = "The bearer token lacks `tokens:write`, or a permission of the token to release", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`: the bearer token lacks `tokens:write`, or a permission of the token to release; `cross_site_request`: a browser sent it from another site", body = ErrorBody),
         (status = 404, description = "No such live token of this owner", body = ErrorBody),
         (status = 409, description = "`release_too_soon` (the message names the next allowed time) or `not_bindable`", body = ErrorBody),
         (status = 503, description = "The store failed", body = ErrorBody),
@@ -583,7 +583,13 @@ pub(crate) async fn release_token(
     may_manage(&s, &caller, id).await?;
     s.tokens.release_binding(caller.owner(), id).await?;
     tracing::info!(token_id = %id, owner = %caller.owner(), "token binding released");
-    Ok(StatusCode::NO_CONTENT.into_response())
+    let action = Action {
+        event: "token.release",
+        owner: caller.owner().to_owned(),
+        token_id: id,
+        token_name: None,
+    };
+    Ok(tag(StatusCode::NO_CONTENT.into_response(), action))
 }
 
 /// The identity behind the bearer token.

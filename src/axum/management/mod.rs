@@ -9,7 +9,7 @@
 //! | `POST /tokens/{id}/rotate` | Basic, or Bearer with `tokens:write` | new secret, same name and permissions; optional `grace_seconds` (at most [`max_rotation_grace`](crate::tokens::TokensBuilder::max_rotation_grace), 24 h by default; the old token counts against the limit while in grace; rotating again ends the earlier grace); 201 |
 //! | `POST /tokens/{id}/release` | Basic, or Bearer with `tokens:write` | frees a bound token's machine seat (once per 24 h; 409 `release_too_soon`); 204 |
 //! | `GET /me` | Bearer | the caller's identity |
-//! | `GET /audit` | Basic or Bearer, with `audit:read` | audit events, newest first; query `token_id`, `since`, `until` (RFC 3339), `limit` (default 100, at most 1000); only with [`Management::with_audit_reader`] |
+//! | `GET /audit` | Basic or Bearer, with `audit:read` | audit events about the caller's own tokens and account (every owner's with `audit:read_all` too), newest first; query `token_id`, `since`, `until` (RFC 3339), `limit` (default 100, at most 1000); only with [`Management::with_audit_reader`] |
 //! | `GET /openapi.json` | none | the OpenAPI 3.1 document (feature `openapi`) |
 //!
 //! Every error is JSON `{"error": "...", "code": "..."}`:
@@ -22,12 +22,13 @@
 //! | 401 | `basic_auth_required` | a bearer token on `POST /tokens` |
 //! | 401 | `missing_token`, `invalid_token` | bearer failures, exactly as [`AuthLayer`](crate::AuthLayer) renders them |
 //! | 403 | `insufficient_scope` | the bearer token lacks `tokens:read` / `tokens:write`, the new token's permissions go beyond the caller's, or a bearer token acts on (revokes, rotates, releases) a token holding a permission it lacks |
+//! | 403 | `cross_site_request` | a `POST`, `PUT`, `PATCH` or `DELETE` that a browser marks as sent by another site (see below) |
 //! | 404 | `not_found` | unknown, someone else's or malformed token id |
 //! | 409 | `name_taken`, `token_limit` | the owner has a live token with this name, or too many tokens that authenticate (live ones and rotated ones in grace) |
 //! | 429 | `rate_limited` | too many failed sign-ins or bad tokens from this address, or from this address on this account ([`Management::with_failure_limits`]); `Retry-After` says when to try again |
 //! | 413 | `payload_too_large` | body over the limit (default 16 KiB) |
 //! | 415 | `unsupported_media_type` | a body that is neither JSON nor a form |
-//! | 503 | `store_unavailable`, `server_busy` | the store failed (never 500), or no password check could start in time |
+//! | 503 | `store_unavailable`, `server_busy` | the store failed (never 500) or, with [`Management::with_audit`], the audit event of a write could not be written (see below); or no password check could start in time |
 //!
 //! A token created without `role` or `permissions` gets the account's own permissions
 //! (seed 000: `description=…` only); a token never gets more than its account holds.
@@ -36,10 +37,22 @@
 //! the owner's tokens whose permissions are all within its own (itself included), never a
 //! broader one. Signed in with the account's password, the owner manages all its tokens.
 //!
+//! With [`Management::with_audit`], every write that took effect is in the audit sink
+//! before its 2xx leaves; when the sink fails or stalls (2 s by default) the write is
+//! answered 503 `store_unavailable` and a token it created is revoked first.
+//!
 //! Password checks (argon2, tens of milliseconds of CPU each) run on the blocking pool
 //! behind a semaphore, by default `max(1, cores / 2)` at once, so a flood of Basic requests
 //! cannot take the cores that verify bearer tokens; a request that waits longer than the
 //! configured wait (default 1 s) is answered 503 `server_busy` with `Retry-After: 1`.
+//!
+//! Browsers keep Basic credentials once given, so any web page could make a signed-in
+//! browser post a form here. A state-changing request (`POST`, `PUT`, `PATCH`, `DELETE`)
+//! is refused with 403 `cross_site_request`, before any password check, when its
+//! `Sec-Fetch-Site` is neither `same-origin` nor `none` or, from a browser that sends no
+//! `Sec-Fetch-Site`, when its `Origin` is not the host the request was sent to. Requests
+//! with neither header (curl, SDKs) are not affected. Front ends on another origin are
+//! named with [`Management::with_trusted_origin`].
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -82,12 +95,14 @@ use tokio::sync::Semaphore;
 use crate::accounts::AccountStore;
 use crate::audit::{AuditLog, AuditReader};
 use crate::client_ip::ClientIpSource;
+use crate::error::ConfigError;
 use crate::permissions::PermissionResolver;
 use crate::rate_limit::FailureLimits;
 use crate::tokens::Tokens;
 
 mod audit;
 mod auth;
+mod cross_site;
 mod error;
 mod handlers;
 #[cfg(feature = "openapi")]
@@ -123,6 +138,7 @@ pub(crate) struct Shared {
     pub(crate) resolver: Option<Arc<dyn PermissionResolver>>,
     pub(crate) client_ip: ClientIpSource,
     pub(crate) failures: Option<FailureLimits>,
+    pub(crate) trusted_origins: Vec<cross_site::Origin>,
 }
 
 /// Builds the management [`Router`]. See the [module docs](self).
@@ -139,6 +155,7 @@ pub struct Management {
     resolver: Option<Arc<dyn PermissionResolver>>,
     client_ip: ClientIpSource,
     failures: Option<FailureLimits>,
+    trusted_origins: Vec<cross_site::Origin>,
 }
 
 impl std::fmt::Debug for Management {
@@ -149,6 +166,7 @@ impl std::fmt::Debug for Management {
             .field("basic_auth_concurrency", &self.permits)
             .field("basic_auth_wait", &self.wait)
             .field("server_url", &self.server_url)
+            .field("trusted_origins", &self.trusted_origins)
             .finish_non_exhaustive()
     }
 }
@@ -169,6 +187,7 @@ impl Management {
             resolver: None,
             client_ip: ClientIpSource::new(),
             failures: None,
+            trusted_origins: Vec::new(),
         }
     }
 
@@ -199,16 +218,26 @@ impl Management {
         self
     }
 
-    /// Records a `token.create`, `token.revoke` or `token.rotate` event for every write
-    /// (allowed, with the acting owner and the token; or refused, with the error code as
-    /// the reason).
+    /// Records a `token.create`, `token.revoke`, `token.rotate` or `token.release` event
+    /// for every write: allowed, with the acting owner and the token; or refused, with the
+    /// error code as the reason.
+    ///
+    /// A write that took effect is written to the sink before the answer leaves
+    /// ([`AuditLog::write_now`], bounded by the log's write timeout, 2 s by default), so
+    /// a flood of request events in the queue cannot push it out. If it cannot be written
+    /// the answer is 503 `store_unavailable`: a token just created, or the new token of a
+    /// rotation, is revoked first (its secret is never shown), while a revocation or a
+    /// released binding stays done. Refused attempts are queued with
+    /// [`AuditLog::record`] like request events.
     pub fn with_audit(mut self, audit: AuditLog) -> Self {
         self.audit = Some(audit);
         self
     }
 
     /// Serves `GET /audit` from `reader` (e.g. the SQLite or Postgres store the
-    /// [`AuditLog`] writes to). Callers need the permission `audit:read`.
+    /// [`AuditLog`] writes to). Callers need the permission `audit:read`, and see only the
+    /// events whose `owner` they are; reading every owner's events needs `audit:read_all`
+    /// as well (`audit:*` and `*` hold both).
     pub fn with_audit_reader(mut self, reader: impl AuditReader) -> Self {
         self.audit_reader = Some(Arc::new(reader));
         self
@@ -239,6 +268,20 @@ impl Management {
         self
     }
 
+    /// Lets state-changing requests from the web origin `origin` through, as if they came
+    /// from the server's own pages (`https://admin.example.com`: a front end served from
+    /// another origin, or the public origin when a proxy in front rewrites `Host`). Call it
+    /// once per origin. See the [module docs](self) for the cross-site rule.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidOrigin`] unless `origin` reads `http(s)://host[:port]`.
+    pub fn with_trusted_origin(mut self, origin: &str) -> Result<Self, ConfigError> {
+        self.trusted_origins
+            .push(cross_site::Origin::trusted(origin)?);
+        Ok(self)
+    }
+
     /// The router: state-free, ready to `nest` anywhere.
     pub fn router(self) -> Router {
         #[cfg(feature = "openapi")]
@@ -264,6 +307,7 @@ impl Management {
             resolver: self.resolver,
             client_ip: self.client_ip,
             failures: self.failures,
+            trusted_origins: self.trusted_origins,
         });
         let router = Router::new()
             .route(
@@ -284,6 +328,10 @@ impl Management {
         router
             .fallback(handlers::not_found)
             .method_not_allowed_fallback(handlers::method_not_allowed)
+            .layer(axum::middleware::from_fn_with_state(
+                shared.clone(),
+                cross_site::refuse,
+            ))
             .layer(axum::middleware::from_fn_with_state(
                 shared.clone(),
                 audit::record,

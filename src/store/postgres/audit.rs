@@ -97,12 +97,14 @@ impl AuditReader for PostgresStore {
              WHERE ($1::uuid IS NULL OR api_token_id = $1) \
              AND ($2::timestamptz IS NULL OR timestamp >= $2) \
              AND ($3::timestamptz IS NULL OR timestamp < $3) \
+             AND ($5::text IS NULL OR owner = $5) \
              ORDER BY timestamp DESC, seq DESC LIMIT $4",
         )
         .bind(filter.token_id.map(|id| id.0))
         .bind(filter.since)
         .bind(filter.until)
         .bind(i64::from(filter.limit))
+        .bind(filter.owner.as_deref())
         .fetch_all(&self.pool)
         .await
         .map_err(pg_err)?;

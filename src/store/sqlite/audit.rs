@@ -90,12 +90,14 @@ impl AuditReader for SqliteStore {
             "SELECT timestamp, event, api_token_id, api_token_name, owner, method, path, \
              status_code, rbac_decision, reason, client_ip, request_id FROM audit_events \
              WHERE (?1 IS NULL OR api_token_id = ?1) AND (?2 IS NULL OR timestamp >= ?2) \
-             AND (?3 IS NULL OR timestamp < ?3) ORDER BY timestamp DESC, seq DESC LIMIT ?4",
+             AND (?3 IS NULL OR timestamp < ?3) AND (?5 IS NULL OR owner = ?5) \
+             ORDER BY timestamp DESC, seq DESC LIMIT ?4",
         )
         .bind(filter.token_id.map(|id| id.to_string()))
         .bind(filter.since.map(micros).transpose()?)
         .bind(filter.until.map(micros).transpose()?)
         .bind(i64::from(filter.limit))
+        .bind(filter.owner.as_deref())
         .fetch_all(&self.pool)
         .await
         .map_err(sql_error)?;
