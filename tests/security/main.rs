@@ -10,6 +10,7 @@
 #[allow(dead_code)]
 #[path = "../common/mod.rs"]
 mod common;
+mod hygiene;
 #[allow(dead_code)]
 #[path = "../../examples/server.rs"]
 mod server;
