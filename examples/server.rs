@@ -52,6 +52,11 @@
 //! revocation and rotation made by the other instances (`LISTEN`/`NOTIFY`), so a token
 //! revoked on one instance is refused on all of them within milliseconds; if the listener
 //! loses its connection the cache is bypassed until it is back.
+//!
+//! Every store call a request waits on (token lookups and bindings, account lookups,
+//! permission resolution, the management API's reads and writes, audit reads) is bounded
+//! by 2 s, on SQLite and PostgreSQL alike: a wedged database answers 503
+//! `store_unavailable`, never holds requests and never lets one through.
 
 use std::error::Error;
 use std::net::SocketAddr;
@@ -77,6 +82,7 @@ use keygate::store::TokenStore;
 use keygate::store::cached::{CachedStore, RevocationListener};
 use keygate::store::postgres::PostgresOptions;
 use keygate::store::sqlite::SqliteStore;
+use keygate::store::timeout::{DEFAULT_STORE_TIMEOUT, TimeoutStore};
 use keygate::{AuthLayer, Identity, Permissions, RequirePermissionLayer, Roles, Tokens};
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
@@ -253,7 +259,7 @@ pub async fn build_app(config: &Config) -> Result<App, BoxError> {
         let store = options.connect().await?;
         // Verifications go through a cache that every other instance's revocations and
         // rotations reach within milliseconds; a slow database is a 503 after 2 s.
-        let cached = CachedStore::new(store.clone()).with_timeout(Duration::from_secs(2));
+        let cached = CachedStore::new(store.clone()).with_timeout(DEFAULT_STORE_TIMEOUT);
         let listener = cached.listen_postgres(store.pool().clone());
         let mut app = assemble(config, store, cached).await?;
         app.revocations = Some(listener);
@@ -263,8 +269,11 @@ pub async fn build_app(config: &Config) -> Result<App, BoxError> {
     assemble(config, store.clone(), store).await
 }
 
-/// The routes over `db` (accounts and audit) and `token_store` (verification).
-async fn assemble<D, T>(config: &Config, store: D, token_store: T) -> Result<App, BoxError>
+/// The routes over `store` (accounts and audit) and `token_store` (verification), on any
+/// backend. Every store call a request waits on is bounded by 2 s (then 503
+/// `store_unavailable`): token calls here, account lookups, permission resolution and audit
+/// reads by [`Management`] and [`AccountPermissions`] themselves.
+pub async fn assemble<D, T>(config: &Config, store: D, token_store: T) -> Result<App, BoxError>
 where
     D: AccountStore + AuditSink + AuditReader + Clone,
     T: TokenStore,
@@ -282,7 +291,9 @@ where
         },
         10_000,
     );
-    let tokens = Tokens::builder(token_store)
+    // A wedged database (a lock held elsewhere, a stalled disk, a lost connection) is a 503
+    // after 2 s instead of a request held for as long as it hangs.
+    let tokens = Tokens::builder(TimeoutStore::new(token_store, DEFAULT_STORE_TIMEOUT))
         .roles(Roles::rack_gateway())
         .audit(audit.clone())
         .build()?;

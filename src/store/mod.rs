@@ -13,7 +13,8 @@
 //! | `redis::RedisStore` | `redis` | many instances (read its durability caveat) |
 //!
 //! [`cached::CachedStore`] puts a bounded verification cache with revocation fan-out in
-//! front of any of them; [`cached::TimeoutStore`] bounds every call (503, never a hang).
+//! front of any of them; [`timeout::TimeoutStore`] bounds every call (503, never a hang),
+//! and [`timeout`] has the same bound for account stores and permission resolvers.
 //!
 //! Every backend, including yours, should pass the conformance suite in `conformance`
 //! (feature `test-util`): one call runs every guarantee written on [`TokenStore`].
@@ -40,6 +41,7 @@ pub mod postgres;
 pub mod redis;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+pub mod timeout;
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod conformance;

@@ -89,3 +89,292 @@ async fn the_library_refuses_invisible_names_descriptions_and_owners() {
     }
     assert!(tokens.list("alice").await.unwrap().is_empty());
 }
+
+mod waits {
+    //! A database that stops answering: every request that waits on it gets 503
+    //! `store_unavailable` within the 2 s bound, on paused tokio time, and never a 200.
+
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use axum::body::Body;
+    use axum::extract::ConnectInfo;
+    use http::{Method, Request, StatusCode, header};
+    use keygate::accounts::{Account, AccountStore, MemoryAccounts};
+    use keygate::audit::{AuditEvent, AuditFilter, AuditReader, AuditSink, MemoryAuditSink};
+    use keygate::store::{
+        InactiveOutcome, InsertRules, MemoryStore, ReleaseOutcome, StoreError, TokenId,
+        TokenRecord, TokenStore,
+    };
+    use keygate::{NewToken, Permissions, TokenHash};
+    use time::OffsetDateTime;
+    use tower::ServiceExt;
+
+    use crate::server;
+    use crate::support::{ADMIN, Answer, PASSWORD, PEER, admin_basic, request};
+
+    type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+    /// Which calls never return.
+    #[derive(Default)]
+    struct Hangs {
+        /// Token lookups by hash (the fast path too, so the lookup must wait).
+        lookups: AtomicBool,
+        /// Listing, reading and writing tokens.
+        management: AtomicBool,
+        /// Account lookups.
+        accounts: AtomicBool,
+        /// Audit reads.
+        audit: AtomicBool,
+    }
+
+    /// A database in memory that can be wedged call by call: a wedged call waits forever,
+    /// as a store behind a lost connection or a held lock does.
+    #[derive(Clone, Default)]
+    struct Wedged {
+        tokens: MemoryStore,
+        accounts: MemoryAccounts,
+        audit: MemoryAuditSink,
+        hangs: Arc<Hangs>,
+    }
+
+    impl Wedged {
+        async fn gate(flag: &AtomicBool) {
+            if flag.load(Ordering::SeqCst) {
+                std::future::pending::<()>().await;
+            }
+        }
+        async fn lookup(&self) {
+            Self::gate(&self.hangs.lookups).await;
+        }
+        async fn manage(&self) {
+            Self::gate(&self.hangs.management).await;
+        }
+    }
+
+    #[async_trait]
+    impl TokenStore for Wedged {
+        async fn insert(&self, record: TokenRecord, rules: InsertRules) -> Result<(), StoreError> {
+            self.manage().await;
+            self.tokens.insert(record, rules).await
+        }
+        async fn find_by_hash(
+            &self,
+            hash: &TokenHash,
+        ) -> Result<Option<Arc<TokenRecord>>, StoreError> {
+            self.lookup().await;
+            self.tokens.find_by_hash(hash).await
+        }
+        fn find_by_hash_now(
+            &self,
+            hash: &TokenHash,
+        ) -> Option<Result<Option<Arc<TokenRecord>>, StoreError>> {
+            if self.hangs.lookups.load(Ordering::SeqCst) {
+                None
+            } else {
+                self.tokens.find_by_hash_now(hash)
+            }
+        }
+        async fn get(&self, id: &TokenId) -> Result<Option<TokenRecord>, StoreError> {
+            self.manage().await;
+            self.tokens.get(id).await
+        }
+        async fn list_by_owner(&self, owner: &str) -> Result<Vec<TokenRecord>, StoreError> {
+            self.manage().await;
+            self.tokens.list_by_owner(owner).await
+        }
+        async fn revoke(&self, id: &TokenId, at: OffsetDateTime) -> Result<bool, StoreError> {
+            self.manage().await;
+            self.tokens.revoke(id, at).await
+        }
+        async fn rotate(
+            &self,
+            old: &TokenId,
+            new: TokenRecord,
+            old_expires_at: OffsetDateTime,
+            now: OffsetDateTime,
+        ) -> Result<(), StoreError> {
+            self.manage().await;
+            self.tokens.rotate(old, new, old_expires_at, now).await
+        }
+        async fn record_use(&self, uses: &[(TokenId, OffsetDateTime)]) -> Result<(), StoreError> {
+            self.tokens.record_use(uses).await
+        }
+        async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+            self.tokens.purge_expired(now).await
+        }
+        async fn bind(
+            &self,
+            id: &TokenId,
+            fingerprint: &str,
+            now: OffsetDateTime,
+        ) -> Result<Option<String>, StoreError> {
+            self.lookup().await;
+            self.tokens.bind(id, fingerprint, now).await
+        }
+        async fn release(
+            &self,
+            id: &TokenId,
+            now: OffsetDateTime,
+            min_interval: Duration,
+        ) -> Result<ReleaseOutcome, StoreError> {
+            self.manage().await;
+            self.tokens.release(id, now, min_interval).await
+        }
+        async fn expire_inactive(
+            &self,
+            cutoff: OffsetDateTime,
+            now: OffsetDateTime,
+            release_kinds: &[String],
+        ) -> Result<InactiveOutcome, StoreError> {
+            self.tokens
+                .expire_inactive(cutoff, now, release_kinds)
+                .await
+        }
+    }
+
+    #[async_trait]
+    impl AccountStore for Wedged {
+        async fn put_account(&self, account: Account) -> Result<(), StoreError> {
+            Self::gate(&self.hangs.accounts).await;
+            self.accounts.put_account(account).await
+        }
+        async fn find_account(&self, email: &str) -> Result<Option<Account>, StoreError> {
+            Self::gate(&self.hangs.accounts).await;
+            self.accounts.find_account(email).await
+        }
+    }
+
+    #[async_trait]
+    impl AuditSink for Wedged {
+        async fn write(&self, events: &[AuditEvent]) -> Result<(), BoxError> {
+            self.audit.write(events).await
+        }
+    }
+
+    #[async_trait]
+    impl AuditReader for Wedged {
+        async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
+            Self::gate(&self.hangs.audit).await;
+            self.audit.list_audit(filter).await
+        }
+    }
+
+    /// The reference server's routes over a wedgeable database, with an admin token
+    /// holding every permission.
+    async fn start() -> (server::App, Wedged, String) {
+        let db = Wedged::default();
+        let config = server::Config {
+            admin_email: ADMIN.into(),
+            admin_password: Some(zeroize::Zeroizing::new(PASSWORD.to_owned())),
+            metrics: false,
+            ..server::Config::default()
+        };
+        let app = server::assemble(&config, db.clone(), db.clone())
+            .await
+            .unwrap();
+        let issued = app
+            .tokens
+            .issue(NewToken::new(ADMIN, "wedge").permissions(Permissions::parse(["*"]).unwrap()))
+            .await
+            .unwrap();
+        let bearer = format!("Bearer {}", issued.token.expose_secret());
+        (app, db, bearer)
+    }
+
+    /// Sends `req` on paused time; the answer and how much (paused) time it took. A request
+    /// still waiting after a minute fails the test instead of hanging it.
+    async fn send(app: &server::App, mut req: Request<Body>) -> (Answer, Duration) {
+        req.extensions_mut()
+            .insert(ConnectInfo(PEER.parse::<std::net::SocketAddr>().unwrap()));
+        let started = tokio::time::Instant::now();
+        let res = tokio::time::timeout(Duration::from_secs(60), app.router.clone().oneshot(req))
+            .await
+            .expect("the request hung past a minute")
+            .unwrap();
+        let took = started.elapsed();
+        (Answer::read(res).await, took)
+    }
+
+    fn assert_unavailable_within_the_bound(what: &str, (a, took): (Answer, Duration)) {
+        assert_eq!(
+            a.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{what}: {}",
+            a.text
+        );
+        assert_eq!(a.code(), "store_unavailable", "{what}");
+        assert!(
+            took <= Duration::from_secs(3),
+            "{what}: answered after {took:?}, past the 2 s bound"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_wedged_token_lookup_answers_503_within_the_bound() {
+        let (app, db, bearer) = start().await;
+        let (ok, _) = send(&app, request(Method::GET, "/api/v1/me", &bearer)).await;
+        assert_eq!(ok.status, StatusCode::OK, "{}", ok.text);
+        tokio::time::pause();
+        db.hangs.lookups.store(true, Ordering::SeqCst);
+        for path in ["/api/v1/me", "/api/v1/apps"] {
+            let answer = send(&app, request(Method::GET, path, &bearer)).await;
+            assert_unavailable_within_the_bound(path, answer);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_wedged_account_store_answers_basic_sign_in_503_within_the_bound() {
+        let (app, db, _) = start().await;
+        tokio::time::pause();
+        db.hangs.accounts.store(true, Ordering::SeqCst);
+        let answer = send(&app, request(Method::GET, "/api/v1/tokens", &admin_basic())).await;
+        assert_unavailable_within_the_bound("Basic sign-in", answer);
+    }
+
+    #[tokio::test]
+    async fn a_wedged_permission_lookup_answers_503_within_the_bound() {
+        let (app, db, bearer) = start().await;
+        tokio::time::pause();
+        // The token is found; its owner's current permissions cannot be.
+        db.hangs.accounts.store(true, Ordering::SeqCst);
+        for path in ["/api/v1/apps", "/api/v1/tokens", "/api/v1/me"] {
+            let answer = send(&app, request(Method::GET, path, &bearer)).await;
+            assert_unavailable_within_the_bound(path, answer);
+        }
+    }
+
+    #[tokio::test]
+    async fn wedged_management_reads_and_writes_answer_503_within_the_bound() {
+        let (app, db, bearer) = start().await;
+        // Resolve the owner's permissions once, so only the management calls wait.
+        let (ok, _) = send(&app, request(Method::GET, "/api/v1/tokens", &bearer)).await;
+        assert_eq!(ok.status, StatusCode::OK, "{}", ok.text);
+        let id = ok.json()[0]["id"].as_str().unwrap().to_owned();
+        tokio::time::pause();
+        db.hangs.management.store(true, Ordering::SeqCst);
+        db.hangs.audit.store(true, Ordering::SeqCst);
+        let rotate = Request::builder()
+            .method(Method::POST)
+            .uri(format!("/api/v1/tokens/{id}/rotate"))
+            .header(header::AUTHORIZATION, &bearer)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from("{}"))
+            .unwrap();
+        let cases = [
+            ("list", request(Method::GET, "/api/v1/tokens", &bearer)),
+            (
+                "revoke",
+                request(Method::DELETE, &format!("/api/v1/tokens/{id}"), &bearer),
+            ),
+            ("rotate", rotate),
+            ("audit", request(Method::GET, "/api/v1/audit", &bearer)),
+        ];
+        for (what, req) in cases {
+            let answer = send(&app, req).await;
+            assert_unavailable_within_the_bound(what, answer);
+        }
+    }
+}

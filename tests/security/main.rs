@@ -7,7 +7,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-#[allow(dead_code)]
 #[path = "../common/mod.rs"]
 mod common;
 mod hygiene;

@@ -26,7 +26,7 @@
 //! | 409 | `name_taken`, `token_limit` | the owner has a live token with this name, or too many live tokens |
 //! | 413 | `payload_too_large` | body over the limit (default 16 KiB) |
 //! | 415 | `unsupported_media_type` | a body that is neither JSON nor a form |
-//! | 503 | `store_unavailable`, `server_busy` | the store failed (never 500), or no password check could start in time |
+//! | 503 | `store_unavailable`, `server_busy` | the store failed or did not answer in time (never 500), or no password check could start in time |
 //!
 //! A token created without `role` or `permissions` gets the account's own permissions
 //! (seed 000: `description=…` only); a token never gets more than its account holds.
@@ -78,6 +78,9 @@ use crate::accounts::AccountStore;
 use crate::audit::{AuditLog, AuditReader};
 use crate::client_ip::ClientIpSource;
 use crate::permissions::PermissionResolver;
+use crate::store::timeout::{
+    DEFAULT_STORE_TIMEOUT, TimeoutAccounts, TimeoutAuditReader, TimeoutResolver,
+};
 use crate::tokens::Tokens;
 
 mod audit;
@@ -131,6 +134,7 @@ pub struct Management {
     audit_reader: Option<Arc<dyn AuditReader>>,
     resolver: Option<Arc<dyn PermissionResolver>>,
     client_ip: ClientIpSource,
+    store_timeout: Duration,
 }
 
 impl std::fmt::Debug for Management {
@@ -141,6 +145,7 @@ impl std::fmt::Debug for Management {
             .field("basic_auth_concurrency", &self.permits)
             .field("basic_auth_wait", &self.wait)
             .field("server_url", &self.server_url)
+            .field("store_timeout", &self.store_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -160,7 +165,17 @@ impl Management {
             audit_reader: None,
             resolver: None,
             client_ip: ClientIpSource::new(),
+            store_timeout: DEFAULT_STORE_TIMEOUT,
         }
+    }
+
+    /// The longest an account lookup, a permission resolution or an audit read may take
+    /// before the request is answered 503 `store_unavailable` (default 2 s,
+    /// [`DEFAULT_STORE_TIMEOUT`]). Token store calls are bounded by the store the
+    /// [`Tokens`] manager was built over (see [`crate::store::timeout`]).
+    pub fn with_store_timeout(mut self, limit: Duration) -> Self {
+        self.store_timeout = limit;
+        self
     }
 
     /// The largest accepted request body, in bytes (default 16 KiB); larger bodies get 413.
@@ -231,7 +246,9 @@ impl Management {
         };
         let shared = Arc::new(Shared {
             tokens: self.tokens,
-            accounts: self.accounts,
+            // Every wait on a store is bounded: a hung database answers 503, never holds the
+            // request.
+            accounts: Arc::new(TimeoutAccounts::new(self.accounts, self.store_timeout)),
             gate: auth::PasswordGate {
                 permits: Arc::new(Semaphore::new(self.permits)),
                 wait: self.wait,
@@ -240,8 +257,12 @@ impl Management {
             #[cfg(feature = "openapi")]
             openapi: doc,
             audit: self.audit,
-            audit_reader: self.audit_reader,
-            resolver: self.resolver,
+            audit_reader: self.audit_reader.map(|r| {
+                Arc::new(TimeoutAuditReader::new(r, self.store_timeout)) as Arc<dyn AuditReader>
+            }),
+            resolver: self.resolver.map(|r| {
+                Arc::new(TimeoutResolver::new(r, self.store_timeout)) as Arc<dyn PermissionResolver>
+            }),
             client_ip: self.client_ip,
         });
         let router = Router::new()
