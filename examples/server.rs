@@ -7,7 +7,7 @@
 //!
 //! | variable | default | meaning |
 //! | --- | --- | --- |
-//! | `KEYGATE_DB` | `keygate.db` | the SQLite file (created when missing), or a `postgres://` URL shared by several instances |
+//! | `KEYGATE_DB` | `keygate.db` | the SQLite file (created `0600` when missing: it holds password hashes), or a `postgres://` URL shared by several instances (printed with its password as `***`) |
 //! | `KEYGATE_DB_SCHEMA` | — | with PostgreSQL: the schema to keep keygate's tables in (default `public`) |
 //! | `KEYGATE_ADDR` | `127.0.0.1:8080` | where to listen |
 //! | `KEYGATE_ADMIN_EMAIL` | `admin@example.com` | the admin account |
@@ -15,7 +15,7 @@
 //! | `KEYGATE_RATE_LIMIT` | `100` | requests a minute per token (429 with `Retry-After` past it) |
 //! | `KEYGATE_FAILURE_LIMIT` | `20` | failed authentications a minute per client address |
 //! | `KEYGATE_TRUSTED_PROXIES` | — | comma-separated CIDRs whose `Forwarded` / `X-Forwarded-For` are believed |
-//! | `KEYGATE_AUDIT_LOG` | — | append audit events to this file as JSON Lines (they always go to the database too) |
+//! | `KEYGATE_AUDIT_LOG` | — | append audit events to this file as JSON Lines, created `0600` (they always go to the database too) |
 //! | `KEYGATE_METRICS` | on | `off`: no `GET /metrics` |
 //! | `RUST_LOG` | `info` | log filter |
 //!
@@ -200,15 +200,11 @@ impl Config {
             .filter(|s| s.starts_with("postgres://") || s.starts_with("postgresql://"))
     }
 
-    /// The database for people to read: a file path, or a PostgreSQL URL without its
-    /// credentials.
+    /// The database for people to read: a file path, or a PostgreSQL URL with its
+    /// password (user information or `password=`-like query parameters) replaced by `***`.
     pub fn describe_db(&self) -> String {
         match self.postgres_url() {
-            Some(url) => {
-                let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
-                let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
-                format!("{scheme}://{rest}")
-            }
+            Some(url) => keygate::store::redact_url(url),
             None => self.db.display().to_string(),
         }
     }

@@ -35,6 +35,10 @@ mod memory;
 pub use memory::MemoryStore;
 
 pub mod cached;
+#[cfg(any(feature = "postgres", feature = "redis"))]
+mod redact;
+#[cfg(any(feature = "postgres", feature = "redis"))]
+pub use redact::redact_url;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "redis")]

@@ -378,3 +378,153 @@ mod waits {
         }
     }
 }
+
+mod secrets {
+    //! Database passwords never show in `Debug`, the start banner or connection errors,
+    //! and the files that hold password hashes and audit events are private.
+
+    use std::time::Duration;
+
+    use keygate::store::postgres::PostgresOptions;
+    use keygate::store::redis::RedisOptions;
+
+    use crate::server;
+
+    /// URLs with a password in every place one can go, and the password each one holds.
+    const URLS: &[(&str, &str)] = &[
+        (
+            "postgres://keygate:pw-userinfo@db.internal:5432/keygate",
+            "pw-userinfo",
+        ),
+        (
+            "postgresql://keygate:p%40ss-encoded@db.internal/keygate",
+            "p%40ss-encoded",
+        ),
+        (
+            "postgres://keygate@db.internal/keygate?password=pw-query",
+            "pw-query",
+        ),
+        (
+            "postgres://keygate@db.internal/keygate?sslmode=require&sslpassword=pw-ssl",
+            "pw-ssl",
+        ),
+        (
+            "postgres://keygate:pw-both@db.internal/keygate?password=pw-both-q",
+            "pw-both",
+        ),
+        ("redis://:pw-redis@127.0.0.1:6379/0", "pw-redis"),
+        ("redis://default:pw-acl@127.0.0.1:6379/0", "pw-acl"),
+        (
+            "redis+unix:///run/redis.sock?db=1&pass=pw-socket",
+            "pw-socket",
+        ),
+    ];
+
+    fn assert_hidden(shown: &str, url: &str, secret: &str) {
+        assert!(
+            !shown.contains(secret),
+            "{url}: the password shows in {shown}"
+        );
+        // The query's own password too, when there are two.
+        assert!(!shown.contains("pw-both-q"), "{url}: {shown}");
+    }
+
+    #[test]
+    fn debug_of_database_options_never_shows_the_password() {
+        for (url, secret) in URLS {
+            let pg = format!("{:?}", PostgresOptions::new(*url).with_schema("s1"));
+            assert_hidden(&pg, url, secret);
+            assert!(pg.contains("***") && pg.contains("s1"), "{pg}");
+            let redis = format!("{:?}", RedisOptions::new(*url));
+            assert_hidden(&redis, url, secret);
+            assert!(redis.contains("***"), "{redis}");
+        }
+    }
+
+    #[test]
+    fn the_start_banner_never_shows_the_database_password() {
+        for (url, secret) in URLS.iter().filter(|(u, _)| u.starts_with("postgres")) {
+            let config = server::Config {
+                db: (*url).into(),
+                ..server::Config::default()
+            };
+            let shown = config.describe_db();
+            assert_hidden(&shown, url, secret);
+            assert!(shown.contains("db.internal"), "the host stays: {shown}");
+        }
+    }
+
+    /// The whole chain of an error, `Display` and `Debug`.
+    fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+        let mut out = format!("{e} {e:?}");
+        let mut source = e.source();
+        while let Some(s) = source {
+            out.push_str(&format!(" / {s} {s:?}"));
+            source = s.source();
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn connection_errors_never_show_the_password() {
+        let pg = PostgresOptions::new("postgres://keygate:pw-unreachable@127.0.0.1:1/keygate")
+            .with_acquire_timeout(Duration::from_secs(1))
+            .connect()
+            .await
+            .unwrap_err();
+        assert!(!chain(&pg).contains("pw-unreachable"), "{}", chain(&pg));
+        let bad = PostgresOptions::new("postgres://keygate:pw-bad@[::1/keygate")
+            .connect()
+            .await
+            .unwrap_err();
+        assert!(!chain(&bad).contains("pw-bad"), "{}", chain(&bad));
+        let redis = RedisOptions::new("redis://:pw-unreachable@127.0.0.1:1/0")
+            .with_connection_timeout(Duration::from_secs(1))
+            .connect()
+            .await
+            .unwrap_err();
+        assert!(
+            !chain(&redis).contains("pw-unreachable"),
+            "{}",
+            chain(&redis)
+        );
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn the_database_and_audit_files_are_private_after_a_start() {
+        use std::os::unix::fs::PermissionsExt;
+
+        use http::Method;
+        use serde_json::json;
+
+        use crate::support::{Server, admin_basic, request};
+
+        let server = Server::with(|c| c.audit_log = Some(c.db.with_file_name("audit.jsonl"))).await;
+        // A write and a read, so the journal files exist and an event is written.
+        server.create(json!({ "name": "files" })).await;
+        server
+            .send(request(Method::GET, "/api/v1/tokens", &admin_basic()))
+            .await;
+        let db = server.config.db.clone();
+        let mut files = vec![db.clone(), server.config.audit_log.clone().unwrap()];
+        for suffix in ["-wal", "-shm"] {
+            let mut side = db.clone().into_os_string();
+            side.push(suffix);
+            files.push(side.into());
+        }
+        for file in files {
+            let mode = std::fs::metadata(&file)
+                .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+                .permissions()
+                .mode();
+            assert_eq!(
+                mode & 0o777,
+                0o600,
+                "{} is {:o}",
+                file.display(),
+                mode & 0o777
+            );
+        }
+    }
+}
