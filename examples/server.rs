@@ -17,6 +17,7 @@
 //! | `KEYGATE_TRUSTED_PROXIES` | — | comma-separated CIDRs whose `Forwarded` / `X-Forwarded-For` are believed |
 //! | `KEYGATE_AUDIT_LOG` | — | append audit events to this file as JSON Lines, created `0600` (they always go to the database too) |
 //! | `KEYGATE_METRICS` | on | `off`: no `GET /metrics` |
+//! | `KEYGATE_STORE_TIMEOUT` | `2` | seconds any store call a request waits on may take; then 503 `store_unavailable` |
 //! | `RUST_LOG` | `info` | log filter |
 //!
 //! Routes (all under `/api/v1` but the index):
@@ -55,7 +56,7 @@
 //!
 //! Every store call a request waits on (token lookups and bindings, account lookups,
 //! permission resolution, the management API's reads and writes, audit reads) is bounded
-//! by 2 s, on SQLite and PostgreSQL alike: a wedged database answers 503
+//! by `KEYGATE_STORE_TIMEOUT` (2 s), on SQLite and PostgreSQL alike: a wedged database answers 503
 //! `store_unavailable`, never holds requests and never lets one through.
 
 use std::error::Error;
@@ -112,6 +113,8 @@ pub struct Config {
     pub audit_log: Option<PathBuf>,
     /// Serve `GET /metrics`.
     pub metrics: bool,
+    /// The longest any store call a request waits on may take (then 503).
+    pub store_timeout: Duration,
 }
 
 impl Default for Config {
@@ -127,6 +130,7 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             audit_log: None,
             metrics: true,
+            store_timeout: DEFAULT_STORE_TIMEOUT,
         }
     }
 }
@@ -134,7 +138,7 @@ impl Default for Config {
 impl Config {
     /// `KEYGATE_DB`, `KEYGATE_ADDR`, `KEYGATE_ADMIN_EMAIL`, `KEYGATE_ADMIN_PASSWORD`,
     /// `KEYGATE_RATE_LIMIT`, `KEYGATE_FAILURE_LIMIT`, `KEYGATE_TRUSTED_PROXIES`,
-    /// `KEYGATE_AUDIT_LOG`, `KEYGATE_METRICS`.
+    /// `KEYGATE_AUDIT_LOG`, `KEYGATE_METRICS`, `KEYGATE_STORE_TIMEOUT`.
     ///
     /// # Errors
     ///
@@ -173,6 +177,7 @@ impl Config {
             trusted_proxies,
             audit_log: var("KEYGATE_AUDIT_LOG").map(Into::into),
             metrics: !var("KEYGATE_METRICS").is_some_and(|v| v.eq_ignore_ascii_case("off")),
+            store_timeout: Duration::from_secs(count("KEYGATE_STORE_TIMEOUT", 2)?.into()),
         })
     }
 }
@@ -255,7 +260,7 @@ pub async fn build_app(config: &Config) -> Result<App, BoxError> {
         let store = options.connect().await?;
         // Verifications go through a cache that every other instance's revocations and
         // rotations reach within milliseconds; a slow database is a 503 after 2 s.
-        let cached = CachedStore::new(store.clone()).with_timeout(DEFAULT_STORE_TIMEOUT);
+        let cached = CachedStore::new(store.clone()).with_timeout(config.store_timeout);
         let listener = cached.listen_postgres(store.pool().clone());
         let mut app = assemble(config, store, cached).await?;
         app.revocations = Some(listener);
@@ -266,7 +271,7 @@ pub async fn build_app(config: &Config) -> Result<App, BoxError> {
 }
 
 /// The routes over `store` (accounts and audit) and `token_store` (verification), on any
-/// backend. Every store call a request waits on is bounded by 2 s (then 503
+/// backend. Every store call a request waits on is bounded by `store_timeout` (then 503
 /// `store_unavailable`): token calls here, account lookups, permission resolution and audit
 /// reads by [`Management`] and [`AccountPermissions`] themselves.
 pub async fn assemble<D, T>(config: &Config, store: D, token_store: T) -> Result<App, BoxError>
@@ -289,12 +294,12 @@ where
     );
     // A wedged database (a lock held elsewhere, a stalled disk, a lost connection) is a 503
     // after 2 s instead of a request held for as long as it hangs.
-    let tokens = Tokens::builder(TimeoutStore::new(token_store, DEFAULT_STORE_TIMEOUT))
+    let tokens = Tokens::builder(TimeoutStore::new(token_store, config.store_timeout))
         .roles(Roles::rack_gateway())
         .audit(audit.clone())
         .build()?;
     let client_ip = ClientIpSource::new().trust_proxies(config.trusted_proxies.iter().copied());
-    let owners = AccountPermissions::new(store.clone());
+    let owners = AccountPermissions::new(store.clone()).with_timeout(config.store_timeout);
     let metrics = if config.metrics {
         metrics_handle()
     } else {
@@ -320,6 +325,7 @@ where
     // Bearer requests to the management API go through the same policies; Basic requests
     // and requests without credentials go on to its own authentication.
     let management = Management::new(tokens.clone(), store.clone())
+        .with_store_timeout(config.store_timeout)
         .with_server_url("/api/v1")
         .with_audit(audit.clone())
         .with_audit_reader(store)
