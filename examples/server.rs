@@ -7,7 +7,7 @@
 //!
 //! | variable | default | meaning |
 //! | --- | --- | --- |
-//! | `KEYGATE_DB` | `keygate.db` | the SQLite file (created when missing), or a `postgres://` URL shared by several instances |
+//! | `KEYGATE_DB` | `keygate.db` | the SQLite file (created `0600` when missing: it holds password hashes), or a `postgres://` URL shared by several instances (printed with its password as `***`) |
 //! | `KEYGATE_DB_SCHEMA` | — | with PostgreSQL: the schema to keep keygate's tables in (default `public`) |
 //! | `KEYGATE_ADDR` | `127.0.0.1:8080` | where to listen |
 //! | `KEYGATE_ADMIN_EMAIL` | `admin@example.com` | the admin account |
@@ -16,8 +16,9 @@
 //! | `KEYGATE_FAILURE_LIMIT` | `20` | failed authentications (bad tokens, wrong passwords) a minute per client address, and failed sign-ins a minute per account before its backoff starts |
 //! | `KEYGATE_TRUSTED_PROXIES` | — | comma-separated CIDRs of the proxies whose client-address header is believed |
 //! | `KEYGATE_CLIENT_IP_HEADER` | `x-forwarded-for` | the one header those proxies put the client's address in: `x-forwarded-for`, `forwarded` (RFC 7239 `for=`), `x-real-ip`, or any header name holding one address (e.g. `cf-connecting-ip`); every other forwarding header is ignored |
-//! | `KEYGATE_AUDIT_LOG` | — | append audit events to this file as JSON Lines (they always go to the database too) |
+//! | `KEYGATE_AUDIT_LOG` | — | append audit events to this file as JSON Lines, created `0600` (they always go to the database too) |
 //! | `KEYGATE_METRICS` | on | `off`: no `GET /metrics` |
+//! | `KEYGATE_STORE_TIMEOUT` | `2` | seconds any store call a request waits on may take; then 503 `store_unavailable` |
 //! | `RUST_LOG` | `info` | log filter |
 //!
 //! Routes (all under `/api/v1` but the index):
@@ -57,6 +58,11 @@
 //! revocation and rotation made by the other instances (`LISTEN`/`NOTIFY`), so a token
 //! revoked on one instance is refused on all of them within milliseconds; if the listener
 //! loses its connection the cache is bypassed until it is back.
+//!
+//! Every store call a request waits on (token lookups and bindings, account lookups,
+//! permission resolution, the management API's reads and writes, audit reads) is bounded
+//! by `KEYGATE_STORE_TIMEOUT` (2 s), on SQLite and PostgreSQL alike: a wedged database answers 503
+//! `store_unavailable`, never holds requests and never lets one through.
 
 use std::error::Error;
 use std::net::SocketAddr;
@@ -82,6 +88,7 @@ use keygate::store::TokenStore;
 use keygate::store::cached::{CachedStore, RevocationListener};
 use keygate::store::postgres::PostgresOptions;
 use keygate::store::sqlite::SqliteStore;
+use keygate::store::timeout::{DEFAULT_STORE_TIMEOUT, TimeoutStore};
 use keygate::{AuthLayer, Identity, Permissions, RequirePermissionLayer, Roles, Tokens};
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
@@ -113,6 +120,8 @@ pub struct Config {
     pub audit_log: Option<PathBuf>,
     /// Serve `GET /metrics`.
     pub metrics: bool,
+    /// The longest any store call a request waits on may take (then 503).
+    pub store_timeout: Duration,
 }
 
 impl Default for Config {
@@ -129,6 +138,7 @@ impl Default for Config {
             client_ip_header: ClientIpHeader::XForwardedFor,
             audit_log: None,
             metrics: true,
+            store_timeout: DEFAULT_STORE_TIMEOUT,
         }
     }
 }
@@ -136,7 +146,7 @@ impl Default for Config {
 impl Config {
     /// `KEYGATE_DB`, `KEYGATE_ADDR`, `KEYGATE_ADMIN_EMAIL`, `KEYGATE_ADMIN_PASSWORD`,
     /// `KEYGATE_RATE_LIMIT`, `KEYGATE_FAILURE_LIMIT`, `KEYGATE_TRUSTED_PROXIES`,
-    /// `KEYGATE_CLIENT_IP_HEADER`, `KEYGATE_AUDIT_LOG`, `KEYGATE_METRICS`.
+    /// `KEYGATE_CLIENT_IP_HEADER`, `KEYGATE_AUDIT_LOG`, `KEYGATE_METRICS`, `KEYGATE_STORE_TIMEOUT`.
     ///
     /// # Errors
     ///
@@ -182,6 +192,7 @@ impl Config {
             client_ip_header,
             audit_log: var("KEYGATE_AUDIT_LOG").map(Into::into),
             metrics: !var("KEYGATE_METRICS").is_some_and(|v| v.eq_ignore_ascii_case("off")),
+            store_timeout: Duration::from_secs(count("KEYGATE_STORE_TIMEOUT", 2)?.into()),
         })
     }
 }
@@ -209,15 +220,11 @@ impl Config {
             .filter(|s| s.starts_with("postgres://") || s.starts_with("postgresql://"))
     }
 
-    /// The database for people to read: a file path, or a PostgreSQL URL without its
-    /// credentials.
+    /// The database for people to read: a file path, or a PostgreSQL URL with its
+    /// password (user information or `password=`-like query parameters) replaced by `***`.
     pub fn describe_db(&self) -> String {
         match self.postgres_url() {
-            Some(url) => {
-                let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
-                let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
-                format!("{scheme}://{rest}")
-            }
+            Some(url) => keygate::store::redact_url(url),
             None => self.db.display().to_string(),
         }
     }
@@ -268,7 +275,7 @@ pub async fn build_app(config: &Config) -> Result<App, BoxError> {
         let store = options.connect().await?;
         // Verifications go through a cache that every other instance's revocations and
         // rotations reach within milliseconds; a slow database is a 503 after 2 s.
-        let cached = CachedStore::new(store.clone()).with_timeout(Duration::from_secs(2));
+        let cached = CachedStore::new(store.clone()).with_timeout(config.store_timeout);
         let listener = cached.listen_postgres(store.pool().clone());
         let mut app = assemble(config, store, cached).await?;
         app.revocations = Some(listener);
@@ -278,8 +285,11 @@ pub async fn build_app(config: &Config) -> Result<App, BoxError> {
     assemble(config, store.clone(), store).await
 }
 
-/// The routes over `db` (accounts and audit) and `token_store` (verification).
-async fn assemble<D, T>(config: &Config, store: D, token_store: T) -> Result<App, BoxError>
+/// The routes over `store` (accounts and audit) and `token_store` (verification), on any
+/// backend. Every store call a request waits on is bounded by `store_timeout` (then 503
+/// `store_unavailable`): token calls here, account lookups, permission resolution and audit
+/// reads by [`Management`] and [`AccountPermissions`] themselves.
+pub async fn assemble<D, T>(config: &Config, store: D, token_store: T) -> Result<App, BoxError>
 where
     D: AccountStore + AuditSink + AuditReader + Clone,
     T: TokenStore,
@@ -297,14 +307,16 @@ where
         },
         10_000,
     );
-    let tokens = Tokens::builder(token_store)
+    // A wedged database (a lock held elsewhere, a stalled disk, a lost connection) is a 503
+    // after 2 s instead of a request held for as long as it hangs.
+    let tokens = Tokens::builder(TimeoutStore::new(token_store, config.store_timeout))
         .roles(Roles::rack_gateway())
         .audit(audit.clone())
         .build()?;
     let client_ip = ClientIpSource::new()
         .trust_proxies(config.trusted_proxies.iter().copied())
         .with_header(config.client_ip_header.clone());
-    let owners = AccountPermissions::new(store.clone());
+    let owners = AccountPermissions::new(store.clone()).with_timeout(config.store_timeout);
     let metrics = if config.metrics {
         metrics_handle()
     } else {
@@ -331,6 +343,7 @@ where
     // and requests without credentials go on to its own authentication, which counts wrong
     // passwords against the same failure limits.
     let management = Management::new(tokens.clone(), store.clone())
+        .with_store_timeout(config.store_timeout)
         .with_server_url("/api/v1")
         .with_audit(audit.clone())
         .with_audit_reader(store)

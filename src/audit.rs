@@ -348,16 +348,19 @@ pub struct JsonLinesSink {
 }
 
 impl JsonLinesSink {
-    /// Opens (or creates) `path` for appending.
+    /// Opens (or creates) `path` for appending. On Unix a file it creates is readable and
+    /// writable by its owner only (mode `0600`): audit events name owners, tokens and
+    /// client addresses. An existing file keeps its mode.
     ///
     /// # Errors
     ///
     /// When the file cannot be opened.
     pub fn open(path: impl AsRef<Path>) -> std::io::Result<Self> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path.as_ref())?;
+        let mut options = std::fs::OpenOptions::new();
+        options.create(true).append(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let file = options.open(path.as_ref())?;
         Ok(Self {
             path: path.as_ref().to_owned(),
             file: Mutex::new(file),

@@ -11,7 +11,9 @@
 //! [`AccountPermissions`] resolves owners through any
 //! [`AccountStore`](crate::accounts::AccountStore) (feature `axum`)
 //! and keeps each answer for a short time (default 5 s), so the account store is not hit on
-//! every request: a demotion takes effect within that time on every instance.
+//! every request: a demotion takes effect within that time on every instance. Its account
+//! lookups are bounded (default 2 s, then 503); wrap any other resolver in
+//! [`TimeoutResolver`](crate::store::timeout::TimeoutResolver) for the same bound.
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -86,6 +88,7 @@ mod accounts {
     use crate::accounts::AccountStore;
     use crate::identity::Permissions;
     use crate::store::StoreError;
+    use crate::store::timeout::{DEFAULT_STORE_TIMEOUT, bounded};
 
     /// The default time an owner's permissions are kept: 5 s.
     const DEFAULT_TTL: Duration = Duration::from_secs(5);
@@ -97,12 +100,14 @@ mod accounts {
 
     /// A [`PermissionResolver`] over an [`AccountStore`]: an owner is the email of an
     /// account, and holds that account's permissions. Each answer (an unknown owner too) is
-    /// kept for the TTL (default 5 s; zero: no cache); errors are never kept. Cheap to
-    /// clone; clones share the cache.
+    /// kept for the TTL (default 5 s; zero: no cache); errors are never kept. A lookup
+    /// that takes longer than the timeout (default 2 s) fails with
+    /// [`StoreError::Timeout`]. Cheap to clone; clones share the cache.
     #[derive(Clone)]
     pub struct AccountPermissions {
         accounts: Arc<dyn AccountStore>,
         ttl: Duration,
+        timeout: Duration,
         cache: Arc<RwLock<HashMap<String, Kept>>>,
     }
 
@@ -110,19 +115,30 @@ mod accounts {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.debug_struct("AccountPermissions")
                 .field("ttl", &self.ttl)
+                .field("timeout", &self.timeout)
                 .finish_non_exhaustive()
         }
     }
 
     impl AccountPermissions {
-        /// Resolves owners through `accounts`, keeping answers for 5 s.
+        /// Resolves owners through `accounts`, keeping answers for 5 s, each lookup
+        /// bounded by 2 s.
         #[must_use]
         pub fn new(accounts: impl AccountStore) -> Self {
             Self {
                 accounts: Arc::new(accounts),
                 ttl: DEFAULT_TTL,
+                timeout: DEFAULT_STORE_TIMEOUT,
                 cache: Arc::default(),
             }
+        }
+
+        /// The longest an account lookup may take before it fails with
+        /// [`StoreError::Timeout`] (503 `store_unavailable`); default 2 s.
+        #[must_use]
+        pub fn with_timeout(mut self, limit: Duration) -> Self {
+            self.timeout = limit;
+            self
         }
 
         /// How long an answer is kept: the longest a demotion takes to reach the tokens.
@@ -159,9 +175,7 @@ mod accounts {
                     return Ok(p.clone());
                 }
             }
-            let found = self
-                .accounts
-                .find_account(&key)
+            let found = bounded(Some(self.timeout), self.accounts.find_account(&key))
                 .await?
                 .map(|a| a.permissions);
             if !self.ttl.is_zero() {

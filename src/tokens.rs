@@ -107,7 +107,8 @@ impl NewToken {
         }
     }
 
-    /// Free text shown in lists, 1–100 printable characters.
+    /// Free text shown in lists, 1–100 visible characters (no control, format or
+    /// bidirectional characters).
     #[must_use]
     pub fn description(mut self, d: impl Into<String>) -> Self {
         self.description = Some(d.into());
@@ -183,13 +184,14 @@ pub struct IssuedToken {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TokenError {
-    /// The name is empty, too long, or has control characters.
+    /// The name is empty, too long, or has control, format or bidirectional characters.
     #[error("invalid name: {0}")]
     InvalidName(&'static str),
-    /// The description is empty, too long, or has control characters.
+    /// The description is empty, too long, or has control, format or bidirectional
+    /// characters.
     #[error("invalid description: {0}")]
     InvalidDescription(&'static str),
-    /// The owner is empty, too long, or has control characters.
+    /// The owner is empty, too long, or has control, format or bidirectional characters.
     #[error("invalid owner: {0}")]
     InvalidOwner(&'static str),
     /// No such role in the manager's [`Roles`].
@@ -397,6 +399,12 @@ impl TokensBuilder {
     }
 }
 
+/// Names, descriptions and owners are shown to people (lists, the token page, audit
+/// logs), so they refuse every character that is invisible or changes how the text
+/// around it is shown: controls (Cc), format characters (Cf: zero-width spaces and
+/// joiners, soft hyphens, every bidirectional mark, embedding, override and isolate) and
+/// the line and paragraph separators (Zl, Zp). `"deploy\u{200b}"` would otherwise read as
+/// a second `deploy`, and `"\u{202e}gpj.exe"` as `exe.jpg`.
 fn check_text(s: &str) -> Result<(), &'static str> {
     let n = s.chars().count();
     if n == 0 || s.trim().is_empty() {
@@ -405,10 +413,25 @@ fn check_text(s: &str) -> Result<(), &'static str> {
     if n > MAX_TEXT_LEN {
         return Err("must be at most 100 characters");
     }
-    if s.chars().any(char::is_control) {
-        return Err("must not contain control characters");
+    if s.chars().any(is_hidden) {
+        return Err(
+            "must not contain control, format or bidirectional characters \
+             (e.g. zero-width spaces, direction overrides, line separators)",
+        );
     }
     Ok(())
+}
+
+/// A character that is not shown, or that rearranges the text around it.
+fn is_hidden(c: char) -> bool {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    matches!(
+        c.general_category(),
+        GeneralCategory::Control
+            | GeneralCategory::Format
+            | GeneralCategory::LineSeparator
+            | GeneralCategory::ParagraphSeparator
+    )
 }
 
 impl Tokens {

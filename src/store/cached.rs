@@ -89,6 +89,9 @@ use super::{
 };
 use crate::token::{DigestHasher, TokenHash};
 
+pub use super::timeout::TimeoutStore;
+use super::timeout::bounded;
+
 const SHARDS: usize = 64;
 /// Entries looked at when a full shard must evict one.
 const EVICTION_SAMPLE: usize = 8;
@@ -402,18 +405,6 @@ struct Config {
     negative_ttl: Duration,
 }
 
-async fn bounded<T>(
-    limit: Option<Duration>,
-    fut: impl Future<Output = Result<T, StoreError>>,
-) -> Result<T, StoreError> {
-    match limit {
-        Some(d) => tokio::time::timeout(d, fut)
-            .await
-            .unwrap_or(Err(StoreError::Timeout)),
-        None => fut.await,
-    }
-}
-
 /// A [`TokenStore`] that caches [`find_by_hash`](TokenStore::find_by_hash) answers of the
 /// store it wraps; see the [module docs](self) for the bounds and the staleness guarantees.
 ///
@@ -723,103 +714,6 @@ impl<S: TokenStore> TokenStore for CachedStore<S> {
             Err(_) => self.cache.flush(),
         }
         res
-    }
-}
-
-/// A [`TokenStore`] that fails every call to the store it wraps taking longer than its limit
-/// with [`StoreError::Timeout`], which the layer answers with 503 `store_unavailable`
-/// instead of holding the request. [`CachedStore::with_timeout`] does the same with a cache.
-///
-/// A write that times out may still complete in the store.
-#[derive(Debug, Clone)]
-pub struct TimeoutStore<S> {
-    inner: S,
-    limit: Duration,
-}
-
-impl<S: TokenStore> TimeoutStore<S> {
-    /// Bounds every call to `inner` by `limit`.
-    #[must_use]
-    pub fn new(inner: S, limit: Duration) -> Self {
-        Self { inner, limit }
-    }
-
-    /// The wrapped store.
-    #[must_use]
-    pub fn inner(&self) -> &S {
-        &self.inner
-    }
-}
-
-#[async_trait]
-impl<S: TokenStore> TokenStore for TimeoutStore<S> {
-    async fn insert(&self, record: TokenRecord, rules: InsertRules) -> Result<(), StoreError> {
-        bounded(Some(self.limit), self.inner.insert(record, rules)).await
-    }
-    async fn find_by_hash(&self, hash: &TokenHash) -> Result<Option<Arc<TokenRecord>>, StoreError> {
-        bounded(Some(self.limit), self.inner.find_by_hash(hash)).await
-    }
-    fn find_by_hash_now(
-        &self,
-        hash: &TokenHash,
-    ) -> Option<Result<Option<Arc<TokenRecord>>, StoreError>> {
-        self.inner.find_by_hash_now(hash)
-    }
-    async fn get(&self, id: &TokenId) -> Result<Option<TokenRecord>, StoreError> {
-        bounded(Some(self.limit), self.inner.get(id)).await
-    }
-    async fn list_by_owner(&self, owner: &str) -> Result<Vec<TokenRecord>, StoreError> {
-        bounded(Some(self.limit), self.inner.list_by_owner(owner)).await
-    }
-    async fn revoke(&self, id: &TokenId, at: OffsetDateTime) -> Result<bool, StoreError> {
-        bounded(Some(self.limit), self.inner.revoke(id, at)).await
-    }
-    async fn rotate(
-        &self,
-        old: &TokenId,
-        new: TokenRecord,
-        old_expires_at: OffsetDateTime,
-        rules: InsertRules,
-    ) -> Result<RotateOutcome, StoreError> {
-        bounded(
-            Some(self.limit),
-            self.inner.rotate(old, new, old_expires_at, rules),
-        )
-        .await
-    }
-    async fn record_use(&self, uses: &[(TokenId, OffsetDateTime)]) -> Result<(), StoreError> {
-        bounded(Some(self.limit), self.inner.record_use(uses)).await
-    }
-    async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
-        bounded(Some(self.limit), self.inner.purge_expired(now)).await
-    }
-    async fn bind(
-        &self,
-        id: &TokenId,
-        fingerprint: &str,
-        now: OffsetDateTime,
-    ) -> Result<Option<String>, StoreError> {
-        bounded(Some(self.limit), self.inner.bind(id, fingerprint, now)).await
-    }
-    async fn release(
-        &self,
-        id: &TokenId,
-        now: OffsetDateTime,
-        min_interval: Duration,
-    ) -> Result<ReleaseOutcome, StoreError> {
-        bounded(Some(self.limit), self.inner.release(id, now, min_interval)).await
-    }
-    async fn expire_inactive(
-        &self,
-        cutoff: OffsetDateTime,
-        now: OffsetDateTime,
-        release_kinds: &[String],
-    ) -> Result<InactiveOutcome, StoreError> {
-        bounded(
-            Some(self.limit),
-            self.inner.expire_inactive(cutoff, now, release_kinds),
-        )
-        .await
     }
 }
 

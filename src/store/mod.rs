@@ -13,7 +13,8 @@
 //! | `redis::RedisStore` | `redis` | many instances (read its durability caveat) |
 //!
 //! [`cached::CachedStore`] puts a bounded verification cache with revocation fan-out in
-//! front of any of them; [`cached::TimeoutStore`] bounds every call (503, never a hang).
+//! front of any of them; [`timeout::TimeoutStore`] bounds every call (503, never a hang),
+//! and [`timeout`] has the same bound for account stores and permission resolvers.
 //!
 //! Every backend, including yours, should pass the conformance suite in `conformance`
 //! (feature `test-util`): one call runs every guarantee written on [`TokenStore`].
@@ -34,12 +35,17 @@ mod memory;
 pub use memory::MemoryStore;
 
 pub mod cached;
+#[cfg(any(feature = "postgres", feature = "redis"))]
+mod redact;
+#[cfg(any(feature = "postgres", feature = "redis"))]
+pub use redact::redact_url;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+pub mod timeout;
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod conformance;

@@ -98,14 +98,55 @@ macro_rules! live_at {
     };
 }
 
-/// How to connect a [`PostgresStore`]: URL, optional schema, pool size and timeouts.
-#[derive(Debug, Clone)]
+/// How to connect a [`PostgresStore`]: URL, optional schema, pool size and timeouts. Its
+/// `Debug` shows the URL with its password replaced ([`redact_url`](super::redact_url)).
+#[derive(Clone)]
 #[must_use]
 pub struct PostgresOptions {
     url: String,
     schema: Option<String>,
     max_connections: u32,
     acquire_timeout: Duration,
+}
+
+impl std::fmt::Debug for PostgresOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresOptions")
+            .field("url", &super::redact_url(&self.url))
+            .field("schema", &self.schema)
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .finish()
+    }
+}
+
+/// `url` without the secret query parameters sqlx does not know (`sslpassword`): sqlx
+/// ignores them but logs their value, in clear, at `WARN`. `password` stays: sqlx uses it.
+fn without_unused_secrets(url: &str) -> std::borrow::Cow<'_, str> {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return url.into();
+    };
+    let unused = |k: &str| k != "password" && super::redact::is_secret(k);
+    if !parsed.query_pairs().any(|(k, _)| unused(&k)) {
+        return url.into();
+    }
+    let kept: Vec<(String, String)> = parsed
+        .query_pairs()
+        .filter(|(k, _)| {
+            let drop = unused(k);
+            if drop {
+                tracing::warn!(parameter = %k, "ignoring an unsupported secret connection parameter");
+            }
+            !drop
+        })
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    if kept.is_empty() {
+        parsed.set_query(None);
+    } else {
+        parsed.query_pairs_mut().clear().extend_pairs(kept);
+    }
+    String::from(parsed).into()
 }
 
 impl PostgresOptions {
@@ -141,7 +182,8 @@ impl PostgresOptions {
     }
 
     fn pool(&self) -> Result<PgPool, StoreError> {
-        let mut opts = PgConnectOptions::from_str(&self.url).map_err(StoreError::backend)?;
+        let url = without_unused_secrets(&self.url);
+        let mut opts = PgConnectOptions::from_str(&url).map_err(StoreError::backend)?;
         if let Some(schema) = &self.schema {
             check_schema(schema)?;
             opts = opts.options([("search_path", schema.as_str())]);
@@ -795,5 +837,23 @@ impl crate::accounts::AccountStore for PostgresStore {
             permissions: Permissions::parse(permissions).map_err(StoreError::backend)?,
             created_at: row.try_get("created_at").map_err(pg_err)?,
         }))
+    }
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::without_unused_secrets;
+
+    #[test]
+    fn secret_parameters_sqlx_would_log_are_dropped_before_it_sees_them() {
+        let url = "postgres://u@h/db?sslmode=require&sslpassword=pw-ssl&password=pw";
+        let kept = without_unused_secrets(url);
+        assert!(!kept.contains("pw-ssl"), "{kept}");
+        assert!(
+            kept.contains("password=pw") && kept.contains("sslmode=require"),
+            "{kept}"
+        );
+        let plain = "postgres://u:pw@h/db?sslmode=disable";
+        assert_eq!(without_unused_secrets(plain), plain);
     }
 }

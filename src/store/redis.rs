@@ -379,8 +379,9 @@ fn glob_escape(s: &str) -> String {
     out
 }
 
-/// How to connect a [`RedisStore`].
-#[derive(Debug, Clone)]
+/// How to connect a [`RedisStore`]. Its `Debug` shows the URL with its password replaced
+/// ([`redact_url`](super::redact_url)).
+#[derive(Clone)]
 #[must_use]
 pub struct RedisOptions {
     url: String,
@@ -388,6 +389,18 @@ pub struct RedisOptions {
     connection_timeout: Duration,
     response_timeout: Duration,
     retention: Duration,
+}
+
+impl std::fmt::Debug for RedisOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisOptions")
+            .field("url", &super::redact_url(&self.url))
+            .field("prefix", &self.prefix)
+            .field("connection_timeout", &self.connection_timeout)
+            .field("response_timeout", &self.response_timeout)
+            .field("retention", &self.retention)
+            .finish()
+    }
 }
 
 impl RedisOptions {

@@ -276,15 +276,66 @@ async fn insert_row(conn: &mut sqlx::SqliteConnection, r: &TokenRecord) -> Resul
     }
 }
 
+/// Creates the database file, when missing, readable and writable by its owner only
+/// (`0600` on Unix): it holds account password hashes. SQLite gives the `-wal` and `-shm`
+/// files it creates beside it the database file's mode. An existing file keeps its mode.
+/// The mode is set at creation instead of through a umask, which is process-wide.
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    if path.as_os_str() == ":memory:" {
+        return Ok(());
+    }
+    let mut options = std::fs::OpenOptions::new();
+    // An empty file is an empty SQLite database.
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::backend(e)),
+    }
+}
+
+/// Makes the `-wal` and `-shm` files no more open than the database file, in case they
+/// were created by something else first (SQLite gives new ones the database's mode).
+#[cfg(unix)]
+fn restrict_journal(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(db) = std::fs::metadata(path) else {
+        return;
+    };
+    let allowed = db.permissions().mode() & 0o777;
+    for suffix in ["-wal", "-shm"] {
+        let mut side = path.as_os_str().to_owned();
+        side.push(suffix);
+        if let Ok(meta) = std::fs::metadata(&side) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & !allowed != 0 {
+                let fixed = std::fs::Permissions::from_mode(mode & allowed);
+                if let Err(error) = std::fs::set_permissions(&side, fixed) {
+                    tracing::warn!(%error, file = %side.to_string_lossy(), "cannot restrict the mode of a SQLite journal file");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn restrict_journal(_: &Path) {}
+
 impl SqliteStore {
     /// Opens (creating it if missing) the SQLite file at `path` with the settings described
-    /// in the [module docs](self), and brings its schema up to date.
+    /// in the [module docs](self), and brings its schema up to date. A file it creates is
+    /// readable and writable by its owner only (`0600` on Unix), and so are its `-wal` and
+    /// `-shm` files.
     ///
     /// # Errors
     ///
     /// [`StoreError::Backend`] when the file cannot be opened or created, is not a SQLite
     /// database, or a migration fails (e.g. the file was written by a newer keygate).
     pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref();
+        create_private(path)?;
         // Switching a brand-new file to WAL takes an exclusive lock that SQLite's busy
         // handler does not wait for: when several processes create the file at once, the
         // losers get SQLITE_BUSY at connect time. They retry, like the migrations below.
@@ -292,7 +343,7 @@ impl SqliteStore {
         let pool = loop {
             match SqlitePoolOptions::new()
                 .max_connections(MAX_CONNECTIONS)
-                .connect_with(Self::connect_options(path.as_ref()))
+                .connect_with(Self::connect_options(path))
                 .await
             {
                 Ok(pool) => break pool,
@@ -304,7 +355,9 @@ impl SqliteStore {
                 Err(e) => return Err(sql_error(e)),
             }
         };
-        Self::from_pool(pool).await
+        let store = Self::from_pool(pool).await?;
+        restrict_journal(path);
+        Ok(store)
     }
 
     /// The connection options [`open`](Self::open) uses for the file at `path`: create if

@@ -9,6 +9,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod hygiene;
 #[allow(dead_code)]
 #[path = "../../examples/server.rs"]
 mod server;

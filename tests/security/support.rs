@@ -39,6 +39,9 @@ impl Server {
             addr: "127.0.0.1:0".into(),
             admin_email: ADMIN.into(),
             admin_password: Some(zeroize::Zeroizing::new(PASSWORD.to_owned())),
+            // Tests share two cores and fsync on every write: a generous bound keeps a slow
+            // moment from turning into a 503 (the bound itself is tested on paused time).
+            store_timeout: std::time::Duration::from_secs(60),
             ..server::Config::default()
         };
         f(&mut config);

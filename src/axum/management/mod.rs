@@ -28,7 +28,7 @@
 //! | 429 | `rate_limited` | too many failed sign-ins or bad tokens from this address, or from this address on this account ([`Management::with_failure_limits`]); `Retry-After` says when to try again |
 //! | 413 | `payload_too_large` | body over the limit (default 16 KiB) |
 //! | 415 | `unsupported_media_type` | a body that is neither JSON nor a form |
-//! | 503 | `store_unavailable`, `server_busy` | the store failed (never 500) or, with [`Management::with_audit`], the audit event of a write could not be written (see below); or no password check could start in time |
+//! | 503 | `store_unavailable`, `server_busy` | the store failed or did not answer in time (never 500) or, with [`Management::with_audit`], the audit event of a write could not be written (see below); or no password check could start in time |
 //!
 //! A token created without `role` or `permissions` gets the account's own permissions
 //! (seed 000: `description=…` only); a token never gets more than its account holds.
@@ -98,6 +98,9 @@ use crate::client_ip::ClientIpSource;
 use crate::error::ConfigError;
 use crate::permissions::PermissionResolver;
 use crate::rate_limit::FailureLimits;
+use crate::store::timeout::{
+    DEFAULT_STORE_TIMEOUT, TimeoutAccounts, TimeoutAuditReader, TimeoutResolver,
+};
 use crate::tokens::Tokens;
 
 mod audit;
@@ -156,6 +159,7 @@ pub struct Management {
     client_ip: ClientIpSource,
     failures: Option<FailureLimits>,
     trusted_origins: Vec<cross_site::Origin>,
+    store_timeout: Duration,
 }
 
 impl std::fmt::Debug for Management {
@@ -167,6 +171,7 @@ impl std::fmt::Debug for Management {
             .field("basic_auth_wait", &self.wait)
             .field("server_url", &self.server_url)
             .field("trusted_origins", &self.trusted_origins)
+            .field("store_timeout", &self.store_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -188,7 +193,17 @@ impl Management {
             client_ip: ClientIpSource::new(),
             failures: None,
             trusted_origins: Vec::new(),
+            store_timeout: DEFAULT_STORE_TIMEOUT,
         }
+    }
+
+    /// The longest an account lookup, a permission resolution or an audit read may take
+    /// before the request is answered 503 `store_unavailable` (default 2 s,
+    /// [`DEFAULT_STORE_TIMEOUT`]). Token store calls are bounded by the store the
+    /// [`Tokens`] manager was built over (see [`crate::store::timeout`]).
+    pub fn with_store_timeout(mut self, limit: Duration) -> Self {
+        self.store_timeout = limit;
+        self
     }
 
     /// The largest accepted request body, in bytes (default 16 KiB); larger bodies get 413.
@@ -294,7 +309,9 @@ impl Management {
         };
         let shared = Arc::new(Shared {
             tokens: self.tokens,
-            accounts: self.accounts,
+            // Every wait on a store is bounded: a hung database answers 503, never holds the
+            // request.
+            accounts: Arc::new(TimeoutAccounts::new(self.accounts, self.store_timeout)),
             gate: auth::PasswordGate {
                 permits: Arc::new(Semaphore::new(self.permits)),
                 wait: self.wait,
@@ -303,8 +320,12 @@ impl Management {
             #[cfg(feature = "openapi")]
             openapi: doc,
             audit: self.audit,
-            audit_reader: self.audit_reader,
-            resolver: self.resolver,
+            audit_reader: self.audit_reader.map(|r| {
+                Arc::new(TimeoutAuditReader::new(r, self.store_timeout)) as Arc<dyn AuditReader>
+            }),
+            resolver: self.resolver.map(|r| {
+                Arc::new(TimeoutResolver::new(r, self.store_timeout)) as Arc<dyn PermissionResolver>
+            }),
             client_ip: self.client_ip,
             failures: self.failures,
             trusted_origins: self.trusted_origins,
