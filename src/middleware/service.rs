@@ -608,12 +608,8 @@ where
     let addrs = config.client_ip.resolve(req.extensions(), req.headers());
     let ctx = config.audit.as_ref().map(|_| AuditCtx {
         method: req.method().to_string(),
-        path: req.uri().path().to_owned(),
-        request_id: req
-            .headers()
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
+        path: crate::audit::request_path(req.extensions(), req.uri()),
+        request_id: crate::audit::request_id(req.headers()),
     });
     // The metrics' `kind` is the kind the presented prefix names (what the client sent),
     // never the stored record's: a label that appeared only for a token on record would
