@@ -2,13 +2,21 @@
 //! log, the path an event names, throttling of a stolen token replayed from the wrong place,
 //! what the verification cache tells about a token, and a release audited as what it was.
 
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::extract::ConnectInfo;
 use http::{Method, Request, StatusCode};
+use keygate::rate_limit::{FailureLimits, Rate, RateLimits};
+use keygate::{AuthLayer, NewToken, TokenKind, Tokens};
 use serde_json::{Value, json};
+use tower::{Layer, ServiceExt};
 
-use crate::support::{Server, admin_basic, request};
+use crate::common::TestStore;
+use crate::support::{PEER, Server, admin_basic, request};
 
 /// The events of `GET /api/v1/audit` (as the admin) that `pick` selects, waiting for the
 /// background writer; empty when none shows up.
@@ -89,4 +97,86 @@ async fn audit_events_name_the_request_path() {
         .map(|e| e["path"].as_str().unwrap_or_default().to_owned())
         .collect();
     assert_eq!(paths, ["/api/v1/apps"], "audited paths");
+}
+
+/// A seat token bound to machine A, stolen and replayed from machine B: each replay is
+/// refused 403 `bound_elsewhere` after a store write (`bind`). The refusals count against
+/// the client's failure limit: after three, the thief gets 429, and a blocked client is
+/// refused before the store is asked at all.
+#[tokio::test]
+async fn a_stolen_seat_token_replayed_elsewhere_is_throttled() {
+    let seat = TokenKind::new("seat", "seat")
+        .unwrap()
+        .with_binding("x-machine-id")
+        .unwrap();
+    let store = TestStore::default();
+    let tokens = Tokens::builder(store.clone()).kind(seat).build().unwrap();
+    let issued = tokens
+        .issue(NewToken::new("alice", "render-node").kind("seat"))
+        .await
+        .unwrap();
+    let layer = AuthLayer::new(tokens.clone())
+        .with_rate_limits(RateLimits::new(Rate::per_minute(100).unwrap()))
+        .with_failure_limits(FailureLimits::new(Rate::per_minute(3).unwrap()));
+    let svc = layer.layer(crate::common::echo(Arc::new(AtomicUsize::new(0))));
+    let call = |machine: &'static str| {
+        let mut req = crate::common::get(Some(&crate::common::bearer(&issued.token)));
+        req.headers_mut()
+            .insert("x-machine-id", machine.parse().unwrap());
+        req.extensions_mut()
+            .insert(ConnectInfo(PEER.parse::<SocketAddr>().unwrap()));
+        svc.clone().oneshot(req)
+    };
+    // The owner's machine takes the seat.
+    assert_eq!(call("machine-a").await.unwrap().status(), StatusCode::OK);
+    // The thief replays it from another machine.
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        statuses.push(call("machine-b").await.unwrap().status());
+    }
+    assert_eq!(statuses, [StatusCode::FORBIDDEN; 3]);
+    let blocked = call("machine-b").await.unwrap();
+    assert_eq!(
+        blocked.status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "the 4th replay within a minute"
+    );
+    assert!(blocked.headers().contains_key(http::header::RETRY_AFTER));
+    // From now on the client is refused before any lookup (so before any bind).
+    let lookups = store.lookups();
+    for _ in 0..20 {
+        let res = call("machine-b").await.unwrap();
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    }
+    assert_eq!(
+        store.lookups(),
+        lookups,
+        "a blocked client reached the store"
+    );
+}
+
+/// A token confined to an address range, replayed from outside it: 403 `ip_not_allowed`,
+/// counted against the client like a bad token.
+#[tokio::test]
+async fn a_token_replayed_from_outside_its_allow_list_is_throttled() {
+    let s = Server::with(|c| c.failure_limit = 3).await;
+    let confined = s
+        .create(json!({ "name": "ci-inside", "allowed_ips": ["198.51.100.0/24"] }))
+        .await;
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let a = s
+            .send(request(Method::GET, "/api/v1/apps", &confined.bearer()))
+            .await;
+        statuses.push(a.status);
+    }
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::FORBIDDEN,
+            StatusCode::FORBIDDEN,
+            StatusCode::FORBIDDEN,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
 }
