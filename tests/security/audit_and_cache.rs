@@ -11,6 +11,7 @@ use axum::body::Body;
 use axum::extract::ConnectInfo;
 use http::{Method, Request, StatusCode};
 use keygate::rate_limit::{FailureLimits, Rate, RateLimits};
+use keygate::store::cached::CachedStore;
 use keygate::{AuthLayer, NewToken, TokenKind, Tokens};
 use serde_json::{Value, json};
 use tower::{Layer, ServiceExt};
@@ -178,5 +179,67 @@ async fn a_token_replayed_from_outside_its_allow_list_is_throttled() {
             StatusCode::FORBIDDEN,
             StatusCode::TOO_MANY_REQUESTS
         ]
+    );
+}
+
+/// The verification cache must not be a timing oracle: a revoked token's record used to be
+/// cached for the TTL (here an hour), an unknown hash only for the negative TTL (here
+/// 200 ms). Presented again after the negative TTL, the revoked token was answered from
+/// memory and the unknown one went to the database, telling a token that was real from one
+/// that never was. Both now cost one store lookup.
+#[tokio::test]
+async fn revoked_and_unknown_tokens_cost_the_same_store_work() {
+    let store = TestStore::default();
+    let tokens = Tokens::new(
+        CachedStore::new(store.clone())
+            .with_ttl(Duration::from_secs(3600))
+            .with_negative_ttl(Duration::from_millis(200)),
+    );
+    let revoked = tokens
+        .issue(NewToken::new("alice", "leaked"))
+        .await
+        .unwrap();
+    tokens.revoke("alice", revoked.record.id).await.unwrap();
+    let unknown = TokenKind::pat().generate();
+
+    // First presentation of each: both go to the store and are remembered.
+    let before = store.lookups();
+    assert!(
+        tokens
+            .authenticate(revoked.token.expose_secret())
+            .await
+            .is_err()
+    );
+    assert!(tokens.authenticate(unknown.expose_secret()).await.is_err());
+    assert_eq!(store.lookups() - before, 2);
+    // Within the negative TTL neither goes to the store.
+    let before = store.lookups();
+    assert!(
+        tokens
+            .authenticate(revoked.token.expose_secret())
+            .await
+            .is_err()
+    );
+    assert!(tokens.authenticate(unknown.expose_secret()).await.is_err());
+    assert_eq!(store.lookups() - before, 0, "both remembered");
+
+    // Past the negative TTL (and within the TTL), both go to the store again.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let before = store.lookups();
+    assert!(
+        tokens
+            .authenticate(revoked.token.expose_secret())
+            .await
+            .is_err()
+    );
+    let for_revoked = store.lookups() - before;
+    let before = store.lookups();
+    assert!(tokens.authenticate(unknown.expose_secret()).await.is_err());
+    let for_unknown = store.lookups() - before;
+    assert_eq!(
+        (for_revoked, for_unknown),
+        (1, 1),
+        "store lookups past the negative TTL: revoked token {for_revoked}, unknown token \
+         {for_unknown}"
     );
 }
