@@ -96,7 +96,10 @@ pub struct AuditEvent {
     /// `allow` or `deny`, as Rack Gateway names it.
     pub rbac_decision: Decision,
     /// The precise cause of a denial (`unknown`, `revoked`, `expired`, `wrong_kind`,
-    /// `insufficient_scope`, `rate_limited`, `ip_not_allowed`, …); `None` when allowed.
+    /// `insufficient_scope`, `rate_limited`, `ip_not_allowed`, …); `None` when a request
+    /// was allowed. An event for a change the manager made outside a request (a revocation
+    /// or a release for inactivity, a release by the owner) is `allow` with its cause:
+    /// `inactive` or `owner`.
     pub reason: Option<String>,
     /// The client address, as the layer determined it.
     pub client_ip: Option<IpAddr>,

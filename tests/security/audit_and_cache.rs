@@ -10,14 +10,17 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use http::{Method, Request, StatusCode};
+use keygate::accounts::{Account, AccountStore, MemoryAccounts, hash_password};
+use keygate::audit::{AuditLog, Decision, MemoryAuditSink};
+use keygate::axum::management::Management;
 use keygate::rate_limit::{FailureLimits, Rate, RateLimits};
 use keygate::store::cached::CachedStore;
-use keygate::{AuthLayer, NewToken, TokenKind, Tokens};
+use keygate::{AuthLayer, NewToken, Permissions, TokenKind, Tokens};
 use serde_json::{Value, json};
 use tower::{Layer, ServiceExt};
 
 use crate::common::TestStore;
-use crate::support::{PEER, Server, admin_basic, request};
+use crate::support::{ADMIN, Answer, PASSWORD, PEER, Server, admin_basic, basic, request};
 
 /// The events of `GET /api/v1/audit` (as the admin) that `pick` selects, waiting for the
 /// background writer; empty when none shows up.
@@ -242,4 +245,79 @@ async fn revoked_and_unknown_tokens_cost_the_same_store_work() {
         "store lookups past the negative TTL: revoked token {for_revoked}, unknown token \
          {for_unknown}"
     );
+}
+
+/// A successful release of a seat (204) was audited as a denial by the manager
+/// (`token.release` / `deny`), so anyone reading the log for denials saw false alarms and
+/// anyone looking for the releases that happened found none marked `allow`. Both events of
+/// a release (the management API's and the manager's) now say `allow`.
+#[tokio::test]
+async fn a_successful_release_is_audited_as_allowed() {
+    let seat = TokenKind::new("seat", "seat")
+        .unwrap()
+        .with_binding("x-machine-id")
+        .unwrap();
+    let sink = MemoryAuditSink::new();
+    let audit = AuditLog::spawn(sink.clone(), 1_000);
+    let tokens = Tokens::builder(keygate::MemoryStore::new())
+        .kind(seat)
+        .audit(audit.clone())
+        .build()
+        .unwrap();
+    let accounts = MemoryAccounts::new();
+    accounts
+        .put_account(Account {
+            email: ADMIN.into(),
+            password_hash: hash_password(PASSWORD).unwrap(),
+            permissions: Permissions::parse(["*"]).unwrap(),
+            created_at: time::OffsetDateTime::now_utc(),
+        })
+        .await
+        .unwrap();
+    let issued = tokens
+        .issue(NewToken::new(ADMIN, "render-node").kind("seat"))
+        .await
+        .unwrap();
+    // Bind the seat to a machine.
+    let mut headers = http::HeaderMap::new();
+    headers.insert("x-machine-id", "machine-a".parse().unwrap());
+    tokens
+        .authenticate_request(issued.token.expose_secret(), None, &headers)
+        .await
+        .unwrap();
+
+    let app = Management::new(tokens.clone(), accounts)
+        .with_audit(audit.clone())
+        .router();
+    let mut req = request(
+        Method::POST,
+        &format!("/tokens/{}/release", issued.record.id),
+        &basic(ADMIN, PASSWORD),
+    );
+    req.extensions_mut()
+        .insert(ConnectInfo(PEER.parse::<SocketAddr>().unwrap()));
+    let res = Answer::read(app.oneshot(req).await.unwrap()).await;
+    assert_eq!(res.status, StatusCode::NO_CONTENT, "{}", res.text);
+    let record = tokens.get(ADMIN, issued.record.id).await.unwrap();
+    assert_eq!(record.bound_to, None, "the seat is free");
+
+    audit.shutdown().await;
+    let releases: Vec<_> = sink
+        .events()
+        .into_iter()
+        .filter(|e| e.event == "token.release")
+        .collect();
+    assert_eq!(releases.len(), 2, "{releases:?}");
+    for e in &releases {
+        assert_eq!(
+            e.rbac_decision,
+            Decision::Allow,
+            "a 204 release audited as {:?} (reason {:?}, status {})",
+            e.rbac_decision,
+            e.reason,
+            e.status_code
+        );
+        assert_eq!(e.api_token_id, Some(issued.record.id));
+        assert_eq!(e.owner.as_deref(), Some(ADMIN));
+    }
 }
