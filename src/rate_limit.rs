@@ -436,6 +436,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::net::Ipv6Addr;
 use std::sync::Mutex;
 
+use crate::middleware::RejectionKind;
 use bounded::{Bounded, Expires};
 use tokio::time::Instant;
 
@@ -448,9 +449,10 @@ pub const DEFAULT_ACCOUNT_MEMORY: Duration = Duration::from_secs(15 * 60);
 
 /// Limits failed authentications, so guessing costs something.
 ///
-/// **Per client address.** After `rate` failures (bad bearer tokens, wrong passwords) an
-/// address gets 429 `rate_limited` with `Retry-After` for every authenticated request
-/// until the budget refills. Valid tokens from other addresses are not affected. An IPv6
+/// **Per client address.** After `rate` failures (bad bearer tokens, wrong passwords, and
+/// real tokens presented from where they may not be used: see
+/// [`counts`](Self::counts)) an address gets 429 `rate_limited` with `Retry-After` for
+/// every authenticated request, before any store lookup, until the budget refills. Valid tokens from other addresses are not affected. An IPv6
 /// client is counted by its /64 network: one host usually holds a whole /64, so counting
 /// single IPv6 addresses would give it 2^64 budgets.
 ///
@@ -624,6 +626,27 @@ impl FailureLimits {
                 .len()
             + lock(&i.accounts).len()
             + lock(&i.pairs).len()
+    }
+
+    /// True when a refusal of `kind` counts as a failure against the client: a token that
+    /// is not accepted (`invalid_token`: unknown, revoked, expired, wrong kind), and a real
+    /// token presented from where it may not be used (`ip_not_allowed`, `binding_required`,
+    /// `bound_elsewhere`): a stolen token replayed from another address or machine is
+    /// throttled like a guess, and once the client is blocked it is refused before the
+    /// store is asked (or, for a binding, written to).
+    #[must_use]
+    pub fn counts(kind: RejectionKind) -> bool {
+        matches!(
+            kind,
+            RejectionKind::UnknownToken
+                | RejectionKind::Revoked
+                | RejectionKind::Expired
+                | RejectionKind::WrongKind
+                | RejectionKind::MalformedToken
+                | RejectionKind::IpNotAllowed
+                | RejectionKind::BindingRequired
+                | RejectionKind::BoundElsewhere
+        )
     }
 
     /// `Some(wait)` when `ip` is blocked right now.

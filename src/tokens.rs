@@ -1077,6 +1077,7 @@ impl Tokens {
                     event,
                     *id,
                     record.as_ref(),
+                    Decision::Allow,
                     "inactive",
                 ));
             }
@@ -1115,6 +1116,7 @@ impl Tokens {
                         "token.release",
                         id,
                         Some(&rec),
+                        Decision::Allow,
                         "owner",
                     ));
                 }
@@ -1226,12 +1228,15 @@ fn valid_fingerprint(f: &str) -> bool {
     !f.is_empty() && f.len() <= MAX_FINGERPRINT_LEN && f.bytes().all(|b| b.is_ascii_graphic())
 }
 
-/// An audit event for something the manager did outside a request.
+/// An audit event for something the manager did outside a request: `decision` is
+/// [`Decision::Allow`] for a change that took effect, and `reason` names its cause
+/// (`inactive`, `owner`).
 fn maintenance_event(
     now: OffsetDateTime,
     event: &str,
     id: TokenId,
     record: Option<&TokenRecord>,
+    decision: Decision,
     reason: &str,
 ) -> AuditEvent {
     AuditEvent {
@@ -1243,7 +1248,7 @@ fn maintenance_event(
         method: String::new(),
         path: String::new(),
         status_code: 0,
-        rbac_decision: Decision::Deny,
+        rbac_decision: decision,
         reason: Some(reason.to_owned()),
         client_ip: None,
         request_id: None,

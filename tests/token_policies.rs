@@ -460,6 +460,7 @@ async fn inactive_tokens_are_revoked_and_idle_seats_released_by_the_purge() {
     assert_eq!(revoked.len(), 1, "{events:?}");
     assert_eq!(revoked[0].api_token_id, Some(idle.record.id));
     assert_eq!(revoked[0].reason.as_deref(), Some("inactive"));
+    assert_eq!(revoked[0].rbac_decision, keygate::audit::Decision::Allow);
     assert_eq!(revoked[0].api_token_name.as_deref(), Some("idle"));
     let released: Vec<_> = events
         .iter()
@@ -468,6 +469,7 @@ async fn inactive_tokens_are_revoked_and_idle_seats_released_by_the_purge() {
     assert_eq!(released.len(), 1);
     assert_eq!(released[0].api_token_id, Some(seat.record.id));
     assert_eq!(released[0].reason.as_deref(), Some("inactive"));
+    assert_eq!(released[0].rbac_decision, keygate::audit::Decision::Allow);
     // The revoked record is deleted by the next purge.
     tokens.purge().await.unwrap();
     assert!(tokens.get("alice", idle.record.id).await.is_err());

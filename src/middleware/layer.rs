@@ -207,7 +207,10 @@ impl AuthLayer {
     }
 
     /// Limits failed authentications per client address: past the budget, the address gets
-    /// 429 for every bearer request until it refills. The address is the client found by
+    /// 429 for every bearer request until it refills. Unknown, revoked, expired and
+    /// wrong-kind tokens count, and so do real tokens presented from outside their
+    /// allow-list or from another machine than the one they are bound to
+    /// ([`FailureLimits::counts`]). The address is the client found by
     /// [`with_client_ip`](Self::with_client_ip), or the socket peer when the client is
     /// unknown; requests without any address are not counted. Pass the same limits to the
     /// management router's `with_failure_limits` (feature `axum`) so that wrong passwords

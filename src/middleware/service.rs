@@ -499,16 +499,8 @@ async fn admit(
     {
         Ok(id) => id,
         Err(denied) => {
-            let mut rejection = denied.rejection;
-            if rejection.kind().code() == "invalid_token"
-                && let Some((f, ip)) = failures
-                && let Some(wait) = f.fail(ip)
-            {
-                rejection =
-                    Rejection::new(RejectionKind::RateLimited).with_retry_after(ceil_secs(wait));
-            }
             return Err(Refusal {
-                rejection,
+                rejection: count_failure(failures, denied.rejection),
                 record: denied.record,
                 rate: None,
             });
@@ -521,13 +513,15 @@ async fn admit(
         rate,
     };
     // The policies kept on the token: allow-list, then binding (before the rate limit, so
-    // requests from outside do not use up the token's budget).
+    // requests from outside do not use up the token's budget). Their refusals count against
+    // the client like an unknown token: a stolen token replayed from elsewhere is throttled,
+    // and a blocked client is refused above, before the binding's store write.
     if let Err(r) = config
         .tokens
         .check_record_policies(&identity, addrs.client, headers)
         .await
     {
-        return Err(refuse(r, &identity, None));
+        return Err(refuse(count_failure(failures, r), &identity, None));
     }
     let identity = match &config.resolver {
         None => identity,
@@ -577,6 +571,22 @@ async fn admit(
     })
 }
 
+/// Counts `rejection` against the client when it is a failure
+/// ([`FailureLimits::counts`](crate::rate_limit::FailureLimits::counts)); 429 with
+/// `Retry-After` instead when the client is now over its budget.
+fn count_failure(
+    failures: Option<(&crate::rate_limit::FailureLimits, std::net::IpAddr)>,
+    rejection: Rejection,
+) -> Rejection {
+    if crate::rate_limit::FailureLimits::counts(rejection.kind())
+        && let Some((f, ip)) = failures
+        && let Some(wait) = f.fail(ip)
+    {
+        return Rejection::new(RejectionKind::RateLimited).with_retry_after(ceil_secs(wait));
+    }
+    rejection
+}
+
 const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
 const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
 const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
@@ -608,12 +618,8 @@ where
     let addrs = config.client_ip.resolve(req.extensions(), req.headers());
     let ctx = config.audit.as_ref().map(|_| AuditCtx {
         method: req.method().to_string(),
-        path: req.uri().path().to_owned(),
-        request_id: req
-            .headers()
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned),
+        path: crate::audit::request_path(req.extensions(), req.uri()),
+        request_id: crate::audit::request_id(req.headers()),
     });
     // The metrics' `kind` is the kind the presented prefix names (what the client sent),
     // never the stored record's: a label that appeared only for a token on record would

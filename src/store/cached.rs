@@ -27,6 +27,12 @@
 //! The core still checks the digest, revocation and expiry of a cached record on every
 //! request, so a cached record that expires is refused on time.
 //!
+//! A record that admits no one any more (revoked, expired, or replaced and past its grace)
+//! is cached only as long as an unknown hash (the negative TTL; not at all when negative
+//! caching is off), and a valid record at most until it expires. So a token that was real
+//! and one that never existed take the same path, with the same store work: how fast a
+//! refusal comes does not tell whether the token ever existed.
+//!
 //! # Staleness after a revoke
 //!
 //! | where the revoke happened | refused after |
@@ -344,11 +350,14 @@ impl Cache {
         }
         match found {
             Some(rec) => {
+                let Some(ttl) = self.found_ttl(rec) else {
+                    return;
+                };
                 let shard = self.found.write(&hash);
                 if self.epoch() != epoch {
                     return;
                 }
-                let until = clock::after(self.found.ttl);
+                let until = clock::after(ttl);
                 self.found.put_locked(
                     &shard,
                     hash,
@@ -367,6 +376,24 @@ impl Cache {
                 self.unknown.put_locked(&shard, hash, until);
             }
         }
+    }
+
+    /// How long a found record is served from the cache. A record that no longer admits
+    /// anyone (revoked, expired, replaced and past its grace) is kept no longer than an
+    /// unknown hash (and not at all when negative caching is off), and a valid one no
+    /// longer than until it expires: a token that was real and one that never was cost the
+    /// same store work, so the time of a refusal does not tell them apart.
+    fn found_ttl(&self, rec: &TokenRecord) -> Option<Duration> {
+        let now = OffsetDateTime::now_utc();
+        let negative = (self.unknown.per_shard > 0).then_some(self.unknown.ttl);
+        if !rec.is_valid_at(now) {
+            return negative.map(|n| n.min(self.found.ttl));
+        }
+        let Some(expires_at) = rec.expires_at else {
+            return Some(self.found.ttl);
+        };
+        let left = Duration::try_from(expires_at - now).unwrap_or(Duration::ZERO);
+        Some(left.min(self.found.ttl))
     }
 
     fn invalidate(&self, hash: &TokenHash) {
@@ -962,5 +989,47 @@ mod rd {
                     "timed out subscribing",
                 )))
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::conformance::record;
+
+    #[test]
+    fn a_record_that_admits_no_one_is_cached_like_an_unknown_hash() {
+        let config = Config {
+            capacity: 64,
+            ttl: Duration::from_secs(30),
+            negative_capacity: 64,
+            negative_ttl: Duration::from_secs(5),
+        };
+        let cache = Cache::new(&config);
+        let now = OffsetDateTime::now_utc();
+        let valid = record("alice", "ci", now);
+        assert_eq!(cache.found_ttl(&valid), Some(Duration::from_secs(30)));
+
+        let mut revoked = valid.clone();
+        revoked.revoked_at = Some(now);
+        assert_eq!(cache.found_ttl(&revoked), Some(Duration::from_secs(5)));
+
+        let mut expired = valid.clone();
+        expired.expires_at = Some(now - time::Duration::seconds(1));
+        assert_eq!(cache.found_ttl(&expired), Some(Duration::from_secs(5)));
+
+        // Valid for 10 more seconds (a rotation's grace, say): cached until then only.
+        let mut expiring = valid.clone();
+        expiring.expires_at = Some(now + time::Duration::seconds(10));
+        let ttl = cache.found_ttl(&expiring).unwrap();
+        assert!(ttl <= Duration::from_secs(10), "{ttl:?}");
+
+        // Without negative caching, a dead record is not cached at all.
+        let off = Cache::new(&Config {
+            negative_capacity: 0,
+            ..config
+        });
+        assert_eq!(off.found_ttl(&revoked), None);
+        assert_eq!(off.found_ttl(&valid), Some(Duration::from_secs(30)));
     }
 }

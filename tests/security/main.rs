@@ -16,6 +16,7 @@ mod server;
 #[allow(dead_code)]
 mod support;
 
+mod audit_and_cache;
 mod client_address;
 mod sign_in;
 mod surface;

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{OriginalUri, RawQuery, Request, State};
+use axum::extract::{RawQuery, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, Method, StatusCode};
@@ -70,20 +70,13 @@ pub(crate) async fn record(State(s): State<Arc<Shared>>, req: Request, next: Nex
     let Some(audit) = s.audit.clone() else {
         return next.run(req).await;
     };
-    let path = req
-        .extensions()
-        .get::<OriginalUri>()
-        .map_or_else(|| req.uri().path().to_owned(), |u| u.path().to_owned());
     let Some(event) = event_of(req.method(), req.uri().path()) else {
         return next.run(req).await;
     };
+    let path = crate::audit::request_path(req.extensions(), req.uri());
     let method = req.method().to_string();
     let client_ip = s.client_ip.client_ip(req.extensions(), req.headers());
-    let request_id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let request_id = crate::audit::request_id(req.headers());
     let res = next.run(req).await;
     let action = res.extensions().get::<Action>().cloned();
     let allowed = action.is_some() && res.status().is_success();

@@ -3,8 +3,9 @@
 //! With [`Management::with_failure_limits`](super::Management::with_failure_limits),
 //! guessing is throttled (see [`FailureLimits`](crate::rate_limit::FailureLimits)):
 //!
-//! - a client address over its failure budget (bad bearer tokens and wrong passwords
-//!   alike, the budget it shares with the layer) gets 429 `rate_limited` with
+//! - a client address over its failure budget (bad bearer tokens, real ones presented
+//!   from outside their allow-list or machine, and wrong passwords alike: the budget it
+//!   shares with the layer) gets 429 `rate_limited` with
 //!   `Retry-After` before any store lookup or password hash, so one address cannot fill
 //!   the password-check pool;
 //! - a sign-in is counted against the address and the account when it starts (so
@@ -39,7 +40,7 @@ use crate::audit::{AuditEvent, Decision};
 use crate::header::{Credentials, parse_authorization, parse_basic};
 use crate::identity::{Identity, Permissions};
 use crate::middleware::{Rejection, RejectionKind};
-use crate::rate_limit::{SignIn, ceil_secs};
+use crate::rate_limit::{FailureLimits, SignIn, ceil_secs};
 
 /// The authenticated caller of a management route.
 pub(crate) enum Caller {
@@ -145,7 +146,7 @@ pub(crate) async fn authenticate(
             let mut id = match verified {
                 Ok(id) => id,
                 Err(r) => {
-                    if r.kind().code() == "invalid_token"
+                    if FailureLimits::counts(r.kind())
                         && let Some((f, ip)) = limits
                         && let Some(wait) = f.fail(ip)
                     {

@@ -57,19 +57,11 @@ impl axum::extract::FromRequestParts<Arc<Shared>> for CallerIp {
         parts: &mut http::request::Parts,
         s: &Arc<Shared>,
     ) -> Result<Self, Self::Rejection> {
-        let path = parts
-            .extensions
-            .get::<axum::extract::OriginalUri>()
-            .map_or_else(|| parts.uri.path().to_owned(), |u| u.path().to_owned());
         Ok(Self {
             addrs: s.client_ip.resolve(&parts.extensions, &parts.headers),
             method: parts.method.clone(),
-            path,
-            request_id: parts
-                .headers
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned),
+            path: crate::audit::request_path(&parts.extensions, &parts.uri),
+            request_id: crate::audit::request_id(&parts.headers),
         })
     }
 }
