@@ -950,7 +950,9 @@ impl Tokens {
     /// Replaces the owner's live token `id` by a new one with the same name, kind, role,
     /// permissions and description. The old token keeps working for `grace` and then dies;
     /// without grace it dies at once. A new expiry, if the old token had one, keeps the
-    /// original lifetime. The allow-list, the rate and the binding carry over (a seat stays
+    /// original lifetime, counted from the rotation (for an owner renewing a token; see
+    /// [`rotate_keeping_expiry`](Self::rotate_keeping_expiry) for a rotation that never
+    /// extends it). The allow-list, the rate and the binding carry over (a seat stays
     /// on its machine: rotating is not a way around the once-a-day release), as does the
     /// time of the last release.
     ///
@@ -971,6 +973,35 @@ impl Tokens {
         id: TokenId,
         grace: Option<Duration>,
     ) -> Result<IssuedToken, TokenError> {
+        self.rotate_with(owner, id, grace, Expiry::SameLifetime)
+            .await
+    }
+
+    /// [`rotate`](Self::rotate), except that the new token expires when the old one would
+    /// have (if it had an expiry), instead of a full lifetime after the rotation: a
+    /// rotation never extends the life of the lineage. The management API rotates this way
+    /// for bearer tokens, so that a token cannot keep itself (or a sibling) alive for ever by
+    /// rotating it.
+    ///
+    /// # Errors
+    ///
+    /// As [`rotate`](Self::rotate).
+    pub async fn rotate_keeping_expiry(
+        &self,
+        owner: &str,
+        id: TokenId,
+        grace: Option<Duration>,
+    ) -> Result<IssuedToken, TokenError> {
+        self.rotate_with(owner, id, grace, Expiry::Same).await
+    }
+
+    async fn rotate_with(
+        &self,
+        owner: &str,
+        id: TokenId,
+        grace: Option<Duration>,
+        expiry: Expiry,
+    ) -> Result<IssuedToken, TokenError> {
         let old = self.get(owner, id).await?;
         let now = self.now();
         if !old.is_live_at(now) {
@@ -988,13 +1019,16 @@ impl Tokens {
         }
         let rules = self.limit_rules(&kind, now);
         let token = kind.generate();
-        let lifetime = old.expires_at.map(|e| e - old.created_at);
+        let expires_at = match expiry {
+            Expiry::SameLifetime => old.expires_at.map(|e| now + (e - old.created_at)),
+            Expiry::Same => old.expires_at,
+        };
         let record = TokenRecord {
             id: TokenId::random(),
             hash: token.hash(),
             hint: token.hint(),
             created_at: now,
-            expires_at: lifetime.map(|l| now + l),
+            expires_at,
             last_used_at: None,
             revoked_at: None,
             replaced_by: None,
@@ -1194,6 +1228,15 @@ impl Tokens {
             handle: Some(handle),
         }
     }
+}
+
+/// The expiry a rotation gives the new token.
+#[derive(Clone, Copy)]
+enum Expiry {
+    /// The old token's lifetime, from now.
+    SameLifetime,
+    /// The old token's expiry.
+    Same,
 }
 
 /// Checks, normalises and deduplicates an allow-list: IPv4-mapped IPv6 networks become

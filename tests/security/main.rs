@@ -17,6 +17,7 @@ mod server;
 mod support;
 
 mod client_address;
+mod lineage;
 mod sign_in;
 mod surface;
 mod tokens;
