@@ -146,3 +146,87 @@ async fn a_bearer_token_cannot_extend_its_life_by_rotating_itself() {
         );
     }
 }
+
+/// The leak playbook: revoke the leaked token by its id. The thief, holding `tokens:write`,
+/// has already rotated the leaked token (twice, without grace), and hopes the successor
+/// they hold survives the owner's revocation of the id the owner knows.
+#[tokio::test]
+async fn revoking_a_leaked_token_after_the_thief_rotated_it_stops_the_thief() {
+    let s = Server::start().await;
+    let leaked = create(&s, json!({ "name": "deploy" })).await;
+    let a = rotate(&s, id(&leaked), &bearer(&leaked), 0).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+    let first = a.json();
+    let a = rotate(&s, id(&first), &bearer(&first), 0).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+    let thief = a.json();
+    // The owner revokes the leaked token by its id.
+    let revoke = s
+        .send(request(
+            Method::DELETE,
+            &format!("/api/v1/tokens/{}", id(&leaked)),
+            &admin_basic(),
+        ))
+        .await;
+    assert_eq!(revoke.status, StatusCode::NO_CONTENT, "{}", revoke.text);
+    let still = s
+        .send(request(Method::GET, "/api/v1/apps", &bearer(&thief)))
+        .await;
+    assert_eq!(
+        still.status,
+        StatusCode::UNAUTHORIZED,
+        "the owner's revoke answered 204 and the thief's successor still works"
+    );
+    // The owner's list no longer shows the lineage.
+    let list = s
+        .send(request(Method::GET, "/api/v1/tokens", &admin_basic()))
+        .await;
+    assert_eq!(list.json().as_array().unwrap().len(), 0, "{}", list.text);
+    // Each successor's revocation is in the audit log.
+    let mut revoked: Vec<String> = Vec::new();
+    for _ in 0..100 {
+        let a = s
+            .send(request(
+                Method::GET,
+                "/api/v1/audit?limit=100",
+                &admin_basic(),
+            ))
+            .await;
+        assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+        let events: Vec<Value> = serde_json::from_str(&a.text).unwrap();
+        revoked = events
+            .iter()
+            .filter(|e| e["event"] == "token.revoke" && e["reason"] == "successor")
+            .filter(|e| e["rbac_decision"] == "allow")
+            .map(|e| e["api_token_id"].as_str().unwrap_or_default().to_owned())
+            .collect();
+        if revoked.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    revoked.sort();
+    let mut expected = vec![id(&first).to_owned(), id(&thief).to_owned()];
+    expected.sort();
+    assert_eq!(revoked, expected, "audited successor revocations");
+}
+
+/// Ending a planned rotation's grace early revokes the old token only when asked to
+/// (`?successors=keep`); an unknown value is refused rather than read as the default.
+#[tokio::test]
+async fn ending_a_grace_early_keeps_the_new_token_only_when_asked() {
+    let s = Server::start().await;
+    let old = create(&s, json!({ "name": "planned" })).await;
+    let a = rotate(&s, id(&old), &admin_basic(), 3600).await;
+    assert_eq!(a.status, StatusCode::CREATED, "{}", a.text);
+    let new = a.json();
+    let path = format!("/api/v1/tokens/{}?successors=maybe", id(&old));
+    let a = s.send(request(Method::DELETE, &path, &admin_basic())).await;
+    assert_eq!(a.status, StatusCode::BAD_REQUEST, "{}", a.text);
+    let path = format!("/api/v1/tokens/{}?successors=keep", id(&old));
+    let a = s.send(request(Method::DELETE, &path, &admin_basic())).await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT, "{}", a.text);
+    let get = |auth: String| s.send(request(Method::GET, "/api/v1/apps", &auth));
+    assert_eq!(get(bearer(&old)).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(get(bearer(&new)).await.status, StatusCode::OK);
+}

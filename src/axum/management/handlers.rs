@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -275,6 +275,30 @@ fn parse_rotate(headers: &HeaderMap, body: &[u8]) -> Result<RotateToken, ApiErro
     }
 }
 
+/// `successors=revoke` (the default) or `successors=keep`; 400 for anything else.
+fn keep_successors(query: Option<&str>) -> Result<bool, ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or(""))
+        .map_err(|e| ApiError::bad_request(format!("Invalid query: {e}")))?;
+    let mut keep = false;
+    for (key, value) in &pairs {
+        match (key.as_str(), value.as_str()) {
+            ("successors", "keep") => keep = true,
+            ("successors", "revoke") => keep = false,
+            ("successors", _) => {
+                return Err(ApiError::bad_request(
+                    "Invalid successors: must be revoke or keep",
+                ));
+            }
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "Unknown query parameter {key:?}; expected: successors"
+                )));
+            }
+        }
+    }
+    Ok(keep)
+}
+
 fn token_id(raw: &str) -> Result<TokenId, ApiError> {
     raw.parse().map_err(|_| ApiError::not_found())
 }
@@ -510,18 +534,23 @@ pub(crate) async fn list_tokens(
     Ok(Json(views).into_response())
 }
 
-/// Revokes one of the caller's tokens.
+/// Revokes one of the caller's tokens and, unless `successors=keep`, the tokens that
+/// replaced it by rotation.
 #[cfg_attr(feature = "openapi", utoipa::path(
     delete,
     path = "/tokens/{id}",
     tag = "tokens",
     operation_id = "revoke_token",
-    params(("id" = String, Path, description = "The token's id")),
+    params(
+        ("id" = String, Path, description = "The token's id"),
+        ("successors" = Option<String>, Query, description = "`revoke` (the default): the tokens that replaced this one by rotation are revoked too, so revoking a leaked token stops whoever rotated it; `keep`: only this token (ends a rotation's grace early)"),
+    ),
     responses(
-        (status = 204, description = "Revoked; refused from the next request on"),
+        (status = 204, description = "Revoked, with its successors unless `successors=keep`; refused from the next request on"),
+        (status = 400, description = "An invalid query", body = ErrorBody),
         (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
         (status = 403, description = "`insufficient_scope`: the bearer token lacks `tokens:write`, or the token to revoke is less restricted than it (a permission, the kind or binding, `allowed_ips`, expiry or `rate_limit`); `cross_site_request`: a browser sent it from another site", body = ErrorBody),
-        (status = 404, description = "No such token of this owner", body = ErrorBody),
+        (status = 404, description = "No such token of this owner, or it (and, by default, every successor) is already revoked", body = ErrorBody),
         (status = 503, description = "The store failed", body = ErrorBody),
     ),
     security(("basic" = []), ("bearer" = ["tokens:write"])),
@@ -529,14 +558,28 @@ pub(crate) async fn list_tokens(
 pub(crate) async fn revoke_token(
     State(s): State<Arc<Shared>>,
     Path(id): Path<String>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     ip: CallerIp,
 ) -> Result<Response, ApiError> {
+    let keep = keep_successors(query.as_deref())?;
     let caller = caller(&s, &headers, ip, Accept::BasicOrBearer("tokens:write")).await?;
     let id = token_id(&id)?;
     may_manage(&s, &caller, id).await?;
-    s.tokens.revoke(caller.owner(), id).await?;
-    tracing::info!(token_id = %id, owner = %caller.owner(), "token revoked");
+    if keep {
+        s.tokens
+            .revoke_keeping_successors(caller.owner(), id)
+            .await?;
+        tracing::info!(token_id = %id, owner = %caller.owner(), "token revoked, successors kept");
+    } else {
+        let successors = s.tokens.revoke_with_successors(caller.owner(), id).await?;
+        tracing::info!(
+            token_id = %id,
+            owner = %caller.owner(),
+            successors = successors.len(),
+            "token revoked"
+        );
+    }
     let action = Action {
         event: "token.revoke",
         owner: caller.owner().to_owned(),

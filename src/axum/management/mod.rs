@@ -5,7 +5,7 @@
 //! | --- | --- | --- |
 //! | `POST /tokens` | Basic only (email + password); a bearer token gets 401 | create; 201 with the token, shown once |
 //! | `GET /tokens` | Basic, or Bearer with `tokens:read` | the owner's tokens, without secrets or hashes |
-//! | `DELETE /tokens/{id}` | Basic, or Bearer with `tokens:write` | revoke; 204 |
+//! | `DELETE /tokens/{id}` | Basic, or Bearer with `tokens:write` | revoke, with the tokens that replaced it by rotation (whoever held it may hold them); `?successors=keep` revokes it alone (ends a grace early); 204 |
 //! | `POST /tokens/{id}/rotate` | Basic, or Bearer with `tokens:write` | new secret, same name, permissions and restrictions (a bearer token's rotation keeps the expiry, a Basic one the lifetime); optional `grace_seconds` (at most [`max_rotation_grace`](crate::tokens::TokensBuilder::max_rotation_grace), 24 h by default; the old token counts against the limit while in grace; rotating again ends the earlier grace); 201 |
 //! | `POST /tokens/{id}/release` | Basic, or Bearer with `tokens:write` | frees a bound token's machine seat (once per 24 h; 409 `release_too_soon`); 204 |
 //! | `GET /me` | Bearer | the caller's identity |
@@ -16,7 +16,7 @@
 //!
 //! | status | `code` | when |
 //! | --- | --- | --- |
-//! | 400 | `invalid_request` | an invalid field (name, description, role, permissions, `expires_in`, `grace_seconds`), an unknown field, a malformed body or `Authorization` header |
+//! | 400 | `invalid_request` | an invalid field (name, description, role, permissions, `expires_in`, `grace_seconds`, `successors`), an unknown field or query parameter, a malformed body or `Authorization` header |
 //! | 401 | `missing_credentials` | no credentials (`WWW-Authenticate: Basic realm="keygate", charset="UTF-8"`, plus a Bearer challenge where a token is accepted) |
 //! | 401 | `invalid_credentials` | unknown email or wrong password: the same answer, after the same argon2 work |
 //! | 401 | `basic_auth_required` | a bearer token on `POST /tokens` |
