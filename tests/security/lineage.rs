@@ -230,3 +230,35 @@ async fn ending_a_grace_early_keeps_the_new_token_only_when_asked() {
     assert_eq!(get(bearer(&old)).await.status, StatusCode::UNAUTHORIZED);
     assert_eq!(get(bearer(&new)).await.status, StatusCode::OK);
 }
+
+/// A token's rate limit was kept per token id, and a rotation makes a new id: a token that
+/// holds `tokens:write` rotates itself when its budget runs low, hoping for a full one.
+#[tokio::test]
+async fn self_rotation_does_not_reset_the_rate_limit() {
+    let s = Server::with(|c| c.rate_limit = 3).await;
+    let t = create(&s, json!({ "name": "bot" })).await;
+    for _ in 0..2 {
+        let a = s
+            .send(request(Method::GET, "/api/v1/apps", &bearer(&t)))
+            .await;
+        assert_eq!(a.status, StatusCode::OK);
+    }
+    // The third request of the minute: a rotation of itself.
+    let r = rotate(&s, id(&t), &bearer(&t), 0).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let fresh = bearer(&r.json());
+    // The lineage has used its 3 requests this minute.
+    let a = s.send(request(Method::GET, "/api/v1/apps", &fresh)).await;
+    assert_eq!(
+        a.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the 4th request of the minute passed (RateLimit-Remaining {:?})",
+        a.headers.get("ratelimit-remaining")
+    );
+    // Another of the owner's tokens has a budget of its own.
+    let other = create(&s, json!({ "name": "other" })).await;
+    let a = s
+        .send(request(Method::GET, "/api/v1/apps", &bearer(&other)))
+        .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+}
