@@ -1,8 +1,12 @@
 //! Per-token rate limits, and a separate limit on failed authentications per client address.
 //!
-//! In one process, limits are kept by [`governor`] (GCRA) keyed by the token's id — never
-//! by the token. Several instances can share one limit through a [`SharedRateLimiter`]
-//! (the Redis one lives in `keygate::store::redis`).
+//! In one process, limits are kept by [`governor`] (GCRA) keyed by the token's
+//! [`Lineage`] — its owner and name, never the token. A rotation keeps both, so a token
+//! and the tokens that replace it share one budget: rotating does not refill it. Names are
+//! unique among an owner's live tokens, so two live lineages never share a budget; a new
+//! token given the name of a revoked one may inherit what is left of its budget for at most
+//! one period. Several instances can share one limit through a [`SharedRateLimiter`] (the
+//! Redis one lives in `keygate::store::redis`).
 //!
 //! Every allowed response carries `RateLimit-Limit`, `RateLimit-Remaining` and
 //! `RateLimit-Reset` (seconds until the full limit is available again); a request over the
@@ -53,7 +57,7 @@ use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota, RateLimiter};
 
 use crate::error::ConfigError;
-use crate::store::{StoreError, TokenId};
+use crate::store::{StoreError, TokenRecord};
 
 /// Most limiters [`RateLimits`] keeps for token rates that no kind uses: the size of the
 /// series such rates are rounded down to (see the [module docs](self)).
@@ -139,8 +143,9 @@ impl RateLimitDecision {
     }
 }
 
-/// A limiter shared by several instances (e.g. through Redis). The key is a token id (or
-/// `ip:<address>`), never a token.
+/// A limiter shared by several instances (e.g. through Redis). The key is a token's
+/// lineage (`lineage:` and the hex SHA-256 of its owner and name, see [`Lineage`]) or
+/// `ip:<address>`, never a token.
 #[async_trait]
 pub trait SharedRateLimiter: Send + Sync + 'static {
     /// Counts one request for `key` against `rate` and says whether it may go on.
@@ -151,8 +156,61 @@ pub trait SharedRateLimiter: Send + Sync + 'static {
     async fn check(&self, key: &str, rate: Rate) -> Result<RateLimitDecision, StoreError>;
 }
 
-type Local =
-    RateLimiter<TokenId, DefaultKeyedStateStore<TokenId>, DefaultClock, StateInformationMiddleware>;
+type Local = RateLimiter<
+    LineageKey,
+    DefaultKeyedStateStore<LineageKey>,
+    DefaultClock,
+    StateInformationMiddleware,
+>;
+
+/// Whose budget a request counts against: a token's lineage, named by its owner and name.
+/// A rotation keeps both, so the tokens of one rotation chain share a budget; an owner's
+/// live tokens have distinct names, so they do not.
+#[derive(Debug, Clone, Copy)]
+pub struct Lineage<'a> {
+    owner: &'a str,
+    name: &'a str,
+}
+
+impl<'a> Lineage<'a> {
+    /// The lineage of the owner's token named `name`.
+    #[must_use]
+    pub fn new(owner: &'a str, name: &'a str) -> Self {
+        Self { owner, name }
+    }
+
+    /// The lineage of `record`.
+    #[must_use]
+    pub fn of(record: &'a TokenRecord) -> Self {
+        Self::new(&record.owner, &record.name)
+    }
+
+    /// The key of a [`SharedRateLimiter`]: `lineage:` and the hex SHA-256 of the owner's
+    /// length, the owner and the name, the same on every instance, and naming neither.
+    #[must_use]
+    pub fn shared_key(&self) -> String {
+        use sha2::{Digest, Sha256};
+        use std::fmt::Write as _;
+        let digest = Sha256::new()
+            .chain_update((self.owner.len() as u64).to_be_bytes())
+            .chain_update(self.owner.as_bytes())
+            .chain_update(self.name.as_bytes())
+            .finalize();
+        let mut key = String::with_capacity(8 + 64);
+        key.push_str("lineage:");
+        for b in digest {
+            let _ = write!(key, "{b:02x}");
+        }
+        key
+    }
+}
+
+/// A lineage's key in the in-process limiters: 128 bits of two SipHash digests under keys
+/// drawn at random for each [`RateLimits`], computed without allocating. Nobody outside the
+/// process knows the keys, so no one can choose a name whose budget is someone else's, and
+/// an accidental collision takes about 2^64 lineages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct LineageKey(u64, u64);
 
 /// Per-token limits: one default rate, optional rates per kind, kept in process or in a
 /// [`SharedRateLimiter`]. Cheap to clone.
@@ -175,6 +233,8 @@ struct LimitsInner {
     start: governor::clock::QuantaInstant,
     /// Nanoseconds after `start` at which idle tokens' state is next dropped.
     next_prune: AtomicU64,
+    /// The two SipHash keys of [`LineageKey`].
+    lineage_keys: (RandomState, RandomState),
 }
 
 impl std::fmt::Debug for RateLimits {
@@ -216,6 +276,7 @@ impl RateLimits {
                 start: clock.now(),
                 clock,
                 next_prune: AtomicU64::new(PRUNE_EVERY_NANOS),
+                lineage_keys: (RandomState::new(), RandomState::new()),
             }),
         }
     }
@@ -263,10 +324,11 @@ impl RateLimits {
         }
     }
 
-    /// Counts one request of token `id` (of `kind`) whose record sets its own rate of
-    /// `per_minute` requests a minute, if any, against
+    /// Counts one request of a token of `lineage` (see [`Lineage::of`]) and `kind` whose
+    /// record sets its own rate of `per_minute` requests a minute, if any, against
     /// [`effective_rate`](Self::effective_rate): a token's own rate only lowers its kind's
-    /// (or the default) rate. `Ok(None)` when no rate applies.
+    /// (or the default) rate. The tokens of one lineage share a budget, so rotating a token
+    /// does not refill it. `Ok(None)` when no rate applies.
     ///
     /// In process, a rate that no kind uses is rounded down to the series of the
     /// [module docs](self); once a minute the state of idle tokens is dropped.
@@ -276,7 +338,7 @@ impl RateLimits {
     /// Only with a shared limiter whose backend fails.
     pub async fn check(
         &self,
-        id: TokenId,
+        lineage: Lineage<'_>,
         kind: &str,
         per_minute: Option<u32>,
     ) -> Result<Option<RateLimitDecision>, StoreError> {
@@ -284,9 +346,12 @@ impl RateLimits {
             return Ok(None);
         };
         if let Some(shared) = &self.inner.shared {
-            return shared.check(&id.to_string(), rate).await.map(Some);
+            return shared.check(&lineage.shared_key(), rate).await.map(Some);
         }
         self.prune_if_due();
+        let (a, b) = &self.inner.lineage_keys;
+        let pair = (lineage.owner, lineage.name);
+        let id = LineageKey(a.hash_one(pair), b.hash_one(pair));
         let decision = match self.inner.local.get(&rate) {
             Some(limiter) => self.decide(limiter, &id, rate),
             None => {
@@ -358,7 +423,7 @@ impl RateLimits {
             .clone()
     }
 
-    fn decide(&self, limiter: &Local, id: &TokenId, rate: Rate) -> RateLimitDecision {
+    fn decide(&self, limiter: &Local, id: &LineageKey, rate: Rate) -> RateLimitDecision {
         let limit = rate.requests();
         let per_cell = rate.period / limit;
         match limiter.check_key(id) {
@@ -791,7 +856,7 @@ mod tests {
     #[tokio::test]
     async fn the_101st_request_in_a_minute_is_refused_and_headers_count_down() {
         let limits = RateLimits::new(Rate::per_minute(100).unwrap());
-        let id = TokenId::random();
+        let id = Lineage::new("alice", "bot");
         for i in 0..100u32 {
             let d = limits.check(id, "pat", None).await.unwrap().unwrap();
             assert!(d.allowed(), "request {i}");
@@ -808,7 +873,7 @@ mod tests {
         // Other tokens are not affected.
         assert!(
             limits
-                .check(TokenId::random(), "pat", None)
+                .check(Lineage::new("alice", "other"), "pat", None)
                 .await
                 .unwrap()
                 .unwrap()
@@ -817,11 +882,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_lineage_keeps_its_budget_and_other_lineages_have_their_own() {
+        let limits = RateLimits::new(Rate::per_minute(2).unwrap());
+        // The same owner and name (what a rotation keeps), from distinct strings.
+        let (owner, name) = (String::from("alice"), String::from("bot"));
+        for _ in 0..2 {
+            let d = limits.check(Lineage::new(&owner, &name), "pat", None);
+            assert!(d.await.unwrap().unwrap().allowed());
+        }
+        let d = limits.check(Lineage::new("alice", "bot"), "pat", None);
+        assert!(!d.await.unwrap().unwrap().allowed(), "the same lineage");
+        for other in [
+            ("alice", "bot2"),
+            ("alicebot", ""),
+            ("alic", "ebot"),
+            ("bob", "bot"),
+        ] {
+            let d = limits.check(Lineage::new(other.0, other.1), "pat", None);
+            assert!(d.await.unwrap().unwrap().allowed(), "{other:?}");
+        }
+        assert_ne!(
+            Lineage::new("alic", "ebot").shared_key(),
+            Lineage::new("alice", "bot").shared_key()
+        );
+        assert_eq!(
+            Lineage::new(&owner, &name).shared_key(),
+            Lineage::new("alice", "bot").shared_key()
+        );
+    }
+
+    #[tokio::test]
     async fn kinds_can_have_their_own_rate_or_none() {
         let limits = RateLimits::new(Rate::per_minute(2).unwrap())
             .with_kind("bulk", None)
             .with_kind("seat", Some(Rate::per_minute(1).unwrap()));
-        let id = TokenId::random();
+        let id = Lineage::new("alice", "bot");
         assert!(limits.check(id, "bulk", None).await.unwrap().is_none());
         assert!(
             limits
@@ -844,7 +939,7 @@ mod tests {
     #[tokio::test]
     async fn a_token_rate_overrides_its_kind() {
         let limits = RateLimits::new(Rate::per_minute(100).unwrap()).with_kind("bulk", None);
-        let id = TokenId::random();
+        let id = Lineage::new("alice", "bot");
         for _ in 0..3 {
             assert!(
                 limits
@@ -860,7 +955,7 @@ mod tests {
         assert_eq!(d.limit, 3);
         // An unlimited kind is limited by the token's own rate, and a rate equal to a
         // kind's shares its limiter.
-        let other = TokenId::random();
+        let other = Lineage::new("alice", "other");
         assert_eq!(
             limits
                 .check(other, "bulk", Some(100))
@@ -876,7 +971,7 @@ mod tests {
     #[tokio::test]
     async fn a_token_cannot_raise_its_own_rate_above_the_servers() {
         let limits = RateLimits::new(Rate::per_minute(100).unwrap());
-        let id = TokenId::random();
+        let id = Lineage::new("alice", "bot");
         for i in 0..100u32 {
             let d = limits
                 .check(id, "pat", Some(u32::MAX))
@@ -906,8 +1001,9 @@ mod tests {
         for n in 1..=10_000u32 {
             for own in [n, u32::MAX - n, n.wrapping_mul(2_654_435_761)] {
                 let own = own.max(1);
+                let name = format!("t{n}-{own}");
                 let d = limits
-                    .check(TokenId::random(), "bulk", Some(own))
+                    .check(Lineage::new("alice", &name), "bulk", Some(own))
                     .await
                     .unwrap()
                     .unwrap();

@@ -53,6 +53,8 @@ pub const RELEASE_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 /// Default longest grace window of a rotation: 24 hours (see
 /// [`TokensBuilder::max_rotation_grace`]).
 pub const DEFAULT_MAX_ROTATION_GRACE: Duration = Duration::from_secs(24 * 3600);
+/// Most successors [`Tokens::revoke_with_successors`] follows from one token.
+pub const MAX_SUCCESSORS: usize = 10_000;
 /// Longest client fingerprint a binding accepts, in bytes.
 pub const MAX_FINGERPRINT_LEN: usize = 128;
 
@@ -928,19 +930,105 @@ impl Tokens {
         }
     }
 
-    /// Revokes the owner's token `id`. Takes effect on the next request.
+    /// Revokes the owner's token `id` and, when it was replaced by a rotation, its
+    /// successors (see [`revoke_with_successors`](Self::revoke_with_successors)). Takes
+    /// effect on the next request.
+    ///
+    /// # Errors
+    ///
+    /// As [`revoke_with_successors`](Self::revoke_with_successors).
+    pub async fn revoke(&self, owner: &str, id: TokenId) -> Result<(), TokenError> {
+        self.revoke_with_successors(owner, id).await.map(drop)
+    }
+
+    /// Revokes the owner's token `id` and every token that replaced it, rotation after
+    /// rotation (the whole chain forward): whoever held the old token may hold the new one,
+    /// so revoking a leaked token also stops someone who rotated it first. Returns the
+    /// successors revoked (without `id`); each gets an audit event (`token.revoke`, reason
+    /// `successor`) when the manager has an [`audit`](TokensBuilder::audit) log. Takes
+    /// effect on the next request.
+    ///
+    /// Each token is revoked before its successor is looked up, so a rotation racing the
+    /// revocation either is seen and its new token revoked, or fails (the token it rotates
+    /// is no longer live). An `id` that is already revoked still has its chain revoked (a
+    /// retry after a store failure finishes the work). To end a rotation's grace early
+    /// without touching the new token, use
+    /// [`revoke_keeping_successors`](Self::revoke_keeping_successors).
+    ///
+    /// # Errors
+    ///
+    /// [`TokenError::NotFound`] when there is no such token of this owner, or it and every
+    /// successor are already revoked (the same answer as for someone else's token);
+    /// [`TokenError::Store`], possibly after part of the chain was revoked.
+    pub async fn revoke_with_successors(
+        &self,
+        owner: &str,
+        id: TokenId,
+    ) -> Result<Vec<TokenId>, TokenError> {
+        let rec = self.get(owner, id).await?;
+        let now = self.now();
+        let mut any = false;
+        if rec.revoked_at.is_none() && self.inner.store.revoke(&id, now).await? {
+            tracing::debug!(token_id = %id, "token revoked");
+            any = true;
+        }
+        let mut revoked = Vec::new();
+        let mut current = id;
+        // A chain is as long as the rotations since its oldest record was purged; the bound
+        // only guards against a store that returns a cycle.
+        for _ in 0..MAX_SUCCESSORS {
+            // Read after `current` was revoked: see above.
+            let Some(record) = self.inner.store.get(&current).await? else {
+                break;
+            };
+            let Some(next) = record.replaced_by else {
+                break;
+            };
+            if self.inner.store.revoke(&next, now).await? {
+                let successor = self.inner.store.get(&next).await.ok().flatten();
+                tracing::info!(token_id = %next, predecessor = %current, "successor of a revoked token revoked");
+                if let Some(audit) = &self.inner.audit {
+                    let mut event = maintenance_event(
+                        now,
+                        "token.revoke",
+                        next,
+                        successor.as_ref(),
+                        "successor",
+                    );
+                    event.rbac_decision = Decision::Allow;
+                    audit.record(event);
+                }
+                revoked.push(next);
+            }
+            current = next;
+        }
+        if any || !revoked.is_empty() {
+            Ok(revoked)
+        } else {
+            Err(TokenError::NotFound)
+        }
+    }
+
+    /// Revokes the owner's token `id` only, leaving the tokens that replaced it alone: ends
+    /// a rotation's grace early, once every client uses the new token. Do not use it for a
+    /// leaked token (whoever rotated it holds the successor): use
+    /// [`revoke`](Self::revoke).
     ///
     /// # Errors
     ///
     /// [`TokenError::NotFound`] when there is no such token of this owner or it is already
     /// revoked (the same answer as for someone else's token).
-    pub async fn revoke(&self, owner: &str, id: TokenId) -> Result<(), TokenError> {
+    pub async fn revoke_keeping_successors(
+        &self,
+        owner: &str,
+        id: TokenId,
+    ) -> Result<(), TokenError> {
         let rec = self.get(owner, id).await?;
         if rec.revoked_at.is_some() {
             return Err(TokenError::NotFound);
         }
         if self.inner.store.revoke(&id, self.now()).await? {
-            tracing::debug!(token_id = %id, "token revoked");
+            tracing::debug!(token_id = %id, "token revoked, successors kept");
             Ok(())
         } else {
             Err(TokenError::NotFound)
@@ -950,7 +1038,9 @@ impl Tokens {
     /// Replaces the owner's live token `id` by a new one with the same name, kind, role,
     /// permissions and description. The old token keeps working for `grace` and then dies;
     /// without grace it dies at once. A new expiry, if the old token had one, keeps the
-    /// original lifetime. The allow-list, the rate and the binding carry over (a seat stays
+    /// original lifetime, counted from the rotation (for an owner renewing a token; see
+    /// [`rotate_keeping_expiry`](Self::rotate_keeping_expiry) for a rotation that never
+    /// extends it). The allow-list, the rate and the binding carry over (a seat stays
     /// on its machine: rotating is not a way around the once-a-day release), as does the
     /// time of the last release.
     ///
@@ -971,6 +1061,35 @@ impl Tokens {
         id: TokenId,
         grace: Option<Duration>,
     ) -> Result<IssuedToken, TokenError> {
+        self.rotate_with(owner, id, grace, Expiry::SameLifetime)
+            .await
+    }
+
+    /// [`rotate`](Self::rotate), except that the new token expires when the old one would
+    /// have (if it had an expiry), instead of a full lifetime after the rotation: a
+    /// rotation never extends the life of the lineage. The management API rotates this way
+    /// for bearer tokens, so that a token cannot keep itself (or a sibling) alive for ever by
+    /// rotating it.
+    ///
+    /// # Errors
+    ///
+    /// As [`rotate`](Self::rotate).
+    pub async fn rotate_keeping_expiry(
+        &self,
+        owner: &str,
+        id: TokenId,
+        grace: Option<Duration>,
+    ) -> Result<IssuedToken, TokenError> {
+        self.rotate_with(owner, id, grace, Expiry::Same).await
+    }
+
+    async fn rotate_with(
+        &self,
+        owner: &str,
+        id: TokenId,
+        grace: Option<Duration>,
+        expiry: Expiry,
+    ) -> Result<IssuedToken, TokenError> {
         let old = self.get(owner, id).await?;
         let now = self.now();
         if !old.is_live_at(now) {
@@ -988,13 +1107,16 @@ impl Tokens {
         }
         let rules = self.limit_rules(&kind, now);
         let token = kind.generate();
-        let lifetime = old.expires_at.map(|e| e - old.created_at);
+        let expires_at = match expiry {
+            Expiry::SameLifetime => old.expires_at.map(|e| now + (e - old.created_at)),
+            Expiry::Same => old.expires_at,
+        };
         let record = TokenRecord {
             id: TokenId::random(),
             hash: token.hash(),
             hint: token.hint(),
             created_at: now,
-            expires_at: lifetime.map(|l| now + l),
+            expires_at,
             last_used_at: None,
             revoked_at: None,
             replaced_by: None,
@@ -1196,6 +1318,15 @@ impl Tokens {
             handle: Some(handle),
         }
     }
+}
+
+/// The expiry a rotation gives the new token.
+#[derive(Clone, Copy)]
+enum Expiry {
+    /// The old token's lifetime, from now.
+    SameLifetime,
+    /// The old token's expiry.
+    Same,
 }
 
 /// Checks, normalises and deduplicates an allow-list: IPv4-mapped IPv6 networks become

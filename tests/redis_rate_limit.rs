@@ -107,14 +107,17 @@ async fn two_instances_share_one_limit_of_100_a_minute() {
     }
     println!("two instances, one Redis limit of 100/min: {allowed} of 300 allowed");
     assert!((95..=105).contains(&allowed), "{allowed} of 300 allowed");
-    // The key is the token's id, never the token.
+    // The key is the token's lineage (a digest of its owner and name, which a rotation
+    // keeps), never the token nor the owner.
     let mut conn = a.client().get_multiplexed_async_connection().await.unwrap();
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{prefix}*"))
         .query_async(&mut conn)
         .await
         .unwrap();
-    assert_eq!(keys, vec![format!("{prefix}rl:{}", issued.record.id)]);
+    let lineage = keygate::rate_limit::Lineage::of(&issued.record).shared_key();
+    assert_eq!(keys, vec![format!("{prefix}rl:{lineage}")]);
+    assert!(!keys[0].contains(&issued.record.owner));
     cleanup(&a).await;
 }
 

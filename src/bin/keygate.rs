@@ -6,7 +6,7 @@
 //! keygate token create --owner alice@example.com --name ci --role cicd --expires-in 7776000
 //! keygate token list --owner alice@example.com
 //! keygate token rotate --owner alice@example.com <id> --grace-seconds 3600
-//! keygate token revoke --owner alice@example.com <id>
+//! keygate token revoke --owner alice@example.com <id>     # and the tokens that replaced it
 //! ```
 //!
 //! The database is named by `KEYGATE_DB` (or `--db`): a SQLite file path (`keygate.db` by
@@ -106,9 +106,14 @@ enum TokenCommand {
     /// List an owner's tokens, oldest first (never the tokens nor their hashes).
     #[command(after_help = EXIT_CODES)]
     List(OwnerArg),
-    /// Revoke a token at once; revocation is final.
+    /// Revoke a token at once, with the tokens that replaced it by rotation; revocation is
+    /// final.
+    ///
+    /// Whoever held a token may have rotated it and hold its successor, so by default the
+    /// whole chain forward is revoked. --keep-successors revokes this token only (to end a
+    /// rotation's grace early once every client uses the new token).
     #[command(after_help = EXIT_CODES)]
-    Revoke(TokenRef),
+    Revoke(TokenRevoke),
     /// Replace a token by a new one with the same name and permissions, printed once.
     ///
     /// The old token keeps working for --grace-seconds (default 0: it stops at once; at most
@@ -166,6 +171,15 @@ struct TokenRef {
     owner: String,
     /// The token's id (as shown by `keygate token list`).
     id: String,
+}
+
+#[derive(Debug, Args)]
+struct TokenRevoke {
+    #[command(flatten)]
+    token: TokenRef,
+    /// Revoke this token only, not the tokens that replaced it by rotation.
+    #[arg(long)]
+    keep_successors: bool,
 }
 
 #[derive(Debug, Args)]
@@ -649,14 +663,26 @@ fn parse_id(id: &str) -> Result<TokenId, Failure> {
         .map_err(|_| Failure::Usage(format!("{id:?} is not a token id (a UUID)")))
 }
 
-async fn token_revoke(tokens: &Tokens, args: TokenRef) -> Result<(), Failure> {
-    let owner = normalise_email(&args.owner)?;
-    let id = parse_id(&args.id)?;
-    tokens
-        .revoke(&owner, id)
+async fn token_revoke(tokens: &Tokens, args: TokenRevoke) -> Result<(), Failure> {
+    let owner = normalise_email(&args.token.owner)?;
+    let id = parse_id(&args.token.id)?;
+    let failure = |e| token_failure(e, &owner, Some(id));
+    if args.keep_successors {
+        tokens
+            .revoke_keeping_successors(&owner, id)
+            .await
+            .map_err(failure)?;
+        println!("revoked {id}");
+        return Ok(());
+    }
+    let successors = tokens
+        .revoke_with_successors(&owner, id)
         .await
-        .map_err(|e| token_failure(e, &owner, Some(id)))?;
+        .map_err(failure)?;
     println!("revoked {id}");
+    for s in successors {
+        println!("revoked {s} (a successor of {id} by rotation)");
+    }
     Ok(())
 }
 

@@ -544,7 +544,7 @@ async fn admit(
         None => None,
         Some(limits) => match limits
             .check(
-                identity.token_id(),
+                crate::rate_limit::Lineage::of(identity.record()),
                 identity.kind(),
                 identity.record().rate_limit,
             )

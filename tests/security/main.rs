@@ -18,6 +18,7 @@ mod support;
 
 mod audit_and_cache;
 mod client_address;
+mod lineage;
 mod sign_in;
 mod surface;
 mod tokens;

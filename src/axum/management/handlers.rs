@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -267,6 +267,30 @@ fn parse_rotate(headers: &HeaderMap, body: &[u8]) -> Result<RotateToken, ApiErro
     }
 }
 
+/// `successors=revoke` (the default) or `successors=keep`; 400 for anything else.
+fn keep_successors(query: Option<&str>) -> Result<bool, ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or(""))
+        .map_err(|e| ApiError::bad_request(format!("Invalid query: {e}")))?;
+    let mut keep = false;
+    for (key, value) in &pairs {
+        match (key.as_str(), value.as_str()) {
+            ("successors", "keep") => keep = true,
+            ("successors", "revoke") => keep = false,
+            ("successors", _) => {
+                return Err(ApiError::bad_request(
+                    "Invalid successors: must be revoke or keep",
+                ));
+            }
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "Unknown query parameter {key:?}; expected: successors"
+                )));
+            }
+        }
+    }
+    Ok(keep)
+}
+
 fn token_id(raw: &str) -> Result<TokenId, ApiError> {
     raw.parse().map_err(|_| ApiError::not_found())
 }
@@ -281,16 +305,76 @@ fn within(wanted: &Permissions, held: &Permissions, who: &str) -> Result<(), Api
     }
 }
 
-/// A bearer caller may only manage (revoke, rotate, release) the owner's tokens whose
-/// permissions it holds itself: a narrow token cannot act on a broader one (403). An
-/// account signed in with its password manages all its tokens.
-async fn may_manage(s: &Shared, caller: &Caller, id: TokenId) -> Result<(), ApiError> {
+/// A bearer caller may only manage (revoke, rotate, release) the owner's tokens that are at
+/// least as restricted as itself, so that no token can hand on, or keep alive, a credential
+/// it could not be: every permission of the target held by the caller; the same kind (and,
+/// for a kind with a binding, the same machine); an allow-list within the caller's (a
+/// caller without one is unrestricted); an expiry no later than the caller's (a caller
+/// without one is unrestricted); and a rate of its own no higher than the caller's (a
+/// caller without one is unrestricted). 403 `insufficient_scope` otherwise. An account
+/// signed in with its password manages all its tokens. Returns the target's record.
+async fn may_manage(
+    s: &Shared,
+    caller: &Caller,
+    id: TokenId,
+) -> Result<crate::store::TokenRecord, ApiError> {
     let target = s.tokens.get(caller.owner(), id).await?;
-    let who = match caller {
-        Caller::Basic(_) => "its account",
-        Caller::Bearer(_) => "the token that asks",
-    };
-    within(&target.permissions, caller.permissions(), who)
+    match caller {
+        Caller::Basic(account) => within(&target.permissions, &account.permissions, "its account")?,
+        Caller::Bearer(identity) => {
+            within(
+                &target.permissions,
+                identity.permissions(),
+                "the token that asks",
+            )?;
+            as_restricted(s, &target, identity.record()).map_err(|what| {
+                ApiError::insufficient_scope(format!(
+                    "The token to manage is less restricted than the token that asks: {what}"
+                ))
+            })?;
+        }
+    }
+    Ok(target)
+}
+
+/// Whether `target` is at least as restricted as `caller` in everything but permissions;
+/// the first way it is not, otherwise.
+fn as_restricted(
+    s: &Shared,
+    target: &crate::store::TokenRecord,
+    caller: &crate::store::TokenRecord,
+) -> Result<(), &'static str> {
+    if target.kind != caller.kind {
+        return Err("it is of another kind");
+    }
+    let binds = s
+        .tokens
+        .kind(&caller.kind)
+        .and_then(crate::TokenKind::binding_header)
+        .is_some();
+    if binds && target.bound_to != caller.bound_to {
+        return Err("it is not bound to the same machine");
+    }
+    if !caller.allowed_ips.is_empty()
+        && (target.allowed_ips.is_empty()
+            || !target
+                .allowed_ips
+                .iter()
+                .all(|t| caller.allowed_ips.iter().any(|c| c.contains(t))))
+    {
+        return Err("its allowed_ips are not within the caller's");
+    }
+    if let Some(limit) = caller.expires_at
+        && target.expires_at.is_none_or(|e| e > limit)
+    {
+        return Err("it expires later than the caller");
+    }
+    if let Some(rate) = caller.rate_limit
+        && target.rate_limit.is_none_or(|r| r > rate)
+    {
+        return Err("its rate_limit is higher than the caller's");
+    }
+    Ok(())
 }
 
 fn issued_response(s: &Shared, issued: IssuedToken) -> Response {
@@ -442,18 +526,23 @@ pub(crate) async fn list_tokens(
     Ok(Json(views).into_response())
 }
 
-/// Revokes one of the caller's tokens.
+/// Revokes one of the caller's tokens and, unless `successors=keep`, the tokens that
+/// replaced it by rotation.
 #[cfg_attr(feature = "openapi", utoipa::path(
     delete,
     path = "/tokens/{id}",
     tag = "tokens",
     operation_id = "revoke_token",
-    params(("id" = String, Path, description = "The token's id")),
+    params(
+        ("id" = String, Path, description = "The token's id"),
+        ("successors" = Option<String>, Query, description = "`revoke` (the default): the tokens that replaced this one by rotation are revoked too, so revoking a leaked token stops whoever rotated it; `keep`: only this token (ends a rotation's grace early)"),
+    ),
     responses(
-        (status = 204, description = "Revoked; refused from the next request on"),
+        (status = 204, description = "Revoked, with its successors unless `successors=keep`; refused from the next request on"),
+        (status = 400, description = "An invalid query", body = ErrorBody),
         (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
-        (status = 403, description = "`insufficient_scope`: the bearer token lacks `tokens:write`, or a permission of the token to revoke; `cross_site_request`: a browser sent it from another site", body = ErrorBody),
-        (status = 404, description = "No such token of this owner", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`: the bearer token lacks `tokens:write`, or the token to revoke is less restricted than it (a permission, the kind or binding, `allowed_ips`, expiry or `rate_limit`); `cross_site_request`: a browser sent it from another site", body = ErrorBody),
+        (status = 404, description = "No such token of this owner, or it (and, by default, every successor) is already revoked", body = ErrorBody),
         (status = 503, description = "The store failed", body = ErrorBody),
     ),
     security(("basic" = []), ("bearer" = ["tokens:write"])),
@@ -461,14 +550,28 @@ pub(crate) async fn list_tokens(
 pub(crate) async fn revoke_token(
     State(s): State<Arc<Shared>>,
     Path(id): Path<String>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     ip: CallerIp,
 ) -> Result<Response, ApiError> {
+    let keep = keep_successors(query.as_deref())?;
     let caller = caller(&s, &headers, ip, Accept::BasicOrBearer("tokens:write")).await?;
     let id = token_id(&id)?;
     may_manage(&s, &caller, id).await?;
-    s.tokens.revoke(caller.owner(), id).await?;
-    tracing::info!(token_id = %id, owner = %caller.owner(), "token revoked");
+    if keep {
+        s.tokens
+            .revoke_keeping_successors(caller.owner(), id)
+            .await?;
+        tracing::info!(token_id = %id, owner = %caller.owner(), "token revoked, successors kept");
+    } else {
+        let successors = s.tokens.revoke_with_successors(caller.owner(), id).await?;
+        tracing::info!(
+            token_id = %id,
+            owner = %caller.owner(),
+            successors = successors.len(),
+            "token revoked"
+        );
+    }
     let action = Action {
         event: "token.revoke",
         owner: caller.owner().to_owned(),
@@ -496,7 +599,7 @@ pub(crate) async fn revoke_token(
         (status = 201, description = "The new token; `token` is shown this once (`Cache-Control: no-store`)", body = TokenView),
         (status = 400, description = "An invalid field or a malformed body", body = ErrorBody),
         (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
-        (status = 403, description = "`insufficient_scope`: the bearer token lacks `tokens:write`, or the permissions of the token to rotate; `cross_site_request`: a browser sent it from another site", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`: the bearer token lacks `tokens:write`, or the token to rotate is less restricted than it (a permission, the kind or binding, `allowed_ips`, expiry or `rate_limit`); `cross_site_request`: a browser sent it from another site", body = ErrorBody),
         (status = 404, description = "No such live token of this owner", body = ErrorBody),
         (status = 409, description = "`token_limit`: with grace the old token would count against a full limit", body = ErrorBody),
         (status = 413, description = "Body over the limit", body = ErrorBody),
@@ -526,10 +629,20 @@ pub(crate) async fn rotate_token(
         Some(g) => Some(Duration::from_secs(g.unsigned_abs())),
         None => None,
     };
-    // Rotation hands out a new secret with the old token's permissions: the caller must
-    // hold them all (a narrow token must not mint a copy of a broader one).
+    // Rotation hands out a new secret with the old token's permissions and restrictions:
+    // a bearer caller must be at least as broad (a narrow token must not mint a copy of a
+    // broader one). A bearer token's rotation keeps the old token's expiry, so no token outlives the
+    // lifetime it was given by rotating itself (or a sibling) again and again; the account,
+    // which may create tokens of any lifetime, gets a new token with the same lifetime.
     may_manage(&s, &caller, id).await?;
-    let issued = s.tokens.rotate(caller.owner(), id, grace).await?;
+    let issued = match caller {
+        Caller::Basic(_) => s.tokens.rotate(caller.owner(), id, grace).await?,
+        Caller::Bearer(_) => {
+            s.tokens
+                .rotate_keeping_expiry(caller.owner(), id, grace)
+                .await?
+        }
+    };
     tracing::info!(
         old = %id,
         new = %issued.record.id,
@@ -557,7 +670,7 @@ pub(crate) async fn rotate_token(
     responses(
         (status = 204, description = "Released (or it was not bound); the next machine to use the token binds it"),
         (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
-        (status = 403, description = "`insufficient_scope`: the bearer token lacks `tokens:write`, or a permission of the token to release; `cross_site_request`: a browser sent it from another site", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`: the bearer token lacks `tokens:write`, or the token to release is less restricted than it (a permission, the kind or binding, `allowed_ips`, expiry or `rate_limit`); `cross_site_request`: a browser sent it from another site", body = ErrorBody),
         (status = 404, description = "No such live token of this owner", body = ErrorBody),
         (status = 409, description = "`release_too_soon` (the message names the next allowed time) or `not_bindable`", body = ErrorBody),
         (status = 503, description = "The store failed", body = ErrorBody),

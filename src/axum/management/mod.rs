@@ -5,8 +5,8 @@
 //! | --- | --- | --- |
 //! | `POST /tokens` | Basic only (email + password); a bearer token gets 401 | create; 201 with the token, shown once |
 //! | `GET /tokens` | Basic, or Bearer with `tokens:read` | the owner's tokens, without secrets or hashes |
-//! | `DELETE /tokens/{id}` | Basic, or Bearer with `tokens:write` | revoke; 204 |
-//! | `POST /tokens/{id}/rotate` | Basic, or Bearer with `tokens:write` | new secret, same name and permissions; optional `grace_seconds` (at most [`max_rotation_grace`](crate::tokens::TokensBuilder::max_rotation_grace), 24 h by default; the old token counts against the limit while in grace; rotating again ends the earlier grace); 201 |
+//! | `DELETE /tokens/{id}` | Basic, or Bearer with `tokens:write` | revoke, with the tokens that replaced it by rotation (whoever held it may hold them); `?successors=keep` revokes it alone (ends a grace early); 204 |
+//! | `POST /tokens/{id}/rotate` | Basic, or Bearer with `tokens:write` | new secret, same name, permissions and restrictions (a bearer token's rotation keeps the expiry, a Basic one the lifetime); optional `grace_seconds` (at most [`max_rotation_grace`](crate::tokens::TokensBuilder::max_rotation_grace), 24 h by default; the old token counts against the limit while in grace; rotating again ends the earlier grace); 201 |
 //! | `POST /tokens/{id}/release` | Basic, or Bearer with `tokens:write` | frees a bound token's machine seat (once per 24 h; 409 `release_too_soon`); 204 |
 //! | `GET /me` | Bearer | the caller's identity |
 //! | `GET /audit` | Basic or Bearer, with `audit:read` | audit events about the caller's own tokens and account (every owner's with `audit:read_all` too), newest first; query `token_id`, `since`, `until` (RFC 3339), `limit` (default 100, at most 1000); only with [`Management::with_audit_reader`] |
@@ -16,12 +16,12 @@
 //!
 //! | status | `code` | when |
 //! | --- | --- | --- |
-//! | 400 | `invalid_request` | an invalid field (name, description, role, permissions, `expires_in`, `grace_seconds`), an unknown field, a malformed body or `Authorization` header |
+//! | 400 | `invalid_request` | an invalid field (name, description, role, permissions, `expires_in`, `grace_seconds`, `successors`), an unknown field or query parameter, a malformed body or `Authorization` header |
 //! | 401 | `missing_credentials` | no credentials (`WWW-Authenticate: Basic realm="keygate", charset="UTF-8"`, plus a Bearer challenge where a token is accepted) |
 //! | 401 | `invalid_credentials` | unknown email or wrong password: the same answer, after the same argon2 work |
 //! | 401 | `basic_auth_required` | a bearer token on `POST /tokens` |
 //! | 401 | `missing_token`, `invalid_token` | bearer failures, exactly as [`AuthLayer`](crate::AuthLayer) renders them |
-//! | 403 | `insufficient_scope` | the bearer token lacks `tokens:read` / `tokens:write`, the new token's permissions go beyond the caller's, or a bearer token acts on (revokes, rotates, releases) a token holding a permission it lacks |
+//! | 403 | `insufficient_scope` | the bearer token lacks `tokens:read` / `tokens:write`, the new token's permissions go beyond the caller's, or a bearer token acts on (revokes, rotates, releases) a token less restricted than itself (see below) |
 //! | 403 | `cross_site_request` | a `POST`, `PUT`, `PATCH` or `DELETE` that a browser marks as sent by another site (see below) |
 //! | 404 | `not_found` | unknown, someone else's or malformed token id |
 //! | 409 | `name_taken`, `token_limit` | the owner has a live token with this name, or too many tokens that authenticate (live ones and rotated ones in grace) |
@@ -34,8 +34,23 @@
 //! (seed 000: `description=…` only); a token never gets more than its account holds.
 //!
 //! A bearer token manages only what it could have been: it may revoke, rotate or release
-//! the owner's tokens whose permissions are all within its own (itself included), never a
-//! broader one. Signed in with the account's password, the owner manages all its tokens.
+//! the owner's tokens (itself included) that are at least as restricted as itself, never a
+//! less restricted one, so that no token can mint a credential it could not use itself:
+//!
+//! - every permission of the target is one the bearer token holds;
+//! - the target is of the same kind and, for a kind with a binding, bound to the same
+//!   machine;
+//! - when the bearer token has `allowed_ips`, the target has them too, each within one of
+//!   the bearer token's networks;
+//! - when the bearer token expires, the target expires no later;
+//! - when the bearer token has its own `rate_limit`, the target has one no higher.
+//!
+//! Otherwise the answer is 403 `insufficient_scope`, whose message names the first
+//! restriction the target lacks. A rotation by a bearer token keeps the old token's
+//! `expires_at` ([`Tokens::rotate_keeping_expiry`]), so rotating never extends a lineage's
+//! life. Signed in with the account's password, the owner manages all its tokens, and a
+//! rotation gives the new token the old one's lifetime counted from the rotation (the
+//! account could create such a token anyway).
 //!
 //! With [`Management::with_audit`], every write that took effect is in the audit sink
 //! before its 2xx leaves; when the sink fails or stalls (2 s by default) the write is
