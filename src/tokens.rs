@@ -988,15 +988,14 @@ impl Tokens {
                 let successor = self.inner.store.get(&next).await.ok().flatten();
                 tracing::info!(token_id = %next, predecessor = %current, "successor of a revoked token revoked");
                 if let Some(audit) = &self.inner.audit {
-                    let mut event = maintenance_event(
+                    audit.record(maintenance_event(
                         now,
                         "token.revoke",
                         next,
                         successor.as_ref(),
+                        Decision::Allow,
                         "successor",
-                    );
-                    event.rbac_decision = Decision::Allow;
-                    audit.record(event);
+                    ));
                 }
                 revoked.push(next);
             }

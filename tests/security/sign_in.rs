@@ -45,6 +45,7 @@ async fn password_guessing_from_one_address_is_throttled_and_audited() {
     let attacker = "198.51.100.66:5000";
     let mut statuses = Vec::new();
     let mut retry_after = Vec::new();
+    let started = std::time::Instant::now();
     for i in 0..300 {
         let a = sign_in(&server, attacker, ADMIN, &format!("guess {i}")).await;
         statuses.push(a.status);
@@ -59,12 +60,28 @@ async fn password_guessing_from_one_address_is_throttled_and_audited() {
             .all(|s| *s == StatusCode::UNAUTHORIZED),
         "{statuses:?}"
     );
+    // The budget refills one failure per `60 / limit` seconds: on a slow machine a guess
+    // or two more may be checked during the flood, never more than the refill allows.
+    let refills = (started.elapsed().as_secs() / (60 / limit as u64)) as usize + 1;
+    let checked_late = statuses[limit..]
+        .iter()
+        .filter(|s| **s == StatusCode::UNAUTHORIZED)
+        .count();
+    assert!(
+        checked_late <= refills,
+        "{checked_late} > {refills}: {statuses:?}"
+    );
     assert!(
         statuses[limit..]
             .iter()
-            .all(|s| *s == StatusCode::TOO_MANY_REQUESTS),
+            .all(|s| *s == StatusCode::TOO_MANY_REQUESTS || *s == StatusCode::UNAUTHORIZED),
         "{statuses:?}"
     );
+    let refused = statuses
+        .iter()
+        .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    assert_eq!(refused, 300 - limit - checked_late);
     assert!(retry_after.iter().all(|v| {
         v.as_ref()
             .is_some_and(|v| v.to_str().unwrap().parse::<u64>().unwrap() >= 1)
@@ -89,8 +106,11 @@ async fn password_guessing_from_one_address_is_throttled_and_audited() {
             })
             .count()
     };
-    assert_eq!(count("invalid_credentials", "198.51.100.66"), limit);
-    assert_eq!(count("rate_limited", "198.51.100.66"), 300 - limit + 1);
+    assert_eq!(
+        count("invalid_credentials", "198.51.100.66"),
+        limit + checked_late
+    );
+    assert_eq!(count("rate_limited", "198.51.100.66"), refused + 1);
     assert_eq!(count("invalid_credentials", "198.51.100.67"), 1);
     let owners: Vec<_> = events
         .iter()
@@ -137,7 +157,9 @@ async fn a_guessing_flood_does_not_lock_the_owner_out() {
 
 #[tokio::test]
 async fn guesses_spread_over_many_addresses_hit_the_account_backoff() {
-    let server = Server::start().await;
+    // A small budget refills slowly (one failure per 12 s), so the account is still over
+    // it when the second round starts, however slow the password checks are.
+    let server = Server::with(|c| c.failure_limit = 5).await;
     let limit = server.config.failure_limit;
     // One guess from each of `limit` addresses: the account is now over its budget.
     for i in 0..limit {
