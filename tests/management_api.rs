@@ -1102,6 +1102,9 @@ fn server_config(db: &std::path::Path, password: Option<&str>) -> server::Config
         addr: "127.0.0.1:0".into(),
         admin_email: ADMIN.into(),
         admin_password: password.map(|p| zeroize::Zeroizing::new(p.to_owned())),
+        // Behaviour, not the store bound, is under test: a loaded machine's fsync may
+        // take longer than the 2 s default.
+        store_timeout: std::time::Duration::from_secs(30),
         ..server::Config::default()
     }
 }

@@ -65,6 +65,9 @@ async fn two_instances_share_tokens_and_revocations() {
         db_schema: Some(schema.clone()),
         addr: format!("127.0.0.1:{port}"),
         admin_password: Some(zeroize::Zeroizing::new(PASSWORD.to_owned())),
+        // Behaviour, not the store bound, is under test: a loaded machine's fsync may
+        // take longer than the 2 s default.
+        store_timeout: std::time::Duration::from_secs(30),
         ..server::Config::default()
     };
     let Some(a) = common::available(
