@@ -43,7 +43,7 @@ use serde_json::{Value, json};
 pub fn tokens() -> Result<Tokens, ConfigError> {
     Tokens::builder(MemoryStore::new())
         .kind(TokenKind::new("rgw", "rgw")?)
-        .roles(Roles::rack_gateway())
+        .roles(Roles::deployment_platform())
         .build()
 }
 
@@ -58,7 +58,7 @@ pub async fn add_user(
     password: &str,
     role: &str,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let permissions = Roles::rack_gateway()
+    let permissions = Roles::deployment_platform()
         .get(role)
         .cloned()
         .ok_or_else(|| format!("unknown role {role}"))?;

@@ -310,7 +310,7 @@ where
     // A wedged database (a lock held elsewhere, a stalled disk, a lost connection) is a 503
     // after 2 s instead of a request held for as long as it hangs.
     let tokens = Tokens::builder(TimeoutStore::new(token_store, config.store_timeout))
-        .roles(Roles::rack_gateway())
+        .roles(Roles::deployment_platform())
         .audit(audit.clone())
         .build()?;
     let client_ip = ClientIpSource::new()

@@ -14,8 +14,8 @@ use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, Salt
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
+use crate::error::StoreError;
 use crate::identity::Permissions;
-use crate::store::StoreError;
 
 /// An account that owns tokens. Its email is the `owner` of its tokens.
 #[derive(Clone, PartialEq)]

@@ -16,7 +16,7 @@
 //! ([`AuditLog::write_errors`], `keygate_audit_write_errors_total`); the events of a failed
 //! background batch are counted as dropped.
 //!
-//! Field names follow Rack Gateway's audit log (`api_token_id`, `api_token_name`, `method`,
+//! Field names follow a common audit-log shape (`api_token_id`, `api_token_name`, `method`,
 //! `path`, `status_code`, `rbac_decision`, …) so that tooling written for it keeps working.
 //! An event never holds a token, a token hash or a password. What the request's sender
 //! chooses is bounded, credentials or not: `request_id` is kept only when it is at most
@@ -93,7 +93,7 @@ pub struct AuditEvent {
     pub path: String,
     /// HTTP status code of the response.
     pub status_code: u16,
-    /// `allow` or `deny`, as Rack Gateway names it.
+    /// `allow` or `deny`.
     pub rbac_decision: Decision,
     /// The precise cause of a denial (`unknown`, `revoked`, `expired`, `wrong_kind`,
     /// `insufficient_scope`, `rate_limited`, `ip_not_allowed`, …); `None` when a request

@@ -1,4 +1,6 @@
-//! Configuration errors.
+//! Errors shared by the whole crate: a builder given a value it cannot use
+//! ([`ConfigError`]) and a store that failed ([`StoreError`]). Leaf types: they import
+//! nothing from the stores, the manager or HTTP.
 
 /// A builder was given a value it cannot work with.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -32,4 +34,40 @@ pub enum ConfigError {
     /// more.
     #[error("invalid origin {0:?}: use http(s)://host[:port] without a path")]
     InvalidOrigin(String),
+}
+
+/// A store failed. Request-facing code turns every variant but the first three into
+/// 503 `store_unavailable`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The owner already has a live token with this name.
+    #[error("the owner already has a live token with this name")]
+    NameTaken,
+    /// The owner is at the limit of live tokens.
+    #[error("the owner has reached the limit of live tokens")]
+    LimitReached,
+    /// The token to change does not exist (or is no longer live, for a rotation).
+    #[error("token not found")]
+    NotFound,
+    /// A record with the same id or hash already exists.
+    #[error("a token with the same id or hash already exists")]
+    Duplicate,
+    /// The backend did not answer in time.
+    #[error("the token store did not answer in time")]
+    Timeout,
+    /// The store does not implement this operation (a store written before it existed);
+    /// callers fail closed.
+    #[error("the token store does not support {0}")]
+    Unsupported(&'static str),
+    /// The backend failed; the source is kept.
+    #[error("token store backend error")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl StoreError {
+    /// Wraps any backend error, keeping it as the source.
+    pub fn backend(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self::Backend(Box::new(e))
+    }
 }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::ConfigError;
-use crate::store::{TokenId, TokenRecord};
+use crate::record::{TokenId, TokenRecord};
 
 /// One permission, e.g. `tokens:write`. 1–64 characters of `[a-z0-9_.:*-]`.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -195,7 +195,7 @@ impl<'de> Deserialize<'de> for Permissions {
 
 /// Named sets of permissions, used as shortcuts when creating tokens.
 ///
-/// [`Roles::rack_gateway`] is a ready default with Rack Gateway's five roles; build any other
+/// [`Roles::deployment_platform`] is a ready default with five roles; build any other
 /// set with [`Roles::new`] and [`with_role`](Roles::with_role).
 #[derive(Clone, Default, Debug)]
 pub struct Roles {
@@ -227,7 +227,8 @@ impl Roles {
         Ok(self)
     }
 
-    /// Rack Gateway's roles, each resolving to explicit permissions:
+    /// The roles of a deployment platform (apps, processes, builds, releases), each
+    /// resolving to explicit permissions:
     ///
     /// | role | permissions |
     /// | --- | --- |
@@ -237,7 +238,7 @@ impl Roles {
     /// | `cicd` | `apps:read`, `builds:read`, `releases:read`, `builds:create`, `releases:create`, `releases:promote`, `approvals:request` |
     /// | `admin` | `*` (all, including `tokens:write`) |
     #[must_use]
-    pub fn rack_gateway() -> Self {
+    pub fn deployment_platform() -> Self {
         const VIEWER: &[&str] = &[
             "apps:read",
             "processes:read",
@@ -445,7 +446,7 @@ mod tests {
 
     #[test]
     fn rack_gateway_roles() {
-        let r = Roles::rack_gateway();
+        let r = Roles::deployment_platform();
         assert_eq!(
             r.names().collect::<Vec<_>>(),
             ["admin", "cicd", "deployer", "ops", "viewer"]

@@ -5,7 +5,7 @@
 pub mod audit;
 pub mod client_ip;
 pub mod clock;
-mod error;
+pub mod error;
 pub mod header;
 pub mod identity;
 #[cfg(feature = "metrics")]
@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod middleware;
 pub mod permissions;
 pub mod rate_limit;
+pub mod record;
 pub mod store;
 pub mod token;
 pub mod tokens;

@@ -33,8 +33,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use crate::error::StoreError;
 use crate::identity::{Identity, Permissions};
-use crate::store::StoreError;
 
 /// Tells the current permissions of a token owner.
 #[async_trait]
@@ -86,8 +86,8 @@ mod accounts {
 
     use super::PermissionResolver;
     use crate::accounts::AccountStore;
+    use crate::error::StoreError;
     use crate::identity::Permissions;
-    use crate::store::StoreError;
     use crate::store::timeout::{DEFAULT_STORE_TIMEOUT, bounded};
 
     /// The default time an owner's permissions are kept: 5 s.

@@ -124,7 +124,7 @@ impl TokenKind {
         self.map(|k| k.max_lifetime = Some(max))
     }
 
-    /// Binds each token of this kind to one client on first use (seed 002's seats): the
+    /// Binds each token of this kind to one client on first use (a seat): the
     /// client sends its fingerprint (e.g. a machine id) in the header `header_name`. The
     /// first request binds the token to that fingerprint; later requests with another
     /// fingerprint get 403 `bound_elsewhere`, and requests without the header 403

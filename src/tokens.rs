@@ -6,7 +6,7 @@
 //! use keygate::{MemoryStore, NewToken, Roles, Tokens};
 //!
 //! let tokens = Tokens::builder(MemoryStore::new())
-//!     .roles(Roles::rack_gateway())
+//!     .roles(Roles::deployment_platform())
 //!     .build()
 //!     .unwrap();
 //! let issued = tokens
@@ -40,7 +40,7 @@ use crate::store::{
 };
 use crate::token::{self, RawToken, TokenHash, TokenKind};
 
-/// Default cap on live tokens per owner (seed 001's 100).
+/// Default cap on live tokens per owner.
 pub const DEFAULT_MAX_TOKENS_PER_OWNER: u32 = 100;
 /// Longest name or description, in characters.
 pub const MAX_TEXT_LEN: usize = 100;
@@ -48,7 +48,7 @@ pub const MAX_TEXT_LEN: usize = 100;
 pub const MAX_EXPIRES_IN: Duration = Duration::from_secs(100 * 366 * 24 * 3600);
 /// Most networks in one token's allow-list.
 pub const MAX_ALLOWED_IPS: usize = 64;
-/// How often an owner may release a token's binding by hand (seed 002: once every 24 h).
+/// How often an owner may release a token's binding by hand (once every 24 h).
 pub const RELEASE_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 /// Default longest grace window of a rotation: 24 hours (see
 /// [`TokensBuilder::max_rotation_grace`]).
@@ -347,11 +347,11 @@ impl TokensBuilder {
         self
     }
 
-    /// Inactivity expiry (seed 002: two weeks): each [`Tokens::purge`] (and so the
+    /// Inactivity expiry (e.g. two weeks): each [`Tokens::purge`] (and so the
     /// maintenance task) revokes the valid tokens whose last sign of life — last use, binding
     /// or creation, see [`TokenRecord::last_active_at`] — is older than `after`. Tokens of
     /// kinds with a binding ([`TokenKind::with_binding`]) are not revoked: their seat is
-    /// released instead, as RapidPipeline releases a seat after two weeks of inactivity; the
+    /// released instead; the
     /// token keeps working and binds to the next machine that uses it. Uses are recorded in
     /// batches, so "last use" is as fresh as [`usage_granularity`](Self::usage_granularity)
     /// and the flush interval.
@@ -1207,7 +1207,7 @@ impl Tokens {
     }
 
     /// Releases the binding of the owner's token `id`, so the next machine that uses it
-    /// takes the seat. At most once every 24 hours per token (seed 002); automatic
+    /// takes the seat. At most once every 24 hours per token; automatic
     /// releases for inactivity do not count.
     ///
     /// # Errors

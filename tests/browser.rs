@@ -156,7 +156,7 @@ async fn open_browser(driver: &ChromeDriver, chromium: &Path, profile: &Path) ->
 // ---- the server ----
 
 async fn start_server() -> SocketAddr {
-    let roles = Roles::rack_gateway();
+    let roles = Roles::deployment_platform();
     let tokens = Tokens::builder(MemoryStore::new())
         .roles(roles.clone())
         .build()

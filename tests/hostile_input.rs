@@ -535,7 +535,7 @@ struct Api {
 
 async fn api() -> Api {
     let tokens = Tokens::builder(keygate::MemoryStore::new())
-        .roles(Roles::rack_gateway())
+        .roles(Roles::deployment_platform())
         .build()
         .unwrap();
     let accounts = MemoryAccounts::new();

@@ -70,7 +70,7 @@ async fn fixture_with(configure: impl FnOnce(Management) -> Management) -> Fixtu
     let clock = ManualClock::new(time::macros::datetime!(2026-06-01 12:00 UTC));
     let store = FlakyStore::default();
     let tokens = Tokens::builder(store.clone())
-        .roles(Roles::rack_gateway())
+        .roles(Roles::deployment_platform())
         .clock(clock.clone())
         .build()
         .unwrap();

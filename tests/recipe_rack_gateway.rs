@@ -63,7 +63,7 @@ async fn send(
 }
 
 fn role_permissions(role: &str) -> Value {
-    serde_json::to_value(Roles::rack_gateway().get(role).unwrap()).unwrap()
+    serde_json::to_value(Roles::deployment_platform().get(role).unwrap()).unwrap()
 }
 
 #[tokio::test]

@@ -61,7 +61,7 @@ async fn tokens_survive_a_reopen_and_revocations_stick() {
     let path = dir.path().join("restart.db");
     let (live, revoked) = {
         let tokens = Tokens::builder(SqliteStore::open(&path).await.expect("open"))
-            .roles(Roles::rack_gateway())
+            .roles(Roles::deployment_platform())
             .build()
             .expect("config");
         let live = tokens
@@ -86,7 +86,7 @@ async fn tokens_survive_a_reopen_and_revocations_stick() {
 
     let store = SqliteStore::open(&path).await.expect("reopen");
     let tokens = Tokens::builder(store)
-        .roles(Roles::rack_gateway())
+        .roles(Roles::deployment_platform())
         .build()
         .expect("config");
     let identity = tokens

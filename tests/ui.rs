@@ -154,7 +154,7 @@ async fn the_page_gets_the_api_base_and_the_roles() {
     assert!(html.contains(r#"data-api-base="/api/v1""#));
     assert!(html.contains(r#"data-roles="[]""#));
 
-    let page = Page::new("/api/v1/").with_roles(&Roles::rack_gateway());
+    let page = Page::new("/api/v1/").with_roles(&Roles::deployment_platform());
     let app = Router::new().nest("/tokens", page.router());
     let (_, _, html) = get(&app, "/tokens").await;
     assert!(

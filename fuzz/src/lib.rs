@@ -181,7 +181,7 @@ impl ManagementHarness {
     async fn run(&self, data: &[u8]) {
         // Fresh tokens every time, so inputs do not depend on each other.
         let tokens = Tokens::builder(MemoryStore::new())
-            .roles(Roles::rack_gateway())
+            .roles(Roles::deployment_platform())
             .build()
             .expect("tokens");
         let target = tokens

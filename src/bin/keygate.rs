@@ -304,7 +304,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::User(UserCommand::Add(args)) => user_add(backend.accounts.as_ref(), args).await,
         Command::Token(cmd) => {
             let tokens = Tokens::builder(backend.tokens.clone())
-                .roles(Roles::rack_gateway())
+                .roles(Roles::deployment_platform())
                 .build()
                 .map_err(|e| Failure::Usage(format!("invalid configuration: {e}")))?;
             match cmd {
@@ -440,7 +440,7 @@ fn read_password() -> Result<String, Failure> {
 
 async fn user_add(store: &dyn AccountStore, args: UserAdd) -> Result<(), Failure> {
     let email = normalise_email(&args.email)?;
-    let roles = Roles::rack_gateway();
+    let roles = Roles::deployment_platform();
     let permissions = match (&args.permissions, &args.role) {
         (Some(list), _) => parse_permissions(list)?,
         (None, Some(role)) => role_permissions(&roles, role)?,

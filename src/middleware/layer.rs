@@ -176,7 +176,7 @@ impl AuthLayer {
         Ok(self.map(|c| c.rule = AccessRule::Require(p)))
     }
 
-    /// Tokencraft's rule: GET, HEAD and OPTIONS need only a valid token; every other method
+    /// The read-only rule: GET, HEAD and OPTIONS need only a valid token; every other method
     /// needs `write_permission`.
     ///
     /// # Errors

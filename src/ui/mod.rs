@@ -18,7 +18,7 @@
 //! use tower::ServiceExt;
 //!
 //! let tokens = Tokens::builder(MemoryStore::new())
-//!     .roles(Roles::rack_gateway())
+//!     .roles(Roles::deployment_platform())
 //!     .build()
 //!     .unwrap();
 //! let app: Router = Router::new()

@@ -31,7 +31,7 @@
 //! | 503 | `store_unavailable`, `server_busy` | the store failed or did not answer in time (never 500) or, with [`Management::with_audit`], the audit event of a write could not be written (see below); or no password check could start in time |
 //!
 //! A token created without `role` or `permissions` gets the account's own permissions
-//! (seed 000: `description=…` only); a token never gets more than its account holds.
+//! (a form with `description=…` only); a token never gets more than its account holds.
 //!
 //! A bearer token manages only what it could have been: it may revoke, rotate or release
 //! the owner's tokens (itself included) that are at least as restricted as itself, never a
@@ -77,7 +77,7 @@
 //! use keygate::{MemoryStore, Permissions, Roles, Tokens};
 //!
 //! let tokens = Tokens::builder(MemoryStore::new())
-//!     .roles(Roles::rack_gateway())
+//!     .roles(Roles::deployment_platform())
 //!     .build()
 //!     .unwrap();
 //! let accounts = MemoryAccounts::new();
