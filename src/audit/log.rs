@@ -1,0 +1,305 @@
+//! [`AuditLog`]: the queue in front of a sink, its background writer, and its counters.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::{AuditEvent, AuditSink};
+
+/// The default longest wait of [`AuditLog::write_now`]: 2 s.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Why [`AuditLog::write_now`] could not write an event. Never holds the event.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditWriteError {
+    /// The sink refused the write.
+    #[error("audit sink failed")]
+    Sink(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The sink did not answer within the log's write timeout.
+    #[error("audit sink did not answer within {0:?}")]
+    TimedOut(Duration),
+}
+
+/// A handle to the audit log. Cheap to clone; [`record`](Self::record) never blocks (when
+/// the queue is full the event is dropped and counted), [`write_now`](Self::write_now)
+/// waits for the sink, at most the write timeout.
+#[derive(Clone)]
+pub struct AuditLog {
+    inner: Arc<LogInner>,
+    write_timeout: Duration,
+}
+
+struct LogInner {
+    tx: Mutex<Option<mpsc::Sender<AuditEvent>>>,
+    sink: Arc<dyn AuditSink>,
+    counters: Arc<Counters>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+#[derive(Default)]
+struct Counters {
+    dropped: AtomicU64,
+    written: AtomicU64,
+    write_errors: AtomicU64,
+}
+
+impl Counters {
+    fn dropped(&self, n: u64) {
+        self.dropped.fetch_add(n, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        ::metrics::counter!("keygate_audit_dropped_total").increment(n);
+    }
+
+    fn write_error(&self, error: &dyn std::fmt::Display, events: usize) {
+        self.write_errors.fetch_add(1, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        ::metrics::counter!("keygate_audit_write_errors_total").increment(1);
+        tracing::warn!(%error, events, "audit sink failed");
+    }
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog")
+            .field("dropped", &self.dropped())
+            .field("written", &self.written())
+            .field("write_errors", &self.write_errors())
+            .field("write_timeout", &self.write_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AuditLog {
+    /// Starts the background writer for `sink` with a queue of `capacity` events. Needs a
+    /// Tokio runtime.
+    pub fn spawn(sink: impl AuditSink, capacity: usize) -> Self {
+        let (tx, mut rx) = mpsc::channel::<AuditEvent>(capacity.max(1));
+        let sink: Arc<dyn AuditSink> = Arc::new(sink);
+        let counters = Arc::new(Counters::default());
+        let task = {
+            let (sink, counters) = (sink.clone(), counters.clone());
+            tokio::spawn(async move {
+                let mut batch = Vec::with_capacity(256);
+                while rx.recv_many(&mut batch, 256).await > 0 {
+                    let n = batch.len() as u64;
+                    match sink.write(&batch).await {
+                        Ok(()) => {
+                            counters.written.fetch_add(n, Ordering::Relaxed);
+                        }
+                        Err(error) => {
+                            counters.write_error(&error, batch.len());
+                            counters.dropped(n);
+                        }
+                    }
+                    batch.clear();
+                }
+            })
+        };
+        Self {
+            inner: Arc::new(LogInner {
+                tx: Mutex::new(Some(tx)),
+                sink,
+                counters,
+                task: Mutex::new(Some(task)),
+            }),
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
+        }
+    }
+
+    /// How long [`write_now`](Self::write_now) waits for the sink (default
+    /// [`DEFAULT_WRITE_TIMEOUT`], 2 s). Applies to this handle and its later clones.
+    #[must_use]
+    pub fn with_write_timeout(mut self, timeout: Duration) -> Self {
+        self.write_timeout = timeout;
+        self
+    }
+
+    /// The longest wait of [`write_now`](Self::write_now).
+    #[must_use]
+    pub fn write_timeout(&self) -> Duration {
+        self.write_timeout
+    }
+
+    /// Queues an event; drops (and counts) it when the queue is full or closed.
+    pub fn record(&self, event: AuditEvent) {
+        let tx = self.inner.tx.lock().unwrap_or_else(PoisonError::into_inner);
+        let sent = tx.as_ref().is_some_and(|tx| tx.try_send(event).is_ok());
+        if !sent {
+            self.inner.counters.dropped(1);
+        }
+    }
+
+    /// Writes `event` to the sink now, past the queue (so a full queue does not hold it
+    /// up), and returns once the sink has kept it. It may land before events queued
+    /// earlier; readers order by timestamp.
+    ///
+    /// # Errors
+    ///
+    /// [`AuditWriteError::Sink`] when the sink fails, [`AuditWriteError::TimedOut`] when it
+    /// does not answer within the [write timeout](Self::with_write_timeout). Both are
+    /// counted in [`write_errors`](Self::write_errors) and logged.
+    pub async fn write_now(&self, event: AuditEvent) -> Result<(), AuditWriteError> {
+        let events = [event];
+        let outcome = tokio::time::timeout(self.write_timeout, self.inner.sink.write(&events))
+            .await
+            .map_err(|_| AuditWriteError::TimedOut(self.write_timeout))
+            .and_then(|r| r.map_err(AuditWriteError::Sink));
+        match outcome {
+            Ok(()) => {
+                self.inner.counters.written.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(error) => {
+                match &error {
+                    AuditWriteError::Sink(source) => self.inner.counters.write_error(source, 1),
+                    timed_out => self.inner.counters.write_error(timed_out, 1),
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Events that never reached the sink: the queue was full or closed, or the sink failed
+    /// their batch.
+    #[must_use]
+    pub fn dropped(&self) -> u64 {
+        self.inner.counters.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Sink writes that failed or timed out (background batches and
+    /// [`write_now`](Self::write_now) calls alike).
+    #[must_use]
+    pub fn write_errors(&self) -> u64 {
+        self.inner.counters.write_errors.load(Ordering::Relaxed)
+    }
+
+    /// Events the sink has accepted.
+    #[must_use]
+    pub fn written(&self) -> u64 {
+        self.inner.counters.written.load(Ordering::Relaxed)
+    }
+
+    /// Closes the queue and waits until every queued event is written.
+    pub async fn shutdown(&self) {
+        self.inner
+            .tx
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let task = self
+            .inner
+            .task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::audit::MemoryAuditSink;
+    use crate::audit::event::event;
+
+    #[tokio::test]
+    async fn events_reach_the_sink_and_a_full_queue_drops_instead_of_blocking() {
+        let sink = MemoryAuditSink::new();
+        let log = AuditLog::spawn(sink.clone(), 4);
+        for i in 0..100 {
+            log.record(event(200 + i));
+        }
+        log.shutdown().await;
+        let written = sink.events().len() as u64;
+        assert_eq!(written + log.dropped(), 100);
+        assert!(
+            log.dropped() > 0,
+            "a queue of 4 cannot take 100 events at once"
+        );
+        assert_eq!(log.written(), written);
+        log.record(event(1));
+        assert_eq!(
+            written + log.dropped(),
+            100 + 1,
+            "after shutdown events are counted as dropped"
+        );
+    }
+
+    /// Blocks every batch that holds an `authenticate` event (a wedged writer); fails or
+    /// keeps the others.
+    #[derive(Clone, Default)]
+    struct Wedged {
+        fail: bool,
+        kept: MemoryAuditSink,
+    }
+
+    #[async_trait]
+    impl AuditSink for Wedged {
+        async fn write(
+            &self,
+            events: &[AuditEvent],
+        ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+            if events.iter().any(|e| e.event == "authenticate") {
+                std::future::pending::<()>().await;
+            }
+            if self.fail {
+                return Err("disk full".into());
+            }
+            self.kept.write(events).await
+        }
+    }
+
+    #[tokio::test]
+    async fn write_now_passes_a_full_queue_and_reports_a_failing_or_silent_sink() {
+        let sink = Wedged::default();
+        let log = AuditLog::spawn(sink.clone(), 4);
+        for i in 0..100 {
+            log.record(event(200 + i));
+        }
+        tokio::task::yield_now().await;
+        assert!(log.dropped() > 0, "the flood is shed and counted");
+        let mut create = event(201);
+        create.event = "token.create".into();
+        log.write_now(create.clone()).await.unwrap();
+        assert_eq!(
+            sink.kept.events(),
+            [create.clone()],
+            "kept before write_now returns"
+        );
+
+        let failing = AuditLog::spawn(
+            Wedged {
+                fail: true,
+                ..Wedged::default()
+            },
+            4,
+        );
+        let err = failing.write_now(create.clone()).await.unwrap_err();
+        assert!(matches!(err, AuditWriteError::Sink(_)), "{err:?}");
+        assert_eq!(failing.write_errors(), 1);
+        failing.record(create.clone());
+        failing.shutdown().await;
+        assert_eq!(failing.write_errors(), 2, "a failed batch is counted");
+        assert_eq!(
+            failing.dropped(),
+            1,
+            "and its events are counted as dropped"
+        );
+        assert_eq!(failing.written(), 0);
+
+        let silent =
+            AuditLog::spawn(Wedged::default(), 4).with_write_timeout(Duration::from_millis(20));
+        let mut auth = create;
+        auth.event = "authenticate".into();
+        let err = silent.write_now(auth).await.unwrap_err();
+        assert!(matches!(err, AuditWriteError::TimedOut(_)), "{err:?}");
+        assert_eq!(silent.write_errors(), 1);
+    }
+}
