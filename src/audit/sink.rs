@@ -169,7 +169,7 @@ mod tests {
     use crate::record::TokenId;
 
     #[tokio::test]
-    async fn json_lines_use_rack_gateway_field_names() {
+    async fn json_lines_use_the_audit_field_names() {
         let dir = std::env::temp_dir().join(format!("keygate-audit-{}", TokenId::random()));
         let sink = JsonLinesSink::open(&dir).unwrap();
         sink.write(&[event(200)]).await.unwrap();
