@@ -1,0 +1,25 @@
+-- Shared by the scripts that write a record (prepended to them): put(p, hex, first,
+-- expire_at_ms, dead) writes the hash, the id and owner indexes, the TTL and the purge index.
+local function put(p, hex, first, expire_at_ms, dead)
+  local fields = {}
+  local id, owner
+  for i = first, #ARGV, 2 do
+    fields[#fields + 1] = ARGV[i]
+    fields[#fields + 1] = ARGV[i + 1]
+    if ARGV[i] == 'id' then id = ARGV[i + 1] end
+    if ARGV[i] == 'owner' then owner = ARGV[i + 1] end
+  end
+  local tok = p .. 'tok:' .. hex
+  local seq = redis.call('INCR', p .. 'seq')
+  redis.call('HSET', tok, 'seq', seq, unpack(fields))
+  redis.call('SET', p .. 'id:' .. id, hex)
+  redis.call('SADD', p .. 'owner:' .. owner, hex)
+  if expire_at_ms ~= '' then
+    redis.call('PEXPIREAT', tok, expire_at_ms)
+    redis.call('PEXPIREAT', p .. 'id:' .. id, expire_at_ms)
+  end
+  if dead ~= '' then redis.call('ZADD', p .. 'dead', dead, hex) end
+end
+local function exists(p, hex, id)
+  return redis.call('EXISTS', p .. 'tok:' .. hex) == 1 or redis.call('EXISTS', p .. 'id:' .. id) == 1
+end
