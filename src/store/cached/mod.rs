@@ -42,7 +42,8 @@
 //! | another instance, listener disconnected | at once: the cache is flushed and bypassed until the listener is back |
 //! | another instance, no listener at all | up to the TTL |
 //!
-//! The listeners ([`listen_postgres`](CachedStore::listen_postgres),
+//! The listeners ([`listen`](CachedStore::listen) with a [`RevocationFeed`]; for the
+//! built-in stores [`listen_postgres`](CachedStore::listen_postgres),
 //! [`listen_redis`](CachedStore::listen_redis)) subscribe to the store's revocation
 //! channel. Push is best-effort (PostgreSQL `NOTIFY` and Redis pub/sub are fire and forget),
 //! so a listener treats the loss of its connection as a loss of notifications: it flushes
@@ -82,8 +83,7 @@
 //! ```
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -93,344 +93,17 @@ use super::{
     InactiveOutcome, InsertRules, ReleaseOutcome, RotateOutcome, StoreError, TokenId, TokenRecord,
     TokenStore,
 };
-use crate::token::{DigestHasher, TokenHash};
+use crate::token::TokenHash;
+
+mod cache;
+mod clock;
+mod feed;
+
+use cache::{Cache, Cached, Config};
+pub use feed::{Notice, RevocationFeed, RevocationListener};
 
 pub use super::timeout::TimeoutStore;
 use super::timeout::bounded;
-
-const SHARDS: usize = 64;
-/// Entries looked at when a full shard must evict one.
-const EVICTION_SAMPLE: usize = 8;
-#[cfg(any(feature = "postgres", feature = "redis"))]
-const HEARTBEAT: Duration = Duration::from_secs(5);
-#[cfg(any(feature = "postgres", feature = "redis"))]
-const HEARTBEAT_DEADLINE: Duration = Duration::from_secs(15);
-#[cfg(any(feature = "postgres", feature = "redis"))]
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
-
-/// A concurrent map whose reads take no lock and write no shared memory, so hits on several
-/// cores do not contend.
-type Map<V> = papaya::HashMap<TokenHash, V, DigestHasher>;
-
-/// One shard: lock-free reads; writers take `writer`, which keeps the bound and the epoch
-/// rule exact.
-struct Shard<V> {
-    map: Map<V>,
-    writer: Mutex<()>,
-}
-
-/// A shard's map while its writer lock is held.
-struct ShardWriter<'a, V> {
-    map: &'a Map<V>,
-    _lock: MutexGuard<'a, ()>,
-}
-
-/// A millisecond clock that a hit can read with one atomic load: `Instant::now()` costs as
-/// much as the rest of a hit on some machines. One background thread per process advances it
-/// every [`TICK`]; if that thread cannot be started, every read falls back to `Instant`.
-mod clock {
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-    use std::sync::{Once, OnceLock};
-    use std::time::{Duration, Instant};
-
-    pub(super) const TICK: Duration = Duration::from_millis(5);
-
-    struct Clock {
-        base: Instant,
-        ms: AtomicU64,
-        ticking: AtomicBool,
-    }
-
-    fn elapsed_ms(base: Instant) -> u64 {
-        u64::try_from(base.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
-    fn clock() -> &'static Clock {
-        static CLOCK: OnceLock<Clock> = OnceLock::new();
-        static START: Once = Once::new();
-        let c: &'static Clock = CLOCK.get_or_init(|| Clock {
-            base: Instant::now(),
-            ms: AtomicU64::new(0),
-            ticking: AtomicBool::new(false),
-        });
-        START.call_once(|| {
-            let started = std::thread::Builder::new()
-                .name("keygate-cache-clock".into())
-                .spawn(move || {
-                    loop {
-                        c.ms.store(elapsed_ms(c.base), Ordering::Relaxed);
-                        std::thread::sleep(TICK);
-                    }
-                })
-                .is_ok();
-            c.ticking.store(started, Ordering::Release);
-        });
-        c
-    }
-
-    /// Milliseconds since the clock started; at most one tick behind.
-    pub(super) fn now_ms() -> u64 {
-        let c = clock();
-        if c.ticking.load(Ordering::Relaxed) {
-            c.ms.load(Ordering::Relaxed)
-        } else {
-            elapsed_ms(c.base)
-        }
-    }
-
-    /// The clock reading `ttl` from now.
-    pub(super) fn after(ttl: Duration) -> u64 {
-        now_ms().saturating_add(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))
-    }
-}
-
-struct Entry {
-    record: Arc<TokenRecord>,
-    until: u64,
-}
-
-trait Until {
-    fn until(&self) -> u64;
-}
-
-impl Until for Entry {
-    fn until(&self) -> u64 {
-        self.until
-    }
-}
-
-impl Until for u64 {
-    fn until(&self) -> u64 {
-        *self
-    }
-}
-
-/// One bounded, sharded map with a TTL.
-struct Sharded<V> {
-    shards: Box<[Shard<V>]>,
-    per_shard: usize,
-    ttl: Duration,
-}
-
-fn shard_of(hash: &TokenHash) -> usize {
-    // Byte 8 is not among the bytes the maps hash on.
-    usize::from(hash.as_bytes()[8]) % SHARDS
-}
-
-impl<V: Until + Send + Sync> Sharded<V> {
-    fn new(capacity: usize, ttl: Duration) -> Self {
-        Self {
-            shards: (0..SHARDS)
-                .map(|_| Shard {
-                    map: Map::default(),
-                    writer: Mutex::new(()),
-                })
-                .collect(),
-            per_shard: capacity.div_ceil(SHARDS),
-            ttl,
-        }
-    }
-
-    fn read<T>(&self, hash: &TokenHash, f: impl FnOnce(&V) -> T) -> Option<T> {
-        self.shards[shard_of(hash)].map.pin().get(hash).map(f)
-    }
-
-    fn lock(shard: &Shard<V>) -> ShardWriter<'_, V> {
-        ShardWriter {
-            map: &shard.map,
-            _lock: shard.writer.lock().unwrap_or_else(PoisonError::into_inner),
-        }
-    }
-
-    fn write(&self, hash: &TokenHash) -> ShardWriter<'_, V> {
-        Self::lock(&self.shards[shard_of(hash)])
-    }
-
-    /// Inserts under an already held shard lock, evicting first when the shard is full.
-    fn put_locked(&self, shard: &ShardWriter<'_, V>, hash: TokenHash, value: V) {
-        if self.per_shard == 0 {
-            return;
-        }
-        let map = shard.map.pin();
-        if map.len() >= self.per_shard && !map.contains_key(&hash) {
-            let now = clock::now_ms();
-            let victim = map
-                .iter()
-                .take(EVICTION_SAMPLE)
-                .min_by_key(|(_, v)| {
-                    if v.until() <= now {
-                        None
-                    } else {
-                        Some(v.until())
-                    }
-                })
-                .map(|(k, _)| *k);
-            if let Some(k) = victim {
-                map.remove(&k);
-            }
-        }
-        map.insert(hash, value);
-    }
-
-    fn remove(&self, hash: &TokenHash) {
-        self.write(hash).map.pin().remove(hash);
-    }
-
-    /// Keeps the entries for which `keep` is true, shard by shard under each writer lock.
-    fn retain(&self, mut keep: impl FnMut(&V) -> bool) {
-        for s in self.shards.iter() {
-            Self::lock(s).map.pin().retain(|_, v| keep(v));
-        }
-    }
-
-    fn clear(&self) {
-        for s in self.shards.iter() {
-            Self::lock(s).map.pin().clear();
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.map.len()).sum()
-    }
-}
-
-/// The state shared by a [`CachedStore`], its clones and its listener.
-struct Cache {
-    found: Sharded<Entry>,
-    unknown: Sharded<u64>,
-    /// Bumped by every invalidation; a lookup caches its answer only if it did not move.
-    epoch: AtomicU64,
-    /// True while a listener is attached but not subscribed: nothing is served from or put
-    /// into the cache.
-    bypass: AtomicBool,
-}
-
-enum Cached {
-    Found(Arc<TokenRecord>),
-    Unknown,
-    Miss,
-}
-
-impl Cache {
-    fn new(config: &Config) -> Self {
-        Self {
-            found: Sharded::new(config.capacity, config.ttl),
-            unknown: Sharded::new(config.negative_capacity, config.negative_ttl),
-            epoch: AtomicU64::new(0),
-            bypass: AtomicBool::new(false),
-        }
-    }
-
-    fn lookup(&self, hash: &TokenHash) -> Cached {
-        if self.bypass.load(Ordering::Acquire) {
-            return Cached::Miss;
-        }
-        let now = clock::now_ms();
-        if let Some(Some(rec)) = self
-            .found
-            .read(hash, |e| (e.until > now).then(|| e.record.clone()))
-        {
-            return Cached::Found(rec);
-        }
-        if self.unknown.read(hash, |until| *until > now) == Some(true) {
-            return Cached::Unknown;
-        }
-        Cached::Miss
-    }
-
-    fn epoch(&self) -> u64 {
-        self.epoch.load(Ordering::Acquire)
-    }
-
-    /// Caches the answer of a lookup that started at `epoch`, unless an invalidation
-    /// happened since (or a listener is down).
-    fn put(&self, hash: TokenHash, found: Option<&Arc<TokenRecord>>, epoch: u64) {
-        if self.bypass.load(Ordering::Acquire) {
-            return;
-        }
-        match found {
-            Some(rec) => {
-                let Some(ttl) = self.found_ttl(rec) else {
-                    return;
-                };
-                let shard = self.found.write(&hash);
-                if self.epoch() != epoch {
-                    return;
-                }
-                let until = clock::after(ttl);
-                self.found.put_locked(
-                    &shard,
-                    hash,
-                    Entry {
-                        record: rec.clone(),
-                        until,
-                    },
-                );
-            }
-            None => {
-                let shard = self.unknown.write(&hash);
-                if self.epoch() != epoch {
-                    return;
-                }
-                let until = clock::after(self.unknown.ttl);
-                self.unknown.put_locked(&shard, hash, until);
-            }
-        }
-    }
-
-    /// How long a found record is served from the cache. A record that no longer admits
-    /// anyone (revoked, expired, replaced and past its grace) is kept no longer than an
-    /// unknown hash (and not at all when negative caching is off), and a valid one no
-    /// longer than until it expires: a token that was real and one that never was cost the
-    /// same store work, so the time of a refusal does not tell them apart.
-    fn found_ttl(&self, rec: &TokenRecord) -> Option<Duration> {
-        let now = OffsetDateTime::now_utc();
-        let negative = (self.unknown.per_shard > 0).then_some(self.unknown.ttl);
-        if !rec.is_valid_at(now) {
-            return negative.map(|n| n.min(self.found.ttl));
-        }
-        let Some(expires_at) = rec.expires_at else {
-            return Some(self.found.ttl);
-        };
-        let left = Duration::try_from(expires_at - now).unwrap_or(Duration::ZERO);
-        Some(left.min(self.found.ttl))
-    }
-
-    fn invalidate(&self, hash: &TokenHash) {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
-        self.found.remove(hash);
-        self.unknown.remove(hash);
-    }
-
-    /// Drops every found record with this id (a scan: revocations are rare).
-    fn invalidate_id(&self, id: &TokenId) {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
-        self.found.retain(|e| e.record.id != *id);
-    }
-
-    /// Drops every found record whose id is in `ids`, in one scan.
-    fn invalidate_ids(&self, ids: &std::collections::HashSet<TokenId>) {
-        if ids.is_empty() {
-            return;
-        }
-        self.epoch.fetch_add(1, Ordering::AcqRel);
-        self.found.retain(|e| !ids.contains(&e.record.id));
-    }
-
-    fn flush(&self) {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
-        self.found.clear();
-        self.unknown.clear();
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Config {
-    capacity: usize,
-    ttl: Duration,
-    negative_capacity: usize,
-    negative_ttl: Duration,
-}
 
 /// A [`TokenStore`] that caches [`find_by_hash`](TokenStore::find_by_hash) answers of the
 /// store it wraps; see the [module docs](self) for the bounds and the staleness guarantees.
@@ -464,7 +137,7 @@ impl<S: std::fmt::Debug> std::fmt::Debug for CachedStore<S> {
             .field("negative_capacity", &self.config.negative_capacity)
             .field("negative_ttl", &self.config.negative_ttl)
             .field("timeout", &self.timeout)
-            .field("cached", &self.cache.found.len())
+            .field("cached", &self.cache.found_len())
             .finish()
     }
 }
@@ -538,7 +211,7 @@ impl<S: TokenStore> CachedStore<S> {
     /// Number of cached records.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.cache.found.len()
+        self.cache.found_len()
     }
 
     /// True when no record is cached.
@@ -550,7 +223,7 @@ impl<S: TokenStore> CachedStore<S> {
     /// Number of remembered unknown hashes.
     #[must_use]
     pub fn negative_len(&self) -> usize {
-        self.cache.unknown.len()
+        self.cache.unknown_len()
     }
 
     /// Drops whatever is cached for `hash`: what a listener does for each notification. Use
@@ -564,34 +237,35 @@ impl<S: TokenStore> CachedStore<S> {
         self.cache.flush();
     }
 
+    /// Starts a [`RevocationListener`] that applies `feed` to this cache: each token the
+    /// feed names is dropped from it. Needs a Tokio runtime. Until the feed has subscribed,
+    /// and whenever it loses its subscription, the cache is flushed and bypassed; the
+    /// listener subscribes again by itself with a backoff of up to 5 s.
+    pub fn listen(&self, feed: impl RevocationFeed) -> RevocationListener {
+        RevocationListener::spawn(self.cache.clone(), feed)
+    }
+
     /// Subscribes to [`postgres::REVOCATION_CHANNEL`](super::postgres::REVOCATION_CHANNEL)
     /// with `LISTEN` on a connection from `pool` (the [`PostgresStore`](super::postgres::PostgresStore)'s
     /// [`pool`](super::postgres::PostgresStore::pool)) and drops each revoked or rotated
-    /// token from this cache. Needs a Tokio runtime. Until the listener has subscribed, and
-    /// whenever it loses its connection, the cache is flushed and bypassed; it reconnects by
-    /// itself with a backoff of up to 5 s.
+    /// token from this cache: [`listen`](Self::listen) with a
+    /// [`PostgresFeed`](super::postgres::PostgresFeed).
     #[cfg(feature = "postgres")]
     pub fn listen_postgres(&self, pool: sqlx::PgPool) -> RevocationListener {
-        RevocationListener::spawn(self.cache.clone(), |cache, state| {
-            pg::listen(cache, pool, state)
-        })
+        self.listen(super::postgres::PostgresFeed::new(pool))
     }
 
     /// Subscribes to the Redis pub/sub `channel` (a [`RedisStore`](super::redis::RedisStore)'s
     /// [`revocation_channel`](super::redis::RedisStore::revocation_channel)) with a
     /// connection of its own from `client`, and drops each revoked or rotated token from
-    /// this cache. Same connection-loss rules as
-    /// [`listen_postgres`](Self::listen_postgres).
+    /// this cache: [`listen`](Self::listen) with a [`RedisFeed`](super::redis::RedisFeed).
     #[cfg(feature = "redis")]
     pub fn listen_redis(
         &self,
         client: ::redis::Client,
         channel: impl Into<String>,
     ) -> RevocationListener {
-        let channel = channel.into();
-        RevocationListener::spawn(self.cache.clone(), |cache, state| {
-            rd::listen(cache, client, channel, state)
-        })
+        self.listen(super::redis::RedisFeed::new(client, channel))
     }
 
     async fn call<T>(
@@ -741,295 +415,5 @@ impl<S: TokenStore> TokenStore for CachedStore<S> {
             Err(_) => self.cache.flush(),
         }
         res
-    }
-}
-
-/// What a listener task reports.
-#[derive(Default)]
-struct ListenerState {
-    connected: AtomicBool,
-    changed: tokio::sync::Notify,
-}
-
-#[cfg(any(feature = "postgres", feature = "redis"))]
-impl ListenerState {
-    /// Subscribed: flush what was cached while notifications could be missed, resume.
-    fn up(&self, cache: &Cache) {
-        cache.flush();
-        cache.bypass.store(false, Ordering::Release);
-        self.connected.store(true, Ordering::Release);
-        self.changed.notify_waiters();
-        tracing::info!("revocation listener subscribed; cache enabled");
-    }
-
-    /// Lost: notifications may be missed from now on; stop serving from the cache.
-    fn down(&self, cache: &Cache) {
-        cache.bypass.store(true, Ordering::Release);
-        cache.flush();
-        if self.connected.swap(false, Ordering::AcqRel) {
-            tracing::warn!(
-                "revocation listener lost its connection; cache flushed and bypassed until it reconnects"
-            );
-        }
-        self.changed.notify_waiters();
-    }
-}
-
-/// Applies one notification payload: the hex SHA-256 of a changed token.
-#[cfg(any(feature = "postgres", feature = "redis"))]
-fn on_payload(cache: &Cache, payload: &str) {
-    match TokenHash::from_hex(payload) {
-        Ok(hash) => cache.invalidate(&hash),
-        Err(_) => {
-            tracing::warn!("unexpected revocation notification payload; flushing the cache");
-            cache.flush();
-        }
-    }
-}
-
-/// The task that keeps a [`CachedStore`] in step with revocations made on other instances.
-/// Dropping it (or calling [`stop`](Self::stop)) stops the task, flushes the cache and
-/// returns it to TTL-only staleness.
-#[must_use = "dropping the listener stops it"]
-pub struct RevocationListener {
-    task: tokio::task::JoinHandle<()>,
-    state: Arc<ListenerState>,
-    cache: Arc<Cache>,
-}
-
-impl std::fmt::Debug for RevocationListener {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RevocationListener")
-            .field("connected", &self.is_connected())
-            .finish_non_exhaustive()
-    }
-}
-
-impl RevocationListener {
-    #[cfg(any(feature = "postgres", feature = "redis"))]
-    fn spawn<F, Fut>(cache: Arc<Cache>, run: F) -> Self
-    where
-        F: FnOnce(Arc<Cache>, Arc<ListenerState>) -> Fut,
-        Fut: Future<Output = ()> + Send + 'static,
-    {
-        let state = Arc::new(ListenerState::default());
-        cache.bypass.store(true, Ordering::Release);
-        cache.flush();
-        let task = tokio::spawn(run(cache.clone(), state.clone()));
-        Self { task, state, cache }
-    }
-
-    /// True while subscribed (and the cache in use).
-    #[must_use]
-    pub fn is_connected(&self) -> bool {
-        self.state.connected.load(Ordering::Acquire)
-    }
-
-    /// Waits until the listener is subscribed, at most `limit`; returns whether it is.
-    pub async fn wait_connected(&self, limit: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let changed = self.state.changed.notified();
-            if self.is_connected() {
-                return true;
-            }
-            if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                return self.is_connected();
-            }
-        }
-    }
-
-    /// Stops the listener (the same as dropping it).
-    pub fn stop(self) {}
-}
-
-impl Drop for RevocationListener {
-    fn drop(&mut self) {
-        self.task.abort();
-        self.cache.flush();
-        self.cache.bypass.store(false, Ordering::Release);
-    }
-}
-
-#[cfg(any(feature = "postgres", feature = "redis"))]
-async fn backoff(delay: &mut Duration) {
-    tokio::time::sleep(*delay).await;
-    *delay = (*delay * 2).min(MAX_BACKOFF);
-}
-
-#[cfg(feature = "postgres")]
-mod pg {
-    use super::*;
-    use crate::store::postgres::REVOCATION_CHANNEL;
-    use sqlx::postgres::PgListener;
-
-    pub(super) async fn listen(cache: Arc<Cache>, pool: sqlx::PgPool, state: Arc<ListenerState>) {
-        // Heartbeats go to a channel of this listener's own, so instances do not wake each
-        // other up.
-        let heartbeat = format!("keygate_hb_{}", uuid::Uuid::new_v4().simple());
-        let mut delay = Duration::from_millis(100);
-        loop {
-            match subscribe(&pool, &heartbeat).await {
-                Ok(mut listener) => {
-                    state.up(&cache);
-                    delay = Duration::from_millis(100);
-                    let beat = tokio::spawn(beat(pool.clone(), heartbeat.clone()));
-                    // Ends on a lost connection, an error, or silence past the deadline
-                    // (the heartbeat arrives every 5 s on a live connection).
-                    while let Ok(Ok(Some(n))) =
-                        tokio::time::timeout(HEARTBEAT_DEADLINE, listener.try_recv()).await
-                    {
-                        if n.channel() == REVOCATION_CHANNEL {
-                            on_payload(&cache, n.payload());
-                        }
-                    }
-                    beat.abort();
-                    state.down(&cache);
-                }
-                Err(error) => {
-                    state.down(&cache);
-                    tracing::warn!(%error, "revocation listener cannot subscribe; retrying");
-                }
-            }
-            backoff(&mut delay).await;
-        }
-    }
-
-    async fn subscribe(pool: &sqlx::PgPool, heartbeat: &str) -> Result<PgListener, sqlx::Error> {
-        let mut listener = PgListener::connect_with(pool).await?;
-        listener.eager_reconnect(false);
-        listener.listen(REVOCATION_CHANNEL).await?;
-        listener.listen(heartbeat).await?;
-        Ok(listener)
-    }
-
-    async fn beat(pool: sqlx::PgPool, channel: String) {
-        let mut tick = tokio::time::interval(HEARTBEAT);
-        loop {
-            tick.tick().await;
-            let _ = tokio::time::timeout(
-                HEARTBEAT,
-                sqlx::query("SELECT pg_notify($1, '')")
-                    .bind(&channel)
-                    .execute(&pool),
-            )
-            .await;
-        }
-    }
-}
-
-#[cfg(feature = "redis")]
-mod rd {
-    use super::*;
-    use futures_util::StreamExt;
-
-    pub(super) async fn listen(
-        cache: Arc<Cache>,
-        client: ::redis::Client,
-        channel: String,
-        state: Arc<ListenerState>,
-    ) {
-        let mut delay = Duration::from_millis(100);
-        loop {
-            match subscribe(&client, &channel).await {
-                Ok(pubsub) => {
-                    let (mut sink, mut stream) = pubsub.split();
-                    state.up(&cache);
-                    delay = Duration::from_millis(100);
-                    let mut tick = tokio::time::interval(HEARTBEAT);
-                    loop {
-                        tokio::select! {
-                            msg = stream.next() => match msg {
-                                Some(msg) => {
-                                    if let Ok(payload) = msg.get_payload::<String>() {
-                                        on_payload(&cache, &payload);
-                                    } else {
-                                        cache.flush();
-                                    }
-                                }
-                                None => break,
-                            },
-                            _ = tick.tick() => {
-                                let ping = tokio::time::timeout(
-                                    HEARTBEAT_DEADLINE,
-                                    sink.ping::<::redis::Value>(),
-                                )
-                                .await;
-                                if !matches!(ping, Ok(Ok(_))) {
-                                    break;
-                                }
-                            }
-                        }
-                    }
-                    state.down(&cache);
-                }
-                Err(error) => {
-                    state.down(&cache);
-                    tracing::warn!(%error, "revocation listener cannot subscribe; retrying");
-                }
-            }
-            backoff(&mut delay).await;
-        }
-    }
-
-    async fn subscribe(
-        client: &::redis::Client,
-        channel: &str,
-    ) -> ::redis::RedisResult<::redis::aio::PubSub> {
-        let connect = async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(channel).await?;
-            Ok(pubsub)
-        };
-        tokio::time::timeout(HEARTBEAT_DEADLINE, connect)
-            .await
-            .unwrap_or_else(|_| {
-                Err(::redis::RedisError::from((
-                    ::redis::ErrorKind::Io,
-                    "timed out subscribing",
-                )))
-            })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::store::conformance::record;
-
-    #[test]
-    fn a_record_that_admits_no_one_is_cached_like_an_unknown_hash() {
-        let config = Config {
-            capacity: 64,
-            ttl: Duration::from_secs(30),
-            negative_capacity: 64,
-            negative_ttl: Duration::from_secs(5),
-        };
-        let cache = Cache::new(&config);
-        let now = OffsetDateTime::now_utc();
-        let valid = record("alice", "ci", now);
-        assert_eq!(cache.found_ttl(&valid), Some(Duration::from_secs(30)));
-
-        let mut revoked = valid.clone();
-        revoked.revoked_at = Some(now);
-        assert_eq!(cache.found_ttl(&revoked), Some(Duration::from_secs(5)));
-
-        let mut expired = valid.clone();
-        expired.expires_at = Some(now - time::Duration::seconds(1));
-        assert_eq!(cache.found_ttl(&expired), Some(Duration::from_secs(5)));
-
-        // Valid for 10 more seconds (a rotation's grace, say): cached until then only.
-        let mut expiring = valid.clone();
-        expiring.expires_at = Some(now + time::Duration::seconds(10));
-        let ttl = cache.found_ttl(&expiring).unwrap();
-        assert!(ttl <= Duration::from_secs(10), "{ttl:?}");
-
-        // Without negative caching, a dead record is not cached at all.
-        let off = Cache::new(&Config {
-            negative_capacity: 0,
-            ..config
-        });
-        assert_eq!(off.found_ttl(&revoked), None);
-        assert_eq!(off.found_ttl(&valid), Some(Duration::from_secs(30)));
     }
 }

@@ -60,6 +60,8 @@ use crate::identity::Permissions;
 use crate::token::TokenHash;
 
 mod audit;
+mod feed;
+pub use feed::PostgresFeed;
 
 /// The `NOTIFY` channel on which revocations and rotations are announced. The payload is
 /// the lower-case hex SHA-256 of the token whose record changed (never the token).

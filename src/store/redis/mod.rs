@@ -83,7 +83,9 @@ use super::{
 use crate::identity::Permissions;
 use crate::token::TokenHash;
 
+mod feed;
 mod rate_limit;
+pub use feed::RedisFeed;
 pub use rate_limit::RedisRateLimiter;
 
 // The scripts live in `*.lua` beside this file. `put.lua` (prepended to the scripts that
