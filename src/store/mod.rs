@@ -38,6 +38,8 @@ pub use redact::redact_url;
 pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 pub mod timeout;
@@ -82,6 +84,24 @@ impl InsertRules {
         self.per_kind = true;
         self
     }
+
+    /// The limit rule, for stores that judge it in Rust: whether `records` (the owner's
+    /// records, in any state) already hold `max_live` tokens counted against a new token of
+    /// kind `kind` — valid at `now`, and of that kind when `per_kind`.
+    #[must_use]
+    pub fn at_limit<'a>(
+        &self,
+        records: impl IntoIterator<Item = &'a TokenRecord>,
+        kind: &str,
+    ) -> bool {
+        self.max_live.is_some_and(|max| {
+            let counted = records
+                .into_iter()
+                .filter(|r| r.is_valid_at(self.now) && (!self.per_kind || r.kind == kind))
+                .count();
+            counted >= usize::try_from(max).unwrap_or(usize::MAX)
+        })
+    }
 }
 
 /// What [`TokenStore::release`] did.
@@ -96,6 +116,38 @@ pub enum ReleaseOutcome {
         /// The first instant at which a release is allowed again.
         next_allowed_at: OffsetDateTime,
     },
+}
+
+impl ReleaseOutcome {
+    /// The release rule, the one every store applies: what a release at `now` of a token
+    /// that is `bound` (or not), whose binding was last released by hand at `released_at`,
+    /// does with a minimum interval of `min_interval` between releases.
+    /// [`Released`](Self::Released) means the store clears the binding and sets
+    /// `released_at` to `now`.
+    #[must_use]
+    pub fn judge(
+        bound: bool,
+        released_at: Option<OffsetDateTime>,
+        now: OffsetDateTime,
+        min_interval: std::time::Duration,
+    ) -> Self {
+        if !bound {
+            return Self::NotBound;
+        }
+        let next = released_at.map(|t| {
+            time::Duration::try_from(min_interval)
+                .ok()
+                .and_then(|d| t.checked_add(d))
+                // An interval past the calendar: never again.
+                .unwrap_or(time::PrimitiveDateTime::MAX.assume_utc())
+        });
+        match next {
+            Some(next) if next > now => Self::TooSoon {
+                next_allowed_at: next,
+            },
+            _ => Self::Released,
+        }
+    }
 }
 
 /// What [`TokenStore::rotate`] changed besides the rotated pair.
