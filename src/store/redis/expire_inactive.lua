@@ -7,7 +7,7 @@ for i = 6 + n, #ARGV do
   local h = ARGV[i]
   local tok = p .. 'tok:' .. h
   local f = redis.call('HMGET', tok, 'id', 'kind', 'created_at', 'last_used_at', 'bound_at', 'revoked_at', 'expires_at', 'bound_to')
-  if f[1] ~= false and f[6] == false and (f[7] == false or tonumber(f[7]) > now) then
+  if f[1] ~= false and valid_at(f[6], f[7], now) then
     local active = tonumber(f[3])
     if f[4] ~= false and tonumber(f[4]) > active then active = tonumber(f[4]) end
     if f[5] ~= false and tonumber(f[5]) > active then active = tonumber(f[5]) end

@@ -7,7 +7,7 @@ for _, h in ipairs(redis.call('SMEMBERS', okey)) do
   local f = redis.call('HMGET', p .. 'tok:' .. h, 'name', 'kind', 'expires_at', 'revoked_at', 'replaced_by')
   if f[1] == false then
     redis.call('SREM', okey, h)
-  elseif f[4] == false and (f[3] == false or tonumber(f[3]) > now) then
+  elseif valid_at(f[4], f[3], now) then
     if f[5] == false and f[1] == name then return 1 end
     if (not per_kind) or f[2] == kind then counted = counted + 1 end
   end

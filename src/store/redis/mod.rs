@@ -67,7 +67,6 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -80,17 +79,21 @@ use super::{
     InactiveOutcome, InsertRules, ReleaseOutcome, RotateOutcome, StoreError, TokenId, TokenRecord,
     TokenStore,
 };
-use crate::identity::Permissions;
 use crate::token::TokenHash;
 
+mod codec;
 mod feed;
+mod options;
 mod rate_limit;
+use codec::{decode, fields, from_micros, invalid, micros};
 pub use feed::RedisFeed;
+pub use options::RedisOptions;
 pub use rate_limit::RedisRateLimiter;
 
-// The scripts live in `*.lua` beside this file. `put.lua` (prepended to the scripts that
-// write a record) defines `put(p, hex, fields, expire_at_ms, dead)`, which writes the hash,
-// the id and owner indexes, the TTL and the purge index, and `exists(p, hex, id)`.
+// The scripts live in `*.lua` beside this file. `put.lua`, prepended to the scripts that
+// write records, defines the liveness rule `valid_at(revoked_at, expires_at, now)`,
+// `put(p, hex, fields, expire_at_ms, dead)`, which writes the hash, the id and owner
+// indexes, the TTL and the purge index, and `exists(p, hex, id)`.
 
 /// ARGV: prefix, hex, id, owner, name, kind, now, max (-1: none), per_kind (0/1),
 /// expire_at_ms, dead, then field/value pairs. Returns 0 ok, 1 name taken, 2 limit,
@@ -130,8 +133,12 @@ static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("re
 
 /// ARGV: prefix, cutoff, now, channel, number of release kinds n, the n kinds, then hex
 /// digests to judge. Returns a flat list of `r`/`v` (released / revoked) and id pairs.
-static EXPIRE_INACTIVE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("expire_inactive.lua")));
+static EXPIRE_INACTIVE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("put.lua"),
+        include_str!("expire_inactive.lua")
+    ))
+});
 
 /// `s` with the glob characters of Redis `MATCH` patterns escaped.
 fn glob_escape(s: &str) -> String {
@@ -143,103 +150,6 @@ fn glob_escape(s: &str) -> String {
         out.push(c);
     }
     out
-}
-
-/// How to connect a [`RedisStore`]. Its `Debug` shows the URL with its password replaced
-/// ([`redact_url`](super::redact_url)).
-#[derive(Clone)]
-#[must_use]
-pub struct RedisOptions {
-    url: String,
-    prefix: String,
-    connection_timeout: Duration,
-    response_timeout: Duration,
-    retention: Duration,
-}
-
-impl std::fmt::Debug for RedisOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisOptions")
-            .field("url", &super::redact_url(&self.url))
-            .field("prefix", &self.prefix)
-            .field("connection_timeout", &self.connection_timeout)
-            .field("response_timeout", &self.response_timeout)
-            .field("retention", &self.retention)
-            .finish()
-    }
-}
-
-impl RedisOptions {
-    /// Options for the Redis at `url` (`redis://host:port/db`), prefix `keygate:`.
-    pub fn new(url: impl Into<String>) -> Self {
-        Self {
-            url: url.into(),
-            prefix: "keygate:".into(),
-            connection_timeout: Duration::from_secs(2),
-            response_timeout: Duration::from_secs(2),
-            retention: Duration::from_secs(7 * 24 * 3600),
-        }
-    }
-
-    /// Starts every key (and the revocation channel) with `prefix`.
-    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = prefix.into();
-        self
-    }
-
-    /// How long connecting may take (default 2 s).
-    pub fn with_connection_timeout(mut self, d: Duration) -> Self {
-        self.connection_timeout = d;
-        self
-    }
-
-    /// How long one command may take (default 2 s); then [`StoreError::Timeout`].
-    pub fn with_response_timeout(mut self, d: Duration) -> Self {
-        self.response_timeout = d;
-        self
-    }
-
-    /// How long an expired record stays in Redis when nobody purges it (default 7 days):
-    /// its TTL is its expiry plus this.
-    pub fn with_expired_retention(mut self, d: Duration) -> Self {
-        self.retention = d;
-        self
-    }
-
-    /// A store that connects on first use (and reconnects by itself): no I/O here.
-    ///
-    /// # Errors
-    ///
-    /// An invalid URL.
-    pub fn connect_lazy(self) -> Result<RedisStore, StoreError> {
-        let client = Client::open(self.url.as_str()).map_err(redis_err)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.connection_timeout))
-            .set_response_timeout(Some(self.response_timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        Ok(RedisStore {
-            inner: Arc::new(Inner {
-                channel: format!("{}revocations", self.prefix),
-                prefix: self.prefix,
-                client,
-                config,
-                retention_ms: i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX / 2),
-                conn: tokio::sync::OnceCell::new(),
-            }),
-        })
-    }
-
-    /// Connects now.
-    ///
-    /// # Errors
-    ///
-    /// An invalid URL or an unreachable server.
-    pub async fn connect(self) -> Result<RedisStore, StoreError> {
-        let store = self.connect_lazy()?;
-        store.conn().await?;
-        Ok(store)
-    }
 }
 
 /// A [`TokenStore`] on Redis. Cheap to clone; clones share the connection. See the
@@ -272,124 +182,6 @@ fn redis_err(e: RedisError) -> StoreError {
     } else {
         StoreError::backend(e)
     }
-}
-
-fn invalid(what: &'static str) -> StoreError {
-    StoreError::backend(std::io::Error::new(std::io::ErrorKind::InvalidData, what))
-}
-
-fn micros(t: OffsetDateTime) -> i64 {
-    i64::try_from(t.unix_timestamp_nanos().div_euclid(1_000)).unwrap_or(i64::MAX)
-}
-
-fn from_micros(s: &str) -> Result<OffsetDateTime, StoreError> {
-    let us: i64 = s.parse().map_err(|_| invalid("bad timestamp in Redis"))?;
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1_000)
-        .map_err(|_| invalid("timestamp out of range in Redis"))
-}
-
-/// The record's fields as `field, value` strings (absent options are left out).
-fn fields(r: &TokenRecord) -> Result<Vec<String>, StoreError> {
-    let mut v = vec![
-        "id".to_owned(),
-        r.id.to_string(),
-        "hash".to_owned(),
-        r.hash.to_hex(),
-        "kind".to_owned(),
-        r.kind.clone(),
-        "owner".to_owned(),
-        r.owner.clone(),
-        "name".to_owned(),
-        r.name.clone(),
-        "permissions".to_owned(),
-        serde_json::to_string(&r.permissions).map_err(StoreError::backend)?,
-        "hint".to_owned(),
-        r.hint.clone(),
-        "created_by".to_owned(),
-        r.created_by.clone(),
-        "created_at".to_owned(),
-        micros(r.created_at).to_string(),
-    ];
-    let mut opt = |k: &str, val: Option<String>| {
-        if let Some(val) = val {
-            v.push(k.to_owned());
-            v.push(val);
-        }
-    };
-    opt("description", r.description.clone());
-    opt("role", r.role.clone());
-    opt("expires_at", r.expires_at.map(|t| micros(t).to_string()));
-    opt(
-        "last_used_at",
-        r.last_used_at.map(|t| micros(t).to_string()),
-    );
-    opt("revoked_at", r.revoked_at.map(|t| micros(t).to_string()));
-    opt("replaced_by", r.replaced_by.map(|t| t.to_string()));
-    opt(
-        "allowed_ips",
-        if r.allowed_ips.is_empty() {
-            None
-        } else {
-            Some(serde_json::to_string(&r.allowed_ips).map_err(StoreError::backend)?)
-        },
-    );
-    opt("rate_limit", r.rate_limit.map(|n| n.to_string()));
-    opt("bound_to", r.bound_to.clone());
-    opt("bound_at", r.bound_at.map(|t| micros(t).to_string()));
-    opt("released_at", r.released_at.map(|t| micros(t).to_string()));
-    Ok(v)
-}
-
-/// A record and its insertion number, from a flat `field, value` list.
-fn decode(flat: Vec<String>) -> Result<(TokenRecord, i64), StoreError> {
-    let mut m: HashMap<String, String> = HashMap::with_capacity(flat.len() / 2);
-    let mut it = flat.into_iter();
-    while let (Some(k), Some(v)) = (it.next(), it.next()) {
-        m.insert(k, v);
-    }
-    let mut take = |k: &'static str| m.remove(k);
-    let req = |v: Option<String>| v.ok_or_else(|| invalid("incomplete token record in Redis"));
-    let id: TokenId = req(take("id"))?
-        .parse()
-        .map_err(|_| invalid("bad id in Redis"))?;
-    let seq = take("seq").and_then(|s| s.parse().ok()).unwrap_or(0);
-    let record = TokenRecord {
-        id,
-        hash: TokenHash::from_hex(&req(take("hash"))?).map_err(|_| invalid("bad hash in Redis"))?,
-        kind: req(take("kind"))?,
-        owner: req(take("owner"))?,
-        name: req(take("name"))?,
-        description: take("description"),
-        role: take("role"),
-        permissions: serde_json::from_str::<Permissions>(&req(take("permissions"))?)
-            .map_err(StoreError::backend)?,
-        hint: req(take("hint"))?,
-        created_by: req(take("created_by"))?,
-        created_at: from_micros(&req(take("created_at"))?)?,
-        expires_at: take("expires_at").as_deref().map(from_micros).transpose()?,
-        last_used_at: take("last_used_at")
-            .as_deref()
-            .map(from_micros)
-            .transpose()?,
-        revoked_at: take("revoked_at").as_deref().map(from_micros).transpose()?,
-        replaced_by: take("replaced_by")
-            .map(|s| s.parse().map_err(|_| invalid("bad replaced_by in Redis")))
-            .transpose()?,
-        allowed_ips: take("allowed_ips")
-            .map(|s| serde_json::from_str(&s).map_err(|_| invalid("bad allowed_ips in Redis")))
-            .transpose()?
-            .unwrap_or_default(),
-        rate_limit: take("rate_limit")
-            .map(|s| s.parse().map_err(|_| invalid("bad rate_limit in Redis")))
-            .transpose()?,
-        bound_to: take("bound_to"),
-        bound_at: take("bound_at").as_deref().map(from_micros).transpose()?,
-        released_at: take("released_at")
-            .as_deref()
-            .map(from_micros)
-            .transpose()?,
-    };
-    Ok((record, seq))
 }
 
 impl RedisStore {

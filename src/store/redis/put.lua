@@ -1,5 +1,13 @@
--- Shared by the scripts that write a record (prepended to them): put(p, hex, first,
--- expire_at_ms, dead) writes the hash, the id and owner indexes, the TTL and the purge index.
+-- The functions shared by the scripts that write records (prepended to them).
+
+-- The liveness rule (TokenRecord::is_valid_at): not revoked, not expired at `now`, from the
+-- stored `revoked_at` and `expires_at` fields (false when absent).
+local function valid_at(revoked_at, expires_at, now)
+  return revoked_at == false and (expires_at == false or tonumber(expires_at) > now)
+end
+
+-- put(p, hex, first, expire_at_ms, dead) writes the hash, the id and owner indexes, the TTL
+-- and the purge index.
 local function put(p, hex, first, expire_at_ms, dead)
   local fields = {}
   local id, owner

@@ -5,7 +5,7 @@ if not h then return {'4'} end
 local tok = p .. 'tok:' .. h
 if redis.call('EXISTS', tok) == 0 then return {'4'} end
 local f = redis.call('HMGET', tok, 'revoked_at', 'replaced_by', 'expires_at', 'owner', 'kind')
-if f[1] ~= false or f[2] ~= false or (f[3] ~= false and tonumber(f[3]) <= now) then return {'4'} end
+if f[2] ~= false or not valid_at(f[1], f[3], now) then return {'4'} end
 if exists(p, ARGV[7], ARGV[8]) then return {'3'} end
 local okey = p .. 'owner:' .. f[4]
 local ended, counted = {}, 0
@@ -13,7 +13,7 @@ for _, oh in ipairs(redis.call('SMEMBERS', okey)) do
   local g = redis.call('HMGET', p .. 'tok:' .. oh, 'id', 'kind', 'expires_at', 'revoked_at', 'replaced_by')
   if g[1] == false then
     redis.call('SREM', okey, oh)
-  elseif g[4] == false and (g[3] == false or tonumber(g[3]) > now) then
+  elseif valid_at(g[4], g[3], now) then
     if g[5] == old_id then ended[#ended + 1] = {oh, g[1]} end
     if (not per_kind) or g[2] == f[5] then counted = counted + 1 end
   end
