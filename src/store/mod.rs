@@ -55,7 +55,10 @@ pub use crate::record::{TokenId, TokenRecord};
 ///
 /// The limit counts the owner's *valid* tokens: live ones and replaced ones still in their
 /// grace window (both authenticate, so both count).
+///
+/// Non-exhaustive: build it with [`new`](Self::new) and [`per_kind`](Self::per_kind).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct InsertRules {
     /// The time at which liveness is judged.
     pub now: OffsetDateTime,
@@ -150,21 +153,41 @@ impl ReleaseOutcome {
     }
 }
 
-/// What [`TokenStore::rotate`] changed besides the rotated pair.
+/// What [`TokenStore::rotate`] changed besides the rotated pair. Non-exhaustive: build it
+/// with [`new`](Self::new) (or `default()`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RotateOutcome {
     /// Predecessors of the rotated token that were still in their grace window and whose
     /// grace this rotation ended (a lineage keeps at most one token in grace).
     pub ended: Vec<TokenId>,
 }
 
-/// What [`TokenStore::expire_inactive`] changed.
+impl RotateOutcome {
+    /// A rotation that ended the grace of `ended`.
+    #[must_use]
+    pub fn new(ended: Vec<TokenId>) -> Self {
+        Self { ended }
+    }
+}
+
+/// What [`TokenStore::expire_inactive`] changed. Non-exhaustive: build it with
+/// [`new`](Self::new) (or `default()`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct InactiveOutcome {
     /// Tokens revoked for inactivity.
     pub revoked: Vec<TokenId>,
     /// Tokens of binding kinds whose binding was released for inactivity.
     pub released: Vec<TokenId>,
+}
+
+impl InactiveOutcome {
+    /// An expiry that revoked `revoked` and released the bindings of `released`.
+    #[must_use]
+    pub fn new(revoked: Vec<TokenId>, released: Vec<TokenId>) -> Self {
+        Self { revoked, released }
+    }
 }
 
 /// Persistence for token records. Implement it to keep tokens anywhere; run the conformance
