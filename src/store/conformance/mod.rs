@@ -85,28 +85,12 @@ fn owner(tag: &str) -> String {
 #[must_use]
 pub fn record(owner: &str, name: &str, at: OffsetDateTime) -> TokenRecord {
     let token = TokenKind::pat().generate();
-    TokenRecord {
-        id: TokenId::random(),
-        hash: token.hash(),
-        kind: "pat".into(),
-        owner: owner.into(),
-        name: name.into(),
-        description: Some("conformance «test» ✓".into()),
-        role: Some("viewer".into()),
-        permissions: Permissions::parse(["things:read", "tokens:*"]).expect("valid"),
-        hint: token.hint(),
-        created_by: "admin@conformance.test".into(),
-        created_at: at,
-        expires_at: None,
-        last_used_at: None,
-        revoked_at: None,
-        replaced_by: None,
-        allowed_ips: Vec::new(),
-        rate_limit: None,
-        bound_to: None,
-        bound_at: None,
-        released_at: None,
-    }
+    TokenRecord::new(TokenId::random(), token.hash(), "pat", owner, name, at)
+        .with_description("conformance «test» ✓")
+        .with_role("viewer")
+        .with_permissions(Permissions::parse(["things:read", "tokens:*"]).expect("valid"))
+        .with_hint(token.hint())
+        .with_created_by("admin@conformance.test")
 }
 
 fn rules(at: OffsetDateTime, max: Option<u32>) -> InsertRules {
