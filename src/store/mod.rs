@@ -34,6 +34,8 @@ pub mod cached;
 mod redact;
 #[cfg(any(feature = "postgres", feature = "redis"))]
 pub use redact::redact_url;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "redis"))]
+mod codec;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "redis")]

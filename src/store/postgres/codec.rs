@@ -11,7 +11,8 @@ use super::{insert_err, pg_err};
 use crate::error::StoreError;
 use crate::identity::Permissions;
 use crate::record::{TokenId, TokenRecord};
-use crate::store::sql::{self, codec, codec::Binder, codec::Row};
+use crate::store::codec::{self, Binder, Row};
+use crate::store::sql;
 use crate::token::TokenHash;
 
 impl Row for PgRow {
@@ -77,45 +78,45 @@ impl Row for PgRow {
 struct Bind<'q>(sqlx::query::Query<'q, Postgres, PgArguments>);
 
 impl Binder for Bind<'_> {
-    fn id(self, v: TokenId) -> Result<Self, StoreError> {
+    fn id(self, _: &'static str, v: TokenId) -> Result<Self, StoreError> {
         Ok(Self(self.0.bind(v.0)))
     }
 
-    fn opt_id(self, v: Option<TokenId>) -> Result<Self, StoreError> {
+    fn opt_id(self, _: &'static str, v: Option<TokenId>) -> Result<Self, StoreError> {
         Ok(Self(self.0.bind(v.map(|id| id.0))))
     }
 
-    fn hash(self, v: &TokenHash) -> Result<Self, StoreError> {
+    fn hash(self, _: &'static str, v: &TokenHash) -> Result<Self, StoreError> {
         Ok(Self(self.0.bind(&v.as_bytes()[..])))
     }
 
-    fn text(self, v: &str) -> Result<Self, StoreError> {
+    fn text(self, _: &'static str, v: &str) -> Result<Self, StoreError> {
         Ok(Self(self.0.bind(v)))
     }
 
-    fn opt_text(self, v: Option<&str>) -> Result<Self, StoreError> {
+    fn opt_text(self, _: &'static str, v: Option<&str>) -> Result<Self, StoreError> {
         Ok(Self(self.0.bind(v)))
     }
 
-    fn time(self, v: OffsetDateTime) -> Result<Self, StoreError> {
+    fn time(self, _: &'static str, v: OffsetDateTime) -> Result<Self, StoreError> {
         Ok(Self(self.0.bind(v)))
     }
 
-    fn opt_time(self, v: Option<OffsetDateTime>) -> Result<Self, StoreError> {
+    fn opt_time(self, _: &'static str, v: Option<OffsetDateTime>) -> Result<Self, StoreError> {
         Ok(Self(self.0.bind(v)))
     }
 
-    fn permissions(self, v: &Permissions) -> Result<Self, StoreError> {
+    fn permissions(self, _: &'static str, v: &Permissions) -> Result<Self, StoreError> {
         let permissions: Vec<&str> = v.iter().map(|p| p.as_str()).collect();
         Ok(Self(self.0.bind(permissions)))
     }
 
-    fn networks(self, v: &[IpNet]) -> Result<Self, StoreError> {
+    fn networks(self, _: &'static str, v: &[IpNet]) -> Result<Self, StoreError> {
         let networks: Vec<String> = v.iter().map(ToString::to_string).collect();
         Ok(Self(self.0.bind(networks)))
     }
 
-    fn opt_u32(self, v: Option<u32>) -> Result<Self, StoreError> {
+    fn opt_u32(self, _: &'static str, v: Option<u32>) -> Result<Self, StoreError> {
         Ok(Self(self.0.bind(v.map(i64::from))))
     }
 }

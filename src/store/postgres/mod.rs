@@ -67,6 +67,7 @@ pub use feed::PostgresFeed;
 pub use options::PostgresOptions;
 
 use super::sql::{self, counted_kind, idle, live_at, valid_at};
+use crate::store::codec::decode as decode_record;
 use codec::insert_row;
 
 /// The `NOTIFY` channel on which revocations and rotations are announced. The payload is
@@ -240,7 +241,7 @@ impl TokenStore for PostgresStore {
         .await
         .map_err(pg_err)?;
         row.as_ref()
-            .map(sql::codec::decode)
+            .map(decode_record)
             .transpose()
             .map(|r| r.map(Arc::new))
     }
@@ -256,7 +257,7 @@ impl TokenStore for PostgresStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(pg_err)?;
-        row.as_ref().map(sql::codec::decode).transpose()
+        row.as_ref().map(decode_record).transpose()
     }
 
     async fn list_by_owner(&self, owner: &str) -> Result<Vec<TokenRecord>, StoreError> {
@@ -270,7 +271,7 @@ impl TokenStore for PostgresStore {
         .fetch_all(&self.pool)
         .await
         .map_err(pg_err)?;
-        rows.iter().map(sql::codec::decode).collect()
+        rows.iter().map(decode_record).collect()
     }
 
     async fn revoke(&self, id: &TokenId, at: OffsetDateTime) -> Result<bool, StoreError> {

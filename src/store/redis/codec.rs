@@ -1,13 +1,16 @@
 //! How the Redis store keeps a record: one hash of `field, value` strings per token, times
-//! as microseconds since the Unix epoch, absent options left out.
+//! as microseconds since the Unix epoch, permissions and networks as JSON, absent options
+//! (and an empty network list) left out.
 
 use std::collections::HashMap;
 
+use ipnet::IpNet;
 use time::OffsetDateTime;
 
 use crate::error::StoreError;
 use crate::identity::Permissions;
 use crate::record::{TokenId, TokenRecord};
+use crate::store::codec::{self, Binder, Row};
 use crate::token::TokenHash;
 
 pub(super) fn invalid(what: &'static str) -> StoreError {
@@ -24,56 +27,142 @@ pub(super) fn from_micros(s: &str) -> Result<OffsetDateTime, StoreError> {
         .map_err(|_| invalid("timestamp out of range in Redis"))
 }
 
-/// The record's fields as `field, value` strings (absent options are left out).
-pub(super) fn fields(r: &TokenRecord) -> Result<Vec<String>, StoreError> {
-    let mut v = vec![
-        "id".to_owned(),
-        r.id.to_string(),
-        "hash".to_owned(),
-        r.hash.to_hex(),
-        "kind".to_owned(),
-        r.kind.clone(),
-        "owner".to_owned(),
-        r.owner.clone(),
-        "name".to_owned(),
-        r.name.clone(),
-        "permissions".to_owned(),
-        serde_json::to_string(&r.permissions).map_err(StoreError::backend)?,
-        "hint".to_owned(),
-        r.hint.clone(),
-        "created_by".to_owned(),
-        r.created_by.clone(),
-        "created_at".to_owned(),
-        micros(r.created_at).to_string(),
-    ];
-    let mut opt = |k: &str, val: Option<String>| {
-        if let Some(val) = val {
-            v.push(k.to_owned());
-            v.push(val);
+/// A stored value that keygate never writes.
+#[derive(Debug, thiserror::Error)]
+#[error("bad {0} in Redis")]
+struct Bad(&'static str);
+
+fn bad(column: &'static str) -> StoreError {
+    StoreError::backend(Bad(column))
+}
+
+/// A record's hash, read back as `field → value`.
+struct Stored(HashMap<String, String>);
+
+impl Stored {
+    fn opt(&self, column: &'static str) -> Option<&str> {
+        self.0.get(column).map(String::as_str)
+    }
+
+    fn req(&self, column: &'static str) -> Result<&str, StoreError> {
+        self.opt(column)
+            .ok_or_else(|| invalid("incomplete token record in Redis"))
+    }
+}
+
+impl Row for Stored {
+    fn id(&self, column: &'static str) -> Result<TokenId, StoreError> {
+        self.req(column)?.parse().map_err(|_| bad(column))
+    }
+
+    fn opt_id(&self, column: &'static str) -> Result<Option<TokenId>, StoreError> {
+        self.opt(column)
+            .map(|s| s.parse().map_err(|_| bad(column)))
+            .transpose()
+    }
+
+    fn hash(&self, column: &'static str) -> Result<TokenHash, StoreError> {
+        TokenHash::from_hex(self.req(column)?).map_err(|_| bad(column))
+    }
+
+    fn text(&self, column: &'static str) -> Result<String, StoreError> {
+        self.req(column).map(str::to_owned)
+    }
+
+    fn opt_text(&self, column: &'static str) -> Result<Option<String>, StoreError> {
+        Ok(self.opt(column).map(str::to_owned))
+    }
+
+    fn time(&self, column: &'static str) -> Result<OffsetDateTime, StoreError> {
+        from_micros(self.req(column)?)
+    }
+
+    fn opt_time(&self, column: &'static str) -> Result<Option<OffsetDateTime>, StoreError> {
+        self.opt(column).map(from_micros).transpose()
+    }
+
+    fn permissions(&self, column: &'static str) -> Result<Permissions, StoreError> {
+        serde_json::from_str(self.req(column)?).map_err(StoreError::backend)
+    }
+
+    fn networks(&self, column: &'static str) -> Result<Vec<IpNet>, StoreError> {
+        self.opt(column)
+            .map(|s| serde_json::from_str(s).map_err(|_| bad(column)))
+            .transpose()
+            .map(Option::unwrap_or_default)
+    }
+
+    fn opt_u32(&self, column: &'static str) -> Result<Option<u32>, StoreError> {
+        self.opt(column)
+            .map(|s| s.parse().map_err(|_| bad(column)))
+            .transpose()
+    }
+}
+
+/// A record's `field, value` strings being written (absent options are left out).
+struct Fields(Vec<String>);
+
+impl Fields {
+    fn push(mut self, column: &'static str, value: Option<String>) -> Result<Self, StoreError> {
+        if let Some(value) = value {
+            self.0.push(column.to_owned());
+            self.0.push(value);
         }
-    };
-    opt("description", r.description.clone());
-    opt("role", r.role.clone());
-    opt("expires_at", r.expires_at.map(|t| micros(t).to_string()));
-    opt(
-        "last_used_at",
-        r.last_used_at.map(|t| micros(t).to_string()),
-    );
-    opt("revoked_at", r.revoked_at.map(|t| micros(t).to_string()));
-    opt("replaced_by", r.replaced_by.map(|t| t.to_string()));
-    opt(
-        "allowed_ips",
-        if r.allowed_ips.is_empty() {
+        Ok(self)
+    }
+}
+
+impl Binder for Fields {
+    fn id(self, column: &'static str, v: TokenId) -> Result<Self, StoreError> {
+        self.push(column, Some(v.to_string()))
+    }
+
+    fn opt_id(self, column: &'static str, v: Option<TokenId>) -> Result<Self, StoreError> {
+        self.push(column, v.map(|id| id.to_string()))
+    }
+
+    fn hash(self, column: &'static str, v: &TokenHash) -> Result<Self, StoreError> {
+        self.push(column, Some(v.to_hex()))
+    }
+
+    fn text(self, column: &'static str, v: &str) -> Result<Self, StoreError> {
+        self.push(column, Some(v.to_owned()))
+    }
+
+    fn opt_text(self, column: &'static str, v: Option<&str>) -> Result<Self, StoreError> {
+        self.push(column, v.map(str::to_owned))
+    }
+
+    fn time(self, column: &'static str, v: OffsetDateTime) -> Result<Self, StoreError> {
+        self.push(column, Some(micros(v).to_string()))
+    }
+
+    fn opt_time(self, column: &'static str, v: Option<OffsetDateTime>) -> Result<Self, StoreError> {
+        self.push(column, v.map(|t| micros(t).to_string()))
+    }
+
+    fn permissions(self, column: &'static str, v: &Permissions) -> Result<Self, StoreError> {
+        let json = serde_json::to_string(v).map_err(StoreError::backend)?;
+        self.push(column, Some(json))
+    }
+
+    fn networks(self, column: &'static str, v: &[IpNet]) -> Result<Self, StoreError> {
+        let json = if v.is_empty() {
             None
         } else {
-            Some(serde_json::to_string(&r.allowed_ips).map_err(StoreError::backend)?)
-        },
-    );
-    opt("rate_limit", r.rate_limit.map(|n| n.to_string()));
-    opt("bound_to", r.bound_to.clone());
-    opt("bound_at", r.bound_at.map(|t| micros(t).to_string()));
-    opt("released_at", r.released_at.map(|t| micros(t).to_string()));
-    Ok(v)
+            Some(serde_json::to_string(v).map_err(StoreError::backend)?)
+        };
+        self.push(column, json)
+    }
+
+    fn opt_u32(self, column: &'static str, v: Option<u32>) -> Result<Self, StoreError> {
+        self.push(column, v.map(|n| n.to_string()))
+    }
+}
+
+/// The record's fields as `field, value` strings (absent options are left out).
+pub(super) fn fields(r: &TokenRecord) -> Result<Vec<String>, StoreError> {
+    codec::bind_record(Fields(Vec::with_capacity(40)), r).map(|f| f.0)
 }
 
 /// A record and its insertion number, from a flat `field, value` list.
@@ -83,47 +172,6 @@ pub(super) fn decode(flat: Vec<String>) -> Result<(TokenRecord, i64), StoreError
     while let (Some(k), Some(v)) = (it.next(), it.next()) {
         m.insert(k, v);
     }
-    let mut take = |k: &'static str| m.remove(k);
-    let req = |v: Option<String>| v.ok_or_else(|| invalid("incomplete token record in Redis"));
-    let id: TokenId = req(take("id"))?
-        .parse()
-        .map_err(|_| invalid("bad id in Redis"))?;
-    let seq = take("seq").and_then(|s| s.parse().ok()).unwrap_or(0);
-    let record = TokenRecord {
-        id,
-        hash: TokenHash::from_hex(&req(take("hash"))?).map_err(|_| invalid("bad hash in Redis"))?,
-        kind: req(take("kind"))?,
-        owner: req(take("owner"))?,
-        name: req(take("name"))?,
-        description: take("description"),
-        role: take("role"),
-        permissions: serde_json::from_str::<Permissions>(&req(take("permissions"))?)
-            .map_err(StoreError::backend)?,
-        hint: req(take("hint"))?,
-        created_by: req(take("created_by"))?,
-        created_at: from_micros(&req(take("created_at"))?)?,
-        expires_at: take("expires_at").as_deref().map(from_micros).transpose()?,
-        last_used_at: take("last_used_at")
-            .as_deref()
-            .map(from_micros)
-            .transpose()?,
-        revoked_at: take("revoked_at").as_deref().map(from_micros).transpose()?,
-        replaced_by: take("replaced_by")
-            .map(|s| s.parse().map_err(|_| invalid("bad replaced_by in Redis")))
-            .transpose()?,
-        allowed_ips: take("allowed_ips")
-            .map(|s| serde_json::from_str(&s).map_err(|_| invalid("bad allowed_ips in Redis")))
-            .transpose()?
-            .unwrap_or_default(),
-        rate_limit: take("rate_limit")
-            .map(|s| s.parse().map_err(|_| invalid("bad rate_limit in Redis")))
-            .transpose()?,
-        bound_to: take("bound_to"),
-        bound_at: take("bound_at").as_deref().map(from_micros).transpose()?,
-        released_at: take("released_at")
-            .as_deref()
-            .map(from_micros)
-            .transpose()?,
-    };
-    Ok((record, seq))
+    let seq = m.remove("seq").and_then(|s| s.parse().ok()).unwrap_or(0);
+    Ok((codec::decode(&Stored(m))?, seq))
 }

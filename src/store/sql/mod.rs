@@ -1,23 +1,13 @@
-//! What the SQLite and PostgreSQL stores share: the columns of the token table, the
-//! row ↔ [`TokenRecord`](crate::TokenRecord) codec ([`codec`]) and the rules written in SQL
-//! (liveness, the limit count, inactivity). Each store keeps only what its dialect does
+//! What the SQLite and PostgreSQL stores share besides the record codec
+//! ([`codec`](super::codec), with the column list): the rules written in SQL (liveness, the
+//! limit count, inactivity) and the insert statement. Each store keeps only what its dialect does
 //! differently: types, placeholders, locking, notifications.
 //!
 //! The rules are macros that expand to SQL literals for `concat!`, with the placeholders of
 //! the caller's dialect (`"?1"`, `"$2"`) as arguments, so every statement stays a
 //! `&'static str`.
 
-pub(crate) mod codec;
-
-/// The columns of the token table, in the order [`codec::bind_record`] binds them.
-macro_rules! token_columns {
-    () => {
-        "id, hash, kind, owner, name, description, role, permissions, hint, created_by, \
-         created_at, expires_at, last_used_at, revoked_at, replaced_by, allowed_ips, rate_limit, \
-         bound_to, bound_at, released_at"
-    };
-}
-pub(crate) use token_columns;
+pub(crate) use super::codec::token_columns;
 
 /// The SQL condition "valid at `$now`" on a token row: not revoked, not expired
 /// ([`TokenRecord::is_valid_at`](crate::TokenRecord::is_valid_at)).

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use crate::error::StoreError;
 use crate::identity::Permissions;
 use crate::record::TokenId;
-use crate::store::sql::codec::{Binder, Row};
+use crate::store::codec::{Binder, Row};
 use crate::token::TokenHash;
 
 /// A row the schema allows but keygate never writes (e.g. a digest of the wrong length).
@@ -117,45 +117,45 @@ impl Row for SqliteRow {
 pub(super) struct Bind<'q>(pub(super) sqlx::query::Query<'q, Sqlite, SqliteArguments>);
 
 impl Binder for Bind<'_> {
-    fn id(self, v: TokenId) -> Result<Self, StoreError> {
+    fn id(self, _: &'static str, v: TokenId) -> Result<Self, StoreError> {
         Ok(Self(self.0.bind(v.to_string())))
     }
 
-    fn opt_id(self, v: Option<TokenId>) -> Result<Self, StoreError> {
+    fn opt_id(self, _: &'static str, v: Option<TokenId>) -> Result<Self, StoreError> {
         Ok(Self(self.0.bind(v.map(|id| id.to_string()))))
     }
 
-    fn hash(self, v: &TokenHash) -> Result<Self, StoreError> {
+    fn hash(self, _: &'static str, v: &TokenHash) -> Result<Self, StoreError> {
         Ok(Self(self.0.bind(&v.as_bytes()[..])))
     }
 
-    fn text(self, v: &str) -> Result<Self, StoreError> {
+    fn text(self, _: &'static str, v: &str) -> Result<Self, StoreError> {
         Ok(Self(self.0.bind(v)))
     }
 
-    fn opt_text(self, v: Option<&str>) -> Result<Self, StoreError> {
+    fn opt_text(self, _: &'static str, v: Option<&str>) -> Result<Self, StoreError> {
         Ok(Self(self.0.bind(v)))
     }
 
-    fn time(self, v: OffsetDateTime) -> Result<Self, StoreError> {
+    fn time(self, _: &'static str, v: OffsetDateTime) -> Result<Self, StoreError> {
         Ok(Self(self.0.bind(micros(v)?)))
     }
 
-    fn opt_time(self, v: Option<OffsetDateTime>) -> Result<Self, StoreError> {
+    fn opt_time(self, _: &'static str, v: Option<OffsetDateTime>) -> Result<Self, StoreError> {
         Ok(Self(self.0.bind(opt_micros(v)?)))
     }
 
-    fn permissions(self, v: &Permissions) -> Result<Self, StoreError> {
+    fn permissions(self, _: &'static str, v: &Permissions) -> Result<Self, StoreError> {
         Ok(Self(self.0.bind(permissions_json(v)?)))
     }
 
-    fn networks(self, v: &[IpNet]) -> Result<Self, StoreError> {
+    fn networks(self, _: &'static str, v: &[IpNet]) -> Result<Self, StoreError> {
         Ok(Self(self.0.bind(
             serde_json::to_string(v).map_err(StoreError::backend)?,
         )))
     }
 
-    fn opt_u32(self, v: Option<u32>) -> Result<Self, StoreError> {
+    fn opt_u32(self, _: &'static str, v: Option<u32>) -> Result<Self, StoreError> {
         Ok(Self(self.0.bind(v.map(i64::from))))
     }
 }

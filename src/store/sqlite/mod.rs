@@ -52,6 +52,7 @@ use super::{
     InactiveOutcome, InsertRules, ReleaseOutcome, RotateOutcome, StoreError, TokenId, TokenRecord,
     TokenStore,
 };
+use crate::store::codec::decode as decode_record;
 use crate::token::TokenHash;
 use codec::micros;
 
@@ -306,8 +307,7 @@ impl TokenStore for SqliteStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(sql_error)?;
-        row.map(|r| sql::codec::decode(&r).map(Arc::new))
-            .transpose()
+        row.map(|r| decode_record(&r).map(Arc::new)).transpose()
     }
 
     async fn get(&self, id: &TokenId) -> Result<Option<TokenRecord>, StoreError> {
@@ -320,7 +320,7 @@ impl TokenStore for SqliteStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(sql_error)?;
-        row.map(|r| sql::codec::decode(&r)).transpose()
+        row.map(|r| decode_record(&r)).transpose()
     }
 
     async fn list_by_owner(&self, owner: &str) -> Result<Vec<TokenRecord>, StoreError> {
@@ -333,7 +333,7 @@ impl TokenStore for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(sql_error)?;
-        rows.iter().map(sql::codec::decode).collect()
+        rows.iter().map(decode_record).collect()
     }
 
     async fn revoke(&self, id: &TokenId, at: OffsetDateTime) -> Result<bool, StoreError> {

@@ -7,7 +7,8 @@ use time::OffsetDateTime;
 
 use super::codec::{Bind, Corrupt, decode_id, get, micros, opt_from_micros};
 use super::{Failure, SqliteStore, is_unique_violation};
-use crate::store::sql::{self, codec, counted_kind, idle, live_at, valid_at};
+use crate::store::codec;
+use crate::store::sql::{self, counted_kind, idle, live_at, valid_at};
 use crate::store::{
     InactiveOutcome, InsertRules, ReleaseOutcome, RotateOutcome, StoreError, TokenId, TokenRecord,
 };
