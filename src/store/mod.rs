@@ -13,9 +13,15 @@
 //! | `redis::RedisStore` | `redis` | many instances (read its durability caveat) |
 //!
 //! [`cached::CachedStore`] puts a bounded verification cache with revocation fan-out in
-//! front of any of them; [`timeout::TimeoutStore`] bounds every call (503, never a hang),
-//! and [`timeout`] has the same bound for account stores and permission resolvers.
+//! front of any of them: a backend that can tell other instances of its changes offers a
+//! [`cached::RevocationFeed`] (the PostgreSQL and Redis stores do, beside their store);
+//! [`timeout::TimeoutStore`] bounds every call (503, never a hang), and [`timeout`] has the
+//! same bound for account stores and permission resolvers.
 //!
+//! A backend of your own implements [`TokenStore`] (and, to share a cache across
+//! instances, a [`cached::RevocationFeed`]), builds records with [`TokenRecord::new`], and
+//! may leave out the optional methods (bindings, inactivity expiry): they then answer
+//! [`StoreError::Unsupported`] and the requests that need them fail closed with 503.
 //! Every backend, including yours, should pass the conformance suite in `conformance`
 //! (feature `test-util`): one call runs every guarantee written on [`TokenStore`].
 
