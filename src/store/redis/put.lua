@@ -6,6 +6,12 @@ local function valid_at(revoked_at, expires_at, now)
   return revoked_at == false and (expires_at == false or tonumber(expires_at) > now)
 end
 
+-- The limit rule: a valid token of kind `kind` counts against the limit of a new token of
+-- kind `new_kind` always, or only when the kinds match with a per-kind cap.
+local function counted(per_kind, kind, new_kind)
+  return (not per_kind) or kind == new_kind
+end
+
 -- put(p, hex, first, expire_at_ms, dead) writes the hash, the id and owner indexes, the TTL
 -- and the purge index.
 local function put(p, hex, first, expire_at_ms, dead)

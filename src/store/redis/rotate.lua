@@ -8,17 +8,17 @@ local f = redis.call('HMGET', tok, 'revoked_at', 'replaced_by', 'expires_at', 'o
 if f[2] ~= false or not valid_at(f[1], f[3], now) then return {'4'} end
 if exists(p, ARGV[7], ARGV[8]) then return {'3'} end
 local okey = p .. 'owner:' .. f[4]
-local ended, counted = {}, 0
+local ended, n = {}, 0
 for _, oh in ipairs(redis.call('SMEMBERS', okey)) do
   local g = redis.call('HMGET', p .. 'tok:' .. oh, 'id', 'kind', 'expires_at', 'revoked_at', 'replaced_by')
   if g[1] == false then
     redis.call('SREM', okey, oh)
   elseif valid_at(g[4], g[3], now) then
     if g[5] == old_id then ended[#ended + 1] = {oh, g[1]} end
-    if (not per_kind) or g[2] == f[5] then counted = counted + 1 end
+    if counted(per_kind, g[2], f[5]) then n = n + 1 end
   end
 end
-if tonumber(old_exp) > now and #ended == 0 and max >= 0 and counted >= max then return {'2'} end
+if tonumber(old_exp) > now and #ended == 0 and max >= 0 and n >= max then return {'2'} end
 local out = {'0'}
 for _, e in ipairs(ended) do
   local etok = p .. 'tok:' .. e[1]
