@@ -100,28 +100,16 @@ impl Shared {
     /// with a role's permissions, and (string heap bytes, string allocations) it holds.
     fn record(&self, i: u64) -> (TokenRecord, usize, usize) {
         let owner = &self.owners[(mix(i.wrapping_add(1)) % OWNERS as u64) as usize];
-        let r = TokenRecord {
-            id: TokenId::random(),
-            hash: digest(i),
-            kind: "pat".to_owned(),
-            owner: owner.clone(),
-            name: exact(format!("ci-{i:06}")),
-            description: None,
-            role: None,
-            permissions: self.roles[(i % self.roles.len() as u64) as usize].clone(),
-            hint: hint(i),
-            created_by: owner.clone(),
-            created_at: self.created_at + time::Duration::seconds(i as i64),
-            expires_at: None,
-            last_used_at: None,
-            revoked_at: None,
-            replaced_by: None,
-            allowed_ips: Vec::new(),
-            rate_limit: None,
-            bound_to: None,
-            bound_at: None,
-            released_at: None,
-        };
+        let r = TokenRecord::new(
+            TokenId::random(),
+            digest(i),
+            "pat".to_owned(),
+            owner.clone(),
+            exact(format!("ci-{i:06}")),
+            self.created_at + time::Duration::seconds(i as i64),
+        )
+        .with_permissions(self.roles[(i % self.roles.len() as u64) as usize].clone())
+        .with_hint(hint(i));
         let caps = string_capacities(&r);
         let bytes = caps.iter().sum();
         let allocs = caps.iter().filter(|&&c| c > 0).count();

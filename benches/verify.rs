@@ -42,28 +42,17 @@ fn synthetic(i: u64) -> TokenRecord {
             .wrapping_mul(0xBF58_476D_1CE4_E5B9 + k as u64);
         chunk.copy_from_slice(&v.to_le_bytes());
     }
-    TokenRecord {
-        id: TokenId::random(),
-        hash: TokenHash::from_bytes(b),
-        kind: "pat".into(),
-        owner: format!("owner-{}", i % 10_000),
-        name: format!("t{i}"),
-        description: None,
-        role: None,
-        permissions: Permissions::none(),
-        hint: "pat_00000000".into(),
-        created_by: "bench".into(),
-        created_at: time::OffsetDateTime::UNIX_EPOCH,
-        expires_at: None,
-        last_used_at: None,
-        revoked_at: None,
-        replaced_by: None,
-        allowed_ips: Vec::new(),
-        rate_limit: None,
-        bound_to: None,
-        bound_at: None,
-        released_at: None,
-    }
+    TokenRecord::new(
+        TokenId::random(),
+        TokenHash::from_bytes(b),
+        "pat",
+        format!("owner-{}", i % 10_000),
+        format!("t{i}"),
+        time::OffsetDateTime::UNIX_EPOCH,
+    )
+    .with_permissions(Permissions::none())
+    .with_hint("pat_00000000")
+    .with_created_by("bench")
 }
 
 fn store_with(n: u64) -> MemoryStore {

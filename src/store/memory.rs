@@ -186,18 +186,6 @@ impl MemoryStore {
         Some(changed)
     }
 
-    /// Whether `valid` (the owner's valid records) already holds `rules.max_live` records
-    /// counted against `record`'s limit.
-    fn at_limit(valid: &[Arc<TokenRecord>], record: &TokenRecord, rules: InsertRules) -> bool {
-        rules.max_live.is_some_and(|max| {
-            let counted = valid
-                .iter()
-                .filter(|r| !rules.per_kind || r.kind == record.kind)
-                .count();
-            counted >= max as usize
-        })
-    }
-
     fn owner_records(index: &Index, owner: &str) -> Vec<Arc<TokenRecord>> {
         index
             .by_owner
@@ -226,7 +214,7 @@ impl TokenStore for MemoryStore {
         {
             return Err(StoreError::NameTaken);
         }
-        if Self::at_limit(&valid, &record, rules) {
+        if rules.at_limit(valid.iter().map(|r| &**r), &record.kind) {
             return Err(StoreError::LimitReached);
         }
         self.put_new(&mut index, record)
@@ -298,7 +286,7 @@ impl TokenStore for MemoryStore {
             .map(|r| r.id)
             .collect();
         let grows = old_expires_at > now && ended.is_empty();
-        if grows && Self::at_limit(&valid, &new, rules) {
+        if grows && rules.at_limit(valid.iter().map(|r| &**r), &new.kind) {
             return Err(StoreError::LimitReached);
         }
         for id in &ended {
@@ -393,7 +381,7 @@ impl TokenStore for MemoryStore {
         let mut index = self.index();
         let mut outcome = ReleaseOutcome::NotBound;
         self.update(&mut index, id, |r| {
-            outcome = release_outcome(r, now, min_interval);
+            outcome = ReleaseOutcome::judge(r.bound_to.is_some(), r.released_at, now, min_interval);
             if outcome != ReleaseOutcome::Released {
                 return false;
             }
@@ -441,23 +429,6 @@ impl TokenStore for MemoryStore {
             self.put(&mut index, r);
         }
         Ok(out)
-    }
-}
-
-/// What a release of `r` at `now` does: the rule every backend applies.
-pub(crate) fn release_outcome(
-    r: &TokenRecord,
-    now: OffsetDateTime,
-    min_interval: std::time::Duration,
-) -> ReleaseOutcome {
-    if r.bound_to.is_none() {
-        return ReleaseOutcome::NotBound;
-    }
-    match r.released_at.map(|t| t + min_interval) {
-        Some(next) if next > now => ReleaseOutcome::TooSoon {
-            next_allowed_at: next,
-        },
-        _ => ReleaseOutcome::Released,
     }
 }
 

@@ -13,9 +13,15 @@
 //! | `redis::RedisStore` | `redis` | many instances (read its durability caveat) |
 //!
 //! [`cached::CachedStore`] puts a bounded verification cache with revocation fan-out in
-//! front of any of them; [`timeout::TimeoutStore`] bounds every call (503, never a hang),
-//! and [`timeout`] has the same bound for account stores and permission resolvers.
+//! front of any of them: a backend that can tell other instances of its changes offers a
+//! [`cached::RevocationFeed`] (the PostgreSQL and Redis stores do, beside their store);
+//! [`timeout::TimeoutStore`] bounds every call (503, never a hang), and [`timeout`] has the
+//! same bound for account stores and permission resolvers.
 //!
+//! A backend of your own implements [`TokenStore`] (and, to share a cache across
+//! instances, a [`cached::RevocationFeed`]), builds records with [`TokenRecord::new`], and
+//! may leave out the optional methods (bindings, inactivity expiry): they then answer
+//! [`StoreError::Unsupported`] and the requests that need them fail closed with 503.
 //! Every backend, including yours, should pass the conformance suite in `conformance`
 //! (feature `test-util`): one call runs every guarantee written on [`TokenStore`].
 
@@ -34,10 +40,14 @@ pub mod cached;
 mod redact;
 #[cfg(any(feature = "postgres", feature = "redis"))]
 pub use redact::redact_url;
+#[cfg(any(feature = "sqlite", feature = "postgres", feature = "redis"))]
+mod codec;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 pub mod timeout;
@@ -53,7 +63,10 @@ pub use crate::record::{TokenId, TokenRecord};
 ///
 /// The limit counts the owner's *valid* tokens: live ones and replaced ones still in their
 /// grace window (both authenticate, so both count).
+///
+/// Non-exhaustive: build it with [`new`](Self::new) and [`per_kind`](Self::per_kind).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct InsertRules {
     /// The time at which liveness is judged.
     pub now: OffsetDateTime,
@@ -82,6 +95,24 @@ impl InsertRules {
         self.per_kind = true;
         self
     }
+
+    /// The limit rule, for stores that judge it in Rust: whether `records` (the owner's
+    /// records, in any state) already hold `max_live` tokens counted against a new token of
+    /// kind `kind` — valid at `now`, and of that kind when `per_kind`.
+    #[must_use]
+    pub fn at_limit<'a>(
+        &self,
+        records: impl IntoIterator<Item = &'a TokenRecord>,
+        kind: &str,
+    ) -> bool {
+        self.max_live.is_some_and(|max| {
+            let counted = records
+                .into_iter()
+                .filter(|r| r.is_valid_at(self.now) && (!self.per_kind || r.kind == kind))
+                .count();
+            counted >= usize::try_from(max).unwrap_or(usize::MAX)
+        })
+    }
 }
 
 /// What [`TokenStore::release`] did.
@@ -98,21 +129,73 @@ pub enum ReleaseOutcome {
     },
 }
 
-/// What [`TokenStore::rotate`] changed besides the rotated pair.
+impl ReleaseOutcome {
+    /// The release rule, the one every store applies: what a release at `now` of a token
+    /// that is `bound` (or not), whose binding was last released by hand at `released_at`,
+    /// does with a minimum interval of `min_interval` between releases.
+    /// [`Released`](Self::Released) means the store clears the binding and sets
+    /// `released_at` to `now`.
+    #[must_use]
+    pub fn judge(
+        bound: bool,
+        released_at: Option<OffsetDateTime>,
+        now: OffsetDateTime,
+        min_interval: std::time::Duration,
+    ) -> Self {
+        if !bound {
+            return Self::NotBound;
+        }
+        let next = released_at.map(|t| {
+            time::Duration::try_from(min_interval)
+                .ok()
+                .and_then(|d| t.checked_add(d))
+                // An interval past the calendar: never again.
+                .unwrap_or(time::PrimitiveDateTime::MAX.assume_utc())
+        });
+        match next {
+            Some(next) if next > now => Self::TooSoon {
+                next_allowed_at: next,
+            },
+            _ => Self::Released,
+        }
+    }
+}
+
+/// What [`TokenStore::rotate`] changed besides the rotated pair. Non-exhaustive: build it
+/// with [`new`](Self::new) (or `default()`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RotateOutcome {
     /// Predecessors of the rotated token that were still in their grace window and whose
     /// grace this rotation ended (a lineage keeps at most one token in grace).
     pub ended: Vec<TokenId>,
 }
 
-/// What [`TokenStore::expire_inactive`] changed.
+impl RotateOutcome {
+    /// A rotation that ended the grace of `ended`.
+    #[must_use]
+    pub fn new(ended: Vec<TokenId>) -> Self {
+        Self { ended }
+    }
+}
+
+/// What [`TokenStore::expire_inactive`] changed. Non-exhaustive: build it with
+/// [`new`](Self::new) (or `default()`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct InactiveOutcome {
     /// Tokens revoked for inactivity.
     pub revoked: Vec<TokenId>,
     /// Tokens of binding kinds whose binding was released for inactivity.
     pub released: Vec<TokenId>,
+}
+
+impl InactiveOutcome {
+    /// An expiry that revoked `revoked` and released the bindings of `released`.
+    #[must_use]
+    pub fn new(revoked: Vec<TokenId>, released: Vec<TokenId>) -> Self {
+        Self { revoked, released }
+    }
 }
 
 /// Persistence for token records. Implement it to keep tokens anywhere; run the conformance

@@ -4,7 +4,8 @@
 use async_trait::async_trait;
 use sqlx::sqlite::SqliteRow;
 
-use super::{Corrupt, SqliteStore, decode_id, from_micros, get, micros, sql_error};
+use super::codec::{Corrupt, decode_id, from_micros, get, micros};
+use super::{SqliteStore, sql_error};
 use crate::audit::{AuditEvent, AuditFilter, AuditReader, AuditSink, Decision};
 use crate::store::StoreError;
 

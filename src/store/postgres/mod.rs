@@ -42,12 +42,11 @@
 //! # Ok(()) }
 //! ```
 
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgPool, PgRow};
 use sqlx::{AssertSqlSafe, Row};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -56,182 +55,26 @@ use super::{
     InactiveOutcome, InsertRules, ReleaseOutcome, RotateOutcome, StoreError, TokenId, TokenRecord,
     TokenStore,
 };
-use crate::identity::Permissions;
 use crate::token::TokenHash;
 
+#[cfg(feature = "axum")]
+mod accounts;
 mod audit;
+mod codec;
+mod feed;
+mod options;
+pub use feed::PostgresFeed;
+pub use options::PostgresOptions;
+
+use super::sql::{self, counted_kind, idle, live_at, valid_at};
+use crate::store::codec::decode as decode_record;
+use codec::insert_row;
 
 /// The `NOTIFY` channel on which revocations and rotations are announced. The payload is
 /// the lower-case hex SHA-256 of the token whose record changed (never the token).
 pub const REVOCATION_CHANNEL: &str = "keygate_revocations";
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
-
-/// The columns [`decode`] reads, as a literal for `concat!`.
-macro_rules! columns {
-    () => {
-        "id, hash, kind, owner, name, description, role, permissions, hint, created_by, \
-         created_at, expires_at, last_used_at, revoked_at, replaced_by, allowed_ips, rate_limit, \
-         bound_to, bound_at, released_at"
-    };
-}
-
-/// The live condition of [`TokenRecord::is_live_at`], with `now` as the parameter `$n`.
-/// The SQL condition "valid at `$n`" (live, or replaced and in grace).
-macro_rules! valid_at {
-    ($n:literal) => {
-        concat!(
-            "revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $",
-            $n,
-            ")"
-        )
-    };
-}
-
-macro_rules! live_at {
-    ($n:literal) => {
-        concat!(
-            "revoked_at IS NULL AND replaced_by IS NULL AND (expires_at IS NULL OR expires_at > $",
-            $n,
-            ")"
-        )
-    };
-}
-
-/// How to connect a [`PostgresStore`]: URL, optional schema, pool size and timeouts. Its
-/// `Debug` shows the URL with its password replaced ([`redact_url`](super::redact_url)).
-#[derive(Clone)]
-#[must_use]
-pub struct PostgresOptions {
-    url: String,
-    schema: Option<String>,
-    max_connections: u32,
-    acquire_timeout: Duration,
-}
-
-impl std::fmt::Debug for PostgresOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PostgresOptions")
-            .field("url", &super::redact_url(&self.url))
-            .field("schema", &self.schema)
-            .field("max_connections", &self.max_connections)
-            .field("acquire_timeout", &self.acquire_timeout)
-            .finish()
-    }
-}
-
-/// `url` without the secret query parameters sqlx does not know (`sslpassword`): sqlx
-/// ignores them but logs their value, in clear, at `WARN`. `password` stays: sqlx uses it.
-fn without_unused_secrets(url: &str) -> std::borrow::Cow<'_, str> {
-    let Ok(mut parsed) = url::Url::parse(url) else {
-        return url.into();
-    };
-    let unused = |k: &str| k != "password" && super::redact::is_secret(k);
-    if !parsed.query_pairs().any(|(k, _)| unused(&k)) {
-        return url.into();
-    }
-    let kept: Vec<(String, String)> = parsed
-        .query_pairs()
-        .filter(|(k, _)| {
-            let drop = unused(k);
-            if drop {
-                tracing::warn!(parameter = %k, "ignoring an unsupported secret connection parameter");
-            }
-            !drop
-        })
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
-    if kept.is_empty() {
-        parsed.set_query(None);
-    } else {
-        parsed.query_pairs_mut().clear().extend_pairs(kept);
-    }
-    String::from(parsed).into()
-}
-
-impl PostgresOptions {
-    /// Options for the database at `url` (`postgres://user@host:port/db`), with a pool of
-    /// 10 connections and a 5 s limit on waiting for one.
-    pub fn new(url: impl Into<String>) -> Self {
-        Self {
-            url: url.into(),
-            schema: None,
-            max_connections: 10,
-            acquire_timeout: Duration::from_secs(5),
-        }
-    }
-
-    /// Keeps the tables in `schema` (1–63 characters of `[A-Za-z0-9_]`, not starting with a
-    /// digit), created if missing. Every pooled connection gets `search_path` = `schema`.
-    pub fn with_schema(mut self, schema: impl Into<String>) -> Self {
-        self.schema = Some(schema.into());
-        self
-    }
-
-    /// The most connections the pool opens (default 10).
-    pub fn with_max_connections(mut self, n: u32) -> Self {
-        self.max_connections = n.max(1);
-        self
-    }
-
-    /// How long a query waits for a pooled connection, connecting included, before it fails
-    /// with [`StoreError::Timeout`] (default 5 s).
-    pub fn with_acquire_timeout(mut self, d: Duration) -> Self {
-        self.acquire_timeout = d;
-        self
-    }
-
-    fn pool(&self) -> Result<PgPool, StoreError> {
-        let url = without_unused_secrets(&self.url);
-        let mut opts = PgConnectOptions::from_str(&url).map_err(StoreError::backend)?;
-        if let Some(schema) = &self.schema {
-            check_schema(schema)?;
-            opts = opts.options([("search_path", schema.as_str())]);
-        }
-        Ok(PgPoolOptions::new()
-            .max_connections(self.max_connections)
-            .acquire_timeout(self.acquire_timeout)
-            .connect_lazy_with(opts))
-    }
-
-    /// Connects and runs the migrations.
-    ///
-    /// # Errors
-    ///
-    /// An invalid URL or schema name, an unreachable database, or a failed migration.
-    pub async fn connect(self) -> Result<PostgresStore, StoreError> {
-        let store = self.connect_lazy()?;
-        store.ready().await?;
-        Ok(store)
-    }
-
-    /// A store that connects on first use: no I/O here. The migrations run before the first
-    /// query that needs them (and are retried on the next call if the database is down), so
-    /// a service can start before its database and recover when it comes up.
-    ///
-    /// # Errors
-    ///
-    /// An invalid URL or schema name.
-    pub fn connect_lazy(self) -> Result<PostgresStore, StoreError> {
-        let pool = self.pool()?;
-        Ok(PostgresStore::new(pool, self.schema))
-    }
-}
-
-fn check_schema(s: &str) -> Result<(), StoreError> {
-    let ok = !s.is_empty()
-        && s.len() <= 63
-        && !s.as_bytes()[0].is_ascii_digit()
-        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-    if ok {
-        Ok(())
-    } else {
-        Err(StoreError::backend(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "invalid schema name: use 1-63 characters of [A-Za-z0-9_], not starting with a digit",
-        )))
-    }
-}
 
 /// A [`TokenStore`] (and, with feature `axum`, an
 /// [`AccountStore`](crate::accounts::AccountStore)) on PostgreSQL. Cheap to clone; clones
@@ -338,90 +181,6 @@ impl PostgresStore {
     }
 }
 
-fn decode(row: &PgRow) -> Result<TokenRecord, StoreError> {
-    let hash: Vec<u8> = row.try_get("hash").map_err(pg_err)?;
-    let hash: [u8; 32] = hash.try_into().map_err(|_| {
-        StoreError::backend(std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            "stored token hash is not 32 bytes",
-        ))
-    })?;
-    let permissions: Vec<String> = row.try_get("permissions").map_err(pg_err)?;
-    Ok(TokenRecord {
-        id: TokenId(row.try_get("id").map_err(pg_err)?),
-        hash: TokenHash::from_bytes(hash),
-        kind: row.try_get("kind").map_err(pg_err)?,
-        owner: row.try_get("owner").map_err(pg_err)?,
-        name: row.try_get("name").map_err(pg_err)?,
-        description: row.try_get("description").map_err(pg_err)?,
-        role: row.try_get("role").map_err(pg_err)?,
-        permissions: Permissions::parse(permissions).map_err(StoreError::backend)?,
-        hint: row.try_get("hint").map_err(pg_err)?,
-        created_by: row.try_get("created_by").map_err(pg_err)?,
-        created_at: row.try_get("created_at").map_err(pg_err)?,
-        expires_at: row.try_get("expires_at").map_err(pg_err)?,
-        last_used_at: row.try_get("last_used_at").map_err(pg_err)?,
-        revoked_at: row.try_get("revoked_at").map_err(pg_err)?,
-        replaced_by: row
-            .try_get::<Option<Uuid>, _>("replaced_by")
-            .map_err(pg_err)?
-            .map(TokenId),
-        allowed_ips: row
-            .try_get::<Vec<String>, _>("allowed_ips")
-            .map_err(pg_err)?
-            .iter()
-            .map(|s| s.parse().map_err(StoreError::backend))
-            .collect::<Result<_, _>>()?,
-        rate_limit: row
-            .try_get::<Option<i64>, _>("rate_limit")
-            .map_err(pg_err)?
-            .map(|n| u32::try_from(n).map_err(StoreError::backend))
-            .transpose()?,
-        bound_to: row.try_get("bound_to").map_err(pg_err)?,
-        bound_at: row.try_get("bound_at").map_err(pg_err)?,
-        released_at: row.try_get("released_at").map_err(pg_err)?,
-    })
-}
-
-async fn insert_row(conn: &mut sqlx::PgConnection, r: &TokenRecord) -> Result<(), StoreError> {
-    let permissions: Vec<&str> = r.permissions.iter().map(|p| p.as_str()).collect();
-    sqlx::query(
-        "INSERT INTO keygate_tokens (id, hash, kind, owner, name, description, role, \
-         permissions, hint, created_by, created_at, expires_at, last_used_at, revoked_at, \
-         replaced_by, allowed_ips, rate_limit, bound_to, bound_at, released_at) VALUES ($1, $2, \
-         $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
-    )
-    .bind(r.id.0)
-    .bind(&r.hash.as_bytes()[..])
-    .bind(&r.kind)
-    .bind(&r.owner)
-    .bind(&r.name)
-    .bind(&r.description)
-    .bind(&r.role)
-    .bind(permissions)
-    .bind(&r.hint)
-    .bind(&r.created_by)
-    .bind(r.created_at)
-    .bind(r.expires_at)
-    .bind(r.last_used_at)
-    .bind(r.revoked_at)
-    .bind(r.replaced_by.map(|t| t.0))
-    .bind(
-        r.allowed_ips
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>(),
-    )
-    .bind(r.rate_limit.map(i64::from))
-    .bind(&r.bound_to)
-    .bind(r.bound_at)
-    .bind(r.released_at)
-    .execute(conn)
-    .await
-    .map_err(insert_err)?;
-    Ok(())
-}
-
 /// Takes the owner's row lock, held until the transaction ends: every write that checks
 /// the owner's limit or names (insert, rotate) is serialised per owner.
 async fn lock_owner(tx: &mut sqlx::PgConnection, owner: &str) -> Result<(), StoreError> {
@@ -446,14 +205,14 @@ impl TokenStore for PostgresStore {
         lock_owner(&mut tx, &record.owner).await?;
         let counts = sqlx::query(concat!(
             "SELECT count(*) FILTER (WHERE name = $2 AND replaced_by IS NULL) AS same_name, \
-             count(*) FILTER (WHERE NOT $4 OR kind = $3) AS counted \
-             FROM keygate_tokens WHERE owner = $1 AND ",
-            valid_at!(5)
+             count(*) FILTER (WHERE ",
+            counted_kind!("$3"),
+            ") AS counted FROM keygate_tokens WHERE owner = $1 AND ",
+            valid_at!("$4")
         ))
         .bind(&record.owner)
         .bind(&record.name)
-        .bind(&record.kind)
-        .bind(rules.per_kind)
+        .bind(rules.per_kind.then_some(&record.kind))
         .bind(rules.now)
         .fetch_one(&mut *tx)
         .await
@@ -474,7 +233,7 @@ impl TokenStore for PostgresStore {
         self.ready().await?;
         let row = sqlx::query(concat!(
             "SELECT ",
-            columns!(),
+            sql::token_columns!(),
             " FROM keygate_tokens WHERE hash = $1"
         ))
         .bind(&hash.as_bytes()[..])
@@ -482,7 +241,7 @@ impl TokenStore for PostgresStore {
         .await
         .map_err(pg_err)?;
         row.as_ref()
-            .map(decode)
+            .map(decode_record)
             .transpose()
             .map(|r| r.map(Arc::new))
     }
@@ -491,28 +250,28 @@ impl TokenStore for PostgresStore {
         self.ready().await?;
         let row = sqlx::query(concat!(
             "SELECT ",
-            columns!(),
+            sql::token_columns!(),
             " FROM keygate_tokens WHERE id = $1"
         ))
         .bind(id.0)
         .fetch_optional(&self.pool)
         .await
         .map_err(pg_err)?;
-        row.as_ref().map(decode).transpose()
+        row.as_ref().map(decode_record).transpose()
     }
 
     async fn list_by_owner(&self, owner: &str) -> Result<Vec<TokenRecord>, StoreError> {
         self.ready().await?;
         let rows = sqlx::query(concat!(
             "SELECT ",
-            columns!(),
+            sql::token_columns!(),
             " FROM keygate_tokens WHERE owner = $1 ORDER BY created_at, seq"
         ))
         .bind(owner)
         .fetch_all(&self.pool)
         .await
         .map_err(pg_err)?;
-        rows.iter().map(decode).collect()
+        rows.iter().map(decode_record).collect()
     }
 
     async fn revoke(&self, id: &TokenId, at: OffsetDateTime) -> Result<bool, StoreError> {
@@ -556,7 +315,7 @@ impl TokenStore for PostgresStore {
         lock_owner(&mut tx, &owner).await?;
         let live = sqlx::query(concat!(
             "SELECT ",
-            live_at!(2),
+            live_at!("$2"),
             " AS live FROM keygate_tokens WHERE id = $1 FOR UPDATE"
         ))
         .bind(old.0)
@@ -575,7 +334,7 @@ impl TokenStore for PostgresStore {
         // hears of it like a revocation.
         let ended: Vec<Uuid> = sqlx::query_scalar(concat!(
             "WITH e AS (UPDATE keygate_tokens SET expires_at = $2 WHERE replaced_by = $1 AND ",
-            valid_at!(2),
+            valid_at!("$2"),
             " RETURNING id, hash) SELECT id FROM e, pg_notify($3, encode(e.hash, 'hex'))"
         ))
         .bind(old.0)
@@ -589,13 +348,13 @@ impl TokenStore for PostgresStore {
             && let Some(max) = rules.max_live
         {
             let counted: i64 = sqlx::query_scalar(concat!(
-                "SELECT count(*) FROM keygate_tokens \
-                 WHERE owner = $1 AND (NOT $3 OR kind = $2) AND ",
-                valid_at!(4)
+                "SELECT count(*) FROM keygate_tokens WHERE owner = $1 AND ",
+                counted_kind!("$2"),
+                " AND ",
+                valid_at!("$3")
             ))
             .bind(&owner)
-            .bind(&new.kind)
-            .bind(rules.per_kind)
+            .bind(rules.per_kind.then_some(&new.kind))
             .bind(now)
             .fetch_one(&mut *tx)
             .await
@@ -715,15 +474,9 @@ impl TokenStore for PostgresStore {
         };
         let bound: Option<String> = row.try_get("bound_to").map_err(pg_err)?;
         let released: Option<OffsetDateTime> = row.try_get("released_at").map_err(pg_err)?;
-        if bound.is_none() {
-            return Ok(ReleaseOutcome::NotBound);
-        }
-        if let Some(next) = released.map(|r| r + min_interval)
-            && next > now
-        {
-            return Ok(ReleaseOutcome::TooSoon {
-                next_allowed_at: next,
-            });
+        let outcome = ReleaseOutcome::judge(bound.is_some(), released, now, min_interval);
+        if outcome != ReleaseOutcome::Released {
+            return Ok(outcome);
         }
         // Announced like a revocation, so caches on other instances drop the old binding.
         sqlx::query(
@@ -748,18 +501,12 @@ impl TokenStore for PostgresStore {
         release_kinds: &[String],
     ) -> Result<InactiveOutcome, StoreError> {
         self.ready().await?;
-        // Valid at $2 and silent since before $1 (GREATEST skips NULLs).
-        macro_rules! idle {
-            () => {
-                "revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2) AND \
-                 GREATEST(created_at, last_used_at, bound_at) < $1"
-            };
-        }
+        // Valid at $2 and silent since before $1.
         let mut tx = self.pool.begin().await.map_err(pg_err)?;
         let released = sqlx::query(concat!(
             "WITH u AS (UPDATE keygate_tokens SET bound_to = NULL, bound_at = NULL \
              WHERE bound_to IS NOT NULL AND kind = ANY($3) AND ",
-            idle!(),
+            idle!("GREATEST", "$1", "$2"),
             " RETURNING id, hash) SELECT id, pg_notify($4, encode(hash, 'hex'))::text AS n FROM u"
         ))
         .bind(cutoff)
@@ -771,7 +518,7 @@ impl TokenStore for PostgresStore {
         .map_err(pg_err)?;
         let revoked = sqlx::query(concat!(
             "WITH u AS (UPDATE keygate_tokens SET revoked_at = $2 WHERE NOT (kind = ANY($3)) AND ",
-            idle!(),
+            idle!("GREATEST", "$1", "$2"),
             " RETURNING id, hash) SELECT id, pg_notify($4, encode(hash, 'hex'))::text AS n FROM u"
         ))
         .bind(cutoff)
@@ -791,69 +538,5 @@ impl TokenStore for PostgresStore {
             revoked: ids(revoked)?,
             released: ids(released)?,
         })
-    }
-}
-
-#[cfg(feature = "axum")]
-#[async_trait]
-impl crate::accounts::AccountStore for PostgresStore {
-    async fn put_account(&self, account: crate::accounts::Account) -> Result<(), StoreError> {
-        self.ready().await?;
-        let permissions: Vec<&str> = account.permissions.iter().map(|p| p.as_str()).collect();
-        sqlx::query(
-            "INSERT INTO keygate_accounts (email, password_hash, permissions, created_at) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (email) DO UPDATE SET \
-             password_hash = EXCLUDED.password_hash, permissions = EXCLUDED.permissions, \
-             created_at = EXCLUDED.created_at",
-        )
-        .bind(account.email.to_lowercase())
-        .bind(&account.password_hash)
-        .bind(permissions)
-        .bind(account.created_at)
-        .execute(&self.pool)
-        .await
-        .map_err(pg_err)?;
-        Ok(())
-    }
-
-    async fn find_account(
-        &self,
-        email: &str,
-    ) -> Result<Option<crate::accounts::Account>, StoreError> {
-        self.ready().await?;
-        let row = sqlx::query(
-            "SELECT email, password_hash, permissions, created_at FROM keygate_accounts \
-             WHERE email = $1",
-        )
-        .bind(email.to_lowercase())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(pg_err)?;
-        let Some(row) = row else { return Ok(None) };
-        let permissions: Vec<String> = row.try_get("permissions").map_err(pg_err)?;
-        Ok(Some(crate::accounts::Account {
-            email: row.try_get("email").map_err(pg_err)?,
-            password_hash: row.try_get("password_hash").map_err(pg_err)?,
-            permissions: Permissions::parse(permissions).map_err(StoreError::backend)?,
-            created_at: row.try_get("created_at").map_err(pg_err)?,
-        }))
-    }
-}
-
-#[cfg(test)]
-mod url_tests {
-    use super::without_unused_secrets;
-
-    #[test]
-    fn secret_parameters_sqlx_would_log_are_dropped_before_it_sees_them() {
-        let url = "postgres://u@h/db?sslmode=require&sslpassword=pw-ssl&password=pw";
-        let kept = without_unused_secrets(url);
-        assert!(!kept.contains("pw-ssl"), "{kept}");
-        assert!(
-            kept.contains("password=pw") && kept.contains("sslmode=require"),
-            "{kept}"
-        );
-        let plain = "postgres://u:pw@h/db?sslmode=disable";
-        assert_eq!(without_unused_secrets(plain), plain);
     }
 }

@@ -67,7 +67,6 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -80,291 +79,65 @@ use super::{
     InactiveOutcome, InsertRules, ReleaseOutcome, RotateOutcome, StoreError, TokenId, TokenRecord,
     TokenStore,
 };
-use crate::identity::Permissions;
 use crate::token::TokenHash;
 
+mod codec;
+mod feed;
+mod options;
 mod rate_limit;
+use codec::{decode, fields, from_micros, invalid, micros};
+pub use feed::RedisFeed;
+pub use options::RedisOptions;
 pub use rate_limit::RedisRateLimiter;
 
-/// Shared by the scripts that write a record: `put(p, hex, fields, expire_at_ms, dead)`
-/// writes the hash, the id and owner indexes, the TTL and the purge index.
-const PUT: &str = r"
-local function put(p, hex, first, expire_at_ms, dead)
-  local fields = {}
-  local id, owner
-  for i = first, #ARGV, 2 do
-    fields[#fields + 1] = ARGV[i]
-    fields[#fields + 1] = ARGV[i + 1]
-    if ARGV[i] == 'id' then id = ARGV[i + 1] end
-    if ARGV[i] == 'owner' then owner = ARGV[i + 1] end
-  end
-  local tok = p .. 'tok:' .. hex
-  local seq = redis.call('INCR', p .. 'seq')
-  redis.call('HSET', tok, 'seq', seq, unpack(fields))
-  redis.call('SET', p .. 'id:' .. id, hex)
-  redis.call('SADD', p .. 'owner:' .. owner, hex)
-  if expire_at_ms ~= '' then
-    redis.call('PEXPIREAT', tok, expire_at_ms)
-    redis.call('PEXPIREAT', p .. 'id:' .. id, expire_at_ms)
-  end
-  if dead ~= '' then redis.call('ZADD', p .. 'dead', dead, hex) end
-end
-local function exists(p, hex, id)
-  return redis.call('EXISTS', p .. 'tok:' .. hex) == 1 or redis.call('EXISTS', p .. 'id:' .. id) == 1
-end
-";
+// The scripts live in `*.lua` beside this file. `put.lua`, prepended to the scripts that
+// write records, defines the liveness rule `valid_at(revoked_at, expires_at, now)`,
+// `put(p, hex, fields, expire_at_ms, dead)`, which writes the hash, the id and owner
+// indexes, the TTL and the purge index, and `exists(p, hex, id)`.
 
 /// ARGV: prefix, hex, id, owner, name, kind, now, max (-1: none), per_kind (0/1),
 /// expire_at_ms, dead, then field/value pairs. Returns 0 ok, 1 name taken, 2 limit,
 /// 3 duplicate.
-static INSERT: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        "{PUT}{}",
-        r"
-local p, hex, id, owner, name, kind = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6]
-local now, max, per_kind = tonumber(ARGV[7]), tonumber(ARGV[8]), ARGV[9] == '1'
-if exists(p, hex, id) then return 3 end
-local okey = p .. 'owner:' .. owner
-local counted = 0
-for _, h in ipairs(redis.call('SMEMBERS', okey)) do
-  local f = redis.call('HMGET', p .. 'tok:' .. h, 'name', 'kind', 'expires_at', 'revoked_at', 'replaced_by')
-  if f[1] == false then
-    redis.call('SREM', okey, h)
-  elseif f[4] == false and (f[3] == false or tonumber(f[3]) > now) then
-    if f[5] == false and f[1] == name then return 1 end
-    if (not per_kind) or f[2] == kind then counted = counted + 1 end
-  end
-end
-if max >= 0 and counted >= max then return 2 end
-put(p, hex, 12, ARGV[10], ARGV[11])
-return 0
-"
-    ))
-});
+static INSERT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(concat!(include_str!("put.lua"), include_str!("insert.lua"))));
 
 /// ARGV: prefix, old id, now, old_expires_at, retention_ms, channel, new hex, new id,
 /// new expire_at_ms, new dead, max (-1: none), per_kind (0/1), then the new record's
 /// field/value pairs (from 13). Returns `{code, ended ids...}`: 0 ok (with the ids of the
 /// predecessors whose grace ended), 2 limit, 3 duplicate, 4 not found.
-static ROTATE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        "{PUT}{}",
-        r"
-local p, old_id, now, old_exp, retention, channel = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5]), ARGV[6]
-local max, per_kind = tonumber(ARGV[11]), ARGV[12] == '1'
-local h = redis.call('GET', p .. 'id:' .. old_id)
-if not h then return {'4'} end
-local tok = p .. 'tok:' .. h
-if redis.call('EXISTS', tok) == 0 then return {'4'} end
-local f = redis.call('HMGET', tok, 'revoked_at', 'replaced_by', 'expires_at', 'owner', 'kind')
-if f[1] ~= false or f[2] ~= false or (f[3] ~= false and tonumber(f[3]) <= now) then return {'4'} end
-if exists(p, ARGV[7], ARGV[8]) then return {'3'} end
-local okey = p .. 'owner:' .. f[4]
-local ended, counted = {}, 0
-for _, oh in ipairs(redis.call('SMEMBERS', okey)) do
-  local g = redis.call('HMGET', p .. 'tok:' .. oh, 'id', 'kind', 'expires_at', 'revoked_at', 'replaced_by')
-  if g[1] == false then
-    redis.call('SREM', okey, oh)
-  elseif g[4] == false and (g[3] == false or tonumber(g[3]) > now) then
-    if g[5] == old_id then ended[#ended + 1] = {oh, g[1]} end
-    if (not per_kind) or g[2] == f[5] then counted = counted + 1 end
-  end
-end
-if tonumber(old_exp) > now and #ended == 0 and max >= 0 and counted >= max then return {'2'} end
-local out = {'0'}
-for _, e in ipairs(ended) do
-  local etok = p .. 'tok:' .. e[1]
-  redis.call('HSET', etok, 'expires_at', ARGV[3])
-  local e_ms = string.format('%.0f', math.floor(now / 1000) + retention)
-  redis.call('PEXPIREAT', etok, e_ms)
-  redis.call('PEXPIREAT', p .. 'id:' .. e[2], e_ms)
-  redis.call('ZADD', p .. 'dead', ARGV[3], e[1])
-  redis.call('PUBLISH', channel, e[1])
-  out[#out + 1] = e[2]
-end
-put(p, ARGV[7], 13, ARGV[9], ARGV[10])
-local exp = old_exp
-if f[3] ~= false and tonumber(f[3]) < tonumber(old_exp) then exp = f[3] end
-redis.call('HSET', tok, 'replaced_by', ARGV[8], 'expires_at', exp)
-local at_ms = string.format('%.0f', math.floor(tonumber(exp) / 1000) + retention)
-redis.call('PEXPIREAT', tok, at_ms)
-redis.call('PEXPIREAT', p .. 'id:' .. old_id, at_ms)
-redis.call('ZADD', p .. 'dead', exp, h)
-redis.call('PUBLISH', channel, h)
-return out
-"
-    ))
-});
+static ROTATE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(concat!(include_str!("put.lua"), include_str!("rotate.lua"))));
 
 /// ARGV: prefix, id, at, channel. Returns 1 when revoked now, 0 otherwise.
-static REVOKE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local p, id, at, channel = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local h = redis.call('GET', p .. 'id:' .. id)
-if not h then return 0 end
-local tok = p .. 'tok:' .. h
-if redis.call('EXISTS', tok) == 0 then return 0 end
-local f = redis.call('HMGET', tok, 'revoked_at', 'expires_at')
-if f[1] ~= false then return 0 end
-redis.call('HSET', tok, 'revoked_at', at)
-local dead = at
-if f[2] ~= false and tonumber(f[2]) < tonumber(at) then dead = f[2] end
-redis.call('ZADD', p .. 'dead', dead, h)
-redis.call('PUBLISH', channel, h)
-return 1
-",
-    )
-});
+static REVOKE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("revoke.lua")));
 
 /// ARGV: prefix, id. Returns the record's field/value pairs, or nothing.
-static GET: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local h = redis.call('GET', ARGV[1] .. 'id:' .. ARGV[2])
-if not h then return {} end
-return redis.call('HGETALL', ARGV[1] .. 'tok:' .. h)
-",
-    )
-});
+static GET: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("get.lua")));
 
 /// ARGV: prefix, owner. Returns one field/value array per record.
-static LIST: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local okey = ARGV[1] .. 'owner:' .. ARGV[2]
-local out = {}
-for _, h in ipairs(redis.call('SMEMBERS', okey)) do
-  local r = redis.call('HGETALL', ARGV[1] .. 'tok:' .. h)
-  if #r == 0 then redis.call('SREM', okey, h) else out[#out + 1] = r end
-end
-return out
-",
-    )
-});
+static LIST: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("list.lua")));
 
 /// ARGV: prefix, then id/time pairs.
-static RECORD_USE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local p = ARGV[1]
-for i = 2, #ARGV, 2 do
-  local h = redis.call('GET', p .. 'id:' .. ARGV[i])
-  if h then
-    local tok = p .. 'tok:' .. h
-    if redis.call('EXISTS', tok) == 1 then
-      local cur = redis.call('HGET', tok, 'last_used_at')
-      if (not cur) or tonumber(cur) < tonumber(ARGV[i + 1]) then
-        redis.call('HSET', tok, 'last_used_at', ARGV[i + 1])
-      end
-    end
-  end
-end
-return 0
-",
-    )
-});
+static RECORD_USE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("record_use.lua")));
 
 /// ARGV: prefix, now. Returns how many records were deleted.
-static PURGE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local p = ARGV[1]
-local n = 0
-for _, h in ipairs(redis.call('ZRANGEBYSCORE', p .. 'dead', '-inf', ARGV[2])) do
-  local tok = p .. 'tok:' .. h
-  local f = redis.call('HMGET', tok, 'id', 'owner')
-  if f[1] ~= false then
-    redis.call('DEL', tok, p .. 'id:' .. f[1])
-    redis.call('SREM', p .. 'owner:' .. f[2], h)
-    n = n + 1
-  end
-  redis.call('ZREM', p .. 'dead', h)
-end
-return n
-",
-    )
-});
+static PURGE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("purge.lua")));
 
 /// ARGV: prefix, id, fingerprint, now. Returns the fingerprint bound afterwards, or nil for
 /// an unknown id.
-static BIND: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local h = redis.call('GET', ARGV[1] .. 'id:' .. ARGV[2])
-if not h then return false end
-local tok = ARGV[1] .. 'tok:' .. h
-if redis.call('EXISTS', tok) == 0 then return false end
-local b = redis.call('HGET', tok, 'bound_to')
-if b then return b end
-redis.call('HSET', tok, 'bound_to', ARGV[3], 'bound_at', ARGV[4])
-return ARGV[3]
-",
-    )
-});
+static BIND: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("bind.lua")));
 
 /// ARGV: prefix, id, now, min interval (µs), channel. Returns {code, next}: 0 released,
 /// 1 not bound, 2 too soon (next: the first allowed time), 4 not found.
-static RELEASE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local p, id, now, min, channel = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
-local h = redis.call('GET', p .. 'id:' .. id)
-if not h then return {'4', ''} end
-local tok = p .. 'tok:' .. h
-if redis.call('EXISTS', tok) == 0 then return {'4', ''} end
-local f = redis.call('HMGET', tok, 'bound_to', 'released_at')
-if f[1] == false then return {'1', ''} end
-if f[2] ~= false and tonumber(f[2]) + min > now then
-  return {'2', string.format('%.0f', tonumber(f[2]) + min)}
-end
-redis.call('HDEL', tok, 'bound_to', 'bound_at')
-redis.call('HSET', tok, 'released_at', ARGV[3])
-redis.call('PUBLISH', channel, h)
-return {'0', ''}
-",
-    )
-});
+static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("release.lua")));
 
 /// ARGV: prefix, cutoff, now, channel, number of release kinds n, the n kinds, then hex
 /// digests to judge. Returns a flat list of `r`/`v` (released / revoked) and id pairs.
 static EXPIRE_INACTIVE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r"
-local p, cutoff, now, channel = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
-local n = tonumber(ARGV[5])
-local release = {}
-for i = 6, 5 + n do release[ARGV[i]] = true end
-local out = {}
-for i = 6 + n, #ARGV do
-  local h = ARGV[i]
-  local tok = p .. 'tok:' .. h
-  local f = redis.call('HMGET', tok, 'id', 'kind', 'created_at', 'last_used_at', 'bound_at', 'revoked_at', 'expires_at', 'bound_to')
-  if f[1] ~= false and f[6] == false and (f[7] == false or tonumber(f[7]) > now) then
-    local active = tonumber(f[3])
-    if f[4] ~= false and tonumber(f[4]) > active then active = tonumber(f[4]) end
-    if f[5] ~= false and tonumber(f[5]) > active then active = tonumber(f[5]) end
-    if active < cutoff then
-      if release[f[2]] then
-        if f[8] ~= false then
-          redis.call('HDEL', tok, 'bound_to', 'bound_at')
-          redis.call('PUBLISH', channel, h)
-          out[#out + 1] = 'r'
-          out[#out + 1] = f[1]
-        end
-      else
-        redis.call('HSET', tok, 'revoked_at', ARGV[3])
-        redis.call('ZADD', p .. 'dead', ARGV[3], h)
-        redis.call('PUBLISH', channel, h)
-        out[#out + 1] = 'v'
-        out[#out + 1] = f[1]
-      end
-    end
-  end
-end
-return out
-",
-    )
+    Script::new(concat!(
+        include_str!("put.lua"),
+        include_str!("expire_inactive.lua")
+    ))
 });
 
 /// `s` with the glob characters of Redis `MATCH` patterns escaped.
@@ -377,103 +150,6 @@ fn glob_escape(s: &str) -> String {
         out.push(c);
     }
     out
-}
-
-/// How to connect a [`RedisStore`]. Its `Debug` shows the URL with its password replaced
-/// ([`redact_url`](super::redact_url)).
-#[derive(Clone)]
-#[must_use]
-pub struct RedisOptions {
-    url: String,
-    prefix: String,
-    connection_timeout: Duration,
-    response_timeout: Duration,
-    retention: Duration,
-}
-
-impl std::fmt::Debug for RedisOptions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisOptions")
-            .field("url", &super::redact_url(&self.url))
-            .field("prefix", &self.prefix)
-            .field("connection_timeout", &self.connection_timeout)
-            .field("response_timeout", &self.response_timeout)
-            .field("retention", &self.retention)
-            .finish()
-    }
-}
-
-impl RedisOptions {
-    /// Options for the Redis at `url` (`redis://host:port/db`), prefix `keygate:`.
-    pub fn new(url: impl Into<String>) -> Self {
-        Self {
-            url: url.into(),
-            prefix: "keygate:".into(),
-            connection_timeout: Duration::from_secs(2),
-            response_timeout: Duration::from_secs(2),
-            retention: Duration::from_secs(7 * 24 * 3600),
-        }
-    }
-
-    /// Starts every key (and the revocation channel) with `prefix`.
-    pub fn with_prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = prefix.into();
-        self
-    }
-
-    /// How long connecting may take (default 2 s).
-    pub fn with_connection_timeout(mut self, d: Duration) -> Self {
-        self.connection_timeout = d;
-        self
-    }
-
-    /// How long one command may take (default 2 s); then [`StoreError::Timeout`].
-    pub fn with_response_timeout(mut self, d: Duration) -> Self {
-        self.response_timeout = d;
-        self
-    }
-
-    /// How long an expired record stays in Redis when nobody purges it (default 7 days):
-    /// its TTL is its expiry plus this.
-    pub fn with_expired_retention(mut self, d: Duration) -> Self {
-        self.retention = d;
-        self
-    }
-
-    /// A store that connects on first use (and reconnects by itself): no I/O here.
-    ///
-    /// # Errors
-    ///
-    /// An invalid URL.
-    pub fn connect_lazy(self) -> Result<RedisStore, StoreError> {
-        let client = Client::open(self.url.as_str()).map_err(redis_err)?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.connection_timeout))
-            .set_response_timeout(Some(self.response_timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        Ok(RedisStore {
-            inner: Arc::new(Inner {
-                channel: format!("{}revocations", self.prefix),
-                prefix: self.prefix,
-                client,
-                config,
-                retention_ms: i64::try_from(self.retention.as_millis()).unwrap_or(i64::MAX / 2),
-                conn: tokio::sync::OnceCell::new(),
-            }),
-        })
-    }
-
-    /// Connects now.
-    ///
-    /// # Errors
-    ///
-    /// An invalid URL or an unreachable server.
-    pub async fn connect(self) -> Result<RedisStore, StoreError> {
-        let store = self.connect_lazy()?;
-        store.conn().await?;
-        Ok(store)
-    }
 }
 
 /// A [`TokenStore`] on Redis. Cheap to clone; clones share the connection. See the
@@ -506,124 +182,6 @@ fn redis_err(e: RedisError) -> StoreError {
     } else {
         StoreError::backend(e)
     }
-}
-
-fn invalid(what: &'static str) -> StoreError {
-    StoreError::backend(std::io::Error::new(std::io::ErrorKind::InvalidData, what))
-}
-
-fn micros(t: OffsetDateTime) -> i64 {
-    i64::try_from(t.unix_timestamp_nanos().div_euclid(1_000)).unwrap_or(i64::MAX)
-}
-
-fn from_micros(s: &str) -> Result<OffsetDateTime, StoreError> {
-    let us: i64 = s.parse().map_err(|_| invalid("bad timestamp in Redis"))?;
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1_000)
-        .map_err(|_| invalid("timestamp out of range in Redis"))
-}
-
-/// The record's fields as `field, value` strings (absent options are left out).
-fn fields(r: &TokenRecord) -> Result<Vec<String>, StoreError> {
-    let mut v = vec![
-        "id".to_owned(),
-        r.id.to_string(),
-        "hash".to_owned(),
-        r.hash.to_hex(),
-        "kind".to_owned(),
-        r.kind.clone(),
-        "owner".to_owned(),
-        r.owner.clone(),
-        "name".to_owned(),
-        r.name.clone(),
-        "permissions".to_owned(),
-        serde_json::to_string(&r.permissions).map_err(StoreError::backend)?,
-        "hint".to_owned(),
-        r.hint.clone(),
-        "created_by".to_owned(),
-        r.created_by.clone(),
-        "created_at".to_owned(),
-        micros(r.created_at).to_string(),
-    ];
-    let mut opt = |k: &str, val: Option<String>| {
-        if let Some(val) = val {
-            v.push(k.to_owned());
-            v.push(val);
-        }
-    };
-    opt("description", r.description.clone());
-    opt("role", r.role.clone());
-    opt("expires_at", r.expires_at.map(|t| micros(t).to_string()));
-    opt(
-        "last_used_at",
-        r.last_used_at.map(|t| micros(t).to_string()),
-    );
-    opt("revoked_at", r.revoked_at.map(|t| micros(t).to_string()));
-    opt("replaced_by", r.replaced_by.map(|t| t.to_string()));
-    opt(
-        "allowed_ips",
-        if r.allowed_ips.is_empty() {
-            None
-        } else {
-            Some(serde_json::to_string(&r.allowed_ips).map_err(StoreError::backend)?)
-        },
-    );
-    opt("rate_limit", r.rate_limit.map(|n| n.to_string()));
-    opt("bound_to", r.bound_to.clone());
-    opt("bound_at", r.bound_at.map(|t| micros(t).to_string()));
-    opt("released_at", r.released_at.map(|t| micros(t).to_string()));
-    Ok(v)
-}
-
-/// A record and its insertion number, from a flat `field, value` list.
-fn decode(flat: Vec<String>) -> Result<(TokenRecord, i64), StoreError> {
-    let mut m: HashMap<String, String> = HashMap::with_capacity(flat.len() / 2);
-    let mut it = flat.into_iter();
-    while let (Some(k), Some(v)) = (it.next(), it.next()) {
-        m.insert(k, v);
-    }
-    let mut take = |k: &'static str| m.remove(k);
-    let req = |v: Option<String>| v.ok_or_else(|| invalid("incomplete token record in Redis"));
-    let id: TokenId = req(take("id"))?
-        .parse()
-        .map_err(|_| invalid("bad id in Redis"))?;
-    let seq = take("seq").and_then(|s| s.parse().ok()).unwrap_or(0);
-    let record = TokenRecord {
-        id,
-        hash: TokenHash::from_hex(&req(take("hash"))?).map_err(|_| invalid("bad hash in Redis"))?,
-        kind: req(take("kind"))?,
-        owner: req(take("owner"))?,
-        name: req(take("name"))?,
-        description: take("description"),
-        role: take("role"),
-        permissions: serde_json::from_str::<Permissions>(&req(take("permissions"))?)
-            .map_err(StoreError::backend)?,
-        hint: req(take("hint"))?,
-        created_by: req(take("created_by"))?,
-        created_at: from_micros(&req(take("created_at"))?)?,
-        expires_at: take("expires_at").as_deref().map(from_micros).transpose()?,
-        last_used_at: take("last_used_at")
-            .as_deref()
-            .map(from_micros)
-            .transpose()?,
-        revoked_at: take("revoked_at").as_deref().map(from_micros).transpose()?,
-        replaced_by: take("replaced_by")
-            .map(|s| s.parse().map_err(|_| invalid("bad replaced_by in Redis")))
-            .transpose()?,
-        allowed_ips: take("allowed_ips")
-            .map(|s| serde_json::from_str(&s).map_err(|_| invalid("bad allowed_ips in Redis")))
-            .transpose()?
-            .unwrap_or_default(),
-        rate_limit: take("rate_limit")
-            .map(|s| s.parse().map_err(|_| invalid("bad rate_limit in Redis")))
-            .transpose()?,
-        bound_to: take("bound_to"),
-        bound_at: take("bound_at").as_deref().map(from_micros).transpose()?,
-        released_at: take("released_at")
-            .as_deref()
-            .map(from_micros)
-            .transpose()?,
-    };
-    Ok((record, seq))
 }
 
 impl RedisStore {

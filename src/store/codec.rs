@@ -1,0 +1,122 @@
+//! The record ↔ row codec of the persistent stores (SQLite, PostgreSQL, Redis), written
+//! once: [`decode`] reads a record through a backend's [`Row`], [`bind_record`] writes its
+//! columns through a backend's [`Binder`], in the order of [`token_columns!`]. A new
+//! [`TokenRecord`] field is added here (and to the migrations), not in every backend.
+
+use ipnet::IpNet;
+use time::OffsetDateTime;
+
+use crate::error::StoreError;
+use crate::identity::Permissions;
+use crate::record::{TokenId, TokenRecord};
+use crate::token::TokenHash;
+
+/// The columns of the token table, in the order [`bind_record`] binds them.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+macro_rules! token_columns {
+    () => {
+        "id, hash, kind, owner, name, description, role, permissions, hint, created_by, \
+         created_at, expires_at, last_used_at, revoked_at, replaced_by, allowed_ips, rate_limit, \
+         bound_to, bound_at, released_at"
+    };
+}
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) use token_columns;
+
+/// A token row of one backend, read column by column.
+pub(crate) trait Row {
+    /// A token id.
+    fn id(&self, column: &'static str) -> Result<TokenId, StoreError>;
+    /// A token id or `NULL`.
+    fn opt_id(&self, column: &'static str) -> Result<Option<TokenId>, StoreError>;
+    /// A 32-byte digest.
+    fn hash(&self, column: &'static str) -> Result<TokenHash, StoreError>;
+    /// Text.
+    fn text(&self, column: &'static str) -> Result<String, StoreError>;
+    /// Text or `NULL`.
+    fn opt_text(&self, column: &'static str) -> Result<Option<String>, StoreError>;
+    /// A time.
+    fn time(&self, column: &'static str) -> Result<OffsetDateTime, StoreError>;
+    /// A time or `NULL`.
+    fn opt_time(&self, column: &'static str) -> Result<Option<OffsetDateTime>, StoreError>;
+    /// A permission list.
+    fn permissions(&self, column: &'static str) -> Result<Permissions, StoreError>;
+    /// A list of networks.
+    fn networks(&self, column: &'static str) -> Result<Vec<IpNet>, StoreError>;
+    /// A positive count or `NULL`.
+    fn opt_u32(&self, column: &'static str) -> Result<Option<u32>, StoreError>;
+}
+
+/// The values of a record being written by one backend, bound column by column.
+pub(crate) trait Binder: Sized {
+    /// A token id.
+    fn id(self, column: &'static str, v: TokenId) -> Result<Self, StoreError>;
+    /// A token id or `NULL`.
+    fn opt_id(self, column: &'static str, v: Option<TokenId>) -> Result<Self, StoreError>;
+    /// A 32-byte digest.
+    fn hash(self, column: &'static str, v: &TokenHash) -> Result<Self, StoreError>;
+    /// Text.
+    fn text(self, column: &'static str, v: &str) -> Result<Self, StoreError>;
+    /// Text or `NULL`.
+    fn opt_text(self, column: &'static str, v: Option<&str>) -> Result<Self, StoreError>;
+    /// A time.
+    fn time(self, column: &'static str, v: OffsetDateTime) -> Result<Self, StoreError>;
+    /// A time or `NULL`.
+    fn opt_time(self, column: &'static str, v: Option<OffsetDateTime>) -> Result<Self, StoreError>;
+    /// A permission list.
+    fn permissions(self, column: &'static str, v: &Permissions) -> Result<Self, StoreError>;
+    /// A list of networks.
+    fn networks(self, column: &'static str, v: &[IpNet]) -> Result<Self, StoreError>;
+    /// A positive count or `NULL`.
+    fn opt_u32(self, column: &'static str, v: Option<u32>) -> Result<Self, StoreError>;
+}
+
+/// The record in `row`.
+pub(crate) fn decode(row: &impl Row) -> Result<TokenRecord, StoreError> {
+    Ok(TokenRecord {
+        id: row.id("id")?,
+        hash: row.hash("hash")?,
+        kind: row.text("kind")?,
+        owner: row.text("owner")?,
+        name: row.text("name")?,
+        description: row.opt_text("description")?,
+        role: row.opt_text("role")?,
+        permissions: row.permissions("permissions")?,
+        hint: row.text("hint")?,
+        created_by: row.text("created_by")?,
+        created_at: row.time("created_at")?,
+        expires_at: row.opt_time("expires_at")?,
+        last_used_at: row.opt_time("last_used_at")?,
+        revoked_at: row.opt_time("revoked_at")?,
+        replaced_by: row.opt_id("replaced_by")?,
+        allowed_ips: row.networks("allowed_ips")?,
+        rate_limit: row.opt_u32("rate_limit")?,
+        bound_to: row.opt_text("bound_to")?,
+        bound_at: row.opt_time("bound_at")?,
+        released_at: row.opt_time("released_at")?,
+    })
+}
+
+/// Binds every column of `r`, in the order of `token_columns!`.
+pub(crate) fn bind_record<B: Binder>(b: B, r: &TokenRecord) -> Result<B, StoreError> {
+    b.id("id", r.id)?
+        .hash("hash", &r.hash)?
+        .text("kind", &r.kind)?
+        .text("owner", &r.owner)?
+        .text("name", &r.name)?
+        .opt_text("description", r.description.as_deref())?
+        .opt_text("role", r.role.as_deref())?
+        .permissions("permissions", &r.permissions)?
+        .text("hint", &r.hint)?
+        .text("created_by", &r.created_by)?
+        .time("created_at", r.created_at)?
+        .opt_time("expires_at", r.expires_at)?
+        .opt_time("last_used_at", r.last_used_at)?
+        .opt_time("revoked_at", r.revoked_at)?
+        .opt_id("replaced_by", r.replaced_by)?
+        .networks("allowed_ips", &r.allowed_ips)?
+        .opt_u32("rate_limit", r.rate_limit)?
+        .opt_text("bound_to", r.bound_to.as_deref())?
+        .opt_time("bound_at", r.bound_at)?
+        .opt_time("released_at", r.released_at)
+}

@@ -1,0 +1,65 @@
+//! The suite on a store that implements none of the optional methods.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::store::{
+    InsertRules, MemoryStore, RotateOutcome, StoreError, TokenId, TokenRecord, TokenStore,
+};
+use crate::token::TokenHash;
+
+/// A [`MemoryStore`] behind the required methods only: `bind`, `release` and
+/// `expire_inactive` answer [`StoreError::Unsupported`] (the trait's defaults).
+struct RequiredOnly(MemoryStore);
+
+#[async_trait]
+impl TokenStore for RequiredOnly {
+    async fn insert(&self, record: TokenRecord, rules: InsertRules) -> Result<(), StoreError> {
+        self.0.insert(record, rules).await
+    }
+    async fn find_by_hash(&self, hash: &TokenHash) -> Result<Option<Arc<TokenRecord>>, StoreError> {
+        self.0.find_by_hash(hash).await
+    }
+    async fn get(&self, id: &TokenId) -> Result<Option<TokenRecord>, StoreError> {
+        self.0.get(id).await
+    }
+    async fn list_by_owner(&self, owner: &str) -> Result<Vec<TokenRecord>, StoreError> {
+        self.0.list_by_owner(owner).await
+    }
+    async fn revoke(&self, id: &TokenId, at: OffsetDateTime) -> Result<bool, StoreError> {
+        self.0.revoke(id, at).await
+    }
+    async fn rotate(
+        &self,
+        old: &TokenId,
+        new: TokenRecord,
+        old_expires_at: OffsetDateTime,
+        rules: InsertRules,
+    ) -> Result<RotateOutcome, StoreError> {
+        self.0.rotate(old, new, old_expires_at, rules).await
+    }
+    async fn record_use(&self, uses: &[(TokenId, OffsetDateTime)]) -> Result<(), StoreError> {
+        self.0.record_use(uses).await
+    }
+    async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        self.0.purge_expired(now).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_store_without_the_optional_methods_passes_and_fails_closed() {
+    let store = Arc::new(RequiredOnly(MemoryStore::new()));
+    let probe: Arc<dyn TokenStore> = store.clone();
+    let supported = super::optional::probe(&probe).await;
+    assert!(!supported.bind && !supported.release && !supported.expire_inactive);
+    super::run(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_memory_store_implements_every_optional_method() {
+    let store: Arc<dyn TokenStore> = Arc::new(MemoryStore::new());
+    let supported = super::optional::probe(&store).await;
+    assert!(supported.bind && supported.release && supported.expire_inactive);
+}
