@@ -233,7 +233,7 @@ fn check_schema(s: &str) -> Result<(), StoreError> {
     }
 }
 
-/// A [`TokenStore`] (and, with feature `axum`, an
+/// A [`TokenStore`] (and, with feature `management`, an
 /// [`AccountStore`](crate::accounts::AccountStore)) on PostgreSQL. Cheap to clone; clones
 /// share the pool.
 #[derive(Clone)]
@@ -794,7 +794,7 @@ impl TokenStore for PostgresStore {
     }
 }
 
-#[cfg(feature = "axum")]
+#[cfg(feature = "management")]
 #[async_trait]
 impl crate::accounts::AccountStore for PostgresStore {
     async fn put_account(&self, account: crate::accounts::Account) -> Result<(), StoreError> {

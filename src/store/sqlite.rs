@@ -90,7 +90,7 @@ macro_rules! valid_at_1 {
     };
 }
 
-/// A [`TokenStore`] (and, with feature `axum`, an
+/// A [`TokenStore`] (and, with feature `management`, an
 /// [`AccountStore`](crate::accounts::AccountStore)) in one SQLite file.
 ///
 /// Cheap to clone: clones share the connection pool. Acknowledged writes are durable (WAL
@@ -828,7 +828,7 @@ impl TokenStore for SqliteStore {
     }
 }
 
-#[cfg(feature = "axum")]
+#[cfg(feature = "management")]
 mod accounts {
     use async_trait::async_trait;
 

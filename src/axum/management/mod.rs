@@ -1,4 +1,4 @@
-//! The token management HTTP API (feature `axum`): an axum [`Router`] to mount anywhere
+//! The token management HTTP API (feature `management`): an axum [`Router`] to mount anywhere
 //! (the reference server nests it under `/api/v1`).
 //!
 //! | route | auth | does |

@@ -1,0 +1,30 @@
+//! The keygate reference server: the token management API, the token page, metrics and a
+//! small protected demo API, on one embedded SQLite file (`keygate.db` in the working
+//! directory) or on a PostgreSQL database shared by several instances.
+//!
+//! ```sh
+//! cargo run --example server
+//! KEYGATE_DB=postgres://keygate@db.internal/keygate KEYGATE_ADDR=0.0.0.0:8080 cargo run --example server
+//! ```
+//!
+//! Every setting comes from the environment (`KEYGATE_DB`, `KEYGATE_ADDR`,
+//! `KEYGATE_ADMIN_EMAIL`, `KEYGATE_RATE_LIMIT`, ...): the table, the routes and the
+//! policies are in the docs of `keygate::server`, which this program embeds. To mount the
+//! same routes in a server of your own, call `keygate::server::build_app` and serve its
+//! router.
+
+use keygate::server::{self, BoxError, Config};
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+
+    let config = Config::from_env()?;
+    server::serve(&config).await?;
+    Ok(())
+}
