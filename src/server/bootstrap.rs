@@ -53,9 +53,12 @@ pub enum AddAccountError {
     /// argon2 refused the password (e.g. over its maximum length).
     #[error("cannot hash this password: {0}")]
     Hash(String),
-    /// The account store failed.
-    #[error("the account store failed")]
-    Store(#[source] StoreError),
+    /// The account store could not be read.
+    #[error("cannot read accounts")]
+    Read(#[source] StoreError),
+    /// The account store could not be written.
+    #[error("cannot save the account")]
+    Write(#[source] StoreError),
     /// The password hashing task stopped.
     #[error("password hashing stopped")]
     Stopped(#[source] tokio::task::JoinError),
@@ -77,7 +80,7 @@ pub async fn add_account(
     if accounts
         .find_account(email)
         .await
-        .map_err(AddAccountError::Store)?
+        .map_err(AddAccountError::Read)?
         .is_some()
     {
         return Err(AddAccountError::Exists(email.to_owned()));
@@ -96,7 +99,7 @@ pub async fn add_account(
     accounts
         .put_account(account.clone())
         .await
-        .map_err(AddAccountError::Store)?;
+        .map_err(AddAccountError::Write)?;
     Ok(account)
 }
 
