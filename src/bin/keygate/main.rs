@@ -347,6 +347,7 @@ async fn open(db: &str, schema: Option<String>) -> Result<Backend, Failure> {
             tokens: Arc::new(store.clone()),
             accounts: Arc::new(store),
         },
+        #[cfg(feature = "postgres")]
         OpenedStore::Postgres(store) => Backend {
             tokens: Arc::new(store.clone()),
             accounts: Arc::new(store),
