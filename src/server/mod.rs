@@ -12,6 +12,21 @@
 //! [`Database`] opens the store named by `KEYGATE_DB` (the `keygate` command-line tool opens
 //! it the same way), and [`bootstrap`] holds the account rules both share.
 //!
+//! ```no_run
+//! # async fn run() -> Result<(), keygate::server::BoxError> {
+//! use keygate::server::{self, Config};
+//!
+//! // The whole server, as `cargo run --example server` runs it:
+//! server::serve(&Config::from_env()?).await?;
+//!
+//! // Or its routes, under a prefix of a server of your own:
+//! let app = server::build_app(&Config::from_env()?).await?;
+//! let router: axum::Router = axum::Router::new().nest("/auth", app.router);
+//! # let _ = router;
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! | variable | default | meaning |
 //! | --- | --- | --- |
 //! | `KEYGATE_DB` | `keygate.db` | the SQLite file (created `0600` when missing: it holds password hashes), or a `postgres://` URL shared by several instances (printed with its password as `***`) |
