@@ -40,6 +40,29 @@ pub struct Config {
     pub store_timeout: Duration,
 }
 
+impl std::fmt::Debug for Config {
+    /// Never the admin password, nor the database URL's.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("db", &self.describe_db())
+            .field("db_schema", &self.db_schema)
+            .field("addr", &self.addr)
+            .field("admin_email", &self.admin_email)
+            .field(
+                "admin_password",
+                &self.admin_password.as_ref().map(|_| "***"),
+            )
+            .field("rate_limit", &self.rate_limit)
+            .field("failure_limit", &self.failure_limit)
+            .field("trusted_proxies", &self.trusted_proxies)
+            .field("client_ip_header", &self.client_ip_header)
+            .field("audit_log", &self.audit_log)
+            .field("metrics", &self.metrics)
+            .field("store_timeout", &self.store_timeout)
+            .finish()
+    }
+}
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -130,5 +153,24 @@ impl Config {
             Ok(db) => db.describe(),
             Err(_) => self.db.display().to_string(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_the_passwords() {
+        let config = Config {
+            db: "postgres://keygate:db-secret@127.0.0.1/keygate".into(),
+            admin_password: Some(Zeroizing::new("admin-secret".into())),
+            ..Config::default()
+        };
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("db-secret") && !shown.contains("admin-secret"),
+            "{shown}"
+        );
     }
 }
