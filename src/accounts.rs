@@ -1,5 +1,5 @@
 //! Accounts that sign in with email and password (HTTP Basic) to manage their tokens
-//! (feature `axum`).
+//! (feature `management`).
 //!
 //! Passwords are kept only as argon2id hashes (PHC strings). Verification of an unknown
 //! email runs against a fixed dummy hash, so an unknown email and a wrong password take the
@@ -15,7 +15,8 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use crate::error::StoreError;
-use crate::identity::Permissions;
+use crate::identity::{Permission, Permissions};
+use crate::tokens::NewToken;
 
 /// An account that owns tokens. Its email is the `owner` of its tokens.
 #[derive(Clone, PartialEq)]
@@ -37,6 +38,85 @@ impl std::fmt::Debug for Account {
             .field("permissions", &self.permissions)
             .field("created_at", &self.created_at)
             .finish_non_exhaustive()
+    }
+}
+
+/// What a token created for an account holds, by the one rule the management API, the
+/// command-line tool and the server share: explicit permissions, else its role's, else the
+/// account's own; never more than the account holds. See [`Account::grant`].
+#[derive(Clone, Debug)]
+pub struct TokenGrant {
+    permissions: Permissions,
+    role: Option<String>,
+    explicit: bool,
+}
+
+impl TokenGrant {
+    /// The permissions the token will hold.
+    #[must_use]
+    pub fn permissions(&self) -> &Permissions {
+        &self.permissions
+    }
+
+    /// `new` with the grant's role and permissions: the role is recorded on the token, and
+    /// the permissions are set unless they are the role's own (the manager fills those in).
+    pub fn apply(self, mut new: NewToken) -> NewToken {
+        let role_only = self.role.is_some() && !self.explicit;
+        if let Some(role) = self.role {
+            new = new.role(role);
+        }
+        if !role_only {
+            new = new.permissions(self.permissions);
+        }
+        new
+    }
+}
+
+/// A token asked for more than its account holds.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("missing permission: {missing} (a token cannot hold more than its account)")]
+pub struct GrantExceedsAccount {
+    /// The first permission the account does not hold.
+    pub missing: Permission,
+    /// Every permission the token asked for.
+    pub wanted: Permissions,
+}
+
+impl Account {
+    /// What a token created for this account holds: `explicit` permissions when given,
+    /// else those of `role` (its name and permissions), else the account's own.
+    ///
+    /// # Errors
+    ///
+    /// [`GrantExceedsAccount`] when those go beyond the account's permissions.
+    pub fn grant(
+        &self,
+        role: Option<(String, Permissions)>,
+        explicit: Option<Permissions>,
+    ) -> Result<TokenGrant, GrantExceedsAccount> {
+        let is_explicit = explicit.is_some();
+        let (role, role_permissions) = match role {
+            Some((name, p)) => (Some(name), Some(p)),
+            None => (None, None),
+        };
+        let permissions = explicit
+            .or(role_permissions)
+            .unwrap_or_else(|| self.permissions.clone());
+        let missing = permissions
+            .iter()
+            .find(|p| !self.permissions.allows(p.as_str()))
+            .cloned();
+        if let Some(missing) = missing {
+            return Err(GrantExceedsAccount {
+                missing,
+                wanted: permissions,
+            });
+        }
+        Ok(TokenGrant {
+            permissions,
+            role,
+            explicit: is_explicit,
+        })
     }
 }
 

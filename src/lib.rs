@@ -18,10 +18,12 @@ pub mod store;
 pub mod token;
 pub mod tokens;
 
-#[cfg(feature = "axum")]
+#[cfg(feature = "management")]
 pub mod accounts;
 #[cfg(feature = "axum")]
 pub mod axum;
+#[cfg(feature = "server")]
+pub mod server;
 #[cfg(feature = "ui")]
 pub mod ui;
 

@@ -9,7 +9,7 @@
 //! makes the request fail closed with 503 `store_unavailable`.
 //!
 //! [`AccountPermissions`] resolves owners through any
-//! [`AccountStore`](crate::accounts::AccountStore) (feature `axum`)
+//! [`AccountStore`](crate::accounts::AccountStore) (feature `management`)
 //! and keeps each answer for a short time (default 5 s), so the account store is not hit on
 //! every request: a demotion takes effect within that time on every instance. Its account
 //! lookups are bounded (default 2 s, then 503); wrap any other resolver in
@@ -73,10 +73,10 @@ pub async fn effective(
     Ok(identity.with_permissions(permissions))
 }
 
-#[cfg(feature = "axum")]
+#[cfg(feature = "management")]
 pub use accounts::AccountPermissions;
 
-#[cfg(feature = "axum")]
+#[cfg(feature = "management")]
 mod accounts {
     use std::collections::HashMap;
     use std::sync::{Arc, PoisonError, RwLock};

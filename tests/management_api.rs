@@ -1092,9 +1092,7 @@ async fn router_helper_and_nesting() {
     assert_eq!(r.status, StatusCode::OK);
 }
 
-#[allow(dead_code)]
-#[path = "../examples/server.rs"]
-mod server;
+use keygate::server;
 
 fn server_config(db: &std::path::Path, password: Option<&str>) -> server::Config {
     server::Config {

@@ -1,6 +1,6 @@
 //! axum integration (feature `axum`): [`Identity`](crate::Identity) as an extractor,
 //! `Option<Identity>` for optional authentication, and [`Rejection`](crate::Rejection) as a
-//! response.
+//! response. The token management router is [`management`] (feature `management`).
 //!
 //! ```
 //! use axum::{Router, routing::get, Json};
@@ -24,4 +24,5 @@
 //! ```
 
 mod extract;
+#[cfg(feature = "management")]
 pub mod management;

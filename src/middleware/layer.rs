@@ -213,7 +213,7 @@ impl AuthLayer {
     /// ([`FailureLimits::counts`]). The address is the client found by
     /// [`with_client_ip`](Self::with_client_ip), or the socket peer when the client is
     /// unknown; requests without any address are not counted. Pass the same limits to the
-    /// management router's `with_failure_limits` (feature `axum`) so that wrong passwords
+    /// management router's `with_failure_limits` (feature `management`) so that wrong passwords
     /// share the budget.
     pub fn with_failure_limits(self, limits: FailureLimits) -> Self {
         self.map(|c| c.failures = Some(limits))

@@ -1,5 +1,5 @@
 //! Time bounds for every store a request waits on: [`TimeoutStore`] for tokens,
-//! `TimeoutAccounts` for accounts (feature `axum`), [`TimeoutResolver`] for the
+//! `TimeoutAccounts` for accounts (feature `management`), [`TimeoutResolver`] for the
 //! permissions of token owners and [`TimeoutAuditReader`] for audit reads.
 //!
 //! A call that takes longer than its bound fails with [`StoreError::Timeout`], which the
@@ -189,10 +189,10 @@ impl<R: PermissionResolver> PermissionResolver for TimeoutResolver<R> {
     }
 }
 
-#[cfg(feature = "axum")]
+#[cfg(feature = "management")]
 pub use accounts::TimeoutAccounts;
 
-#[cfg(feature = "axum")]
+#[cfg(feature = "management")]
 mod accounts {
     use std::time::Duration;
 

@@ -10,9 +10,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod hygiene;
-#[allow(dead_code)]
-#[path = "../../examples/server.rs"]
-mod server;
+use keygate::server;
 #[allow(dead_code)]
 mod support;
 

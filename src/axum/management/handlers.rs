@@ -7,21 +7,21 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode, header};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
-use serde::de::DeserializeOwned;
 
 use super::Shared;
 use super::audit::{Action, tag};
 use super::auth::{Accept, Caller};
+use super::body::{
+    check_length, keep_successors, parse_create, parse_nets, parse_rotate, read_body,
+};
 use super::error::ApiError;
 #[cfg(feature = "openapi")]
 use super::error::ErrorBody;
-use super::types::{
-    CreateToken, CreateTokenForm, IdentityView, RotateToken, RotateTokenForm, TokenStatus,
-    TokenView,
-};
+use super::scope::may_manage;
+#[cfg(feature = "openapi")]
+use super::types::{CreateToken, RotateToken};
+use super::types::{IdentityView, TokenStatus, TokenView};
 use crate::identity::Permissions;
 use crate::store::TokenId;
 use crate::tokens::{IssuedToken, NewToken};
@@ -66,315 +66,8 @@ impl axum::extract::FromRequestParts<Arc<Shared>> for CallerIp {
     }
 }
 
-/// Refuses a body announced as too large before any password check, then reads at most
-/// `limit` bytes.
-fn check_length(headers: &HeaderMap, limit: usize) -> Result<(), ApiError> {
-    let announced = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    match announced {
-        Some(n) if n > limit as u64 => Err(ApiError::payload_too_large(limit)),
-        _ => Ok(()),
-    }
-}
-
-async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            Err(ApiError::payload_too_large(limit))
-        }
-        Err(_) => Err(ApiError::bad_request("Could not read the request body")),
-    }
-}
-
-enum BodyFormat {
-    Empty,
-    Json,
-    Form,
-}
-
-fn body_format(headers: &HeaderMap, body: &[u8]) -> Result<BodyFormat, ApiError> {
-    let essence = headers.get(header::CONTENT_TYPE).map(|v| {
-        v.to_str()
-            .unwrap_or("")
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase()
-    });
-    if body.is_empty() {
-        return Ok(BodyFormat::Empty);
-    }
-    match essence.as_deref() {
-        Some("application/json") => Ok(BodyFormat::Json),
-        Some(t) if t.starts_with("application/") && t.ends_with("+json") => Ok(BodyFormat::Json),
-        Some("application/x-www-form-urlencoded") => Ok(BodyFormat::Form),
-        _ => Err(ApiError::unsupported_media_type()),
-    }
-}
-
-/// A JSON object with only the `known` fields; each field is then read on its own, so that
-/// an error names the field.
-fn json_object(
-    body: &[u8],
-    known: &[&str],
-) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
-    let value: serde_json::Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("Invalid JSON body: {e}")))?;
-    let serde_json::Value::Object(map) = value else {
-        return Err(ApiError::bad_request(
-            "Invalid JSON body: expected an object",
-        ));
-    };
-    if let Some(unknown) = map.keys().find(|k| !known.contains(&k.as_str())) {
-        return Err(ApiError::bad_request(format!(
-            "Unknown field {unknown:?}; expected one of: {}",
-            known.join(", ")
-        )));
-    }
-    Ok(map)
-}
-
-fn json_field<T: DeserializeOwned>(
-    map: &mut serde_json::Map<String, serde_json::Value>,
-    key: &str,
-) -> Result<Option<T>, ApiError> {
-    match map.remove(key) {
-        None | Some(serde_json::Value::Null) => Ok(None),
-        Some(v) => serde_json::from_value(v)
-            .map(Some)
-            .map_err(|e| ApiError::bad_request(format!("Invalid {key}: {e}"))),
-    }
-}
-
-fn parse_form<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_urlencoded::from_bytes(body)
-        .map_err(|e| ApiError::bad_request(format!("Invalid form body: {e}")))
-}
-
-fn parse_seconds(field: &str, v: &str) -> Result<i64, ApiError> {
-    v.trim().parse::<i64>().map_err(|_| {
-        ApiError::bad_request(format!(
-            "Invalid {field}: must be a whole number of seconds"
-        ))
-    })
-}
-
-fn parse_create(headers: &HeaderMap, body: &[u8]) -> Result<CreateToken, ApiError> {
-    match body_format(headers, body)? {
-        BodyFormat::Empty => Ok(CreateToken::default()),
-        BodyFormat::Json => {
-            let mut m = json_object(
-                body,
-                &[
-                    "name",
-                    "description",
-                    "role",
-                    "permissions",
-                    "expires_in",
-                    "allowed_ips",
-                    "rate_limit",
-                ],
-            )?;
-            Ok(CreateToken {
-                name: json_field(&mut m, "name")?,
-                description: json_field(&mut m, "description")?,
-                role: json_field(&mut m, "role")?,
-                permissions: json_field(&mut m, "permissions")?,
-                expires_in: json_field(&mut m, "expires_in")?,
-                allowed_ips: json_field(&mut m, "allowed_ips")?,
-                rate_limit: json_field(&mut m, "rate_limit")?,
-            })
-        }
-        BodyFormat::Form => {
-            let f: CreateTokenForm = parse_form(body)?;
-            Ok(CreateToken {
-                name: f.name,
-                description: f.description,
-                role: f.role,
-                permissions: f.permissions.map(|p| {
-                    p.split([',', ' '])
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_owned)
-                        .collect()
-                }),
-                expires_in: f
-                    .expires_in
-                    .as_deref()
-                    .map(|v| parse_seconds("expires_in", v))
-                    .transpose()?,
-                allowed_ips: f.allowed_ips.map(|p| {
-                    p.split([',', ' '])
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_owned)
-                        .collect()
-                }),
-                rate_limit: f
-                    .rate_limit
-                    .as_deref()
-                    .map(|v| {
-                        v.trim().parse::<u32>().map_err(|_| {
-                            ApiError::bad_request(
-                                "Invalid rate_limit: must be a whole number of requests per minute",
-                            )
-                        })
-                    })
-                    .transpose()?,
-            })
-        }
-    }
-}
-
-/// CIDR strings (or single addresses) to networks; 400 naming the first bad one.
-fn parse_nets(list: &[String]) -> Result<Vec<ipnet::IpNet>, ApiError> {
-    list.iter()
-        .map(|s| {
-            let s = s.trim();
-            s.parse::<ipnet::IpNet>()
-                .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                .map_err(|_| {
-                    ApiError::bad_request(format!(
-                        "Invalid allowed_ips: {s:?} is not an IP network in CIDR notation \
-                         (e.g. 10.0.0.0/8 or 2001:db8::/32)"
-                    ))
-                })
-        })
-        .collect()
-}
-
-fn parse_rotate(headers: &HeaderMap, body: &[u8]) -> Result<RotateToken, ApiError> {
-    match body_format(headers, body)? {
-        BodyFormat::Empty => Ok(RotateToken::default()),
-        BodyFormat::Json => {
-            let mut m = json_object(body, &["grace_seconds"])?;
-            Ok(RotateToken {
-                grace_seconds: json_field(&mut m, "grace_seconds")?,
-            })
-        }
-        BodyFormat::Form => {
-            let f: RotateTokenForm = parse_form(body)?;
-            Ok(RotateToken {
-                grace_seconds: f
-                    .grace_seconds
-                    .as_deref()
-                    .map(|v| parse_seconds("grace_seconds", v))
-                    .transpose()?,
-            })
-        }
-    }
-}
-
-/// `successors=revoke` (the default) or `successors=keep`; 400 for anything else.
-fn keep_successors(query: Option<&str>) -> Result<bool, ApiError> {
-    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query.unwrap_or(""))
-        .map_err(|e| ApiError::bad_request(format!("Invalid query: {e}")))?;
-    let mut keep = false;
-    for (key, value) in &pairs {
-        match (key.as_str(), value.as_str()) {
-            ("successors", "keep") => keep = true,
-            ("successors", "revoke") => keep = false,
-            ("successors", _) => {
-                return Err(ApiError::bad_request(
-                    "Invalid successors: must be revoke or keep",
-                ));
-            }
-            _ => {
-                return Err(ApiError::bad_request(format!(
-                    "Unknown query parameter {key:?}; expected: successors"
-                )));
-            }
-        }
-    }
-    Ok(keep)
-}
-
 fn token_id(raw: &str) -> Result<TokenId, ApiError> {
     raw.parse().map_err(|_| ApiError::not_found())
-}
-
-/// Every permission of `wanted` must be held by the caller (403 otherwise).
-fn within(wanted: &Permissions, held: &Permissions, who: &str) -> Result<(), ApiError> {
-    match wanted.iter().find(|p| !held.allows(p.as_str())) {
-        None => Ok(()),
-        Some(p) => Err(ApiError::insufficient_scope(format!(
-            "Missing permission: {p} (a token cannot hold more than {who})"
-        ))),
-    }
-}
-
-/// A bearer caller may only manage (revoke, rotate, release) the owner's tokens that are at
-/// least as restricted as itself, so that no token can hand on, or keep alive, a credential
-/// it could not be: every permission of the target held by the caller; the same kind (and,
-/// for a kind with a binding, the same machine); an allow-list within the caller's (a
-/// caller without one is unrestricted); an expiry no later than the caller's (a caller
-/// without one is unrestricted); and a rate of its own no higher than the caller's (a
-/// caller without one is unrestricted). 403 `insufficient_scope` otherwise. An account
-/// signed in with its password manages all its tokens. Returns the target's record.
-async fn may_manage(
-    s: &Shared,
-    caller: &Caller,
-    id: TokenId,
-) -> Result<crate::store::TokenRecord, ApiError> {
-    let target = s.tokens.get(caller.owner(), id).await?;
-    match caller {
-        Caller::Basic(account) => within(&target.permissions, &account.permissions, "its account")?,
-        Caller::Bearer(identity) => {
-            within(
-                &target.permissions,
-                identity.permissions(),
-                "the token that asks",
-            )?;
-            as_restricted(s, &target, identity.record()).map_err(|what| {
-                ApiError::insufficient_scope(format!(
-                    "The token to manage is less restricted than the token that asks: {what}"
-                ))
-            })?;
-        }
-    }
-    Ok(target)
-}
-
-/// Whether `target` is at least as restricted as `caller` in everything but permissions;
-/// the first way it is not, otherwise.
-fn as_restricted(
-    s: &Shared,
-    target: &crate::store::TokenRecord,
-    caller: &crate::store::TokenRecord,
-) -> Result<(), &'static str> {
-    if target.kind != caller.kind {
-        return Err("it is of another kind");
-    }
-    let binds = s
-        .tokens
-        .kind(&caller.kind)
-        .and_then(crate::TokenKind::binding_header)
-        .is_some();
-    if binds && target.bound_to != caller.bound_to {
-        return Err("it is not bound to the same machine");
-    }
-    if !caller.allowed_ips.is_empty()
-        && (target.allowed_ips.is_empty()
-            || !target
-                .allowed_ips
-                .iter()
-                .all(|t| caller.allowed_ips.iter().any(|c| c.contains(t))))
-    {
-        return Err("its allowed_ips are not within the caller's");
-    }
-    if let Some(limit) = caller.expires_at
-        && target.expires_at.is_none_or(|e| e > limit)
-    {
-        return Err("it expires later than the caller");
-    }
-    if let Some(rate) = caller.rate_limit
-        && target.rate_limit.is_none_or(|r| r > rate)
-    {
-        return Err("its rate_limit is higher than the caller's");
-    }
-    Ok(())
 }
 
 fn issued_response(s: &Shared, issued: IssuedToken) -> Response {
@@ -427,14 +120,16 @@ pub(crate) async fn create_token(
     let bytes = read_body(body, s.body_limit).await?;
     let req = parse_create(&headers, &bytes)?;
 
-    let role_permissions = match &req.role {
-        Some(r) => Some(
-            s.tokens
+    let role = match req.role {
+        Some(r) => {
+            let p = s
+                .tokens
                 .roles()
-                .get(r)
+                .get(&r)
                 .cloned()
-                .ok_or_else(|| ApiError::bad_request(format!("Unknown role {r:?}")))?,
-        ),
+                .ok_or_else(|| ApiError::bad_request(format!("Unknown role {r:?}")))?;
+            Some((r, p))
+        }
         None => None,
     };
     let explicit = req
@@ -464,18 +159,15 @@ pub(crate) async fn create_token(
         }
         new = new.expires_in(Duration::from_secs(e.unsigned_abs()));
     }
-    let effective = match (&explicit, &role_permissions) {
-        (Some(p), _) => p.clone(),
-        (None, Some(p)) => p.clone(),
-        (None, None) => account.permissions.clone(),
-    };
-    if let Some(r) = req.role {
-        new = new.role(r);
-    }
-    if explicit.is_some() || role_permissions.is_none() {
-        new = new.permissions(effective.clone());
-    }
-    within(&effective, &account.permissions, "its account")?;
+    // Explicit permissions, else the role's, else the account's own; never beyond the
+    // account's.
+    let grant = account.grant(role, explicit).map_err(|e| {
+        ApiError::insufficient_scope(format!(
+            "Missing permission: {} (a token cannot hold more than its account)",
+            e.missing
+        ))
+    })?;
+    let new = grant.apply(new);
 
     let issued = s.tokens.issue(new).await?;
     tracing::info!(

@@ -1,4 +1,4 @@
-//! The token management HTTP API (feature `axum`): an axum [`Router`] to mount anywhere
+//! The token management HTTP API (feature `management`): an axum [`Router`] to mount anywhere
 //! (the reference server nests it under `/api/v1`).
 //!
 //! | route | auth | does |
@@ -120,11 +120,13 @@ use crate::tokens::Tokens;
 
 mod audit;
 mod auth;
+mod body;
 mod cross_site;
 mod error;
 mod handlers;
 #[cfg(feature = "openapi")]
 mod openapi;
+mod scope;
 mod types;
 
 pub use error::ErrorBody;
@@ -345,6 +347,7 @@ impl Management {
             failures: self.failures,
             trusted_origins: self.trusted_origins,
         });
+        // The route table (each route is listed in [`Routes`] for the OpenAPI document too).
         let router = Router::new()
             .route(
                 "/tokens",
@@ -376,6 +379,22 @@ impl Management {
             .with_state(shared)
     }
 }
+
+/// The OpenAPI half of the route table in [`Management::router`]: a route is added to both
+/// at once, here beside it (`/audit` is served only with an audit reader, so it is not
+/// listed).
+#[cfg(feature = "openapi")]
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(
+    handlers::create_token,
+    handlers::list_tokens,
+    handlers::revoke_token,
+    handlers::rotate_token,
+    handlers::release_token,
+    handlers::me,
+    handlers::openapi_json,
+))]
+pub(crate) struct Routes;
 
 /// Marks `Authorization` values sensitive before anything (a tracing layer, a handler's
 /// `Debug`) can print them.

@@ -1,10 +1,12 @@
-//! The OpenAPI 3.1 document of the management API, generated from the handlers.
+//! The OpenAPI 3.1 document of the management API: the paths of the route table
+//! ([`Routes`]), generated from the handlers, with the API's info, schemas and security
+//! schemes.
 
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use super::Routes;
 use super::error::ErrorBody;
-use super::handlers;
 use super::types::{CreateToken, IdentityView, RotateToken, TokenStatus, TokenView};
 
 #[derive(OpenApi)]
@@ -14,15 +16,6 @@ use super::types::{CreateToken, IdentityView, RotateToken, TokenStatus, TokenVie
         description = "Create, list, rotate and revoke API tokens. Creating needs HTTP Basic \
                        authentication (email and password); the other routes also take a \
                        bearer token with `tokens:read` / `tokens:write`.",
-    ),
-    paths(
-        handlers::create_token,
-        handlers::list_tokens,
-        handlers::revoke_token,
-        handlers::rotate_token,
-        handlers::release_token,
-        handlers::me,
-        handlers::openapi_json,
     ),
     components(schemas(CreateToken, RotateToken, TokenView, TokenStatus, IdentityView, ErrorBody)),
     modifiers(&Security),
@@ -55,6 +48,7 @@ impl Modify for Security {
 #[must_use]
 pub fn openapi() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
+    doc.merge(Routes::openapi());
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     doc
 }

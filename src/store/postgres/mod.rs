@@ -57,7 +57,7 @@ use super::{
 };
 use crate::token::TokenHash;
 
-#[cfg(feature = "axum")]
+#[cfg(feature = "management")]
 mod accounts;
 mod audit;
 mod codec;
@@ -76,7 +76,7 @@ pub const REVOCATION_CHANNEL: &str = "keygate_revocations";
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
-/// A [`TokenStore`] (and, with feature `axum`, an
+/// A [`TokenStore`] (and, with feature `management`, an
 /// [`AccountStore`](crate::accounts::AccountStore)) on PostgreSQL. Cheap to clone; clones
 /// share the pool.
 #[derive(Clone)]

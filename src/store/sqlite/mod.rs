@@ -56,7 +56,7 @@ use crate::store::codec::decode as decode_record;
 use crate::token::TokenHash;
 use codec::micros;
 
-#[cfg(feature = "axum")]
+#[cfg(feature = "management")]
 mod accounts;
 mod audit;
 mod codec;
@@ -71,7 +71,7 @@ const MAX_CONNECTIONS: u32 = 8;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
-/// A [`TokenStore`] (and, with feature `axum`, an
+/// A [`TokenStore`] (and, with feature `management`, an
 /// [`AccountStore`](crate::accounts::AccountStore)) in one SQLite file.
 ///
 /// Cheap to clone: clones share the connection pool. Acknowledged writes are durable (WAL

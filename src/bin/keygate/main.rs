@@ -10,7 +10,9 @@
 //! ```
 //!
 //! The database is named by `KEYGATE_DB` (or `--db`): a SQLite file path (`keygate.db` by
-//! default), or a `postgres://` URL when built with the `postgres` feature.
+//! default), or a `postgres://` URL when built with the `postgres` feature (its schema by
+//! `KEYGATE_DB_SCHEMA`). It is opened, and accounts are created, exactly as the reference
+//! server ([`keygate::server`]) does.
 //! A token is printed once, when it is created or rotated; only its SHA-256 is stored.
 
 use std::fmt::Write as _;
@@ -20,12 +22,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use keygate::accounts::{Account, AccountStore, hash_password};
-use keygate::store::ReleaseOutcome;
-use keygate::store::sqlite::SqliteStore;
-use keygate::{IssuedToken, NewToken, Permissions, Roles, TokenError, TokenId, TokenStore, Tokens};
-use rand::Rng;
-use time::OffsetDateTime;
+use keygate::accounts::AccountStore;
+use keygate::server::bootstrap::{self, AddAccountError};
+use keygate::server::{Database, OpenError, OpenOptions, OpenedStore};
+use keygate::{Permissions, Roles, TokenError, TokenId, TokenStore, Tokens};
+
+mod token;
 
 const EXIT_CODES: &str = "\
 Exit status:
@@ -50,6 +52,10 @@ struct Cli {
         value_name = "PATH|URL"
     )]
     db: String,
+
+    /// With PostgreSQL: the schema keygate's tables are in (default `public`).
+    #[arg(long, env = "KEYGATE_DB_SCHEMA", global = true, value_name = "NAME")]
+    db_schema: Option<String>,
 
     #[command(subcommand)]
     command: Command,
@@ -299,7 +305,7 @@ struct Backend {
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
-    let backend = open(&cli.db).await?;
+    let backend = open(&cli.db, cli.db_schema).await?;
     match cli.command {
         Command::User(UserCommand::Add(args)) => user_add(backend.accounts.as_ref(), args).await,
         Command::Token(cmd) => {
@@ -309,81 +315,49 @@ async fn run(cli: Cli) -> Result<(), Failure> {
                 .map_err(|e| Failure::Usage(format!("invalid configuration: {e}")))?;
             match cmd {
                 TokenCommand::Create(args) => {
-                    token_create(backend.accounts.as_ref(), &tokens, args).await
+                    token::token_create(backend.accounts.as_ref(), &tokens, args).await
                 }
-                TokenCommand::List(args) => token_list(&tokens, &args.owner).await,
-                TokenCommand::Revoke(args) => token_revoke(&tokens, args).await,
-                TokenCommand::Rotate(args) => token_rotate(&tokens, args).await,
-                TokenCommand::Release(args) => token_release(&tokens, args).await,
+                TokenCommand::List(args) => token::token_list(&tokens, &args.owner).await,
+                TokenCommand::Revoke(args) => token::token_revoke(&tokens, args).await,
+                TokenCommand::Rotate(args) => token::token_rotate(&tokens, args).await,
+                TokenCommand::Release(args) => token::token_release(&tokens, args).await,
             }
         }
     }
 }
 
-fn is_postgres_url(db: &str) -> bool {
-    let lower = db.to_ascii_lowercase();
-    lower.starts_with("postgres://") || lower.starts_with("postgresql://")
-}
-
-async fn open(db: &str) -> Result<Backend, Failure> {
-    if is_postgres_url(db) {
-        return open_postgres(db).await;
-    }
-    let path = db
-        .strip_prefix("sqlite://")
-        .or_else(|| db.strip_prefix("sqlite:"))
-        .unwrap_or(db);
-    if path.is_empty() {
-        return Err(Failure::Usage("the database path is empty".into()));
-    }
-    let store = SqliteStore::open(path)
-        .await
-        .map_err(|e| Failure::store(&format!("cannot open the database {path:?}"), e))?;
-    Ok(Backend {
-        tokens: Arc::new(store.clone()),
-        accounts: Arc::new(store),
+async fn open(db: &str, schema: Option<String>) -> Result<Backend, Failure> {
+    let failure = |e: OpenError| match e {
+        OpenError::Sqlite { path, source } => {
+            Failure::store(&format!("cannot open the database {path:?}"), source)
+        }
+        // The URL may hold a password: it is never printed.
+        OpenError::Postgres(source) => {
+            Failure::store("cannot open the PostgreSQL database", source)
+        }
+        other => Failure::Usage(other.to_string()),
+    };
+    let database = Database::parse(db).map_err(failure)?;
+    // A short-lived program beside a running server: a small pool, a bounded wait.
+    let options = OpenOptions::new()
+        .with_schema(schema.filter(|s| !s.trim().is_empty()))
+        .with_small_pool(2, Duration::from_secs(5));
+    Ok(match database.open(&options).await.map_err(failure)? {
+        OpenedStore::Sqlite(store) => Backend {
+            tokens: Arc::new(store.clone()),
+            accounts: Arc::new(store),
+        },
+        #[cfg(feature = "postgres")]
+        OpenedStore::Postgres(store) => Backend {
+            tokens: Arc::new(store.clone()),
+            accounts: Arc::new(store),
+        },
+        _ => return Err(Failure::Usage("this database is not supported here".into())),
     })
-}
-
-#[cfg(feature = "postgres")]
-async fn open_postgres(url: &str) -> Result<Backend, Failure> {
-    use keygate::store::postgres::PostgresOptions;
-
-    // The URL may hold a password: it is never printed.
-    let store = PostgresOptions::new(url)
-        .with_max_connections(2)
-        .with_acquire_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .map_err(|e| Failure::store("cannot open the PostgreSQL database", e))?;
-    Ok(Backend {
-        tokens: Arc::new(store.clone()),
-        accounts: Arc::new(store),
-    })
-}
-
-#[cfg(not(feature = "postgres"))]
-async fn open_postgres(_url: &str) -> Result<Backend, Failure> {
-    Err(Failure::Usage(
-        "KEYGATE_DB is a PostgreSQL URL, but this keygate was built without the `postgres` \
-         feature; rebuild with `--features cli,postgres`, or point KEYGATE_DB (or --db) at a \
-         SQLite file"
-            .into(),
-    ))
 }
 
 fn normalise_email(email: &str) -> Result<String, Failure> {
-    let email = email.trim().to_lowercase();
-    let valid = email.len() <= 254
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
-        && email.split_once('@').is_some_and(|(local, domain)| {
-            !local.is_empty() && !domain.is_empty() && !domain.contains('@')
-        });
-    if valid {
-        Ok(email)
-    } else {
-        Err(Failure::Usage(format!("{email:?} is not a valid email")))
-    }
+    bootstrap::normalise_email(email).map_err(|e| Failure::Usage(e.to_string()))
 }
 
 fn parse_permissions(list: &[String]) -> Result<Permissions, Failure> {
@@ -409,14 +383,6 @@ fn show_permissions(p: &Permissions) -> String {
         .map(keygate::Permission::as_str)
         .collect::<Vec<_>>()
         .join(",")
-}
-
-fn generate_password() -> String {
-    rand::rng()
-        .sample_iter(&rand::distr::Alphanumeric)
-        .take(24)
-        .map(char::from)
-        .collect()
 }
 
 fn read_password() -> Result<String, Failure> {
@@ -448,292 +414,24 @@ async fn user_add(store: &dyn AccountStore, args: UserAdd) -> Result<(), Failure
     };
     let generated = !args.password_stdin;
     let password = if generated {
-        generate_password()
+        bootstrap::generate_password()
     } else {
-        read_password()?
+        zeroize::Zeroizing::new(read_password()?)
     };
-    if store
-        .find_account(&email)
+    bootstrap::add_account(store, &email, &password, permissions.clone())
         .await
-        .map_err(|e| Failure::store("cannot read accounts", e))?
-        .is_some()
-    {
-        return Err(Failure::Usage(format!(
-            "the account {email} already exists"
-        )));
-    }
-    let to_hash = password.clone();
-    let password_hash = tokio::task::spawn_blocking(move || hash_password(&to_hash))
-        .await
-        .map_err(|e| Failure::store("password hashing stopped", e))?
-        .map_err(|e| Failure::Usage(format!("cannot hash this password: {e}")))?;
-    let account = Account {
-        email: email.clone(),
-        password_hash,
-        permissions: permissions.clone(),
-        created_at: OffsetDateTime::now_utc(),
-    };
-    store
-        .put_account(account)
-        .await
-        .map_err(|e| Failure::store("cannot save the account", e))?;
+        .map_err(|e| match e {
+            AddAccountError::Exists(_) | AddAccountError::Hash(_) => Failure::Usage(e.to_string()),
+            AddAccountError::Read(e) => Failure::store("cannot read accounts", e),
+            AddAccountError::Write(e) => Failure::store("cannot save the account", e),
+            other => Failure::store("cannot add the account", other),
+        })?;
     println!("account:     {email}");
     println!("permissions: {}", show_permissions(&permissions));
     if generated {
         // Shown on stdout this once; only its argon2id hash is stored.
-        println!("password:    {password}");
+        println!("password:    {}", password.as_str());
         eprintln!("Copy the password now: it is not shown again.");
-    }
-    Ok(())
-}
-
-async fn account(store: &dyn AccountStore, owner: &str) -> Result<Account, Failure> {
-    store
-        .find_account(owner)
-        .await
-        .map_err(|e| Failure::store("cannot read accounts", e))?
-        .ok_or_else(|| {
-            Failure::NotFound(format!(
-                "no account {owner}; add it first with `keygate user add {owner}`"
-            ))
-        })
-}
-
-fn print_issued(issued: &IssuedToken) {
-    let r = &issued.record;
-    println!("token:       {}", issued.token.expose_secret());
-    println!("id:          {}", r.id);
-    println!("name:        {}", r.name);
-    println!("hint:        {}", r.hint);
-    println!("permissions: {}", show_permissions(&r.permissions));
-    println!(
-        "expires:     {}",
-        r.expires_at.map_or_else(|| "never".into(), rfc3339)
-    );
-    eprintln!("Copy the token now: it is not shown again.");
-}
-
-async fn token_create(
-    store: &dyn AccountStore,
-    tokens: &Tokens,
-    args: TokenCreate,
-) -> Result<(), Failure> {
-    let owner = normalise_email(&args.owner)?;
-    let account = account(store, &owner).await?;
-    let explicit = args
-        .permissions
-        .as_deref()
-        .map(parse_permissions)
-        .transpose()?;
-    let from_role = args
-        .role
-        .as_deref()
-        .map(|r| role_permissions(tokens.roles(), r))
-        .transpose()?;
-    let effective = match (&explicit, &from_role) {
-        (Some(p), _) | (None, Some(p)) => p.clone(),
-        (None, None) => account.permissions.clone(),
-    };
-    if !effective.is_subset_of(&account.permissions) {
-        return Err(Failure::Usage(format!(
-            "the token's permissions ({}) go beyond those of the account {owner} ({})",
-            show_permissions(&effective),
-            show_permissions(&account.permissions)
-        )));
-    }
-    let mut new = NewToken::new(&owner, args.name).created_by("keygate-cli");
-    if let Some(d) = args.description {
-        new = new.description(d);
-    }
-    if let Some(r) = args.role {
-        new = new.role(r);
-    }
-    if explicit.is_some() || from_role.is_none() {
-        new = new.permissions(effective);
-    }
-    if let Some(s) = args.expires_in {
-        new = new.expires_in(Duration::from_secs(s));
-    }
-    if let Some(list) = &args.allowed_ips {
-        let nets = list
-            .iter()
-            .map(|s| {
-                let s = s.trim();
-                s.parse::<ipnet::IpNet>()
-                    .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                    .map_err(|_| {
-                        Failure::Usage(format!(
-                            "--allowed-ips: {s:?} is not an IP network in CIDR notation (e.g. 10.0.0.0/8)"
-                        ))
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        new = new.allowed_ips(nets);
-    }
-    if let Some(n) = args.rate_limit {
-        new = new.rate_limit_per_minute(n);
-    }
-    let issued = tokens
-        .issue(new)
-        .await
-        .map_err(|e| token_failure(e, &owner, None))?;
-    print_issued(&issued);
-    Ok(())
-}
-
-fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(time::macros::format_description!(
-        "[year]-[month]-[day]T[hour]:[minute]:[second]Z"
-    ))
-    .unwrap_or_else(|_| t.to_string())
-}
-
-async fn token_list(tokens: &Tokens, owner: &str) -> Result<(), Failure> {
-    let owner = normalise_email(owner)?;
-    let records = tokens
-        .list(&owner)
-        .await
-        .map_err(|e| token_failure(e, &owner, None))?;
-    if records.is_empty() {
-        eprintln!("{owner} has no tokens.");
-        return Ok(());
-    }
-    let now = tokens.now();
-    let header = [
-        "ID",
-        "NAME",
-        "HINT",
-        "STATUS",
-        "CREATED",
-        "EXPIRES",
-        "LAST USED",
-        "PERMISSIONS",
-    ];
-    let rows: Vec<[String; 8]> = records
-        .iter()
-        .map(|r| {
-            let status = if r.revoked_at.is_some() {
-                "revoked"
-            } else if !r.is_valid_at(now) {
-                "expired"
-            } else if r.replaced_by.is_some() {
-                "rotated"
-            } else {
-                "active"
-            };
-            [
-                r.id.to_string(),
-                r.name.clone(),
-                r.hint.clone(),
-                status.to_owned(),
-                rfc3339(r.created_at),
-                r.expires_at.map_or_else(|| "never".into(), rfc3339),
-                r.last_used_at.map_or_else(|| "never".into(), rfc3339),
-                show_permissions(&r.permissions),
-            ]
-        })
-        .collect();
-    let mut widths = header.map(|h| h.chars().count());
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: &[&str]| {
-        let mut out = String::new();
-        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
-            if i + 1 == cells.len() {
-                out.push_str(cell);
-            } else {
-                let _ = write!(out, "{cell:<w$}  ");
-            }
-        }
-        println!("{}", out.trim_end());
-    };
-    line(&header);
-    for row in &rows {
-        line(&row.each_ref().map(String::as_str));
-    }
-    Ok(())
-}
-
-fn parse_id(id: &str) -> Result<TokenId, Failure> {
-    id.trim()
-        .parse()
-        .map_err(|_| Failure::Usage(format!("{id:?} is not a token id (a UUID)")))
-}
-
-async fn token_revoke(tokens: &Tokens, args: TokenRevoke) -> Result<(), Failure> {
-    let owner = normalise_email(&args.token.owner)?;
-    let id = parse_id(&args.token.id)?;
-    let failure = |e| token_failure(e, &owner, Some(id));
-    if args.keep_successors {
-        tokens
-            .revoke_keeping_successors(&owner, id)
-            .await
-            .map_err(failure)?;
-        println!("revoked {id}");
-        return Ok(());
-    }
-    let successors = tokens
-        .revoke_with_successors(&owner, id)
-        .await
-        .map_err(failure)?;
-    println!("revoked {id}");
-    for s in successors {
-        println!("revoked {s} (a successor of {id} by rotation)");
-    }
-    Ok(())
-}
-
-async fn token_release(tokens: &Tokens, args: TokenRef) -> Result<(), Failure> {
-    let owner = normalise_email(&args.owner)?;
-    let id = parse_id(&args.id)?;
-    // The CLI does not know which kinds the server binds: release whatever binding the
-    // record holds, with the same once-per-24-hours rule.
-    let record = tokens
-        .get(&owner, id)
-        .await
-        .map_err(|e| token_failure(e, &owner, Some(id)))?;
-    if !record.is_valid_at(tokens.now()) {
-        return Err(token_failure(TokenError::NotFound, &owner, Some(id)));
-    }
-    let outcome = tokens
-        .store()
-        .release(&id, tokens.now(), keygate::tokens::RELEASE_INTERVAL)
-        .await
-        .map_err(|e| Failure::store("the token store failed", e))?;
-    match outcome {
-        ReleaseOutcome::Released => {
-            println!("released {id}: the next machine to use it takes the seat")
-        }
-        ReleaseOutcome::NotBound => println!("{id} is not bound to a machine; nothing to release"),
-        ReleaseOutcome::TooSoon { next_allowed_at } => {
-            return Err(Failure::Usage(format!(
-                "{id} was released less than 24 hours ago; next release allowed at {}",
-                rfc3339(next_allowed_at)
-            )));
-        }
-    }
-    Ok(())
-}
-
-async fn token_rotate(tokens: &Tokens, args: TokenRotate) -> Result<(), Failure> {
-    let owner = normalise_email(&args.token.owner)?;
-    let id = parse_id(&args.token.id)?;
-    let grace = Duration::from_secs(args.grace_seconds);
-    let issued = tokens
-        .rotate(&owner, id, Some(grace))
-        .await
-        .map_err(|e| token_failure(e, &owner, Some(id)))?;
-    print_issued(&issued);
-    if args.grace_seconds == 0 {
-        println!("replaced:    {id} (stopped working now)");
-    } else {
-        println!(
-            "replaced:    {id} (works until {})",
-            rfc3339(issued.record.created_at + grace)
-        );
     }
     Ok(())
 }

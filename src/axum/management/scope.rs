@@ -1,0 +1,89 @@
+//! Which of the owner's tokens a caller may manage.
+
+use super::Shared;
+use super::auth::Caller;
+use super::error::ApiError;
+use crate::identity::Permissions;
+use crate::store::{TokenId, TokenRecord};
+
+/// Every permission of `wanted` must be held by the caller (403 otherwise).
+fn within(wanted: &Permissions, held: &Permissions, who: &str) -> Result<(), ApiError> {
+    match wanted.iter().find(|p| !held.allows(p.as_str())) {
+        None => Ok(()),
+        Some(p) => Err(ApiError::insufficient_scope(format!(
+            "Missing permission: {p} (a token cannot hold more than {who})"
+        ))),
+    }
+}
+
+/// A bearer caller may only manage (revoke, rotate, release) the owner's tokens that are at
+/// least as restricted as itself, so that no token can hand on, or keep alive, a credential
+/// it could not be: every permission of the target held by the caller; the same kind (and,
+/// for a kind with a binding, the same machine); an allow-list within the caller's (a
+/// caller without one is unrestricted); an expiry no later than the caller's (a caller
+/// without one is unrestricted); and a rate of its own no higher than the caller's (a
+/// caller without one is unrestricted). 403 `insufficient_scope` otherwise. An account
+/// signed in with its password manages all its tokens. Returns the target's record.
+pub(super) async fn may_manage(
+    s: &Shared,
+    caller: &Caller,
+    id: TokenId,
+) -> Result<TokenRecord, ApiError> {
+    let target = s.tokens.get(caller.owner(), id).await?;
+    match caller {
+        Caller::Basic(account) => within(&target.permissions, &account.permissions, "its account")?,
+        Caller::Bearer(identity) => {
+            within(
+                &target.permissions,
+                identity.permissions(),
+                "the token that asks",
+            )?;
+            as_restricted(s, &target, identity.record()).map_err(|what| {
+                ApiError::insufficient_scope(format!(
+                    "The token to manage is less restricted than the token that asks: {what}"
+                ))
+            })?;
+        }
+    }
+    Ok(target)
+}
+
+/// Whether `target` is at least as restricted as `caller` in everything but permissions;
+/// the first way it is not, otherwise.
+fn as_restricted(
+    s: &Shared,
+    target: &TokenRecord,
+    caller: &TokenRecord,
+) -> Result<(), &'static str> {
+    if target.kind != caller.kind {
+        return Err("it is of another kind");
+    }
+    let binds = s
+        .tokens
+        .kind(&caller.kind)
+        .and_then(crate::TokenKind::binding_header)
+        .is_some();
+    if binds && target.bound_to != caller.bound_to {
+        return Err("it is not bound to the same machine");
+    }
+    if !caller.allowed_ips.is_empty()
+        && (target.allowed_ips.is_empty()
+            || !target
+                .allowed_ips
+                .iter()
+                .all(|t| caller.allowed_ips.iter().any(|c| c.contains(t))))
+    {
+        return Err("its allowed_ips are not within the caller's");
+    }
+    if let Some(limit) = caller.expires_at
+        && target.expires_at.is_none_or(|e| e > limit)
+    {
+        return Err("it expires later than the caller");
+    }
+    if let Some(rate) = caller.rate_limit
+        && target.rate_limit.is_none_or(|r| r > rate)
+    {
+        return Err("its rate_limit is higher than the caller's");
+    }
+    Ok(())
+}

@@ -1,0 +1,236 @@
+//! Opening the database `KEYGATE_DB` names, for the server and the command-line tool alike.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::store::StoreError;
+#[cfg(feature = "postgres")]
+use crate::store::postgres::{PostgresOptions, PostgresStore};
+use crate::store::sqlite::SqliteStore;
+
+/// The database `KEYGATE_DB` (or the command line's `--db`) names.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Database {
+    /// A SQLite file, created `0600` when missing (it holds password hashes).
+    Sqlite(PathBuf),
+    /// A `postgres://` (or `postgresql://`) URL; it may hold a password, never printed.
+    Postgres(String),
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+/// Why the database could not be opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The SQLite path is empty.
+    #[error("the database path is empty")]
+    EmptyPath,
+    /// A PostgreSQL URL, in a build without the `postgres` feature.
+    #[error(
+        "KEYGATE_DB is a PostgreSQL URL, but this keygate was built without the `postgres` \
+         feature; rebuild with the `postgres` feature, or point KEYGATE_DB at a SQLite file"
+    )]
+    PostgresNotBuilt,
+    /// The SQLite file could not be opened or migrated.
+    #[error("cannot open the database {path:?}")]
+    Sqlite {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        #[source]
+        source: StoreError,
+    },
+    /// The PostgreSQL database could not be reached or migrated (the message never holds
+    /// the URL's password).
+    #[error("cannot open the PostgreSQL database")]
+    Postgres(#[source] StoreError),
+}
+
+impl OpenError {
+    /// Whether the database named is wrong (an empty path, an unsupported URL) rather than
+    /// unreachable or broken.
+    #[must_use]
+    pub fn is_usage(&self) -> bool {
+        matches!(self, Self::EmptyPath | Self::PostgresNotBuilt)
+    }
+}
+
+/// How to open a PostgreSQL database (SQLite takes none of these).
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct OpenOptions {
+    /// The schema for keygate's tables (default `public`).
+    pub schema: Option<String>,
+    /// The most connections in the pool (default: the store's).
+    pub max_connections: Option<u32>,
+    /// The longest wait for a connection (default: the store's).
+    pub acquire_timeout: Option<Duration>,
+}
+
+impl OpenOptions {
+    /// The store's defaults.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Keeps keygate's tables in `schema`; `None`: `public`.
+    #[must_use]
+    pub fn with_schema(mut self, schema: Option<String>) -> Self {
+        self.schema = schema;
+        self
+    }
+
+    /// A pool of at most `n` connections, each waited for at most `wait`: for a short-lived
+    /// program beside a running server.
+    #[must_use]
+    pub fn with_small_pool(mut self, n: u32, wait: Duration) -> Self {
+        self.max_connections = Some(n);
+        self.acquire_timeout = Some(wait);
+        self
+    }
+}
+
+/// An opened store, ready for tokens, accounts and audit events.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum OpenedStore {
+    /// A SQLite file.
+    Sqlite(SqliteStore),
+    /// A PostgreSQL database.
+    #[cfg(feature = "postgres")]
+    Postgres(PostgresStore),
+}
+
+fn is_postgres_url(db: &str) -> bool {
+    let lower = db.to_ascii_lowercase();
+    lower.starts_with("postgres://") || lower.starts_with("postgresql://")
+}
+
+impl Database {
+    /// A `postgres://` or `postgresql://` URL (in any case) is PostgreSQL; anything else is
+    /// a SQLite file path, with an optional `sqlite://` or `sqlite:` prefix.
+    ///
+    /// # Errors
+    ///
+    /// [`OpenError::EmptyPath`].
+    pub fn parse(db: &str) -> Result<Self, OpenError> {
+        if is_postgres_url(db) {
+            return Ok(Self::Postgres(db.to_owned()));
+        }
+        let path = db
+            .strip_prefix("sqlite://")
+            .or_else(|| db.strip_prefix("sqlite:"))
+            .unwrap_or(db);
+        if path.is_empty() {
+            return Err(OpenError::EmptyPath);
+        }
+        Ok(Self::Sqlite(path.into()))
+    }
+
+    /// As [`parse`](Self::parse), from a path (a path that is not UTF-8 is a SQLite file).
+    ///
+    /// # Errors
+    ///
+    /// [`OpenError::EmptyPath`].
+    pub fn from_path(db: &Path) -> Result<Self, OpenError> {
+        match db.to_str() {
+            Some(s) => Self::parse(s),
+            None => Ok(Self::Sqlite(db.to_owned())),
+        }
+    }
+
+    /// The database for people to read: a file path, or a PostgreSQL URL with its
+    /// password (user information or `password=`-like query parameters) replaced by `***`.
+    #[must_use]
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Sqlite(path) => path.display().to_string(),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(url) => crate::store::redact_url(url),
+            // Nothing of a URL this build cannot read is shown but its scheme.
+            #[cfg(not(feature = "postgres"))]
+            Self::Postgres(url) => {
+                let scheme = url.split_once("://").map_or("postgres", |(s, _)| s);
+                format!("{scheme}://***")
+            }
+        }
+    }
+
+    /// Opens the store, creating the SQLite file (`0600`) or the PostgreSQL schema and
+    /// tables when missing.
+    ///
+    /// # Errors
+    ///
+    /// [`OpenError`]: the database cannot be opened or migrated, or it is PostgreSQL in a
+    /// build without the `postgres` feature.
+    pub async fn open(&self, options: &OpenOptions) -> Result<OpenedStore, OpenError> {
+        match self {
+            Self::Sqlite(path) => SqliteStore::open(path)
+                .await
+                .map(OpenedStore::Sqlite)
+                .map_err(|source| OpenError::Sqlite {
+                    path: path.clone(),
+                    source,
+                }),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(url) => {
+                let mut pg = PostgresOptions::new(url.as_str());
+                if let Some(schema) = &options.schema {
+                    pg = pg.with_schema(schema.clone());
+                }
+                if let Some(n) = options.max_connections {
+                    pg = pg.with_max_connections(n);
+                }
+                if let Some(wait) = options.acquire_timeout {
+                    pg = pg.with_acquire_timeout(wait);
+                }
+                pg.connect()
+                    .await
+                    .map(OpenedStore::Postgres)
+                    .map_err(OpenError::Postgres)
+            }
+            #[cfg(not(feature = "postgres"))]
+            Self::Postgres(_) => {
+                let _ = options;
+                Err(OpenError::PostgresNotBuilt)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_and_paths() {
+        assert_eq!(
+            Database::parse("PostgreSQL://u@h/db").unwrap(),
+            Database::Postgres("PostgreSQL://u@h/db".into())
+        );
+        assert_eq!(
+            Database::parse("sqlite://x.db").unwrap(),
+            Database::Sqlite("x.db".into())
+        );
+        assert_eq!(
+            Database::parse("keygate.db").unwrap(),
+            Database::Sqlite("keygate.db".into())
+        );
+        assert!(matches!(
+            Database::parse("sqlite:"),
+            Err(OpenError::EmptyPath)
+        ));
+        assert!(
+            !Database::parse("postgres://u:pw@h/db")
+                .unwrap()
+                .describe()
+                .contains("pw")
+        );
+    }
+}
