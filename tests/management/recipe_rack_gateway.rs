@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 #[allow(dead_code)]
-#[path = "../examples/rack_gateway.rs"]
+#[path = "../../examples/rack_gateway.rs"]
 mod recipe;
 
 use axum::Router;

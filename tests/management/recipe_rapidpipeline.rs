@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 #[allow(dead_code)]
-#[path = "../examples/rapidpipeline.rs"]
+#[path = "../../examples/rapidpipeline.rs"]
 mod recipe;
 
 use std::time::Duration;

@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use tower::ServiceExt;
 
-mod common;
+use crate::common;
 
 const ADMIN: &str = "admin@example.com";
 const BOB: &str = "bob@example.com";
@@ -1092,9 +1092,7 @@ async fn router_helper_and_nesting() {
     assert_eq!(r.status, StatusCode::OK);
 }
 
-#[allow(dead_code)]
-#[path = "../examples/server.rs"]
-mod server;
+use crate::server;
 
 fn server_config(db: &std::path::Path, password: Option<&str>) -> server::Config {
     server::Config {

@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 #[allow(dead_code)]
-#[path = "../examples/tokencraft.rs"]
+#[path = "../../examples/tokencraft.rs"]
 mod recipe;
 
 use axum::Router;

@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 #[allow(dead_code)]
-#[path = "../examples/iggy.rs"]
+#[path = "../../examples/iggy.rs"]
 mod recipe;
 
 use std::time::Duration;

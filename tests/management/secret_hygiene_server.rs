@@ -16,9 +16,7 @@ use http_body_util::BodyExt;
 use keygate::TokenHash;
 use tower::ServiceExt;
 
-#[allow(dead_code)]
-#[path = "../examples/server.rs"]
-mod server;
+use crate::server;
 
 const ADMIN: &str = "admin@example.com";
 const PASSWORD: &str = "hunter2-correct-horse-battery";

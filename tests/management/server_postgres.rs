@@ -7,7 +7,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -19,9 +19,7 @@ use http::{Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 
-#[allow(dead_code)]
-#[path = "../examples/server.rs"]
-mod server;
+use crate::server;
 
 const ADMIN: &str = "admin@example.com";
 const PASSWORD: &str = "correct horse battery staple";

@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,9 +23,7 @@ use keygate::{AuthLayer, MemoryStore, NewToken, Permissions, StoreError, Tokens}
 use serde_json::{Value, json};
 use tower::{Layer, ServiceExt};
 
-#[allow(dead_code)]
-#[path = "../examples/server.rs"]
-mod server;
+use crate::server;
 
 const ADMIN: &str = "admin@example.com";
 const PASSWORD: &str = "correct horse battery staple";

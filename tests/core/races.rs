@@ -18,7 +18,7 @@
 //!   than its last successful verification minus the coalescing window.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};

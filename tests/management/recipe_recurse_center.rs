@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 #[allow(dead_code)]
-#[path = "../examples/recurse_center.rs"]
+#[path = "../../examples/recurse_center.rs"]
 mod recipe;
 
 use axum::Router;
