@@ -417,12 +417,5 @@ async fn races_on_postgres_store() {
         return;
     };
     race(manager(store.clone()), "postgres").await;
-    // Drop the test's schema.
-    if let Some(schema) = store.schema() {
-        let sql = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .execute(store.pool())
-            .await
-            .unwrap();
-    }
+    common::drop_schema(&store).await;
 }

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use base64::Engine;
 use http::{Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use keygate::accounts::MemoryAccounts;
@@ -27,8 +26,7 @@ const USER: &str = "iggy@example.com";
 const PASSWORD: &str = "correct horse battery staple";
 
 fn basic() -> String {
-    let pair = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
-    format!("Basic {pair}")
+    crate::common::basic(USER, PASSWORD)
 }
 
 async fn send(app: &Router, method: Method, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
@@ -46,11 +44,7 @@ async fn send(app: &Router, method: Method, uri: &str, body: Option<Value>) -> (
     let res = app.clone().oneshot(req.body(body).unwrap()).await.unwrap();
     let status = res.status();
     let bytes = res.into_body().collect().await.unwrap().to_bytes();
-    let json = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes).unwrap()
-    };
+    let json = crate::common::json_or_null(&bytes);
     (status, json)
 }
 

@@ -10,7 +10,6 @@ mod recipe;
 
 use axum::Router;
 use axum::body::Body;
-use base64::Engine;
 use http::{Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use keygate::accounts::MemoryAccounts;
@@ -25,8 +24,7 @@ const DEV: &str = "dev@example.com";
 const PASSWORD: &str = "correct horse battery staple";
 
 fn basic(email: &str) -> String {
-    let pair = base64::engine::general_purpose::STANDARD.encode(format!("{email}:{PASSWORD}"));
-    format!("Basic {pair}")
+    crate::common::basic(email, PASSWORD)
 }
 
 fn bearer(token: &str) -> String {
@@ -54,11 +52,7 @@ async fn send(
     let res = app.clone().oneshot(req.body(body).unwrap()).await.unwrap();
     let status = res.status();
     let bytes = res.into_body().collect().await.unwrap().to_bytes();
-    let json = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes).unwrap()
-    };
+    let json = crate::common::json_or_null(&bytes);
     (status, json)
 }
 

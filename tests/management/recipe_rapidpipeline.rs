@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use base64::Engine;
 use http::{Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use keygate::accounts::MemoryAccounts;
@@ -26,8 +25,7 @@ const PASSWORD: &str = "correct horse battery staple";
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
 fn basic() -> String {
-    let pair = base64::engine::general_purpose::STANDARD.encode(format!("{EMAIL}:{PASSWORD}"));
-    format!("Basic {pair}")
+    crate::common::basic(EMAIL, PASSWORD)
 }
 
 async fn send(
@@ -55,11 +53,7 @@ async fn send(
     let res = app.clone().oneshot(req.body(body).unwrap()).await.unwrap();
     let status = res.status();
     let bytes = res.into_body().collect().await.unwrap().to_bytes();
-    let json = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes).unwrap()
-    };
+    let json = crate::common::json_or_null(&bytes);
     (status, json)
 }
 

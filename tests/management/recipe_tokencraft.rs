@@ -10,7 +10,6 @@ mod recipe;
 
 use axum::Router;
 use axum::body::Body;
-use base64::Engine;
 use http::{HeaderMap, Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use keygate::accounts::MemoryAccounts;
@@ -23,8 +22,7 @@ const PASSWORD: &str = "correct horse battery staple";
 const INVALID: &str = r#"{"error":"Invalid API token","code":"invalid_token"}"#;
 
 fn basic(email: &str) -> String {
-    let pair = base64::engine::general_purpose::STANDARD.encode(format!("{email}:{PASSWORD}"));
-    format!("Basic {pair}")
+    crate::common::basic(email, PASSWORD)
 }
 
 async fn send(

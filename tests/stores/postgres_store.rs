@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 use crate::common;
+use crate::common::drop_schema as cleanup;
 
 use std::time::{Duration, Instant};
 
@@ -31,17 +32,6 @@ async fn store(test: &str) -> Option<PostgresStore> {
             .connect()
             .await,
     )
-}
-
-/// Drops the test's schema.
-async fn cleanup(store: &PostgresStore) {
-    if let Some(schema) = store.schema() {
-        let sql = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .execute(store.pool())
-            .await
-            .unwrap();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)]
 
 use crate::common;
+use crate::common::redis_cleanup as cleanup;
 
 use std::time::{Duration, Instant};
 
@@ -27,27 +28,6 @@ async fn store(test: &str) -> Option<RedisStore> {
         test,
         RedisOptions::new(url()).with_prefix(prefix).connect().await,
     )
-}
-
-/// Deletes the test's keys.
-async fn cleanup(store: &RedisStore) {
-    let mut conn = store
-        .client()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{}*", store.prefix()))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    if !keys.is_empty() {
-        let _: () = redis::cmd("DEL")
-            .arg(keys)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
