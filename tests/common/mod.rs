@@ -276,3 +276,31 @@ pub async fn redis_cleanup(store: &RedisStore) {
             .unwrap();
     }
 }
+
+/// `req` finished with `body` as JSON (and its content type), or with no body.
+pub fn json_body(
+    req: http::request::Builder,
+    body: Option<serde_json::Value>,
+) -> Request<axum::body::Body> {
+    match body {
+        Some(v) => req
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(axum::body::Body::from(v.to_string())),
+        None => req.body(axum::body::Body::empty()),
+    }
+    .unwrap()
+}
+
+/// `req` finished with `form` as an urlencoded body (and its content type), or with no body.
+pub fn form_body(req: http::request::Builder, form: Option<&str>) -> Request<axum::body::Body> {
+    match form {
+        Some(f) => req
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(axum::body::Body::from(f.to_owned())),
+        None => req.body(axum::body::Body::empty()),
+    }
+    .unwrap()
+}

@@ -11,7 +11,6 @@ mod recipe;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
 use http::{Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use keygate::accounts::MemoryAccounts;
@@ -34,14 +33,11 @@ async fn send(app: &Router, method: Method, uri: &str, body: Option<Value>) -> (
     if !uri.ends_with("/login") {
         req = req.header(header::AUTHORIZATION, basic());
     }
-    let body = match body {
-        Some(v) => {
-            req = req.header(header::CONTENT_TYPE, "application/json");
-            Body::from(v.to_string())
-        }
-        None => Body::empty(),
-    };
-    let res = app.clone().oneshot(req.body(body).unwrap()).await.unwrap();
+    let res = app
+        .clone()
+        .oneshot(crate::common::json_body(req, body))
+        .await
+        .unwrap();
     let status = res.status();
     let bytes = res.into_body().collect().await.unwrap().to_bytes();
     let json = crate::common::json_or_null(&bytes);

@@ -11,7 +11,6 @@ mod recipe;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
 use http::{Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use keygate::accounts::MemoryAccounts;
@@ -43,14 +42,11 @@ async fn send(
     if let Some(m) = machine {
         req = req.header(recipe::MACHINE_HEADER, m);
     }
-    let body = match form {
-        Some(f) => {
-            req = req.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
-            Body::from(f.to_owned())
-        }
-        None => Body::empty(),
-    };
-    let res = app.clone().oneshot(req.body(body).unwrap()).await.unwrap();
+    let res = app
+        .clone()
+        .oneshot(crate::common::form_body(req, form))
+        .await
+        .unwrap();
     let status = res.status();
     let bytes = res.into_body().collect().await.unwrap().to_bytes();
     let json = crate::common::json_or_null(&bytes);

@@ -10,7 +10,6 @@ mod recipe;
 use crate::common::basic;
 
 use axum::Router;
-use axum::body::Body;
 use http::{HeaderMap, Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use keygate::accounts::MemoryAccounts;
@@ -31,14 +30,11 @@ async fn send(
     if let Some(a) = auth {
         req = req.header(header::AUTHORIZATION, a);
     }
-    let body = match form {
-        Some(f) => {
-            req = req.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
-            Body::from(f.to_owned())
-        }
-        None => Body::empty(),
-    };
-    let res = app.clone().oneshot(req.body(body).unwrap()).await.unwrap();
+    let res = app
+        .clone()
+        .oneshot(crate::common::form_body(req, form))
+        .await
+        .unwrap();
     let (parts, body) = res.into_parts();
     let bytes = body.collect().await.unwrap().to_bytes();
     let json = crate::common::json_or_null(&bytes);

@@ -9,7 +9,6 @@
 mod recipe;
 
 use axum::Router;
-use axum::body::Body;
 use http::{HeaderMap, Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use keygate::accounts::MemoryAccounts;
@@ -32,18 +31,15 @@ async fn send(
     auth: &str,
     body: Option<Value>,
 ) -> (StatusCode, HeaderMap, String) {
-    let mut req = Request::builder()
+    let req = Request::builder()
         .method(method)
         .uri(uri)
         .header(header::AUTHORIZATION, auth);
-    let body = match body {
-        Some(v) => {
-            req = req.header(header::CONTENT_TYPE, "application/json");
-            Body::from(v.to_string())
-        }
-        None => Body::empty(),
-    };
-    let res = app.clone().oneshot(req.body(body).unwrap()).await.unwrap();
+    let res = app
+        .clone()
+        .oneshot(crate::common::json_body(req, body))
+        .await
+        .unwrap();
     let (parts, body) = res.into_parts();
     let bytes = body.collect().await.unwrap().to_bytes();
     (
