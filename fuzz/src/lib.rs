@@ -1,4 +1,4 @@
-//! The checks behind keygate's fuzz targets, shared with `tests/fuzz_corpus.rs` (which
+//! The checks behind keygate's fuzz targets, shared with `tests/core/fuzz_corpus.rs` (which
 //! includes this file as a module and replays `fuzz/corpus/*/` through the same functions).
 //!
 //! Every function takes arbitrary bytes and panics only when keygate breaks one of its

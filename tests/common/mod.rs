@@ -1,14 +1,20 @@
-//! Shared test helpers: stores that count calls or fail, and a plain tower service.
+//! Shared test helpers: stores that count calls or fail, a plain tower service, request and
+//! response helpers, a log capture, and the set-up and clean-up of the backend services.
 #![allow(dead_code)]
+#![allow(clippy::unwrap_used)]
 
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use base64::Engine;
 use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
+use keygate::store::postgres::PostgresStore;
+use keygate::store::redis::RedisStore;
 use keygate::store::{InsertRules, RotateOutcome};
 use keygate::{Identity, MemoryStore, StoreError, TokenHash, TokenId, TokenRecord, TokenStore};
 use time::OffsetDateTime;
@@ -201,4 +207,100 @@ pub fn available<T, E: std::fmt::Debug>(
         }
         Err(e) => panic!("{service} at {url} unreachable and CI is set: {e:?}"),
     }
+}
+
+/// An `Authorization: Basic` value for `email:password`.
+pub fn basic(email: &str, password: &str) -> String {
+    let enc = base64::engine::general_purpose::STANDARD.encode(format!("{email}:{password}"));
+    format!("Basic {enc}")
+}
+
+/// A response body read as JSON: `null` when it is empty.
+pub fn json_or_null(bytes: &[u8]) -> serde_json::Value {
+    if bytes.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_slice(bytes).unwrap()
+    }
+}
+
+/// Collects what a `tracing_subscriber::fmt` subscriber writes, for searching afterwards.
+#[derive(Clone, Default)]
+pub struct Capture(pub Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
+    type Writer = Capture;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+/// Drops the schema a PostgreSQL test worked in.
+pub async fn drop_schema(store: &PostgresStore) {
+    if let Some(schema) = store.schema() {
+        let sql = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(store.pool())
+            .await
+            .unwrap();
+    }
+}
+
+/// Deletes every Redis key under the store's prefix.
+pub async fn redis_cleanup(store: &RedisStore) {
+    let mut conn = store
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}*", store.prefix()))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    if !keys.is_empty() {
+        let _: () = redis::cmd("DEL")
+            .arg(keys)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+}
+
+/// `req` finished with `body` as JSON (and its content type), or with no body.
+pub fn json_body(
+    req: http::request::Builder,
+    body: Option<serde_json::Value>,
+) -> Request<axum::body::Body> {
+    match body {
+        Some(v) => req
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(axum::body::Body::from(v.to_string())),
+        None => req.body(axum::body::Body::empty()),
+    }
+    .unwrap()
+}
+
+/// `req` finished with `form` as an urlencoded body (and its content type), or with no body.
+pub fn form_body(req: http::request::Builder, form: Option<&str>) -> Request<axum::body::Body> {
+    match form {
+        Some(f) => req
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(axum::body::Body::from(f.to_owned())),
+        None => req.body(axum::body::Body::empty()),
+    }
+    .unwrap()
 }

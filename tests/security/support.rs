@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use base64::Engine;
 use http::{Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use serde_json::Value;
@@ -129,10 +128,7 @@ impl Answer {
 }
 
 /// `Basic <email:password>`.
-pub fn basic(email: &str, password: &str) -> String {
-    let creds = base64::engine::general_purpose::STANDARD.encode(format!("{email}:{password}"));
-    format!("Basic {creds}")
-}
+pub use crate::common::basic;
 
 /// The admin's Basic credentials.
 pub fn admin_basic() -> String {

@@ -5,14 +5,12 @@
 #![allow(clippy::unwrap_used)]
 
 #[allow(dead_code)]
-#[path = "../examples/rapidpipeline.rs"]
+#[path = "../../examples/rapidpipeline.rs"]
 mod recipe;
 
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
-use base64::Engine;
 use http::{Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use keygate::accounts::MemoryAccounts;
@@ -26,8 +24,7 @@ const PASSWORD: &str = "correct horse battery staple";
 const DAY: Duration = Duration::from_secs(24 * 3600);
 
 fn basic() -> String {
-    let pair = base64::engine::general_purpose::STANDARD.encode(format!("{EMAIL}:{PASSWORD}"));
-    format!("Basic {pair}")
+    crate::common::basic(EMAIL, PASSWORD)
 }
 
 async fn send(
@@ -45,21 +42,14 @@ async fn send(
     if let Some(m) = machine {
         req = req.header(recipe::MACHINE_HEADER, m);
     }
-    let body = match form {
-        Some(f) => {
-            req = req.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
-            Body::from(f.to_owned())
-        }
-        None => Body::empty(),
-    };
-    let res = app.clone().oneshot(req.body(body).unwrap()).await.unwrap();
+    let res = app
+        .clone()
+        .oneshot(crate::common::form_body(req, form))
+        .await
+        .unwrap();
     let status = res.status();
     let bytes = res.into_body().collect().await.unwrap().to_bytes();
-    let json = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes).unwrap()
-    };
+    let json = crate::common::json_or_null(&bytes);
     (status, json)
 }
 

@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,7 +14,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use axum::body::Body;
 use axum::extract::ConnectInfo;
-use base64::Engine;
 use http::{Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use keygate::accounts::{Account, AccountStore, MemoryAccounts};
@@ -73,8 +72,7 @@ async fn call(
 }
 
 fn basic() -> String {
-    let creds = base64::engine::general_purpose::STANDARD.encode(format!("{ADMIN}:{PASSWORD}"));
-    format!("Basic {creds}")
+    crate::common::basic(ADMIN, PASSWORD)
 }
 
 /// The sum of the samples of `name` whose labels contain `labels`.

@@ -5,12 +5,11 @@
 #![allow(clippy::unwrap_used)]
 
 #[allow(dead_code)]
-#[path = "../examples/rack_gateway.rs"]
+#[path = "../../examples/rack_gateway.rs"]
 mod recipe;
 
 use axum::Router;
 use axum::body::Body;
-use base64::Engine;
 use http::{Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use keygate::accounts::MemoryAccounts;
@@ -25,8 +24,7 @@ const DEV: &str = "dev@example.com";
 const PASSWORD: &str = "correct horse battery staple";
 
 fn basic(email: &str) -> String {
-    let pair = base64::engine::general_purpose::STANDARD.encode(format!("{email}:{PASSWORD}"));
-    format!("Basic {pair}")
+    crate::common::basic(email, PASSWORD)
 }
 
 fn bearer(token: &str) -> String {
@@ -44,21 +42,14 @@ async fn send(
     for (k, v) in headers {
         req = req.header(k, *v);
     }
-    let body = match body {
-        Some(v) => {
-            req = req.header(header::CONTENT_TYPE, "application/json");
-            Body::from(v.to_string())
-        }
-        None => Body::empty(),
-    };
-    let res = app.clone().oneshot(req.body(body).unwrap()).await.unwrap();
+    let res = app
+        .clone()
+        .oneshot(crate::common::json_body(req, body))
+        .await
+        .unwrap();
     let status = res.status();
     let bytes = res.into_body().collect().await.unwrap().to_bytes();
-    let json = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes).unwrap()
-    };
+    let json = crate::common::json_or_null(&bytes);
     (status, json)
 }
 

@@ -4,12 +4,12 @@
 #![allow(clippy::unwrap_used)]
 
 #[allow(dead_code)]
-#[path = "../examples/recurse_center.rs"]
+#[path = "../../examples/recurse_center.rs"]
 mod recipe;
 
+use crate::common::basic;
+
 use axum::Router;
-use axum::body::Body;
-use base64::Engine;
 use http::{HeaderMap, Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use keygate::accounts::MemoryAccounts;
@@ -18,11 +18,6 @@ use tower::ServiceExt;
 
 const EMAIL: &str = "you@example.com";
 const PASSWORD: &str = "correct horse battery staple";
-
-fn basic(email: &str, password: &str) -> String {
-    let pair = base64::engine::general_purpose::STANDARD.encode(format!("{email}:{password}"));
-    format!("Basic {pair}")
-}
 
 async fn send(
     app: &Router,
@@ -35,21 +30,14 @@ async fn send(
     if let Some(a) = auth {
         req = req.header(header::AUTHORIZATION, a);
     }
-    let body = match form {
-        Some(f) => {
-            req = req.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
-            Body::from(f.to_owned())
-        }
-        None => Body::empty(),
-    };
-    let res = app.clone().oneshot(req.body(body).unwrap()).await.unwrap();
+    let res = app
+        .clone()
+        .oneshot(crate::common::form_body(req, form))
+        .await
+        .unwrap();
     let (parts, body) = res.into_parts();
     let bytes = body.collect().await.unwrap().to_bytes();
-    let json = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes).unwrap()
-    };
+    let json = crate::common::json_or_null(&bytes);
     (parts.status, parts.headers, json)
 }
 

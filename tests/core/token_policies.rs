@@ -4,16 +4,15 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
-use base64::Engine;
 use bytes::Bytes;
-use common::{TestStore, bearer, body_string, echo, get};
+use common::{TestStore, basic, bearer, body_string, echo, get};
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use keygate::accounts::{Account, AccountStore, MemoryAccounts, hash_password};
@@ -210,11 +209,6 @@ async fn a_token_rate_overrides_the_default() {
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.headers()["ratelimit-limit"], "100");
-}
-
-fn basic(email: &str, password: &str) -> String {
-    let enc = base64::engine::general_purpose::STANDARD.encode(format!("{email}:{password}"));
-    format!("Basic {enc}")
 }
 
 fn machine(token: &RawToken, id: Option<&str>) -> Request<Full<Bytes>> {

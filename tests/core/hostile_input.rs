@@ -6,7 +6,7 @@
 //! never asked).
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -15,7 +15,7 @@ use axum::Router;
 use axum::body::Body;
 use base64::Engine;
 use bytes::Bytes;
-use common::{TestStore, echo};
+use common::{TestStore, basic, echo};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use keygate::accounts::{Account, AccountStore, MemoryAccounts, hash_password};
@@ -518,11 +518,6 @@ fn password_hash() -> String {
     static HASH: OnceLock<String> = OnceLock::new();
     HASH.get_or_init(|| hash_password(PASSWORD).unwrap())
         .clone()
-}
-
-fn basic(email: &str, password: &str) -> String {
-    let enc = base64::engine::general_purpose::STANDARD.encode(format!("{email}:{password}"));
-    format!("Basic {enc}")
 }
 
 struct Api {

@@ -5,12 +5,10 @@
 #![allow(clippy::unwrap_used)]
 
 #[allow(dead_code)]
-#[path = "../examples/tokencraft.rs"]
+#[path = "../../examples/tokencraft.rs"]
 mod recipe;
 
 use axum::Router;
-use axum::body::Body;
-use base64::Engine;
 use http::{HeaderMap, Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use keygate::accounts::MemoryAccounts;
@@ -23,8 +21,7 @@ const PASSWORD: &str = "correct horse battery staple";
 const INVALID: &str = r#"{"error":"Invalid API token","code":"invalid_token"}"#;
 
 fn basic(email: &str) -> String {
-    let pair = base64::engine::general_purpose::STANDARD.encode(format!("{email}:{PASSWORD}"));
-    format!("Basic {pair}")
+    crate::common::basic(email, PASSWORD)
 }
 
 async fn send(
@@ -34,18 +31,15 @@ async fn send(
     auth: &str,
     body: Option<Value>,
 ) -> (StatusCode, HeaderMap, String) {
-    let mut req = Request::builder()
+    let req = Request::builder()
         .method(method)
         .uri(uri)
         .header(header::AUTHORIZATION, auth);
-    let body = match body {
-        Some(v) => {
-            req = req.header(header::CONTENT_TYPE, "application/json");
-            Body::from(v.to_string())
-        }
-        None => Body::empty(),
-    };
-    let res = app.clone().oneshot(req.body(body).unwrap()).await.unwrap();
+    let res = app
+        .clone()
+        .oneshot(crate::common::json_body(req, body))
+        .await
+        .unwrap();
     let (parts, body) = res.into_parts();
     let bytes = body.collect().await.unwrap().to_bytes();
     (

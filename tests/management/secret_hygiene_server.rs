@@ -4,9 +4,7 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::Write;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
 use axum::extract::ConnectInfo;
@@ -16,30 +14,11 @@ use http_body_util::BodyExt;
 use keygate::TokenHash;
 use tower::ServiceExt;
 
+use crate::common::Capture;
 use keygate::server;
 
 const ADMIN: &str = "admin@example.com";
 const PASSWORD: &str = "hunter2-correct-horse-battery";
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
 
 struct Client {
     router: axum::Router,
@@ -75,8 +54,7 @@ impl Client {
 }
 
 fn basic() -> String {
-    let enc = base64::engine::general_purpose::STANDARD.encode(format!("{ADMIN}:{PASSWORD}"));
-    format!("Basic {enc}")
+    crate::common::basic(ADMIN, PASSWORD)
 }
 
 #[tokio::test]

@@ -17,7 +17,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use serde_json::Value;
 
 const ADMIN: &str = "admin@example.com";
@@ -166,8 +165,7 @@ fn dechunk(mut s: &str) -> String {
 }
 
 fn basic() -> String {
-    let enc = base64::engine::general_purpose::STANDARD.encode(format!("{ADMIN}:{PASSWORD}"));
-    format!("Basic {enc}")
+    crate::common::basic(ADMIN, PASSWORD)
 }
 
 /// What the clients saw acknowledged.

@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use tower::ServiceExt;
 
-mod common;
+use crate::common;
 
 const ADMIN: &str = "admin@example.com";
 const BOB: &str = "bob@example.com";
@@ -31,6 +31,7 @@ const PASSWORD: &str = "correct horse battery staple";
 
 /// A `MemoryStore` that can be switched off: every call then fails like a lost connection.
 use common::TestStore as FlakyStore;
+use common::basic;
 
 /// Accounts that can be switched off too.
 #[derive(Clone, Default)]
@@ -106,11 +107,6 @@ fn clock_now() -> OffsetDateTime {
 
 async fn fixture() -> Fixture {
     fixture_with(|m| m).await
-}
-
-fn basic(email: &str, password: &str) -> String {
-    let enc = base64::engine::general_purpose::STANDARD.encode(format!("{email}:{password}"));
-    format!("Basic {enc}")
 }
 
 fn admin() -> String {

@@ -5,14 +5,12 @@
 #![allow(clippy::unwrap_used)]
 
 #[allow(dead_code)]
-#[path = "../examples/iggy.rs"]
+#[path = "../../examples/iggy.rs"]
 mod recipe;
 
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
-use base64::Engine;
 use http::{Method, Request, StatusCode, header};
 use http_body_util::BodyExt;
 use keygate::accounts::MemoryAccounts;
@@ -27,8 +25,7 @@ const USER: &str = "iggy@example.com";
 const PASSWORD: &str = "correct horse battery staple";
 
 fn basic() -> String {
-    let pair = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
-    format!("Basic {pair}")
+    crate::common::basic(USER, PASSWORD)
 }
 
 async fn send(app: &Router, method: Method, uri: &str, body: Option<Value>) -> (StatusCode, Value) {
@@ -36,21 +33,14 @@ async fn send(app: &Router, method: Method, uri: &str, body: Option<Value>) -> (
     if !uri.ends_with("/login") {
         req = req.header(header::AUTHORIZATION, basic());
     }
-    let body = match body {
-        Some(v) => {
-            req = req.header(header::CONTENT_TYPE, "application/json");
-            Body::from(v.to_string())
-        }
-        None => Body::empty(),
-    };
-    let res = app.clone().oneshot(req.body(body).unwrap()).await.unwrap();
+    let res = app
+        .clone()
+        .oneshot(crate::common::json_body(req, body))
+        .await
+        .unwrap();
     let status = res.status();
     let bytes = res.into_body().collect().await.unwrap().to_bytes();
-    let json = if bytes.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes).unwrap()
-    };
+    let json = crate::common::json_or_null(&bytes);
     (status, json)
 }
 

@@ -18,7 +18,7 @@
 //!   than its last successful verification minus the coalescing window.
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -417,12 +417,5 @@ async fn races_on_postgres_store() {
         return;
     };
     race(manager(store.clone()), "postgres").await;
-    // Drop the test's schema.
-    if let Some(schema) = store.schema() {
-        let sql = format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE");
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .execute(store.pool())
-            .await
-            .unwrap();
-    }
+    common::drop_schema(&store).await;
 }

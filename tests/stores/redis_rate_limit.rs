@@ -5,7 +5,8 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
+use crate::common::redis_cleanup as cleanup;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
@@ -31,26 +32,6 @@ async fn connect(test: &str, prefix: &str) -> Option<RedisStore> {
         test,
         RedisOptions::new(url()).with_prefix(prefix).connect().await,
     )
-}
-
-async fn cleanup(store: &RedisStore) {
-    let mut conn = store
-        .client()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{}*", store.prefix()))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    if !keys.is_empty() {
-        let _: () = redis::cmd("DEL")
-            .arg(keys)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,35 +2,14 @@
 
 #![allow(clippy::unwrap_used)]
 
-mod common;
+use crate::common;
 
-use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use common::{TestStore, bearer, echo, get};
+use common::{Capture, TestStore, bearer, echo, get};
 use keygate::header::{parse_authorization, parse_basic};
 use keygate::{AuthLayer, NewToken, Tokens};
 use tower::{Layer, ServiceExt};
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
-    type Writer = Capture;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
 
 #[tokio::test]
 async fn no_raw_token_in_logs_or_debug_output() {

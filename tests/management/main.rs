@@ -1,0 +1,17 @@
+//! The management API, the `keygate` command-line tool, the token page, the recipes in
+//! `examples/` and the reference server: one test binary, a module per surface.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod cli;
+mod management_api;
+mod recipe_iggy;
+mod recipe_rack_gateway;
+mod recipe_rapidpipeline;
+mod recipe_recurse_center;
+mod recipe_tokencraft;
+mod reference_server;
+mod secret_hygiene_server;
+mod server_postgres;
+mod ui;
