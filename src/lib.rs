@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod client_ip;
 pub mod clock;
+pub mod denial;
 pub mod error;
 pub mod header;
 pub mod identity;
@@ -25,6 +26,7 @@ pub mod axum;
 #[cfg(feature = "ui")]
 pub mod ui;
 
+pub use denial::Denial;
 pub use error::ConfigError;
 pub use identity::{AuthMethod, Identity, Permission, Permissions, Roles};
 pub use middleware::{

@@ -32,9 +32,9 @@ use time::OffsetDateTime;
 
 use crate::audit::{AuditEvent, AuditLog, Decision};
 use crate::clock::{Clock, SystemClock};
+use crate::denial::Denial;
 use crate::error::ConfigError;
 use crate::identity::{AuthMethod, Identity, Permissions, Roles};
-use crate::middleware::{Rejection, RejectionKind};
 use crate::store::{
     InactiveOutcome, InsertRules, ReleaseOutcome, StoreError, TokenId, TokenRecord, TokenStore,
 };
@@ -678,12 +678,15 @@ impl Tokens {
     ///
     /// # Errors
     ///
-    /// A [`Rejection`]: `invalid_token` (malformed, unknown, revoked, expired) or
-    /// `store_unavailable`.
+    /// The [`Denial`]: [`Malformed`](Denial::Malformed), [`Unknown`](Denial::Unknown),
+    /// [`Revoked`](Denial::Revoked), [`Expired`](Denial::Expired) or
+    /// [`StoreUnavailable`](Denial::StoreUnavailable). It is the domain reason, not an HTTP
+    /// answer: `RejectionKind::from(denial)` (or `Rejection::from(denial)`) gives the
+    /// middleware's answer for it.
     ///
     /// A token with an allow-list or of a binding kind is refused here (no client address,
     /// no fingerprint): use [`authenticate_request`](Self::authenticate_request).
-    pub async fn authenticate(&self, token: &str) -> Result<Identity, Rejection> {
+    pub async fn authenticate(&self, token: &str) -> Result<Identity, Denial> {
         self.verify(token, None).await
     }
 
@@ -693,18 +696,19 @@ impl Tokens {
     ///
     /// # Errors
     ///
-    /// As [`authenticate`](Self::authenticate), plus `ip_not_allowed`, `binding_required`
-    /// and `bound_elsewhere`.
+    /// As [`authenticate`](Self::authenticate), plus
+    /// [`IpNotAllowed`](Denial::IpNotAllowed), [`BindingRequired`](Denial::BindingRequired)
+    /// and [`BoundElsewhere`](Denial::BoundElsewhere).
     pub async fn authenticate_request(
         &self,
         token: &str,
         client_ip: Option<IpAddr>,
         headers: &HeaderMap,
-    ) -> Result<Identity, Rejection> {
+    ) -> Result<Identity, Denial> {
         let id = self
             .verify_detailed(token, None)
             .await
-            .map_err(|d| d.rejection)?;
+            .map_err(|d| d.denial)?;
         self.check_record_policies(&id, client_ip, headers).await?;
         Ok(id)
     }
@@ -719,11 +723,11 @@ impl Tokens {
         &self,
         token: &str,
         accept: Option<&[String]>,
-    ) -> Result<Identity, Rejection> {
+    ) -> Result<Identity, Denial> {
         let id = self
             .verify_detailed(token, accept)
             .await
-            .map_err(|d| d.rejection)?;
+            .map_err(|d| d.denial)?;
         self.check_record_policies(&id, None, &HeaderMap::new())
             .await?;
         Ok(id)
@@ -741,7 +745,7 @@ impl Tokens {
         client_ip: impl FnOnce() -> Option<IpAddr>,
         headers: &'h HeaderMap,
         now: i128,
-    ) -> Result<Option<&'h str>, Rejection> {
+    ) -> Result<Option<&'h str>, Denial> {
         let record = identity.record();
         if !record.allowed_ips.is_empty() {
             // Fail closed: an unknown address is outside every list.
@@ -749,7 +753,7 @@ impl Tokens {
                 .map(crate::client_ip::canonical)
                 .is_some_and(|ip| record.allowed_ips.iter().any(|n| n.contains(&ip)));
             if !allowed {
-                return Err(Rejection::new(RejectionKind::IpNotAllowed));
+                return Err(Denial::IpNotAllowed);
             }
         }
         let binding = if self.inner.bindings {
@@ -767,7 +771,7 @@ impl Tokens {
             .get(header)
             .and_then(|v| v.to_str().ok())
             .filter(|f| valid_fingerprint(f))
-            .ok_or_else(|| Rejection::new(RejectionKind::BindingRequired))?;
+            .ok_or_else(|| Denial::BindingRequired)?;
         if record.bound_to.as_deref() == Some(fingerprint) {
             self.inner
                 .usage
@@ -784,7 +788,7 @@ impl Tokens {
         &self,
         identity: &Identity,
         fingerprint: &str,
-    ) -> Result<(), Rejection> {
+    ) -> Result<(), Denial> {
         let record = identity.record();
         let now = self.now();
         match self.inner.store.bind(&record.id, fingerprint, now).await {
@@ -796,12 +800,12 @@ impl Tokens {
                 self.inner.usage.touch(record, now, || now);
                 Ok(())
             }
-            Ok(Some(_)) => Err(Rejection::new(RejectionKind::BoundElsewhere)),
+            Ok(Some(_)) => Err(Denial::BoundElsewhere),
             // Purged meanwhile.
-            Ok(None) => Err(Rejection::new(RejectionKind::UnknownToken)),
+            Ok(None) => Err(Denial::Unknown),
             Err(error) => {
                 tracing::warn!(%error, "token store failed to bind; refusing the request");
-                Err(Rejection::new(RejectionKind::StoreUnavailable))
+                Err(Denial::StoreUnavailable)
             }
         }
     }
@@ -812,7 +816,7 @@ impl Tokens {
         identity: &Identity,
         client_ip: Option<IpAddr>,
         headers: &HeaderMap,
-    ) -> Result<(), Rejection> {
+    ) -> Result<(), Denial> {
         let now = self.now_nanos();
         if let Some(fingerprint) = self.record_policies_now(identity, || client_ip, headers, now)? {
             self.settle_binding(identity, fingerprint).await?;
@@ -856,10 +860,10 @@ impl Tokens {
 
     /// Format, checksum and kind (no store hit for garbage), then SHA-256.
     fn prepare(&self, token: &str) -> Result<(&TokenKind, TokenHash), Denied> {
-        let parsed = token::parse(token).map_err(|_| Denied::new(RejectionKind::MalformedToken))?;
+        let parsed = token::parse(token).map_err(|_| Denied::new(Denial::Malformed))?;
         let kind = self
             .kind_by_prefix(parsed.prefix())
-            .ok_or(Denied::new(RejectionKind::MalformedToken))?;
+            .ok_or(Denied::new(Denial::Malformed))?;
         Ok((kind, parsed.hash()))
     }
 
@@ -876,11 +880,11 @@ impl Tokens {
             Ok(found) => found,
             Err(error) => {
                 tracing::warn!(%error, "token store lookup failed; refusing the request");
-                return Err(Denied::new(RejectionKind::StoreUnavailable));
+                return Err(Denied::new(Denial::StoreUnavailable));
             }
         };
         let Some(record) = found else {
-            return Err(Denied::new(RejectionKind::UnknownToken));
+            return Err(Denied::new(Denial::Unknown));
         };
         // The store found the record by its hash; the core still checks the digest itself,
         // in constant time, so a backend bug cannot let a different token through.
@@ -888,19 +892,19 @@ impl Tokens {
         let kind_ok = record.kind == kind.name()
             && accept.is_none_or(|names| names.iter().any(|n| *n == record.kind));
         let refused = if !same {
-            Some(RejectionKind::UnknownToken)
+            Some(Denial::Unknown)
         } else if !kind_ok {
-            Some(RejectionKind::WrongKind)
+            Some(Denial::WrongKind)
         } else if record.revoked_at.is_some() {
-            Some(RejectionKind::Revoked)
+            Some(Denial::Revoked)
         } else if record.expires_at.is_some_and(|e| self.expired(e, now)) {
-            Some(RejectionKind::Expired)
+            Some(Denial::Expired)
         } else {
             None
         };
         if let Some(kind) = refused {
             return Err(Denied {
-                rejection: Rejection::new(kind),
+                denial: kind,
                 record: same.then_some(record),
             });
         }
@@ -1387,14 +1391,14 @@ fn maintenance_event(
 
 /// A refusal with the record of the token, when one was found.
 pub(crate) struct Denied {
-    pub(crate) rejection: Rejection,
+    pub(crate) denial: Denial,
     pub(crate) record: Option<Arc<TokenRecord>>,
 }
 
 impl Denied {
-    fn new(kind: RejectionKind) -> Self {
+    fn new(denial: Denial) -> Self {
         Self {
-            rejection: Rejection::new(kind),
+            denial,
             record: None,
         }
     }

@@ -363,9 +363,10 @@ where
             // about 15 ns of copies (and store-forwarding stalls) more than a success.
             let id = match verified {
                 Ok(id) => id,
-                Err(mut d) => {
-                    refine(req.headers(), &mut d.rejection);
-                    return ResponseFuture::ready(rejection_response(config, &d.rejection));
+                Err(d) => {
+                    let mut r = Rejection::from(d.denial);
+                    refine(req.headers(), &mut r);
+                    return ResponseFuture::ready(rejection_response(config, &r));
                 }
             };
             // The policies kept on the record cost nothing for a token without them; the
@@ -374,6 +375,7 @@ where
             let fingerprint = match config
                 .tokens
                 .record_policies_now(&id, ip, req.headers(), now)
+                .map_err(Rejection::from)
             {
                 Ok(None) => {
                     if let Err(r) = config.check_access(req.method(), &id) {
@@ -390,7 +392,11 @@ where
             let clone = self.inner.clone();
             let mut inner = std::mem::replace(&mut self.inner, clone);
             return ResponseFuture::boxed(Box::pin(async move {
-                let settled = config.tokens.settle_binding(&id, &fingerprint).await;
+                let settled = config
+                    .tokens
+                    .settle_binding(&id, &fingerprint)
+                    .await
+                    .map_err(Rejection::from);
                 match settled.and_then(|()| config.check_access(req.method(), &id)) {
                     Ok(()) => {
                         req.extensions_mut().insert(id);
@@ -410,9 +416,10 @@ where
                 .tokens
                 .verify_detailed(token.as_str(), config.accept.as_deref())
                 .await
-                .map_err(|mut d| {
-                    refine(req.headers(), &mut d.rejection);
-                    d.rejection
+                .map_err(|d| {
+                    let mut r = Rejection::from(d.denial);
+                    refine(req.headers(), &mut r);
+                    r
                 });
             drop(token);
             let verified = match verified {
@@ -427,6 +434,7 @@ where
                         .check_record_policies(&id, ip, req.headers())
                         .await
                         .map(|()| id)
+                        .map_err(Rejection::from)
                 }
                 Err(r) => Err(r),
             };
@@ -500,7 +508,7 @@ async fn admit(
         Ok(id) => id,
         Err(denied) => {
             return Err(Refusal {
-                rejection: count_failure(failures, denied.rejection),
+                rejection: count_failure(failures, denied.denial.into()),
                 record: denied.record,
                 rate: None,
             });
@@ -521,7 +529,7 @@ async fn admit(
         .check_record_policies(&identity, addrs.client, headers)
         .await
     {
-        return Err(refuse(count_failure(failures, r), &identity, None));
+        return Err(refuse(count_failure(failures, r.into()), &identity, None));
     }
     let identity = match &config.resolver {
         None => identity,
