@@ -20,6 +20,8 @@ use crate::denial::Denial;
 use crate::identity::Identity;
 use crate::rate_limit::{FailureLimits, RateLimitDecision, ceil_secs};
 use crate::record::TokenRecord;
+use crate::token::{TokenHash, TokenKind};
+use crate::tokens::Lookup;
 
 /// A refused request, with what the audit event and the response headers need.
 pub(crate) struct Refusal {
@@ -47,6 +49,8 @@ enum Stage {
     Gate,
     /// Format, SHA-256, lookup by hash, constant-time compare, kind, revocation, expiry.
     Lookup,
+    /// The same, when the store must be asked: the kind the prefix names, and the hash.
+    Fetch(TokenKind, TokenHash),
     /// The policies kept on the record: allow-list, then the binding's fingerprint (before
     /// the rate limit, so requests from outside do not use up the token's budget).
     RecordPolicies,
@@ -82,6 +86,8 @@ pub(crate) struct Verification {
     failure_key: Option<IpAddr>,
     identity: Option<Identity>,
     rate: Option<RateLimitDecision>,
+    /// The current step waits for its I/O ([`step_io`](Self::step_io)).
+    pending_io: bool,
 }
 
 impl Verification {
@@ -92,6 +98,7 @@ impl Verification {
             failure_key,
             identity: None,
             rate: None,
+            pending_io: false,
         }
     }
 
@@ -118,7 +125,10 @@ impl Verification {
             }
             match self.step_now(config, method, token, client_ip, headers) {
                 Ok(true) => {}
-                Ok(false) => return Step::NeedsIo,
+                Ok(false) => {
+                    self.pending_io = true;
+                    return Step::NeedsIo;
+                }
                 Err(refusal) => return Step::Refused(refusal),
             }
         }
@@ -134,14 +144,17 @@ impl Verification {
         headers: &HeaderMap,
     ) -> Result<(), Refusal> {
         loop {
-            match self.run_now(config, method, token, client_ip, headers) {
-                Step::Admitted => return Ok(()),
-                Step::Refused(refusal) => return Err(refusal),
-                Step::NeedsIo => {
-                    self.step_io(config, token).await?;
-                    self.now = config.tokens.now_nanos();
+            // A step that already asked for I/O (in `run_now`) is not run again.
+            if !self.pending_io {
+                match self.run_now(config, method, token, client_ip, headers) {
+                    Step::Admitted => return Ok(()),
+                    Step::Refused(refusal) => return Err(refusal),
+                    Step::NeedsIo => {}
                 }
             }
+            self.pending_io = false;
+            self.step_io(config).await?;
+            self.now = config.tokens.now_nanos();
         }
     }
 
@@ -169,12 +182,16 @@ impl Verification {
             }
             Stage::Lookup => {
                 let accept = config.accept.as_deref();
-                match config.tokens.verify_now(token, accept, self.now) {
-                    None => return Ok(false),
-                    Some(Ok(identity)) => self.admit_token(identity),
-                    Some(Err(d)) => return Err(self.refuse(config, d.denial, d.record)),
+                match config.tokens.lookup_now(token, accept, self.now) {
+                    Lookup::Decided(Ok(identity)) => self.admit_token(identity),
+                    Lookup::Decided(Err(d)) => return Err(self.refuse(config, d.denial, d.record)),
+                    Lookup::Fetch(kind, hash) => {
+                        self.stage = Stage::Fetch(kind, hash);
+                        return Ok(false);
+                    }
                 }
             }
+            Stage::Fetch(..) => return Ok(false),
             Stage::RecordPolicies => {
                 let Some(identity) = &self.identity else {
                     return Err(Rejection::new(RejectionKind::UnknownToken).into());
@@ -225,11 +242,11 @@ impl Verification {
 
     /// The I/O of the current step: the store's lookup, the binding's write, the owner's
     /// permissions, the rate limiter. Moves on to the next step when it passes.
-    async fn step_io(&mut self, config: &Config, token: &str) -> Result<(), Refusal> {
+    async fn step_io(&mut self, config: &Config) -> Result<(), Refusal> {
         match std::mem::replace(&mut self.stage, Stage::Done) {
-            Stage::Lookup => {
+            Stage::Fetch(kind, hash) => {
                 let accept = config.accept.as_deref();
-                match config.tokens.verify_detailed(token, accept).await {
+                match config.tokens.fetch(&kind, &hash, accept).await {
                     Ok(identity) => self.admit_token(identity),
                     Err(d) => return Err(self.refuse(config, d.denial, d.record)),
                 }

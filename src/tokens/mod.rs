@@ -65,6 +65,7 @@ pub use issue::{IssuedToken, NewToken};
 pub use maintenance::Maintenance;
 use maintenance::maintenance_event;
 use usage::{CLOSE_TO_EXPIRY, Usage};
+pub(crate) use verify::Lookup;
 
 /// The token manager. Cheap to clone; clones share everything.
 ///

@@ -18,6 +18,14 @@ pub(crate) struct Denied {
     pub(crate) record: Option<Arc<TokenRecord>>,
 }
 
+/// What [`Tokens::lookup_now`] reached.
+pub(crate) enum Lookup {
+    /// Decided without I/O.
+    Decided(Result<Identity, Denied>),
+    /// The store must be asked ([`Tokens::fetch`]): the kind the prefix names, and the hash.
+    Fetch(TokenKind, TokenHash),
+}
+
 impl Denied {
     pub(super) fn new(denial: Denial) -> Self {
         Self {
@@ -104,22 +112,31 @@ impl Tokens {
         self.decide(kind, &hash, found, accept, self.now_nanos())
     }
 
-    /// The verification when the store can answer without I/O (see
-    /// [`TokenStore::find_by_hash_now`]); `None` when it cannot. Like
+    /// The verification as far as it goes without I/O: format, checksum, SHA-256, and,
+    /// when the store can answer from memory (see [`TokenStore::find_by_hash_now`]), the
+    /// decision. Otherwise the kind and the hash, for [`fetch`](Self::fetch). Like
     /// [`verify_detailed`](Self::verify_detailed), without the record's policies.
     /// `now` is [`now_nanos`](Self::now_nanos), read once for the request.
-    pub(crate) fn verify_now(
-        &self,
-        token: &str,
-        accept: Option<&[String]>,
-        now: i128,
-    ) -> Option<Result<Identity, Denied>> {
+    pub(crate) fn lookup_now(&self, token: &str, accept: Option<&[String]>, now: i128) -> Lookup {
         let (kind, hash) = match self.prepare(token) {
             Ok(prepared) => prepared,
-            Err(denied) => return Some(Err(denied)),
+            Err(denied) => return Lookup::Decided(Err(denied)),
         };
-        let found = self.inner.store.find_by_hash_now(&hash)?;
-        Some(self.decide(kind, &hash, found, accept, now))
+        match self.inner.store.find_by_hash_now(&hash) {
+            Some(found) => Lookup::Decided(self.decide(kind, &hash, found, accept, now)),
+            None => Lookup::Fetch(kind.clone(), hash),
+        }
+    }
+
+    /// The rest of [`lookup_now`](Self::lookup_now) when the store must be asked.
+    pub(crate) async fn fetch(
+        &self,
+        kind: &TokenKind,
+        hash: &TokenHash,
+        accept: Option<&[String]>,
+    ) -> Result<Identity, Denied> {
+        let found = self.inner.store.find_by_hash(hash).await;
+        self.decide(kind, hash, found, accept, self.now_nanos())
     }
 
     /// Format, checksum and kind (no store hit for garbage), then SHA-256.
