@@ -72,7 +72,7 @@ impl TokensBuilder {
 
     /// Inactivity expiry (e.g. two weeks): each [`Tokens::purge`] (and so the
     /// maintenance task) revokes the valid tokens whose last sign of life — last use, binding
-    /// or creation, see [`TokenRecord::last_active_at`] — is older than `after`. Tokens of
+    /// or creation, see [`TokenRecord::last_active_at`](crate::TokenRecord::last_active_at) — is older than `after`. Tokens of
     /// kinds with a binding ([`TokenKind::with_binding`]) are not revoked: their seat is
     /// released instead; the
     /// token keeps working and binds to the next machine that uses it. Uses are recorded in

@@ -18,7 +18,7 @@ pub enum TokenError {
     /// The owner is empty, too long, or has control, format or bidirectional characters.
     #[error("invalid owner: {0}")]
     InvalidOwner(&'static str),
-    /// No such role in the manager's [`Roles`].
+    /// No such role in the manager's [`Roles`](crate::Roles).
     #[error("unknown role {0:?}")]
     UnknownRole(String),
     /// No such kind in the manager.
@@ -37,7 +37,7 @@ pub enum TokenError {
     #[error("invalid rate_limit: {0}")]
     InvalidRateLimit(&'static str),
     /// A rotation asked for a grace window longer than the manager's maximum
-    /// ([`TokensBuilder::max_rotation_grace`]).
+    /// ([`TokensBuilder::max_rotation_grace`](super::TokensBuilder::max_rotation_grace)).
     #[error("the grace window must be at most {max_seconds} seconds")]
     GraceTooLong {
         /// The longest grace allowed, in seconds.

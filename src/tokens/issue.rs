@@ -77,7 +77,7 @@ impl NewToken {
         self
     }
 
-    /// Takes the permissions of a role defined in the manager's [`Roles`].
+    /// Takes the permissions of a role defined in the manager's [`Roles`](crate::Roles).
     #[must_use]
     pub fn role(mut self, role: impl Into<String>) -> Self {
         self.role = Some(role.into());

@@ -65,7 +65,7 @@ impl Drop for Maintenance {
 
 impl Tokens {
     /// Deletes expired and revoked records now; returns how many. With
-    /// [`revoke_after_inactivity`](TokensBuilder::revoke_after_inactivity), then revokes
+    /// [`revoke_after_inactivity`](super::TokensBuilder::revoke_after_inactivity), then revokes
     /// the inactive tokens and releases the idle seats (they are deleted by the next purge,
     /// so the owner sees them revoked until then).
     ///
@@ -82,10 +82,10 @@ impl Tokens {
     }
 
     /// Inactivity expiry now (see
-    /// [`revoke_after_inactivity`](TokensBuilder::revoke_after_inactivity)); does nothing
+    /// [`revoke_after_inactivity`](super::TokensBuilder::revoke_after_inactivity)); does nothing
     /// without it. Each revoked token and released seat gets an audit event (event
     /// `token.revoke` / `token.release`, reason `inactive`) when the manager has an
-    /// [`audit`](TokensBuilder::audit) log.
+    /// [`audit`](super::TokensBuilder::audit) log.
     ///
     /// # Errors
     ///

@@ -55,7 +55,7 @@ impl Tokens {
     /// rotation (the whole chain forward): whoever held the old token may hold the new one,
     /// so revoking a leaked token also stops someone who rotated it first. Returns the
     /// successors revoked (without `id`); each gets an audit event (`token.revoke`, reason
-    /// `successor`) when the manager has an [`audit`](TokensBuilder::audit) log. Takes
+    /// `successor`) when the manager has an [`audit`](super::TokensBuilder::audit) log. Takes
     /// effect on the next request.
     ///
     /// Each token is revoked before its successor is looked up, so a rotation racing the
@@ -154,7 +154,7 @@ impl Tokens {
     /// time of the last release.
     ///
     /// Rotation never multiplies tokens: `grace` is at most
-    /// [`max_rotation_grace`](TokensBuilder::max_rotation_grace) (default 24 h); a lineage
+    /// [`max_rotation_grace`](super::TokensBuilder::max_rotation_grace) (default 24 h); a lineage
     /// keeps at most one old token in grace (rotating the successor of a token in grace
     /// ends that grace at once); and a token in grace counts against the owner's limit (and
     /// its kind's), so a rotation with grace needs a free place under it. A rotation
