@@ -45,7 +45,8 @@ impl Tokens {
     /// [`Revoked`](Denial::Revoked), [`Expired`](Denial::Expired) or
     /// [`StoreUnavailable`](Denial::StoreUnavailable). It is the domain reason, not an HTTP
     /// answer: `RejectionKind::from(denial)` (or `Rejection::from(denial)`) gives the
-    /// middleware's answer for it.
+    /// middleware's answer for it. (A breaking change: this method used to answer with the
+    /// middleware's [`Rejection`](crate::Rejection).)
     ///
     /// A token with an allow-list or of a binding kind is refused here (no client address,
     /// no fingerprint): use [`authenticate_request`](Self::authenticate_request).
