@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod client_ip;
 pub mod clock;
+pub mod denial;
 pub mod error;
 pub mod header;
 pub mod identity;
@@ -27,6 +28,7 @@ pub mod server;
 #[cfg(feature = "ui")]
 pub mod ui;
 
+pub use denial::Denial;
 pub use error::ConfigError;
 pub use identity::{AuthMethod, Identity, Permission, Permissions, Roles};
 pub use middleware::{

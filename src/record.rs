@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::identity::Permissions;
+use crate::permissions::Permissions;
 use crate::token::TokenHash;
 
 /// A token's public identifier (a random UUID). Safe to log, show and put in URLs.

@@ -38,12 +38,17 @@
 //! # });
 //! ```
 
+mod body;
+mod future;
 mod layer;
+mod pipeline;
 mod rejection;
 mod require;
 mod service;
 
+pub use body::ResponseBody;
+pub use future::ResponseFuture;
 pub use layer::AuthLayer;
 pub use rejection::{JsonRenderer, Rejection, RejectionKind, RenderRejection};
 pub use require::{RequireFuture, RequirePermission, RequirePermissionLayer};
-pub use service::{AuthService, ResponseBody, ResponseFuture};
+pub use service::AuthService;

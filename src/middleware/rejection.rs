@@ -3,46 +3,133 @@ use std::sync::{Arc, LazyLock};
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 
-/// The precise reason a request was refused. Outside, several kinds share one answer
-/// (unknown, revoked, expired, wrong kind and malformed tokens all read `invalid_token`);
-/// inside, this kind is put into the response's extensions and the audit event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum RejectionKind {
-    /// No `Authorization` header, or a scheme keygate does not handle.
-    MissingToken,
-    /// The header breaks the grammar, or there are several.
-    InvalidRequest,
-    /// Well-formed header, but not a keygate token (shape, prefix or checksum).
-    MalformedToken,
-    /// No token with this hash.
-    UnknownToken,
-    /// The token was revoked.
-    Revoked,
-    /// The token expired (or its rotation grace ended).
-    Expired,
-    /// A token of a kind this layer does not accept.
-    WrongKind,
-    /// The token lacks a required permission.
-    InsufficientScope,
-    /// The client address is outside the token's allow-list.
-    IpNotAllowed,
-    /// A token of a binding kind came without its client fingerprint header.
-    BindingRequired,
-    /// A token bound to another client fingerprint.
-    BoundElsewhere,
-    /// The token is over its rate limit.
-    RateLimited,
-    /// The request body is over the limit.
-    PayloadTooLarge,
-    /// The token store failed or timed out: fail closed.
-    // Stays last: a new kind goes above it, and into `RejectionKind::ALL` (`KINDS` counts
-    // the kinds by this one's position).
-    StoreUnavailable,
+use crate::denial::Denial;
+
+/// The challenge a refusal's `WWW-Authenticate` header carries (RFC 6750).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Challenge {
+    /// No `WWW-Authenticate` header.
+    None,
+    /// The bare challenge naming the realm.
+    Realm,
+    /// `Bearer error="…"` with this error code.
+    Error(&'static str),
 }
 
-/// How many kinds there are: [`RejectionKind::StoreUnavailable`] is the last.
-const KINDS: usize = RejectionKind::StoreUnavailable as usize + 1;
+/// The table of rejection kinds: one row per kind, with every fact about it. A new kind is
+/// one row here (plus its [`Denial`] and the place that raises it).
+///
+/// Columns: the kind (with its docs) and the [`Denial`] it renders, the HTTP status, the
+/// public `code`, the default message, the challenge, and whether it counts against the
+/// client's failure budget ([`FailureLimits`](crate::rate_limit::FailureLimits)).
+macro_rules! rejection_kinds {
+    ($(
+        $(#[$doc:meta])*
+        $kind:ident = $denial:ident, $status:ident, $code:literal, $message:literal,
+            $challenge:expr, failure: $failure:literal;
+    )*) => {
+        /// The precise reason a request was refused. Outside, several kinds share one answer
+        /// (unknown, revoked, expired, wrong kind and malformed tokens all read
+        /// `invalid_token`); inside, this kind is put into the response's extensions and the
+        /// audit event. It is the HTTP side of a [`Denial`] (`RejectionKind::from(denial)`).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum RejectionKind {
+            $($(#[$doc])* $kind,)*
+        }
+
+        impl RejectionKind {
+            /// Every kind, in declaration order (`ALL[k as usize] == k`), for tables indexed
+            /// by kind.
+            const ALL: [Self; KINDS] = [$(Self::$kind,)*];
+
+            /// The row of the table for this kind.
+            const fn facts(self) -> Facts {
+                match self {
+                    $(Self::$kind => Facts {
+                        denial: Denial::$denial,
+                        status: StatusCode::$status,
+                        code: $code,
+                        message: $message,
+                        body: concat!(r#"{"error":""#, $message, r#"","code":""#, $code, r#""}"#),
+                        challenge: $challenge,
+                        failure: $failure,
+                    },)*
+                }
+            }
+        }
+
+        /// How many kinds there are.
+        const KINDS: usize = [$(stringify!($kind),)*].len();
+
+        impl From<Denial> for RejectionKind {
+            fn from(denial: Denial) -> Self {
+                match denial {
+                    $(Denial::$denial => Self::$kind,)*
+                }
+            }
+        }
+    };
+}
+
+/// One row of the kinds' table.
+struct Facts {
+    denial: Denial,
+    status: StatusCode,
+    code: &'static str,
+    message: &'static str,
+    body: &'static str,
+    challenge: Challenge,
+    failure: bool,
+}
+
+const INVALID_TOKEN: Challenge = Challenge::Error("invalid_token");
+
+rejection_kinds! {
+    /// No `Authorization` header, or a scheme keygate does not handle.
+    MissingToken = Missing, UNAUTHORIZED, "missing_token", "Missing API token",
+        Challenge::Realm, failure: false;
+    /// The header breaks the grammar, or there are several.
+    InvalidRequest = InvalidRequest, BAD_REQUEST, "invalid_request",
+        "Malformed Authorization header", Challenge::Error("invalid_request"), failure: false;
+    /// Well-formed header, but not a keygate token (shape, prefix or checksum).
+    MalformedToken = Malformed, UNAUTHORIZED, "invalid_token", "Invalid API token",
+        INVALID_TOKEN, failure: true;
+    /// No token with this hash.
+    UnknownToken = Unknown, UNAUTHORIZED, "invalid_token", "Invalid API token",
+        INVALID_TOKEN, failure: true;
+    /// The token was revoked.
+    Revoked = Revoked, UNAUTHORIZED, "invalid_token", "Invalid API token",
+        INVALID_TOKEN, failure: true;
+    /// The token expired (or its rotation grace ended).
+    Expired = Expired, UNAUTHORIZED, "invalid_token", "Invalid API token",
+        INVALID_TOKEN, failure: true;
+    /// A token of a kind this layer does not accept.
+    WrongKind = WrongKind, UNAUTHORIZED, "invalid_token", "Invalid API token",
+        INVALID_TOKEN, failure: true;
+    /// The token lacks a required permission.
+    InsufficientScope = InsufficientScope, FORBIDDEN, "insufficient_scope",
+        "Insufficient permission", Challenge::Error("insufficient_scope"), failure: false;
+    /// The client address is outside the token's allow-list.
+    IpNotAllowed = IpNotAllowed, FORBIDDEN, "ip_not_allowed",
+        "Client address not allowed for this token", Challenge::None, failure: true;
+    /// A token of a binding kind came without its client fingerprint header.
+    BindingRequired = BindingRequired, FORBIDDEN, "binding_required",
+        "This token must be sent with its machine fingerprint header", Challenge::None,
+        failure: true;
+    /// A token bound to another client fingerprint.
+    BoundElsewhere = BoundElsewhere, FORBIDDEN, "bound_elsewhere",
+        "This token is bound to another machine", Challenge::None, failure: true;
+    /// The token is over its rate limit.
+    RateLimited = RateLimited, TOO_MANY_REQUESTS, "rate_limited",
+        "Rate limit exceeded. Please try again later.", Challenge::None, failure: false;
+    /// The request body is over the limit.
+    PayloadTooLarge = PayloadTooLarge, PAYLOAD_TOO_LARGE, "payload_too_large",
+        "Request body too large", Challenge::None, failure: false;
+    /// The token store failed or timed out: fail closed.
+    StoreUnavailable = StoreUnavailable, SERVICE_UNAVAILABLE, "store_unavailable",
+        "Token store unavailable", Challenge::None, failure: false;
+}
 
 // `RejectionKind::ALL` lists every kind at its own index, so the tables indexed by kind
 // (`k as usize`) cover them all.
@@ -54,26 +141,13 @@ const _: () = {
     }
 };
 
-impl RejectionKind {
-    /// Every kind, in declaration order (`ALL[k as usize] == k`), for tables indexed by
-    /// kind. A kind left out or out of order fails to compile (the assertion above).
-    const ALL: [Self; KINDS] = [
-        Self::MissingToken,
-        Self::InvalidRequest,
-        Self::MalformedToken,
-        Self::UnknownToken,
-        Self::Revoked,
-        Self::Expired,
-        Self::WrongKind,
-        Self::InsufficientScope,
-        Self::IpNotAllowed,
-        Self::BindingRequired,
-        Self::BoundElsewhere,
-        Self::RateLimited,
-        Self::PayloadTooLarge,
-        Self::StoreUnavailable,
-    ];
+impl From<RejectionKind> for Denial {
+    fn from(kind: RejectionKind) -> Self {
+        kind.facts().denial
+    }
+}
 
+impl RejectionKind {
     /// Puts this kind into a refusal's extensions. When they are empty (as a renderer
     /// usually leaves them), they become a clone of a map built once: cheaper than the first
     /// insert into an empty map, which allocates and sizes the map on the refusal's path.
@@ -95,119 +169,36 @@ impl RejectionKind {
     /// The `code` of the JSON body (coarse: what the client may know).
     #[must_use]
     pub fn code(self) -> &'static str {
-        match self {
-            Self::MissingToken => "missing_token",
-            Self::InvalidRequest => "invalid_request",
-            Self::MalformedToken
-            | Self::UnknownToken
-            | Self::Revoked
-            | Self::Expired
-            | Self::WrongKind => "invalid_token",
-            Self::InsufficientScope => "insufficient_scope",
-            Self::IpNotAllowed => "ip_not_allowed",
-            Self::BindingRequired => "binding_required",
-            Self::BoundElsewhere => "bound_elsewhere",
-            Self::RateLimited => "rate_limited",
-            Self::PayloadTooLarge => "payload_too_large",
-            Self::StoreUnavailable => "store_unavailable",
-        }
+        self.facts().code
     }
 
     /// The precise reason, for logs and audit events (`unknown`, `revoked`, …).
     #[must_use]
     pub fn reason(self) -> &'static str {
-        match self {
-            Self::MissingToken => "missing",
-            Self::InvalidRequest => "invalid_request",
-            Self::MalformedToken => "malformed",
-            Self::UnknownToken => "unknown",
-            Self::Revoked => "revoked",
-            Self::Expired => "expired",
-            Self::WrongKind => "wrong_kind",
-            Self::InsufficientScope => "insufficient_scope",
-            Self::IpNotAllowed => "ip_not_allowed",
-            Self::BindingRequired => "binding_required",
-            Self::BoundElsewhere => "bound_elsewhere",
-            Self::RateLimited => "rate_limited",
-            Self::PayloadTooLarge => "payload_too_large",
-            Self::StoreUnavailable => "store_unavailable",
-        }
+        self.facts().denial.reason()
     }
 
     /// The HTTP status.
     #[must_use]
     pub fn status(self) -> StatusCode {
-        match self {
-            Self::MissingToken
-            | Self::MalformedToken
-            | Self::UnknownToken
-            | Self::Revoked
-            | Self::Expired
-            | Self::WrongKind => StatusCode::UNAUTHORIZED,
-            Self::InvalidRequest => StatusCode::BAD_REQUEST,
-            Self::InsufficientScope
-            | Self::IpNotAllowed
-            | Self::BindingRequired
-            | Self::BoundElsewhere => StatusCode::FORBIDDEN,
-            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-        }
+        self.facts().status
+    }
+
+    /// True when a refusal of this kind counts against the client's failure budget: every
+    /// refusal of a presented token (guessing, a stolen token replayed from elsewhere), not
+    /// a missing token, a missing permission, a limit or an outage.
+    #[must_use]
+    pub fn counts_as_failure(self) -> bool {
+        self.facts().failure
     }
 
     /// The default JSON body, `{"error":"<message>","code":"<code>"}`.
     fn body(self) -> &'static str {
-        match self {
-            Self::MissingToken => r#"{"error":"Missing API token","code":"missing_token"}"#,
-            Self::InvalidRequest => {
-                r#"{"error":"Malformed Authorization header","code":"invalid_request"}"#
-            }
-            Self::MalformedToken
-            | Self::UnknownToken
-            | Self::Revoked
-            | Self::Expired
-            | Self::WrongKind => r#"{"error":"Invalid API token","code":"invalid_token"}"#,
-            Self::InsufficientScope => {
-                r#"{"error":"Insufficient permission","code":"insufficient_scope"}"#
-            }
-            Self::IpNotAllowed => {
-                r#"{"error":"Client address not allowed for this token","code":"ip_not_allowed"}"#
-            }
-            Self::BindingRequired => {
-                r#"{"error":"This token must be sent with its machine fingerprint header","code":"binding_required"}"#
-            }
-            Self::BoundElsewhere => {
-                r#"{"error":"This token is bound to another machine","code":"bound_elsewhere"}"#
-            }
-            Self::RateLimited => {
-                r#"{"error":"Rate limit exceeded. Please try again later.","code":"rate_limited"}"#
-            }
-            Self::PayloadTooLarge => {
-                r#"{"error":"Request body too large","code":"payload_too_large"}"#
-            }
-            Self::StoreUnavailable => {
-                r#"{"error":"Token store unavailable","code":"store_unavailable"}"#
-            }
-        }
+        self.facts().body
     }
 
     fn message(self) -> &'static str {
-        match self {
-            Self::MissingToken => "Missing API token",
-            Self::InvalidRequest => "Malformed Authorization header",
-            Self::MalformedToken
-            | Self::UnknownToken
-            | Self::Revoked
-            | Self::Expired
-            | Self::WrongKind => "Invalid API token",
-            Self::InsufficientScope => "Insufficient permission",
-            Self::IpNotAllowed => "Client address not allowed for this token",
-            Self::BindingRequired => "This token must be sent with its machine fingerprint header",
-            Self::BoundElsewhere => "This token is bound to another machine",
-            Self::RateLimited => "Rate limit exceeded. Please try again later.",
-            Self::PayloadTooLarge => "Request body too large",
-            Self::StoreUnavailable => "Token store unavailable",
-        }
+        self.facts().message
     }
 }
 
@@ -264,6 +255,12 @@ impl Rejection {
     #[must_use]
     pub fn retry_after(&self) -> Option<u64> {
         self.retry_after
+    }
+}
+
+impl From<Denial> for Rejection {
+    fn from(denial: Denial) -> Self {
+        Self::new(denial.into())
     }
 }
 
@@ -331,16 +328,12 @@ impl JsonRenderer {
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/json"),
             );
-            let challenge = match kind.code() {
-                "missing_token" => Some(bare.clone()),
-                "invalid_request" => {
-                    Some(HeaderValue::from_static("Bearer error=\"invalid_request\""))
+            let challenge = match kind.facts().challenge {
+                Challenge::None => None,
+                Challenge::Realm => Some(bare.clone()),
+                Challenge::Error(code) => {
+                    HeaderValue::try_from(format!("Bearer error=\"{code}\"")).ok()
                 }
-                "invalid_token" => Some(HeaderValue::from_static("Bearer error=\"invalid_token\"")),
-                "insufficient_scope" => Some(HeaderValue::from_static(
-                    "Bearer error=\"insufficient_scope\"",
-                )),
-                _ => None,
             };
             if let Some(v) = challenge {
                 h.insert(header::WWW_AUTHENTICATE, v);

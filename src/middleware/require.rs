@@ -7,8 +7,8 @@ use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
+use super::body::ResponseBody;
 use super::rejection::{JsonRenderer, Rejection, RejectionKind, RenderRejection};
-use super::service::ResponseBody;
 use crate::error::ConfigError;
 use crate::identity::{Identity, Permission};
 

@@ -1,162 +1,28 @@
-use std::future::Future;
-use std::pin::Pin;
+//! [`AuthService`]: reads the header, runs the [`Verification`] steps (without a future
+//! when none needs I/O), puts the identity into the request, and records the audit event
+//! and the metrics.
+
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
 use http::header::{AUTHORIZATION, Entry};
 use http::{HeaderName, HeaderValue, Method, Request, Response};
-use http_body::{Body, Frame, SizeHint};
-use pin_project_lite::pin_project;
 use tower::Service;
 
+use super::body::ResponseBody;
+use super::future::ResponseFuture;
 use super::layer::Config;
+use super::pipeline::{Refusal, Step, Verification};
 use super::rejection::{Rejection, RejectionKind};
 use crate::audit::{AuditEvent, Decision};
 use crate::client_ip::Addresses;
 use crate::header::{Credentials, MAX_HEADER_LEN, parse_authorization};
 use crate::identity::Identity;
 use crate::rate_limit::{RateLimitDecision, ceil_secs};
-use crate::store::TokenRecord;
 use crate::token::MAX_TOKEN_LEN;
-
-pin_project! {
-    /// The response body of keygate's middleware: the inner service's body, or the body of
-    /// a rejection.
-    pub struct ResponseBody<B> {
-        #[pin]
-        kind: BodyKind<B>,
-    }
-}
-
-pin_project! {
-    #[project = BodyProj]
-    enum BodyKind<B> {
-        Inner { #[pin] body: B },
-        Rejection { body: Option<Bytes> },
-    }
-}
-
-impl<B> ResponseBody<B> {
-    pub(crate) fn inner(body: B) -> Self {
-        Self {
-            kind: BodyKind::Inner { body },
-        }
-    }
-
-    pub(crate) fn rejection(body: Bytes) -> Self {
-        Self {
-            kind: BodyKind::Rejection { body: Some(body) },
-        }
-    }
-}
-
-impl<B> std::fmt::Debug for ResponseBody<B> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ResponseBody").finish_non_exhaustive()
-    }
-}
-
-impl<B: Body<Data = Bytes>> Body for ResponseBody<B> {
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        match self.project().kind.project() {
-            BodyProj::Inner { body } => body.poll_frame(cx),
-            BodyProj::Rejection { body } => Poll::Ready(body.take().map(|b| Ok(Frame::data(b)))),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match &self.kind {
-            BodyKind::Inner { body } => body.is_end_stream(),
-            BodyKind::Rejection { body } => body.is_none(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.kind {
-            BodyKind::Inner { body } => body.size_hint(),
-            BodyKind::Rejection { body } => {
-                SizeHint::with_exact(body.as_ref().map_or(0, |b| b.len() as u64))
-            }
-        }
-    }
-}
 
 pub(crate) fn rejection_response<B>(config: &Config, r: &Rejection) -> Response<ResponseBody<B>> {
     config.reject(r).map(ResponseBody::rejection)
-}
-
-type BoxFuture<B, E> = Pin<Box<dyn Future<Output = Result<Response<ResponseBody<B>>, E>> + Send>>;
-
-pin_project! {
-    /// The future of [`AuthService`]: ready at once for requests refused before any I/O, the
-    /// inner service's own future when the store answered from memory, boxed otherwise.
-    pub struct ResponseFuture<F, B, E> {
-        #[pin]
-        state: FutureState<F, B, E>,
-    }
-}
-
-pin_project! {
-    #[project = StateProj]
-    enum FutureState<F, B, E> {
-        Ready { response: Option<Response<ResponseBody<B>>> },
-        Inner { #[pin] future: F },
-        Boxed { future: BoxFuture<B, E> },
-    }
-}
-
-impl<F, B, E> ResponseFuture<F, B, E> {
-    fn ready(response: Response<ResponseBody<B>>) -> Self {
-        Self {
-            state: FutureState::Ready {
-                response: Some(response),
-            },
-        }
-    }
-
-    fn inner(future: F) -> Self {
-        Self {
-            state: FutureState::Inner { future },
-        }
-    }
-
-    fn boxed(future: BoxFuture<B, E>) -> Self {
-        Self {
-            state: FutureState::Boxed { future },
-        }
-    }
-}
-
-impl<F, B, E> Future for ResponseFuture<F, B, E>
-where
-    F: Future<Output = Result<Response<B>, E>>,
-{
-    type Output = Result<Response<ResponseBody<B>>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().state.project() {
-            StateProj::Ready { response } => Poll::Ready(Ok(response
-                .take()
-                .expect("ResponseFuture polled after completion"))),
-            StateProj::Inner { future } => future
-                .poll(cx)
-                .map(|r| r.map(|res| res.map(ResponseBody::inner))),
-            StateProj::Boxed { future } => future.as_mut().poll(cx),
-        }
-    }
-}
-
-impl<F, B, E> std::fmt::Debug for ResponseFuture<F, B, E> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ResponseFuture").finish_non_exhaustive()
-    }
 }
 
 /// The service produced by [`AuthLayer`](crate::AuthLayer).
@@ -351,111 +217,49 @@ where
             }
             Err(r) => return ResponseFuture::ready(rejection_response(config, &r)),
         };
-        // Stores that answer from memory (MemoryStore, a cache hit) need no future at all,
-        // and the token is read in place.
-        let now = config.tokens.now_nanos();
-        if let Some(verified) = config
-            .tokens
-            .verify_now(token, config.accept.as_deref(), now)
-        {
-            // A refusal is answered here, before anything else is moved around: carried
-            // through further `Result` combinators, the rejection and the response cost
-            // about 15 ns of copies (and store-forwarding stalls) more than a success.
-            let id = match verified {
-                Ok(id) => id,
-                Err(mut d) => {
-                    refine(req.headers(), &mut d.rejection);
-                    return ResponseFuture::ready(rejection_response(config, &d.rejection));
-                }
-            };
-            // The policies kept on the record cost nothing for a token without them; the
-            // client address is read only for a token with an allow-list.
-            let ip = || config.client_ip.client_ip(req.extensions(), req.headers());
-            let fingerprint = match config
-                .tokens
-                .record_policies_now(&id, ip, req.headers(), now)
-            {
-                Ok(None) => {
-                    if let Err(r) = config.check_access(req.method(), &id) {
-                        return ResponseFuture::ready(rejection_response(config, &r));
-                    }
+        // The steps that need no I/O run here: with a store that answers from memory
+        // (MemoryStore, a cache hit) and a token without a binding to settle, no future is
+        // made at all, and the token is read in place. The client address is read only for
+        // a token with an allow-list.
+        let mut verification = Verification::new(config.tokens.now_nanos(), None);
+        let ip = || config.client_ip.client_ip(req.extensions(), req.headers());
+        match verification.run_now(config, req.method(), token, &ip, req.headers()) {
+            Step::Admitted => {
+                if let (Some(id), _) = verification.into_admitted() {
                     req.extensions_mut().insert(id);
-                    return ResponseFuture::inner(self.inner.call(req));
                 }
-                Ok(Some(fingerprint)) => fingerprint.to_owned(),
-                Err(r) => return ResponseFuture::ready(rejection_response(config, &r)),
-            };
-            // A binding to settle with the store (first use, or another fingerprint).
-            let config = self.config.clone();
-            let clone = self.inner.clone();
-            let mut inner = std::mem::replace(&mut self.inner, clone);
-            return ResponseFuture::boxed(Box::pin(async move {
-                let settled = config.tokens.settle_binding(&id, &fingerprint).await;
-                match settled.and_then(|()| config.check_access(req.method(), &id)) {
-                    Ok(()) => {
-                        req.extensions_mut().insert(id);
-                    }
-                    Err(r) => return Ok(rejection_response(&config, &r)),
-                }
-                let res = inner.call(req).await?;
-                Ok(res.map(ResponseBody::inner))
-            }));
+                return ResponseFuture::inner(self.inner.call(req));
+            }
+            // A refusal is answered here, before anything else is moved around.
+            Step::Refused(mut refusal) => {
+                refine(req.headers(), &mut refusal.rejection);
+                return ResponseFuture::ready(rejection_response(config, &refusal.rejection));
+            }
+            Step::NeedsIo => {}
         }
+        // A step needs the store: the same steps go on in a future.
         let token = token_ref(req.headers(), token);
         let config = self.config.clone();
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         ResponseFuture::boxed(Box::pin(async move {
-            let verified = config
-                .tokens
-                .verify_detailed(token.as_str(), config.accept.as_deref())
-                .await
-                .map_err(|mut d| {
-                    refine(req.headers(), &mut d.rejection);
-                    d.rejection
-                });
+            let method = req.method().clone();
+            let (extensions, headers) = (req.extensions(), req.headers());
+            let ip = || config.client_ip.client_ip(extensions, headers);
+            let verified = verification
+                .run(&config, &method, token.as_str(), &ip, headers)
+                .await;
             drop(token);
-            let verified = match verified {
-                Ok(id) => {
-                    let ip = if id.record().allowed_ips.is_empty() {
-                        None
-                    } else {
-                        config.client_ip.client_ip(req.extensions(), req.headers())
-                    };
-                    config
-                        .tokens
-                        .check_record_policies(&id, ip, req.headers())
-                        .await
-                        .map(|()| id)
-                }
-                Err(r) => Err(r),
-            };
-            match verified.and_then(|id| config.check_access(req.method(), &id).map(|()| id)) {
-                Ok(id) => {
-                    req.extensions_mut().insert(id);
-                }
-                Err(r) => return Ok(rejection_response(&config, &r)),
+            if let Err(mut refusal) = verified {
+                refine(req.headers(), &mut refusal.rejection);
+                return Ok(rejection_response(&config, &refusal.rejection));
+            }
+            if let (Some(id), _) = verification.into_admitted() {
+                req.extensions_mut().insert(id);
             }
             let res = inner.call(req).await?;
             Ok(res.map(ResponseBody::inner))
         }))
-    }
-}
-
-/// A request refused on the full path, with what the audit event and headers need.
-struct Refusal {
-    rejection: Rejection,
-    record: Option<Arc<TokenRecord>>,
-    rate: Option<RateLimitDecision>,
-}
-
-impl From<Rejection> for Refusal {
-    fn from(rejection: Rejection) -> Self {
-        Self {
-            rejection,
-            record: None,
-            rate: None,
-        }
     }
 }
 
@@ -465,8 +269,9 @@ struct Admitted {
 }
 
 /// Verification with every policy: failure limits per address, rate limits per token, the
-/// access rule. The allow-list judges the client (unknown: refused); failures count against
-/// the client, or the socket peer when the client is unknown.
+/// owner's permissions, the access rule (the steps of [`Verification`]). The allow-list
+/// judges the client (unknown: refused); failures count against the client, or the socket
+/// peer when the client is unknown.
 async fn admit(
     config: &Config,
     method: &Method,
@@ -484,107 +289,15 @@ async fn admit(
         }
         Presented::Nothing => return Err(Rejection::new(RejectionKind::MissingToken).into()),
     };
-    let failures = config.failures.as_ref().zip(addrs.failure_key());
-    if let Some((f, ip)) = failures
-        && let Some(wait) = f.blocked(ip)
-    {
-        return Err(Rejection::new(RejectionKind::RateLimited)
-            .with_retry_after(ceil_secs(wait))
-            .into());
-    }
-    let identity = match config
-        .tokens
-        .verify_detailed(token.as_str(), config.accept.as_deref())
-        .await
-    {
-        Ok(id) => id,
-        Err(denied) => {
-            return Err(Refusal {
-                rejection: count_failure(failures, denied.rejection),
-                record: denied.record,
-                rate: None,
-            });
-        }
-    };
+    let mut verification = Verification::new(config.tokens.now_nanos(), addrs.failure_key());
+    let client = || addrs.client;
+    let verified = verification
+        .run(config, method, token.as_str(), &client, headers)
+        .await;
     drop(token);
-    let refuse = |rejection: Rejection, identity: &Identity, rate| Refusal {
-        rejection,
-        record: Some(identity.record_arc()),
-        rate,
-    };
-    // The policies kept on the token: allow-list, then binding (before the rate limit, so
-    // requests from outside do not use up the token's budget). Their refusals count against
-    // the client like an unknown token: a stolen token replayed from elsewhere is throttled,
-    // and a blocked client is refused above, before the binding's store write.
-    if let Err(r) = config
-        .tokens
-        .check_record_policies(&identity, addrs.client, headers)
-        .await
-    {
-        return Err(refuse(count_failure(failures, r), &identity, None));
-    }
-    let identity = match &config.resolver {
-        None => identity,
-        Some(resolver) => {
-            let record = identity.record_arc();
-            match crate::permissions::effective(&**resolver, identity).await {
-                Ok(id) => id,
-                Err(error) => {
-                    tracing::warn!(%error, "owner permissions unavailable; refusing the request");
-                    return Err(Refusal {
-                        rejection: Rejection::new(RejectionKind::StoreUnavailable),
-                        record: Some(record),
-                        rate: None,
-                    });
-                }
-            }
-        }
-    };
-    let rate = match &config.rates {
-        None => None,
-        Some(limits) => match limits
-            .check(
-                crate::rate_limit::Lineage::of(identity.record()),
-                identity.kind(),
-                identity.record().rate_limit,
-            )
-            .await
-        {
-            Ok(decision) => decision,
-            Err(error) => {
-                tracing::warn!(%error, "rate limiter unavailable; refusing the request");
-                let r = Rejection::new(RejectionKind::StoreUnavailable);
-                return Err(refuse(r, &identity, None));
-            }
-        },
-    };
-    if let Some(wait) = rate.and_then(|d| d.retry_after) {
-        let r = Rejection::new(RejectionKind::RateLimited).with_retry_after(ceil_secs(wait));
-        return Err(refuse(r, &identity, rate));
-    }
-    if let Err(r) = config.check_access(method, &identity) {
-        return Err(refuse(r, &identity, rate));
-    }
-    Ok(Admitted {
-        identity: Some(identity),
-        rate,
-    })
-}
-
-/// Counts `rejection` against the client when it is a failure
-/// ([`FailureLimits::counts`](crate::rate_limit::FailureLimits::counts)); 429 with
-/// `Retry-After` instead when the client is now over its budget.
-fn count_failure(
-    failures: Option<(&crate::rate_limit::FailureLimits, std::net::IpAddr)>,
-    rejection: Rejection,
-) -> Rejection {
-    if crate::rate_limit::FailureLimits::counts(rejection.kind())
-        && let Some((f, ip)) = failures
-        && let Some(wait) = f.fail(ip)
-    {
-        return Rejection::new(RejectionKind::RateLimited).with_retry_after(ceil_secs(wait));
-    }
-    rejection
+    verified?;
+    let (identity, rate) = verification.into_admitted();
+    Ok(Admitted { identity, rate })
 }
 
 const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");

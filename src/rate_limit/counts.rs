@@ -12,16 +12,6 @@ impl FailureLimits {
     /// store is asked (or, for a binding, written to).
     #[must_use]
     pub fn counts(kind: RejectionKind) -> bool {
-        matches!(
-            kind,
-            RejectionKind::UnknownToken
-                | RejectionKind::Revoked
-                | RejectionKind::Expired
-                | RejectionKind::WrongKind
-                | RejectionKind::MalformedToken
-                | RejectionKind::IpNotAllowed
-                | RejectionKind::BindingRequired
-                | RejectionKind::BoundElsewhere
-        )
+        kind.counts_as_failure()
     }
 }

@@ -210,7 +210,9 @@ async fn worker(tokens: Tokens, ledger: Arc<Ledger>, owner: String, worker: usiz
                         let e = used.entry(id.token_id()).or_insert(started);
                         *e = (*e).max(started);
                     }
-                    Err(r) if r.kind().code() == "invalid_token" => ledger.count("refused"),
+                    Err(r) if keygate::RejectionKind::from(r).code() == "invalid_token" => {
+                        ledger.count("refused")
+                    }
                     Err(r) => ledger.violation(format!("verify failed: {r:?}")),
                 }
             }

@@ -145,7 +145,8 @@ pub(crate) async fn authenticate(
                 .await;
             let mut id = match verified {
                 Ok(id) => id,
-                Err(r) => {
+                Err(denial) => {
+                    let r = Rejection::from(denial);
                     if FailureLimits::counts(r.kind())
                         && let Some((f, ip)) = limits
                         && let Some(wait) = f.fail(ip)

@@ -1,40 +1,12 @@
-//! Effective permissions: what a token may do is its own permissions **and** what its owner
-//! may do right now.
-//!
-//! A token keeps the permissions it was created with. When its owner is later demoted (or
-//! removed), a [`PermissionResolver`] lets the layer cut the token down at once: on every
-//! request the [`Identity`] carries the token's permissions intersected
-//! with the owner's current ones. An owner the resolver does not know has no permissions,
-//! so the token can authenticate but passes no permission check; a resolver that fails
-//! makes the request fail closed with 503 `store_unavailable`.
-//!
-//! [`AccountPermissions`] resolves owners through any
-//! [`AccountStore`](crate::accounts::AccountStore) (feature `management`)
-//! and keeps each answer for a short time (default 5 s), so the account store is not hit on
-//! every request: a demotion takes effect within that time on every instance. Its account
-//! lookups are bounded (default 2 s, then 503); wrap any other resolver in
-//! [`TimeoutResolver`](crate::store::timeout::TimeoutResolver) for the same bound.
-//!
-//! ```
-//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
-//! use std::time::Duration;
-//! use keygate::accounts::MemoryAccounts;
-//! use keygate::permissions::AccountPermissions;
-//! use keygate::{AuthLayer, MemoryStore, Tokens};
-//!
-//! let accounts = MemoryAccounts::new();
-//! let resolver = AccountPermissions::new(accounts).with_ttl(Duration::from_secs(2));
-//! let layer = AuthLayer::new(Tokens::new(MemoryStore::new())).with_permission_resolver(resolver);
-//! # let _ = layer;
-//! # });
-//! ```
+//! The owner's current permissions: [`PermissionResolver`] and [`effective`].
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use super::Permissions;
 use crate::error::StoreError;
-use crate::identity::{Identity, Permissions};
+use crate::identity::Identity;
 
 /// Tells the current permissions of a token owner.
 #[async_trait]

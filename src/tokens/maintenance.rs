@@ -1,0 +1,180 @@
+//! Background upkeep: purging ended tokens, inactivity expiry, the maintenance task.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use crate::audit::{AuditEvent, Decision};
+use crate::store::{InactiveOutcome, TokenId, TokenRecord, TokenStore};
+
+use super::{TokenError, Tokens};
+
+/// An audit event for something the manager did outside a request: `decision` is
+/// [`Decision::Allow`] for a change that took effect, and `reason` names its cause
+/// (`inactive`, `owner`).
+pub(super) fn maintenance_event(
+    now: OffsetDateTime,
+    event: &str,
+    id: TokenId,
+    record: Option<&TokenRecord>,
+    decision: Decision,
+    reason: &str,
+) -> AuditEvent {
+    AuditEvent {
+        timestamp: now,
+        event: event.to_owned(),
+        api_token_id: Some(id),
+        api_token_name: record.map(|r| r.name.clone()),
+        owner: record.map(|r| r.owner.clone()),
+        method: String::new(),
+        path: String::new(),
+        status_code: 0,
+        rbac_decision: decision,
+        reason: Some(reason.to_owned()),
+        client_ip: None,
+        request_id: None,
+    }
+}
+
+/// Handle to the task started by [`Tokens::spawn_maintenance`]. Dropping it aborts the task;
+/// [`shutdown`](Self::shutdown) stops it after a last flush.
+#[derive(Debug)]
+pub struct Maintenance {
+    stop: Arc<tokio::sync::Notify>,
+    handle: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Maintenance {
+    /// Stops the task after writing the queued `last_used_at` updates.
+    pub async fn shutdown(mut self) {
+        self.stop.notify_one();
+        if let Some(h) = self.handle.take() {
+            let _ = h.await;
+        }
+    }
+}
+
+impl Drop for Maintenance {
+    fn drop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            h.abort();
+        }
+    }
+}
+
+impl Tokens {
+    /// Deletes expired and revoked records now; returns how many. With
+    /// [`revoke_after_inactivity`](super::TokensBuilder::revoke_after_inactivity), then revokes
+    /// the inactive tokens and releases the idle seats (they are deleted by the next purge,
+    /// so the owner sees them revoked until then).
+    ///
+    /// # Errors
+    ///
+    /// [`TokenError::Store`].
+    pub async fn purge(&self) -> Result<u64, TokenError> {
+        let now = self.now();
+        let purged = self.inner.store.purge_expired(now).await?;
+        if self.inner.inactivity.is_some() {
+            self.expire_inactive().await?;
+        }
+        Ok(purged)
+    }
+
+    /// Inactivity expiry now (see
+    /// [`revoke_after_inactivity`](super::TokensBuilder::revoke_after_inactivity)); does nothing
+    /// without it. Each revoked token and released seat gets an audit event (event
+    /// `token.revoke` / `token.release`, reason `inactive`) when the manager has an
+    /// [`audit`](super::TokensBuilder::audit) log.
+    ///
+    /// # Errors
+    ///
+    /// [`TokenError::Store`].
+    pub async fn expire_inactive(&self) -> Result<InactiveOutcome, TokenError> {
+        let Some(after) = self.inner.inactivity else {
+            return Ok(InactiveOutcome::default());
+        };
+        let now = self.now();
+        let cutoff = now - after;
+        let release_kinds: Vec<String> = self
+            .inner
+            .kinds
+            .iter()
+            .filter(|k| k.binding_header().is_some())
+            .map(|k| k.name().to_owned())
+            .collect();
+        let out = self
+            .inner
+            .store
+            .expire_inactive(cutoff, now, &release_kinds)
+            .await?;
+        if !out.revoked.is_empty() || !out.released.is_empty() {
+            tracing::info!(
+                revoked = out.revoked.len(),
+                released = out.released.len(),
+                "inactive tokens revoked and idle seats released"
+            );
+        }
+        if let Some(audit) = &self.inner.audit {
+            let events = out
+                .revoked
+                .iter()
+                .map(|id| (id, "token.revoke"))
+                .chain(out.released.iter().map(|id| (id, "token.release")));
+            for (id, event) in events {
+                // Name and owner, best effort: a failed read only thins the event.
+                let record = self.inner.store.get(id).await.ok().flatten();
+                audit.record(maintenance_event(
+                    now,
+                    event,
+                    *id,
+                    record.as_ref(),
+                    Decision::Allow,
+                    "inactive",
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Starts the background task that flushes usage every `flush_every` and purges expired
+    /// and revoked tokens every `purge_every` (with inactivity expiry, if configured: see
+    /// [`purge`](Self::purge)). Needs a Tokio runtime with time enabled.
+    /// Call [`Maintenance::shutdown`] on the way out to write the last batch.
+    #[must_use = "dropping the handle stops the task"]
+    pub fn spawn_maintenance(&self, flush_every: Duration, purge_every: Duration) -> Maintenance {
+        let tokens = self.clone();
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let stopped = stop.clone();
+        let handle = tokio::spawn(async move {
+            let mut flush = tokio::time::interval(flush_every);
+            let mut purge = tokio::time::interval(purge_every);
+            flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = flush.tick() => {
+                        if let Err(error) = tokens.flush_usage().await {
+                            tracing::warn!(%error, "flushing last-used times failed; will retry");
+                        }
+                    }
+                    _ = purge.tick() => {
+                        match tokens.purge().await {
+                            Ok(0) => {}
+                            Ok(n) => tracing::info!(purged = n, "purged expired and revoked tokens"),
+                            Err(error) => tracing::warn!(%error, "purge failed; will retry"),
+                        }
+                    }
+                    () = stopped.notified() => break,
+                }
+            }
+            if let Err(error) = tokens.flush_usage().await {
+                tracing::warn!(%error, "final flush of last-used times failed");
+            }
+        });
+        Maintenance {
+            stop,
+            handle: Some(handle),
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! [`Tokens`], the manager: issue, authenticate, list, rotate, revoke and purge tokens over
+//! any [`TokenStore`], enforcing the policies (names, limits, lifetimes, roles).
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! use keygate::{MemoryStore, NewToken, Roles, Tokens};
+//!
+//! let tokens = Tokens::builder(MemoryStore::new())
+//!     .roles(Roles::deployment_platform())
+//!     .build()
+//!     .unwrap();
+//! let issued = tokens
+//!     .issue(NewToken::new("alice@example.com", "ci-production-deploy").role("cicd"))
+//!     .await
+//!     .unwrap();
+//! // Show `issued.token` to its owner once; only its hash is stored.
+//! let id = tokens.authenticate(issued.token.expose_secret()).await.unwrap();
+//! assert!(id.can("builds:create"));
+//! tokens.revoke("alice@example.com", issued.record.id).await.unwrap();
+//! assert!(tokens.authenticate(issued.token.expose_secret()).await.is_err());
+//! # });
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use time::OffsetDateTime;
+
+use crate::audit::AuditLog;
+use crate::clock::{Clock, SystemClock};
+use crate::identity::Roles;
+use crate::store::TokenStore;
+use crate::token::TokenKind;
+
+/// Default cap on live tokens per owner.
+pub const DEFAULT_MAX_TOKENS_PER_OWNER: u32 = 100;
+/// Longest name or description, in characters.
+pub const MAX_TEXT_LEN: usize = 100;
+/// Longest accepted expiry: 100 years.
+pub const MAX_EXPIRES_IN: Duration = Duration::from_secs(100 * 366 * 24 * 3600);
+/// Most networks in one token's allow-list.
+pub const MAX_ALLOWED_IPS: usize = 64;
+/// How often an owner may release a token's binding by hand (once every 24 h).
+pub const RELEASE_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+/// Default longest grace window of a rotation: 24 hours (see
+/// [`TokensBuilder::max_rotation_grace`]).
+pub const DEFAULT_MAX_ROTATION_GRACE: Duration = Duration::from_secs(24 * 3600);
+/// Most successors [`Tokens::revoke_with_successors`] follows from one token.
+pub const MAX_SUCCESSORS: usize = 10_000;
+/// Longest client fingerprint a binding accepts, in bytes.
+pub const MAX_FINGERPRINT_LEN: usize = 128;
+
+mod binding;
+mod builder;
+mod error;
+mod issue;
+mod maintenance;
+mod rotate;
+mod usage;
+mod verify;
+
+pub use builder::TokensBuilder;
+pub use error::TokenError;
+pub use issue::{IssuedToken, NewToken};
+pub use maintenance::Maintenance;
+use maintenance::maintenance_event;
+use usage::{CLOSE_TO_EXPIRY, Usage};
+pub(crate) use verify::Lookup;
+
+/// The token manager. Cheap to clone; clones share everything.
+///
+/// Build one with [`Tokens::new`] (defaults) or [`Tokens::builder`].
+#[derive(Clone)]
+pub struct Tokens {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn TokenStore>,
+    kinds: Vec<TokenKind>,
+    /// Whether any kind binds its tokens to a client fingerprint.
+    bindings: bool,
+    roles: Roles,
+    clock: Arc<dyn Clock>,
+    max_per_owner: Option<u32>,
+    max_grace: Duration,
+    usage: Usage,
+    inactivity: Option<Duration>,
+    audit: Option<AuditLog>,
+}
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokens")
+            .field("kinds", &self.inner.kinds)
+            .field("roles", &self.inner.roles)
+            .field("max_per_owner", &self.inner.max_per_owner)
+            .field("max_rotation_grace", &self.inner.max_grace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Tokens {
+    /// A manager over `store` with the defaults: kind `pat`, no roles, the system clock,
+    /// 100 live tokens per owner.
+    pub fn new(store: impl TokenStore) -> Self {
+        Self::builder(store)
+            .build()
+            .expect("the default configuration is valid")
+    }
+
+    /// A builder over `store`.
+    pub fn builder(store: impl TokenStore) -> TokensBuilder {
+        TokensBuilder {
+            store: Arc::new(store),
+            kinds: Vec::new(),
+            roles: Roles::new(),
+            clock: Arc::new(SystemClock),
+            max_per_owner: Some(DEFAULT_MAX_TOKENS_PER_OWNER),
+            max_grace: DEFAULT_MAX_ROTATION_GRACE,
+            usage_granularity: Duration::from_secs(60),
+            inactivity: None,
+            audit: None,
+        }
+    }
+
+    /// The store behind the manager.
+    #[must_use]
+    pub fn store(&self) -> &Arc<dyn TokenStore> {
+        &self.inner.store
+    }
+
+    /// The configured kinds; the first is the default.
+    #[must_use]
+    pub fn kinds(&self) -> &[TokenKind] {
+        &self.inner.kinds
+    }
+
+    /// The configured roles.
+    #[must_use]
+    pub fn roles(&self) -> &Roles {
+        &self.inner.roles
+    }
+
+    /// The current time on the manager's clock, at microsecond precision (what SQL
+    /// backends keep, so records read back compare equal).
+    #[must_use]
+    pub fn now(&self) -> OffsetDateTime {
+        let t = self.inner.clock.now();
+        t.replace_nanosecond(t.nanosecond() / 1_000 * 1_000)
+            .unwrap_or(t)
+    }
+
+    /// The clock as nanoseconds since the Unix epoch ([`Clock::unix_nanos`], which may lag
+    /// a little behind [`now`](Self::now)): what the verification path reads, once per
+    /// request.
+    pub(crate) fn now_nanos(&self) -> i128 {
+        self.inner.clock.unix_nanos()
+    }
+
+    /// Whether `expires_at` has passed. `now` comes from [`now_nanos`](Self::now_nanos);
+    /// within [`CLOSE_TO_EXPIRY`] of the expiry the precise [`now`](Self::now) decides, so a
+    /// coarse clock never keeps a token alive past its expiry (a rotation without grace ends
+    /// the old token at once).
+    fn expired(&self, expires_at: OffsetDateTime, now: i128) -> bool {
+        let e = expires_at.unix_timestamp_nanos();
+        if e <= now {
+            return true;
+        }
+        e - now < CLOSE_TO_EXPIRY && expires_at <= self.now()
+    }
+
+    /// The kind named `name`.
+    #[must_use]
+    pub fn kind(&self, name: &str) -> Option<&TokenKind> {
+        self.inner.kinds.iter().find(|k| k.name() == name)
+    }
+
+    fn kind_by_prefix(&self, prefix: &str) -> Option<&TokenKind> {
+        self.inner.kinds.iter().find(|k| k.prefix() == prefix)
+    }
+}
