@@ -236,28 +236,24 @@ impl Tokens {
                 None => self.free_name(&req.owner, now, attempt).await?,
             };
             let token = kind.generate();
-            let record = TokenRecord {
-                id: TokenId::random(),
-                hash: token.hash(),
-                kind: kind.name().to_owned(),
-                owner: req.owner.clone(),
+            let mut record = TokenRecord::new(
+                TokenId::random(),
+                token.hash(),
+                kind.name(),
+                req.owner.clone(),
                 name,
-                description: req.description.clone(),
-                role: req.role.clone(),
-                permissions: permissions.clone(),
-                hint: token.hint(),
-                created_by: req.created_by.clone().unwrap_or_else(|| req.owner.clone()),
-                created_at: now,
-                expires_at,
-                last_used_at: None,
-                revoked_at: None,
-                replaced_by: None,
-                allowed_ips: allowed_ips.clone(),
-                rate_limit: req.rate_limit,
-                bound_to: None,
-                bound_at: None,
-                released_at: None,
-            };
+                now,
+            )
+            .with_permissions(permissions.clone())
+            .with_hint(token.hint())
+            .with_allowed_ips(allowed_ips.clone());
+            if let Some(by) = &req.created_by {
+                record = record.with_created_by(by.clone());
+            }
+            record.description.clone_from(&req.description);
+            record.role.clone_from(&req.role);
+            record.expires_at = expires_at;
+            record.rate_limit = req.rate_limit;
             match self.inner.store.insert(record.clone(), rules).await {
                 Ok(()) => {
                     tracing::debug!(token_id = %record.id, owner = %record.owner, kind = %record.kind, "token issued");

@@ -1,11 +1,11 @@
-//! Seed 001 (Apache Iggy) walked through `examples/iggy.rs`: named PATs unique per user, an
+//! Seed 001 (Apache Iggy) walked through `examples/personal_tokens.rs`: named PATs unique per user, an
 //! optional expiry in seconds turned into an absolute time, list, delete, login with a PAT,
 //! at most 100 per user, and the background cleaner on an interval (paused Tokio time and a
 //! manual clock: no real sleeps).
 #![allow(clippy::unwrap_used)]
 
 #[allow(dead_code)]
-#[path = "../../examples/iggy.rs"]
+#[path = "../../examples/personal_tokens.rs"]
 mod recipe;
 
 use std::time::Duration;

@@ -1,11 +1,11 @@
-//! Seed 003 (Rack Gateway) walked through `examples/rack_gateway.rs`: `rgw_` tokens kept as
+//! Seed 003 (Rack Gateway) walked through `examples/roles_and_audit.rs`: `rgw_` tokens kept as
 //! SHA-256, roles resolved to explicit permissions, admin-only management with
 //! `created_by`/`created_at`/`last_used_at`, an audit line per use with the RBAC decision,
 //! header-only authentication, IP allow-lists.
 #![allow(clippy::unwrap_used)]
 
 #[allow(dead_code)]
-#[path = "../../examples/rack_gateway.rs"]
+#[path = "../../examples/roles_and_audit.rs"]
 mod recipe;
 
 use axum::Router;

@@ -1,11 +1,11 @@
-//! Seed 002 (RapidPipeline) walked through `examples/rapidpipeline.rs`: API and licence
+//! Seed 002 (RapidPipeline) walked through `examples/machine_seats.rs`: API and licence
 //! tokens that are not interchangeable, status and recent use, terminal revocation that
 //! frees a slot, a seat bound to one machine on first use, release at most once per 24 h,
 //! automatic release after two weeks without use (manual clock, no sleeps).
 #![allow(clippy::unwrap_used)]
 
 #[allow(dead_code)]
-#[path = "../../examples/rapidpipeline.rs"]
+#[path = "../../examples/machine_seats.rs"]
 mod recipe;
 
 use std::time::Duration;

@@ -1,10 +1,10 @@
-//! Seed 000 (Recurse Center) walked through `examples/recurse_center.rs`: create with Basic
+//! Seed 000 (Recurse Center) walked through `examples/form_tokens.rs`: create with Basic
 //! only and a form body, the token shown once, use, list with `id`/`description`/
 //! `last_used_at`, authentication and bad-request errors, rotation, delete.
 #![allow(clippy::unwrap_used)]
 
 #[allow(dead_code)]
-#[path = "../../examples/recurse_center.rs"]
+#[path = "../../examples/form_tokens.rs"]
 mod recipe;
 
 use crate::common::basic;

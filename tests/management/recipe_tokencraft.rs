@@ -1,11 +1,11 @@
-//! Seed 004 (Tokencraft) walked through `examples/tokencraft.rs`: `dtk_` bearer tokens, reads
+//! Seed 004 (Tokencraft) walked through `examples/read_write.rs`: `dtk_` bearer tokens, reads
 //! with any token and writes only with the write permission, the first 12 characters in the
 //! list, immediate revocation, the exact 401 body, 100 requests a minute with rate-limit
 //! headers and 429.
 #![allow(clippy::unwrap_used)]
 
 #[allow(dead_code)]
-#[path = "../../examples/tokencraft.rs"]
+#[path = "../../examples/read_write.rs"]
 mod recipe;
 
 use axum::Router;

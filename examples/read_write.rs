@@ -1,7 +1,7 @@
 //! Seed 004, Tokencraft's API tokens, as a keygate recipe.
 //!
 //! ```sh
-//! cargo run --example tokencraft
+//! cargo run --example read_write
 //! ```
 //!
 //! - Tokens read `dtk_…` and go in `Authorization: Bearer`.

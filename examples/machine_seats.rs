@@ -1,7 +1,7 @@
 //! Seed 002, RapidPipeline's authentication tokens, as a keygate recipe.
 //!
 //! ```sh
-//! cargo run --example rapidpipeline
+//! cargo run --example machine_seats
 //! ```
 //!
 //! Two types of token that are not interchangeable, each with its own management:

@@ -1,7 +1,7 @@
 //! Seed 001, Apache Iggy's personal access tokens (PATs), as a keygate recipe.
 //!
 //! ```sh
-//! cargo run --example iggy
+//! cargo run --example personal_tokens
 //! ```
 //!
 //! - `POST /api/v1/tokens` (Basic: the user's email and password) with JSON

@@ -1,7 +1,7 @@
 //! Seed 000, Recurse Center's personal access tokens, as a keygate recipe.
 //!
 //! ```sh
-//! cargo run --example recurse_center
+//! cargo run --example form_tokens
 //! ```
 //!
 //! - `POST /api/v1/tokens` with Basic authentication (email and password) and a form body

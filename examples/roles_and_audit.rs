@@ -1,7 +1,7 @@
 //! Seed 003, Rack Gateway's API tokens, as a keygate recipe.
 //!
 //! ```sh
-//! cargo run --example rack_gateway
+//! cargo run --example roles_and_audit
 //! ```
 //!
 //! - Tokens read `rgw_…`; the store keeps only their SHA-256.
