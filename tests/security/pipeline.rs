@@ -44,6 +44,15 @@ enum Backend {
     Cached,
 }
 
+/// One request: its name, method, `Authorization`, other headers and socket peer.
+type Case<'a> = (
+    &'a str,
+    Method,
+    Option<String>,
+    &'a [(&'a str, &'a str)],
+    &'a str,
+);
+
 #[derive(Clone, Copy, Debug)]
 enum Policies {
     None,
@@ -112,7 +121,7 @@ async fn answers(backend: Backend, policies: Policies) -> Vec<(String, StatusCod
     let svc = layer.layer(echo(Arc::new(AtomicUsize::new(0))));
 
     let secret = |t: &keygate::IssuedToken| format!("Bearer {}", t.token.expose_secret());
-    let cases: Vec<(&str, Method, Option<String>, &[(&str, &str)], &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "reader GET",
             Method::GET,
