@@ -1,6 +1,6 @@
 //! The app: the routes over an opened store, not yet listening.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use async_trait::async_trait;
@@ -41,8 +41,9 @@ pub struct App {
     /// The audit queue: shut it down last, so every event is written.
     pub audit: AuditLog,
     /// With PostgreSQL: the listener that keeps this instance's verification cache in step
-    /// with revocations made elsewhere. Keep it as long as the server runs.
-    pub revocations: Option<RevocationListener>,
+    /// with revocations made elsewhere. The router holds it too, so it runs as long as the
+    /// router (or any clone of it) lives.
+    pub revocations: Option<Arc<RevocationListener>>,
 }
 
 /// Writes each batch of audit events to the database and, when configured, to the JSON
@@ -94,8 +95,12 @@ pub async fn build_app(config: &Config) -> Result<App, BoxError> {
             // Verifications go through a cache that every other instance's revocations and
             // rotations reach within milliseconds; a slow database is a 503 after 2 s.
             let cached = CachedStore::new(store.clone()).with_timeout(config.store_timeout);
-            let listener = cached.listen_postgres(store.pool().clone());
+            let listener = Arc::new(cached.listen_postgres(store.pool().clone()));
             let mut app = assemble(config, store, cached).await?;
+            // The router holds the listener too: a program that keeps only `app.router`
+            // (mounting it in a server of its own) must not silently stop hearing the other
+            // instances' revocations, leaving its cache stale for its whole TTL.
+            app.router = app.router.layer(axum::Extension(listener.clone()));
             app.revocations = Some(listener);
             Ok(app)
         }

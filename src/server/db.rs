@@ -114,12 +114,15 @@ fn is_postgres_url(db: &str) -> bool {
 
 impl Database {
     /// A `postgres://` or `postgresql://` URL (in any case) is PostgreSQL; anything else is
-    /// a SQLite file path, with an optional `sqlite://` or `sqlite:` prefix.
+    /// a SQLite file path, with an optional `sqlite://` or `sqlite:` prefix. Surrounding
+    /// whitespace is ignored: a URL pasted with a stray space is still a URL, whose password
+    /// is never shown, not a file path printed in full.
     ///
     /// # Errors
     ///
     /// [`OpenError::EmptyPath`].
     pub fn parse(db: &str) -> Result<Self, OpenError> {
+        let db = db.trim();
         if is_postgres_url(db) {
             return Ok(Self::Postgres(db.to_owned()));
         }

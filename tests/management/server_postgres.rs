@@ -143,3 +143,85 @@ async fn two_instances_share_tokens_and_revocations() {
     .await
     .unwrap();
 }
+
+/// Attack on an integrator who mounts the reference server in a program of their own and
+/// keeps only `app.router` (the rest of `App` dropped): a token revoked on instance A must
+/// still be refused on B within a second, not served from B's cache for its whole TTL
+/// because B's revocation listener went away with the `App`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_kept_as_its_router_alone_still_hears_revocations() {
+    let schema = format!("kg_router_only_{}", std::process::id());
+    let config = || server::Config {
+        db: url().into(),
+        db_schema: Some(schema.clone()),
+        admin_password: Some(zeroize::Zeroizing::new(PASSWORD.to_owned())),
+        store_timeout: std::time::Duration::from_secs(30),
+        ..server::Config::default()
+    };
+    let Some(a) = common::available(
+        "PostgreSQL",
+        &url(),
+        "an_instance_kept_as_its_router_alone_still_hears_revocations",
+        server::build_app(&config()).await,
+    ) else {
+        return;
+    };
+    let b = server::build_app(&config()).await.unwrap();
+    for app in [&a, &b] {
+        let listener = app.revocations.as_ref().expect("a listener on Postgres");
+        assert!(listener.wait_connected(Duration::from_secs(5)).await);
+    }
+    /// What a program that mounts the routes in its own server keeps.
+    fn router_only(app: server::App) -> axum::Router {
+        app.router
+    }
+    let b = router_only(b);
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{ADMIN}:{PASSWORD}"))
+    );
+    let (status, created) = call(
+        &a.router,
+        Method::POST,
+        "/api/v1/tokens",
+        &basic,
+        Some(r#"{"name":"router-only","role":"viewer"}"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{created}");
+    let bearer = format!("Bearer {}", created["token"].as_str().unwrap());
+    let id = created["id"].as_str().unwrap().to_owned();
+    for _ in 0..2 {
+        let (status, me) = call(&b, Method::GET, "/api/v1/me", &bearer, None).await;
+        assert_eq!(status, StatusCode::OK, "{me}");
+    }
+    let (status, _) = call(
+        &a.router,
+        Method::DELETE,
+        &format!("/api/v1/tokens/{id}"),
+        &basic,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let revoked_at = Instant::now();
+    loop {
+        let (status, _) = call(&b, Method::GET, "/api/v1/me", &bearer, None).await;
+        if status == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert!(
+            revoked_at.elapsed() < Duration::from_secs(1),
+            "the router-only instance still accepts the token a second after A revoked it"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    drop((a, b));
+    let pool = sqlx::PgPool::connect(&url()).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+}

@@ -454,6 +454,34 @@ mod secrets {
         }
     }
 
+    /// Attack on the operator's logs: a `KEYGATE_DB` pasted with a stray leading space (an
+    /// env file, a YAML value) must still be read as a PostgreSQL URL, whose password never
+    /// shows: not as a SQLite path printed in full by `Config`'s `Debug`, the start banner and
+    /// the error of a failed start.
+    #[tokio::test]
+    async fn a_database_url_with_stray_whitespace_never_shows_its_password() {
+        for url in [
+            " postgres://keygate:pw-space@127.0.0.1:1/keygate",
+            "\tPostgreSQL://keygate:pw-space@127.0.0.1:1/keygate \n",
+        ] {
+            let config = server::Config {
+                db: url.into(),
+                ..server::Config::default()
+            };
+            assert!(
+                !config.describe_db().contains("pw-space"),
+                "{url:?}: {}",
+                config.describe_db()
+            );
+            assert!(!format!("{config:?}").contains("pw-space"), "{config:?}");
+            let Err(e) = server::build_app(&config).await else {
+                panic!("{url:?}: nothing listens on port 1");
+            };
+            let shown = chain(e.as_ref());
+            assert!(!shown.contains("pw-space"), "{url:?}: {shown}");
+        }
+    }
+
     /// The whole chain of an error, `Display` and `Debug`.
     fn chain(e: &(dyn std::error::Error + 'static)) -> String {
         let mut out = format!("{e} {e:?}");

@@ -17,6 +17,7 @@ mod support;
 mod audit_and_cache;
 mod client_address;
 mod lineage;
+mod pipeline;
 mod sign_in;
 mod surface;
 mod tokens;

@@ -184,3 +184,34 @@ async fn guesses_spread_over_many_addresses_hit_the_account_backoff() {
     let a = sign_in(&server, &peer(0), "someone@example.com", "x").await;
     assert_eq!(a.status, StatusCode::UNAUTHORIZED);
 }
+
+/// Attack on an integrator: `server::build_app`'s router is now a library API, documented
+/// for mounting in a server of one's own. Served without `into_make_service_with_connect_info`
+/// (plain `axum::serve(listener, router)`), no request carries a peer address. Password
+/// guessing must still be throttled, not silently unlimited.
+#[tokio::test]
+async fn guessing_through_a_router_served_without_peer_addresses_is_still_throttled() {
+    use tower::ServiceExt;
+
+    let server = Server::with(|c| c.failure_limit = 3).await;
+    let mut statuses = Vec::new();
+    for i in 0..8 {
+        // No `ConnectInfo`: the router as `axum::serve(listener, router)` would drive it.
+        let res = server
+            .app
+            .router
+            .clone()
+            .oneshot(request(
+                Method::GET,
+                "/api/v1/tokens",
+                &basic(ADMIN, &format!("guess {i}")),
+            ))
+            .await
+            .unwrap();
+        statuses.push(res.status());
+    }
+    assert!(
+        statuses.contains(&StatusCode::TOO_MANY_REQUESTS),
+        "every guess was checked: {statuses:?}"
+    );
+}

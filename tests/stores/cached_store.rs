@@ -316,3 +316,115 @@ async fn errors_are_never_cached() {
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
 }
+
+/// A feed driven by the test: it panics when told to (a bug in a feed of one's own), and
+/// can fail every subscription (its backend is down).
+struct ScriptedFeed {
+    orders: tokio::sync::mpsc::UnboundedReceiver<Order>,
+    subscribable: bool,
+}
+
+enum Order {
+    Panic,
+}
+
+#[async_trait]
+impl keygate::store::cached::RevocationFeed for ScriptedFeed {
+    async fn subscribe(&mut self) -> Result<(), StoreError> {
+        if self.subscribable {
+            Ok(())
+        } else {
+            Err(StoreError::backend(std::io::Error::other(
+                "feed backend down",
+            )))
+        }
+    }
+
+    async fn next(&mut self) -> Option<keygate::store::cached::Notice> {
+        match self.orders.recv().await? {
+            Order::Panic => panic!("a feed of one's own panicked"),
+        }
+    }
+}
+
+fn scripted(subscribable: bool) -> (ScriptedFeed, tokio::sync::mpsc::UnboundedSender<Order>) {
+    let (tx, orders) = tokio::sync::mpsc::unbounded_channel();
+    (
+        ScriptedFeed {
+            orders,
+            subscribable,
+        },
+        tx,
+    )
+}
+
+/// Attack: another instance revokes a leaked token while this instance's revocation feed
+/// has died by a panic (a `RevocationFeed` of one's own, the new extension point). The
+/// listener task is gone, so the revocation is never heard; the cache must then be treated
+/// as disconnected (bypassed), not keep serving the token for its TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_feed_does_not_leave_the_cache_serving_revoked_tokens() {
+    let backend = MemoryStore::new();
+    let cached = CachedStore::new(backend.clone()).with_ttl(Duration::from_secs(3600));
+    let (feed, orders) = scripted(true);
+    let listener = cached.listen(feed);
+    assert!(listener.wait_connected(Duration::from_secs(5)).await);
+    let here = Tokens::new(cached.clone());
+    let elsewhere = Tokens::new(backend.clone());
+    let issued = here.issue(NewToken::new("alice", "ci")).await.unwrap();
+    here.authenticate(issued.token.expose_secret())
+        .await
+        .unwrap();
+    assert_eq!(cached.len(), 1, "served from the cache from now on");
+
+    orders.send(Order::Panic).unwrap();
+    for _ in 0..500 {
+        if !listener.is_connected() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        !listener.is_connected(),
+        "a listener whose task died must not report itself connected"
+    );
+    // Revoked on another instance: the notification is lost with the dead feed.
+    elsewhere.revoke("alice", issued.record.id).await.unwrap();
+    assert!(
+        here.authenticate(issued.token.expose_secret())
+            .await
+            .is_err(),
+        "the revoked token was served from the cache of a dead listener"
+    );
+}
+
+/// Attack: an application replaces its listener (a new pool, a new Redis client) while the
+/// new feed cannot subscribe yet. Dropping the old listener must not re-enable the cache
+/// while the new one is down: revocations made elsewhere meanwhile are not heard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_one_listener_does_not_enable_the_cache_while_another_is_down() {
+    let backend = MemoryStore::new();
+    let cached = CachedStore::new(backend.clone()).with_ttl(Duration::from_secs(3600));
+    let (feed, _orders) = scripted(true);
+    let old = cached.listen(feed);
+    assert!(old.wait_connected(Duration::from_secs(5)).await);
+    let (down_feed, _down_orders) = scripted(false);
+    let new = cached.listen(down_feed);
+    drop(old);
+    assert!(!new.is_connected());
+
+    let here = Tokens::new(cached.clone());
+    let elsewhere = Tokens::new(backend.clone());
+    let issued = here.issue(NewToken::new("alice", "ci")).await.unwrap();
+    here.authenticate(issued.token.expose_secret())
+        .await
+        .unwrap();
+    elsewhere.revoke("alice", issued.record.id).await.unwrap();
+    assert!(
+        here.authenticate(issued.token.expose_secret())
+            .await
+            .is_err(),
+        "the cache served a revoked token while the only listener was down"
+    );
+    drop(new);
+}

@@ -16,8 +16,10 @@
 //!   while the owner signing in from an address that has not failed still gets in.
 //!
 //! The client is the one the router's [`ClientIpSource`](crate::client_ip::ClientIpSource)
-//! resolves; when it is unknown, the socket peer is counted. A request without any
-//! address is not counted.
+//! resolves; when it is unknown, the socket peer is counted. A bearer request without any
+//! address is not counted; sign-ins without any address (a router served without
+//! `ConnectInfo`, e.g. plain `axum::serve(listener, router)`) all share one budget, so
+//! password guessing is never unlimited (a warning is logged once).
 //!
 //! With [`Management::with_audit`](super::Management::with_audit), every failed sign-in
 //! writes an `auth.basic` event: `rbac_decision` `deny`, `reason` `invalid_credentials`
@@ -25,7 +27,9 @@
 //! only when that account exists and the password was checked: an unknown email is an
 //! attacker's free text and never reaches the log. The password never does either.
 
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use http::HeaderMap;
@@ -90,6 +94,25 @@ pub(crate) struct PasswordGate {
 pub(crate) struct RequestInfo<'a> {
     pub(crate) headers: &'a HeaderMap,
     pub(crate) origin: &'a CallerIp,
+}
+
+/// The key every sign-in without any address counts against: one budget shared by all
+/// of them, rather than none.
+const NO_ADDRESS: IpAddr = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
+
+/// The failure key of a sign-in: the client, else the peer, else [`NO_ADDRESS`].
+fn sign_in_key(addrs: &crate::client_ip::Addresses) -> IpAddr {
+    addrs.failure_key().unwrap_or_else(|| {
+        static WARNED: AtomicBool = AtomicBool::new(false);
+        if !WARNED.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "a management sign-in carries no client or peer address (serve the router \
+                 with `into_make_service_with_connect_info`); sign-ins without an address \
+                 share one failure budget"
+            );
+        }
+        NO_ADDRESS
+    })
 }
 
 fn rate_limited(wait: Duration) -> ApiError {
@@ -173,7 +196,11 @@ pub(crate) async fn authenticate(
         Ok(Credentials::Basic(encoded)) => {
             let creds = parse_basic(encoded)
                 .map_err(|_| ApiError::bad_request("Malformed Basic credentials"))?;
-            let attempt = match limits.map(|(f, ip)| f.begin_sign_in(&creds.user, ip)) {
+            let sign_in_limits = s
+                .failures
+                .as_ref()
+                .map(|f| (f, sign_in_key(&request.origin.addrs)));
+            let attempt = match sign_in_limits.map(|(f, ip)| f.begin_sign_in(&creds.user, ip)) {
                 Some(Err(wait)) => {
                     audit_failure(s, request.origin, None, 429, "rate_limited");
                     return Err(rate_limited(wait));

@@ -1,7 +1,7 @@
 //! The cache itself: two bounded, sharded maps with a TTL (found records and unknown
 //! hashes) and the epoch rule that keeps a stale answer out after an invalidation.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -148,9 +148,11 @@ pub(super) struct Cache {
     unknown: Sharded<u64>,
     /// Bumped by every invalidation; a lookup caches its answer only if it did not move.
     epoch: AtomicU64,
-    /// True while a listener is attached but not subscribed: nothing is served from or put
-    /// into the cache.
-    pub(super) bypass: AtomicBool,
+    /// How many attached listeners are not subscribed (not yet, or no longer, or whose task
+    /// ended): while any is, nothing is served from or put into the cache. A count, not a
+    /// flag, so that one listener coming up (or being dropped) does not re-enable the cache
+    /// while another is still down.
+    pub(super) listeners_down: AtomicUsize,
 }
 
 pub(super) enum Cached {
@@ -165,7 +167,7 @@ impl Cache {
             found: Sharded::new(config.capacity, config.ttl),
             unknown: Sharded::new(config.negative_capacity, config.negative_ttl),
             epoch: AtomicU64::new(0),
-            bypass: AtomicBool::new(false),
+            listeners_down: AtomicUsize::new(0),
         }
     }
 
@@ -180,7 +182,7 @@ impl Cache {
     }
 
     pub(super) fn lookup(&self, hash: &TokenHash) -> Cached {
-        if self.bypass.load(Ordering::Acquire) {
+        if self.bypassed() {
             return Cached::Miss;
         }
         let now = clock::now_ms();
@@ -196,6 +198,11 @@ impl Cache {
         Cached::Miss
     }
 
+    /// True while an attached listener is not subscribed.
+    pub(super) fn bypassed(&self) -> bool {
+        self.listeners_down.load(Ordering::Acquire) > 0
+    }
+
     pub(super) fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::Acquire)
     }
@@ -203,7 +210,7 @@ impl Cache {
     /// Caches the answer of a lookup that started at `epoch`, unless an invalidation
     /// happened since (or a listener is down).
     pub(super) fn put(&self, hash: TokenHash, found: Option<&Arc<TokenRecord>>, epoch: u64) {
-        if self.bypass.load(Ordering::Acquire) {
+        if self.bypassed() {
             return;
         }
         match found {

@@ -1,8 +1,8 @@
 //! Revocation fan-out: the [`RevocationFeed`] a backend offers, and the
 //! [`RevocationListener`] task that applies it to a [`CachedStore`](super::CachedStore).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -127,28 +127,81 @@ pub trait RevocationFeed: Send + 'static {
 #[derive(Default)]
 struct ListenerState {
     connected: AtomicBool,
+    /// Whether this listener counts in the cache's `listeners_down`, and whether it was
+    /// stopped (dropped): changed together, under the lock, so the count stays exact.
+    flags: Mutex<Flags>,
     changed: tokio::sync::Notify,
 }
 
+#[derive(Default)]
+struct Flags {
+    counted_down: bool,
+    stopped: bool,
+}
+
 impl ListenerState {
-    /// Subscribed: flush what was cached while notifications could be missed, resume.
+    fn flags(&self) -> std::sync::MutexGuard<'_, Flags> {
+        self.flags.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Attached, not yet subscribed: the cache is bypassed until [`up`](Self::up).
+    fn attach(&self, cache: &Cache) {
+        let mut flags = self.flags();
+        if !flags.counted_down {
+            flags.counted_down = true;
+            cache.listeners_down.fetch_add(1, Ordering::AcqRel);
+        }
+        drop(flags);
+        cache.flush();
+    }
+
+    /// Subscribed: flush what was cached while notifications could be missed, resume (once
+    /// no other listener of this cache is down).
     fn up(&self, cache: &Cache) {
         cache.flush();
-        cache.bypass.store(false, Ordering::Release);
+        let mut flags = self.flags();
+        if flags.stopped {
+            return;
+        }
+        if flags.counted_down {
+            flags.counted_down = false;
+            cache.listeners_down.fetch_sub(1, Ordering::AcqRel);
+        }
         self.connected.store(true, Ordering::Release);
+        drop(flags);
         self.changed.notify_waiters();
         tracing::info!("revocation listener subscribed; cache enabled");
     }
 
     /// Lost: notifications may be missed from now on; stop serving from the cache.
     fn down(&self, cache: &Cache) {
-        cache.bypass.store(true, Ordering::Release);
+        let mut flags = self.flags();
+        if !flags.stopped && !flags.counted_down {
+            flags.counted_down = true;
+            cache.listeners_down.fetch_add(1, Ordering::AcqRel);
+        }
+        drop(flags);
         cache.flush();
         if self.connected.swap(false, Ordering::AcqRel) {
             tracing::warn!(
                 "revocation listener lost its connection; cache flushed and bypassed until it reconnects"
             );
         }
+        self.changed.notify_waiters();
+    }
+
+    /// Stopped by its owner: this listener no longer holds the cache bypassed (other
+    /// listeners of the same cache still do while they are down).
+    fn stop(&self, cache: &Cache) {
+        let mut flags = self.flags();
+        flags.stopped = true;
+        if flags.counted_down {
+            flags.counted_down = false;
+            cache.listeners_down.fetch_sub(1, Ordering::AcqRel);
+        }
+        self.connected.store(false, Ordering::Release);
+        drop(flags);
+        cache.flush();
         self.changed.notify_waiters();
     }
 }
@@ -161,8 +214,26 @@ fn apply(cache: &Cache, notice: Notice) {
     }
 }
 
+/// Held by the listener task: if the task ends without being stopped (a feed that
+/// panicked, a runtime shutting down), the listener counts as down, so the cache is not
+/// left serving while nobody hears revocations.
+struct DownOnExit {
+    cache: Arc<Cache>,
+    state: Arc<ListenerState>,
+}
+
+impl Drop for DownOnExit {
+    fn drop(&mut self) {
+        self.state.down(&self.cache);
+    }
+}
+
 /// Subscribes, applies notices, and subscribes again when the subscription is lost.
 async fn run<F: RevocationFeed>(mut feed: F, cache: Arc<Cache>, state: Arc<ListenerState>) {
+    let _exit = DownOnExit {
+        cache: cache.clone(),
+        state: state.clone(),
+    };
     let mut delay = Duration::from_millis(100);
     loop {
         match feed.subscribe().await {
@@ -186,7 +257,9 @@ async fn run<F: RevocationFeed>(mut feed: F, cache: Arc<Cache>, state: Arc<Liste
 
 /// The task that keeps a [`CachedStore`](super::CachedStore) in step with revocations made
 /// on other instances. Dropping it (or calling [`stop`](Self::stop)) stops the task, flushes
-/// the cache and returns it to TTL-only staleness.
+/// the cache and returns it to TTL-only staleness (unless another listener of the same cache
+/// is down: the cache stays bypassed until every attached listener is subscribed). A task
+/// that ends by itself (a feed that panicked) leaves the cache bypassed, never serving.
 #[must_use = "dropping the listener stops it"]
 pub struct RevocationListener {
     task: tokio::task::JoinHandle<()>,
@@ -206,8 +279,7 @@ impl RevocationListener {
     /// Starts `feed` on the Tokio runtime; the cache is bypassed until it has subscribed.
     pub(super) fn spawn<F: RevocationFeed>(cache: Arc<Cache>, feed: F) -> Self {
         let state = Arc::new(ListenerState::default());
-        cache.bypass.store(true, Ordering::Release);
-        cache.flush();
+        state.attach(&cache);
         let task = tokio::spawn(run(feed, cache.clone(), state.clone()));
         Self { task, state, cache }
     }
@@ -238,8 +310,8 @@ impl RevocationListener {
 
 impl Drop for RevocationListener {
     fn drop(&mut self) {
+        // Stopped first: the task's exit guard then leaves the count alone.
+        self.state.stop(&self.cache);
         self.task.abort();
-        self.cache.flush();
-        self.cache.bypass.store(false, Ordering::Release);
     }
 }
