@@ -71,10 +71,41 @@ impl Denial {
     }
 }
 
+/// The text is what the token's holder may be told: the reasons a client cannot tell apart
+/// (a malformed, unknown, revoked, expired or wrong-kind token) read the same, so an
+/// application that shows `err.to_string()` reveals no more than the HTTP answer does. The
+/// precise reason is [`reason`](Denial::reason) and `Debug`.
 impl fmt::Display for Denial {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "token refused: {}", self.reason())
+        match self {
+            Self::Malformed | Self::Unknown | Self::Revoked | Self::Expired | Self::WrongKind => {
+                f.write_str("invalid API token")
+            }
+            other => write!(f, "token refused: {}", other.reason()),
+        }
     }
 }
 
 impl std::error::Error for Denial {}
+
+#[cfg(test)]
+mod tests {
+    use super::Denial;
+
+    #[test]
+    fn the_text_does_not_tell_a_revoked_token_from_an_unknown_one() {
+        let texts: Vec<String> = [
+            Denial::Malformed,
+            Denial::Unknown,
+            Denial::Revoked,
+            Denial::Expired,
+            Denial::WrongKind,
+        ]
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+        assert!(texts.iter().all(|t| *t == texts[0]), "{texts:?}");
+        assert_eq!(Denial::Revoked.reason(), "revoked");
+        assert_ne!(Denial::StoreUnavailable.to_string(), texts[0]);
+    }
+}
