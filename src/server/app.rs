@@ -9,6 +9,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
+use http::StatusCode;
 use serde_json::{Value, json};
 use zeroize::Zeroizing;
 
@@ -26,7 +27,7 @@ use crate::store::TokenStore;
 #[cfg(feature = "postgres")]
 use crate::store::cached::CachedStore;
 use crate::store::cached::RevocationListener;
-use crate::store::timeout::TimeoutStore;
+use crate::store::timeout::{TimeoutAccounts, TimeoutStore};
 use crate::{AuthLayer, Identity, RequirePermissionLayer, Roles, Tokens};
 
 /// The assembled server, not yet listening.
@@ -171,6 +172,7 @@ where
     // Bearer requests to the management API go through the same policies; Basic requests
     // and requests without credentials go on to its own authentication, which counts wrong
     // passwords against the same failure limits.
+    let store_for_probe = store.clone();
     let management = Management::new(tokens.clone(), store.clone())
         .with_store_timeout(config.store_timeout)
         .with_server_url("/api/v1")
@@ -218,7 +220,23 @@ where
     if let Some(handle) = metrics {
         router = router.route("/metrics", get(move || std::future::ready(handle.render())));
     }
-    let router = router.layer(axum::middleware::from_fn(log_request));
+    // The probes are answered outside the request log: an orchestrator asks every few
+    // seconds, and a line each time would drown the log.
+    let ready = Readiness {
+        accounts: Arc::new(TimeoutAccounts::new(store_for_probe, config.store_timeout)),
+    };
+    let router = router
+        .layer(axum::middleware::from_fn(log_request))
+        .route("/healthz", get(healthz))
+        .route(
+            "/readyz",
+            get(
+                move |listener: Option<axum::Extension<Arc<RevocationListener>>>| {
+                    let ready = ready.clone();
+                    async move { ready.answer(listener.map(|l| l.0)).await }
+                },
+            ),
+        );
     Ok(App {
         router,
         tokens,
@@ -226,6 +244,48 @@ where
         audit,
         revocations: None,
     })
+}
+
+/// `GET /healthz`: the process answers. Unauthenticated; says nothing more.
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// What `GET /readyz` asks: the database (through the account store, which no cache stands
+/// in front of, bounded like every store call) and, where there is one, the revocation
+/// listener.
+struct Readiness<A> {
+    accounts: Arc<TimeoutAccounts<A>>,
+}
+
+impl<A> Clone for Readiness<A> {
+    fn clone(&self) -> Self {
+        Self {
+            accounts: self.accounts.clone(),
+        }
+    }
+}
+
+impl<A: AccountStore> Readiness<A> {
+    /// 200 `ready` when the database answers within the store bound and the revocation
+    /// listener (if any) is connected; otherwise 503 `not ready`. Unauthenticated, so the
+    /// answer says nothing about why.
+    async fn answer(
+        &self,
+        listener: Option<Arc<RevocationListener>>,
+    ) -> (StatusCode, &'static str) {
+        let listening = listener.is_none_or(|l| l.is_connected());
+        // An address no account can have: a lookup by index that finds nothing.
+        let database = self.accounts.find_account("").await;
+        if let Err(error) = &database {
+            tracing::warn!(%error, "readiness probe: the database did not answer");
+        }
+        if database.is_ok() && listening {
+            (StatusCode::OK, "ready\n")
+        } else {
+            (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+        }
+    }
 }
 
 /// One structured line per request: method, path, status, latency, and the token id when a
@@ -263,6 +323,8 @@ async fn index() -> Json<Value> {
             "GET /api/v1/audit": "your audit events (needs audit:read; every owner's: audit:read_all); ?token_id=&since=&until=&limit=",
             "GET /tokens": "the token page",
             "GET /metrics": "Prometheus metrics (unless KEYGATE_METRICS=off)",
+            "GET /healthz": "200 while the process answers",
+            "GET /readyz": "200 when the database and the revocation listener answer, else 503",
             "GET /api/v1/apps": "demo, needs apps:read",
             "POST /api/v1/apps/{app}/restart": "demo, needs processes:restart",
             "POST /api/v1/apps/{app}/builds": "demo, needs builds:create",

@@ -49,6 +49,8 @@
 //! | --- | --- |
 //! | `GET /` | nothing: a short index |
 //! | `GET /metrics` | nothing: Prometheus text (unless `KEYGATE_METRICS=off`) |
+//! | `GET /healthz` | nothing: 200 `ok` while the process answers |
+//! | `GET /readyz` | nothing: 200 `ready` when the database answers within the store bound and the revocation listener (PostgreSQL) is connected, else 503 `not ready` |
 //! | `GET /tokens` | nothing: the token page (it signs in with email and password) |
 //! | `POST /api/v1/tokens` | Basic (email + password): create a token |
 //! | `GET /api/v1/tokens` | Basic, or a token with `tokens:read` |

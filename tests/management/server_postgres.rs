@@ -225,3 +225,40 @@ async fn an_instance_kept_as_its_router_alone_still_hears_revocations() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_on_postgres_is_ready_once_its_listener_is_connected() {
+    let schema = format!("kg_ready_{}", std::process::id());
+    let config = server::Config {
+        db: url().into(),
+        db_schema: Some(schema.clone()),
+        admin_password: Some(zeroize::Zeroizing::new(PASSWORD.to_owned())),
+        store_timeout: std::time::Duration::from_secs(30),
+        ..server::Config::default()
+    };
+    let Some(app) = common::available(
+        "PostgreSQL",
+        &url(),
+        "an_instance_on_postgres_is_ready_once_its_listener_is_connected",
+        server::build_app(&config).await,
+    ) else {
+        return;
+    };
+    let listener = app.revocations.clone().expect("a revocation listener");
+    assert!(listener.wait_connected(Duration::from_secs(5)).await);
+    for (path, body) in [("/healthz", "ok"), ("/readyz", "ready")] {
+        let req = Request::builder().uri(path).body(Body::empty()).unwrap();
+        let res = app.router.clone().oneshot(req).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "{path}");
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(String::from_utf8_lossy(&bytes).trim(), body, "{path}");
+    }
+    drop(app);
+    let pool = sqlx::PgPool::connect(&url()).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
+    )))
+    .execute(&pool)
+    .await
+    .unwrap();
+}

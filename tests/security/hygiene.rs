@@ -326,6 +326,42 @@ mod waits {
     }
 
     #[tokio::test]
+    async fn readiness_fails_within_the_bound_when_the_database_is_wedged_and_liveness_holds() {
+        let (app, db, _) = start().await;
+        let probe = |path: &str| Request::builder().uri(path).body(Body::empty()).unwrap();
+        let (live, _) = send(&app, probe("/healthz")).await;
+        assert_eq!(live.status, StatusCode::OK, "{}", live.text);
+        let (ready, _) = send(&app, probe("/readyz")).await;
+        assert_eq!(ready.status, StatusCode::OK, "{}", ready.text);
+        assert_eq!(ready.text.trim(), "ready");
+
+        tokio::time::pause();
+        db.hangs.accounts.store(true, Ordering::SeqCst);
+        let (ready, took) = send(&app, probe("/readyz")).await;
+        assert_eq!(
+            ready.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{}",
+            ready.text
+        );
+        // Unauthenticated: the answer says nothing about which part failed, or why.
+        assert_eq!(ready.text.trim(), "not ready");
+        assert!(took <= Duration::from_secs(3), "answered after {took:?}");
+        // The process is alive all the same: an orchestrator must not restart it for a
+        // database outage.
+        let (live, _) = send(&app, probe("/healthz")).await;
+        assert_eq!(live.status, StatusCode::OK);
+
+        db.hangs.accounts.store(false, Ordering::SeqCst);
+        let (ready, _) = send(&app, probe("/readyz")).await;
+        assert_eq!(
+            ready.status,
+            StatusCode::OK,
+            "ready again once the database answers"
+        );
+    }
+
+    #[tokio::test]
     async fn a_wedged_account_store_answers_basic_sign_in_503_within_the_bound() {
         let (app, db, _) = start().await;
         tokio::time::pause();
