@@ -135,13 +135,7 @@ async fn two_instances_share_tokens_and_revocations() {
 
     // Clean up the schema.
     drop((a, b));
-    let pool = sqlx::PgPool::connect(&url()).await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
-    )))
-    .execute(&pool)
-    .await
-    .unwrap();
+    drop_schema_named(&schema).await;
 }
 
 /// Attack on an integrator who mounts the reference server in a program of their own and
@@ -217,13 +211,7 @@ async fn an_instance_kept_as_its_router_alone_still_hears_revocations() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     drop((a, b));
-    let pool = sqlx::PgPool::connect(&url()).await.unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
-    )))
-    .execute(&pool)
-    .await
-    .unwrap();
+    drop_schema_named(&schema).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -254,6 +242,11 @@ async fn an_instance_on_postgres_is_ready_once_its_listener_is_connected() {
         assert_eq!(String::from_utf8_lossy(&bytes).trim(), body, "{path}");
     }
     drop(app);
+    drop_schema_named(&schema).await;
+}
+
+/// Drops the schema a test's servers kept their tables in.
+async fn drop_schema_named(schema: &str) {
     let pool = sqlx::PgPool::connect(&url()).await.unwrap();
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"
