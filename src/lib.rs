@@ -32,8 +32,8 @@ pub use denial::Denial;
 pub use error::ConfigError;
 pub use identity::{AuthMethod, Identity, Permission, Permissions, Roles};
 pub use middleware::{
-    AuthLayer, AuthService, JsonRenderer, Rejection, RejectionKind, RenderRejection,
-    RequirePermissionLayer,
+    AuthLayer, AuthService, JsonRenderer, RateLimitHeaders, Rejection, RejectionKind,
+    RenderRejection, RequirePermissionLayer,
 };
 pub use store::{MemoryStore, StoreError, TokenId, TokenRecord, TokenStore};
 pub use token::{RawToken, TokenHash, TokenKind};

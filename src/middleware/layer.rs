@@ -3,6 +3,7 @@ use std::sync::Arc;
 use http::Method;
 use tower::Layer;
 
+use super::rate_headers::RateLimitHeaders;
 use super::rejection::{JsonRenderer, RenderRejection};
 use super::service::AuthService;
 use crate::audit::AuditLog;
@@ -32,6 +33,7 @@ pub(crate) struct Config {
     pub(crate) optional: bool,
     pub(crate) renderer: Arc<dyn RenderRejection>,
     pub(crate) rates: Option<RateLimits>,
+    pub(crate) rate_headers: RateLimitHeaders,
     pub(crate) failures: Option<FailureLimits>,
     pub(crate) audit: Option<AuditLog>,
     pub(crate) client_ip: ClientIpSource,
@@ -114,6 +116,7 @@ impl AuthLayer {
                 optional: false,
                 renderer: Arc::new(JsonRenderer::default()),
                 rates: None,
+                rate_headers: RateLimitHeaders::default(),
                 failures: None,
                 audit: None,
                 client_ip: ClientIpSource::new(),
@@ -134,6 +137,7 @@ impl AuthLayer {
             optional: c.optional,
             renderer: c.renderer.clone(),
             rates: c.rates.clone(),
+            rate_headers: c.rate_headers,
             failures: c.failures.clone(),
             audit: c.audit.clone(),
             client_ip: c.client_ip.clone(),
@@ -204,6 +208,13 @@ impl AuthLayer {
     /// request over the limit gets 429 `rate_limited` with `Retry-After`.
     pub fn with_rate_limits(self, limits: RateLimits) -> Self {
         self.map(|c| c.rates = Some(limits))
+    }
+
+    /// Which rate-limit header fields responses carry (default: `RateLimit-Limit`,
+    /// `RateLimit-Remaining`, `RateLimit-Reset`; see [`RateLimitHeaders`] for the IETF
+    /// draft's `RateLimit-Policy` and `RateLimit`).
+    pub fn with_rate_limit_headers(self, headers: RateLimitHeaders) -> Self {
+        self.map(|c| c.rate_headers = headers)
     }
 
     /// Limits failed authentications per client address: past the budget, the address gets

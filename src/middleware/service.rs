@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::header::{AUTHORIZATION, Entry};
-use http::{HeaderName, HeaderValue, Method, Request, Response};
+use http::{HeaderValue, Method, Request, Response};
 use tower::Service;
 
 use super::body::ResponseBody;
@@ -18,7 +18,7 @@ use crate::audit::{AuditEvent, Decision};
 use crate::client_ip::Addresses;
 use crate::header::{Credentials, MAX_HEADER_LEN, parse_authorization};
 use crate::identity::Identity;
-use crate::rate_limit::{RateLimitDecision, ceil_secs};
+use crate::rate_limit::RateLimitDecision;
 use crate::token::MAX_TOKEN_LEN;
 
 pub(crate) fn rejection_response<B>(config: &Config, r: &Rejection) -> Response<ResponseBody<B>> {
@@ -300,16 +300,6 @@ async fn admit(
     Ok(Admitted { identity, rate })
 }
 
-const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
-const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
-const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
-
-fn rate_headers(headers: &mut http::HeaderMap, d: &RateLimitDecision) {
-    headers.insert(RATELIMIT_LIMIT, HeaderValue::from(d.limit));
-    headers.insert(RATELIMIT_REMAINING, HeaderValue::from(d.remaining));
-    headers.insert(RATELIMIT_RESET, HeaderValue::from(ceil_secs(d.reset)));
-}
-
 /// What an audit event needs from the request, taken before the request moves on.
 struct AuditCtx {
     method: String,
@@ -357,7 +347,7 @@ where
         Err(refusal) => {
             let mut res = rejection_response(&config, &refusal.rejection);
             if let Some(d) = &refusal.rate {
-                rate_headers(res.headers_mut(), d);
+                config.rate_headers.write(res.headers_mut(), d);
             }
             (res, refusal.record, Some(refusal.rejection.kind()))
         }
@@ -368,7 +358,7 @@ where
             }
             let mut res = inner.call(req).await?.map(ResponseBody::inner);
             if let Some(d) = &admitted.rate {
-                rate_headers(res.headers_mut(), d);
+                config.rate_headers.write(res.headers_mut(), d);
             }
             // A permission check further in (`RequirePermissionLayer`, `Identity::require`)
             // leaves its `RejectionKind` on the response: the decision was a denial.

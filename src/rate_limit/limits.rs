@@ -265,6 +265,7 @@ impl RateLimits {
                     limit,
                     remaining,
                     reset: per_cell * (limit - remaining.min(limit)),
+                    window: rate.period(),
                     retry_after: None,
                 }
             }
@@ -274,6 +275,7 @@ impl RateLimits {
                     limit,
                     remaining: 0,
                     reset: per_cell * limit,
+                    window: rate.period(),
                     retry_after: Some(wait),
                 }
             }

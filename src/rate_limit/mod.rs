@@ -9,8 +9,9 @@
 //! Redis one lives in `keygate::store::redis`).
 //!
 //! Every allowed response carries `RateLimit-Limit`, `RateLimit-Remaining` and
-//! `RateLimit-Reset` (seconds until the full limit is available again); a request over the
-//! limit gets 429 `rate_limited` with `Retry-After`.
+//! `RateLimit-Reset` (seconds until the full limit is available again), or the IETF draft's
+//! `RateLimit-Policy` and `RateLimit` ([`RateLimitHeaders`](crate::RateLimitHeaders)); a
+//! request over the limit gets 429 `rate_limited` with `Retry-After`.
 //!
 //! # A token's own rate only lowers the server's
 //!

@@ -85,6 +85,8 @@ pub struct RateLimitDecision {
     pub remaining: u32,
     /// Until the full limit is available again.
     pub reset: Duration,
+    /// The period the limit is counted over (a minute for [`Rate::per_minute`]).
+    pub window: Duration,
     /// `Some` when the request is over the limit: how long to wait.
     pub retry_after: Option<Duration>,
 }

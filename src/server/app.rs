@@ -28,7 +28,7 @@ use crate::store::TokenStore;
 use crate::store::cached::CachedStore;
 use crate::store::cached::RevocationListener;
 use crate::store::timeout::{TimeoutAccounts, TimeoutStore};
-use crate::{AuthLayer, Identity, RequirePermissionLayer, Roles, Tokens};
+use crate::{AuthLayer, Identity, RateLimitHeaders, RequirePermissionLayer, Roles, Tokens};
 
 /// The assembled server, not yet listening.
 #[non_exhaustive]
@@ -158,6 +158,7 @@ where
     let policies = |layer: AuthLayer| {
         let layer = layer
             .with_rate_limits(rates.clone())
+            .with_rate_limit_headers(RateLimitHeaders::Both)
             .with_failure_limits(failures.clone())
             .with_audit(audit.clone())
             .with_client_ip(client_ip.clone())

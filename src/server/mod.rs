@@ -69,7 +69,8 @@
 //! the account's current ones on every request (answers kept 5 s).
 //!
 //! Every bearer request under `/api/v1` goes through the same policies: 100 requests a
-//! minute per token (`RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset` on allowed
+//! minute per token (`RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset`, and the IETF
+//! draft's `RateLimit-Policy` and `RateLimit` ([`RateLimitHeaders::Both`](crate::RateLimitHeaders::Both)) on allowed
 //! responses), failure limits per client address (the socket peer, or the forwarded client
 //! behind a trusted proxy), one audit event per decision and the `keygate_*` metrics.
 //! Management writes add `token.create`, `token.revoke`, `token.rotate` and `token.release`

@@ -117,7 +117,8 @@ async fn the_reference_server_limits_audits_measures_and_serves_the_page() {
     let token_id = created.json()["id"].as_str().unwrap().to_owned();
     let auth = format!("Bearer {token}");
 
-    // 100 requests a minute per token, with the three RateLimit headers on each.
+    // 100 requests a minute per token, with the three RateLimit headers on each and the
+    // IETF draft's RateLimit-Policy and RateLimit beside them.
     for i in 0..100u32 {
         let a = call(r, Method::GET, "/api/v1/apps", Some(&auth), None).await;
         assert_eq!(a.status, StatusCode::OK, "request {i}: {}", a.text);
@@ -126,10 +127,23 @@ async fn the_reference_server_limits_audits_measures_and_serves_the_page() {
             a.headers["ratelimit-remaining"],
             (99 - i).to_string().as_str()
         );
-        assert!(a.headers.contains_key("ratelimit-reset"));
+        let reset = a.headers["ratelimit-reset"].to_str().unwrap();
+        assert_eq!(a.headers["ratelimit-policy"], "\"token\";q=100;w=60");
+        assert_eq!(
+            a.headers["ratelimit"].to_str().unwrap(),
+            format!("\"token\";r={};t={reset}", 99 - i)
+        );
     }
     let a = call(r, Method::GET, "/api/v1/apps", Some(&auth), None).await;
     assert_eq!(a.status, StatusCode::TOO_MANY_REQUESTS, "{}", a.text);
+    assert!(
+        a.headers["ratelimit"]
+            .to_str()
+            .unwrap()
+            .starts_with("\"token\";r=0;t="),
+        "{:?}",
+        a.headers
+    );
     assert_eq!(a.json()["code"], "rate_limited");
     let retry: u64 = a.headers[header::RETRY_AFTER]
         .to_str()

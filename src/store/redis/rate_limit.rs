@@ -98,6 +98,7 @@ impl SharedRateLimiter for RedisRateLimiter {
             limit,
             remaining: u32::try_from(remaining.max(0)).unwrap_or(limit).min(limit),
             reset: us(reset),
+            window: rate.period(),
             retry_after: (allowed == 0).then(|| us(retry).max(Duration::from_micros(1))),
         })
     }
