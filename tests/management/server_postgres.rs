@@ -255,3 +255,136 @@ async fn drop_schema_named(schema: &str) {
     .await
     .unwrap();
 }
+
+/// A TCP relay in front of PostgreSQL that the test can cut, as if the database stopped:
+/// every open connection is reset and new ones are refused until it is restored.
+struct Relay {
+    addr: SocketAddr,
+    upstream: String,
+    running: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Relay {
+    async fn start(upstream: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut relay = Self {
+            addr,
+            upstream: upstream.to_owned(),
+            running: None,
+        };
+        relay.serve(listener);
+        relay
+    }
+
+    fn serve(&mut self, listener: tokio::net::TcpListener) {
+        let upstream = self.upstream.clone();
+        self.running = Some(tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    return;
+                };
+                let upstream = upstream.clone();
+                connections.spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+            // Dropping the task drops the JoinSet, which aborts every connection.
+        }));
+    }
+
+    /// The database "stops": open connections are cut, new ones refused.
+    fn cut(&mut self) {
+        if let Some(task) = self.running.take() {
+            task.abort();
+        }
+    }
+
+    /// The database is back, on the same address.
+    async fn restore(&mut self) {
+        let listener = tokio::net::TcpListener::bind(self.addr).await.unwrap();
+        self.serve(listener);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.cut();
+    }
+}
+
+#[tokio::test]
+async fn readiness_answers_503_while_the_database_is_stopped_and_recovers() {
+    let schema = format!("kg_ready_stop_{}", std::process::id());
+    let upstream = url::Url::parse(&url()).unwrap();
+    let target = format!(
+        "{}:{}",
+        upstream.host_str().unwrap_or("127.0.0.1"),
+        upstream.port().unwrap_or(5432)
+    );
+    let mut relay = Relay::start(&target).await;
+    let mut through = upstream.clone();
+    through.set_port(Some(relay.addr.port())).unwrap();
+    let config = server::Config {
+        db: through.to_string().into(),
+        db_schema: Some(schema.clone()),
+        admin_password: Some(zeroize::Zeroizing::new(PASSWORD.to_owned())),
+        store_timeout: Duration::from_secs(1),
+        ..server::Config::default()
+    };
+    let Some(app) = common::available(
+        "PostgreSQL",
+        &url(),
+        "readiness_answers_503_while_the_database_is_stopped_and_recovers",
+        server::build_app(&config).await,
+    ) else {
+        return;
+    };
+    let probe = |path: &'static str| {
+        let router = app.router.clone();
+        async move {
+            let req = Request::builder().uri(path).body(Body::empty()).unwrap();
+            let res = router.oneshot(req).await.unwrap();
+            let status = res.status();
+            let bytes = res.into_body().collect().await.unwrap().to_bytes();
+            (status, String::from_utf8_lossy(&bytes).trim().to_owned())
+        }
+    };
+    let listener = app.revocations.clone().expect("a revocation listener");
+    assert!(listener.wait_connected(Duration::from_secs(5)).await);
+    assert_eq!(probe("/readyz").await, (StatusCode::OK, "ready".into()));
+
+    relay.cut();
+    let started = Instant::now();
+    let (status, body) = probe("/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body, "not ready", "the probe says nothing about why");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the probe answered only after {:?}",
+        started.elapsed()
+    );
+    // Alive all the same: an orchestrator must not restart the process for a database outage.
+    assert_eq!(probe("/healthz").await.0, StatusCode::OK);
+
+    relay.restore().await;
+    // The pool reconnects and the listener hears revocations again: ready within seconds.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, _) = probe("/readyz").await;
+        if status == StatusCode::OK {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still not ready 20 s after the database came back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(app);
+    drop(relay);
+    drop_schema_named(&schema).await;
+}
