@@ -192,7 +192,7 @@ fn roles_and_kinds_from_the_file() {
 fn bad_roles_and_kinds_name_their_table() {
     let f = toml_file(
         "[roles]\nok = [\"apps:read\"]\nbad = [\"Apps Read\"]\n\
-         [kinds.a]\nprefix = \"x\"\n[kinds.b]\nprefix = \"x\"\n\
+         [kinds.a]\nprefix = \"xa\"\n[kinds.b]\nprefix = \"xa\"\n\
          [kinds.c]\nprefx = \"c\"\n[kinds.d]\nprefix = \"D!\"\n",
     );
     let err = env(&[])
