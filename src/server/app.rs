@@ -28,7 +28,7 @@ use crate::store::TokenStore;
 use crate::store::cached::CachedStore;
 use crate::store::cached::RevocationListener;
 use crate::store::timeout::{TimeoutAccounts, TimeoutStore};
-use crate::{AuthLayer, Identity, RateLimitHeaders, RequirePermissionLayer, Roles, Tokens};
+use crate::{AuthLayer, Identity, RateLimitHeaders, RequirePermissionLayer, Tokens};
 
 /// The assembled server, not yet listening.
 #[non_exhaustive]
@@ -139,8 +139,14 @@ where
     );
     // A wedged database (a lock held elsewhere, a stalled disk, a lost connection) is a 503
     // after 2 s instead of a request held for as long as it hangs.
-    let tokens = Tokens::builder(TimeoutStore::new(token_store, config.store_timeout))
-        .roles(Roles::deployment_platform())
+    let tokens = config
+        .kinds
+        .iter()
+        .fold(
+            Tokens::builder(TimeoutStore::new(token_store, config.store_timeout)),
+            |builder, kind| builder.kind(kind.clone()),
+        )
+        .roles(config.roles.clone())
         .audit(audit.clone())
         .build()?;
     let client_ip = ClientIpSource::new()
@@ -188,30 +194,17 @@ where
                 .with_realm("keygate")?
                 .optional(),
         ));
-    let demo = Router::new()
-        .route(
-            "/apps",
-            get(list_apps).route_layer(RequirePermissionLayer::new("apps:read")?),
-        )
-        .route(
-            "/apps/{app}/restart",
-            post(restart).route_layer(RequirePermissionLayer::new("processes:restart")?),
-        )
-        .route(
-            "/apps/{app}/builds",
-            post(create_build).route_layer(RequirePermissionLayer::new("builds:create")?),
-        )
-        .route(
-            "/apps/{app}/env",
-            put(set_env).route_layer(RequirePermissionLayer::new("env:write")?),
-        )
-        .layer(policies(
-            AuthLayer::new(tokens.clone()).with_realm("keygate")?,
-        ));
+    let api = if config.demo {
+        management.merge(demo(&tokens, policies)?)
+    } else {
+        management
+    };
 
+    let roles: Vec<String> = tokens.roles().names().map(str::to_owned).collect();
+    let demo_on = config.demo;
     let mut router = Router::new()
-        .route("/", get(index))
-        .nest("/api/v1", management.merge(demo))
+        .route("/", get(move || index(demo_on, roles.clone())))
+        .nest("/api/v1", api)
         .nest(
             "/tokens",
             crate::ui::Page::new("/api/v1")
@@ -311,27 +304,65 @@ async fn log_request(req: Request, next: Next) -> Response {
     res
 }
 
-async fn index() -> Json<Value> {
+/// The demo API: a few routes, each needing one permission of the roles.
+fn demo(tokens: &Tokens, policies: impl Fn(AuthLayer) -> AuthLayer) -> Result<Router, BoxError> {
+    Ok(Router::new()
+        .route(
+            "/apps",
+            get(list_apps).route_layer(RequirePermissionLayer::new("apps:read")?),
+        )
+        .route(
+            "/apps/{app}/restart",
+            post(restart).route_layer(RequirePermissionLayer::new("processes:restart")?),
+        )
+        .route(
+            "/apps/{app}/builds",
+            post(create_build).route_layer(RequirePermissionLayer::new("builds:create")?),
+        )
+        .route(
+            "/apps/{app}/env",
+            put(set_env).route_layer(RequirePermissionLayer::new("env:write")?),
+        )
+        .layer(policies(
+            AuthLayer::new(tokens.clone()).with_realm("keygate")?,
+        )))
+}
+
+/// `GET /`: the routes this server mounts (the demo API's only when it is on) and its roles.
+async fn index(demo: bool, roles: Vec<String>) -> Json<Value> {
+    let mut routes = json!({
+        "POST /api/v1/tokens": "create a token (Basic auth: email and password)",
+        "GET /api/v1/tokens": "list your tokens (Basic, or a token with tokens:read)",
+        "DELETE /api/v1/tokens/{id}": "revoke (Basic, or tokens:write)",
+        "POST /api/v1/tokens/{id}/rotate": "rotate (Basic, or tokens:write)",
+        "GET /api/v1/me": "who the token belongs to",
+        "GET /api/v1/audit": "your audit events (needs audit:read; every owner's: audit:read_all); ?token_id=&since=&until=&limit=",
+        "GET /tokens": "the token page",
+        "GET /metrics": "Prometheus metrics (unless KEYGATE_METRICS=off)",
+        "GET /healthz": "200 while the process answers",
+        "GET /readyz": "200 when the database and the revocation listener answer, else 503",
+    });
+    if demo && let Some(routes) = routes.as_object_mut() {
+        for (route, what) in [
+            ("GET /api/v1/apps", "demo, needs apps:read"),
+            (
+                "POST /api/v1/apps/{app}/restart",
+                "demo, needs processes:restart",
+            ),
+            (
+                "POST /api/v1/apps/{app}/builds",
+                "demo, needs builds:create",
+            ),
+            ("PUT /api/v1/apps/{app}/env", "demo, needs env:write"),
+        ] {
+            routes.insert(route.to_owned(), json!(what));
+        }
+    }
     Json(json!({
         "service": "keygate reference server",
         "docs": "/api/v1/openapi.json",
-        "routes": {
-            "POST /api/v1/tokens": "create a token (Basic auth: email and password)",
-            "GET /api/v1/tokens": "list your tokens (Basic, or a token with tokens:read)",
-            "DELETE /api/v1/tokens/{id}": "revoke (Basic, or tokens:write)",
-            "POST /api/v1/tokens/{id}/rotate": "rotate (Basic, or tokens:write)",
-            "GET /api/v1/me": "who the token belongs to",
-            "GET /api/v1/audit": "your audit events (needs audit:read; every owner's: audit:read_all); ?token_id=&since=&until=&limit=",
-            "GET /tokens": "the token page",
-            "GET /metrics": "Prometheus metrics (unless KEYGATE_METRICS=off)",
-            "GET /healthz": "200 while the process answers",
-            "GET /readyz": "200 when the database and the revocation listener answer, else 503",
-            "GET /api/v1/apps": "demo, needs apps:read",
-            "POST /api/v1/apps/{app}/restart": "demo, needs processes:restart",
-            "POST /api/v1/apps/{app}/builds": "demo, needs builds:create",
-            "PUT /api/v1/apps/{app}/env": "demo, needs env:write",
-        },
-        "roles": ["viewer", "ops", "deployer", "cicd", "admin"],
+        "routes": routes,
+        "roles": roles,
     }))
 }
 

@@ -1,17 +1,31 @@
-//! The server's settings: [`Config::from_env`] and its defaults.
+//! The server's settings: [`Config`], read from command-line flags, the environment and a
+//! TOML file by [`ConfigLoader`] (or [`Config::from_env`]), over its defaults.
+//!
+//! Precedence: a flag, then the environment, then the file, then the default. Each secret
+//! (the admin password, the database URL) may instead name a file that holds it
+//! (`KEYGATE_ADMIN_PASSWORD_FILE`, `KEYGATE_DB_FILE`; `admin_password_file`, `db_file` in
+//! the file); giving a secret and its file at the same level is an error. Every bad value
+//! is reported, each on its own line, never with a secret's value.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use zeroize::Zeroizing;
 
-use super::BoxError;
 use super::db::{Database, OpenError};
 use crate::client_ip::ClientIpHeader;
+use crate::identity::Roles;
 use crate::store::timeout::DEFAULT_STORE_TIMEOUT;
+use crate::token::TokenKind;
 
-/// The server's settings, read from the environment by [`Config::from_env`]; every field
-/// has the default of the [module docs](super)'s environment table.
+mod file;
+mod settings;
+
+use settings::SETTINGS;
+pub use settings::Setting;
+
+/// The server's settings; every field has the default of the [module docs](super)'s
+/// table. Read them with [`Config::from_env`], [`Config::load`] or [`Config::loader`].
 #[derive(Clone)]
 pub struct Config {
     /// The SQLite file, or a `postgres://` URL.
@@ -38,6 +52,14 @@ pub struct Config {
     pub metrics: bool,
     /// The longest any store call a request waits on may take (then 503).
     pub store_timeout: Duration,
+    /// Mount the demo API (`/api/v1/apps...`); off by default.
+    pub demo: bool,
+    /// The roles tokens and accounts may be given (default
+    /// [`Roles::deployment_platform`]).
+    pub roles: Roles,
+    /// The token kinds; the first is the default for tokens naming none (default: the
+    /// single kind [`TokenKind::pat`]).
+    pub kinds: Vec<TokenKind>,
 }
 
 impl std::fmt::Debug for Config {
@@ -59,6 +81,9 @@ impl std::fmt::Debug for Config {
             .field("audit_log", &self.audit_log)
             .field("metrics", &self.metrics)
             .field("store_timeout", &self.store_timeout)
+            .field("demo", &self.demo)
+            .field("roles", &self.roles)
+            .field("kinds", &self.kinds)
             .finish()
     }
 }
@@ -78,65 +103,308 @@ impl Default for Config {
             audit_log: None,
             metrics: true,
             store_timeout: DEFAULT_STORE_TIMEOUT,
+            demo: false,
+            roles: Roles::deployment_platform(),
+            kinds: vec![TokenKind::pat()],
         }
     }
 }
 
-impl Config {
-    /// `KEYGATE_DB`, `KEYGATE_ADDR`, `KEYGATE_ADMIN_EMAIL`, `KEYGATE_ADMIN_PASSWORD`,
-    /// `KEYGATE_RATE_LIMIT`, `KEYGATE_FAILURE_LIMIT`, `KEYGATE_TRUSTED_PROXIES`,
-    /// `KEYGATE_CLIENT_IP_HEADER`, `KEYGATE_AUDIT_LOG`, `KEYGATE_METRICS`, `KEYGATE_STORE_TIMEOUT`.
-    ///
-    /// # Errors
-    ///
-    /// A limit that is not a positive whole number, a proxy that is not a CIDR, or a
-    /// client-address header that is not a header name.
-    pub fn from_env() -> Result<Self, BoxError> {
-        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
-        let d = Self::default();
-        let count = |k: &str, default: u32| -> Result<u32, BoxError> {
-            match var(k) {
-                None => Ok(default),
-                Some(v) => match v.trim().parse::<u32>() {
-                    Ok(n) if n > 0 => Ok(n),
-                    _ => Err(format!("{k} must be a positive whole number, not {v:?}").into()),
-                },
-            }
-        };
-        let trusted_proxies = var("KEYGATE_TRUSTED_PROXIES")
-            .unwrap_or_default()
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|s| {
-                s.parse::<ipnet::IpNet>()
-                    .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                    .map_err(|_| format!("KEYGATE_TRUSTED_PROXIES: {s:?} is not a CIDR"))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let client_ip_header = match var("KEYGATE_CLIENT_IP_HEADER") {
-            None => d.client_ip_header,
-            Some(v) => ClientIpHeader::parse(&v)
-                .map_err(|_| format!("KEYGATE_CLIENT_IP_HEADER: {v:?} is not a header name"))?,
-        };
-        Ok(Self {
-            db: var("KEYGATE_DB").map_or(d.db, Into::into),
-            db_schema: var("KEYGATE_DB_SCHEMA"),
-            addr: var("KEYGATE_ADDR").unwrap_or(d.addr),
-            admin_email: var("KEYGATE_ADMIN_EMAIL").unwrap_or(d.admin_email),
-            admin_password: var("KEYGATE_ADMIN_PASSWORD").map(Zeroizing::new),
-            rate_limit: count("KEYGATE_RATE_LIMIT", d.rate_limit)?,
-            failure_limit: count("KEYGATE_FAILURE_LIMIT", d.failure_limit)?,
-            trusted_proxies,
-            client_ip_header,
-            audit_log: var("KEYGATE_AUDIT_LOG").map(Into::into),
-            metrics: !var("KEYGATE_METRICS").is_some_and(|v| v.eq_ignore_ascii_case("off")),
-            store_timeout: Duration::from_secs(count("KEYGATE_STORE_TIMEOUT", 2)?.into()),
-        })
+/// One bad setting: where it was given and what is wrong with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigProblem {
+    /// Where: a variable (`KEYGATE_RATE_LIMIT`), a flag (`--rate-limit`) or a file and key
+    /// (`keygate.toml: rate_limit`).
+    pub source: String,
+    /// What is wrong, with the value given unless it is a secret.
+    pub message: String,
+}
+
+impl ConfigProblem {
+    fn new(source: String, message: String) -> Self {
+        Self { source, message }
     }
 }
 
+impl std::fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.source, self.message)
+    }
+}
+
+/// The settings could not be read: every problem found, one a line when displayed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidConfig {
+    problems: Vec<ConfigProblem>,
+}
+
+impl InvalidConfig {
+    /// Each bad setting, in the order of the settings table.
+    #[must_use]
+    pub fn problems(&self) -> &[ConfigProblem] {
+        &self.problems
+    }
+}
+
+impl std::fmt::Display for InvalidConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for InvalidConfig {}
+
+/// The values one level (flags, environment or file) gives: key (a setting's, or a secret's
+/// `<key>_file`), text, and where it was given.
+#[derive(Default)]
+struct Layer {
+    values: Vec<(String, String, String)>,
+}
+
+impl Layer {
+    /// Records `key = value`; an empty (or blank) value is no value.
+    fn push(&mut self, key: &str, value: String, source: String) {
+        if !value.trim().is_empty() {
+            self.values.push((key.to_owned(), value, source));
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<(&str, &str)> {
+        self.values
+            .iter()
+            .rev()
+            .find(|(k, ..)| k == key)
+            .map(|(_, v, s)| (v.as_str(), s.as_str()))
+    }
+}
+
+/// Where the configuration file comes from.
+#[derive(Clone, Debug)]
+enum FileChoice {
+    /// The file `KEYGATE_CONFIG` names, if set.
+    FromEnv,
+    /// This file, or none.
+    Given(Option<PathBuf>),
+}
+
+/// Reads a [`Config`]: command-line flags over the environment over a TOML file over the
+/// defaults. Every problem is collected; [`load`](Self::load) reports them all at once.
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct ConfigLoader {
+    base: Config,
+    file: FileChoice,
+    env: Option<Vec<(String, String)>>,
+    flags: Vec<(String, String)>,
+}
+
+impl Default for ConfigLoader {
+    fn default() -> Self {
+        Self {
+            base: Config::default(),
+            file: FileChoice::FromEnv,
+            env: None,
+            flags: Vec::new(),
+        }
+    }
+}
+
+impl ConfigLoader {
+    /// Starts from `base` instead of [`Config::default`]: its values are the defaults
+    /// (e.g. a program that wants the demo API unless told otherwise).
+    pub fn with_defaults(mut self, base: Config) -> Self {
+        self.base = base;
+        self
+    }
+
+    /// Reads this TOML file (`None`: no file), instead of the one `KEYGATE_CONFIG` names.
+    pub fn with_file(mut self, path: Option<PathBuf>) -> Self {
+        self.file = FileChoice::Given(path);
+        self
+    }
+
+    /// Reads these variables instead of the process's environment.
+    pub fn with_env<K: Into<String>, V: Into<String>>(
+        mut self,
+        vars: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        self.env = Some(
+            vars.into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        );
+        self
+    }
+
+    /// A command-line value for the setting `key` (e.g. `rate_limit`, or `db_file` for the
+    /// file holding a secret): it wins over the environment and the file.
+    pub fn with_flag(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.flags.push((key.into(), value.into()));
+        self
+    }
+
+    /// Reads every level and checks every value.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidConfig`], listing every bad value: one that does not parse, an unknown key
+    /// in the file, a secret and its file both given at one level, a secret's file that
+    /// cannot be read or is empty, a file that cannot be read or is not TOML.
+    pub fn load(self) -> Result<Config, InvalidConfig> {
+        let mut problems = Vec::new();
+        let env = self.env.unwrap_or_else(|| {
+            std::env::vars_os()
+                .filter_map(|(k, v)| {
+                    let k = k.into_string().ok()?;
+                    if !k.starts_with("KEYGATE_") {
+                        return None;
+                    }
+                    match v.into_string() {
+                        Ok(v) => Some((k, v)),
+                        Err(_) => {
+                            problems.push(ConfigProblem::new(k, "is not UTF-8".to_owned()));
+                            None
+                        }
+                    }
+                })
+                .collect()
+        });
+        let lookup = |name: &str| env.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v);
+
+        let mut flags = Layer::default();
+        for (key, value) in self.flags {
+            let flag = format!("--{}", key.replace('_', "-"));
+            flags.push(&key, value, flag);
+        }
+        let mut environment = Layer::default();
+        for s in SETTINGS {
+            if let Some(v) = lookup(s.env()) {
+                environment.push(s.key(), v.clone(), s.env().to_owned());
+            }
+            if let Some(name) = s.file_env()
+                && let Some(v) = lookup(name)
+            {
+                environment.push(&format!("{}_file", s.key()), v.clone(), name.to_owned());
+            }
+        }
+        let path = match self.file {
+            FileChoice::Given(path) => path,
+            FileChoice::FromEnv => lookup("KEYGATE_CONFIG")
+                .filter(|p| !p.trim().is_empty())
+                .map(PathBuf::from),
+        };
+        let file = match &path {
+            Some(path) => file::read(path, &mut problems),
+            None => file::FileValues::default(),
+        };
+
+        let mut config = self.base;
+        for s in SETTINGS {
+            let file_key = format!("{}_file", s.key());
+            let given = [&flags, &environment, &file.layer]
+                .into_iter()
+                .find_map(|layer| {
+                    let plain = layer.get(s.key());
+                    let from_file = s.is_secret().then(|| layer.get(&file_key)).flatten();
+                    (plain.is_some() || from_file.is_some()).then_some((plain, from_file))
+                });
+            let result = match given {
+                None => continue,
+                Some((Some((_, a)), Some((_, b)))) => Err((
+                    format!("{a} and {b}"),
+                    "give the value or the file that holds it, not both".to_owned(),
+                )),
+                Some((Some((value, source)), None)) => s
+                    .apply(&mut config, value)
+                    .map_err(|m| (source.to_owned(), m)),
+                Some((None, Some((path, source)))) => read_secret(Path::new(path.trim()))
+                    .and_then(|value| s.apply(&mut config, &value))
+                    .map_err(|m| (source.to_owned(), m)),
+                Some((None, None)) => continue,
+            };
+            if let Err((source, message)) = result {
+                problems.push(ConfigProblem::new(source, message));
+            }
+        }
+        for (key, _, source) in &flags.values {
+            let known = SETTINGS.iter().any(|s| {
+                s.key() == key || (s.is_secret() && key.strip_suffix("_file") == Some(s.key()))
+            });
+            if !known {
+                problems.push(ConfigProblem::new(source.clone(), "unknown setting".into()));
+            }
+        }
+        if let Some(roles) = file.roles {
+            config.roles = roles;
+        }
+        if let Some(kinds) = file.kinds {
+            config.kinds = kinds;
+        }
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(InvalidConfig { problems })
+        }
+    }
+}
+
+/// A secret's file: its text without the trailing line break.
+fn read_secret(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let value = text.trim_end_matches(['\n', '\r']);
+    if value.trim().is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    Ok(value.to_owned())
+}
+
 impl Config {
+    /// The environment over the file `KEYGATE_CONFIG` names (if any) over the defaults:
+    /// `KEYGATE_DB` (or `KEYGATE_DB_FILE`), `KEYGATE_DB_SCHEMA`, `KEYGATE_ADDR`,
+    /// `KEYGATE_ADMIN_EMAIL`, `KEYGATE_ADMIN_PASSWORD` (or `KEYGATE_ADMIN_PASSWORD_FILE`),
+    /// `KEYGATE_RATE_LIMIT`, `KEYGATE_FAILURE_LIMIT`, `KEYGATE_TRUSTED_PROXIES`,
+    /// `KEYGATE_CLIENT_IP_HEADER`, `KEYGATE_AUDIT_LOG`, `KEYGATE_METRICS`,
+    /// `KEYGATE_STORE_TIMEOUT`, `KEYGATE_DEMO` ([`Config::settings`] lists them).
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidConfig`], listing every bad value.
+    pub fn from_env() -> Result<Self, InvalidConfig> {
+        Self::loader().load()
+    }
+
+    /// The environment over the TOML file `file` (`None`: the one `KEYGATE_CONFIG` names,
+    /// if any) over the defaults.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidConfig`], listing every bad value.
+    pub fn load(file: Option<&Path>) -> Result<Self, InvalidConfig> {
+        match file {
+            Some(path) => Self::loader().with_file(Some(path.to_owned())).load(),
+            None => Self::loader().load(),
+        }
+    }
+
+    /// A [`ConfigLoader`] for the process's environment and `KEYGATE_CONFIG`, to add flags,
+    /// another file or other defaults to.
+    pub fn loader() -> ConfigLoader {
+        ConfigLoader::default()
+    }
+
+    /// Every single-valued setting: key, variable, flag, default and meaning.
+    #[must_use]
+    pub fn settings() -> &'static [Setting] {
+        SETTINGS
+    }
+
     /// The database `db` names: a SQLite file, or a PostgreSQL URL.
     ///
     /// # Errors
@@ -157,20 +425,4 @@ impl Config {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn debug_hides_the_passwords() {
-        let config = Config {
-            db: "postgres://keygate:db-secret@127.0.0.1/keygate".into(),
-            admin_password: Some(Zeroizing::new("admin-secret".into())),
-            ..Config::default()
-        };
-        let shown = format!("{config:?}");
-        assert!(
-            !shown.contains("db-secret") && !shown.contains("admin-secret"),
-            "{shown}"
-        );
-    }
-}
+mod tests;

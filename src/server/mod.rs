@@ -101,7 +101,7 @@ mod serve;
 use crate::Roles;
 
 pub use app::{App, assemble, build_app};
-pub use config::Config;
+pub use config::{Config, ConfigLoader, ConfigProblem, InvalidConfig, Setting};
 pub use db::{Database, OpenError, OpenOptions, OpenedStore};
 pub use serve::{serve, shutdown_signal};
 

@@ -32,19 +32,31 @@ pub async fn serve(config: &Config) -> Result<(), BoxError> {
         );
     }
     println!();
+    let prefix = app.tokens.kinds().first().map_or("pat", |k| k.prefix());
+    // The demo API is only shown when it is mounted; otherwise the rate-limited example
+    // is a management route every server has.
+    let limited = if config.demo { "apps" } else { "me" };
+    let roles = app.tokens.roles();
+    let role = ["cicd"]
+        .into_iter()
+        .find(|r| roles.get(r).is_some())
+        .or_else(|| roles.names().next())
+        .map_or_else(String::new, |r| format!("\"role\":\"{r}\","));
     println!("Try it (curl asks for the password):");
     println!("  curl -u {email} -d 'description=My automation script' {base}/api/v1/tokens");
-    println!("  export TOKEN=pat_...   # the \"token\" of the answer");
+    println!("  export TOKEN={prefix}_...   # the \"token\" of the answer");
     println!("  curl -H \"Authorization: Bearer $TOKEN\" {base}/api/v1/me");
     println!("  curl -H \"Authorization: Bearer $TOKEN\" {base}/api/v1/tokens");
-    println!("  curl -H \"Authorization: Bearer $TOKEN\" {base}/api/v1/apps");
+    if config.demo {
+        println!("  curl -H \"Authorization: Bearer $TOKEN\" {base}/api/v1/apps   # the demo API");
+    }
     println!(
-        "  curl -u {email} -H 'Content-Type: application/json' -d '{{\"name\":\"ci\",\"role\":\"cicd\",\"expires_in\":86400}}' {base}/api/v1/tokens"
+        "  curl -u {email} -H 'Content-Type: application/json' -d '{{\"name\":\"ci\",{role}\"expires_in\":86400}}' {base}/api/v1/tokens"
     );
     println!("  curl -u {email} -X POST -d 'grace_seconds=60' {base}/api/v1/tokens/<id>/rotate");
     println!("  curl -u {email} -X DELETE {base}/api/v1/tokens/<id>");
     println!(
-        "  curl -i -H \"Authorization: Bearer $TOKEN\" {base}/api/v1/apps   # RateLimit-* headers; 429 past {} a minute",
+        "  curl -i -H \"Authorization: Bearer $TOKEN\" {base}/api/v1/{limited}   # RateLimit-* headers; 429 past {} a minute",
         config.rate_limit
     );
     println!("  curl -u {email} '{base}/api/v1/audit?limit=10'");

@@ -1099,6 +1099,7 @@ fn server_config(db: &std::path::Path, password: Option<&str>) -> server::Config
         // Behaviour, not the store bound, is under test: a loaded machine's fsync may
         // take longer than the 2 s default.
         store_timeout: std::time::Duration::from_secs(30),
+        demo: true,
         ..server::Config::default()
     }
 }

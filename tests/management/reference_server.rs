@@ -98,6 +98,7 @@ async fn the_reference_server_limits_audits_measures_and_serves_the_page() {
         // Behaviour, not the store bound, is under test: a loaded machine's fsync may
         // take longer than the 2 s default.
         store_timeout: std::time::Duration::from_secs(30),
+        demo: true,
         ..server::Config::default()
     };
     assert_eq!(config.rate_limit, 100);

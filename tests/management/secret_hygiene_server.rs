@@ -81,6 +81,7 @@ async fn no_secret_in_logs_audit_metrics_or_responses() {
         // Behaviour, not the store bound, is under test: a loaded machine's fsync may
         // take longer than the 2 s default.
         store_timeout: std::time::Duration::from_secs(30),
+        demo: true,
         ..server::Config::default()
     };
     let app = server::build_app(&config).await.unwrap();

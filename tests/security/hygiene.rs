@@ -270,6 +270,7 @@ mod waits {
             admin_email: ADMIN.into(),
             admin_password: Some(zeroize::Zeroizing::new(PASSWORD.to_owned())),
             metrics: false,
+            demo: true,
             ..server::Config::default()
         };
         let app = server::assemble(&config, db.clone(), db.clone())

@@ -41,6 +41,7 @@ impl Server {
             // Tests share two cores and fsync on every write: a generous bound keeps a slow
             // moment from turning into a 503 (the bound itself is tested on paused time).
             store_timeout: std::time::Duration::from_secs(60),
+            demo: true,
             ..server::Config::default()
         };
         f(&mut config);

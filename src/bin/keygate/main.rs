@@ -1,19 +1,24 @@
-//! The `keygate` command-line tool (feature `cli`): manage accounts and API tokens in a
-//! keygate SQLite database, e.g. beside a running server.
+//! The `keygate` command-line tool (feature `server`): run the reference server, and manage
+//! accounts and API tokens in its database, e.g. beside a running server.
 //!
 //! ```text
+//! keygate serve                                   # the reference server (keygate::server)
+//! keygate serve --help                            # every setting, its variable and default
 //! keygate user add alice@example.com --role deployer
 //! keygate token create --owner alice@example.com --name ci --role cicd --expires-in 7776000
-//! keygate token list --owner alice@example.com
+//! keygate token list --owner alice@example.com --json
 //! keygate token rotate --owner alice@example.com <id> --grace-seconds 3600
 //! keygate token revoke --owner alice@example.com <id>     # and the tokens that replaced it
 //! ```
 //!
-//! The database is named by `KEYGATE_DB` (or `--db`): a SQLite file path (`keygate.db` by
-//! default), or a `postgres://` URL when built with the `postgres` feature (its schema by
-//! `KEYGATE_DB_SCHEMA`). It is opened, and accounts are created, exactly as the reference
-//! server ([`keygate::server`]) does.
-//! A token is printed once, when it is created or rotated; only its SHA-256 is stored.
+//! Every command reads the same configuration as the server: flags, then `KEYGATE_*`
+//! variables, then the TOML file named by `--config` / `KEYGATE_CONFIG`, then the defaults
+//! ([`keygate::server::ConfigLoader`]). The database is `KEYGATE_DB` (or `--db`, or
+//! `KEYGATE_DB_FILE`): a SQLite file path (`keygate.db` by default), or a `postgres://` URL
+//! (its schema by `KEYGATE_DB_SCHEMA`). It is opened, and accounts are created, exactly as
+//! the reference server does; the roles and token kinds are the file's (`[roles]`,
+//! `[kinds.*]`). A token is printed once, when it is created or rotated; only its SHA-256
+//! is stored.
 
 use std::fmt::Write as _;
 use std::io::{BufRead, IsTerminal};
@@ -24,38 +29,42 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use keygate::accounts::AccountStore;
 use keygate::server::bootstrap::{self, AddAccountError};
-use keygate::server::{Database, OpenError, OpenOptions, OpenedStore};
+use keygate::server::{Config, OpenError, OpenOptions, OpenedStore};
 use keygate::{Permissions, Roles, TokenError, TokenId, TokenStore, Tokens};
 
+mod serve;
+mod settings;
 mod token;
 
 const EXIT_CODES: &str = "\
 Exit status:
   0  success
-  1  usage or validation error (bad arguments, invalid name or permissions, name taken,
-     token limit reached, account already exists, a postgres:// URL in a build without
-     the `postgres` feature)
+  1  usage or validation error (bad arguments or settings, each bad setting on its own
+     line; invalid name or permissions, name taken, token limit reached, account already
+     exists; `serve`: an address that cannot be bound)
   2  not found (unknown account, or no such token of this owner)
   3  store error (the database cannot be opened, read or written)";
 
-/// Manage keygate accounts and API tokens.
-#[derive(Debug, Parser)]
-#[command(name = "keygate", version, after_help = EXIT_CODES)]
-struct Cli {
-    /// The database: a SQLite file (created if missing), or a `postgres://` URL (needs the
-    /// `postgres` feature).
-    #[arg(
-        long,
-        env = "KEYGATE_DB",
-        default_value = "keygate.db",
-        global = true,
-        value_name = "PATH|URL"
-    )]
-    db: String,
+const SETTINGS_HELP: &str = "\
+Each setting is read from its flag, else its KEYGATE_* variable, else the --config file
+(the same name in snake_case, e.g. rate_limit = 100), else its default. RUST_LOG sets the
+log filter (default info).";
 
-    /// With PostgreSQL: the schema keygate's tables are in (default `public`).
-    #[arg(long, env = "KEYGATE_DB_SCHEMA", global = true, value_name = "NAME")]
-    db_schema: Option<String>,
+/// Run the keygate reference server, and manage its accounts and API tokens.
+#[derive(Debug, Parser)]
+#[command(
+    name = "keygate",
+    version,
+    after_help = EXIT_CODES,
+    arg_required_else_help = true
+)]
+struct Cli {
+    /// A TOML file with the settings, roles and token kinds (see keygate.example.toml).
+    #[arg(long, env = "KEYGATE_CONFIG", global = true, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
+
+    #[command(flatten)]
+    database: settings::SettingFlags<true>,
 
     #[command(subcommand)]
     command: Command,
@@ -63,12 +72,24 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the reference server: the management API, the token page, /healthz, /readyz,
+    /// /metrics and (with --demo on) the demo API.
+    #[command(after_help = SETTINGS_HELP)]
+    Serve(serve::ServeArgs),
     /// Manage accounts (the owners of tokens).
     #[command(subcommand, after_help = EXIT_CODES)]
     User(UserCommand),
     /// Create, list, rotate and revoke API tokens.
     #[command(subcommand, after_help = EXIT_CODES)]
     Token(TokenCommand),
+}
+
+/// `--json`: one JSON object (or array) on standard output instead of text.
+#[derive(Clone, Copy, Debug, Args)]
+struct Output {
+    /// Print one JSON object (or, for lists, one array) instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -96,9 +117,12 @@ struct UserAdd {
         value_name = "LIST"
     )]
     permissions: Option<Vec<String>>,
-    /// A role whose permissions the account gets: viewer, ops, deployer, cicd or admin.
+    /// A role whose permissions the account gets (default roles: viewer, ops, deployer,
+    /// cicd, admin; or the configuration file's).
     #[arg(long)]
     role: Option<String>,
+    #[command(flatten)]
+    output: Output,
 }
 
 #[derive(Debug, Subcommand)]
@@ -111,7 +135,7 @@ enum TokenCommand {
     Create(TokenCreate),
     /// List an owner's tokens, oldest first (never the tokens nor their hashes).
     #[command(after_help = EXIT_CODES)]
-    List(OwnerArg),
+    List(TokenList),
     /// Revoke a token at once, with the tokens that replaced it by rotation; revocation is
     /// final.
     ///
@@ -135,10 +159,12 @@ enum TokenCommand {
 }
 
 #[derive(Debug, Args)]
-struct OwnerArg {
+struct TokenList {
     /// The owning account's email.
     #[arg(long)]
     owner: String,
+    #[command(flatten)]
+    output: Output,
 }
 
 #[derive(Debug, Args)]
@@ -152,9 +178,13 @@ struct TokenCreate {
     /// Free text shown in lists (1-100 characters).
     #[arg(long)]
     description: Option<String>,
-    /// Take the permissions of a role: viewer, ops, deployer, cicd or admin.
+    /// Take the permissions of a role (default roles: viewer, ops, deployer, cicd, admin;
+    /// or the configuration file's).
     #[arg(long)]
     role: Option<String>,
+    /// The token's kind, by name (default: the first kind of the configuration, `pat`).
+    #[arg(long)]
+    kind: Option<String>,
     /// Explicit permissions, comma-separated; with --role, they must be within the role's.
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     permissions: Option<Vec<String>>,
@@ -168,6 +198,8 @@ struct TokenCreate {
     /// The token's own rate limit, in requests per minute (only ever lowers the server's).
     #[arg(long, value_name = "N")]
     rate_limit: Option<u32>,
+    #[command(flatten)]
+    output: Output,
 }
 
 #[derive(Debug, Args)]
@@ -177,6 +209,8 @@ struct TokenRef {
     owner: String,
     /// The token's id (as shown by `keygate token list`).
     id: String,
+    #[command(flatten)]
+    output: Output,
 }
 
 #[derive(Debug, Args)]
@@ -279,17 +313,17 @@ fn main() -> ExitCode {
             };
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("keygate: error: cannot start the async runtime: {e}");
-            return ExitCode::from(3);
-        }
-    };
-    match runtime.block_on(run(cli)) {
+    let result = config(&cli).and_then(|config| match cli.command {
+        Command::Serve(_) => serve::run(config),
+        command => match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(runtime) => runtime.block_on(run(command, config)),
+            Err(e) => Err(Failure::store("cannot start the async runtime", e)),
+        },
+    });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             eprintln!("{}", f.report());
@@ -298,26 +332,52 @@ fn main() -> ExitCode {
     }
 }
 
+/// The settings: flags, then the environment, then the `--config` file, then the defaults.
+fn config(cli: &Cli) -> Result<Config, Failure> {
+    let mut loader = Config::loader().with_file(cli.config.clone());
+    loader = cli.database.apply(loader);
+    if let Command::Serve(args) = &cli.command {
+        loader = args.settings.apply(loader);
+    }
+    loader.load().map_err(|e| {
+        Failure::Usage(
+            e.problems()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\nkeygate: error: "),
+        )
+    })
+}
+
 /// The opened database: one store for tokens and accounts.
 struct Backend {
     tokens: Arc<dyn TokenStore>,
     accounts: Arc<dyn AccountStore>,
 }
 
-async fn run(cli: Cli) -> Result<(), Failure> {
-    let backend = open(&cli.db, cli.db_schema).await?;
-    match cli.command {
-        Command::User(UserCommand::Add(args)) => user_add(backend.accounts.as_ref(), args).await,
+async fn run(command: Command, config: Config) -> Result<(), Failure> {
+    let backend = open(&config).await?;
+    match command {
+        Command::Serve(_) => Ok(()),
+        Command::User(UserCommand::Add(args)) => {
+            user_add(backend.accounts.as_ref(), &config.roles, args).await
+        }
         Command::Token(cmd) => {
-            let tokens = Tokens::builder(backend.tokens.clone())
-                .roles(Roles::deployment_platform())
+            let tokens = config
+                .kinds
+                .iter()
+                .fold(Tokens::builder(backend.tokens.clone()), |b, kind| {
+                    b.kind(kind.clone())
+                })
+                .roles(config.roles.clone())
                 .build()
                 .map_err(|e| Failure::Usage(format!("invalid configuration: {e}")))?;
             match cmd {
                 TokenCommand::Create(args) => {
                     token::token_create(backend.accounts.as_ref(), &tokens, args).await
                 }
-                TokenCommand::List(args) => token::token_list(&tokens, &args.owner).await,
+                TokenCommand::List(args) => token::token_list(&tokens, args).await,
                 TokenCommand::Revoke(args) => token::token_revoke(&tokens, args).await,
                 TokenCommand::Rotate(args) => token::token_rotate(&tokens, args).await,
                 TokenCommand::Release(args) => token::token_release(&tokens, args).await,
@@ -326,7 +386,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     }
 }
 
-async fn open(db: &str, schema: Option<String>) -> Result<Backend, Failure> {
+async fn open(config: &Config) -> Result<Backend, Failure> {
     let failure = |e: OpenError| match e {
         OpenError::Sqlite { path, source } => {
             Failure::store(&format!("cannot open the database {path:?}"), source)
@@ -337,17 +397,16 @@ async fn open(db: &str, schema: Option<String>) -> Result<Backend, Failure> {
         }
         other => Failure::Usage(other.to_string()),
     };
-    let database = Database::parse(db).map_err(failure)?;
+    let database = config.database().map_err(failure)?;
     // A short-lived program beside a running server: a small pool, a bounded wait.
     let options = OpenOptions::new()
-        .with_schema(schema.filter(|s| !s.trim().is_empty()))
+        .with_schema(config.db_schema.clone())
         .with_small_pool(2, Duration::from_secs(5));
     Ok(match database.open(&options).await.map_err(failure)? {
         OpenedStore::Sqlite(store) => Backend {
             tokens: Arc::new(store.clone()),
             accounts: Arc::new(store),
         },
-        #[cfg(feature = "postgres")]
         OpenedStore::Postgres(store) => Backend {
             tokens: Arc::new(store.clone()),
             accounts: Arc::new(store),
@@ -404,13 +463,12 @@ fn read_password() -> Result<String, Failure> {
     Ok(password)
 }
 
-async fn user_add(store: &dyn AccountStore, args: UserAdd) -> Result<(), Failure> {
+async fn user_add(store: &dyn AccountStore, roles: &Roles, args: UserAdd) -> Result<(), Failure> {
     let email = normalise_email(&args.email)?;
-    let roles = Roles::deployment_platform();
     let permissions = match (&args.permissions, &args.role) {
         (Some(list), _) => parse_permissions(list)?,
-        (None, Some(role)) => role_permissions(&roles, role)?,
-        (None, None) => role_permissions(&roles, "viewer")?,
+        (None, Some(role)) => role_permissions(roles, role)?,
+        (None, None) => role_permissions(roles, "viewer")?,
     };
     let generated = !args.password_stdin;
     let password = if generated {
@@ -426,11 +484,22 @@ async fn user_add(store: &dyn AccountStore, args: UserAdd) -> Result<(), Failure
             AddAccountError::Write(e) => Failure::store("cannot save the account", e),
             other => Failure::store("cannot add the account", other),
         })?;
-    println!("account:     {email}");
-    println!("permissions: {}", show_permissions(&permissions));
+    if args.output.json {
+        let mut out = serde_json::json!({ "account": email, "permissions": permissions });
+        if generated {
+            // Shown this once; only its argon2id hash is stored.
+            out["password"] = serde_json::Value::from(password.as_str());
+        }
+        println!("{out}");
+    } else {
+        println!("account:     {email}");
+        println!("permissions: {}", show_permissions(&permissions));
+        if generated {
+            // Shown on stdout this once; only its argon2id hash is stored.
+            println!("password:    {}", password.as_str());
+        }
+    }
     if generated {
-        // Shown on stdout this once; only its argon2id hash is stored.
-        println!("password:    {}", password.as_str());
         eprintln!("Copy the password now: it is not shown again.");
     }
     Ok(())

@@ -4,14 +4,30 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use keygate::accounts::{Account, AccountStore};
+use keygate::axum::management::TokenView;
 use keygate::store::ReleaseOutcome;
-use keygate::{IssuedToken, NewToken, TokenError, TokenId, Tokens};
+use keygate::{IssuedToken, NewToken, TokenError, TokenId, TokenRecord, Tokens};
+use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use super::{
-    Failure, TokenCreate, TokenRef, TokenRevoke, TokenRotate, normalise_email, parse_permissions,
-    role_permissions, show_permissions, token_failure,
+    Failure, TokenCreate, TokenList, TokenRef, TokenRevoke, TokenRotate, normalise_email,
+    parse_permissions, role_permissions, show_permissions, token_failure,
 };
+
+/// A token as `--json` shows it: the management API's view (never the hash), with its kind
+/// and, when revoked, since when; the token itself only when `secret` is given.
+fn view(record: &TokenRecord, now: OffsetDateTime, secret: Option<&str>) -> Value {
+    let mut view = TokenView::from_record(record, now);
+    view.token = secret.map(str::to_owned);
+    let mut out = serde_json::to_value(&view).unwrap_or(Value::Null);
+    out["kind"] = json!(record.kind);
+    if let Some(at) = record.revoked_at {
+        out["status"] = json!("revoked");
+        out["revoked_at"] = json!(rfc3339(at));
+    }
+    out
+}
 
 async fn account(store: &dyn AccountStore, owner: &str) -> Result<Account, Failure> {
     store
@@ -28,6 +44,7 @@ async fn account(store: &dyn AccountStore, owner: &str) -> Result<Account, Failu
 fn print_issued(issued: &IssuedToken) {
     let r = &issued.record;
     println!("token:       {}", issued.token.expose_secret());
+    println!("kind:        {}", r.kind);
     println!("id:          {}", r.id);
     println!("name:        {}", r.name);
     println!("hint:        {}", r.hint);
@@ -66,6 +83,16 @@ pub(super) async fn token_create(
         ))
     })?;
     let mut new = NewToken::new(&owner, args.name).created_by("keygate-cli");
+    if let Some(kind) = args.kind {
+        if tokens.kind(&kind).is_none() {
+            let known: Vec<&str> = tokens.kinds().iter().map(|k| k.name()).collect();
+            return Err(Failure::Usage(format!(
+                "unknown token kind {kind:?}; known kinds: {}",
+                known.join(", ")
+            )));
+        }
+        new = new.kind(kind);
+    }
     if let Some(d) = args.description {
         new = new.description(d);
     }
@@ -96,7 +123,17 @@ pub(super) async fn token_create(
         .issue(new)
         .await
         .map_err(|e| token_failure(e, &owner, None))?;
-    print_issued(&issued);
+    if args.output.json {
+        let out = view(
+            &issued.record,
+            tokens.now(),
+            Some(issued.token.expose_secret()),
+        );
+        println!("{out}");
+        eprintln!("Copy the token now: it is not shown again.");
+    } else {
+        print_issued(&issued);
+    }
     Ok(())
 }
 
@@ -107,12 +144,18 @@ fn rfc3339(t: OffsetDateTime) -> String {
     .unwrap_or_else(|_| t.to_string())
 }
 
-pub(super) async fn token_list(tokens: &Tokens, owner: &str) -> Result<(), Failure> {
-    let owner = normalise_email(owner)?;
+pub(super) async fn token_list(tokens: &Tokens, args: TokenList) -> Result<(), Failure> {
+    let owner = normalise_email(&args.owner)?;
     let records = tokens
         .list(&owner)
         .await
         .map_err(|e| token_failure(e, &owner, None))?;
+    if args.output.json {
+        let now = tokens.now();
+        let all: Vec<Value> = records.iter().map(|r| view(r, now, None)).collect();
+        println!("{}", Value::Array(all));
+        return Ok(());
+    }
     if records.is_empty() {
         eprintln!("{owner} has no tokens.");
         return Ok(());
@@ -186,18 +229,25 @@ pub(super) async fn token_revoke(tokens: &Tokens, args: TokenRevoke) -> Result<(
     let owner = normalise_email(&args.token.owner)?;
     let id = parse_id(&args.token.id)?;
     let failure = |e| token_failure(e, &owner, Some(id));
-    if args.keep_successors {
+    let successors = if args.keep_successors {
         tokens
             .revoke_keeping_successors(&owner, id)
             .await
             .map_err(failure)?;
-        println!("revoked {id}");
+        Vec::new()
+    } else {
+        tokens
+            .revoke_with_successors(&owner, id)
+            .await
+            .map_err(failure)?
+    };
+    if args.token.output.json {
+        println!(
+            "{}",
+            json!({ "revoked": id, "successors_revoked": successors })
+        );
         return Ok(());
     }
-    let successors = tokens
-        .revoke_with_successors(&owner, id)
-        .await
-        .map_err(failure)?;
     println!("revoked {id}");
     for s in successors {
         println!("revoked {s} (a successor of {id} by rotation)");
@@ -222,9 +272,14 @@ pub(super) async fn token_release(tokens: &Tokens, args: TokenRef) -> Result<(),
         .release(&id, tokens.now(), keygate::tokens::RELEASE_INTERVAL)
         .await
         .map_err(|e| Failure::store("the token store failed", e))?;
+    let json = args.output.json;
     match outcome {
+        ReleaseOutcome::Released if json => println!("{}", json!({ "id": id, "released": true })),
         ReleaseOutcome::Released => {
             println!("released {id}: the next machine to use it takes the seat")
+        }
+        ReleaseOutcome::NotBound if json => {
+            println!("{}", json!({ "id": id, "released": false, "bound": false }))
         }
         ReleaseOutcome::NotBound => println!("{id} is not bound to a machine; nothing to release"),
         ReleaseOutcome::TooSoon { next_allowed_at } => {
@@ -245,6 +300,20 @@ pub(super) async fn token_rotate(tokens: &Tokens, args: TokenRotate) -> Result<(
         .rotate(&owner, id, Some(grace))
         .await
         .map_err(|e| token_failure(e, &owner, Some(id)))?;
+    if args.token.output.json {
+        let mut out = view(
+            &issued.record,
+            tokens.now(),
+            Some(issued.token.expose_secret()),
+        );
+        out["replaces"] = json!({
+            "id": id,
+            "expires_at": rfc3339(issued.record.created_at + grace),
+        });
+        println!("{out}");
+        eprintln!("Copy the token now: it is not shown again.");
+        return Ok(());
+    }
     print_issued(&issued);
     if args.grace_seconds == 0 {
         println!("replaced:    {id} (stopped working now)");

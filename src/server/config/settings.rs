@@ -1,0 +1,302 @@
+//! Every single-valued setting, once: its key, its variable, its default and how its text
+//! is read. A new setting is a field of [`Config`] and one entry of [`SETTINGS`].
+
+use std::time::Duration;
+
+use zeroize::Zeroizing;
+
+use super::Config;
+use crate::client_ip::ClientIpHeader;
+use crate::server::bootstrap::normalise_email;
+use crate::server::db::Database;
+
+/// One setting of the reference server: the key in the configuration file, the variable
+/// in the environment, the command-line flag, its default and its meaning.
+///
+/// [`Config::settings`] lists them all; the `keygate serve` flags are built from them.
+#[derive(Clone, Copy)]
+pub struct Setting {
+    key: &'static str,
+    env: &'static str,
+    file_env: Option<&'static str>,
+    default: &'static str,
+    help: &'static str,
+    apply: fn(&mut Config, &str) -> Result<(), String>,
+}
+
+impl std::fmt::Debug for Setting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Setting")
+            .field("key", &self.key)
+            .field("env", &self.env)
+            .field("file_env", &self.file_env)
+            .field("default", &self.default)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Setting {
+    /// The key in the configuration file, e.g. `rate_limit`.
+    #[must_use]
+    pub fn key(&self) -> &'static str {
+        self.key
+    }
+
+    /// The environment variable, e.g. `KEYGATE_RATE_LIMIT`.
+    #[must_use]
+    pub fn env(&self) -> &'static str {
+        self.env
+    }
+
+    /// The command-line flag's name without its dashes, e.g. `rate-limit`.
+    #[must_use]
+    pub fn flag(&self) -> String {
+        self.key.replace('_', "-")
+    }
+
+    /// For a secret: the variable naming a file that holds it, e.g.
+    /// `KEYGATE_ADMIN_PASSWORD_FILE` (the file's key and flag end in `_file` / `-file`).
+    #[must_use]
+    pub fn file_env(&self) -> Option<&'static str> {
+        self.file_env
+    }
+
+    /// Whether the value is a secret: never printed, and also read from a file.
+    #[must_use]
+    pub fn is_secret(&self) -> bool {
+        self.file_env.is_some()
+    }
+
+    /// The default, as people read it.
+    #[must_use]
+    pub fn default_value(&self) -> &'static str {
+        self.default
+    }
+
+    /// What the setting does, in one line.
+    #[must_use]
+    pub fn help(&self) -> &'static str {
+        self.help
+    }
+
+    /// Reads `value` into `config`; the error names the problem (never a secret's value).
+    pub(super) fn apply(&self, config: &mut Config, value: &str) -> Result<(), String> {
+        (self.apply)(config, value)
+    }
+}
+
+/// Every single-valued setting, in the order of the documentation. (The roles and token
+/// kinds are tables of the configuration file, read apart.)
+pub(super) static SETTINGS: &[Setting] = &[
+    Setting {
+        key: "db",
+        env: "KEYGATE_DB",
+        file_env: Some("KEYGATE_DB_FILE"),
+        default: "keygate.db",
+        help: "the SQLite file (created 0600), or a postgres:// URL shared by several instances",
+        apply: |c, v| {
+            let db = Database::parse(v).map_err(|e| e.to_string())?;
+            if let Database::Postgres(url) = &db {
+                if let Err(e) = url::Url::parse(url) {
+                    return Err(format!("is not a valid PostgreSQL URL ({e})"));
+                }
+            }
+            c.db = v.trim().into();
+            Ok(())
+        },
+    },
+    Setting {
+        key: "db_schema",
+        env: "KEYGATE_DB_SCHEMA",
+        file_env: None,
+        default: "public",
+        help: "with PostgreSQL: the schema keygate's tables are kept in",
+        apply: |c, v| {
+            let v = v.trim();
+            let valid = v.len() <= 63
+                && v.starts_with(|ch: char| ch.is_ascii_alphabetic() || ch == '_')
+                && v.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_');
+            if !valid {
+                return Err(format!(
+                    "must be 1-63 letters, digits or _ starting with a letter or _, not {v:?}"
+                ));
+            }
+            c.db_schema = Some(v.to_owned());
+            Ok(())
+        },
+    },
+    Setting {
+        key: "addr",
+        env: "KEYGATE_ADDR",
+        file_env: None,
+        default: "127.0.0.1:8080",
+        help: "where to listen: host:port",
+        apply: |c, v| {
+            let v = v.trim();
+            let port = v
+                .rsplit_once(':')
+                .map(|(host, port)| (host, port.parse::<u16>()));
+            match port {
+                Some((host, Ok(_))) if !host.is_empty() => {
+                    c.addr = v.to_owned();
+                    Ok(())
+                }
+                _ => Err(format!(
+                    "must be host:port (e.g. 127.0.0.1:8080 or 0.0.0.0:8080), not {v:?}"
+                )),
+            }
+        },
+    },
+    Setting {
+        key: "admin_email",
+        env: "KEYGATE_ADMIN_EMAIL",
+        file_env: None,
+        default: "admin@example.com",
+        help: "the admin account (every permission)",
+        apply: |c, v| {
+            c.admin_email = normalise_email(v).map_err(|e| format!("{e}"))?;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "admin_password",
+        env: "KEYGATE_ADMIN_PASSWORD",
+        file_env: Some("KEYGATE_ADMIN_PASSWORD_FILE"),
+        default: "generated and printed once when the admin is created",
+        help: "the admin's password (an existing admin's is replaced by it)",
+        apply: |c, v| {
+            c.admin_password = Some(Zeroizing::new(v.to_owned()));
+            Ok(())
+        },
+    },
+    Setting {
+        key: "rate_limit",
+        env: "KEYGATE_RATE_LIMIT",
+        file_env: None,
+        default: "100",
+        help: "requests a minute per token (429 past it)",
+        apply: |c, v| {
+            c.rate_limit = positive(v)?;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "failure_limit",
+        env: "KEYGATE_FAILURE_LIMIT",
+        file_env: None,
+        default: "20",
+        help: "failed authentications a minute per client address (and per account)",
+        apply: |c, v| {
+            c.failure_limit = positive(v)?;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "trusted_proxies",
+        env: "KEYGATE_TRUSTED_PROXIES",
+        file_env: None,
+        default: "none",
+        help: "comma-separated CIDRs of the proxies whose client-address header is believed",
+        apply: |c, v| {
+            let mut nets = Vec::new();
+            let mut bad = Vec::new();
+            for s in v.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                match s
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                {
+                    Ok(net) => nets.push(net),
+                    Err(_) => bad.push(format!("{s:?}")),
+                }
+            }
+            if !bad.is_empty() {
+                return Err(format!(
+                    "{} not a CIDR (e.g. 10.0.0.0/8)",
+                    if bad.len() == 1 {
+                        format!("{} is", bad[0])
+                    } else {
+                        format!("{} are", bad.join(", "))
+                    }
+                ));
+            }
+            c.trusted_proxies = nets;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "client_ip_header",
+        env: "KEYGATE_CLIENT_IP_HEADER",
+        file_env: None,
+        default: "x-forwarded-for",
+        help: "the one header the trusted proxies put the client's address in",
+        apply: |c, v| {
+            c.client_ip_header = ClientIpHeader::parse(v)
+                .map_err(|_| format!("{:?} is not a header name", v.trim()))?;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "audit_log",
+        env: "KEYGATE_AUDIT_LOG",
+        file_env: None,
+        default: "none",
+        help: "append audit events to this file as JSON Lines (created 0600)",
+        apply: |c, v| {
+            c.audit_log = Some(v.trim().into());
+            Ok(())
+        },
+    },
+    Setting {
+        key: "metrics",
+        env: "KEYGATE_METRICS",
+        file_env: None,
+        default: "on",
+        help: "serve GET /metrics: on or off",
+        apply: |c, v| {
+            c.metrics = switch(v)?;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "store_timeout",
+        env: "KEYGATE_STORE_TIMEOUT",
+        file_env: None,
+        default: "2",
+        help: "seconds any store call a request waits on may take (then 503)",
+        apply: |c, v| {
+            c.store_timeout = Duration::from_secs(positive(v)?.into());
+            Ok(())
+        },
+    },
+    Setting {
+        key: "demo",
+        env: "KEYGATE_DEMO",
+        file_env: None,
+        default: "off",
+        help: "mount the demo API under /api/v1/apps: on or off",
+        apply: |c, v| {
+            c.demo = switch(v)?;
+            Ok(())
+        },
+    },
+];
+
+/// A whole number above zero.
+fn positive(v: &str) -> Result<u32, String> {
+    match v.trim().parse::<u32>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!(
+            "must be a positive whole number, not {:?}",
+            v.trim()
+        )),
+    }
+}
+
+/// `on`/`off`, `true`/`false`, `yes`/`no` or `1`/`0`, in any case.
+fn switch(v: &str) -> Result<bool, String> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "on" | "true" | "yes" | "1" => Ok(true),
+        "off" | "false" | "no" | "0" => Ok(false),
+        _ => Err(format!("must be on or off, not {:?}", v.trim())),
+    }
+}
