@@ -60,7 +60,13 @@ log filter (default info).";
 )]
 struct Cli {
     /// A TOML file with the settings, roles and token kinds (see keygate.example.toml).
-    #[arg(long, env = "KEYGATE_CONFIG", global = true, value_name = "FILE")]
+    #[arg(
+        long,
+        env = "KEYGATE_CONFIG",
+        hide_env_values = true,
+        global = true,
+        value_name = "FILE"
+    )]
     config: Option<std::path::PathBuf>,
 
     #[command(flatten)]
