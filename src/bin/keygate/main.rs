@@ -340,7 +340,9 @@ fn main() -> ExitCode {
 
 /// The settings: flags, then the environment, then the `--config` file, then the defaults.
 fn config(cli: &Cli) -> Result<Config, Failure> {
-    let mut loader = Config::loader().with_file(cli.config.clone());
+    // An empty KEYGATE_CONFIG is no file, as an empty variable is no value.
+    let file = cli.config.clone().filter(|p| !p.as_os_str().is_empty());
+    let mut loader = Config::loader().with_file(file);
     loader = cli.database.apply(loader);
     if let Command::Serve(args) = &cli.command {
         loader = args.settings.apply(loader);
