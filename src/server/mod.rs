@@ -1,22 +1,24 @@
-//! The reference server (feature `server`): the token management API and a small
-//! protected demo API on one embedded SQLite file, or on a shared PostgreSQL database for
-//! several instances (with the `postgres` feature).
+//! The reference server (feature `server`): the token management API, the token page and
+//! (when asked for) a small protected demo API, on one embedded SQLite file, or on a shared
+//! PostgreSQL database for several instances.
 //!
 //! ```sh
-//! cargo run --example server
+//! cargo install --path . --features server && keygate serve
+//! cargo run --example server        # the same server, with the demo API on
 //! ```
 //!
-//! The example is a few lines around this module: read [`Config::from_env`], then
-//! [`serve`]. [`build_app`] assembles the same routes without listening, for tests and for
-//! programs that mount them in their own server; [`assemble`] does it over any store.
-//! [`Database`] opens the store named by `KEYGATE_DB` (the `keygate` command-line tool opens
-//! it the same way), and [`bootstrap`] holds the account rules both share.
+//! `keygate serve` (the installed binary, `cargo install --path . --features server`) and
+//! the example are a few lines around this module: read the [`Config`], then [`serve`].
+//! [`build_app`] assembles the same routes without listening, for tests and for programs
+//! that mount them in their own server; [`assemble`] does it over any store. [`Database`]
+//! opens the store named by `KEYGATE_DB` (the `keygate` command-line tool opens it the same
+//! way), and [`bootstrap`] holds the account rules both share.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), keygate::server::BoxError> {
 //! use keygate::server::{self, Config};
 //!
-//! // The whole server, as `cargo run --example server` runs it:
+//! // The whole server, as `keygate serve` runs it (the environment and KEYGATE_CONFIG):
 //! server::serve(&Config::from_env()?).await?;
 //!
 //! // Or its routes, under a prefix of a server of your own:
@@ -27,21 +29,42 @@
 //! # }
 //! ```
 //!
-//! | variable | default | meaning |
-//! | --- | --- | --- |
-//! | `KEYGATE_DB` | `keygate.db` | the SQLite file (created `0600` when missing: it holds password hashes), or a `postgres://` URL shared by several instances (printed with its password as `***`) |
-//! | `KEYGATE_DB_SCHEMA` | — | with PostgreSQL: the schema to keep keygate's tables in (default `public`) |
-//! | `KEYGATE_ADDR` | `127.0.0.1:8080` | where to listen |
-//! | `KEYGATE_ADMIN_EMAIL` | `admin@example.com` | the admin account |
-//! | `KEYGATE_ADMIN_PASSWORD` | — | its password; when unset and the admin does not exist yet, one is generated and printed once (an existing admin keeps its password) |
-//! | `KEYGATE_RATE_LIMIT` | `100` | requests a minute per token (429 with `Retry-After` past it); a token's own `rate_limit` can only lower it |
-//! | `KEYGATE_FAILURE_LIMIT` | `20` | failed authentications (bad tokens, wrong passwords) a minute per client address, and failed sign-ins a minute per account before its backoff starts |
-//! | `KEYGATE_TRUSTED_PROXIES` | — | comma-separated CIDRs of the proxies whose client-address header is believed |
-//! | `KEYGATE_CLIENT_IP_HEADER` | `x-forwarded-for` | the one header those proxies put the client's address in: `x-forwarded-for`, `forwarded` (RFC 7239 `for=`), `x-real-ip`, or any header name holding one address (e.g. `cf-connecting-ip`); every other forwarding header is ignored |
-//! | `KEYGATE_AUDIT_LOG` | — | append audit events to this file as JSON Lines, created `0600` (they always go to the database too) |
-//! | `KEYGATE_METRICS` | on | `off`: no `GET /metrics` |
-//! | `KEYGATE_STORE_TIMEOUT` | `2` | seconds any store call a request waits on may take; then 503 `store_unavailable` |
-//! | `RUST_LOG` | `info` | log filter |
+//! # Configuration
+//!
+//! Each setting is read from its command-line flag (`keygate serve --rate-limit 50`), else
+//! its environment variable, else the TOML file named by `--config` or `KEYGATE_CONFIG`
+//! (the key in the first column: `rate_limit = 50`), else its default
+//! ([`ConfigLoader`]). The two secrets may instead be read from a file, its trailing line
+//! break removed (`KEYGATE_ADMIN_PASSWORD_FILE`, `KEYGATE_DB_FILE`; `admin_password_file`,
+//! `db_file`; `--admin-password-file`, `--db-file`), e.g. a container secret; a secret and
+//! its file at the same level is an error. Every bad value is reported at start, one line
+//! each naming the variable, key or flag and the value (never a secret's), and nothing
+//! starts ([`InvalidConfig`]); so is an unknown key in the file. `keygate serve --help`
+//! lists every setting with its variable and default; `keygate.example.toml` is a
+//! commented file.
+//!
+//! | key | variable | default | meaning |
+//! | --- | --- | --- | --- |
+//! | `db` | `KEYGATE_DB` (`KEYGATE_DB_FILE`) | `keygate.db` | the SQLite file (created `0600` when missing: it holds password hashes), or a `postgres://` URL shared by several instances (printed with its password as `***`) |
+//! | `db_schema` | `KEYGATE_DB_SCHEMA` | `public` | with PostgreSQL: the schema to keep keygate's tables in |
+//! | `addr` | `KEYGATE_ADDR` | `127.0.0.1:8080` | where to listen (`host:port`) |
+//! | `admin_email` | `KEYGATE_ADMIN_EMAIL` | `admin@example.com` | the admin account |
+//! | `admin_password` | `KEYGATE_ADMIN_PASSWORD` (`KEYGATE_ADMIN_PASSWORD_FILE`) | — | its password; when unset and the admin does not exist yet, one is generated and printed once (an existing admin keeps its password) |
+//! | `rate_limit` | `KEYGATE_RATE_LIMIT` | `100` | requests a minute per token (429 with `Retry-After` past it); a token's own `rate_limit` can only lower it |
+//! | `failure_limit` | `KEYGATE_FAILURE_LIMIT` | `20` | failed authentications (bad tokens, wrong passwords) a minute per client address, and failed sign-ins a minute per account before its backoff starts |
+//! | `trusted_proxies` | `KEYGATE_TRUSTED_PROXIES` | — | comma-separated CIDRs (a list in the file) of the proxies whose client-address header is believed |
+//! | `client_ip_header` | `KEYGATE_CLIENT_IP_HEADER` | `x-forwarded-for` | the one header those proxies put the client's address in: `x-forwarded-for`, `forwarded` (RFC 7239 `for=`), `x-real-ip`, or any header name holding one address (e.g. `cf-connecting-ip`); every other forwarding header is ignored |
+//! | `audit_log` | `KEYGATE_AUDIT_LOG` | — | append audit events to this file as JSON Lines, created `0600` (they always go to the database too) |
+//! | `metrics` | `KEYGATE_METRICS` | `on` | `off`: no `GET /metrics` |
+//! | `store_timeout` | `KEYGATE_STORE_TIMEOUT` | `2` | seconds any store call a request waits on may take; then 503 `store_unavailable` |
+//! | `demo` | `KEYGATE_DEMO` | `off` | `on` (or `1`, `true`): mount the demo API (`/api/v1/apps...`); `cargo run --example server` turns it on unless `KEYGATE_DEMO=0` |
+//! | `[roles]` | — | [`Roles::deployment_platform`] | the file only: `name = ["permission", ...]` for each role; replaces the default roles |
+//! | `[kinds.<name>]` | — | `pat` | the file only: token kinds, `prefix` (default: the name), `max_live_per_owner` (a number or `"unlimited"`), `max_lifetime` (seconds), `binding_header`; the first is the default kind |
+//! | — | `KEYGATE_CONFIG` | — | the TOML file (`--config`) |
+//! | — | `RUST_LOG` | `info` | log filter |
+//!
+//! On/off settings take `on`/`off`, `true`/`false`, `yes`/`no` or `1`/`0`; an empty
+//! variable is the same as an unset one.
 //!
 //! Routes (all under `/api/v1` but the index):
 //!
@@ -58,13 +81,14 @@
 //! | `GET /api/v1/me` | a token |
 //! | `GET /api/v1/audit` | `audit:read` (Basic or a token): the caller's own audit events (every owner's with `audit:read_all`), `?token_id=&since=&until=&limit=` |
 //! | `GET /api/v1/openapi.json` | nothing: the OpenAPI 3.1 document |
-//! | `GET /api/v1/apps` | `apps:read` (roles `viewer`, `ops`, `deployer`, `cicd`, `admin`) |
+//! | `GET /api/v1/apps` | `apps:read` (roles `viewer`, `ops`, `deployer`, `cicd`, `admin`); this and the three below only with `KEYGATE_DEMO=on` |
 //! | `POST /api/v1/apps/{app}/restart` | `processes:restart` (`ops`, `deployer`, `admin`) |
 //! | `POST /api/v1/apps/{app}/builds` | `builds:create` (`deployer`, `cicd`, `admin`) |
 //! | `PUT /api/v1/apps/{app}/env` | `env:write` (`deployer`, `admin`) |
 //!
-//! Tokens are created with a `role` (one of [`Roles::deployment_platform`]'s `viewer`, `ops`,
-//! `deployer`, `cicd`, `admin`) or explicit `permissions`; without either they get the account's own.
+//! Tokens are created with a `role` (by default one of [`Roles::deployment_platform`]'s
+//! `viewer`, `ops`, `deployer`, `cicd`, `admin`; or the file's `[roles]`) or explicit
+//! `permissions`; without either they get the account's own.
 //! A token never does more than its account may do now: its permissions are cut down to
 //! the account's current ones on every request (answers kept 5 s).
 //!

@@ -60,7 +60,13 @@ log filter (default info).";
 )]
 struct Cli {
     /// A TOML file with the settings, roles and token kinds (see keygate.example.toml).
-    #[arg(long, env = "KEYGATE_CONFIG", global = true, value_name = "FILE")]
+    #[arg(
+        long,
+        env = "KEYGATE_CONFIG",
+        hide_env_values = true,
+        global = true,
+        value_name = "FILE"
+    )]
     config: Option<std::path::PathBuf>,
 
     #[command(flatten)]
@@ -334,7 +340,9 @@ fn main() -> ExitCode {
 
 /// The settings: flags, then the environment, then the `--config` file, then the defaults.
 fn config(cli: &Cli) -> Result<Config, Failure> {
-    let mut loader = Config::loader().with_file(cli.config.clone());
+    // An empty KEYGATE_CONFIG is no file, as an empty variable is no value.
+    let file = cli.config.clone().filter(|p| !p.as_os_str().is_empty());
+    let mut loader = Config::loader().with_file(file);
     loader = cli.database.apply(loader);
     if let Command::Serve(args) = &cli.command {
         loader = args.settings.apply(loader);

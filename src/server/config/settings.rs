@@ -96,10 +96,10 @@ pub(super) static SETTINGS: &[Setting] = &[
         help: "the SQLite file (created 0600), or a postgres:// URL shared by several instances",
         apply: |c, v| {
             let db = Database::parse(v).map_err(|e| e.to_string())?;
-            if let Database::Postgres(url) = &db {
-                if let Err(e) = url::Url::parse(url) {
-                    return Err(format!("is not a valid PostgreSQL URL ({e})"));
-                }
+            if let Database::Postgres(url) = &db
+                && let Err(e) = url::Url::parse(url)
+            {
+                return Err(format!("is not a valid PostgreSQL URL ({e})"));
             }
             c.db = v.trim().into();
             Ok(())

@@ -246,3 +246,18 @@ fn every_setting_has_its_variable_and_flag() {
         assert!(!s.help().is_empty() && !s.default_value().is_empty());
     }
 }
+
+#[test]
+fn the_example_file_holds_the_defaults() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/keygate.example.toml");
+    let config = env(&[])
+        .with_file(Some(path.into()))
+        .load()
+        .expect("the example file is valid");
+    let d = Config::default();
+    assert_eq!(format!("{config:?}"), format!("{d:?}"));
+    for name in d.roles.names() {
+        assert_eq!(config.roles.get(name), d.roles.get(name), "role {name}");
+    }
+    assert_eq!(config.roles.names().count(), d.roles.names().count());
+}
