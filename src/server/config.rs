@@ -38,6 +38,11 @@ pub struct Config {
     pub metrics: bool,
     /// The longest any store call a request waits on may take (then 503).
     pub store_timeout: Duration,
+    /// The Redis that shares rate limits and failure limits between instances, if any
+    /// (it may hold a password: never printed).
+    pub redis_url: Option<String>,
+    /// The prefix of every Redis key (default `keygate:`).
+    pub redis_prefix: String,
 }
 
 impl std::fmt::Debug for Config {
@@ -59,6 +64,11 @@ impl std::fmt::Debug for Config {
             .field("audit_log", &self.audit_log)
             .field("metrics", &self.metrics)
             .field("store_timeout", &self.store_timeout)
+            .field(
+                "redis_url",
+                &self.redis_url.as_deref().map(super::app::redact_redis_url),
+            )
+            .field("redis_prefix", &self.redis_prefix)
             .finish()
     }
 }
@@ -78,6 +88,8 @@ impl Default for Config {
             audit_log: None,
             metrics: true,
             store_timeout: DEFAULT_STORE_TIMEOUT,
+            redis_url: None,
+            redis_prefix: "keygate:".into(),
         }
     }
 }
@@ -85,7 +97,8 @@ impl Default for Config {
 impl Config {
     /// `KEYGATE_DB`, `KEYGATE_ADDR`, `KEYGATE_ADMIN_EMAIL`, `KEYGATE_ADMIN_PASSWORD`,
     /// `KEYGATE_RATE_LIMIT`, `KEYGATE_FAILURE_LIMIT`, `KEYGATE_TRUSTED_PROXIES`,
-    /// `KEYGATE_CLIENT_IP_HEADER`, `KEYGATE_AUDIT_LOG`, `KEYGATE_METRICS`, `KEYGATE_STORE_TIMEOUT`.
+    /// `KEYGATE_CLIENT_IP_HEADER`, `KEYGATE_AUDIT_LOG`, `KEYGATE_METRICS`, `KEYGATE_STORE_TIMEOUT`,
+    /// `KEYGATE_REDIS_URL`, `KEYGATE_REDIS_PREFIX`.
     ///
     /// # Errors
     ///
@@ -132,6 +145,8 @@ impl Config {
             audit_log: var("KEYGATE_AUDIT_LOG").map(Into::into),
             metrics: !var("KEYGATE_METRICS").is_some_and(|v| v.eq_ignore_ascii_case("off")),
             store_timeout: Duration::from_secs(count("KEYGATE_STORE_TIMEOUT", 2)?.into()),
+            redis_url: var("KEYGATE_REDIS_URL"),
+            redis_prefix: var("KEYGATE_REDIS_PREFIX").unwrap_or(d.redis_prefix),
         })
     }
 }
@@ -165,11 +180,14 @@ mod tests {
         let config = Config {
             db: "postgres://keygate:db-secret@127.0.0.1/keygate".into(),
             admin_password: Some(Zeroizing::new("admin-secret".into())),
+            redis_url: Some("redis://:redis-secret@127.0.0.1:6379/0".into()),
             ..Config::default()
         };
         let shown = format!("{config:?}");
         assert!(
-            !shown.contains("db-secret") && !shown.contains("admin-secret"),
+            !shown.contains("db-secret")
+                && !shown.contains("admin-secret")
+                && !shown.contains("redis-secret"),
             "{shown}"
         );
     }

@@ -41,6 +41,8 @@
 //! | `KEYGATE_AUDIT_LOG` | — | append audit events to this file as JSON Lines, created `0600` (they always go to the database too) |
 //! | `KEYGATE_METRICS` | on | `off`: no `GET /metrics` |
 //! | `KEYGATE_STORE_TIMEOUT` | `2` | seconds any store call a request waits on may take; then 503 `store_unavailable` |
+//! | `KEYGATE_REDIS_URL` | — | a `redis://` (or `rediss://`) URL: per-token rate limits and failure limits are kept there, shared by every instance pointing at it (needs the `redis` feature; printed with its password as `***`) |
+//! | `KEYGATE_REDIS_PREFIX` | `keygate:` | the prefix of every Redis key (several deployments can share one Redis) |
 //! | `RUST_LOG` | `info` | log filter |
 //!
 //! Routes (all under `/api/v1` but the index):
@@ -50,7 +52,7 @@
 //! | `GET /` | nothing: a short index |
 //! | `GET /metrics` | nothing: Prometheus text (unless `KEYGATE_METRICS=off`) |
 //! | `GET /healthz` | nothing: 200 `ok` while the process answers |
-//! | `GET /readyz` | nothing: 200 `ready` when the database answers within the store bound and the revocation listener (PostgreSQL) is connected, else 503 `not ready` |
+//! | `GET /readyz` | nothing: 200 `ready` when the database answers within the store bound, the revocation listener (PostgreSQL) is connected and Redis (with `KEYGATE_REDIS_URL`) answers, else 503 `not ready` |
 //! | `GET /tokens` | nothing: the token page (it signs in with email and password) |
 //! | `POST /api/v1/tokens` | Basic (email + password): create a token |
 //! | `GET /api/v1/tokens` | Basic, or a token with `tokens:read` |
@@ -81,7 +83,15 @@
 //! On PostgreSQL each instance verifies through a [`CachedStore`](crate::store::cached::CachedStore) whose listener hears every
 //! revocation and rotation made by the other instances (`LISTEN`/`NOTIFY`), so a token
 //! revoked on one instance is refused on all of them within milliseconds; if the listener
-//! loses its connection the cache is bypassed until it is back.
+//! loses its connection the cache is bypassed until it is back. Revocations travel this way
+//! only, with or without Redis.
+//!
+//! Without `KEYGATE_REDIS_URL`, each instance keeps its own rate and failure limits: N
+//! instances give a token N times its rate and a guesser N budgets. With it, every instance
+//! counts in one Redis (one Lua script per check, on Redis's clock; keys expire by
+//! themselves and hold no token, password or account name). When Redis cannot be reached,
+//! bearer requests and sign-ins get 503 `store_unavailable` (never a free pass) and
+//! `/readyz` answers 503. See `docs/deploy.md` for a deployment.
 //!
 //! Every store call a request waits on (token lookups and bindings, account lookups,
 //! permission resolution, the management API's reads and writes, audit reads) is bounded

@@ -216,6 +216,24 @@ impl RedisStore {
         &self.inner.client
     }
 
+    /// Asks Redis for a `PONG`, within the response timeout (e.g. for a readiness probe).
+    ///
+    /// # Errors
+    ///
+    /// Redis cannot be reached, or answers something else.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        let pong: String = redis::cmd("PING")
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_err)?;
+        if pong == "PONG" {
+            Ok(())
+        } else {
+            Err(invalid("unexpected answer to PING"))
+        }
+    }
+
     async fn conn(&self) -> Result<ConnectionManager, StoreError> {
         self.inner
             .conn
