@@ -45,7 +45,7 @@ impl From<Rejection> for Refusal {
 /// The steps, in the order they run.
 enum Stage {
     /// The client's failure budget (with failure limits): a blocked client is refused
-    /// before the store is asked.
+    /// before the store is asked. Shared limits are asked in [`Verification::step_io`].
     Gate,
     /// Format, SHA-256, lookup by hash, constant-time compare, kind, revocation, expiry.
     Lookup,
@@ -62,6 +62,8 @@ enum Stage {
     Rate,
     /// The layer's access rule.
     Access,
+    /// A refusal that counts as a failure, to count in shared failure limits first.
+    Count(Denial, Option<Arc<TokenRecord>>),
     /// Admitted.
     Done,
 }
@@ -171,20 +173,22 @@ impl Verification {
     ) -> Result<bool, Refusal> {
         match &self.stage {
             Stage::Gate => {
-                if let Some((f, ip)) = self.failures(config)
-                    && let Some(wait) = f.blocked(ip)
-                {
-                    return Err(Rejection::new(RejectionKind::RateLimited)
-                        .with_retry_after(ceil_secs(wait))
-                        .into());
+                if let Some((f, ip)) = self.failures(config) {
+                    if f.is_shared() {
+                        return Ok(false);
+                    }
+                    if let Some(wait) = f.blocked_local(ip) {
+                        return Err(rate_limited(wait).into());
+                    }
                 }
                 self.stage = Stage::Lookup;
             }
+            Stage::Count(..) => return Ok(false),
             Stage::Lookup => {
                 let accept = config.accept.as_deref();
                 match config.tokens.lookup_now(token, accept, self.now) {
                     Lookup::Decided(Ok(identity)) => self.admit_token(identity),
-                    Lookup::Decided(Err(d)) => return Err(self.refuse(config, d.denial, d.record)),
+                    Lookup::Decided(Err(d)) => return self.refuse_now(config, d.denial, d.record),
                     Lookup::Fetch(kind, hash) => {
                         self.stage = Stage::Fetch(kind, hash);
                         return Ok(false);
@@ -205,7 +209,7 @@ impl Verification {
                         self.stage = Stage::Settle(fingerprint.to_owned());
                         return Ok(false);
                     }
-                    Err(denial) => return Err(self.refuse_holder(config, denial)),
+                    Err(denial) => return self.refuse_now(config, denial, self.record()),
                 }
             }
             Stage::Settle(_) => return Ok(false),
@@ -244,11 +248,27 @@ impl Verification {
     /// permissions, the rate limiter. Moves on to the next step when it passes.
     async fn step_io(&mut self, config: &Config) -> Result<(), Refusal> {
         match std::mem::replace(&mut self.stage, Stage::Done) {
+            Stage::Gate => {
+                if let Some((f, ip)) = self.failures(config) {
+                    match f.blocked(ip).await {
+                        Ok(None) => {}
+                        Ok(Some(wait)) => return Err(rate_limited(wait).into()),
+                        Err(error) => {
+                            tracing::warn!(%error, "failure limits unavailable; refusing the request");
+                            return Err(Rejection::new(RejectionKind::StoreUnavailable).into());
+                        }
+                    }
+                }
+                self.stage = Stage::Lookup;
+            }
+            Stage::Count(denial, record) => {
+                return Err(self.refuse_io(config, denial, record).await);
+            }
             Stage::Fetch(kind, hash) => {
                 let accept = config.accept.as_deref();
                 match config.tokens.fetch(&kind, &hash, accept).await {
                     Ok(identity) => self.admit_token(identity),
-                    Err(d) => return Err(self.refuse(config, d.denial, d.record)),
+                    Err(d) => return Err(self.refuse_io(config, d.denial, d.record).await),
                 }
             }
             Stage::Settle(fingerprint) => {
@@ -257,7 +277,10 @@ impl Verification {
                 };
                 match config.tokens.settle_binding(identity, &fingerprint).await {
                     Ok(()) => self.stage = Stage::Owner,
-                    Err(denial) => return Err(self.refuse_holder(config, denial)),
+                    Err(denial) => {
+                        let record = self.record();
+                        return Err(self.refuse_io(config, denial, record).await);
+                    }
                 }
             }
             Stage::Owner => {
@@ -333,17 +356,18 @@ impl Verification {
     /// A refusal for `denial`, counted against the client when it is a failure
     /// ([`RejectionKind::counts_as_failure`]): 429 with `Retry-After` instead when the client
     /// is now over its budget. A stolen token replayed from elsewhere is throttled like a
-    /// guess.
+    /// guess. Failure limits kept in process only; shared ones are counted by
+    /// [`refuse_io`](Self::refuse_io).
     #[inline]
     fn refuse(&self, config: &Config, denial: Denial, record: Option<Arc<TokenRecord>>) -> Refusal {
         let kind = RejectionKind::from(denial);
         let mut rejection = Rejection::new(kind);
         if kind.counts_as_failure()
             && let Some((f, ip)) = self.failures(config)
-            && let Some(wait) = f.fail(ip)
+            && !f.is_shared()
+            && let Some(wait) = f.fail_local(ip)
         {
-            rejection =
-                Rejection::new(RejectionKind::RateLimited).with_retry_after(ceil_secs(wait));
+            rejection = rate_limited(wait);
         }
         Refusal {
             rejection,
@@ -351,4 +375,57 @@ impl Verification {
             rate: None,
         }
     }
+
+    /// [`refuse`](Self::refuse) from a step without I/O: a failure to count in shared
+    /// limits waits for [`step_io`](Self::step_io) in [`Stage::Count`].
+    fn refuse_now(
+        &mut self,
+        config: &Config,
+        denial: Denial,
+        record: Option<Arc<TokenRecord>>,
+    ) -> Result<bool, Refusal> {
+        if RejectionKind::from(denial).counts_as_failure()
+            && self.failures(config).is_some_and(|(f, _)| f.is_shared())
+        {
+            self.stage = Stage::Count(denial, record);
+            return Ok(false);
+        }
+        Err(self.refuse(config, denial, record))
+    }
+
+    /// [`refuse`](Self::refuse), counting the failure in shared limits too. When they
+    /// cannot be reached the answer is 503 `store_unavailable`: a guess is never left
+    /// uncounted.
+    async fn refuse_io(
+        &self,
+        config: &Config,
+        denial: Denial,
+        record: Option<Arc<TokenRecord>>,
+    ) -> Refusal {
+        let kind = RejectionKind::from(denial);
+        let Some((f, ip)) = self
+            .failures(config)
+            .filter(|(f, _)| f.is_shared() && kind.counts_as_failure())
+        else {
+            return self.refuse(config, denial, record);
+        };
+        let rejection = match f.fail(ip).await {
+            Ok(None) => Rejection::new(kind),
+            Ok(Some(wait)) => rate_limited(wait),
+            Err(error) => {
+                tracing::warn!(%error, "failure limits unavailable; refusing the request");
+                Rejection::new(RejectionKind::StoreUnavailable)
+            }
+        };
+        Refusal {
+            rejection,
+            record,
+            rate: None,
+        }
+    }
+}
+
+/// 429 `rate_limited`, with `Retry-After` in whole seconds.
+fn rate_limited(wait: std::time::Duration) -> Rejection {
+    Rejection::new(RejectionKind::RateLimited).with_retry_after(ceil_secs(wait))
 }

@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use super::Rate;
 use super::bounded::{Bounded, Expires};
+use super::shared_failure::SharedFailureLimiter;
 
 /// The default cap on the entries of each of [`FailureLimits`]'s maps.
 pub const DEFAULT_MAX_FAILURE_ENTRIES: usize = 50_000;
@@ -43,6 +44,14 @@ pub const DEFAULT_ACCOUNT_MEMORY: Duration = Duration::from_secs(15 * 60);
 /// [`with_max_entries`](Self::with_max_entries)); idle entries are dropped when a map is
 /// full, and under a flood of distinct keys the entries closest to expiry go first, so
 /// memory stays bounded. Account names are kept as keyed 64-bit hashes, never as text.
+///
+/// **Across instances.** In process, each instance keeps its own counts: N instances give
+/// a guesser N budgets. [`shared`](Self::shared) keeps every count in a
+/// [`SharedFailureLimiter`] instead (the Redis one is
+/// `keygate::store::redis::RedisFailureLimiter`), with the same rules, so the instances
+/// give one budget together. When that backend cannot be reached, nothing is let through
+/// unchecked: a bearer request gets 503 `store_unavailable` and a sign-in is refused
+/// (503) before its password is checked — the same as the shared rate limiter.
 #[derive(Clone)]
 pub struct FailureLimits {
     inner: Arc<FailureInner>,
@@ -62,6 +71,8 @@ struct FailureInner {
     /// remembered.
     pairs: Mutex<Bounded<(u64, IpAddr), Instant>>,
     hasher: RandomState,
+    /// Where the counts are kept instead of the maps above, when shared.
+    shared: Option<Arc<dyn SharedFailureLimiter>>,
 }
 
 /// A generic cell rate algorithm state: the theoretical arrival time. The budget is full
@@ -96,7 +107,7 @@ impl Gcra {
 }
 
 /// The key an address is counted under: IPv4 as is, IPv6 by its /64.
-fn client_key(ip: IpAddr) -> IpAddr {
+pub(super) fn client_key(ip: IpAddr) -> IpAddr {
     match crate::client_ip::canonical(ip) {
         IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !u128::from(u64::MAX))),
         v4 => v4,
@@ -112,6 +123,7 @@ impl std::fmt::Debug for FailureLimits {
         f.debug_struct("FailureLimits")
             .field("client_rate", &self.inner.client_rate)
             .field("account_rate", &self.inner.account_rate)
+            .field("shared", &self.inner.shared.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -126,10 +138,17 @@ impl FailureLimits {
             rate,
             DEFAULT_ACCOUNT_MEMORY,
             DEFAULT_MAX_FAILURE_ENTRIES,
+            None,
         )
     }
 
-    fn build(client_rate: Rate, account_rate: Rate, memory: Duration, cap: usize) -> Self {
+    fn build(
+        client_rate: Rate,
+        account_rate: Rate,
+        memory: Duration,
+        cap: usize,
+        shared: Option<Arc<dyn SharedFailureLimiter>>,
+    ) -> Self {
         Self {
             inner: Arc::new(FailureInner {
                 client_rate,
@@ -140,6 +159,7 @@ impl FailureLimits {
                 accounts: Mutex::new(Bounded::new(cap)),
                 pairs: Mutex::new(Bounded::new(cap)),
                 hasher: RandomState::new(),
+                shared,
             }),
         }
     }
@@ -149,7 +169,40 @@ impl FailureLimits {
         let (mut account_rate, mut memory) = (i.account_rate, i.memory);
         let mut cap = lock(&i.clients).cap();
         f(&mut account_rate, &mut memory, &mut cap);
-        Self::build(i.client_rate, account_rate, memory, cap)
+        Self::build(i.client_rate, account_rate, memory, cap, i.shared.clone())
+    }
+
+    /// Keeps every count in `shared` (e.g. Redis) instead of this process, so that several
+    /// instances give a client, and an account, one budget together (see the type's docs).
+    #[must_use]
+    pub fn shared(self, shared: impl SharedFailureLimiter) -> Self {
+        let i = &self.inner;
+        let cap = lock(&i.clients).cap();
+        Self::build(
+            i.client_rate,
+            i.account_rate,
+            i.memory,
+            cap,
+            Some(Arc::new(shared)),
+        )
+    }
+
+    /// Whether the counts are kept in a [`SharedFailureLimiter`].
+    #[must_use]
+    pub fn is_shared(&self) -> bool {
+        self.inner.shared.is_some()
+    }
+
+    pub(super) fn shared_backend(&self) -> Option<&dyn SharedFailureLimiter> {
+        self.inner.shared.as_deref()
+    }
+
+    pub(super) fn rates(&self) -> (Rate, Rate, Duration) {
+        (
+            self.inner.client_rate,
+            self.inner.account_rate,
+            self.inner.memory,
+        )
     }
 
     /// The failed sign-ins an account takes before its backoff starts (default: the
@@ -174,8 +227,9 @@ impl FailureLimits {
         self.rebuild(|_, _, c| *c = entries)
     }
 
-    /// How many entries the limits hold now, all maps together: at most four times the
-    /// [`with_max_entries`](Self::with_max_entries) cap, whatever the traffic.
+    /// How many entries the limits hold in this process now, all maps together: at most
+    /// four times the [`with_max_entries`](Self::with_max_entries) cap, whatever the
+    /// traffic (none when shared).
     #[must_use]
     pub fn entries(&self) -> usize {
         let i = &self.inner;
@@ -188,9 +242,9 @@ impl FailureLimits {
             + lock(&i.pairs).len()
     }
 
-    /// `Some(wait)` when `ip` is blocked right now.
+    /// In process: `Some(wait)` when `ip` is blocked right now.
     #[must_use]
-    pub fn blocked(&self, ip: IpAddr) -> Option<Duration> {
+    pub(crate) fn blocked_local(&self, ip: IpAddr) -> Option<Duration> {
         let map = self
             .inner
             .blocked
@@ -204,8 +258,8 @@ impl FailureLimits {
         (!wait.is_zero()).then_some(wait)
     }
 
-    /// Counts a failure from `ip`; `Some(wait)` when it is now over its budget.
-    pub fn fail(&self, ip: IpAddr) -> Option<Duration> {
+    /// In process: counts a failure from `ip`; `Some(wait)` when it is now over its budget.
+    pub(crate) fn fail_local(&self, ip: IpAddr) -> Option<Duration> {
         let key = client_key(ip);
         let now = Instant::now();
         let wait = {
@@ -234,19 +288,13 @@ impl FailureLimits {
         h.finish()
     }
 
-    /// Before checking a password for `account` from `ip`: `Err(wait)` (answer 429 with
-    /// `Retry-After`, and check nothing) when the address is blocked, when this attempt
-    /// is over its budget, or when the account is over its budget and this address has
-    /// failed against it recently (see the type's docs). Otherwise the attempt is counted
-    /// as a failure at once — so concurrent attempts cannot overrun the budget — and the
-    /// returned [`SignIn`] gives it back with [`SignIn::refund`] when the password was
-    /// right (or could not be checked).
-    ///
-    /// # Errors
-    ///
-    /// `Err(wait)` as above.
-    pub fn begin_sign_in(&self, account: &str, ip: IpAddr) -> Result<SignIn, Duration> {
-        if let Some(wait) = self.blocked(ip) {
+    /// In process: see [`begin_sign_in`](Self::begin_sign_in).
+    pub(super) fn begin_sign_in_local(
+        &self,
+        account: &str,
+        ip: IpAddr,
+    ) -> Result<SignIn, Duration> {
+        if let Some(wait) = self.blocked_local(ip) {
             return Err(wait);
         }
         let inner = &self.inner;
@@ -263,7 +311,7 @@ impl FailureLimits {
             let wait = account_over.min(until - now);
             return Err(wait.max(Duration::from_secs(1)));
         }
-        if let Some(wait) = self.fail(ip) {
+        if let Some(wait) = self.fail_local(ip) {
             return Err(wait);
         }
         {
@@ -278,43 +326,45 @@ impl FailureLimits {
         lock(&inner.pairs).insert((account, client), now + inner.memory, now);
         Ok(SignIn {
             limits: self.clone(),
-            client,
-            account,
+            charged: Charged::Local { client, account },
         })
     }
+
+    /// In process: gives back the charge of a sign-in (see [`SignIn::refund`]).
+    pub(super) fn refund_local(&self, client: IpAddr, account: u64) {
+        let inner = &self.inner;
+        let give_back = |s: &mut Gcra, rate: Rate| {
+            s.tat = s.tat.checked_sub(rate.interval()).unwrap_or(s.tat);
+        };
+        if let Some(s) = lock(&inner.clients).get_mut(&client) {
+            give_back(s, inner.client_rate);
+        }
+        if let Some(s) = lock(&inner.accounts).get_mut(&account) {
+            give_back(s, inner.account_rate);
+        }
+        lock(&inner.pairs).remove(&(account, client));
+    }
+}
+
+/// What a [`SignIn`] was charged to.
+pub(super) enum Charged {
+    /// This process's maps.
+    Local { client: IpAddr, account: u64 },
+    /// The shared backend's keys (see [`SharedFailureLimiter`]).
+    Shared { client: String, account: String },
 }
 
 /// A password check let through by [`FailureLimits::begin_sign_in`], already counted as a
 /// failure. Drop it when the password was wrong; call [`refund`](Self::refund) otherwise.
 #[must_use = "dropping a SignIn counts it as a failure"]
 pub struct SignIn {
-    limits: FailureLimits,
-    client: IpAddr,
-    account: u64,
+    pub(super) limits: FailureLimits,
+    pub(super) charged: Charged,
 }
 
 impl std::fmt::Debug for SignIn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SignIn").finish_non_exhaustive()
-    }
-}
-
-impl SignIn {
-    /// The attempt did not fail (the password was right, or it could not be checked): its
-    /// charge goes back to the address and the account, and the account forgets the
-    /// address.
-    pub fn refund(self) {
-        let inner = &self.limits.inner;
-        let give_back = |s: &mut Gcra, rate: Rate| {
-            s.tat = s.tat.checked_sub(rate.interval()).unwrap_or(s.tat);
-        };
-        if let Some(s) = lock(&inner.clients).get_mut(&self.client) {
-            give_back(s, inner.client_rate);
-        }
-        if let Some(s) = lock(&inner.accounts).get_mut(&self.account) {
-            give_back(s, inner.account_rate);
-        }
-        lock(&inner.pairs).remove(&(self.account, self.client));
     }
 }
 
@@ -328,28 +378,40 @@ mod tests {
         let ip: IpAddr = "192.0.2.7".parse().unwrap();
         let other: IpAddr = "192.0.2.8".parse().unwrap();
         for _ in 0..3 {
-            assert!(f.fail(ip).is_none());
+            assert!(f.fail_local(ip).is_none());
         }
-        assert!(f.blocked(ip).is_none());
-        assert!(f.fail(ip).is_some());
-        assert!(f.blocked(ip).is_some());
-        assert!(f.blocked(other).is_none());
+        assert!(f.blocked_local(ip).is_none());
+        assert!(f.fail_local(ip).is_some());
+        assert!(f.blocked_local(ip).is_some());
+        assert!(f.blocked_local(other).is_none());
     }
 
     #[test]
     fn an_ipv6_client_is_counted_by_its_64() {
         let f = FailureLimits::new(Rate::per_minute(2).unwrap());
         // Every address of one /64 spends the same budget; the next /64 has its own.
-        assert!(f.fail("2001:db8:1:2::1".parse().unwrap()).is_none());
-        assert!(f.fail("2001:db8:1:2:ffff::9".parse().unwrap()).is_none());
-        assert!(f.fail("2001:db8:1:2:1234::7".parse().unwrap()).is_some());
-        assert!(f.blocked("2001:db8:1:2::abcd".parse().unwrap()).is_some());
-        assert!(f.blocked("2001:db8:1:3::1".parse().unwrap()).is_none());
+        assert!(f.fail_local("2001:db8:1:2::1".parse().unwrap()).is_none());
+        assert!(
+            f.fail_local("2001:db8:1:2:ffff::9".parse().unwrap())
+                .is_none()
+        );
+        assert!(
+            f.fail_local("2001:db8:1:2:1234::7".parse().unwrap())
+                .is_some()
+        );
+        assert!(
+            f.blocked_local("2001:db8:1:2::abcd".parse().unwrap())
+                .is_some()
+        );
+        assert!(
+            f.blocked_local("2001:db8:1:3::1".parse().unwrap())
+                .is_none()
+        );
         // A mapped IPv4 address is that IPv4 address.
-        assert!(f.fail("::ffff:192.0.2.1".parse().unwrap()).is_none());
-        assert!(f.fail("192.0.2.1".parse().unwrap()).is_none());
-        assert!(f.blocked("192.0.2.1".parse().unwrap()).is_none());
-        assert!(f.fail("192.0.2.1".parse().unwrap()).is_some());
+        assert!(f.fail_local("::ffff:192.0.2.1".parse().unwrap()).is_none());
+        assert!(f.fail_local("192.0.2.1".parse().unwrap()).is_none());
+        assert!(f.blocked_local("192.0.2.1".parse().unwrap()).is_none());
+        assert!(f.fail_local("192.0.2.1".parse().unwrap()).is_some());
     }
 
     /// Before, every address that ever failed stayed in the maps for good (and an IPv6
@@ -364,10 +426,10 @@ mod tests {
         let mut blocked_now = 0;
         for ip in v4.chain(v6) {
             // Two failures each: counted, then blocked.
-            assert!(f.fail(ip).is_none());
-            assert!(f.fail(ip).is_some());
+            assert!(f.fail_local(ip).is_none());
+            assert!(f.fail_local(ip).is_some());
             assert!(f.entries() <= 4 * cap, "{}", f.entries());
-            blocked_now += usize::from(f.blocked(ip).is_some());
+            blocked_now += usize::from(f.blocked_local(ip).is_some());
         }
         assert_eq!(
             blocked_now, 200_000,
@@ -377,7 +439,7 @@ mod tests {
         // Once every entry is idle, the next pruning drops all of them.
         tokio::time::advance(Duration::from_secs(3600)).await;
         for i in 0..=cap as u32 {
-            let _ = f.fail(IpAddr::from(std::net::Ipv4Addr::from(0xc000_0200 + i)));
+            let _ = f.fail_local(IpAddr::from(std::net::Ipv4Addr::from(0xc000_0200 + i)));
         }
         assert!(f.entries() <= cap + 1, "{}", f.entries());
     }
@@ -389,31 +451,35 @@ mod tests {
         let ip = |i: u32| IpAddr::from(std::net::Ipv4Addr::from(0xcb00_7100 + i));
         // Three addresses fail once each: the account is over its budget.
         for i in 0..3 {
-            drop(f.begin_sign_in("Admin@example.com", ip(i)).unwrap());
+            drop(f.begin_sign_in_local("Admin@example.com", ip(i)).unwrap());
         }
         // Each of them is refused on that account (any case of the name) ...
         for i in 0..3 {
-            let wait = f.begin_sign_in("admin@EXAMPLE.com", ip(i)).unwrap_err();
+            let wait = f
+                .begin_sign_in_local("admin@EXAMPLE.com", ip(i))
+                .unwrap_err();
             assert!(wait >= Duration::from_secs(1));
         }
         // ... but not on another account, and a fresh address still gets its try.
-        drop(f.begin_sign_in("bob@example.com", ip(0)).unwrap());
-        f.begin_sign_in("admin@example.com", ip(9))
+        drop(f.begin_sign_in_local("bob@example.com", ip(0)).unwrap());
+        f.begin_sign_in_local("admin@example.com", ip(9))
             .unwrap()
-            .refund();
+            .refund()
+            .await;
         // A right password gives the charge back and forgets the address: the owner who
         // mistyped once is let in again once the account cools down.
         tokio::time::advance(Duration::from_secs(120)).await;
-        f.begin_sign_in("admin@example.com", ip(0))
+        f.begin_sign_in_local("admin@example.com", ip(0))
             .unwrap()
-            .refund();
+            .refund()
+            .await;
         // A sustained flood keeps the account over its budget.
         for i in 10..40 {
-            drop(f.begin_sign_in("admin@example.com", ip(i)).unwrap());
+            drop(f.begin_sign_in_local("admin@example.com", ip(i)).unwrap());
             tokio::time::advance(Duration::from_secs(2)).await;
         }
-        assert!(f.begin_sign_in("admin@example.com", ip(10)).is_err());
-        assert!(f.begin_sign_in("admin@example.com", ip(100)).is_ok());
+        assert!(f.begin_sign_in_local("admin@example.com", ip(10)).is_err());
+        assert!(f.begin_sign_in_local("admin@example.com", ip(100)).is_ok());
     }
 
     #[tokio::test(start_paused = true)]
@@ -422,24 +488,27 @@ mod tests {
         let ip: IpAddr = "198.51.100.7".parse().unwrap();
         // Concurrent attempts: the budget is spent when they start, not when they fail.
         let held: Vec<_> = (0..3)
-            .map(|_| f.begin_sign_in("a@example.com", ip).unwrap())
+            .map(|_| f.begin_sign_in_local("a@example.com", ip).unwrap())
             .collect();
-        assert!(f.begin_sign_in("b@example.com", ip).is_err());
-        assert!(f.blocked(ip).is_some());
+        assert!(f.begin_sign_in_local("b@example.com", ip).is_err());
+        assert!(f.blocked_local(ip).is_some());
         drop(held);
         // Successful sign-ins do not use up the budget.
         let f = FailureLimits::new(Rate::per_minute(3).unwrap());
         for _ in 0..10 {
-            f.begin_sign_in("a@example.com", ip).unwrap().refund();
+            f.begin_sign_in_local("a@example.com", ip)
+                .unwrap()
+                .refund()
+                .await;
         }
-        assert!(f.blocked(ip).is_none());
+        assert!(f.blocked_local(ip).is_none());
         // A blocked address is refused until the budget refills.
         for _ in 0..3 {
-            drop(f.begin_sign_in("c@example.com", ip).unwrap());
+            drop(f.begin_sign_in_local("c@example.com", ip).unwrap());
         }
-        let wait = f.begin_sign_in("a@example.com", ip).unwrap_err();
-        assert!(f.begin_sign_in("a@example.com", ip).is_err());
+        let wait = f.begin_sign_in_local("a@example.com", ip).unwrap_err();
+        assert!(f.begin_sign_in_local("a@example.com", ip).is_err());
         tokio::time::advance(wait).await;
-        assert!(f.blocked(ip).is_none());
+        assert!(f.blocked_local(ip).is_none());
     }
 }

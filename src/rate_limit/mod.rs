@@ -50,9 +50,11 @@ mod failure;
 mod limits;
 mod lineage;
 mod rate;
+mod shared_failure;
 
 pub use failure::{DEFAULT_ACCOUNT_MEMORY, DEFAULT_MAX_FAILURE_ENTRIES, FailureLimits, SignIn};
 pub use limits::{MAX_TOKEN_RATE_LIMITERS, RateLimits, SharedRateLimiter};
 pub use lineage::Lineage;
 pub(crate) use rate::ceil_secs;
 pub use rate::{Rate, RateLimitDecision};
+pub use shared_failure::{FailurePolicy, SharedFailureLimiter, SignInRefused};

@@ -1,5 +1,7 @@
 //! The app: the routes over an opened store, not yet listening.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -158,9 +160,11 @@ where
     } else {
         None
     };
-    // One set of limits for the whole API: a token's budget is the same on every route.
+    // One set of limits for the whole API: a token's budget is the same on every route;
+    // with Redis, one for every instance too.
     let rates = RateLimits::new(Rate::per_minute(config.rate_limit)?);
     let failures = FailureLimits::new(Rate::per_minute(config.failure_limit)?);
+    let (rates, failures, redis) = share_limits(config, rates, failures)?;
     let policies = |layer: AuthLayer| {
         let layer = layer
             .with_rate_limits(rates.clone())
@@ -218,6 +222,7 @@ where
     // seconds, and a line each time would drown the log.
     let ready = Readiness {
         accounts: Arc::new(TimeoutAccounts::new(store_for_probe, config.store_timeout)),
+        redis,
     };
     let router = router
         .layer(axum::middleware::from_fn(log_request))
@@ -245,25 +250,100 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
+/// A Redis URL for people to read: its password replaced by `***` (all of it without the
+/// `redis` feature, which refuses the URL anyway).
+pub(super) fn redact_redis_url(url: &str) -> String {
+    #[cfg(feature = "redis")]
+    return crate::store::redact_url(url);
+    #[cfg(not(feature = "redis"))]
+    return {
+        let _ = url;
+        "***".to_owned()
+    };
+}
+
+/// Asks the Redis the limits are shared through whether it answers.
+type RedisProbe = Arc<dyn Fn() -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync>;
+
+/// With `KEYGATE_REDIS_URL`: the per-token rate limits and the failure limits kept in Redis
+/// under `KEYGATE_REDIS_PREFIX`, so every instance enforces one budget (each call bounded by
+/// the store timeout; Redis down is a 503, never a free pass), and the probe `/readyz` asks.
+#[cfg(feature = "redis")]
+fn share_limits(
+    config: &Config,
+    rates: RateLimits,
+    failures: FailureLimits,
+) -> Result<(RateLimits, FailureLimits, Option<RedisProbe>), BoxError> {
+    use crate::store::redis::{RedisFailureLimiter, RedisOptions, RedisRateLimiter};
+    let Some(url) = &config.redis_url else {
+        return Ok((rates, failures, None));
+    };
+    let shown = redact_redis_url(url);
+    let redis = RedisOptions::new(url.as_str())
+        .with_prefix(config.redis_prefix.as_str())
+        .with_connection_timeout(config.store_timeout)
+        .with_response_timeout(config.store_timeout)
+        .connect_lazy()
+        // The error is not shown: it could quote the URL, password included.
+        .map_err(|_| format!("KEYGATE_REDIS_URL is not a Redis URL: {shown}"))?;
+    tracing::info!(redis = %shown, prefix = %config.redis_prefix, "rate and failure limits shared through Redis");
+    let probe = redis.clone();
+    let probe: RedisProbe = Arc::new(move || {
+        let redis = probe.clone();
+        Box::pin(async move {
+            let pong = redis.ping().await;
+            if let Err(error) = &pong {
+                tracing::warn!(%error, "readiness probe: Redis did not answer");
+            }
+            pong.is_ok()
+        })
+    });
+    Ok((
+        rates.shared(RedisRateLimiter::new(redis.clone())),
+        failures.shared(RedisFailureLimiter::new(redis)),
+        Some(probe),
+    ))
+}
+
+/// Without the `redis` feature, `KEYGATE_REDIS_URL` is refused rather than ignored: limits
+/// silently kept per instance would give a guesser one budget per instance.
+#[cfg(not(feature = "redis"))]
+fn share_limits(
+    config: &Config,
+    rates: RateLimits,
+    failures: FailureLimits,
+) -> Result<(RateLimits, FailureLimits, Option<RedisProbe>), BoxError> {
+    if config.redis_url.is_some() {
+        return Err(
+            "KEYGATE_REDIS_URL is set, but this keygate was built without the `redis` \
+                    feature; rebuild with it, or unset KEYGATE_REDIS_URL"
+                .into(),
+        );
+    }
+    Ok((rates, failures, None))
+}
+
 /// What `GET /readyz` asks: the database (through the account store, which no cache stands
-/// in front of, bounded like every store call) and, where there is one, the revocation
-/// listener.
+/// in front of, bounded like every store call), where there is one the revocation
+/// listener, and the Redis the limits are shared through when there is one.
 struct Readiness<A> {
     accounts: Arc<TimeoutAccounts<A>>,
+    redis: Option<RedisProbe>,
 }
 
 impl<A> Clone for Readiness<A> {
     fn clone(&self) -> Self {
         Self {
             accounts: self.accounts.clone(),
+            redis: self.redis.clone(),
         }
     }
 }
 
 impl<A: AccountStore> Readiness<A> {
-    /// 200 `ready` when the database answers within the store bound and the revocation
-    /// listener (if any) is connected; otherwise 503 `not ready`. Unauthenticated, so the
-    /// answer says nothing about why.
+    /// 200 `ready` when the database answers within the store bound, the revocation
+    /// listener (if any) is connected and the shared limits' Redis (if any) answers;
+    /// otherwise 503 `not ready`. Unauthenticated, so the answer says nothing about why.
     async fn answer(
         &self,
         listener: Option<Arc<RevocationListener>>,
@@ -274,7 +354,11 @@ impl<A: AccountStore> Readiness<A> {
         if let Err(error) = &database {
             tracing::warn!(%error, "readiness probe: the database did not answer");
         }
-        if database.is_ok() && listening {
+        let redis = match &self.redis {
+            Some(ping) => ping().await,
+            None => true,
+        };
+        if database.is_ok() && listening && redis {
             (StatusCode::OK, "ready\n")
         } else {
             (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")

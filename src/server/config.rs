@@ -60,6 +60,11 @@ pub struct Config {
     /// The token kinds; the first is the default for tokens naming none (default: the
     /// single kind [`TokenKind::pat`]).
     pub kinds: Vec<TokenKind>,
+    /// The Redis that shares rate limits and failure limits between instances, if any
+    /// (it may hold a password: never printed).
+    pub redis_url: Option<String>,
+    /// The prefix of every Redis key (default `keygate:`).
+    pub redis_prefix: String,
 }
 
 impl std::fmt::Debug for Config {
@@ -84,6 +89,11 @@ impl std::fmt::Debug for Config {
             .field("demo", &self.demo)
             .field("roles", &self.roles)
             .field("kinds", &self.kinds)
+            .field(
+                "redis_url",
+                &self.redis_url.as_deref().map(super::app::redact_redis_url),
+            )
+            .field("redis_prefix", &self.redis_prefix)
             .finish()
     }
 }
@@ -106,6 +116,8 @@ impl Default for Config {
             demo: false,
             roles: Roles::deployment_platform(),
             kinds: vec![TokenKind::pat()],
+            redis_url: None,
+            redis_prefix: "keygate:".into(),
         }
     }
 }

@@ -58,6 +58,8 @@
 //! | `metrics` | `KEYGATE_METRICS` | `on` | `off`: no `GET /metrics` |
 //! | `store_timeout` | `KEYGATE_STORE_TIMEOUT` | `2` | seconds any store call a request waits on may take; then 503 `store_unavailable` |
 //! | `demo` | `KEYGATE_DEMO` | `off` | `on` (or `1`, `true`): mount the demo API (`/api/v1/apps...`); `cargo run --example server` turns it on unless `KEYGATE_DEMO=0` |
+//! | `redis_url` | `KEYGATE_REDIS_URL` | — | a `redis://` URL: per-token rate limits and failure limits are kept there, shared by every instance pointing at it (needs the `redis` feature; printed with its password as `***`) |
+//! | `redis_prefix` | `KEYGATE_REDIS_PREFIX` | `keygate:` | the prefix of every Redis key (several deployments can share one Redis) |
 //! | `[roles]` | — | [`Roles::deployment_platform`] | the file only: `name = ["permission", ...]` for each role; replaces the default roles |
 //! | `[kinds.<name>]` | — | `pat` | the file only: token kinds, `prefix` (default: the name), `max_live_per_owner` (a number or `"unlimited"`), `max_lifetime` (seconds), `binding_header`; the first is the default kind |
 //! | — | `KEYGATE_CONFIG` | — | the TOML file (`--config`) |
@@ -73,7 +75,7 @@
 //! | `GET /` | nothing: a short index |
 //! | `GET /metrics` | nothing: Prometheus text (unless `KEYGATE_METRICS=off`) |
 //! | `GET /healthz` | nothing: 200 `ok` while the process answers |
-//! | `GET /readyz` | nothing: 200 `ready` when the database answers within the store bound and the revocation listener (PostgreSQL) is connected, else 503 `not ready` |
+//! | `GET /readyz` | nothing: 200 `ready` when the database answers within the store bound, the revocation listener (PostgreSQL) is connected and Redis (with `KEYGATE_REDIS_URL`) answers, else 503 `not ready` |
 //! | `GET /tokens` | nothing: the token page (it signs in with email and password) |
 //! | `POST /api/v1/tokens` | Basic (email + password): create a token |
 //! | `GET /api/v1/tokens` | Basic, or a token with `tokens:read` |
@@ -106,7 +108,15 @@
 //! On PostgreSQL each instance verifies through a [`CachedStore`](crate::store::cached::CachedStore) whose listener hears every
 //! revocation and rotation made by the other instances (`LISTEN`/`NOTIFY`), so a token
 //! revoked on one instance is refused on all of them within milliseconds; if the listener
-//! loses its connection the cache is bypassed until it is back.
+//! loses its connection the cache is bypassed until it is back. Revocations travel this way
+//! only, with or without Redis.
+//!
+//! Without `KEYGATE_REDIS_URL`, each instance keeps its own rate and failure limits: N
+//! instances give a token N times its rate and a guesser N budgets. With it, every instance
+//! counts in one Redis (one Lua script per check, on Redis's clock; keys expire by
+//! themselves and hold no token, password or account name). When Redis cannot be reached,
+//! bearer requests and sign-ins get 503 `store_unavailable` (never a free pass) and
+//! `/readyz` answers 503. See `docs/deploy.md` for a deployment.
 //!
 //! Every store call a request waits on (token lookups and bindings, account lookups,
 //! permission resolution, the management API's reads and writes, audit reads) is bounded

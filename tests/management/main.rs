@@ -15,4 +15,5 @@ mod recipe_tokencraft;
 mod reference_server;
 mod secret_hygiene_server;
 mod server_postgres;
+mod server_redis;
 mod ui;

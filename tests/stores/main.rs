@@ -8,6 +8,7 @@ mod common;
 mod audit_stores;
 mod cached_store;
 mod postgres_store;
+mod redis_failure_limit;
 mod redis_rate_limit;
 mod redis_store;
 mod sqlite_store;

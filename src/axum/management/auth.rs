@@ -15,6 +15,10 @@
 //!   it recently: a guesser spread over many addresses gets about one guess per address,
 //!   while the owner signing in from an address that has not failed still gets in.
 //!
+//! With shared failure limits ([`FailureLimits::shared`](crate::rate_limit::FailureLimits::shared))
+//! that cannot be reached, a bearer request and a sign-in get 503 `store_unavailable`
+//! before any token lookup or password check.
+//!
 //! The client is the one the router's [`ClientIpSource`](crate::client_ip::ClientIpSource)
 //! resolves; when it is unknown, the socket peer is counted. A bearer request without any
 //! address is not counted; sign-ins without any address (a router served without
@@ -44,7 +48,7 @@ use crate::audit::{AuditEvent, Decision};
 use crate::header::{Credentials, parse_authorization, parse_basic};
 use crate::identity::{Identity, Permissions};
 use crate::middleware::{Rejection, RejectionKind};
-use crate::rate_limit::{FailureLimits, SignIn, ceil_secs};
+use crate::rate_limit::{FailureLimits, SignInRefused, ceil_secs};
 
 /// The authenticated caller of a management route.
 pub(crate) enum Caller {
@@ -115,6 +119,12 @@ fn sign_in_key(addrs: &crate::client_ip::Addresses) -> IpAddr {
     })
 }
 
+/// Shared failure limits that cannot be reached: 503, nothing let through unchecked.
+fn limits_down(error: crate::StoreError) -> ApiError {
+    tracing::warn!(%error, "failure limits unavailable; answering 503");
+    ApiError::store_unavailable()
+}
+
 fn rate_limited(wait: Duration) -> ApiError {
     Rejection::new(RejectionKind::RateLimited)
         .with_retry_after(ceil_secs(wait))
@@ -157,7 +167,7 @@ pub(crate) async fn authenticate(
         Ok(Credentials::Bearer(_)) if !bearer_ok => Err(ApiError::basic_required()),
         Ok(Credentials::Bearer(token)) => {
             if let Some((f, ip)) = limits
-                && let Some(wait) = f.blocked(ip)
+                && let Some(wait) = f.blocked(ip).await.map_err(limits_down)?
             {
                 return Err(rate_limited(wait));
             }
@@ -172,7 +182,7 @@ pub(crate) async fn authenticate(
                     let r = Rejection::from(denial);
                     if FailureLimits::counts(r.kind())
                         && let Some((f, ip)) = limits
-                        && let Some(wait) = f.fail(ip)
+                        && let Some(wait) = f.fail(ip).await.map_err(limits_down)?
                     {
                         return Err(rate_limited(wait));
                     }
@@ -200,21 +210,32 @@ pub(crate) async fn authenticate(
                 .failures
                 .as_ref()
                 .map(|f| (f, sign_in_key(&request.origin.addrs)));
-            let attempt = match sign_in_limits.map(|(f, ip)| f.begin_sign_in(&creds.user, ip)) {
-                Some(Err(wait)) => {
-                    audit_failure(s, request.origin, None, 429, "rate_limited");
-                    return Err(rate_limited(wait));
-                }
-                Some(Ok(attempt)) => Some(attempt),
+            let attempt = match sign_in_limits {
+                Some((f, ip)) => match f.begin_sign_in(&creds.user, ip).await {
+                    Ok(attempt) => Some(attempt),
+                    Err(SignInRefused::Wait(wait)) => {
+                        audit_failure(s, request.origin, None, 429, "rate_limited");
+                        return Err(rate_limited(wait));
+                    }
+                    Err(SignInRefused::Unavailable(error)) => {
+                        // No password is checked uncounted.
+                        audit_failure(s, request.origin, None, 503, "store_unavailable");
+                        return Err(limits_down(error));
+                    }
+                },
                 None => None,
             };
             match verify_basic(s, &creds.user, creds.password).await {
                 Ok(account) => {
-                    attempt.into_iter().for_each(SignIn::refund);
+                    if let Some(attempt) = attempt {
+                        attempt.refund().await;
+                    }
                     Ok(Caller::Basic(account))
                 }
                 Err(Failure::Unchecked(e)) => {
-                    attempt.into_iter().for_each(SignIn::refund);
+                    if let Some(attempt) = attempt {
+                        attempt.refund().await;
+                    }
                     Err(e)
                 }
                 Err(Failure::Wrong { owner }) => {

@@ -269,6 +269,40 @@ pub(super) static SETTINGS: &[Setting] = &[
         },
     },
     Setting {
+        key: "redis_url",
+        env: "KEYGATE_REDIS_URL",
+        file_env: Some("KEYGATE_REDIS_URL_FILE"),
+        default: "none",
+        help: "a redis:// (or rediss://) URL: rate and failure limits shared by every instance",
+        apply: |c, v| {
+            let v = v.trim();
+            let scheme = v.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+            if !matches!(scheme.as_deref(), Some("redis" | "rediss")) {
+                // The URL may hold a password: never repeated.
+                return Err("must be a redis:// or rediss:// URL".to_owned());
+            }
+            c.redis_url = Some(v.to_owned());
+            Ok(())
+        },
+    },
+    Setting {
+        key: "redis_prefix",
+        env: "KEYGATE_REDIS_PREFIX",
+        file_env: None,
+        default: "keygate:",
+        help: "the prefix of every Redis key (several deployments can share one Redis)",
+        apply: |c, v| {
+            let v = v.trim();
+            if v.is_empty() || v.len() > 64 || v.chars().any(|ch| ch.is_control() || ch == ' ') {
+                return Err(format!(
+                    "must be 1-64 characters without spaces or control characters, not {v:?}"
+                ));
+            }
+            c.redis_prefix = v.to_owned();
+            Ok(())
+        },
+    },
+    Setting {
         key: "demo",
         env: "KEYGATE_DEMO",
         file_env: None,

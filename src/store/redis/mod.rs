@@ -13,7 +13,8 @@
 //! | `<prefix>owner:<owner>` | set | the hex SHA-256 of each of the owner's records |
 //! | `<prefix>dead` | sorted set | records by the time they became purgeable (revoked or expired) |
 //! | `<prefix>seq` | counter | insertion order, to list records created in the same microsecond stably |
-//! | `<prefix>rl:<token id>` | string | the [`RedisRateLimiter`]'s GCRA arrival time (µs), expiring when the token's full limit is back |
+//! | `<prefix>rl:<key>` | string | the [`RedisRateLimiter`]'s GCRA arrival time (µs) per token lineage, expiring when the full limit is back |
+//! | `<prefix>fail:…` | strings | the [`RedisFailureLimiter`]'s failure counts per client address and account (no secret; every key expires) |
 //!
 //! Only the SHA-256 of a token is kept, never the token.
 //!
@@ -82,10 +83,12 @@ use super::{
 use crate::token::TokenHash;
 
 mod codec;
+mod failure_limit;
 mod feed;
 mod options;
 mod rate_limit;
 use codec::{decode, fields, from_micros, invalid, micros};
+pub use failure_limit::RedisFailureLimiter;
 pub use feed::RedisFeed;
 pub use options::RedisOptions;
 pub use rate_limit::RedisRateLimiter;
@@ -211,6 +214,24 @@ impl RedisStore {
     #[must_use]
     pub fn client(&self) -> &Client {
         &self.inner.client
+    }
+
+    /// Asks Redis for a `PONG`, within the response timeout (e.g. for a readiness probe).
+    ///
+    /// # Errors
+    ///
+    /// Redis cannot be reached, or answers something else.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        let pong: String = redis::cmd("PING")
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_err)?;
+        if pong == "PONG" {
+            Ok(())
+        } else {
+            Err(invalid("unexpected answer to PING"))
+        }
     }
 
     async fn conn(&self) -> Result<ConnectionManager, StoreError> {

@@ -22,7 +22,7 @@ static GCRA: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("gcra.
 
 /// A [`SharedRateLimiter`] in Redis: every instance pointing at the same Redis (and key
 /// prefix) enforces one limit together. Each check is one Lua script (GCRA, the algorithm
-/// of the in-process limiter, on Redis's clock), keyed by `<prefix>rl:<token id>` — never
+/// of the in-process limiter, on Redis's clock), keyed by `<prefix>rl:<key>` (a token's lineage, see [`Lineage`](crate::rate_limit::Lineage)) — never
 /// by a token. Its answers match the in-process limiter's: the limit, what remains, when
 /// the full limit is back and, when refused, how long to wait.
 ///
