@@ -5,6 +5,7 @@
 //! ```sh
 //! cargo run --example server
 //! KEYGATE_DB=postgres://keygate@db.internal/keygate KEYGATE_ADDR=0.0.0.0:8080 cargo run --example server
+//! KEYGATE_LOG_FORMAT=json cargo run --example server   # one JSON object a line
 //! ```
 //!
 //! Every setting comes from the environment (`KEYGATE_DB`, `KEYGATE_ADDR`,
@@ -13,18 +14,19 @@
 //! same routes in a server of your own, call `keygate::server::build_app` and serve its
 //! router.
 
-use keygate::server::{self, BoxError, Config};
+use keygate::server::{self, BoxError, Config, LogFormat};
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
-
-    let config = Config::from_env()?;
-    server::serve(&config).await?;
+    // The log format first, so that even a configuration error is written in it.
+    server::init_logging(LogFormat::from_env()?)?;
+    let outcome = match Config::from_env() {
+        Ok(config) => server::serve(&config).await,
+        Err(error) => Err(error),
+    };
+    if let Err(error) = outcome {
+        tracing::error!(%error, "the server stopped");
+        std::process::exit(1);
+    }
     Ok(())
 }

@@ -9,8 +9,9 @@ use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use http::StatusCode;
+use http::{HeaderName, HeaderValue, StatusCode};
 use serde_json::{Value, json};
+use tracing::Instrument;
 use zeroize::Zeroizing;
 
 use super::bootstrap::ensure_admin;
@@ -28,7 +29,7 @@ use crate::store::TokenStore;
 use crate::store::cached::CachedStore;
 use crate::store::cached::RevocationListener;
 use crate::store::timeout::{TimeoutAccounts, TimeoutStore};
-use crate::{AuthLayer, Identity, RequirePermissionLayer, Roles, Tokens};
+use crate::{AuthLayer, Identity, RequirePermissionLayer, Roles, TokenId, Tokens};
 
 /// The assembled server, not yet listening.
 #[non_exhaustive]
@@ -182,6 +183,7 @@ where
         .with_client_ip(client_ip.clone())
         .with_failure_limits(failures.clone())
         .router()
+        .layer(axum::middleware::from_fn(note_token))
         .layer(policies(
             AuthLayer::new(tokens.clone())
                 .with_realm("keygate")?
@@ -204,6 +206,7 @@ where
             "/apps/{app}/env",
             put(set_env).route_layer(RequirePermissionLayer::new("env:write")?),
         )
+        .layer(axum::middleware::from_fn(note_token))
         .layer(policies(
             AuthLayer::new(tokens.clone()).with_realm("keygate")?,
         ));
@@ -288,25 +291,69 @@ impl<A: AccountStore> Readiness<A> {
     }
 }
 
-/// One structured line per request: method, path, status, latency, and the token id when a
-/// token authenticated it (never the token).
-async fn log_request(req: Request, next: Next) -> Response {
+/// The header that carries a request's id, in and out.
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The id of the token that authenticated a request, left on the response by
+/// [`note_token`] for the request log.
+#[derive(Clone, Copy)]
+struct AuthenticatedBy(TokenId);
+
+/// Just inside an [`AuthLayer`]: copies the id of the token it admitted (if any) from the
+/// request's [`Identity`] to the response, where [`log_request`], outside, reads it.
+async fn note_token(req: Request, next: Next) -> Response {
+    let token = req.extensions().get::<Identity>().map(Identity::token_id);
+    let mut res = next.run(req).await;
+    if let Some(id) = token {
+        res.extensions_mut().insert(AuthenticatedBy(id));
+    }
+    res
+}
+
+/// One structured line per request: its id, method, path, status, latency, the token id
+/// when a token authenticated it (never the token) and the precise reason of a refusal.
+///
+/// The id is the request's own `X-Request-Id` when it is sane (one header of 1 to
+/// [`MAX_REQUEST_ID_LEN`](crate::audit::MAX_REQUEST_ID_LEN) visible ASCII characters),
+/// else a new UUID put in its place, so the audit events and every line logged while the
+/// request runs carry the same id; the response echoes it.
+async fn log_request(mut req: Request, next: Next) -> Response {
+    let id = match crate::audit::request_id(req.headers()) {
+        Some(id) => id,
+        None => {
+            let id = uuid::Uuid::new_v4().to_string();
+            if let Ok(value) = HeaderValue::try_from(id.as_str()) {
+                req.headers_mut().insert(X_REQUEST_ID, value);
+            }
+            id
+        }
+    };
     let method = req.method().clone();
-    let path = req.uri().path().to_owned();
+    let path = crate::audit::request_path(req.extensions(), req.uri());
     let started = Instant::now();
-    let res = next.run(req).await;
-    let kind = res
+    let span = tracing::info_span!("request", request_id = %id);
+    let mut res = next.run(req).instrument(span).await;
+    let token = res
+        .extensions()
+        .get::<AuthenticatedBy>()
+        .map(|t| t.0.to_string());
+    let rejection = res
         .extensions()
         .get::<crate::RejectionKind>()
         .map(|k| k.reason());
     tracing::info!(
+        request_id = %id,
         %method,
         %path,
         status = res.status().as_u16(),
-        latency_us = started.elapsed().as_micros() as u64,
-        rejection = kind.unwrap_or("-"),
+        latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        token_id = token.as_deref(),
+        rejection,
         "request"
     );
+    if let Ok(value) = HeaderValue::try_from(id) {
+        res.headers_mut().insert(X_REQUEST_ID, value);
+    }
     res
 }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 use zeroize::Zeroizing;
 
 use super::BoxError;
+use super::LogFormat;
 use super::db::{Database, OpenError};
 use crate::client_ip::ClientIpHeader;
 use crate::store::timeout::DEFAULT_STORE_TIMEOUT;
@@ -38,6 +39,8 @@ pub struct Config {
     pub metrics: bool,
     /// The longest any store call a request waits on may take (then 503).
     pub store_timeout: Duration,
+    /// How the log lines (and the start banner) are written.
+    pub log_format: LogFormat,
 }
 
 impl std::fmt::Debug for Config {
@@ -59,6 +62,7 @@ impl std::fmt::Debug for Config {
             .field("audit_log", &self.audit_log)
             .field("metrics", &self.metrics)
             .field("store_timeout", &self.store_timeout)
+            .field("log_format", &self.log_format)
             .finish()
     }
 }
@@ -78,6 +82,7 @@ impl Default for Config {
             audit_log: None,
             metrics: true,
             store_timeout: DEFAULT_STORE_TIMEOUT,
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -85,7 +90,8 @@ impl Default for Config {
 impl Config {
     /// `KEYGATE_DB`, `KEYGATE_ADDR`, `KEYGATE_ADMIN_EMAIL`, `KEYGATE_ADMIN_PASSWORD`,
     /// `KEYGATE_RATE_LIMIT`, `KEYGATE_FAILURE_LIMIT`, `KEYGATE_TRUSTED_PROXIES`,
-    /// `KEYGATE_CLIENT_IP_HEADER`, `KEYGATE_AUDIT_LOG`, `KEYGATE_METRICS`, `KEYGATE_STORE_TIMEOUT`.
+    /// `KEYGATE_CLIENT_IP_HEADER`, `KEYGATE_AUDIT_LOG`, `KEYGATE_METRICS`, `KEYGATE_STORE_TIMEOUT`,
+    /// `KEYGATE_LOG_FORMAT`.
     ///
     /// # Errors
     ///
@@ -132,6 +138,7 @@ impl Config {
             audit_log: var("KEYGATE_AUDIT_LOG").map(Into::into),
             metrics: !var("KEYGATE_METRICS").is_some_and(|v| v.eq_ignore_ascii_case("off")),
             store_timeout: Duration::from_secs(count("KEYGATE_STORE_TIMEOUT", 2)?.into()),
+            log_format: LogFormat::from_env()?,
         })
     }
 }

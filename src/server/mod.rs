@@ -6,8 +6,10 @@
 //! cargo run --example server
 //! ```
 //!
-//! The example is a few lines around this module: read [`Config::from_env`], then
-//! [`serve`]. [`build_app`] assembles the same routes without listening, for tests and for
+//! The example is a few lines around this module: [`init_logging`] in the format
+//! [`LogFormat::from_env`] names, read [`Config::from_env`], then [`serve`] ([`Server`]
+//! splits it into binding and running, for a port of your own choosing or a signal of your
+//! own). [`build_app`] assembles the same routes without listening, for tests and for
 //! programs that mount them in their own server; [`assemble`] does it over any store.
 //! [`Database`] opens the store named by `KEYGATE_DB` (the `keygate` command-line tool opens
 //! it the same way), and [`bootstrap`] holds the account rules both share.
@@ -41,6 +43,7 @@
 //! | `KEYGATE_AUDIT_LOG` | — | append audit events to this file as JSON Lines, created `0600` (they always go to the database too) |
 //! | `KEYGATE_METRICS` | on | `off`: no `GET /metrics` |
 //! | `KEYGATE_STORE_TIMEOUT` | `2` | seconds any store call a request waits on may take; then 503 `store_unavailable` |
+//! | `KEYGATE_LOG_FORMAT` | `text` | `json`: every line the server writes is one JSON object (the start banner too, as events naming the address and the database); a generated admin password is then written to [`PASSWORD_FILE`] (`0600`, next to the SQLite file or in the working directory) and only that path is logged |
 //! | `RUST_LOG` | `info` | log filter |
 //!
 //! Routes (all under `/api/v1` but the index):
@@ -78,6 +81,11 @@
 //! Wrong passwords count against the same failure limit as bad tokens, plus a per-account
 //! backoff, and each writes an `auth.basic` event.
 //!
+//! Each request gets one log line (`request`): its id (the request's `X-Request-Id` when it
+//! is 1 to 128 visible ASCII characters, else a new UUID, echoed in the response and kept
+//! in the audit events), method, path, status, `latency_us`, the `token_id` when a token
+//! authenticated it (never the token) and the precise `rejection` reason of a refusal.
+//!
 //! On PostgreSQL each instance verifies through a [`CachedStore`](crate::store::cached::CachedStore) whose listener hears every
 //! revocation and rotation made by the other instances (`LISTEN`/`NOTIFY`), so a token
 //! revoked on one instance is refused on all of them within milliseconds; if the listener
@@ -94,6 +102,7 @@ mod app;
 pub mod bootstrap;
 mod config;
 mod db;
+mod logging;
 mod serve;
 
 #[cfg(doc)]
@@ -102,7 +111,8 @@ use crate::Roles;
 pub use app::{App, assemble, build_app};
 pub use config::Config;
 pub use db::{Database, OpenError, OpenOptions, OpenedStore};
-pub use serve::{serve, shutdown_signal};
+pub use logging::{LogFormat, UnknownLogFormat, init_logging, log_subscriber};
+pub use serve::{PASSWORD_FILE, Server, serve, shutdown_signal};
 
 /// The errors the server's setup returns: the first failure, with its sources.
 pub type BoxError = Box<dyn Error + Send + Sync>;

@@ -1,30 +1,148 @@
-//! Listening: [`serve`] and the signal it stops on.
+//! Listening: [`Server`], [`serve`] and the signal it stops on.
 
+use std::future::Future;
+use std::io::Write;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{BoxError, Config, build_app};
+use tokio::net::TcpListener;
+use zeroize::Zeroizing;
 
-/// Runs the server of `config` until [`shutdown_signal`]: builds the app ([`build_app`]),
-/// listens on `config.addr`, prints where, the admin password when this start generated it
-/// (the only time it is shown) and a few commands to try, then serves. On the signal it
-/// stops taking connections, finishes the requests in flight, writes the last batch of
-/// last-used times and every queued audit event.
+use super::db::Database;
+use super::{App, BoxError, Config, LogFormat, build_app};
+
+/// The file a generated admin password is written to in [`LogFormat::Json`], next to the
+/// SQLite file (in the working directory with PostgreSQL).
+pub const PASSWORD_FILE: &str = "keygate-admin-password";
+
+/// The reference server, bound and announced, not yet serving: [`Server::bind`], then
+/// [`Server::run_until`]. [`serve`] does both, stopping on [`shutdown_signal`].
+///
+/// ```no_run
+/// # async fn run() -> Result<(), keygate::server::BoxError> {
+/// use keygate::server::{self, Config, Server};
+///
+/// let config = Config::from_env()?;
+/// server::init_logging(config.log_format)?;
+/// let server = Server::bind(&config).await?;
+/// println!("listening on {}", server.local_addr());
+/// server.run_until(server::shutdown_signal()).await?;
+/// # Ok(())
+/// # }
+/// ```
+pub struct Server {
+    app: App,
+    listener: TcpListener,
+    addr: SocketAddr,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Builds the app of `config` ([`build_app`]) and binds it: [`bind_app`](Self::bind_app).
+    ///
+    /// # Errors
+    ///
+    /// [`build_app`]'s errors, and [`bind_app`](Self::bind_app)'s.
+    pub async fn bind(config: &Config) -> Result<Self, BoxError> {
+        let app = build_app(config).await?;
+        Self::bind_app(config, app).await
+    }
+
+    /// Listens on `config.addr` for `app` (built by [`build_app`] or
+    /// [`assemble`](super::assemble), possibly with routes of your own added) and announces
+    /// it.
+    ///
+    /// In [`LogFormat::Text`] the announcement is printed for people: the address, the
+    /// database (its password as `***`), the admin password when this start generated it
+    /// (the only time it is shown) and a few commands to try. In [`LogFormat::Json`] it is
+    /// log events (`address`, `database`, the audit file); a generated password is never
+    /// logged there: it is written to [`PASSWORD_FILE`], created `0600` next to the SQLite
+    /// file (in the working directory with PostgreSQL), and only that path is logged.
+    ///
+    /// # Errors
+    ///
+    /// An address that cannot be bound, or a password file that cannot be written.
+    pub async fn bind_app(config: &Config, mut app: App) -> Result<Self, BoxError> {
+        let listener = TcpListener::bind(&config.addr).await?;
+        let addr = listener.local_addr()?;
+        let password = app.generated_password.take();
+        match config.log_format {
+            LogFormat::Json => announce_json(config, addr, password)?,
+            LogFormat::Text => announce_text(config, addr, password),
+        }
+        Ok(Self {
+            app,
+            listener,
+            addr,
+        })
+    }
+
+    /// The address the server listens on (useful with port 0).
+    #[must_use]
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until `signal` resolves: then stops taking connections, finishes the requests
+    /// in flight, writes the last batch of last-used times and every queued audit event.
+    ///
+    /// # Errors
+    ///
+    /// A failure of the listener.
+    pub async fn run_until<F>(self, signal: F) -> Result<(), BoxError>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let Self { app, listener, .. } = self;
+        let maintenance = app
+            .tokens
+            .spawn_maintenance(Duration::from_secs(10), Duration::from_secs(3600));
+        axum::serve(
+            listener,
+            app.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(signal)
+        .await?;
+        // Writes the last batch of last-used times, then every queued audit event.
+        maintenance.shutdown().await;
+        app.audit.shutdown().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Runs the server of `config` until [`shutdown_signal`]: [`Server::bind`], then
+/// [`Server::run_until`].
 ///
 /// # Errors
 ///
-/// [`build_app`]'s errors, an address that cannot be bound, or a failure of the listener.
+/// [`build_app`]'s errors, an address that cannot be bound, a password file that cannot be
+/// written, or a failure of the listener.
 pub async fn serve(config: &Config) -> Result<(), BoxError> {
-    let app = build_app(config).await?;
-    let listener = tokio::net::TcpListener::bind(&config.addr).await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    let email = &config.admin_email;
+    Server::bind(config)
+        .await?
+        .run_until(shutdown_signal())
+        .await
+}
 
+/// The announcement for people: where, the generated password, commands to try.
+fn announce_text(config: &Config, addr: SocketAddr, password: Option<Zeroizing<String>>) {
+    let base = format!("http://{addr}");
+    let email = &config.admin_email;
     println!(
         "keygate reference server on {base} (database: {})",
         config.describe_db()
     );
-    if let Some(p) = &app.generated_password {
+    if let Some(p) = &password {
         println!();
         println!(
             "Generated password for {email} (shown once, store it now): {}",
@@ -60,23 +178,67 @@ pub async fn serve(config: &Config) -> Result<(), BoxError> {
         );
     }
     println!();
-    drop(app.generated_password);
+}
 
-    let maintenance = app
-        .tokens
-        .spawn_maintenance(Duration::from_secs(10), Duration::from_secs(3600));
-    axum::serve(
-        listener,
-        app.router
-            .into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown_signal())
-    .await?;
-    // Writes the last batch of last-used times, then every queued audit event.
-    maintenance.shutdown().await;
-    app.audit.shutdown().await;
-    tracing::info!("stopped");
+/// The announcement as log events; a generated password goes to a file, never a line.
+fn announce_json(
+    config: &Config,
+    addr: SocketAddr,
+    password: Option<Zeroizing<String>>,
+) -> Result<(), BoxError> {
+    tracing::info!(
+        address = %format!("http://{addr}"),
+        database = %config.describe_db(),
+        "keygate reference server listening"
+    );
+    if let Some(password) = password {
+        let path = password_file(config);
+        write_secret(&path, &password).map_err(|error| {
+            format!(
+                "cannot write the generated admin password to {}: {error}; set \
+                 KEYGATE_ADMIN_PASSWORD, or reset it with the keygate command-line tool",
+                path.display()
+            )
+        })?;
+        tracing::info!(
+            admin = %config.admin_email,
+            password_file = %path.display(),
+            "generated admin password written to this file (mode 0600): read it, then delete it"
+        );
+    }
+    if let Some(path) = &config.audit_log {
+        tracing::info!(audit_log = %path.display(), "audit events go to this file (JSON Lines) and the database");
+    }
     Ok(())
+}
+
+/// Where [`PASSWORD_FILE`] goes: next to the SQLite file, else in the working directory.
+fn password_file(config: &Config) -> PathBuf {
+    let dir = match config.database() {
+        Ok(Database::Sqlite(file)) => file
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_path_buf),
+        _ => None,
+    };
+    dir.unwrap_or_default().join(PASSWORD_FILE)
+}
+
+/// Writes `secret` to a new file at `path` that only its owner can read (`0600` on Unix):
+/// an older file there is removed first, so neither its mode nor a link it may be is kept.
+fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(path)?;
+    file.write_all(secret.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()
 }
 
 /// Resolves on Ctrl-C, or SIGTERM on Unix: the signal [`serve`] stops on.

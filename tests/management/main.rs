@@ -13,5 +13,6 @@ mod recipe_recurse_center;
 mod recipe_tokencraft;
 mod reference_server;
 mod secret_hygiene_server;
+mod server_ops;
 mod server_postgres;
 mod ui;

@@ -1,0 +1,259 @@
+//! Running the reference server: JSON log lines (the banner included, never a secret),
+//! request ids, the generated admin password in a `0600` file. Through a real listener on
+//! a port the system picks, spoken to in plain HTTP/1.1.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+
+use keygate::server::{self, Config, LogFormat, Server};
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::common::{self, Capture};
+
+const ADMIN: &str = "admin@example.com";
+
+/// One answer over the wire.
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends one request on a new connection (`Connection: close`) and reads the whole answer.
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> std::io::Result<Reply> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(body.as_bytes()).await?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.contains("chunked"));
+    let body = if chunked {
+        dechunk(rest)
+    } else {
+        rest.to_owned()
+    };
+    Ok(Reply {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&tail[..n]);
+        rest = tail[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// A server configuration on a fresh SQLite file in `dir`, on a port the system picks.
+pub fn config(dir: &Path) -> Config {
+    Config {
+        db: dir.join("keygate.db"),
+        addr: "127.0.0.1:0".into(),
+        admin_email: ADMIN.into(),
+        // Behaviour, not the store bound, is under test: a loaded machine's fsync may
+        // take longer than the 2 s default.
+        store_timeout: std::time::Duration::from_secs(30),
+        ..Config::default()
+    }
+}
+
+/// The lines `capture` holds, each parsed as JSON (a line that is not JSON fails the test).
+fn json_lines(capture: &Capture) -> Vec<Value> {
+    let bytes = capture.0.lock().unwrap().clone();
+    let text = String::from_utf8(bytes).unwrap();
+    text.lines()
+        .map(|line| {
+            serde_json::from_str::<Value>(line)
+                .unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_a_line_with_request_ids_and_no_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = Capture::default();
+    let _guard =
+        tracing::subscriber::set_default(server::log_subscriber(LogFormat::Json, capture.clone()));
+    let config = Config {
+        log_format: LogFormat::Json,
+        audit_log: Some(dir.path().join("audit.jsonl")),
+        ..config(dir.path())
+    };
+
+    let server = Server::bind(&config).await.unwrap();
+    let addr = server.local_addr();
+    // The generated password is in a file only its owner may read, and in no log line.
+    let password_file = dir.path().join(server::PASSWORD_FILE);
+    let password = std::fs::read_to_string(&password_file).unwrap();
+    let password = password.trim_end().to_owned();
+    assert!(password.len() >= 16, "a generated password: {password:?}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&password_file)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "the password file is the owner's only");
+    }
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(server.run_until(async {
+        let _ = stopped.await;
+    }));
+
+    let basic = common::basic(ADMIN, &password);
+    let created = http(
+        addr,
+        "POST",
+        "/api/v1/tokens",
+        &[
+            ("Authorization", &basic),
+            ("Content-Type", "application/json"),
+            ("X-Request-Id", "deploy-42"),
+        ],
+        r#"{"name":"ci","role":"viewer"}"#,
+    )
+    .await
+    .unwrap();
+    assert_eq!(created.status, 201, "{}", created.body);
+    assert_eq!(
+        created.header("x-request-id"),
+        Some("deploy-42"),
+        "a sane incoming id is echoed"
+    );
+    let v: Value = serde_json::from_str(&created.body).unwrap();
+    let token = v["token"].as_str().unwrap().to_owned();
+    let token_id = v["id"].as_str().unwrap().to_owned();
+    let bearer = format!("Bearer {token}");
+
+    let apps = http(
+        addr,
+        "GET",
+        "/api/v1/apps",
+        &[("Authorization", &bearer)],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(apps.status, 200, "{}", apps.body);
+    let generated = apps.header("x-request-id").unwrap().to_owned();
+    assert_eq!(generated.len(), 36, "a new UUID: {generated}");
+    // An id with a space in it is not kept: a new one replaces it.
+    let refused = http(
+        addr,
+        "GET",
+        "/api/v1/me",
+        &[
+            ("Authorization", "Bearer pat_notarealtoken"),
+            ("X-Request-Id", "two words"),
+        ],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(refused.status, 401);
+    let replaced = refused.header("x-request-id").unwrap().to_owned();
+    assert_ne!(replaced, "two words");
+
+    stop.send(()).unwrap();
+    running.await.unwrap().unwrap();
+
+    let lines = json_lines(&capture);
+    let all = lines.iter().map(Value::to_string).collect::<String>();
+    assert!(!all.contains(&password), "the password is in a log line");
+    assert!(!all.contains(&token), "the token is in a log line");
+    let banner = lines
+        .iter()
+        .find(|l| l["message"] == "keygate reference server listening")
+        .expect("the banner is a JSON event");
+    assert_eq!(banner["address"], format!("http://{addr}"));
+    assert!(banner["database"].as_str().unwrap().ends_with("keygate.db"));
+    assert!(
+        lines.iter().any(|l| l["password_file"]
+            .as_str()
+            .is_some_and(|p| p.ends_with(server::PASSWORD_FILE))),
+        "the password file's path is logged"
+    );
+    let request = |id: &str| {
+        lines
+            .iter()
+            .find(|l| l["message"] == "request" && l["request_id"] == id)
+            .unwrap_or_else(|| panic!("no request line for {id}: {all}"))
+            .clone()
+    };
+    let create = request("deploy-42");
+    assert_eq!(create["method"], "POST");
+    assert_eq!(create["path"], "/api/v1/tokens");
+    assert_eq!(create["status"], 201);
+    assert!(create["latency_us"].is_u64());
+    let allowed = request(&generated);
+    assert_eq!(allowed["token_id"], token_id.as_str(), "{allowed}");
+    assert_eq!(allowed["status"], 200);
+    assert!(allowed.get("rejection").is_none(), "{allowed}");
+    let denied = request(&replaced);
+    assert_eq!(denied["status"], 401);
+    assert_eq!(denied["rejection"], "malformed", "{denied}");
+    assert!(denied.get("token_id").is_none(), "{denied}");
+    assert!(
+        lines.iter().any(|l| l["message"] == "stopped"),
+        "the shutdown is logged too"
+    );
+
+    // The audit events carry the same request id as the log line.
+    let audit = std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap();
+    assert!(
+        audit
+            .lines()
+            .any(|l| l.contains(&format!("\"request_id\":\"{generated}\""))),
+        "{audit}"
+    );
+}
