@@ -41,6 +41,8 @@ pub struct Config {
     pub store_timeout: Duration,
     /// How the log lines (and the start banner) are written.
     pub log_format: LogFormat,
+    /// On shutdown, how long the requests in flight may take to finish.
+    pub drain_timeout: Duration,
 }
 
 impl std::fmt::Debug for Config {
@@ -63,6 +65,7 @@ impl std::fmt::Debug for Config {
             .field("metrics", &self.metrics)
             .field("store_timeout", &self.store_timeout)
             .field("log_format", &self.log_format)
+            .field("drain_timeout", &self.drain_timeout)
             .finish()
     }
 }
@@ -83,6 +86,7 @@ impl Default for Config {
             metrics: true,
             store_timeout: DEFAULT_STORE_TIMEOUT,
             log_format: LogFormat::Text,
+            drain_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -91,7 +95,7 @@ impl Config {
     /// `KEYGATE_DB`, `KEYGATE_ADDR`, `KEYGATE_ADMIN_EMAIL`, `KEYGATE_ADMIN_PASSWORD`,
     /// `KEYGATE_RATE_LIMIT`, `KEYGATE_FAILURE_LIMIT`, `KEYGATE_TRUSTED_PROXIES`,
     /// `KEYGATE_CLIENT_IP_HEADER`, `KEYGATE_AUDIT_LOG`, `KEYGATE_METRICS`, `KEYGATE_STORE_TIMEOUT`,
-    /// `KEYGATE_LOG_FORMAT`.
+    /// `KEYGATE_LOG_FORMAT`, `KEYGATE_DRAIN_TIMEOUT`.
     ///
     /// # Errors
     ///
@@ -139,6 +143,7 @@ impl Config {
             metrics: !var("KEYGATE_METRICS").is_some_and(|v| v.eq_ignore_ascii_case("off")),
             store_timeout: Duration::from_secs(count("KEYGATE_STORE_TIMEOUT", 2)?.into()),
             log_format: LogFormat::from_env()?,
+            drain_timeout: Duration::from_secs(count("KEYGATE_DRAIN_TIMEOUT", 30)?.into()),
         })
     }
 }

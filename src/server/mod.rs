@@ -44,6 +44,7 @@
 //! | `KEYGATE_METRICS` | on | `off`: no `GET /metrics` |
 //! | `KEYGATE_STORE_TIMEOUT` | `2` | seconds any store call a request waits on may take; then 503 `store_unavailable` |
 //! | `KEYGATE_LOG_FORMAT` | `text` | `json`: every line the server writes is one JSON object (the start banner too, as events naming the address and the database); a generated admin password is then written to [`PASSWORD_FILE`] (`0600`, next to the SQLite file or in the working directory) and only that path is logged |
+//! | `KEYGATE_DRAIN_TIMEOUT` | `30` | on SIGTERM or Ctrl-C: seconds the requests in flight may take to finish (no new connection is accepted); then the server stops anyway. The last-used times and the queued audit events are written either way, each within [`FLUSH_TIMEOUT`] |
 //! | `RUST_LOG` | `info` | log filter |
 //!
 //! Routes (all under `/api/v1` but the index):
@@ -112,7 +113,7 @@ pub use app::{App, assemble, build_app};
 pub use config::Config;
 pub use db::{Database, OpenError, OpenOptions, OpenedStore};
 pub use logging::{LogFormat, UnknownLogFormat, init_logging, log_subscriber};
-pub use serve::{PASSWORD_FILE, Server, serve, shutdown_signal};
+pub use serve::{FLUSH_TIMEOUT, PASSWORD_FILE, Server, serve, shutdown_signal};
 
 /// The errors the server's setup returns: the first failure, with its sources.
 pub type BoxError = Box<dyn Error + Send + Sync>;

@@ -1,6 +1,6 @@
 //! Listening: [`Server`], [`serve`] and the signal it stops on.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -35,7 +35,12 @@ pub struct Server {
     app: App,
     listener: TcpListener,
     addr: SocketAddr,
+    drain_timeout: Duration,
 }
+
+/// The longest each last write on the way out may take: the last-used times, then the
+/// queued audit events.
+pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -82,6 +87,7 @@ impl Server {
             app,
             listener,
             addr,
+            drain_timeout: config.drain_timeout,
         })
     }
 
@@ -91,8 +97,11 @@ impl Server {
         self.addr
     }
 
-    /// Serves until `signal` resolves: then stops taking connections, finishes the requests
-    /// in flight, writes the last batch of last-used times and every queued audit event.
+    /// Serves until `signal` resolves: then stops taking connections and lets the requests
+    /// in flight finish, for at most `config.drain_timeout` (`KEYGATE_DRAIN_TIMEOUT`, 30 s);
+    /// past it, stops anyway (the requests still running are cut off when the runtime
+    /// ends). Either way it then writes the last batch of last-used times and every queued
+    /// audit event, each within [`FLUSH_TIMEOUT`], and returns.
     ///
     /// # Errors
     ///
@@ -101,20 +110,56 @@ impl Server {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let Self { app, listener, .. } = self;
+        let Self {
+            app,
+            listener,
+            drain_timeout,
+            ..
+        } = self;
         let maintenance = app
             .tokens
             .spawn_maintenance(Duration::from_secs(10), Duration::from_secs(3600));
-        axum::serve(
+        let (draining, drain_started) = tokio::sync::oneshot::channel::<()>();
+        let graceful = axum::serve(
             listener,
             app.router
                 .into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(signal)
-        .await?;
+        .with_graceful_shutdown(async move {
+            signal.await;
+            let _ = draining.send(());
+        });
+        let deadline = async move {
+            // No signal yet (the sender lives as long as the server): wait for it.
+            if drain_started.await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            tracing::info!(
+                drain_timeout_s = drain_timeout.as_secs_f64(),
+                "no longer accepting connections; letting the requests in flight finish"
+            );
+            tokio::time::sleep(drain_timeout).await;
+        };
+        tokio::select! {
+            served = graceful.into_future() => served?,
+            () = deadline => tracing::warn!(
+                drain_timeout_s = drain_timeout.as_secs_f64(),
+                "requests still in flight after the drain timeout; stopping anyway"
+            ),
+        }
         // Writes the last batch of last-used times, then every queued audit event.
-        maintenance.shutdown().await;
-        app.audit.shutdown().await;
+        if tokio::time::timeout(FLUSH_TIMEOUT, maintenance.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("the last last-used times were not written in time");
+        }
+        if tokio::time::timeout(FLUSH_TIMEOUT, app.audit.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some queued audit events were not written in time; they are lost");
+        }
         tracing::info!("stopped");
         Ok(())
     }

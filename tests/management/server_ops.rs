@@ -1,15 +1,19 @@
 //! Running the reference server: JSON log lines (the banner included, never a secret),
-//! request ids, the generated admin password in a `0600` file. Through a real listener on
+//! request ids, the generated admin password in a `0600` file; shutdown with a drain
+//! timeout. Through a real listener on
 //! a port the system picks, spoken to in plain HTTP/1.1.
 
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use keygate::server::{self, Config, LogFormat, Server};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Notify;
 
 use crate::common::{self, Capture};
 
@@ -123,6 +127,11 @@ async fn json_logs_are_one_object_a_line_with_request_ids_and_no_secret() {
     let capture = Capture::default();
     let _guard =
         tracing::subscriber::set_default(server::log_subscriber(LogFormat::Json, capture.clone()));
+    // With a single dispatcher in the process, tracing-core decides a callsite's interest
+    // from the default of whichever thread reaches it first: a test on another thread (no
+    // subscriber) would switch the request line off for this one. A second dispatcher
+    // makes it ask every live one.
+    let _second = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
     let config = Config {
         log_format: LogFormat::Json,
         audit_log: Some(dir.path().join("audit.jsonl")),
@@ -255,5 +264,146 @@ async fn json_logs_are_one_object_a_line_with_request_ids_and_no_secret() {
             .lines()
             .any(|l| l.contains(&format!("\"request_id\":\"{generated}\""))),
         "{audit}"
+    );
+}
+
+/// `config`'s app with a route `/slow` that says when it starts and answers `done` after
+/// `wait`, bound and running until the returned sender fires.
+async fn slow_server(
+    config: &Config,
+    wait: Duration,
+) -> (
+    SocketAddr,
+    Arc<Notify>,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), server::BoxError>>,
+) {
+    let mut app = server::build_app(config).await.unwrap();
+    let started = Arc::new(Notify::new());
+    let notify = started.clone();
+    app.router = app.router.route(
+        "/slow",
+        axum::routing::get(move || {
+            let notify = notify.clone();
+            async move {
+                notify.notify_one();
+                tokio::time::sleep(wait).await;
+                "done"
+            }
+        }),
+    );
+    let server = Server::bind_app(config, app).await.unwrap();
+    let addr = server.local_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(server.run_until(async {
+        let _ = stopped.await;
+    }));
+    (addr, started, stop, running)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_stops_accepting_and_lets_a_request_in_flight_finish() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        admin_password: Some(zeroize::Zeroizing::new("correct horse battery".into())),
+        drain_timeout: Duration::from_secs(30),
+        ..config(dir.path())
+    };
+    let (addr, started, stop, running) = slow_server(&config, Duration::from_millis(800)).await;
+    let slow = tokio::spawn(http(addr, "GET", "/slow", &[], ""));
+    started.notified().await;
+    stop.send(()).unwrap();
+    // The accept loop ends on the signal: a new connection finds no listener.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let late = http(addr, "GET", "/healthz", &[], "").await;
+    assert!(
+        late.as_ref().is_err() || late.as_ref().is_ok_and(|r| r.status == 0),
+        "a connection made after the signal was served"
+    );
+    let slow = slow.await.unwrap().unwrap();
+    assert_eq!(
+        (slow.status, slow.body.as_str()),
+        (200, "done"),
+        "the request in flight finishes"
+    );
+    tokio::time::timeout(Duration::from_secs(30), running)
+        .await
+        .expect("the server stops once the request is answered")
+        .unwrap()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_slower_than_the_drain_timeout_does_not_hold_the_server_nor_lose_the_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        admin_password: Some(zeroize::Zeroizing::new("correct horse battery".into())),
+        drain_timeout: Duration::from_secs(1),
+        ..config(dir.path())
+    };
+    let (addr, started, stop, running) = slow_server(&config, Duration::from_secs(600)).await;
+    // A token used once: its last-used time and its audit event are queued, not written
+    // (the flush runs every 10 s).
+    let store = keygate::store::sqlite::SqliteStore::open(&config.db)
+        .await
+        .unwrap();
+    let tokens = keygate::Tokens::new(store.clone());
+    let issued = tokens
+        .issue(
+            keygate::NewToken::new(ADMIN, "ci")
+                .permissions(keygate::Permissions::parse(["apps:read"]).unwrap()),
+        )
+        .await
+        .unwrap();
+    let bearer = format!("Bearer {}", issued.token.expose_secret());
+    let apps = http(
+        addr,
+        "GET",
+        "/api/v1/apps",
+        &[("Authorization", &bearer)],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(apps.status, 200, "{}", apps.body);
+
+    let slow = tokio::spawn(http(addr, "GET", "/slow", &[], ""));
+    started.notified().await;
+    let signalled = std::time::Instant::now();
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(30), running)
+        .await
+        .expect("a request slower than the drain timeout held the server")
+        .unwrap()
+        .unwrap();
+    let took = signalled.elapsed();
+    assert!(
+        took >= Duration::from_secs(1),
+        "the request in flight got its drain time: {took:?}"
+    );
+    assert!(!slow.is_finished(), "the slow request was not answered");
+    slow.abort();
+
+    // The last flushes happened anyway.
+    let record = keygate::TokenStore::get(&store, &issued.record.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        record.last_used_at.is_some(),
+        "the last-used time was written"
+    );
+    let events = keygate::audit::AuditReader::list_audit(
+        &store,
+        &keygate::audit::AuditFilter {
+            token_id: Some(issued.record.id),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        events.iter().any(|e| e.event == "authenticate"),
+        "the queued audit event was written: {events:?}"
     );
 }
