@@ -46,6 +46,9 @@ pub struct App {
     /// with revocations made elsewhere. The router holds it too, so it runs as long as the
     /// router (or any clone of it) lives.
     pub revocations: Option<Arc<RevocationListener>>,
+    /// With `metrics_addr` set: what its listener serves on `GET /metrics` (then absent from
+    /// `router`). `None` when metrics are off, or served by `router` itself.
+    pub metrics: Option<PrometheusHandle>,
 }
 
 /// Writes each batch of audit events to the database and, when configured, to the JSON
@@ -220,8 +223,14 @@ where
                 .with_roles(tokens.roles())
                 .router(),
         );
+    // On a listener of its own when one is configured (the server mounts it there).
+    let mut metrics_apart = None;
     if let Some(handle) = metrics {
-        router = router.route("/metrics", get(move || std::future::ready(handle.render())));
+        if config.metrics_addr.is_some() {
+            metrics_apart = Some(handle);
+        } else {
+            router = router.merge(metrics_router(handle));
+        }
     }
     // The probes are answered outside the request log: an orchestrator asks every few
     // seconds, and a line each time would drown the log.
@@ -246,7 +255,13 @@ where
         generated_password,
         audit,
         revocations: None,
+        metrics: metrics_apart,
     })
+}
+
+/// `GET /metrics`: the Prometheus text of `handle`.
+pub(super) fn metrics_router(handle: PrometheusHandle) -> Router {
+    Router::new().route("/metrics", get(move || std::future::ready(handle.render())))
 }
 
 /// `GET /healthz`: the process answers. Unauthenticated; says nothing more.

@@ -43,6 +43,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// On shutdown, how long the requests in flight may take to finish.
     pub drain_timeout: Duration,
+    /// Serve `GET /metrics` on this address only (not on `addr`).
+    pub metrics_addr: Option<String>,
 }
 
 impl std::fmt::Debug for Config {
@@ -66,6 +68,7 @@ impl std::fmt::Debug for Config {
             .field("store_timeout", &self.store_timeout)
             .field("log_format", &self.log_format)
             .field("drain_timeout", &self.drain_timeout)
+            .field("metrics_addr", &self.metrics_addr)
             .finish()
     }
 }
@@ -87,6 +90,7 @@ impl Default for Config {
             store_timeout: DEFAULT_STORE_TIMEOUT,
             log_format: LogFormat::Text,
             drain_timeout: Duration::from_secs(30),
+            metrics_addr: None,
         }
     }
 }
@@ -95,7 +99,7 @@ impl Config {
     /// `KEYGATE_DB`, `KEYGATE_ADDR`, `KEYGATE_ADMIN_EMAIL`, `KEYGATE_ADMIN_PASSWORD`,
     /// `KEYGATE_RATE_LIMIT`, `KEYGATE_FAILURE_LIMIT`, `KEYGATE_TRUSTED_PROXIES`,
     /// `KEYGATE_CLIENT_IP_HEADER`, `KEYGATE_AUDIT_LOG`, `KEYGATE_METRICS`, `KEYGATE_STORE_TIMEOUT`,
-    /// `KEYGATE_LOG_FORMAT`, `KEYGATE_DRAIN_TIMEOUT`.
+    /// `KEYGATE_LOG_FORMAT`, `KEYGATE_DRAIN_TIMEOUT`, `KEYGATE_METRICS_ADDR`.
     ///
     /// # Errors
     ///
@@ -144,6 +148,7 @@ impl Config {
             store_timeout: Duration::from_secs(count("KEYGATE_STORE_TIMEOUT", 2)?.into()),
             log_format: LogFormat::from_env()?,
             drain_timeout: Duration::from_secs(count("KEYGATE_DRAIN_TIMEOUT", 30)?.into()),
+            metrics_addr: var("KEYGATE_METRICS_ADDR"),
         })
     }
 }

@@ -42,6 +42,7 @@
 //! | `KEYGATE_CLIENT_IP_HEADER` | `x-forwarded-for` | the one header those proxies put the client's address in: `x-forwarded-for`, `forwarded` (RFC 7239 `for=`), `x-real-ip`, or any header name holding one address (e.g. `cf-connecting-ip`); every other forwarding header is ignored |
 //! | `KEYGATE_AUDIT_LOG` | — | append audit events to this file as JSON Lines, created `0600` (they always go to the database too) |
 //! | `KEYGATE_METRICS` | on | `off`: no `GET /metrics` |
+//! | `KEYGATE_METRICS_ADDR` | — | serve `GET /metrics` on this address only (e.g. `127.0.0.1:9090`, reachable by the scraper but not the public), and not on `KEYGATE_ADDR` |
 //! | `KEYGATE_STORE_TIMEOUT` | `2` | seconds any store call a request waits on may take; then 503 `store_unavailable` |
 //! | `KEYGATE_LOG_FORMAT` | `text` | `json`: every line the server writes is one JSON object (the start banner too, as events naming the address and the database); a generated admin password is then written to [`PASSWORD_FILE`] (`0600`, next to the SQLite file or in the working directory) and only that path is logged |
 //! | `KEYGATE_DRAIN_TIMEOUT` | `30` | on SIGTERM or Ctrl-C: seconds the requests in flight may take to finish (no new connection is accepted); then the server stops anyway. The last-used times and the queued audit events are written either way, each within [`FLUSH_TIMEOUT`] |
@@ -52,7 +53,7 @@
 //! | route | needs |
 //! | --- | --- |
 //! | `GET /` | nothing: a short index |
-//! | `GET /metrics` | nothing: Prometheus text (unless `KEYGATE_METRICS=off`) |
+//! | `GET /metrics` | nothing: Prometheus text (unless `KEYGATE_METRICS=off`; on `KEYGATE_METRICS_ADDR` instead when set) |
 //! | `GET /healthz` | nothing: 200 `ok` while the process answers |
 //! | `GET /readyz` | nothing: 200 `ready` when the database answers within the store bound and the revocation listener (PostgreSQL) is connected, else 503 `not ready` |
 //! | `GET /tokens` | nothing: the token page (it signs in with email and password) |

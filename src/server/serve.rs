@@ -35,6 +35,7 @@ pub struct Server {
     app: App,
     listener: TcpListener,
     addr: SocketAddr,
+    metrics: Option<(TcpListener, SocketAddr)>,
     drain_timeout: Duration,
 }
 
@@ -46,6 +47,7 @@ impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Server")
             .field("addr", &self.addr)
+            .field("metrics_addr", &self.metrics_addr())
             .finish_non_exhaustive()
     }
 }
@@ -62,8 +64,9 @@ impl Server {
     }
 
     /// Listens on `config.addr` for `app` (built by [`build_app`] or
-    /// [`assemble`](super::assemble), possibly with routes of your own added) and announces
-    /// it.
+    /// [`assemble`](super::assemble), possibly with routes of your own added), and on
+    /// `config.metrics_addr` for `GET /metrics` alone when it is set (and metrics are on),
+    /// and announces it.
     ///
     /// In [`LogFormat::Text`] the announcement is printed for people: the address, the
     /// database (its password as `***`), the admin password when this start generated it
@@ -76,17 +79,31 @@ impl Server {
     ///
     /// An address that cannot be bound, or a password file that cannot be written.
     pub async fn bind_app(config: &Config, mut app: App) -> Result<Self, BoxError> {
-        let listener = TcpListener::bind(&config.addr).await?;
+        let listener = TcpListener::bind(&config.addr)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
         let addr = listener.local_addr()?;
+        let metrics = match (&config.metrics_addr, &app.metrics) {
+            (Some(at), Some(_)) => {
+                let l = TcpListener::bind(at)
+                    .await
+                    .map_err(|e| format!("cannot listen for metrics on {at}: {e}"))?;
+                let a = l.local_addr()?;
+                Some((l, a))
+            }
+            _ => None,
+        };
+        let metrics_addr = metrics.as_ref().map(|(_, a)| *a);
         let password = app.generated_password.take();
         match config.log_format {
-            LogFormat::Json => announce_json(config, addr, password)?,
-            LogFormat::Text => announce_text(config, addr, password),
+            LogFormat::Json => announce_json(config, addr, metrics_addr, password)?,
+            LogFormat::Text => announce_text(config, addr, metrics_addr, password),
         }
         Ok(Self {
             app,
             listener,
             addr,
+            metrics,
             drain_timeout: config.drain_timeout,
         })
     }
@@ -95,6 +112,13 @@ impl Server {
     #[must_use]
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address `GET /metrics` is served on when it has a listener of its own
+    /// (`metrics_addr`).
+    #[must_use]
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(_, a)| *a)
     }
 
     /// Serves until `signal` resolves: then stops taking connections and lets the requests
@@ -113,13 +137,32 @@ impl Server {
         let Self {
             app,
             listener,
+            metrics,
             drain_timeout,
             ..
         } = self;
         let maintenance = app
             .tokens
             .spawn_maintenance(Duration::from_secs(10), Duration::from_secs(3600));
-        let (draining, drain_started) = tokio::sync::oneshot::channel::<()>();
+        let (draining, drain_started) = tokio::sync::watch::channel(false);
+        let stopping = move |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            // An error: the sender is gone with the server; nothing is left to stop.
+            let _ = rx.wait_for(|started| *started).await;
+        };
+        let metrics_task = match (metrics, app.metrics.clone()) {
+            (Some((l, _)), Some(handle)) => {
+                let signal = stopping(drain_started.clone());
+                Some(tokio::spawn(async move {
+                    let served = axum::serve(l, super::app::metrics_router(handle))
+                        .with_graceful_shutdown(signal)
+                        .await;
+                    if let Err(error) = served {
+                        tracing::error!(%error, "the metrics listener failed");
+                    }
+                }))
+            }
+            _ => None,
+        };
         let graceful = axum::serve(
             listener,
             app.router
@@ -127,13 +170,11 @@ impl Server {
         )
         .with_graceful_shutdown(async move {
             signal.await;
-            let _ = draining.send(());
+            let _ = draining.send(true);
         });
+        let drain_signal = stopping(drain_started);
         let deadline = async move {
-            // No signal yet (the sender lives as long as the server): wait for it.
-            if drain_started.await.is_err() {
-                std::future::pending::<()>().await;
-            }
+            drain_signal.await;
             tracing::info!(
                 drain_timeout_s = drain_timeout.as_secs_f64(),
                 "no longer accepting connections; letting the requests in flight finish"
@@ -146,6 +187,9 @@ impl Server {
                 drain_timeout_s = drain_timeout.as_secs_f64(),
                 "requests still in flight after the drain timeout; stopping anyway"
             ),
+        }
+        if let Some(task) = metrics_task {
+            task.abort();
         }
         // Writes the last batch of last-used times, then every queued audit event.
         if tokio::time::timeout(FLUSH_TIMEOUT, maintenance.shutdown())
@@ -180,7 +224,12 @@ pub async fn serve(config: &Config) -> Result<(), BoxError> {
 }
 
 /// The announcement for people: where, the generated password, commands to try.
-fn announce_text(config: &Config, addr: SocketAddr, password: Option<Zeroizing<String>>) {
+fn announce_text(
+    config: &Config,
+    addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
+    password: Option<Zeroizing<String>>,
+) {
     let base = format!("http://{addr}");
     let email = &config.admin_email;
     println!(
@@ -212,8 +261,10 @@ fn announce_text(config: &Config, addr: SocketAddr, password: Option<Zeroizing<S
     );
     println!("  curl -u {email} '{base}/api/v1/audit?limit=10'");
     println!("  curl {base}/api/v1/openapi.json");
-    if config.metrics {
-        println!("  curl {base}/metrics");
+    match metrics_addr {
+        Some(at) => println!("  curl http://{at}/metrics   # metrics, on their own address"),
+        None if config.metrics => println!("  curl {base}/metrics"),
+        None => {}
     }
     println!("  open {base}/tokens   # the token page");
     if let Some(path) = &config.audit_log {
@@ -229,6 +280,7 @@ fn announce_text(config: &Config, addr: SocketAddr, password: Option<Zeroizing<S
 fn announce_json(
     config: &Config,
     addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     password: Option<Zeroizing<String>>,
 ) -> Result<(), BoxError> {
     tracing::info!(
@@ -236,6 +288,9 @@ fn announce_json(
         database = %config.describe_db(),
         "keygate reference server listening"
     );
+    if let Some(at) = metrics_addr {
+        tracing::info!(metrics_address = %format!("http://{at}/metrics"), "metrics listening");
+    }
     if let Some(password) = password {
         let path = password_file(config);
         write_secret(&path, &password).map_err(|error| {

@@ -407,3 +407,77 @@ async fn a_request_slower_than_the_drain_timeout_does_not_hold_the_server_nor_lo
         "the queued audit event was written: {events:?}"
     );
 }
+
+/// Runs `config`'s server until the returned sender fires.
+async fn running(
+    config: &Config,
+) -> (
+    Server,
+    tokio::sync::oneshot::Sender<()>,
+    impl FnOnce(Server) -> tokio::task::JoinHandle<Result<(), server::BoxError>>,
+) {
+    let server = Server::bind(config).await.unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let start = move |server: Server| {
+        tokio::spawn(server.run_until(async {
+            let _ = stopped.await;
+        }))
+    };
+    (server, stop, start)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_on_their_own_address_are_not_on_the_main_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let apart = Config {
+        admin_password: Some(zeroize::Zeroizing::new("correct horse battery".into())),
+        metrics_addr: Some("127.0.0.1:0".into()),
+        ..config(dir.path())
+    };
+    let (server, stop, start) = running(&apart).await;
+    let (addr, metrics) = (server.local_addr(), server.metrics_addr().unwrap());
+    assert_ne!(addr, metrics);
+    let task = start(server);
+    // A refused token counts in the verification metrics.
+    let refused = http(
+        addr,
+        "GET",
+        "/api/v1/me",
+        &[("Authorization", "Bearer pat_notarealtoken")],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(refused.status, 401);
+    let main = http(addr, "GET", "/metrics", &[], "").await.unwrap();
+    assert_eq!(main.status, 404, "the main address has no /metrics");
+    let scraped = http(metrics, "GET", "/metrics", &[], "").await.unwrap();
+    assert_eq!(scraped.status, 200);
+    assert!(
+        scraped.body.contains("keygate_verification"),
+        "{}",
+        scraped.body
+    );
+    let other = http(metrics, "GET", "/api/v1/openapi.json", &[], "")
+        .await
+        .unwrap();
+    assert_eq!(other.status, 404, "the metrics address serves metrics only");
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+
+    // Without an address of their own, metrics are on the main one.
+    let dir = tempfile::tempdir().unwrap();
+    let together = Config {
+        admin_password: Some(zeroize::Zeroizing::new("correct horse battery".into())),
+        ..config(dir.path())
+    };
+    let (server, stop, start) = running(&together).await;
+    assert_eq!(server.metrics_addr(), None);
+    let addr = server.local_addr();
+    let task = start(server);
+    let main = http(addr, "GET", "/metrics", &[], "").await.unwrap();
+    assert_eq!(main.status, 200);
+    assert!(main.body.contains("keygate_verification"), "{}", main.body);
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+}
