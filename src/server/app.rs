@@ -18,7 +18,7 @@ use super::bootstrap::ensure_admin;
 use super::db::{OpenOptions, OpenedStore};
 use super::{BoxError, Config};
 use crate::accounts::AccountStore;
-use crate::audit::{AuditEvent, AuditLog, AuditReader, AuditSink, JsonLinesSink};
+use crate::audit::{AuditEvent, AuditLog, AuditPurge, AuditReader, AuditSink, JsonLinesSink};
 use crate::axum::management::Management;
 use crate::client_ip::ClientIpSource;
 use crate::metrics::PrometheusHandle;
@@ -49,13 +49,19 @@ pub struct App {
     /// With `metrics_addr` set: what its listener serves on `GET /metrics` (then absent from
     /// `router`). `None` when metrics are off, or served by `router` itself.
     pub metrics: Option<PrometheusHandle>,
+    /// The database's audit events, for the retention task (set by [`build_app`]; `None`
+    /// from [`assemble`], which does not know its store can delete them).
+    pub audit_purge: Option<Arc<dyn AuditPurge>>,
+    /// The JSON Lines audit file, when there is one: [`JsonLinesSink::reopen`] it after
+    /// log rotation (the server does on SIGHUP).
+    pub audit_file: Option<Arc<JsonLinesSink>>,
 }
 
 /// Writes each batch of audit events to the database and, when configured, to the JSON
 /// Lines file.
 struct AuditSinks<D> {
     db: D,
-    file: Option<JsonLinesSink>,
+    file: Option<Arc<JsonLinesSink>>,
 }
 
 #[async_trait]
@@ -101,7 +107,8 @@ pub async fn build_app(config: &Config) -> Result<App, BoxError> {
             // rotations reach within milliseconds; a slow database is a 503 after 2 s.
             let cached = CachedStore::new(store.clone()).with_timeout(config.store_timeout);
             let listener = Arc::new(cached.listen_postgres(store.pool().clone()));
-            let mut app = assemble(config, store, cached).await?;
+            let mut app = assemble(config, store.clone(), cached).await?;
+            app.audit_purge = Some(Arc::new(store));
             // The router holds the listener too: a program that keeps only `app.router`
             // (mounting it in a server of its own) must not silently stop hearing the other
             // instances' revocations, leaving its cache stale for its whole TTL.
@@ -109,7 +116,11 @@ pub async fn build_app(config: &Config) -> Result<App, BoxError> {
             app.revocations = Some(listener);
             Ok(app)
         }
-        OpenedStore::Sqlite(store) => assemble(config, store.clone(), store).await,
+        OpenedStore::Sqlite(store) => {
+            let mut app = assemble(config, store.clone(), store.clone()).await?;
+            app.audit_purge = Some(Arc::new(store));
+            Ok(app)
+        }
     }
 }
 
@@ -133,11 +144,12 @@ where
         .audit_log
         .as_ref()
         .map(JsonLinesSink::open)
-        .transpose()?;
+        .transpose()?
+        .map(Arc::new);
     let audit = AuditLog::spawn(
         AuditSinks {
             db: store.clone(),
-            file,
+            file: file.clone(),
         },
         10_000,
     );
@@ -256,6 +268,8 @@ where
         audit,
         revocations: None,
         metrics: metrics_apart,
+        audit_purge: None,
+        audit_file: file,
     })
 }
 

@@ -45,6 +45,8 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Serve `GET /metrics` on this address only (not on `addr`).
     pub metrics_addr: Option<String>,
+    /// How long audit events are kept in the database; `None`: forever.
+    pub audit_retention: Option<Duration>,
 }
 
 impl std::fmt::Debug for Config {
@@ -69,6 +71,7 @@ impl std::fmt::Debug for Config {
             .field("log_format", &self.log_format)
             .field("drain_timeout", &self.drain_timeout)
             .field("metrics_addr", &self.metrics_addr)
+            .field("audit_retention", &self.audit_retention)
             .finish()
     }
 }
@@ -91,6 +94,7 @@ impl Default for Config {
             log_format: LogFormat::Text,
             drain_timeout: Duration::from_secs(30),
             metrics_addr: None,
+            audit_retention: Some(super::DEFAULT_AUDIT_RETENTION),
         }
     }
 }
@@ -99,7 +103,8 @@ impl Config {
     /// `KEYGATE_DB`, `KEYGATE_ADDR`, `KEYGATE_ADMIN_EMAIL`, `KEYGATE_ADMIN_PASSWORD`,
     /// `KEYGATE_RATE_LIMIT`, `KEYGATE_FAILURE_LIMIT`, `KEYGATE_TRUSTED_PROXIES`,
     /// `KEYGATE_CLIENT_IP_HEADER`, `KEYGATE_AUDIT_LOG`, `KEYGATE_METRICS`, `KEYGATE_STORE_TIMEOUT`,
-    /// `KEYGATE_LOG_FORMAT`, `KEYGATE_DRAIN_TIMEOUT`, `KEYGATE_METRICS_ADDR`.
+    /// `KEYGATE_LOG_FORMAT`, `KEYGATE_DRAIN_TIMEOUT`, `KEYGATE_METRICS_ADDR`,
+    /// `KEYGATE_AUDIT_RETENTION`.
     ///
     /// # Errors
     ///
@@ -149,6 +154,10 @@ impl Config {
             log_format: LogFormat::from_env()?,
             drain_timeout: Duration::from_secs(count("KEYGATE_DRAIN_TIMEOUT", 30)?.into()),
             metrics_addr: var("KEYGATE_METRICS_ADDR"),
+            audit_retention: match var("KEYGATE_AUDIT_RETENTION") {
+                None => d.audit_retention,
+                Some(v) => super::parse_retention(&v)?,
+            },
         })
     }
 }

@@ -40,7 +40,8 @@
 //! | `KEYGATE_FAILURE_LIMIT` | `20` | failed authentications (bad tokens, wrong passwords) a minute per client address, and failed sign-ins a minute per account before its backoff starts |
 //! | `KEYGATE_TRUSTED_PROXIES` | — | comma-separated CIDRs of the proxies whose client-address header is believed |
 //! | `KEYGATE_CLIENT_IP_HEADER` | `x-forwarded-for` | the one header those proxies put the client's address in: `x-forwarded-for`, `forwarded` (RFC 7239 `for=`), `x-real-ip`, or any header name holding one address (e.g. `cf-connecting-ip`); every other forwarding header is ignored |
-//! | `KEYGATE_AUDIT_LOG` | — | append audit events to this file as JSON Lines, created `0600` (they always go to the database too) |
+//! | `KEYGATE_AUDIT_LOG` | — | append audit events to this file as JSON Lines, created `0600` (they always go to the database too); on SIGHUP the file is reopened (a new `0600` file after logrotate's `create`) |
+//! | `KEYGATE_AUDIT_RETENTION` | `90d` | how long the database keeps audit events: `90d`, `12h`, `30m`, or seconds; `off` keeps them forever. Older ones are deleted at the start and every hour, [`AUDIT_PURGE_BATCH`](crate::audit::AUDIT_PURGE_BATCH) at a time through the time index |
 //! | `KEYGATE_METRICS` | on | `off`: no `GET /metrics` |
 //! | `KEYGATE_METRICS_ADDR` | — | serve `GET /metrics` on this address only (e.g. `127.0.0.1:9090`, reachable by the scraper but not the public), and not on `KEYGATE_ADDR` |
 //! | `KEYGATE_STORE_TIMEOUT` | `2` | seconds any store call a request waits on may take; then 503 `store_unavailable` |
@@ -105,6 +106,7 @@ pub mod bootstrap;
 mod config;
 mod db;
 mod logging;
+mod retention;
 mod serve;
 
 #[cfg(doc)]
@@ -114,6 +116,9 @@ pub use app::{App, assemble, build_app};
 pub use config::Config;
 pub use db::{Database, OpenError, OpenOptions, OpenedStore};
 pub use logging::{LogFormat, UnknownLogFormat, init_logging, log_subscriber};
+pub use retention::{
+    AUDIT_PURGE_EVERY, DEFAULT_AUDIT_RETENTION, InvalidRetention, parse_retention,
+};
 pub use serve::{FLUSH_TIMEOUT, PASSWORD_FILE, Server, serve, shutdown_signal};
 
 /// The errors the server's setup returns: the first failure, with its sources.

@@ -10,7 +10,12 @@ use tokio::net::TcpListener;
 use zeroize::Zeroizing;
 
 use super::db::Database;
-use super::{App, BoxError, Config, LogFormat, build_app};
+use super::retention::spawn_audit_retention;
+use super::{AUDIT_PURGE_EVERY, App, BoxError, Config, LogFormat, build_app};
+#[cfg(unix)]
+use crate::audit::JsonLinesSink;
+#[cfg(unix)]
+use std::sync::Arc;
 
 /// The file a generated admin password is written to in [`LogFormat::Json`], next to the
 /// SQLite file (in the working directory with PostgreSQL).
@@ -37,6 +42,7 @@ pub struct Server {
     addr: SocketAddr,
     metrics: Option<(TcpListener, SocketAddr)>,
     drain_timeout: Duration,
+    audit_retention: Option<Duration>,
 }
 
 /// The longest each last write on the way out may take: the last-used times, then the
@@ -105,6 +111,7 @@ impl Server {
             addr,
             metrics,
             drain_timeout: config.drain_timeout,
+            audit_retention: config.audit_retention,
         })
     }
 
@@ -121,7 +128,12 @@ impl Server {
         self.metrics.as_ref().map(|(_, a)| *a)
     }
 
-    /// Serves until `signal` resolves: then stops taking connections and lets the requests
+    /// Serves until `signal` resolves. Meanwhile it writes last-used times every 10 s,
+    /// purges ended tokens every hour, deletes the audit events older than
+    /// `config.audit_retention` (`KEYGATE_AUDIT_RETENTION`) now and every hour, and on Unix
+    /// reopens the JSON Lines audit file on SIGHUP (for logrotate's `create` mode).
+    ///
+    /// When `signal` resolves it stops taking connections and lets the requests
     /// in flight finish, for at most `config.drain_timeout` (`KEYGATE_DRAIN_TIMEOUT`, 30 s);
     /// past it, stops anyway (the requests still running are cut off when the runtime
     /// ends). Either way it then writes the last batch of last-used times and every queued
@@ -139,11 +151,20 @@ impl Server {
             listener,
             metrics,
             drain_timeout,
+            audit_retention,
             ..
         } = self;
         let maintenance = app
             .tokens
             .spawn_maintenance(Duration::from_secs(10), Duration::from_secs(3600));
+        let mut chores = Vec::new();
+        if let (Some(store), Some(keep)) = (app.audit_purge.clone(), audit_retention) {
+            chores.push(spawn_audit_retention(store, keep, AUDIT_PURGE_EVERY));
+        }
+        #[cfg(unix)]
+        if let Some(file) = app.audit_file.clone() {
+            chores.push(reopen_on_hangup(file)?);
+        }
         let (draining, drain_started) = tokio::sync::watch::channel(false);
         let stopping = move |mut rx: tokio::sync::watch::Receiver<bool>| async move {
             // An error: the sender is gone with the server; nothing is left to stop.
@@ -188,7 +209,8 @@ impl Server {
                 "requests still in flight after the drain timeout; stopping anyway"
             ),
         }
-        if let Some(task) = metrics_task {
+        chores.extend(metrics_task);
+        for task in chores {
             task.abort();
         }
         // Writes the last batch of last-used times, then every queued audit event.
@@ -339,6 +361,25 @@ fn write_secret(path: &Path, secret: &str) -> std::io::Result<()> {
     file.write_all(secret.as_bytes())?;
     file.write_all(b"\n")?;
     file.sync_all()
+}
+
+/// Reopens `file` on every SIGHUP, until the task is aborted. The handler is installed
+/// before this returns, so a SIGHUP sent afterwards never ends the process.
+#[cfg(unix)]
+fn reopen_on_hangup(file: Arc<JsonLinesSink>) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    Ok(tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            match file.reopen() {
+                Ok(()) => tracing::info!(audit_log = %file.path().display(), "audit log reopened"),
+                Err(error) => tracing::warn!(
+                    %error,
+                    audit_log = %file.path().display(),
+                    "cannot reopen the audit log; still writing to the file it had"
+                ),
+            }
+        }
+    }))
 }
 
 /// Resolves on Ctrl-C, or SIGTERM on Unix: the signal [`serve`] stops on.

@@ -481,3 +481,126 @@ async fn metrics_on_their_own_address_are_not_on_the_main_one() {
     stop.send(()).unwrap();
     task.await.unwrap().unwrap();
 }
+
+/// Waits (at most 20 s) until `check` holds.
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reopens_the_audit_file_after_rotation() {
+    use std::os::unix::fs::PermissionsExt;
+    // Installed first: a SIGHUP can never end this test process, whatever the order.
+    let _hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let config = Config {
+        admin_password: Some(zeroize::Zeroizing::new("correct horse battery".into())),
+        audit_log: Some(path.clone()),
+        ..config(dir.path())
+    };
+    let (server, stop, start) = running(&config).await;
+    let addr = server.local_addr();
+    let task = start(server);
+    let refuse = || {
+        http(
+            addr,
+            "GET",
+            "/api/v1/me",
+            &[("Authorization", "Bearer pat_x")],
+            "",
+        )
+    };
+    assert_eq!(refuse().await.unwrap().status, 401);
+    let lines = |p: &Path| {
+        std::fs::read_to_string(p)
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    eventually("the refusal is audited", || lines(&path) == 1).await;
+
+    let rotated = dir.path().join("audit.jsonl.1");
+    std::fs::rename(&path, &rotated).unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &std::process::id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    eventually("a new file at the path", || path.exists()).await;
+    assert_eq!(refuse().await.unwrap().status, 401);
+    eventually("the next event in the new file", || lines(&path) == 1).await;
+    assert_eq!(lines(&rotated), 1, "the moved file keeps what it had");
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the new file is the owner's only");
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_deletes_audit_events_past_the_retention() {
+    use keygate::audit::{AuditEvent, AuditFilter, AuditReader, AuditSink, Decision};
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        admin_password: Some(zeroize::Zeroizing::new("correct horse battery".into())),
+        audit_retention: Some(Duration::from_secs(12 * 3600)),
+        ..config(dir.path())
+    };
+    let server = Server::bind(&config).await.unwrap();
+    let store = keygate::store::sqlite::SqliteStore::open(&config.db)
+        .await
+        .unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let at = |hours_ago: u64, reason: &str| AuditEvent {
+        timestamp: now - Duration::from_secs(hours_ago * 3600),
+        event: "authenticate".into(),
+        api_token_id: None,
+        api_token_name: None,
+        owner: None,
+        method: "GET".into(),
+        path: "/api/v1/me".into(),
+        status_code: 401,
+        rbac_decision: Decision::Deny,
+        reason: Some(reason.into()),
+        client_ip: None,
+        request_id: None,
+    };
+    store
+        .write(&[at(24 * 30, "old"), at(13, "old"), at(11, "recent")])
+        .await
+        .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.run_until(async {
+        let _ = stopped.await;
+    }));
+    let reasons = || async {
+        store
+            .list_audit(&AuditFilter::default())
+            .await
+            .unwrap()
+            .into_iter()
+            .filter_map(|e| e.reason)
+            .collect::<Vec<_>>()
+    };
+    let mut left = reasons().await;
+    for _ in 0..200 {
+        if left == ["recent"] {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        left = reasons().await;
+    }
+    assert_eq!(
+        left,
+        ["recent"],
+        "events past 12 h are deleted at the start"
+    );
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+}
