@@ -46,8 +46,8 @@ async fn audited(s: &Server, pick: impl Fn(&Value) -> bool) -> Vec<Value> {
 
 /// A request without credentials is audited (reason `missing`) and never throttled: its
 /// `X-Request-Id` and its path are the sender's free text. An id of 64 KiB is not kept (a
-/// new one takes its place),
-/// a path of 8 KiB is cut to 1 024 bytes, and a short, visible id is kept as sent.
+/// new one takes its place), a path of 8 KiB is cut to 1 024 bytes, and a short, visible
+/// id is kept as sent.
 #[tokio::test]
 async fn anonymous_requests_cannot_write_huge_audit_rows() {
     let s = Server::start().await;

@@ -60,8 +60,10 @@ impl AuditSink for PostgresStore {
     }
 }
 
-/// One `DELETE` of the oldest events through the `(timestamp, seq)` index per batch, so no
-/// statement holds its row locks for long.
+/// One `DELETE` of the oldest events per batch, so no statement holds its row locks for
+/// long: the batch's keys through the `(timestamp, seq)` index, then the rows through the
+/// primary key (`= ANY(ARRAY(…))`; an `IN (…)` subquery is planned as a scan of the whole
+/// table per batch).
 #[async_trait]
 impl AuditPurge for PostgresStore {
     async fn purge_audit_batch(
@@ -71,8 +73,8 @@ impl AuditPurge for PostgresStore {
     ) -> Result<u64, StoreError> {
         self.ready().await?;
         let done = sqlx::query(
-            "DELETE FROM keygate_audit_events WHERE seq IN (SELECT seq FROM \
-             keygate_audit_events WHERE timestamp < $1 ORDER BY timestamp, seq LIMIT $2)",
+            "DELETE FROM keygate_audit_events WHERE seq = ANY(ARRAY(SELECT seq FROM \
+             keygate_audit_events WHERE timestamp < $1 ORDER BY timestamp, seq LIMIT $2))",
         )
         .bind(before)
         .bind(i64::from(limit))
