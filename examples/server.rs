@@ -5,6 +5,7 @@
 //! ```sh
 //! cargo run --example server
 //! KEYGATE_DB=postgres://keygate@db.internal/keygate KEYGATE_ADDR=0.0.0.0:8080 cargo run --example server
+//! KEYGATE_LOG_FORMAT=json cargo run --example server   # one JSON object a line
 //! ```
 //!
 //! Every setting comes from the environment (`KEYGATE_DB`, `KEYGATE_ADDR`,
@@ -16,30 +17,37 @@
 
 use std::process::ExitCode;
 
-use keygate::server::{self, Config};
+use keygate::server::{self, Config, LogFormat};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    // The demo API is on here unless switched off; every bad setting is one line.
+    // The demo API is on here unless switched off.
     let defaults = Config {
         demo: true,
         ..Config::default()
     };
-    let config = match Config::loader().with_defaults(defaults).load() {
+    let loaded = Config::loader().with_defaults(defaults).load();
+    // The log first, in the configured format (or, when the configuration is bad, the one
+    // KEYGATE_LOG_FORMAT names), so that even a bad setting is reported in it.
+    let format = match &loaded {
+        Ok(config) => config.log_format,
+        Err(_) => LogFormat::from_env().unwrap_or_default(),
+    };
+    if let Err(error) = server::init_logging(format) {
+        eprintln!("cannot start the log: {error}");
+        return ExitCode::FAILURE;
+    }
+    let config = match loaded {
         Ok(config) => config,
-        Err(problems) => {
-            eprintln!("{problems}");
+        Err(invalid) => {
+            for problem in invalid.problems() {
+                tracing::error!(setting = %problem.source, "{}", problem.message);
+            }
             return ExitCode::FAILURE;
         }
     };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
     if let Err(error) = server::serve(&config).await {
-        eprintln!("cannot serve: {error}");
+        tracing::error!(%error, "the server stopped");
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS

@@ -16,6 +16,11 @@
 //! ([`AuditLog::write_errors`], `keygate_audit_write_errors_total`); the events of a failed
 //! background batch are counted as dropped.
 //!
+//! Old events are deleted by [`purge_audit`] over any [`AuditPurge`] store (the reference
+//! server does it every hour, for events older than `KEYGATE_AUDIT_RETENTION`). A
+//! [`JsonLinesSink`] reopens its file on [`JsonLinesSink::reopen`] (the reference server
+//! calls it on SIGHUP), for log rotation.
+//!
 //! Field names follow a common audit-log shape (`api_token_id`, `api_token_name`, `method`,
 //! `path`, `status_code`, `rbac_decision`, …) so that tooling written for it keeps working.
 //! An event never holds a token, a token hash or a password. What the request's sender
@@ -41,6 +46,7 @@ mod event;
 mod log;
 mod reader;
 mod request;
+mod retention;
 mod sink;
 
 pub use event::{AuditEvent, Decision};
@@ -48,4 +54,5 @@ pub use log::{AuditLog, AuditWriteError, DEFAULT_WRITE_TIMEOUT};
 pub use reader::{AuditFilter, AuditReader};
 pub use request::{MAX_PATH_LEN, MAX_REQUEST_ID_LEN};
 pub(crate) use request::{request_id, request_path};
+pub use retention::{AUDIT_PURGE_BATCH, AuditPurge, purge_audit};
 pub use sink::{AuditSink, JsonLinesSink, MemoryAuditSink, TracingSink};

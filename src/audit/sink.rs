@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 
-use super::{AuditEvent, AuditFilter, AuditReader};
+use super::{AuditEvent, AuditFilter, AuditPurge, AuditReader};
 use crate::error::StoreError;
 
 /// Where audit events go: batches from the background task of an
@@ -75,15 +75,36 @@ impl JsonLinesSink {
     ///
     /// When the file cannot be opened.
     pub fn open(path: impl AsRef<Path>) -> std::io::Result<Self> {
-        let mut options = std::fs::OpenOptions::new();
-        options.create(true).append(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        let file = options.open(path.as_ref())?;
+        let file = Self::append_to(path.as_ref())?;
         Ok(Self {
             path: path.as_ref().to_owned(),
             file: Mutex::new(file),
         })
+    }
+
+    fn append_to(path: &Path) -> std::io::Result<std::fs::File> {
+        let mut options = std::fs::OpenOptions::new();
+        options.create(true).append(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        options.open(path)
+    }
+
+    /// Opens the path again and writes there from now on: after log rotation moved the
+    /// file away (logrotate's `create` mode), the next events go to a new file at the same
+    /// path, created `0600` like the first. A batch being written finishes in the old file.
+    ///
+    /// # Errors
+    ///
+    /// When the path cannot be opened; the sink then keeps writing to the file it had.
+    pub fn reopen(&self) -> std::io::Result<()> {
+        let fresh = Self::append_to(&self.path)?;
+        let old = std::mem::replace(
+            &mut *self.file.lock().unwrap_or_else(PoisonError::into_inner),
+            fresh,
+        );
+        drop(old);
+        Ok(())
     }
 
     /// The file written to.
@@ -149,6 +170,26 @@ impl AuditSink for MemoryAuditSink {
 }
 
 #[async_trait]
+impl AuditPurge for MemoryAuditSink {
+    async fn purge_audit_batch(
+        &self,
+        before: time::OffsetDateTime,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        let mut events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut left = limit as usize;
+        events.retain(|e| {
+            let old = left > 0 && e.timestamp < before;
+            if old {
+                left -= 1;
+            }
+            !old
+        });
+        Ok((limit as usize - left) as u64)
+    }
+}
+
+#[async_trait]
 impl AuditReader for MemoryAuditSink {
     async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
         let events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
@@ -183,5 +224,29 @@ mod tests {
         assert_eq!(v["status_code"], 200);
         assert_eq!(v["rbac_decision"], "allow");
         assert!(text.ends_with('\n'));
+    }
+
+    #[tokio::test]
+    async fn reopen_after_rotation_writes_to_a_fresh_owner_only_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.jsonl");
+        let sink = JsonLinesSink::open(&path).unwrap();
+        sink.write(&[event(200)]).await.unwrap();
+        let rotated = dir.path().join("audit.jsonl.1");
+        std::fs::rename(&path, &rotated).unwrap();
+        sink.write(&[event(201)]).await.unwrap();
+        sink.reopen().unwrap();
+        sink.write(&[event(202)]).await.unwrap();
+        let old = std::fs::read_to_string(&rotated).unwrap();
+        let new = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(old.lines().count(), 2, "before the reopen: the moved file");
+        assert_eq!(new.lines().count(), 1, "after: a new file at the path");
+        assert!(new.contains("\"status_code\":202"), "{new}");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
     }
 }

@@ -11,15 +11,16 @@ use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use http::StatusCode;
+use http::{HeaderName, HeaderValue, StatusCode};
 use serde_json::{Value, json};
+use tracing::Instrument;
 use zeroize::Zeroizing;
 
 use super::bootstrap::ensure_admin;
 use super::db::{OpenOptions, OpenedStore};
 use super::{BoxError, Config};
 use crate::accounts::AccountStore;
-use crate::audit::{AuditEvent, AuditLog, AuditReader, AuditSink, JsonLinesSink};
+use crate::audit::{AuditEvent, AuditLog, AuditPurge, AuditReader, AuditSink, JsonLinesSink};
 use crate::axum::management::Management;
 use crate::client_ip::ClientIpSource;
 use crate::metrics::PrometheusHandle;
@@ -30,7 +31,7 @@ use crate::store::TokenStore;
 use crate::store::cached::CachedStore;
 use crate::store::cached::RevocationListener;
 use crate::store::timeout::{TimeoutAccounts, TimeoutStore};
-use crate::{AuthLayer, Identity, RateLimitHeaders, RequirePermissionLayer, Tokens};
+use crate::{AuthLayer, Identity, RateLimitHeaders, RequirePermissionLayer, TokenId, Tokens};
 
 /// The assembled server, not yet listening.
 #[non_exhaustive]
@@ -47,13 +48,22 @@ pub struct App {
     /// with revocations made elsewhere. The router holds it too, so it runs as long as the
     /// router (or any clone of it) lives.
     pub revocations: Option<Arc<RevocationListener>>,
+    /// With `metrics_addr` set: what its listener serves on `GET /metrics` (then absent from
+    /// `router`). `None` when metrics are off, or served by `router` itself.
+    pub metrics: Option<PrometheusHandle>,
+    /// The database's audit events, for the retention task (set by [`build_app`]; `None`
+    /// from [`assemble`], which does not know its store can delete them).
+    pub audit_purge: Option<Arc<dyn AuditPurge>>,
+    /// The JSON Lines audit file, when there is one: [`JsonLinesSink::reopen`] it after
+    /// log rotation (the server does on SIGHUP).
+    pub audit_file: Option<Arc<JsonLinesSink>>,
 }
 
 /// Writes each batch of audit events to the database and, when configured, to the JSON
 /// Lines file.
 struct AuditSinks<D> {
     db: D,
-    file: Option<JsonLinesSink>,
+    file: Option<Arc<JsonLinesSink>>,
 }
 
 #[async_trait]
@@ -99,7 +109,8 @@ pub async fn build_app(config: &Config) -> Result<App, BoxError> {
             // rotations reach within milliseconds; a slow database is a 503 after 2 s.
             let cached = CachedStore::new(store.clone()).with_timeout(config.store_timeout);
             let listener = Arc::new(cached.listen_postgres(store.pool().clone()));
-            let mut app = assemble(config, store, cached).await?;
+            let mut app = assemble(config, store.clone(), cached).await?;
+            app.audit_purge = Some(Arc::new(store));
             // The router holds the listener too: a program that keeps only `app.router`
             // (mounting it in a server of its own) must not silently stop hearing the other
             // instances' revocations, leaving its cache stale for its whole TTL.
@@ -107,7 +118,11 @@ pub async fn build_app(config: &Config) -> Result<App, BoxError> {
             app.revocations = Some(listener);
             Ok(app)
         }
-        OpenedStore::Sqlite(store) => assemble(config, store.clone(), store).await,
+        OpenedStore::Sqlite(store) => {
+            let mut app = assemble(config, store.clone(), store.clone()).await?;
+            app.audit_purge = Some(Arc::new(store));
+            Ok(app)
+        }
     }
 }
 
@@ -131,11 +146,12 @@ where
         .audit_log
         .as_ref()
         .map(JsonLinesSink::open)
-        .transpose()?;
+        .transpose()?
+        .map(Arc::new);
     let audit = AuditLog::spawn(
         AuditSinks {
             db: store.clone(),
-            file,
+            file: file.clone(),
         },
         10_000,
     );
@@ -193,6 +209,7 @@ where
         .with_client_ip(client_ip.clone())
         .with_failure_limits(failures.clone())
         .router()
+        .layer(axum::middleware::from_fn(note_token))
         .layer(policies(
             AuthLayer::new(tokens.clone())
                 .with_realm("keygate")?
@@ -215,8 +232,14 @@ where
                 .with_roles(tokens.roles())
                 .router(),
         );
+    // On a listener of its own when one is configured (the server mounts it there).
+    let mut metrics_apart = None;
     if let Some(handle) = metrics {
-        router = router.route("/metrics", get(move || std::future::ready(handle.render())));
+        if config.metrics_addr.is_some() {
+            metrics_apart = Some(handle);
+        } else {
+            router = router.merge(metrics_router(handle));
+        }
     }
     // The probes are answered outside the request log: an orchestrator asks every few
     // seconds, and a line each time would drown the log.
@@ -242,7 +265,15 @@ where
         generated_password,
         audit,
         revocations: None,
+        metrics: metrics_apart,
+        audit_purge: None,
+        audit_file: file,
     })
+}
+
+/// `GET /metrics`: the Prometheus text of `handle`.
+pub(super) fn metrics_router(handle: PrometheusHandle) -> Router {
+    Router::new().route("/metrics", get(move || std::future::ready(handle.render())))
 }
 
 /// `GET /healthz`: the process answers. Unauthenticated; says nothing more.
@@ -366,25 +397,69 @@ impl<A: AccountStore> Readiness<A> {
     }
 }
 
-/// One structured line per request: method, path, status, latency, and the token id when a
-/// token authenticated it (never the token).
-async fn log_request(req: Request, next: Next) -> Response {
+/// The header that carries a request's id, in and out.
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The id of the token that authenticated a request, left on the response by
+/// [`note_token`] for the request log.
+#[derive(Clone, Copy)]
+struct AuthenticatedBy(TokenId);
+
+/// Just inside an [`AuthLayer`]: copies the id of the token it admitted (if any) from the
+/// request's [`Identity`] to the response, where [`log_request`], outside, reads it.
+async fn note_token(req: Request, next: Next) -> Response {
+    let token = req.extensions().get::<Identity>().map(Identity::token_id);
+    let mut res = next.run(req).await;
+    if let Some(id) = token {
+        res.extensions_mut().insert(AuthenticatedBy(id));
+    }
+    res
+}
+
+/// One structured line per request: its id, method, path, status, latency, the token id
+/// when a token authenticated it (never the token) and the precise reason of a refusal.
+///
+/// The id is the request's own `X-Request-Id` when it is sane (one header of 1 to
+/// [`MAX_REQUEST_ID_LEN`](crate::audit::MAX_REQUEST_ID_LEN) visible ASCII characters),
+/// else a new UUID put in its place, so the audit events and every line logged while the
+/// request runs carry the same id; the response echoes it.
+async fn log_request(mut req: Request, next: Next) -> Response {
+    let id = match crate::audit::request_id(req.headers()) {
+        Some(id) => id,
+        None => {
+            let id = uuid::Uuid::new_v4().to_string();
+            if let Ok(value) = HeaderValue::try_from(id.as_str()) {
+                req.headers_mut().insert(X_REQUEST_ID, value);
+            }
+            id
+        }
+    };
     let method = req.method().clone();
-    let path = req.uri().path().to_owned();
+    let path = crate::audit::request_path(req.extensions(), req.uri());
     let started = Instant::now();
-    let res = next.run(req).await;
-    let kind = res
+    let span = tracing::info_span!("request", request_id = %id);
+    let mut res = next.run(req).instrument(span).await;
+    let token = res
+        .extensions()
+        .get::<AuthenticatedBy>()
+        .map(|t| t.0.to_string());
+    let rejection = res
         .extensions()
         .get::<crate::RejectionKind>()
         .map(|k| k.reason());
     tracing::info!(
+        request_id = %id,
         %method,
         %path,
         status = res.status().as_u16(),
-        latency_us = started.elapsed().as_micros() as u64,
-        rejection = kind.unwrap_or("-"),
+        latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        token_id = token.as_deref(),
+        rejection,
         "request"
     );
+    if let Ok(value) = HeaderValue::try_from(id) {
+        res.headers_mut().insert(X_REQUEST_ID, value);
+    }
     res
 }
 
@@ -407,6 +482,7 @@ fn demo(tokens: &Tokens, policies: impl Fn(AuthLayer) -> AuthLayer) -> Result<Ro
             "/apps/{app}/env",
             put(set_env).route_layer(RequirePermissionLayer::new("env:write")?),
         )
+        .layer(axum::middleware::from_fn(note_token))
         .layer(policies(
             AuthLayer::new(tokens.clone()).with_realm("keygate")?,
         )))
@@ -424,7 +500,7 @@ async fn index(demo: bool, roles: Vec<String>) -> Json<Value> {
         "GET /tokens": "the token page",
         "GET /metrics": "Prometheus metrics (unless KEYGATE_METRICS=off)",
         "GET /healthz": "200 while the process answers",
-        "GET /readyz": "200 when the database and the revocation listener answer, else 503",
+        "GET /readyz": "200 when the database, the revocation listener and Redis (when configured) answer, else 503",
     });
     if demo && let Some(routes) = routes.as_object_mut() {
         for (route, what) in [

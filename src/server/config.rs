@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use zeroize::Zeroizing;
 
+use super::LogFormat;
 use super::db::{Database, OpenError};
 use crate::client_ip::ClientIpHeader;
 use crate::identity::Roles;
@@ -65,6 +66,14 @@ pub struct Config {
     pub redis_url: Option<String>,
     /// The prefix of every Redis key (default `keygate:`).
     pub redis_prefix: String,
+    /// How the log lines (and the start banner) are written.
+    pub log_format: LogFormat,
+    /// On shutdown, how long the requests in flight may take to finish.
+    pub drain_timeout: Duration,
+    /// Serve `GET /metrics` on this address only (not on `addr`).
+    pub metrics_addr: Option<String>,
+    /// How long audit events are kept in the database; `None`: forever.
+    pub audit_retention: Option<Duration>,
 }
 
 impl std::fmt::Debug for Config {
@@ -94,6 +103,10 @@ impl std::fmt::Debug for Config {
                 &self.redis_url.as_deref().map(super::app::redact_redis_url),
             )
             .field("redis_prefix", &self.redis_prefix)
+            .field("log_format", &self.log_format)
+            .field("drain_timeout", &self.drain_timeout)
+            .field("metrics_addr", &self.metrics_addr)
+            .field("audit_retention", &self.audit_retention)
             .finish()
     }
 }
@@ -118,6 +131,10 @@ impl Default for Config {
             kinds: vec![TokenKind::pat()],
             redis_url: None,
             redis_prefix: "keygate:".into(),
+            log_format: LogFormat::Text,
+            drain_timeout: Duration::from_secs(30),
+            metrics_addr: None,
+            audit_retention: Some(super::DEFAULT_AUDIT_RETENTION),
         }
     }
 }

@@ -8,11 +8,13 @@
 //! ```
 //!
 //! `keygate serve` (the installed binary, `cargo install --path . --features server`) and
-//! the example are a few lines around this module: read the [`Config`], then [`serve`].
-//! [`build_app`] assembles the same routes without listening, for tests and for programs
-//! that mount them in their own server; [`assemble`] does it over any store. [`Database`]
-//! opens the store named by `KEYGATE_DB` (the `keygate` command-line tool opens it the same
-//! way), and [`bootstrap`] holds the account rules both share.
+//! the example are a few lines around this module: read the [`Config`], start the log in
+//! its format ([`init_logging`]), then [`serve`] ([`Server`] splits it into binding and
+//! running, for a port of your own choosing or a signal of your own). [`build_app`]
+//! assembles the same routes without listening, for tests and for programs that mount them
+//! in their own server; [`assemble`] does it over any store. [`Database`] opens the store
+//! named by `KEYGATE_DB` (the `keygate` command-line tool opens it the same way), and
+//! [`bootstrap`] holds the account rules both share.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), keygate::server::BoxError> {
@@ -54,12 +56,16 @@
 //! | `failure_limit` | `KEYGATE_FAILURE_LIMIT` | `20` | failed authentications (bad tokens, wrong passwords) a minute per client address, and failed sign-ins a minute per account before its backoff starts |
 //! | `trusted_proxies` | `KEYGATE_TRUSTED_PROXIES` | — | comma-separated CIDRs (a list in the file) of the proxies whose client-address header is believed |
 //! | `client_ip_header` | `KEYGATE_CLIENT_IP_HEADER` | `x-forwarded-for` | the one header those proxies put the client's address in: `x-forwarded-for`, `forwarded` (RFC 7239 `for=`), `x-real-ip`, or any header name holding one address (e.g. `cf-connecting-ip`); every other forwarding header is ignored |
-//! | `audit_log` | `KEYGATE_AUDIT_LOG` | — | append audit events to this file as JSON Lines, created `0600` (they always go to the database too) |
+//! | `audit_log` | `KEYGATE_AUDIT_LOG` | — | append audit events to this file as JSON Lines, created `0600` (they always go to the database too); on SIGHUP the file is reopened (a new `0600` file after logrotate's `create`) |
 //! | `metrics` | `KEYGATE_METRICS` | `on` | `off`: no `GET /metrics` |
 //! | `store_timeout` | `KEYGATE_STORE_TIMEOUT` | `2` | seconds any store call a request waits on may take; then 503 `store_unavailable` |
 //! | `demo` | `KEYGATE_DEMO` | `off` | `on` (or `1`, `true`): mount the demo API (`/api/v1/apps...`); `cargo run --example server` turns it on unless `KEYGATE_DEMO=0` |
 //! | `redis_url` | `KEYGATE_REDIS_URL` | — | a `redis://` URL: per-token rate limits and failure limits are kept there, shared by every instance pointing at it (needs the `redis` feature; printed with its password as `***`) |
 //! | `redis_prefix` | `KEYGATE_REDIS_PREFIX` | `keygate:` | the prefix of every Redis key (several deployments can share one Redis) |
+//! | `audit_retention` | `KEYGATE_AUDIT_RETENTION` | `90d` | how long the database keeps audit events: `90d`, `12h`, `30m`, or seconds; `off` keeps them forever. Older ones are deleted at the start and every hour, [`AUDIT_PURGE_BATCH`](crate::audit::AUDIT_PURGE_BATCH) at a time through the time index |
+//! | `metrics_addr` | `KEYGATE_METRICS_ADDR` | — | serve `GET /metrics` on this address only (e.g. `127.0.0.1:9090`, reachable by the scraper but not the public), and not on `KEYGATE_ADDR` |
+//! | `log_format` | `KEYGATE_LOG_FORMAT` | `text` | `json`: every line the server writes is one JSON object (the start banner too, as events naming the address and the database); a generated admin password is then written to [`PASSWORD_FILE`] (`0600`, next to the SQLite file or in the working directory) and only that path is logged |
+//! | `drain_timeout` | `KEYGATE_DRAIN_TIMEOUT` | `30` | on SIGTERM or Ctrl-C: seconds the requests in flight may take to finish (no new connection is accepted); then the server stops anyway. The last-used times and the queued audit events are written either way, each within [`FLUSH_TIMEOUT`] |
 //! | `[roles]` | — | [`Roles::deployment_platform`] | the file only: `name = ["permission", ...]` for each role; replaces the default roles |
 //! | `[kinds.<name>]` | — | `pat` | the file only: token kinds, `prefix` (default: the name), `max_live_per_owner` (a number or `"unlimited"`), `max_lifetime` (seconds), `binding_header`; the first is the default kind |
 //! | — | `KEYGATE_CONFIG` | — | the TOML file (`--config`) |
@@ -73,7 +79,7 @@
 //! | route | needs |
 //! | --- | --- |
 //! | `GET /` | nothing: a short index |
-//! | `GET /metrics` | nothing: Prometheus text (unless `KEYGATE_METRICS=off`) |
+//! | `GET /metrics` | nothing: Prometheus text (unless `KEYGATE_METRICS=off`; on `KEYGATE_METRICS_ADDR` instead when set) |
 //! | `GET /healthz` | nothing: 200 `ok` while the process answers |
 //! | `GET /readyz` | nothing: 200 `ready` when the database answers within the store bound, the revocation listener (PostgreSQL) is connected and Redis (with `KEYGATE_REDIS_URL`) answers, else 503 `not ready` |
 //! | `GET /tokens` | nothing: the token page (it signs in with email and password) |
@@ -105,6 +111,11 @@
 //! Wrong passwords count against the same failure limit as bad tokens, plus a per-account
 //! backoff, and each writes an `auth.basic` event.
 //!
+//! Each request gets one log line (`request`): its id (the request's `X-Request-Id` when it
+//! is 1 to 128 visible ASCII characters, else a new UUID, echoed in the response and kept
+//! in the audit events), method, path, status, `latency_us`, the `token_id` when a token
+//! authenticated it (never the token) and the precise `rejection` reason of a refusal.
+//!
 //! On PostgreSQL each instance verifies through a [`CachedStore`](crate::store::cached::CachedStore) whose listener hears every
 //! revocation and rotation made by the other instances (`LISTEN`/`NOTIFY`), so a token
 //! revoked on one instance is refused on all of them within milliseconds; if the listener
@@ -129,6 +140,8 @@ mod app;
 pub mod bootstrap;
 mod config;
 mod db;
+mod logging;
+mod retention;
 mod serve;
 
 #[cfg(doc)]
@@ -137,7 +150,11 @@ use crate::Roles;
 pub use app::{App, assemble, build_app};
 pub use config::{Config, ConfigLoader, ConfigProblem, InvalidConfig, Setting};
 pub use db::{Database, OpenError, OpenOptions, OpenedStore};
-pub use serve::{serve, shutdown_signal};
+pub use logging::{LogFormat, UnknownLogFormat, init_logging, log_subscriber};
+pub use retention::{
+    AUDIT_PURGE_EVERY, DEFAULT_AUDIT_RETENTION, InvalidRetention, parse_retention,
+};
+pub use serve::{FLUSH_TIMEOUT, PASSWORD_FILE, Server, serve, shutdown_signal};
 
 /// The errors the server's setup returns: the first failure, with its sources.
 pub type BoxError = Box<dyn Error + Send + Sync>;

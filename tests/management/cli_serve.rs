@@ -76,11 +76,15 @@ impl Drop for Server {
 impl Server {
     /// Starts `cmd` (a `keygate serve`) on a free port and waits until `/healthz` answers.
     fn start(mut cmd: Command) -> Self {
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        Self::start_with_output(cmd)
+    }
+
+    /// As [`start`](Self::start), with the output where `cmd` already sends it.
+    fn start_with_output(mut cmd: Command) -> Self {
         let port = free_port();
         let child = cmd
             .env("KEYGATE_ADDR", format!("127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
             .spawn()
             .expect("start keygate serve");
         let mut server = Self { child, port };
@@ -466,4 +470,94 @@ async fn the_cli_and_a_server_share_a_postgres_schema() {
         .await
         .unwrap();
     common::drop_schema(&store_y).await;
+}
+
+/// `KEYGATE_LOG_FORMAT=json`: every line `keygate serve` writes, on either stream, is one
+/// JSON object — the start, the requests, the shutdown and a refused configuration alike —
+/// and none holds the generated password or a token.
+#[test]
+fn json_logs_from_start_to_stop_are_json_lines_without_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::fs::File::create(dir.path().join("stdout")).unwrap();
+    let err = std::fs::File::create(dir.path().join("stderr")).unwrap();
+    let mut cmd = keygate(dir.path());
+    cmd.arg("serve")
+        .env("KEYGATE_LOG_FORMAT", "json")
+        .env("KEYGATE_DB", dir.path().join("json.db"))
+        .stdout(out)
+        .stderr(err);
+    let mut server = Server::start_with_output(cmd);
+    // The generated password is in a file of its own, never in the log.
+    let password = std::fs::read_to_string(dir.path().join(server::PASSWORD_FILE)).unwrap();
+    let password = password.trim().to_owned();
+    assert!(password.len() >= 16, "a generated password");
+    let basic = common::basic("admin@example.com", &password);
+    let (status, created) = {
+        let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        let body = "description=json%20log";
+        write!(
+            stream,
+            "POST /api/v1/tokens HTTP/1.1\r\nHost: localhost\r\nAuthorization: {basic}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        let status: u16 = answer.split(' ').nth(1).unwrap().parse().unwrap();
+        (status, answer.split_once("\r\n\r\n").unwrap().1.to_owned())
+    };
+    assert_eq!(status, 201, "{created}");
+    let token: Value = serde_json::from_str(&created).unwrap();
+    let token = token["token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        server.get("/api/v1/me", Some(&format!("Bearer {token}"))).0,
+        200
+    );
+    assert_eq!(server.get("/api/v1/me", Some("Bearer pat_nope")).0, 401);
+    // SIGTERM: the shutdown lines too.
+    let stopped = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while server.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "keygate serve did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut lines = 0;
+    for stream in ["stdout", "stderr"] {
+        let text = std::fs::read_to_string(dir.path().join(stream)).unwrap();
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            lines += 1;
+            let parsed: Result<Value, _> = serde_json::from_str(line);
+            assert!(
+                parsed.is_ok_and(|v| v.is_object()),
+                "{stream}: not a JSON object: {line}"
+            );
+            assert!(!line.contains(&password), "{stream}: the password: {line}");
+            assert!(!line.contains(&token), "{stream}: the token: {line}");
+        }
+    }
+    assert!(
+        lines >= 5,
+        "start, requests and stop were logged ({lines} lines)"
+    );
+
+    // A refused configuration is reported in JSON as well, one object a problem.
+    let refused = run(keygate(dir.path())
+        .arg("serve")
+        .env("KEYGATE_LOG_FORMAT", "json")
+        .env("KEYGATE_RATE_LIMIT", "zero")
+        .env("KEYGATE_DRAIN_TIMEOUT", "soon"));
+    assert_eq!(refused.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&refused.stderr);
+    let problems: Vec<Value> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
+        .collect();
+    assert_eq!(problems.len(), 2, "{text}");
 }

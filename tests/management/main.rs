@@ -14,6 +14,7 @@ mod recipe_recurse_center;
 mod recipe_tokencraft;
 mod reference_server;
 mod secret_hygiene_server;
+mod server_ops;
 mod server_postgres;
 mod server_redis;
 mod ui;

@@ -10,7 +10,9 @@ use crate::common;
 use std::time::Duration;
 
 use keygate::TokenId;
-use keygate::audit::{AuditEvent, AuditFilter, AuditLog, AuditReader, AuditSink, Decision};
+use keygate::audit::{
+    AuditEvent, AuditFilter, AuditLog, AuditPurge, AuditReader, AuditSink, Decision, purge_audit,
+};
 use keygate::store::postgres::PostgresOptions;
 use keygate::store::sqlite::SqliteStore;
 use time::OffsetDateTime;
@@ -153,4 +155,77 @@ async fn postgres_keeps_and_filters_audit_events() {
         .execute(store.pool())
         .await
         .unwrap();
+}
+
+/// Events 100, 91, 89 and 0 days old, plus 2 500 from a year ago: purging what is older
+/// than 90 days leaves the two recent ones, batch by batch.
+async fn retention(store: impl AuditSink + AuditReader + AuditPurge + Clone) {
+    let now = OffsetDateTime::now_utc();
+    let day = Duration::from_secs(24 * 3600);
+    let token = TokenId::random();
+    let mut events: Vec<AuditEvent> = [100u32, 91, 89, 0]
+        .iter()
+        .map(|&d| event(now - day * d, Some(token), 200))
+        .collect();
+    events.extend((0..2_500).map(|i| event(now - day * 365 + Duration::from_secs(i), None, 401)));
+    store.write(&events).await.unwrap();
+
+    let cutoff = now - day * 90;
+    assert_eq!(
+        store.purge_audit_batch(cutoff, 3).await.unwrap(),
+        3,
+        "one batch deletes at most its limit"
+    );
+    assert_eq!(
+        purge_audit(&store, cutoff).await.unwrap(),
+        2_500 + 2 - 3,
+        "the rest, over several batches"
+    );
+    assert_eq!(purge_audit(&store, cutoff).await.unwrap(), 0);
+    let left = store
+        .list_audit(&AuditFilter {
+            limit: 10_000,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    let ages: Vec<i64> = left
+        .iter()
+        .map(|e| (now - e.timestamp).whole_days())
+        .collect();
+    assert_eq!(ages, [0, 89], "newer events are kept: {ages:?}");
+}
+
+#[tokio::test]
+async fn sqlite_purges_audit_events_past_their_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("audit.db"))
+        .await
+        .unwrap();
+    retention(store).await;
+}
+
+#[tokio::test]
+async fn memory_sink_purges_audit_events_past_their_retention() {
+    retention(keygate::audit::MemoryAuditSink::new()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_purges_audit_events_past_their_retention() {
+    let url = common::postgres_url();
+    let schema = format!("kg_retention_{}", uuid::Uuid::new_v4().simple());
+    let Some(store) = common::available(
+        "PostgreSQL",
+        &url,
+        "postgres_purges_audit_events_past_their_retention",
+        PostgresOptions::new(&url)
+            .with_schema(&schema)
+            .with_acquire_timeout(Duration::from_secs(3))
+            .connect()
+            .await,
+    ) else {
+        return;
+    };
+    retention(store.clone()).await;
+    common::drop_schema(&store).await;
 }

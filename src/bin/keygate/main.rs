@@ -29,7 +29,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use keygate::accounts::AccountStore;
 use keygate::server::bootstrap::{self, AddAccountError};
-use keygate::server::{Config, OpenError, OpenOptions, OpenedStore};
+use keygate::server::{Config, LogFormat, OpenError, OpenOptions, OpenedStore};
 use keygate::{Permissions, Roles, TokenError, TokenId, TokenStore, Tokens};
 
 mod serve;
@@ -319,7 +319,14 @@ fn main() -> ExitCode {
             };
         }
     };
-    let result = config(&cli).and_then(|config| match cli.command {
+    let loaded = config(&cli);
+    // `keygate serve` with JSON logs reports a failure as JSON lines too.
+    let json = matches!(cli.command, Command::Serve(_))
+        && match &loaded {
+            Ok(config) => config.log_format == LogFormat::Json,
+            Err(_) => matches!(LogFormat::from_env(), Ok(LogFormat::Json)),
+        };
+    let result = loaded.and_then(|config| match cli.command {
         Command::Serve(_) => serve::run(config),
         command => match tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -331,6 +338,15 @@ fn main() -> ExitCode {
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(f) if json => {
+            for line in f.report().lines() {
+                eprintln!(
+                    "{}",
+                    serde_json::json!({ "level": "ERROR", "message": line })
+                );
+            }
+            ExitCode::from(f.exit_code())
+        }
         Err(f) => {
             eprintln!("{}", f.report());
             ExitCode::from(f.exit_code())

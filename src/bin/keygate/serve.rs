@@ -14,20 +14,11 @@ pub struct ServeArgs {
     pub settings: SettingFlags<false>,
 }
 
-/// The log: text lines on standard error, filtered by `RUST_LOG` (default `info`).
-fn init_logging(_config: &Config) {
-    use tracing_subscriber::EnvFilter;
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
-}
-
 /// Runs the server until Ctrl-C or SIGTERM.
 pub fn run(config: Config) -> Result<(), Failure> {
-    init_logging(&config);
+    // The log in the configured format (`KEYGATE_LOG_FORMAT`), filtered by `RUST_LOG`.
+    server::init_logging(config.log_format)
+        .map_err(|e| Failure::Usage(format!("cannot start the log: {e}")))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

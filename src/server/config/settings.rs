@@ -303,6 +303,69 @@ pub(super) static SETTINGS: &[Setting] = &[
         },
     },
     Setting {
+        key: "log_format",
+        env: "KEYGATE_LOG_FORMAT",
+        file_env: None,
+        default: "text",
+        help: "text, or json: every log line (the start banner included) one JSON object",
+        apply: |c, v| {
+            c.log_format = v
+                .parse()
+                .map_err(|_| format!("must be text or json, not {:?}", v.trim()))?;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "drain_timeout",
+        env: "KEYGATE_DRAIN_TIMEOUT",
+        file_env: None,
+        default: "30",
+        help: "seconds the requests in flight may take to finish on shutdown",
+        apply: |c, v| {
+            c.drain_timeout = Duration::from_secs(positive(v)?.into());
+            Ok(())
+        },
+    },
+    Setting {
+        key: "metrics_addr",
+        env: "KEYGATE_METRICS_ADDR",
+        file_env: None,
+        default: "none",
+        help: "serve GET /metrics on this host:port only, not on addr",
+        apply: |c, v| {
+            let v = v.trim();
+            match v
+                .rsplit_once(':')
+                .map(|(host, port)| (host, port.parse::<u16>()))
+            {
+                Some((host, Ok(_))) if !host.is_empty() => {
+                    c.metrics_addr = Some(v.to_owned());
+                    Ok(())
+                }
+                _ => Err(format!(
+                    "must be host:port (e.g. 127.0.0.1:9090), not {v:?}"
+                )),
+            }
+        },
+    },
+    Setting {
+        key: "audit_retention",
+        env: "KEYGATE_AUDIT_RETENTION",
+        file_env: None,
+        default: "90d",
+        help: "how long audit events are kept in the database: 90d, 12h, 30m, seconds, or off",
+        apply: |c, v| {
+            c.audit_retention = crate::server::parse_retention(v).map_err(|_| {
+                format!(
+                    "must be off or a positive number of seconds, or of minutes, hours or days \
+                     with m, h or d (e.g. 90d), not {:?}",
+                    v.trim()
+                )
+            })?;
+            Ok(())
+        },
+    },
+    Setting {
         key: "demo",
         env: "KEYGATE_DEMO",
         file_env: None,

@@ -7,7 +7,7 @@ use sqlx::postgres::PgRow;
 use uuid::Uuid;
 
 use super::{PostgresStore, pg_err};
-use crate::audit::{AuditEvent, AuditFilter, AuditReader, AuditSink, Decision};
+use crate::audit::{AuditEvent, AuditFilter, AuditPurge, AuditReader, AuditSink, Decision};
 use crate::store::{StoreError, TokenId};
 
 fn corrupt(column: &'static str) -> StoreError {
@@ -57,6 +57,31 @@ impl AuditSink for PostgresStore {
         .await
         .map_err(pg_err)?;
         Ok(())
+    }
+}
+
+/// One `DELETE` of the oldest events per batch, so no statement holds its row locks for
+/// long: the batch's keys through the `(timestamp, seq)` index, then the rows through the
+/// primary key (`= ANY(ARRAY(…))`; an `IN (…)` subquery is planned as a scan of the whole
+/// table per batch).
+#[async_trait]
+impl AuditPurge for PostgresStore {
+    async fn purge_audit_batch(
+        &self,
+        before: time::OffsetDateTime,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        self.ready().await?;
+        let done = sqlx::query(
+            "DELETE FROM keygate_audit_events WHERE seq = ANY(ARRAY(SELECT seq FROM \
+             keygate_audit_events WHERE timestamp < $1 ORDER BY timestamp, seq LIMIT $2))",
+        )
+        .bind(before)
+        .bind(i64::from(limit))
+        .execute(&self.pool)
+        .await
+        .map_err(pg_err)?;
+        Ok(done.rows_affected())
     }
 }
 

@@ -6,7 +6,7 @@ use sqlx::sqlite::SqliteRow;
 
 use super::codec::{Corrupt, decode_id, from_micros, get, micros};
 use super::{SqliteStore, sql_error};
-use crate::audit::{AuditEvent, AuditFilter, AuditReader, AuditSink, Decision};
+use crate::audit::{AuditEvent, AuditFilter, AuditPurge, AuditReader, AuditSink, Decision};
 use crate::store::StoreError;
 
 /// Writes each batch in one transaction (one fsync per batch, not per event), behind the
@@ -49,6 +49,32 @@ impl AuditSink for SqliteStore {
         })
         .await
         .map_err(Into::into)
+    }
+}
+
+/// One `DELETE` of the oldest events through the `(timestamp, seq)` index, behind the
+/// store's write queue: each batch is a short transaction of its own.
+#[async_trait]
+impl AuditPurge for SqliteStore {
+    async fn purge_audit_batch(
+        &self,
+        before: time::OffsetDateTime,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        let before = micros(before)?;
+        let pool = &self.pool;
+        self.write(|| async move {
+            let done = sqlx::query(
+                "DELETE FROM audit_events WHERE seq IN (SELECT seq FROM audit_events \
+                 WHERE timestamp < ? ORDER BY timestamp, seq LIMIT ?)",
+            )
+            .bind(before)
+            .bind(i64::from(limit))
+            .execute(pool)
+            .await?;
+            Ok(done.rows_affected())
+        })
+        .await
     }
 }
 
