@@ -5,6 +5,7 @@
 mod common;
 
 mod cli;
+mod forward_auth;
 mod management_api;
 mod recipe_iggy;
 mod recipe_rack_gateway;
