@@ -41,6 +41,7 @@
 //! | `KEYGATE_AUDIT_LOG` | — | append audit events to this file as JSON Lines, created `0600` (they always go to the database too) |
 //! | `KEYGATE_METRICS` | on | `off`: no `GET /metrics` |
 //! | `KEYGATE_STORE_TIMEOUT` | `2` | seconds any store call a request waits on may take; then 503 `store_unavailable` |
+//! | `KEYGATE_VERIFY_WRITE_PERMISSION` | — | `GET /api/v1/verify` (forward authentication): the permission the original request needs when its method is not `GET`, `HEAD` or `OPTIONS`; unset: any valid token passes |
 //! | `RUST_LOG` | `info` | log filter |
 //!
 //! Routes (all under `/api/v1` but the index):
@@ -56,6 +57,7 @@
 //! | `GET /api/v1/tokens` | Basic, or a token with `tokens:read` |
 //! | `DELETE /api/v1/tokens/{id}`, `POST /api/v1/tokens/{id}/rotate` | Basic, or a token with `tokens:write` holding every permission of the token it acts on |
 //! | `GET /api/v1/me` | a token |
+//! | `/api/v1/verify` (any method; `/api/v1/verify/…` too) | a token: forward authentication for nginx `auth_request`, Traefik `ForwardAuth`, Envoy `ext_authz` ([`crate::forward_auth`]); 200 with `X-Keygate-Owner`, `X-Keygate-Token-Id`, `X-Keygate-Permissions`, else the layer's refusal; see `docs/forward-auth.md` |
 //! | `GET /api/v1/audit` | `audit:read` (Basic or a token): the caller's own audit events (every owner's with `audit:read_all`), `?token_id=&since=&until=&limit=` |
 //! | `GET /api/v1/openapi.json` | nothing: the OpenAPI 3.1 document |
 //! | `GET /api/v1/apps` | `apps:read` (roles `viewer`, `ops`, `deployer`, `cicd`, `admin`) |
