@@ -6,6 +6,7 @@ mod common;
 
 mod cli;
 mod forward_auth;
+mod host_sign_in;
 mod management_api;
 mod recipe_iggy;
 mod recipe_rack_gateway;

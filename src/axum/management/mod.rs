@@ -124,12 +124,14 @@ mod body;
 mod cross_site;
 mod error;
 mod handlers;
+mod host;
 #[cfg(feature = "openapi")]
 mod openapi;
 mod scope;
 mod types;
 
 pub use error::ErrorBody;
+pub use host::{HostAccount, HostError, HostSignIn};
 #[cfg(feature = "openapi")]
 pub use openapi::openapi;
 pub use types::{CreateToken, IdentityView, RotateToken, TokenStatus, TokenView};
@@ -159,6 +161,7 @@ pub(crate) struct Shared {
     pub(crate) client_ip: ClientIpSource,
     pub(crate) failures: Option<FailureLimits>,
     pub(crate) trusted_origins: Vec<cross_site::Origin>,
+    pub(crate) host: Option<host::HostGate>,
 }
 
 /// Builds the management [`Router`]. See the [module docs](self).
@@ -177,6 +180,7 @@ pub struct Management {
     failures: Option<FailureLimits>,
     trusted_origins: Vec<cross_site::Origin>,
     store_timeout: Duration,
+    host: Option<Arc<dyn HostSignIn>>,
 }
 
 impl std::fmt::Debug for Management {
@@ -189,6 +193,7 @@ impl std::fmt::Debug for Management {
             .field("server_url", &self.server_url)
             .field("trusted_origins", &self.trusted_origins)
             .field("store_timeout", &self.store_timeout)
+            .field("host_sign_in", &self.host.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -211,6 +216,7 @@ impl Management {
             failures: None,
             trusted_origins: Vec::new(),
             store_timeout: DEFAULT_STORE_TIMEOUT,
+            host: None,
         }
     }
 
@@ -314,6 +320,24 @@ impl Management {
         Ok(self)
     }
 
+    /// Signs callers in through the host application instead of keygate's accounts: every
+    /// route that takes Basic authentication (creating, listing, revoking, rotating,
+    /// releasing tokens, reading the audit log) takes the account `sign_in` returns for
+    /// the request, and Basic credentials are no longer checked; bearer tokens are accepted
+    /// where they were. The account store passed to [`new`](Self::new) is then unused (a
+    /// [`MemoryAccounts`](crate::accounts::MemoryAccounts) will do).
+    ///
+    /// What still applies: the cross-site refusal (a session cookie is what a forged
+    /// cross-site form would carry), the failure limits (a request nobody is signed in
+    /// for counts as a failure; a client over its budget gets 429 before the host is
+    /// asked), the audit (`auth.host` denials, and every write), and the store timeout
+    /// (a host that does not answer in time, or fails, gets 503). See the
+    /// [module docs](self).
+    pub fn with_host_sign_in(mut self, sign_in: impl HostSignIn) -> Self {
+        self.host = Some(Arc::new(sign_in));
+        self
+    }
+
     /// The router: state-free, ready to `nest` anywhere.
     pub fn router(self) -> Router {
         #[cfg(feature = "openapi")]
@@ -346,6 +370,10 @@ impl Management {
             client_ip: self.client_ip,
             failures: self.failures,
             trusted_origins: self.trusted_origins,
+            host: self.host.map(|sign_in| host::HostGate {
+                sign_in,
+                timeout: self.store_timeout,
+            }),
         });
         // The route table (each route is listed in [`Routes`] for the OpenAPI document too).
         let router = Router::new()
