@@ -20,6 +20,7 @@
 //! | 401 | `missing_credentials` | no credentials (`WWW-Authenticate: Basic realm="keygate", charset="UTF-8"`, plus a Bearer challenge where a token is accepted) |
 //! | 401 | `invalid_credentials` | unknown email or wrong password: the same answer, after the same argon2 work |
 //! | 401 | `basic_auth_required` | a bearer token on `POST /tokens` |
+//! | 401 | `sign_in_required` | a bearer token on `POST /tokens` with [`Management::with_host_sign_in`] |
 //! | 401 | `missing_token`, `invalid_token` | bearer failures, exactly as [`AuthLayer`](crate::AuthLayer) renders them |
 //! | 403 | `insufficient_scope` | the bearer token lacks `tokens:read` / `tokens:write`, the new token's permissions go beyond the caller's, or a bearer token acts on (revokes, rotates, releases) a token less restricted than itself (see below) |
 //! | 403 | `cross_site_request` | a `POST`, `PUT`, `PATCH` or `DELETE` that a browser marks as sent by another site (see below) |
@@ -29,6 +30,13 @@
 //! | 413 | `payload_too_large` | body over the limit (default 16 KiB) |
 //! | 415 | `unsupported_media_type` | a body that is neither JSON nor a form |
 //! | 503 | `store_unavailable`, `server_busy` | the store failed or did not answer in time (never 500) or, with [`Management::with_audit`], the audit event of a write could not be written (see below); or no password check could start in time |
+//!
+//! With [`Management::with_host_sign_in`], "Basic" in the table reads "signed in by the
+//! host application" ([`HostSignIn`]): the app's session, OIDC or mTLS identity names the
+//! owner and the permissions it grants, Basic credentials are no longer checked, and a
+//! request nobody is signed in for gets 401 `missing_credentials` without a Basic
+//! challenge. The cross-site refusal below matters even more there: a session cookie is
+//! exactly what a forged cross-site form carries.
 //!
 //! A token created without `role` or `permissions` gets the account's own permissions
 //! (a form with `description=…` only); a token never gets more than its account holds.
