@@ -59,21 +59,23 @@
 //! let verify = ForwardAuth::new(&AuthLayer::new(tokens).read_write("api:write").unwrap());
 //!
 //! // nginx asks about `DELETE /things/1` on the client's behalf.
-//! let ask = |auth: String, method: &str| {
-//!     Request::get("/verify")
-//!         .header("authorization", auth)
-//!         .header("x-original-method", method)
+//! let ask = |auth: Option<String>, method: &str| {
+//!     let mut req = Request::get("/verify");
+//!     if let Some(auth) = auth {
+//!         req = req.header("authorization", auth);
+//!     }
+//!     req.header("x-original-method", method)
 //!         .header("x-original-uri", "/things/1")
 //!         .body(Empty::<Bytes>::new())
 //!         .unwrap()
 //! };
 //! let bearer = format!("Bearer {}", reader.token.expose_secret());
-//! let read = verify.clone().oneshot(ask(bearer.clone(), "GET")).await.unwrap();
+//! let read = verify.clone().oneshot(ask(Some(bearer.clone()), "GET")).await.unwrap();
 //! assert_eq!(read.status(), StatusCode::OK);
 //! assert_eq!(read.headers()["x-keygate-owner"], "alice");
-//! let write = verify.clone().oneshot(ask(bearer, "DELETE")).await.unwrap();
+//! let write = verify.clone().oneshot(ask(Some(bearer), "DELETE")).await.unwrap();
 //! assert_eq!(write.status(), StatusCode::FORBIDDEN);
-//! let anonymous = verify.oneshot(ask(String::new(), "GET")).await.unwrap();
+//! let anonymous = verify.oneshot(ask(None, "GET")).await.unwrap();
 //! assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
 //! # });
 //! ```

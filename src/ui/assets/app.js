@@ -60,11 +60,14 @@
     const init = {
       method,
       headers,
-      credentials: hostSignIn ? "same-origin" : "omit",
+      credentials: "omit",
       cache: "no-store",
       redirect: "error",
       referrerPolicy: "no-referrer",
     };
+    // With host sign-in, the application's session cookie (same origin only) signs the
+    // request in; otherwise no cookie or cached credential is ever sent.
+    if (hostSignIn) init.credentials = "same-origin";
     if (body !== undefined) {
       headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(body);
