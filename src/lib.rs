@@ -7,6 +7,7 @@ pub mod client_ip;
 pub mod clock;
 pub mod denial;
 pub mod error;
+pub mod forward_auth;
 pub mod header;
 pub mod identity;
 #[cfg(feature = "metrics")]

@@ -128,6 +128,11 @@ impl AuthLayer {
         }
     }
 
+    /// The layer's settings, for services that run its pipeline (forward authentication).
+    pub(crate) fn config(&self) -> &Arc<Config> {
+        &self.config
+    }
+
     fn map(self, f: impl FnOnce(&mut Config)) -> Self {
         let c = &self.config;
         let mut config = Config {

@@ -40,7 +40,7 @@
 
 mod body;
 mod future;
-mod layer;
+pub(crate) mod layer;
 mod pipeline;
 mod rate_headers;
 mod rejection;

@@ -221,11 +221,23 @@ where
         management
     };
 
+    // Forward authentication for proxies in front of other services: the same policies,
+    // with writes needing `KEYGATE_VERIFY_WRITE_PERMISSION` when it is set.
+    let verify_layer = AuthLayer::new(tokens.clone()).with_realm("keygate")?;
+    let verify_layer = match &config.verify_write_permission {
+        Some(p) => verify_layer.read_write(p)?,
+        None => verify_layer,
+    };
+    let verify = Router::new().nest_service(
+        "/verify",
+        crate::forward_auth::ForwardAuth::new(&policies(verify_layer)),
+    );
+
     let roles: Vec<String> = tokens.roles().names().map(str::to_owned).collect();
     let demo_on = config.demo;
     let mut router = Router::new()
         .route("/", get(move || index(demo_on, roles.clone())))
-        .nest("/api/v1", api)
+        .nest("/api/v1", api.merge(verify))
         .nest(
             "/tokens",
             crate::ui::Page::new("/api/v1")
@@ -496,6 +508,7 @@ async fn index(demo: bool, roles: Vec<String>) -> Json<Value> {
         "DELETE /api/v1/tokens/{id}": "revoke (Basic, or tokens:write)",
         "POST /api/v1/tokens/{id}/rotate": "rotate (Basic, or tokens:write)",
         "GET /api/v1/me": "who the token belongs to",
+        "GET /api/v1/verify": "forward authentication for nginx auth_request, Traefik ForwardAuth, Envoy ext_authz",
         "GET /api/v1/audit": "your audit events (needs audit:read; every owner's: audit:read_all); ?token_id=&since=&until=&limit=",
         "GET /tokens": "the token page",
         "GET /metrics": "Prometheus metrics (unless KEYGATE_METRICS=off)",

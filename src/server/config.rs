@@ -74,6 +74,9 @@ pub struct Config {
     pub metrics_addr: Option<String>,
     /// How long audit events are kept in the database; `None`: forever.
     pub audit_retention: Option<Duration>,
+    /// `GET /api/v1/verify`: the permission a write (not GET, HEAD, OPTIONS) needs; `None`:
+    /// any valid token passes.
+    pub verify_write_permission: Option<String>,
 }
 
 impl std::fmt::Debug for Config {
@@ -107,6 +110,7 @@ impl std::fmt::Debug for Config {
             .field("drain_timeout", &self.drain_timeout)
             .field("metrics_addr", &self.metrics_addr)
             .field("audit_retention", &self.audit_retention)
+            .field("verify_write_permission", &self.verify_write_permission)
             .finish()
     }
 }
@@ -135,6 +139,7 @@ impl Default for Config {
             drain_timeout: Duration::from_secs(30),
             metrics_addr: None,
             audit_retention: Some(super::DEFAULT_AUDIT_RETENTION),
+            verify_write_permission: None,
         }
     }
 }

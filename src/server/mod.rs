@@ -66,6 +66,7 @@
 //! | `metrics_addr` | `KEYGATE_METRICS_ADDR` | — | serve `GET /metrics` on this address only (e.g. `127.0.0.1:9090`, reachable by the scraper but not the public), and not on `KEYGATE_ADDR` |
 //! | `log_format` | `KEYGATE_LOG_FORMAT` | `text` | `json`: every line the server writes is one JSON object (the start banner too, as events naming the address and the database); a generated admin password is then written to [`PASSWORD_FILE`] (`0600`, next to the SQLite file or in the working directory) and only that path is logged |
 //! | `drain_timeout` | `KEYGATE_DRAIN_TIMEOUT` | `30` | on SIGTERM or Ctrl-C: seconds the requests in flight may take to finish (no new connection is accepted); then the server stops anyway. The last-used times and the queued audit events are written either way, each within [`FLUSH_TIMEOUT`] |
+//! | `verify_write_permission` | `KEYGATE_VERIFY_WRITE_PERMISSION` | — | `GET /api/v1/verify` (forward authentication): the permission the original request needs when its method is not `GET`, `HEAD` or `OPTIONS`; unset: any valid token passes |
 //! | `[roles]` | — | [`Roles::deployment_platform`] | the file only: `name = ["permission", ...]` for each role; replaces the default roles |
 //! | `[kinds.<name>]` | — | `pat` | the file only: token kinds, `prefix` (default: the name), `max_live_per_owner` (a number or `"unlimited"`), `max_lifetime` (seconds), `binding_header`; the first is the default kind |
 //! | — | `KEYGATE_CONFIG` | — | the TOML file (`--config`) |
@@ -87,6 +88,7 @@
 //! | `GET /api/v1/tokens` | Basic, or a token with `tokens:read` |
 //! | `DELETE /api/v1/tokens/{id}`, `POST /api/v1/tokens/{id}/rotate` | Basic, or a token with `tokens:write` holding every permission of the token it acts on |
 //! | `GET /api/v1/me` | a token |
+//! | `/api/v1/verify` (any method; `/api/v1/verify/…` too) | a token: forward authentication for nginx `auth_request`, Traefik `ForwardAuth`, Envoy `ext_authz` ([`crate::forward_auth`]); 200 with `X-Keygate-Owner`, `X-Keygate-Token-Id`, `X-Keygate-Permissions`, else the layer's refusal; see `docs/forward-auth.md` |
 //! | `GET /api/v1/audit` | `audit:read` (Basic or a token): the caller's own audit events (every owner's with `audit:read_all`), `?token_id=&since=&until=&limit=` |
 //! | `GET /api/v1/openapi.json` | nothing: the OpenAPI 3.1 document |
 //! | `GET /api/v1/apps` | `apps:read` (roles `viewer`, `ops`, `deployer`, `cicd`, `admin`); this and the three below only with `KEYGATE_DEMO=on` |

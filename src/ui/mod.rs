@@ -68,6 +68,10 @@
 //! | `Cross-Origin-Opener-Policy` | `same-origin` |
 //! | `Cross-Origin-Resource-Policy` | `same-origin` |
 //!
+//! With [`Page::with_host_sign_in`] the page has no password form and sends the
+//! application's session cookie instead (same origin only); the management API's
+//! cross-site refusal still stands between that cookie and other sites' forms.
+//!
 //! The page keeps the email and password in a variable of the tab, and nowhere else: not in
 //! `localStorage`, `sessionStorage`, a cookie or the browser's HTTP authentication cache
 //! (its requests use `credentials: "omit"` and send the `Authorization` header
@@ -107,6 +111,7 @@ const FAVICON_SVG: &[u8] = include_bytes!("assets/favicon.svg");
 pub struct Page {
     api_base: String,
     roles: Vec<String>,
+    host_sign_in: bool,
 }
 
 impl Page {
@@ -121,6 +126,7 @@ impl Page {
         Self {
             api_base,
             roles: Vec::new(),
+            host_sign_in: false,
         }
     }
 
@@ -131,12 +137,28 @@ impl Page {
         self
     }
 
+    /// For a management API that signs callers in through the host application
+    /// ([`Management::with_host_sign_in`](crate::axum::management::Management::with_host_sign_in)):
+    /// the page has no password form; its requests carry the browser's cookies for this
+    /// origin (`credentials: "same-origin"`), so the application's own session signs them
+    /// in. Without a session the page asks the user to sign in to the application.
+    pub fn with_host_sign_in(mut self) -> Self {
+        self.host_sign_in = true;
+        self
+    }
+
     /// The router: state-free, ready to `nest` (e.g. at `/tokens`) or `merge`.
     pub fn router(self) -> Router {
         let roles = serde_json::to_string(&self.roles).unwrap_or_else(|_| "[]".to_owned());
         let fill: Arc<Fill> = Arc::new(Fill {
             api_base: escape_attribute(&self.api_base),
             roles: escape_attribute(&roles),
+            sign_in: if self.host_sign_in {
+                "host"
+            } else {
+                "password"
+            }
+            .to_owned(),
         });
         Router::new()
             .route(
@@ -167,6 +189,8 @@ impl Page {
 struct Fill {
     api_base: String,
     roles: String,
+    /// `password` or `host`.
+    sign_in: String,
 }
 
 /// The page calling the management API at `api_base` (e.g. `/api/v1`), with the default
@@ -185,6 +209,7 @@ fn index(fill: &Fill, req: &Request) -> Response {
         "BASE" => Some(&base),
         "API_BASE" => Some(&fill.api_base),
         "ROLES" => Some(&fill.roles),
+        "SIGN_IN" => Some(&fill.sign_in),
         _ => None,
     });
     asset("text/html; charset=utf-8", html)
@@ -299,7 +324,7 @@ mod tests {
 
     #[test]
     fn template_has_every_placeholder() {
-        for p in ["%API_BASE%", "%ROLES%", "%BASE%"] {
+        for p in ["%API_BASE%", "%ROLES%", "%BASE%", "%SIGN_IN%"] {
             assert!(INDEX_HTML.contains(p), "{p}");
         }
     }

@@ -6,6 +6,8 @@ mod common;
 
 mod cli;
 mod cli_serve;
+mod forward_auth;
+mod host_sign_in;
 mod management_api;
 mod recipe_iggy;
 mod recipe_rack_gateway;

@@ -210,7 +210,7 @@ pub(crate) async fn list(
 ) -> Result<Response, ApiError> {
     let caller =
         super::handlers::caller(&s, &headers, ip, Accept::BasicOrBearer("audit:read")).await?;
-    if let Caller::Basic(account) = &caller
+    if let Caller::Account(account) = &caller
         && !account.permissions.allows("audit:read")
     {
         return Err(ApiError::insufficient_scope(

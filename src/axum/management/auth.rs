@@ -25,6 +25,13 @@
 //! `ConnectInfo`, e.g. plain `axum::serve(listener, router)`) all share one budget, so
 //! password guessing is never unlimited (a warning is logged once).
 //!
+//! With [`Management::with_host_sign_in`](super::Management::with_host_sign_in), a request
+//! without a bearer token is the host application's: a client over its failure budget gets
+//! 429 before the host is asked, a request nobody is signed in for gets 401
+//! `missing_credentials` (no `WWW-Authenticate: Basic`, so no browser password prompt) and
+//! counts as a failure, audited as `auth.host` (`reason` `missing_credentials`, or
+//! `rate_limited`); a host that fails or does not answer in time gets 503.
+//!
 //! With [`Management::with_audit`](super::Management::with_audit), every failed sign-in
 //! writes an `auth.basic` event: `rbac_decision` `deny`, `reason` `invalid_credentials`
 //! (or `rate_limited` when refused by the limits). Its `owner` is the account's email
@@ -43,6 +50,7 @@ use tokio::sync::Semaphore;
 use super::Shared;
 use super::error::ApiError;
 use super::handlers::CallerIp;
+use super::host::HostOutcome;
 use crate::accounts::{Account, verify_password};
 use crate::audit::{AuditEvent, Decision};
 use crate::header::{Credentials, parse_authorization, parse_basic};
@@ -52,8 +60,8 @@ use crate::rate_limit::{FailureLimits, SignInRefused, ceil_secs};
 
 /// The authenticated caller of a management route.
 pub(crate) enum Caller {
-    /// Signed in with email and password.
-    Basic(Account),
+    /// Signed in to an account: with email and password, or by the host application.
+    Account(Account),
     /// Presented a valid bearer token.
     Bearer(Identity),
 }
@@ -62,7 +70,7 @@ impl Caller {
     /// The owner whose tokens the caller manages.
     pub(crate) fn owner(&self) -> &str {
         match self {
-            Self::Basic(a) => &a.email,
+            Self::Account(a) => &a.email,
             Self::Bearer(id) => id.owner(),
         }
     }
@@ -70,7 +78,7 @@ impl Caller {
     /// What the caller may hand on to a token.
     pub(crate) fn permissions(&self) -> &Permissions {
         match self {
-            Self::Basic(a) => &a.permissions,
+            Self::Account(a) => &a.permissions,
             Self::Bearer(id) => id.permissions(),
         }
     }
@@ -105,7 +113,7 @@ pub(crate) struct RequestInfo<'a> {
 const NO_ADDRESS: IpAddr = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
 
 /// The failure key of a sign-in: the client, else the peer, else [`NO_ADDRESS`].
-fn sign_in_key(addrs: &crate::client_ip::Addresses) -> IpAddr {
+pub(crate) fn sign_in_key(addrs: &crate::client_ip::Addresses) -> IpAddr {
     addrs.failure_key().unwrap_or_else(|| {
         static WARNED: AtomicBool = AtomicBool::new(false);
         if !WARNED.swap(true, Ordering::Relaxed) {
@@ -131,12 +139,65 @@ fn rate_limited(wait: Duration) -> ApiError {
         .into()
 }
 
+/// True when the request's (single) `Authorization` value is a bearer token: host sign-in
+/// is then not asked.
+pub(crate) fn has_bearer(headers: &HeaderMap) -> bool {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    matches!(
+        (
+            values.next().map(|v| parse_authorization(v.as_bytes())),
+            values.next()
+        ),
+        (Some(Ok(Credentials::Bearer(_))), None)
+    )
+}
+
+/// The caller signed in by the host application (see [`Management::with_host_sign_in`]):
+/// failure limits and `auth.host` audit events as for Basic sign-ins.
+///
+/// [`Management::with_host_sign_in`]: super::Management::with_host_sign_in
+async fn host_caller(s: &Shared, request: &RequestInfo<'_>) -> Result<Caller, ApiError> {
+    let origin = request.origin;
+    let key = sign_in_key(&origin.addrs);
+    if let Some(f) = &s.failures
+        && let Some(wait) = f.blocked(key).await.map_err(limits_down)?
+    {
+        audit_failure(s, "auth.host", origin, None, 429, "rate_limited");
+        return Err(rate_limited(wait));
+    }
+    match &origin.host {
+        Some(HostOutcome::SignedIn(account)) => Ok(Caller::Account(account.clone())),
+        Some(HostOutcome::Unavailable) => Err(ApiError::store_unavailable()),
+        Some(HostOutcome::Anonymous) | None => {
+            if let Some(f) = &s.failures
+                && let Some(wait) = f.fail(key).await.map_err(limits_down)?
+            {
+                audit_failure(s, "auth.host", origin, None, 429, "rate_limited");
+                return Err(rate_limited(wait));
+            }
+            audit_failure(s, "auth.host", origin, None, 401, "missing_credentials");
+            Err(ApiError::host_sign_in_missing())
+        }
+    }
+}
+
 pub(crate) async fn authenticate(
     s: &Shared,
     request: RequestInfo<'_>,
     accept: Accept,
 ) -> Result<Caller, ApiError> {
     let headers = request.headers;
+    if s.host.is_some() {
+        if !has_bearer(headers) {
+            if matches!(accept, Accept::BearerOnly) {
+                return Err(Rejection::new(RejectionKind::MissingToken).into());
+            }
+            return host_caller(s, &request).await;
+        }
+        if matches!(accept, Accept::BasicOnly) {
+            return Err(ApiError::sign_in_required());
+        }
+    }
     let limits = s.failures.as_ref().zip(request.origin.addrs.failure_key());
     let bearer_ok = !matches!(accept, Accept::BasicOnly);
     let basic_ok = !matches!(accept, Accept::BearerOnly);
@@ -214,12 +275,19 @@ pub(crate) async fn authenticate(
                 Some((f, ip)) => match f.begin_sign_in(&creds.user, ip).await {
                     Ok(attempt) => Some(attempt),
                     Err(SignInRefused::Wait(wait)) => {
-                        audit_failure(s, request.origin, None, 429, "rate_limited");
+                        audit_failure(s, "auth.basic", request.origin, None, 429, "rate_limited");
                         return Err(rate_limited(wait));
                     }
                     Err(SignInRefused::Unavailable(error)) => {
                         // No password is checked uncounted.
-                        audit_failure(s, request.origin, None, 503, "store_unavailable");
+                        audit_failure(
+                            s,
+                            "auth.basic",
+                            request.origin,
+                            None,
+                            503,
+                            "store_unavailable",
+                        );
                         return Err(limits_down(error));
                     }
                 },
@@ -230,7 +298,7 @@ pub(crate) async fn authenticate(
                     if let Some(attempt) = attempt {
                         attempt.refund().await;
                     }
-                    Ok(Caller::Basic(account))
+                    Ok(Caller::Account(account))
                 }
                 Err(Failure::Unchecked(e)) => {
                     if let Some(attempt) = attempt {
@@ -241,7 +309,14 @@ pub(crate) async fn authenticate(
                 Err(Failure::Wrong { owner }) => {
                     // The attempt stays counted (dropped, not refunded).
                     drop(attempt);
-                    audit_failure(s, request.origin, owner, 401, "invalid_credentials");
+                    audit_failure(
+                        s,
+                        "auth.basic",
+                        request.origin,
+                        owner,
+                        401,
+                        "invalid_credentials",
+                    );
                     Err(ApiError::invalid_credentials())
                 }
             }
@@ -249,9 +324,10 @@ pub(crate) async fn authenticate(
     }
 }
 
-/// Writes an `auth.basic` denial (see the module docs).
+/// Writes an `auth.basic` or `auth.host` denial (see the module docs).
 fn audit_failure(
     s: &Shared,
+    event: &str,
     origin: &CallerIp,
     owner: Option<String>,
     status_code: u16,
@@ -260,7 +336,7 @@ fn audit_failure(
     let Some(audit) = &s.audit else { return };
     audit.record(AuditEvent {
         timestamp: s.tokens.now(),
-        event: "auth.basic".into(),
+        event: event.into(),
         api_token_id: None,
         api_token_name: None,
         owner,

@@ -112,6 +112,24 @@ impl ApiError {
             .with_challenge(challenge)
     }
 
+    /// Nobody is signed in to the host application.
+    pub(crate) fn host_sign_in_missing() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "missing_credentials",
+            "Missing credentials: sign in to the application first",
+        )
+    }
+
+    /// A bearer token on a route that needs the host application's sign-in.
+    pub(crate) fn sign_in_required() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "sign_in_required",
+            "Creating a token requires signing in to the application; a bearer token cannot create tokens",
+        )
+    }
+
     pub(crate) fn basic_required() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,

@@ -48,6 +48,8 @@ pub(crate) struct CallerIp {
     pub(crate) method: http::Method,
     pub(crate) path: String,
     pub(crate) request_id: Option<String>,
+    /// With host sign-in and no bearer token: what the host said.
+    pub(crate) host: Option<super::host::HostOutcome>,
 }
 
 impl axum::extract::FromRequestParts<Arc<Shared>> for CallerIp {
@@ -57,11 +59,33 @@ impl axum::extract::FromRequestParts<Arc<Shared>> for CallerIp {
         parts: &mut http::request::Parts,
         s: &Arc<Shared>,
     ) -> Result<Self, Self::Rejection> {
+        let addrs = s.client_ip.resolve(&parts.extensions, &parts.headers);
+        let host = match &s.host {
+            Some(gate) if !super::auth::has_bearer(&parts.headers) => {
+                // A client over its failure budget is refused without asking the host (and
+                // so is every client while shared limits cannot be reached: the sign-in then
+                // answers 503).
+                let blocked = match &s.failures {
+                    Some(f) => !matches!(
+                        f.blocked(super::auth::sign_in_key(&addrs)).await,
+                        Ok(None)
+                    ),
+                    None => false,
+                };
+                Some(if blocked {
+                    super::host::HostOutcome::Anonymous
+                } else {
+                    gate.ask(parts, s.tokens.now()).await
+                })
+            }
+            _ => None,
+        };
         Ok(Self {
-            addrs: s.client_ip.resolve(&parts.extensions, &parts.headers),
+            addrs,
             method: parts.method.clone(),
             path: crate::audit::request_path(&parts.extensions, &parts.uri),
             request_id: crate::audit::request_id(&parts.headers),
+            host,
         })
     }
 }
@@ -114,7 +138,7 @@ pub(crate) async fn create_token(
     body: Body,
 ) -> Result<Response, ApiError> {
     check_length(&headers, s.body_limit)?;
-    let Caller::Basic(account) = caller(&s, &headers, ip, Accept::BasicOnly).await? else {
+    let Caller::Account(account) = caller(&s, &headers, ip, Accept::BasicOnly).await? else {
         return Err(ApiError::basic_required());
     };
     let bytes = read_body(body, s.body_limit).await?;
@@ -328,7 +352,7 @@ pub(crate) async fn rotate_token(
     // which may create tokens of any lifetime, gets a new token with the same lifetime.
     may_manage(&s, &caller, id).await?;
     let issued = match caller {
-        Caller::Basic(_) => s.tokens.rotate(caller.owner(), id, grace).await?,
+        Caller::Account(_) => s.tokens.rotate(caller.owner(), id, grace).await?,
         Caller::Bearer(_) => {
             s.tokens
                 .rotate_keeping_expiry(caller.owner(), id, grace)

@@ -20,6 +20,7 @@
 //! | 401 | `missing_credentials` | no credentials (`WWW-Authenticate: Basic realm="keygate", charset="UTF-8"`, plus a Bearer challenge where a token is accepted) |
 //! | 401 | `invalid_credentials` | unknown email or wrong password: the same answer, after the same argon2 work |
 //! | 401 | `basic_auth_required` | a bearer token on `POST /tokens` |
+//! | 401 | `sign_in_required` | a bearer token on `POST /tokens` with [`Management::with_host_sign_in`] |
 //! | 401 | `missing_token`, `invalid_token` | bearer failures, exactly as [`AuthLayer`](crate::AuthLayer) renders them |
 //! | 403 | `insufficient_scope` | the bearer token lacks `tokens:read` / `tokens:write`, the new token's permissions go beyond the caller's, or a bearer token acts on (revokes, rotates, releases) a token less restricted than itself (see below) |
 //! | 403 | `cross_site_request` | a `POST`, `PUT`, `PATCH` or `DELETE` that a browser marks as sent by another site (see below) |
@@ -29,6 +30,13 @@
 //! | 413 | `payload_too_large` | body over the limit (default 16 KiB) |
 //! | 415 | `unsupported_media_type` | a body that is neither JSON nor a form |
 //! | 503 | `store_unavailable`, `server_busy` | the store failed or did not answer in time (never 500) or, with [`Management::with_audit`], the audit event of a write could not be written (see below); or no password check could start in time |
+//!
+//! With [`Management::with_host_sign_in`], "Basic" in the table reads "signed in by the
+//! host application" ([`HostSignIn`]): the app's session, OIDC or mTLS identity names the
+//! owner and the permissions it grants, Basic credentials are no longer checked, and a
+//! request nobody is signed in for gets 401 `missing_credentials` without a Basic
+//! challenge. The cross-site refusal below matters even more there: a session cookie is
+//! exactly what a forged cross-site form carries.
 //!
 //! A token created without `role` or `permissions` gets the account's own permissions
 //! (a form with `description=…` only); a token never gets more than its account holds.
@@ -124,12 +132,14 @@ mod body;
 mod cross_site;
 mod error;
 mod handlers;
+mod host;
 #[cfg(feature = "openapi")]
 mod openapi;
 mod scope;
 mod types;
 
 pub use error::ErrorBody;
+pub use host::{HostAccount, HostError, HostSignIn};
 #[cfg(feature = "openapi")]
 pub use openapi::openapi;
 pub use types::{CreateToken, IdentityView, RotateToken, TokenStatus, TokenView};
@@ -159,6 +169,7 @@ pub(crate) struct Shared {
     pub(crate) client_ip: ClientIpSource,
     pub(crate) failures: Option<FailureLimits>,
     pub(crate) trusted_origins: Vec<cross_site::Origin>,
+    pub(crate) host: Option<host::HostGate>,
 }
 
 /// Builds the management [`Router`]. See the [module docs](self).
@@ -177,6 +188,7 @@ pub struct Management {
     failures: Option<FailureLimits>,
     trusted_origins: Vec<cross_site::Origin>,
     store_timeout: Duration,
+    host: Option<Arc<dyn HostSignIn>>,
 }
 
 impl std::fmt::Debug for Management {
@@ -189,6 +201,7 @@ impl std::fmt::Debug for Management {
             .field("server_url", &self.server_url)
             .field("trusted_origins", &self.trusted_origins)
             .field("store_timeout", &self.store_timeout)
+            .field("host_sign_in", &self.host.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -211,6 +224,7 @@ impl Management {
             failures: None,
             trusted_origins: Vec::new(),
             store_timeout: DEFAULT_STORE_TIMEOUT,
+            host: None,
         }
     }
 
@@ -314,6 +328,24 @@ impl Management {
         Ok(self)
     }
 
+    /// Signs callers in through the host application instead of keygate's accounts: every
+    /// route that takes Basic authentication (creating, listing, revoking, rotating,
+    /// releasing tokens, reading the audit log) takes the account `sign_in` returns for
+    /// the request, and Basic credentials are no longer checked; bearer tokens are accepted
+    /// where they were. The account store passed to [`new`](Self::new) is then unused (a
+    /// [`MemoryAccounts`](crate::accounts::MemoryAccounts) will do).
+    ///
+    /// What still applies: the cross-site refusal (a session cookie is what a forged
+    /// cross-site form would carry), the failure limits (a request nobody is signed in
+    /// for counts as a failure; a client over its budget gets 429 before the host is
+    /// asked), the audit (`auth.host` denials, and every write), and the store timeout
+    /// (a host that does not answer in time, or fails, gets 503). See the
+    /// [module docs](self).
+    pub fn with_host_sign_in(mut self, sign_in: impl HostSignIn) -> Self {
+        self.host = Some(Arc::new(sign_in));
+        self
+    }
+
     /// The router: state-free, ready to `nest` anywhere.
     pub fn router(self) -> Router {
         #[cfg(feature = "openapi")]
@@ -346,6 +378,10 @@ impl Management {
             client_ip: self.client_ip,
             failures: self.failures,
             trusted_origins: self.trusted_origins,
+            host: self.host.map(|sign_in| host::HostGate {
+                sign_in,
+                timeout: self.store_timeout,
+            }),
         });
         // The route table (each route is listed in [`Routes`] for the OpenAPI document too).
         let router = Router::new()

@@ -31,7 +31,9 @@ pub(super) async fn may_manage(
 ) -> Result<TokenRecord, ApiError> {
     let target = s.tokens.get(caller.owner(), id).await?;
     match caller {
-        Caller::Basic(account) => within(&target.permissions, &account.permissions, "its account")?,
+        Caller::Account(account) => {
+            within(&target.permissions, &account.permissions, "its account")?
+        }
         Caller::Bearer(identity) => {
             within(
                 &target.permissions,

@@ -366,6 +366,19 @@ pub(super) static SETTINGS: &[Setting] = &[
         },
     },
     Setting {
+        key: "verify_write_permission",
+        env: "KEYGATE_VERIFY_WRITE_PERMISSION",
+        file_env: None,
+        default: "none",
+        help: "GET /api/v1/verify (forward auth): the permission a write needs (none: any token)",
+        apply: |c, v| {
+            let v = v.trim();
+            crate::Permission::new(v).map_err(|e| format!("is not a permission ({e}): {v:?}"))?;
+            c.verify_write_permission = Some(v.to_owned());
+            Ok(())
+        },
+    },
+    Setting {
         key: "demo",
         env: "KEYGATE_DEMO",
         file_env: None,

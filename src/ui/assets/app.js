@@ -2,7 +2,8 @@
 //
 // Rules this file keeps:
 // - the email and password live in the `session` variable below and nowhere else (no
-//   localStorage, sessionStorage, cookie or HTTP authentication cache);
+//   localStorage, sessionStorage, cookie or HTTP authentication cache); with host sign-in
+//   there is no password, and requests carry the application's cookies (same origin);
 // - everything from the API goes into the page through textContent or element properties,
 //   never as HTML (the Content-Security-Policy requires Trusted Types, so HTML sinks throw);
 // - a new token is shown once and wiped when the user dismisses it.
@@ -12,6 +13,9 @@
   const $ = (id) => document.getElementById(id);
 
   const apiBase = document.body.dataset.apiBase || "";
+  // "host": the application's own session signs the requests in (its cookie, same origin
+  // only); there is no password form.
+  const hostSignIn = document.body.dataset.signIn === "host";
   let roles = [];
   try {
     const parsed = JSON.parse(document.body.dataset.roles || "[]");
@@ -61,6 +65,9 @@
       redirect: "error",
       referrerPolicy: "no-referrer",
     };
+    // With host sign-in, the application's session cookie (same origin only) signs the
+    // request in; otherwise no cookie or cached credential is ever sent.
+    if (hostSignIn) init.credentials = "same-origin";
     if (body !== undefined) {
       headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(body);
@@ -120,8 +127,9 @@
   // ---- views ----
 
   function showSignedIn(signedIn) {
-    $("sign-in").hidden = signedIn;
-    $("account").hidden = !signedIn;
+    $("sign-in").hidden = signedIn || hostSignIn;
+    $("host-signed-out").hidden = signedIn || !hostSignIn;
+    $("account").hidden = !signedIn || hostSignIn;
     $("create").hidden = !signedIn;
     $("list").hidden = !signedIn;
     $("account-email").textContent = signedIn ? session.email : "";
@@ -250,7 +258,26 @@
     renderTokens([]);
     showSignedIn(false);
     $("password").value = "";
-    $("email").focus();
+    if (!hostSignIn) $("email").focus();
+  }
+
+  // With host sign-in: the application's session decides; ask the API who may list.
+  function hostStart() {
+    run(async () => {
+      let tokens;
+      try {
+        tokens = await api("GET", "/tokens");
+      } catch (e) {
+        if (e instanceof ApiError && e.status === 401) {
+          say("Sign in to the application first.", "error");
+          return;
+        }
+        throw e;
+      }
+      session = { email: "" };
+      showSignedIn(true);
+      renderTokens(Array.isArray(tokens) ? tokens : []);
+    });
   }
 
   function onSignIn(event) {
@@ -427,6 +454,7 @@
     });
     $("confirm").addEventListener("close", onDialogClose);
     showSignedIn(false);
+    if (hostSignIn) hostStart();
     document.body.dataset.ready = "true";
   }
 
