@@ -38,6 +38,9 @@ pub struct Config {
     pub metrics: bool,
     /// The longest any store call a request waits on may take (then 503).
     pub store_timeout: Duration,
+    /// The PEM file of the CA a `rediss://` Redis's certificate is checked against, instead
+    /// of the system's certificate store.
+    pub redis_ca_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for Config {
@@ -59,6 +62,7 @@ impl std::fmt::Debug for Config {
             .field("audit_log", &self.audit_log)
             .field("metrics", &self.metrics)
             .field("store_timeout", &self.store_timeout)
+            .field("redis_ca_file", &self.redis_ca_file)
             .finish()
     }
 }
@@ -78,6 +82,7 @@ impl Default for Config {
             audit_log: None,
             metrics: true,
             store_timeout: DEFAULT_STORE_TIMEOUT,
+            redis_ca_file: None,
         }
     }
 }
@@ -85,7 +90,8 @@ impl Default for Config {
 impl Config {
     /// `KEYGATE_DB`, `KEYGATE_ADDR`, `KEYGATE_ADMIN_EMAIL`, `KEYGATE_ADMIN_PASSWORD`,
     /// `KEYGATE_RATE_LIMIT`, `KEYGATE_FAILURE_LIMIT`, `KEYGATE_TRUSTED_PROXIES`,
-    /// `KEYGATE_CLIENT_IP_HEADER`, `KEYGATE_AUDIT_LOG`, `KEYGATE_METRICS`, `KEYGATE_STORE_TIMEOUT`.
+    /// `KEYGATE_CLIENT_IP_HEADER`, `KEYGATE_AUDIT_LOG`, `KEYGATE_METRICS`, `KEYGATE_STORE_TIMEOUT`,
+    /// `KEYGATE_REDIS_CA_FILE`.
     ///
     /// # Errors
     ///
@@ -132,6 +138,7 @@ impl Config {
             audit_log: var("KEYGATE_AUDIT_LOG").map(Into::into),
             metrics: !var("KEYGATE_METRICS").is_some_and(|v| v.eq_ignore_ascii_case("off")),
             store_timeout: Duration::from_secs(count("KEYGATE_STORE_TIMEOUT", 2)?.into()),
+            redis_ca_file: var("KEYGATE_REDIS_CA_FILE").map(Into::into),
         })
     }
 }

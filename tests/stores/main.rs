@@ -11,3 +11,4 @@ mod postgres_store;
 mod redis_rate_limit;
 mod redis_store;
 mod sqlite_store;
+mod tls;

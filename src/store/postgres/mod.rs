@@ -23,6 +23,13 @@
 //! - **Durability** is PostgreSQL's: an acknowledged write is committed (with the default
 //!   `synchronous_commit = on`, flushed to the WAL).
 //!
+//! # TLS
+//!
+//! The URL's `sslmode` decides: `require` encrypts, `verify-ca` also checks the certificate
+//! and `verify-full` its host name too, against the operating system's certificate store
+//! plus the CA file `sslrootcert=` names (rustls; no OpenSSL). The default, `prefer`,
+//! encrypts when the server offers it. `sslcert=` / `sslkey=` give a client certificate.
+//!
 //! # Isolation for tests
 //!
 //! [`PostgresOptions::with_schema`] puts every table in its own schema (created if needed;

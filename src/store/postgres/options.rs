@@ -93,6 +93,7 @@ impl PostgresOptions {
 
     fn pool(&self) -> Result<PgPool, StoreError> {
         let url = without_unused_secrets(&self.url);
+        check_tls_files(&url)?;
         let mut opts = PgConnectOptions::from_str(&url).map_err(StoreError::backend)?;
         if let Some(schema) = &self.schema {
             check_schema(schema)?;
@@ -126,6 +127,26 @@ impl PostgresOptions {
         let pool = self.pool()?;
         Ok(PostgresStore::new(pool, self.schema))
     }
+}
+
+/// The files the URL's `sslrootcert`, `sslcert` and `sslkey` name can be read: sqlx would
+/// only report "No such file or directory" at the first connection, naming neither the
+/// parameter nor the file.
+fn check_tls_files(url: &str) -> Result<(), StoreError> {
+    let Ok(parsed) = url::Url::parse(url) else {
+        return Ok(());
+    };
+    for (key, path) in parsed.query_pairs() {
+        if matches!(&*key, "sslrootcert" | "sslcert" | "sslkey")
+            && let Err(e) = std::fs::File::open(&*path)
+        {
+            return Err(StoreError::backend(std::io::Error::new(
+                e.kind(),
+                format!("{key}: cannot read {path:?}: {e}"),
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn check_schema(s: &str) -> Result<(), StoreError> {
