@@ -89,7 +89,9 @@ fn metrics_handle() -> Option<PrometheusHandle> {
 /// The database cannot be opened, the admin account cannot be written, the audit file
 /// cannot be opened, or a limit is out of range.
 pub async fn build_app(config: &Config) -> Result<App, BoxError> {
-    let options = OpenOptions::new().with_schema(config.db_schema.clone());
+    let options = OpenOptions::new()
+        .with_schema(config.db_schema.clone())
+        .with_migrations(config.migrate);
     match config.database()?.open(&options).await? {
         #[cfg(feature = "postgres")]
         OpenedStore::Postgres(store) => {

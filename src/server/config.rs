@@ -41,6 +41,8 @@ pub struct Config {
     /// The PEM file of the CA a `rediss://` Redis's certificate is checked against, instead
     /// of the system's certificate store.
     pub redis_ca_file: Option<PathBuf>,
+    /// Run keygate's migrations on start (`false`: the tables must already be there).
+    pub migrate: bool,
 }
 
 impl std::fmt::Debug for Config {
@@ -63,6 +65,7 @@ impl std::fmt::Debug for Config {
             .field("metrics", &self.metrics)
             .field("store_timeout", &self.store_timeout)
             .field("redis_ca_file", &self.redis_ca_file)
+            .field("migrate", &self.migrate)
             .finish()
     }
 }
@@ -83,6 +86,7 @@ impl Default for Config {
             metrics: true,
             store_timeout: DEFAULT_STORE_TIMEOUT,
             redis_ca_file: None,
+            migrate: true,
         }
     }
 }
@@ -91,12 +95,13 @@ impl Config {
     /// `KEYGATE_DB`, `KEYGATE_ADDR`, `KEYGATE_ADMIN_EMAIL`, `KEYGATE_ADMIN_PASSWORD`,
     /// `KEYGATE_RATE_LIMIT`, `KEYGATE_FAILURE_LIMIT`, `KEYGATE_TRUSTED_PROXIES`,
     /// `KEYGATE_CLIENT_IP_HEADER`, `KEYGATE_AUDIT_LOG`, `KEYGATE_METRICS`, `KEYGATE_STORE_TIMEOUT`,
-    /// `KEYGATE_REDIS_CA_FILE`.
+    /// `KEYGATE_REDIS_CA_FILE`, `KEYGATE_MIGRATE`.
     ///
     /// # Errors
     ///
-    /// A limit that is not a positive whole number, a proxy that is not a CIDR, or a
-    /// client-address header that is not a header name.
+    /// A limit that is not a positive whole number, a proxy that is not a CIDR, a
+    /// client-address header that is not a header name, or `KEYGATE_MIGRATE` neither `on`
+    /// nor `off`.
     pub fn from_env() -> Result<Self, BoxError> {
         let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
         let d = Self::default();
@@ -139,6 +144,14 @@ impl Config {
             metrics: !var("KEYGATE_METRICS").is_some_and(|v| v.eq_ignore_ascii_case("off")),
             store_timeout: Duration::from_secs(count("KEYGATE_STORE_TIMEOUT", 2)?.into()),
             redis_ca_file: var("KEYGATE_REDIS_CA_FILE").map(Into::into),
+            migrate: match var("KEYGATE_MIGRATE").map(|v| v.trim().to_ascii_lowercase()) {
+                None => d.migrate,
+                Some(v) if v == "on" => true,
+                Some(v) if v == "off" => false,
+                Some(v) => {
+                    return Err(format!("KEYGATE_MIGRATE must be on or off, not {v:?}").into());
+                }
+            },
         })
     }
 }

@@ -41,6 +41,7 @@
 //! | `KEYGATE_AUDIT_LOG` | — | append audit events to this file as JSON Lines, created `0600` (they always go to the database too) |
 //! | `KEYGATE_METRICS` | on | `off`: no `GET /metrics` |
 //! | `KEYGATE_STORE_TIMEOUT` | `2` | seconds any store call a request waits on may take; then 503 `store_unavailable` |
+//! | `KEYGATE_MIGRATE` | `on` | `off`: run no migration (the schema is applied with your own tool from `migrations/`); the server then checks that keygate's tables are there and refuses to start, naming the missing one, if not. SQLite: the file must exist |
 //! | `KEYGATE_REDIS_CA_FILE` | — | with a `rediss://` Redis URL: the PEM file of the CA its certificate is checked against (a private CA), instead of the system's certificate store |
 //! | `RUST_LOG` | `info` | log filter |
 //!

@@ -7,6 +7,7 @@ mod common;
 
 mod audit_stores;
 mod cached_store;
+mod migrations;
 mod postgres_store;
 mod redis_rate_limit;
 mod redis_store;
