@@ -5,7 +5,9 @@
 //! A `rediss://` URL connects over TLS (rustls). The server's certificate is checked against
 //! the operating system's certificate store and the URL's host name, or, after
 //! [`RedisOptions::with_ca_certificate`], against that CA alone (a private CA, such as one a
-//! managed Redis hands out):
+//! managed Redis hands out). The redis crate takes rustls' process-wide crypto provider:
+//! when the program has installed none, making a `rediss://` store installs ring's; a
+//! program with a provider of its own installs it before.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -190,7 +192,9 @@ fn invalid(message: &str) -> StoreError {
 /// Makes ring rustls' process-wide default provider unless the program chose one: the
 /// redis crate builds its TLS configuration from that default, and rustls refuses to pick
 /// one by itself when both ring and aws-lc-rs are compiled in. A provider the program
-/// installed (before or after) is left alone.
+/// installed first is kept; one it installs later is refused by rustls (`install_default`
+/// answers `Err`), so a program with a provider of its own installs it before it makes a
+/// `rediss://` store.
 fn install_crypto_provider() {
     if rustls::crypto::CryptoProvider::get_default().is_none() {
         // Err: another thread installed one first, which is as good.
