@@ -101,7 +101,9 @@ fn metrics_handle() -> Option<PrometheusHandle> {
 /// The database cannot be opened, the admin account cannot be written, the audit file
 /// cannot be opened, or a limit is out of range.
 pub async fn build_app(config: &Config) -> Result<App, BoxError> {
-    let options = OpenOptions::new().with_schema(config.db_schema.clone());
+    let options = OpenOptions::new()
+        .with_schema(config.db_schema.clone())
+        .with_migrations(config.migrate);
     match config.database()?.open(&options).await? {
         #[cfg(feature = "postgres")]
         OpenedStore::Postgres(store) => {
@@ -322,10 +324,16 @@ fn share_limits(
         return Ok((rates, failures, None));
     };
     let shown = redact_redis_url(url);
-    let redis = RedisOptions::new(url.as_str())
+    let mut options = RedisOptions::new(url.as_str())
         .with_prefix(config.redis_prefix.as_str())
         .with_connection_timeout(config.store_timeout)
-        .with_response_timeout(config.store_timeout)
+        .with_response_timeout(config.store_timeout);
+    if let Some(path) = &config.redis_ca_file {
+        let pem = std::fs::read(path)
+            .map_err(|e| format!("KEYGATE_REDIS_CA_FILE: cannot read {}: {e}", path.display()))?;
+        options = options.with_ca_certificate(pem);
+    }
+    let redis = options
         .connect_lazy()
         // The error is not shown: it could quote the URL, password included.
         .map_err(|_| format!("KEYGATE_REDIS_URL is not a Redis URL: {shown}"))?;

@@ -77,6 +77,11 @@ pub struct Config {
     /// `GET /api/v1/verify`: the permission a write (not GET, HEAD, OPTIONS) needs; `None`:
     /// any valid token passes.
     pub verify_write_permission: Option<String>,
+    /// The PEM file of the CA a `rediss://` Redis's certificate is checked against, instead
+    /// of the system's certificate store.
+    pub redis_ca_file: Option<PathBuf>,
+    /// Run keygate's migrations on start (`false`: the tables must already be there).
+    pub migrate: bool,
 }
 
 impl std::fmt::Debug for Config {
@@ -111,6 +116,8 @@ impl std::fmt::Debug for Config {
             .field("metrics_addr", &self.metrics_addr)
             .field("audit_retention", &self.audit_retention)
             .field("verify_write_permission", &self.verify_write_permission)
+            .field("redis_ca_file", &self.redis_ca_file)
+            .field("migrate", &self.migrate)
             .finish()
     }
 }
@@ -140,6 +147,8 @@ impl Default for Config {
             metrics_addr: None,
             audit_retention: Some(super::DEFAULT_AUDIT_RETENTION),
             verify_write_permission: None,
+            redis_ca_file: None,
+            migrate: true,
         }
     }
 }

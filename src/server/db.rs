@@ -60,8 +60,8 @@ impl OpenError {
     }
 }
 
-/// How to open a PostgreSQL database (SQLite takes none of these).
-#[derive(Clone, Debug, Default)]
+/// How to open a database (SQLite takes only `migrate`).
+#[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct OpenOptions {
     /// The schema for keygate's tables (default `public`).
@@ -70,6 +70,20 @@ pub struct OpenOptions {
     pub max_connections: Option<u32>,
     /// The longest wait for a connection (default: the store's).
     pub acquire_timeout: Option<Duration>,
+    /// Run keygate's migrations (default); `false`: only check that its tables are there
+    /// (the schema is applied by another tool), and never create the SQLite file.
+    pub migrate: bool,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        Self {
+            schema: None,
+            max_connections: None,
+            acquire_timeout: None,
+            migrate: true,
+        }
+    }
 }
 
 impl OpenOptions {
@@ -83,6 +97,14 @@ impl OpenOptions {
     #[must_use]
     pub fn with_schema(mut self, schema: Option<String>) -> Self {
         self.schema = schema;
+        self
+    }
+
+    /// Runs keygate's migrations (`true`, the default), or only checks that its tables
+    /// are there (`false`).
+    #[must_use]
+    pub fn with_migrations(mut self, migrate: bool) -> Self {
+        self.migrate = migrate;
         self
     }
 
@@ -166,7 +188,8 @@ impl Database {
     }
 
     /// Opens the store, creating the SQLite file (`0600`) or the PostgreSQL schema and
-    /// tables when missing.
+    /// tables when missing (unless [`OpenOptions::migrate`] is off: then the tables must be
+    /// there).
     ///
     /// # Errors
     ///
@@ -174,13 +197,16 @@ impl Database {
     /// build without the `postgres` feature.
     pub async fn open(&self, options: &OpenOptions) -> Result<OpenedStore, OpenError> {
         match self {
-            Self::Sqlite(path) => SqliteStore::open(path)
-                .await
-                .map(OpenedStore::Sqlite)
-                .map_err(|source| OpenError::Sqlite {
-                    path: path.clone(),
-                    source,
-                }),
+            Self::Sqlite(path) => if options.migrate {
+                SqliteStore::open(path).await
+            } else {
+                SqliteStore::open_without_migrations(path).await
+            }
+            .map(OpenedStore::Sqlite)
+            .map_err(|source| OpenError::Sqlite {
+                path: path.clone(),
+                source,
+            }),
             #[cfg(feature = "postgres")]
             Self::Postgres(url) => {
                 let mut pg = PostgresOptions::new(url.as_str());
@@ -192,6 +218,9 @@ impl Database {
                 }
                 if let Some(wait) = options.acquire_timeout {
                     pg = pg.with_acquire_timeout(wait);
+                }
+                if !options.migrate {
+                    pg = pg.without_migrations();
                 }
                 pg.connect()
                     .await

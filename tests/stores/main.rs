@@ -7,8 +7,10 @@ mod common;
 
 mod audit_stores;
 mod cached_store;
+mod migrations;
 mod postgres_store;
 mod redis_failure_limit;
 mod redis_rate_limit;
 mod redis_store;
 mod sqlite_store;
+mod tls;

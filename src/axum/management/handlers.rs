@@ -66,10 +66,9 @@ impl axum::extract::FromRequestParts<Arc<Shared>> for CallerIp {
                 // so is every client while shared limits cannot be reached: the sign-in then
                 // answers 503).
                 let blocked = match &s.failures {
-                    Some(f) => !matches!(
-                        f.blocked(super::auth::sign_in_key(&addrs)).await,
-                        Ok(None)
-                    ),
+                    Some(f) => {
+                        !matches!(f.blocked(super::auth::sign_in_key(&addrs)).await, Ok(None))
+                    }
                     None => false,
                 };
                 Some(if blocked {

@@ -425,6 +425,7 @@ async fn open(config: &Config) -> Result<Backend, Failure> {
     // A short-lived program beside a running server: a small pool, a bounded wait.
     let options = OpenOptions::new()
         .with_schema(config.db_schema.clone())
+        .with_migrations(config.migrate)
         .with_small_pool(2, Duration::from_secs(5));
     Ok(match database.open(&options).await.map_err(failure)? {
         OpenedStore::Sqlite(store) => Backend {

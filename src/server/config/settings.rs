@@ -126,6 +126,17 @@ pub(super) static SETTINGS: &[Setting] = &[
         },
     },
     Setting {
+        key: "migrate",
+        env: "KEYGATE_MIGRATE",
+        file_env: None,
+        default: "on",
+        help: "create and upgrade keygate's tables at start; off: check they exist (apply migrations/ yourself)",
+        apply: |c, v| {
+            c.migrate = switch(v)?;
+            Ok(())
+        },
+    },
+    Setting {
         key: "addr",
         env: "KEYGATE_ADDR",
         file_env: None,
@@ -282,6 +293,21 @@ pub(super) static SETTINGS: &[Setting] = &[
                 return Err("must be a redis:// or rediss:// URL".to_owned());
             }
             c.redis_url = Some(v.to_owned());
+            Ok(())
+        },
+    },
+    Setting {
+        key: "redis_ca_file",
+        env: "KEYGATE_REDIS_CA_FILE",
+        file_env: None,
+        default: "the system's certificates",
+        help: "a PEM file of the CA a rediss:// server's certificate must chain to (instead of the system's)",
+        apply: |c, v| {
+            let v = v.trim();
+            if v.is_empty() {
+                return Err("must name a file".to_owned());
+            }
+            c.redis_ca_file = Some(v.into());
             Ok(())
         },
     },

@@ -3,7 +3,10 @@
 //!
 //! The schema lives in `migrations/postgres/`; the migrations are embedded in the binary and
 //! run when the store connects (or, for [`PostgresOptions::connect_lazy`], before its first
-//! query). Tokens are kept as their SHA-256 in a `BYTEA` column with a unique index,
+//! query). They are recorded in keygate's own table, [`MIGRATIONS_TABLE`]
+//! (`_keygate_migrations`, in keygate's schema), apart from a host application's
+//! `_sqlx_migrations`; rows an earlier keygate left in `_sqlx_migrations` are copied over
+//! once. [`PostgresOptions::without_migrations`] leaves the schema to another tool. Tokens are kept as their SHA-256 in a `BYTEA` column with a unique index,
 //! timestamps as `timestamptz` (microsecond precision: records round-trip exactly when
 //! their times are whole microseconds, which is what [`Tokens`](crate::Tokens) produces).
 //!
@@ -22,6 +25,14 @@
 //!   entry on every instance (see [`CachedStore::listen_postgres`](crate::store::cached::CachedStore::listen_postgres)).
 //! - **Durability** is PostgreSQL's: an acknowledged write is committed (with the default
 //!   `synchronous_commit = on`, flushed to the WAL).
+//!
+//! # TLS
+//!
+//! The URL's `sslmode` decides: `require` encrypts (and checks the certificate only when
+//! `sslrootcert=` is given), `verify-ca` also checks the certificate and `verify-full` its
+//! host name too, against the operating system's certificate store
+//! plus the CA file `sslrootcert=` names (rustls; no OpenSSL). The default, `prefer`,
+//! encrypts when the server offers it. `sslcert=` / `sslkey=` give a client certificate.
 //!
 //! # Isolation for tests
 //!
@@ -62,7 +73,9 @@ mod accounts;
 mod audit;
 mod codec;
 mod feed;
+mod migrate;
 mod options;
+pub use crate::store::sql::migrate::MIGRATIONS_TABLE;
 pub use feed::PostgresFeed;
 pub use options::PostgresOptions;
 
@@ -74,8 +87,6 @@ use codec::insert_row;
 /// the lower-case hex SHA-256 of the token whose record changed (never the token).
 pub const REVOCATION_CHANNEL: &str = "keygate_revocations";
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
-
 /// A [`TokenStore`] (and, with feature `management`, an
 /// [`AccountStore`](crate::accounts::AccountStore)) on PostgreSQL. Cheap to clone; clones
 /// share the pool.
@@ -83,6 +94,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 pub struct PostgresStore {
     pool: PgPool,
     schema: Option<Arc<str>>,
+    /// Run keygate's migrations (else only check that its tables are there).
+    migrate: bool,
     migrated: Arc<tokio::sync::OnceCell<()>>,
 }
 
@@ -90,6 +103,7 @@ impl std::fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PostgresStore")
             .field("schema", &self.schema)
+            .field("migrate", &self.migrate)
             .field("pool_size", &self.pool.size())
             .finish_non_exhaustive()
     }
@@ -110,10 +124,11 @@ fn insert_err(e: sqlx::Error) -> StoreError {
 }
 
 impl PostgresStore {
-    fn new(pool: PgPool, schema: Option<String>) -> Self {
+    fn new(pool: PgPool, schema: Option<String>, migrate: bool) -> Self {
         Self {
             pool,
             schema: schema.map(Arc::from),
+            migrate,
             migrated: Arc::new(tokio::sync::OnceCell::new()),
         }
     }
@@ -134,7 +149,7 @@ impl PostgresStore {
     ///
     /// An unreachable database or a failed migration.
     pub async fn from_pool(pool: PgPool) -> Result<Self, StoreError> {
-        let store = Self::new(pool, None);
+        let store = Self::new(pool, None, true);
         store.ready().await?;
         Ok(store)
     }
@@ -151,11 +166,14 @@ impl PostgresStore {
         self.schema.as_deref()
     }
 
-    /// Runs the migrations now if they have not run yet on this store.
+    /// Runs the migrations now if they have not run yet on this store (for a store made
+    /// [`without_migrations`](PostgresOptions::without_migrations): checks that keygate's
+    /// tables are there).
     ///
     /// # Errors
     ///
-    /// An unreachable database or a failed migration.
+    /// An unreachable database, a failed migration, or (without migrations) a schema that
+    /// lacks keygate's tables.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         self.ready().await
     }
@@ -163,6 +181,9 @@ impl PostgresStore {
     async fn ready(&self) -> Result<(), StoreError> {
         self.migrated
             .get_or_try_init(|| async {
+                if !self.migrate {
+                    return migrate::check(&self.pool).await;
+                }
                 if let Some(schema) = &self.schema {
                     // Checked by `PostgresOptions::pool`: only [A-Za-z0-9_].
                     let sql = format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"");
@@ -171,10 +192,7 @@ impl PostgresStore {
                         .await
                         .map_err(pg_err)?;
                 }
-                MIGRATOR.run(&self.pool).await.map_err(|e| match e {
-                    sqlx::migrate::MigrateError::Execute(inner) => pg_err(inner),
-                    other => StoreError::backend(other),
-                })
+                migrate::run(&self.pool).await
             })
             .await
             .map(|_| ())

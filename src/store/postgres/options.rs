@@ -17,6 +17,7 @@ pub struct PostgresOptions {
     schema: Option<String>,
     max_connections: u32,
     acquire_timeout: Duration,
+    migrate: bool,
 }
 
 impl std::fmt::Debug for PostgresOptions {
@@ -26,6 +27,7 @@ impl std::fmt::Debug for PostgresOptions {
             .field("schema", &self.schema)
             .field("max_connections", &self.max_connections)
             .field("acquire_timeout", &self.acquire_timeout)
+            .field("migrate", &self.migrate)
             .finish()
     }
 }
@@ -68,7 +70,17 @@ impl PostgresOptions {
             schema: None,
             max_connections: 10,
             acquire_timeout: Duration::from_secs(5),
+            migrate: true,
         }
+    }
+
+    /// Leaves the schema to you: keygate runs no migration (and creates no schema), for
+    /// teams that apply `migrations/postgres/` with their own tool. The store checks
+    /// instead, once, before its first query (on [`connect`](Self::connect)), that
+    /// keygate's tables are there, and fails with an error naming the missing table if not.
+    pub fn without_migrations(mut self) -> Self {
+        self.migrate = false;
+        self
     }
 
     /// Keeps the tables in `schema` (1–63 characters of `[A-Za-z0-9_]`, not starting with a
@@ -93,6 +105,7 @@ impl PostgresOptions {
 
     fn pool(&self) -> Result<PgPool, StoreError> {
         let url = without_unused_secrets(&self.url);
+        check_tls_files(&url)?;
         let mut opts = PgConnectOptions::from_str(&url).map_err(StoreError::backend)?;
         if let Some(schema) = &self.schema {
             check_schema(schema)?;
@@ -104,11 +117,13 @@ impl PostgresOptions {
             .connect_lazy_with(opts))
     }
 
-    /// Connects and runs the migrations.
+    /// Connects and runs the migrations (or, [`without_migrations`](Self::without_migrations),
+    /// checks that keygate's tables are there).
     ///
     /// # Errors
     ///
-    /// An invalid URL or schema name, an unreachable database, or a failed migration.
+    /// An invalid URL or schema name, an unreachable database, a failed migration, or
+    /// (without migrations) a schema that lacks keygate's tables.
     pub async fn connect(self) -> Result<PostgresStore, StoreError> {
         let store = self.connect_lazy()?;
         store.ready().await?;
@@ -124,8 +139,28 @@ impl PostgresOptions {
     /// An invalid URL or schema name.
     pub fn connect_lazy(self) -> Result<PostgresStore, StoreError> {
         let pool = self.pool()?;
-        Ok(PostgresStore::new(pool, self.schema))
+        Ok(PostgresStore::new(pool, self.schema, self.migrate))
     }
+}
+
+/// The files the URL's `sslrootcert`, `sslcert` and `sslkey` name can be read: sqlx would
+/// only report "No such file or directory" at the first connection, naming neither the
+/// parameter nor the file.
+fn check_tls_files(url: &str) -> Result<(), StoreError> {
+    let Ok(parsed) = url::Url::parse(url) else {
+        return Ok(());
+    };
+    for (key, path) in parsed.query_pairs() {
+        if matches!(&*key, "sslrootcert" | "sslcert" | "sslkey")
+            && let Err(e) = std::fs::File::open(&*path)
+        {
+            return Err(StoreError::backend(std::io::Error::new(
+                e.kind(),
+                format!("{key}: cannot read {path:?}: {e}"),
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn check_schema(s: &str) -> Result<(), StoreError> {

@@ -7,6 +7,8 @@
 //! the caller's dialect (`"?1"`, `"$2"`) as arguments, so every statement stays a
 //! `&'static str`.
 
+pub(crate) mod migrate;
+
 pub(crate) use super::codec::token_columns;
 
 /// The SQL condition "valid at `$now`" on a token row: not revoked, not expired

@@ -1,7 +1,10 @@
 //! [`SqliteStore`]: tokens (and accounts) in an embedded SQLite file (feature `sqlite`).
 //!
 //! One file holds everything; the schema is created and upgraded by migrations embedded in
-//! the binary, run on open. The connection settings favour safety over raw write speed:
+//! the binary, run on open and recorded in keygate's own table, [`MIGRATIONS_TABLE`]
+//! (`_keygate_migrations`), so an application's own sqlx migrations can share the file
+//! (rows an earlier keygate left in `_sqlx_migrations` are copied over once).
+//! [`SqliteStore::open_without_migrations`] leaves the schema to another tool. The connection settings favour safety over raw write speed:
 //!
 //! - **WAL journal with `synchronous=FULL`**: a write is on disk when it is acknowledged,
 //!   so an issued token or a revocation survives a crash or power loss right after the call
@@ -60,7 +63,10 @@ use codec::micros;
 mod accounts;
 mod audit;
 mod codec;
+mod migrate;
 mod write;
+
+pub use crate::store::sql::migrate::MIGRATIONS_TABLE;
 
 /// How long a connection waits for another writer before SQLite reports the database busy.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -68,8 +74,6 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 const BUSY_RETRIES: u32 = 5;
 /// Connections in the pool [`SqliteStore::open`] creates.
 const MAX_CONNECTIONS: u32 = 8;
-
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// A [`TokenStore`] (and, with feature `management`, an
 /// [`AccountStore`](crate::accounts::AccountStore)) in one SQLite file.
@@ -193,8 +197,33 @@ impl SqliteStore {
     /// [`StoreError::Backend`] when the file cannot be opened or created, is not a SQLite
     /// database, or a migration fails (e.g. the file was written by a newer keygate).
     pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
-        let path = path.as_ref();
-        create_private(path)?;
+        Self::open_as(path.as_ref(), true).await
+    }
+
+    /// Opens the existing SQLite file at `path` with the settings of [`open`](Self::open),
+    /// but runs no migration: for teams that apply `migrations/sqlite/` with their own tool.
+    /// It checks instead that keygate's tables are there.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] when the file does not exist or cannot be opened, or its
+    /// schema lacks keygate's tables (the error names the first one missing).
+    pub async fn open_without_migrations(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_as(path.as_ref(), false).await
+    }
+
+    async fn open_as(path: &Path, migrate: bool) -> Result<Self, StoreError> {
+        if migrate {
+            create_private(path)?;
+        } else if path.as_os_str() != ":memory:" && !path.exists() {
+            return Err(StoreError::backend(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!(
+                    "no SQLite database at {}: with migrations off, keygate does not create one",
+                    path.display()
+                ),
+            )));
+        }
         // Switching a brand-new file to WAL takes an exclusive lock that SQLite's busy
         // handler does not wait for: when several processes create the file at once, the
         // losers get SQLITE_BUSY at connect time. They retry, like the migrations below.
@@ -214,7 +243,11 @@ impl SqliteStore {
                 Err(e) => return Err(sql_error(e)),
             }
         };
-        let store = Self::from_pool(pool).await?;
+        let store = if migrate {
+            Self::from_pool(pool).await?
+        } else {
+            Self::from_pool_without_migrations(pool).await?
+        };
         restrict_journal(path);
         Ok(store)
     }
@@ -246,7 +279,7 @@ impl SqliteStore {
         // once, all but one fail a migration (the table already exists) and roll it back.
         // Running the migrator again then finds the migrations applied by the winner.
         let mut tries = 0;
-        while let Err(e) = MIGRATOR.run(&pool).await {
+        while let Err(e) = migrate::run(&pool).await {
             tries += 1;
             if tries > BUSY_RETRIES {
                 return Err(StoreError::backend(e));
@@ -254,6 +287,21 @@ impl SqliteStore {
             tracing::debug!(error = %e, tries, "SQLite migration failed; retrying");
             tokio::time::sleep(Duration::from_millis(20 << tries)).await;
         }
+        Ok(Self {
+            pool,
+            writer: Arc::new(tokio::sync::Mutex::new(())),
+        })
+    }
+
+    /// A store over an existing pool whose schema is kept by another tool: no migration
+    /// runs; keygate's tables are checked to be there.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Backend`] when the schema lacks keygate's tables (the error names the
+    /// first one missing).
+    pub async fn from_pool_without_migrations(pool: SqlitePool) -> Result<Self, StoreError> {
+        migrate::check(&pool).await?;
         Ok(Self {
             pool,
             writer: Arc::new(tokio::sync::Mutex::new(())),
