@@ -392,3 +392,142 @@ async fn drop_schema_named(schema: &str) {
     .await
     .unwrap();
 }
+
+/// A `keygate serve` process, killed when dropped.
+struct Process {
+    child: std::process::Child,
+    addr: SocketAddr,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Process {
+    /// `keygate serve` on a free port with `env`, once `/readyz` answers 200.
+    async fn serve(env: &[(&str, String)]) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"));
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("KEYGATE_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.arg("serve")
+            .env("KEYGATE_ADDR", format!("127.0.0.1:{port}"))
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        let mut process = Self {
+            child: cmd.spawn().expect("start keygate serve"),
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = process.child.try_wait().unwrap() {
+                panic!("keygate serve stopped: {status}");
+            }
+            if TcpStream::connect(process.addr).await.is_ok() {
+                let ready = call(process.addr, "GET", "/readyz", "198.51.100.1", "-", "").await;
+                if ready.status == 200 {
+                    return process;
+                }
+            }
+            assert!(Instant::now() < deadline, "keygate serve never got ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Two `keygate serve` processes on one PostgreSQL schema and one Redis: a token's 100
+/// requests a minute are one budget across both, so the request past it (give or take what
+/// refilled during the run) is refused with 429 and `Retry-After`, whichever instance it
+/// reaches; with limits per instance, twice as many would pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_keygate_serve_processes_give_a_token_one_budget_through_redis() {
+    let test = "two_keygate_serve_processes_give_a_token_one_budget_through_redis";
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let (schema, prefix) = (format!("kg_proc_{id}"), format!("keygate-test:proc:{id}:"));
+    let Some(redis) = redis(test, &prefix).await else {
+        return;
+    };
+    let probe = keygate::store::postgres::PostgresOptions::new(common::postgres_url())
+        .with_schema(schema.clone())
+        .connect()
+        .await;
+    let Some(probe) = common::available("PostgreSQL", &common::postgres_url(), test, probe) else {
+        return;
+    };
+    drop(probe);
+    let env = [
+        ("KEYGATE_DB", common::postgres_url()),
+        ("KEYGATE_DB_SCHEMA", schema.clone()),
+        ("KEYGATE_ADMIN_PASSWORD", PASSWORD.to_owned()),
+        ("KEYGATE_RATE_LIMIT", "100".to_owned()),
+        ("KEYGATE_REDIS_URL", common::redis_url()),
+        ("KEYGATE_REDIS_PREFIX", prefix.clone()),
+        ("KEYGATE_TRUSTED_PROXIES", "127.0.0.1/32".to_owned()),
+        ("KEYGATE_STORE_TIMEOUT", "30".to_owned()),
+    ];
+    let a = Process::serve(&env).await;
+    let b = Process::serve(&env).await;
+
+    let created = call(
+        a.addr,
+        "POST",
+        "/api/v1/tokens",
+        "198.51.100.1",
+        &basic(PASSWORD),
+        r#"{"name":"across"}"#,
+    )
+    .await;
+    assert_eq!(created.status, 201, "{}", created.body);
+    let bearer = format!("Bearer {}", created.json()["token"].as_str().unwrap());
+
+    let started = Instant::now();
+    let mut allowed = [0u32; 2];
+    let refused = loop {
+        let i = (allowed[0] + allowed[1]) as usize;
+        let at = [a.addr, b.addr][i % 2];
+        let answer = call(at, "GET", "/api/v1/me", "198.51.100.1", &bearer, "").await;
+        match answer.status {
+            200 => allowed[i % 2] += 1,
+            429 => break answer,
+            other => panic!("request {i}: {other} {}", answer.body),
+        }
+        assert!(
+            allowed[0] + allowed[1] <= 200,
+            "no 429 after 200 requests: each instance keeps its own budget"
+        );
+    };
+    let elapsed = started.elapsed();
+    let total = allowed[0] + allowed[1];
+    // One request's budget comes back every 0.6 s.
+    let refilled = u32::try_from(elapsed.as_millis() / 600).unwrap() + 1;
+    assert!(
+        (100..=100 + refilled).contains(&total),
+        "{total} requests passed in {elapsed:?} before the 429 (A {}, B {})",
+        allowed[0],
+        allowed[1]
+    );
+    assert!(allowed[0] >= 50 && allowed[1] >= 49, "{allowed:?}");
+    assert_eq!(refused.json()["code"], "rate_limited");
+    let retry: u64 = refused.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "Retry-After {retry}");
+    // The other instance refuses the same token too: the budget is spent everywhere.
+    let other = [a.addr, b.addr][(total as usize + 1) % 2];
+    let again = call(other, "GET", "/api/v1/me", "198.51.100.1", &bearer, "").await;
+    assert_eq!(again.status, 429, "{}", again.body);
+
+    drop((a, b));
+    common::redis_cleanup(&redis).await;
+    drop_schema_named(&schema).await;
+}
