@@ -36,9 +36,10 @@
 //! Each setting is read from its command-line flag (`keygate serve --rate-limit 50`), else
 //! its environment variable, else the TOML file named by `--config` or `KEYGATE_CONFIG`
 //! (the key in the first column: `rate_limit = 50`), else its default
-//! ([`ConfigLoader`]). The two secrets may instead be read from a file, its trailing line
-//! break removed (`KEYGATE_ADMIN_PASSWORD_FILE`, `KEYGATE_DB_FILE`; `admin_password_file`,
-//! `db_file`; `--admin-password-file`, `--db-file`), e.g. a container secret; a secret and
+//! ([`ConfigLoader`]). The three secrets may instead be read from a file, its trailing line
+//! break removed (`KEYGATE_ADMIN_PASSWORD_FILE`, `KEYGATE_DB_FILE`, `KEYGATE_REDIS_URL_FILE`;
+//! `admin_password_file`, `db_file`, `redis_url_file`; `--admin-password-file`, `--db-file`,
+//! `--redis-url-file`), e.g. a container secret; a secret and
 //! its file at the same level is an error. Every bad value is reported at start, one line
 //! each naming the variable, key or flag and the value (never a secret's), and nothing
 //! starts ([`InvalidConfig`]); so is an unknown key in the file. `keygate serve --help`
@@ -60,7 +61,7 @@
 //! | `metrics` | `KEYGATE_METRICS` | `on` | `off`: no `GET /metrics` |
 //! | `store_timeout` | `KEYGATE_STORE_TIMEOUT` | `2` | seconds any store call a request waits on may take; then 503 `store_unavailable` |
 //! | `demo` | `KEYGATE_DEMO` | `off` | `on` (or `1`, `true`): mount the demo API (`/api/v1/apps...`); `cargo run --example server` turns it on unless `KEYGATE_DEMO=0` |
-//! | `redis_url` | `KEYGATE_REDIS_URL` | — | a `redis://` URL: per-token rate limits and failure limits are kept there, shared by every instance pointing at it (needs the `redis` feature; printed with its password as `***`) |
+//! | `redis_url` | `KEYGATE_REDIS_URL` (`KEYGATE_REDIS_URL_FILE`) | — | a `redis://` URL: per-token rate limits and failure limits are kept there, shared by every instance pointing at it (needs the `redis` feature; printed with its password as `***`) |
 //! | `redis_prefix` | `KEYGATE_REDIS_PREFIX` | `keygate:` | the prefix of every Redis key (several deployments can share one Redis) |
 //! | `audit_retention` | `KEYGATE_AUDIT_RETENTION` | `90d` | how long the database keeps audit events: `90d`, `12h`, `30m`, or seconds; `off` keeps them forever. Older ones are deleted at the start and every hour, [`AUDIT_PURGE_BATCH`](crate::audit::AUDIT_PURGE_BATCH) at a time through the time index |
 //! | `metrics_addr` | `KEYGATE_METRICS_ADDR` | — | serve `GET /metrics` on this address only (e.g. `127.0.0.1:9090`, reachable by the scraper but not the public), and not on `KEYGATE_ADDR` |
