@@ -459,10 +459,11 @@ impl Config {
 
     /// The database for people to read: a file path, or a PostgreSQL URL with its
     /// password (user information or `password=`-like query parameters) replaced by `***`.
+    /// A value that names no database is not shown (it may hold a password).
     pub fn describe_db(&self) -> String {
         match self.database() {
             Ok(db) => db.describe(),
-            Err(_) => self.db.display().to_string(),
+            Err(_) => "(not a database)".to_owned(),
         }
     }
 }
