@@ -88,3 +88,83 @@ mod database_setting {
         }
     }
 }
+
+mod forward_auth {
+    use axum::body::Body;
+    use http::{Method, Request, StatusCode, header};
+    use keygate::forward_auth::OriginalRequest;
+    use serde_json::json;
+
+    use crate::support::Server;
+
+    /// What an attacker sends through Envoy: a `DELETE` (which Envoy passes on to the
+    /// check as the check's own method and path), with `X-Original-*` headers of its own
+    /// describing a harmless read. Envoy forwards them when its `allowed_headers` were
+    /// widened (to pass `X-Forwarded-For`, say).
+    fn disguised_delete(bearer: &str) -> Request<Body> {
+        Request::builder()
+            .method(Method::DELETE)
+            .uri("/api/v1/verify/things/1")
+            .header(header::AUTHORIZATION, bearer)
+            .header("x-original-method", "GET")
+            .header("x-original-uri", "/things/1")
+            .body(Body::empty())
+            .unwrap()
+    }
+
+    /// Attack on the write rule behind Envoy: the reference server read whichever header
+    /// pair a request carried, so a read-only token got a read's verdict for a `DELETE`
+    /// whose check carried forged `X-Original-Method: GET` / `X-Original-URI`. With
+    /// `KEYGATE_VERIFY_SOURCE=direct` the check's own method is judged, and the forged
+    /// headers are ignored: 403.
+    #[tokio::test]
+    async fn forged_original_headers_behind_envoy_do_not_turn_a_write_into_a_read() {
+        let server = Server::with(|c| {
+            c.verify_write_permission = Some("api:write".into());
+            c.verify_source = OriginalRequest::Direct;
+        })
+        .await;
+        let reader = server
+            .create(json!({ "name": "reader", "permissions": ["apps:read"] }))
+            .await;
+        let res = server.send(disguised_delete(&reader.bearer())).await;
+        assert_eq!(res.status, StatusCode::FORBIDDEN, "{}", res.text);
+        assert_eq!(res.code(), "insufficient_scope");
+        let read = Request::get("/api/v1/verify/things/1")
+            .header(header::AUTHORIZATION, reader.bearer())
+            .body(Body::empty())
+            .unwrap();
+        let res = server.send(read).await;
+        assert_eq!(res.status, StatusCode::OK, "{}", res.text);
+        let writer = server
+            .create(json!({ "name": "writer", "permissions": ["api:write"] }))
+            .await;
+        let res = server.send(disguised_delete(&writer.bearer())).await;
+        assert_eq!(res.status, StatusCode::OK, "{}", res.text);
+    }
+
+    #[test]
+    fn the_verify_source_is_a_setting() {
+        let load = |v: &str| {
+            keygate::server::Config::loader()
+                .with_file(None)
+                .with_env([("KEYGATE_VERIFY_SOURCE", v)])
+                .load()
+        };
+        for (value, source) in [
+            ("detect", OriginalRequest::Detect),
+            ("nginx", OriginalRequest::Nginx),
+            ("Traefik", OriginalRequest::Traefik),
+            ("direct", OriginalRequest::Direct),
+            ("envoy", OriginalRequest::Direct),
+        ] {
+            assert_eq!(load(value).unwrap().verify_source, source, "{value}");
+        }
+        let e = load("haproxy").unwrap_err();
+        assert!(e.to_string().contains("KEYGATE_VERIFY_SOURCE"), "{e}");
+        assert_eq!(
+            keygate::server::Config::default().verify_source,
+            OriginalRequest::Detect
+        );
+    }
+}
