@@ -224,7 +224,8 @@ where
     };
 
     // Forward authentication for proxies in front of other services: the same policies,
-    // with writes needing `KEYGATE_VERIFY_WRITE_PERMISSION` when it is set.
+    // with writes needing `KEYGATE_VERIFY_WRITE_PERMISSION` when it is set, the original
+    // request read where `KEYGATE_VERIFY_SOURCE` says.
     let verify_layer = AuthLayer::new(tokens.clone()).with_realm("keygate")?;
     let verify_layer = match &config.verify_write_permission {
         Some(p) => verify_layer.read_write(p)?,
@@ -232,7 +233,8 @@ where
     };
     let verify = Router::new().nest_service(
         "/verify",
-        crate::forward_auth::ForwardAuth::new(&policies(verify_layer)),
+        crate::forward_auth::ForwardAuth::new(&policies(verify_layer))
+            .with_original_request(config.verify_source),
     );
 
     let roles: Vec<String> = tokens.roles().names().map(str::to_owned).collect();

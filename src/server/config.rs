@@ -15,6 +15,7 @@ use zeroize::Zeroizing;
 use super::LogFormat;
 use super::db::{Database, OpenError};
 use crate::client_ip::ClientIpHeader;
+use crate::forward_auth::OriginalRequest;
 use crate::identity::Roles;
 use crate::store::timeout::DEFAULT_STORE_TIMEOUT;
 use crate::token::TokenKind;
@@ -77,6 +78,10 @@ pub struct Config {
     /// `GET /api/v1/verify`: the permission a write (not GET, HEAD, OPTIONS) needs; `None`:
     /// any valid token passes.
     pub verify_write_permission: Option<String>,
+    /// `GET /api/v1/verify`: where the original request's method and URI are read
+    /// (default [`OriginalRequest::Detect`]); name the proxy in front so a client can
+    /// never supply another proxy's headers (behind Envoy: [`OriginalRequest::Direct`]).
+    pub verify_source: OriginalRequest,
     /// The PEM file of the CA a `rediss://` Redis's certificate is checked against, instead
     /// of the system's certificate store.
     pub redis_ca_file: Option<PathBuf>,
@@ -116,6 +121,7 @@ impl std::fmt::Debug for Config {
             .field("metrics_addr", &self.metrics_addr)
             .field("audit_retention", &self.audit_retention)
             .field("verify_write_permission", &self.verify_write_permission)
+            .field("verify_source", &self.verify_source)
             .field("redis_ca_file", &self.redis_ca_file)
             .field("migrate", &self.migrate)
             .finish()
@@ -147,6 +153,7 @@ impl Default for Config {
             metrics_addr: None,
             audit_retention: Some(super::DEFAULT_AUDIT_RETENTION),
             verify_write_permission: None,
+            verify_source: OriginalRequest::Detect,
             redis_ca_file: None,
             migrate: true,
         }
@@ -459,10 +466,11 @@ impl Config {
 
     /// The database for people to read: a file path, or a PostgreSQL URL with its
     /// password (user information or `password=`-like query parameters) replaced by `***`.
+    /// A value that names no database is not shown (it may hold a password).
     pub fn describe_db(&self) -> String {
         match self.database() {
             Ok(db) => db.describe(),
-            Err(_) => self.db.display().to_string(),
+            Err(_) => "(not a database)".to_owned(),
         }
     }
 }

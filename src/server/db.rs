@@ -30,6 +30,14 @@ pub enum OpenError {
     /// The SQLite path is empty.
     #[error("the database path is empty")]
     EmptyPath,
+    /// Neither a SQLite file nor a PostgreSQL URL: a URL of another scheme (a misspelled
+    /// `postgres://`, a JDBC URL), `postgres:` without `//`, or a libpq keyword/value
+    /// string. The value is not quoted: it may hold a password.
+    #[error(
+        "KEYGATE_DB is {0}; name a SQLite file, or a PostgreSQL database as a \
+         postgres:// URL (the value is not shown: it may hold a password)"
+    )]
+    NotADatabase(&'static str),
     /// A PostgreSQL URL, in a build without the `postgres` feature.
     #[error(
         "KEYGATE_DB is a PostgreSQL URL, but this keygate was built without the `postgres` \
@@ -56,7 +64,10 @@ impl OpenError {
     /// unreachable or broken.
     #[must_use]
     pub fn is_usage(&self) -> bool {
-        matches!(self, Self::EmptyPath | Self::PostgresNotBuilt)
+        matches!(
+            self,
+            Self::EmptyPath | Self::NotADatabase(_) | Self::PostgresNotBuilt
+        )
     }
 }
 
@@ -134,15 +145,46 @@ fn is_postgres_url(db: &str) -> bool {
     lower.starts_with("postgres://") || lower.starts_with("postgresql://")
 }
 
+/// Why `db` (trimmed, not PostgreSQL) is not a SQLite path either: a value meant as a
+/// connection to a server must never become a new local file, nor be printed as a path.
+fn not_a_file(db: &str) -> Option<&'static str> {
+    let lower = db.to_ascii_lowercase();
+    if lower.contains("://") && !lower.starts_with("sqlite://") {
+        return Some("a URL that is neither postgres:// nor sqlite://");
+    }
+    if lower.starts_with("postgres:") || lower.starts_with("postgresql:") {
+        return Some("a PostgreSQL URL without the // after its scheme");
+    }
+    // libpq's keyword/value form: `host=db user=keygate password=...`.
+    const KEYWORDS: [&str; 7] = [
+        "host=",
+        "hostaddr=",
+        "port=",
+        "dbname=",
+        "user=",
+        "password=",
+        "sslmode=",
+    ];
+    if lower
+        .split_whitespace()
+        .any(|word| KEYWORDS.iter().any(|k| word.starts_with(k)))
+    {
+        return Some("a keyword/value connection string (host=... password=...)");
+    }
+    None
+}
+
 impl Database {
     /// A `postgres://` or `postgresql://` URL (in any case) is PostgreSQL; anything else is
     /// a SQLite file path, with an optional `sqlite://` or `sqlite:` prefix. Surrounding
     /// whitespace is ignored: a URL pasted with a stray space is still a URL, whose password
-    /// is never shown, not a file path printed in full.
+    /// is never shown, not a file path printed in full. A value meant as a connection to a
+    /// server (another URL scheme, `postgres:` without `//`, libpq's `host=... password=...`)
+    /// is refused rather than created as a local file.
     ///
     /// # Errors
     ///
-    /// [`OpenError::EmptyPath`].
+    /// [`OpenError::EmptyPath`], [`OpenError::NotADatabase`].
     pub fn parse(db: &str) -> Result<Self, OpenError> {
         let db = db.trim();
         if is_postgres_url(db) {
@@ -155,6 +197,9 @@ impl Database {
         if path.is_empty() {
             return Err(OpenError::EmptyPath);
         }
+        if let Some(what) = not_a_file(db) {
+            return Err(OpenError::NotADatabase(what));
+        }
         Ok(Self::Sqlite(path.into()))
     }
 
@@ -162,7 +207,7 @@ impl Database {
     ///
     /// # Errors
     ///
-    /// [`OpenError::EmptyPath`].
+    /// [`OpenError::EmptyPath`], [`OpenError::NotADatabase`].
     pub fn from_path(db: &Path) -> Result<Self, OpenError> {
         match db.to_str() {
             Some(s) => Self::parse(s),

@@ -16,6 +16,7 @@ mod support;
 
 mod audit_and_cache;
 mod client_address;
+mod deployment;
 mod lineage;
 mod pipeline;
 mod sign_in;

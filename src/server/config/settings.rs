@@ -7,6 +7,7 @@ use zeroize::Zeroizing;
 
 use super::Config;
 use crate::client_ip::ClientIpHeader;
+use crate::forward_auth::OriginalRequest;
 use crate::server::bootstrap::normalise_email;
 use crate::server::db::Database;
 
@@ -401,6 +402,28 @@ pub(super) static SETTINGS: &[Setting] = &[
             let v = v.trim();
             crate::Permission::new(v).map_err(|e| format!("is not a permission ({e}): {v:?}"))?;
             c.verify_write_permission = Some(v.to_owned());
+            Ok(())
+        },
+    },
+    Setting {
+        key: "verify_source",
+        env: "KEYGATE_VERIFY_SOURCE",
+        file_env: None,
+        default: "detect",
+        help: "GET /api/v1/verify: where the original method and URI are read: nginx, traefik, direct (envoy) or detect (whichever pair is sent)",
+        apply: |c, v| {
+            c.verify_source = match v.trim().to_ascii_lowercase().as_str() {
+                "detect" => OriginalRequest::Detect,
+                "nginx" => OriginalRequest::Nginx,
+                "traefik" => OriginalRequest::Traefik,
+                "direct" | "envoy" => OriginalRequest::Direct,
+                _ => {
+                    return Err(format!(
+                        "must be nginx, traefik, direct (or envoy) or detect, not {:?}",
+                        v.trim()
+                    ));
+                }
+            };
             Ok(())
         },
     },
