@@ -9,7 +9,7 @@ pub const MAX_REQUEST_ID_LEN: usize = 128;
 pub const MAX_PATH_LEN: usize = 1024;
 
 /// The request id an event keeps: the request's single `x-request-id` when it is 1 to
-/// [`MAX_REQUEST_ID_LEN`] visible ASCII characters, `None` otherwise. The request's sender
+/// [`MAX_REQUEST_ID_LEN`] visible ASCII characters holding no token, `None` otherwise. The request's sender
 /// chooses it, with or without credentials: bounding it bounds what an anonymous request
 /// can put into the log. One allocation, of the kept id only.
 pub(crate) fn request_id(headers: &http::HeaderMap) -> Option<String> {
@@ -23,9 +23,16 @@ pub(crate) fn request_id(headers: &http::HeaderMap) -> Option<String> {
         && bytes.len() <= MAX_REQUEST_ID_LEN
         && bytes.iter().all(|b| b.is_ascii_graphic());
     // Visible ASCII is valid UTF-8.
-    visible
-        .then(|| std::str::from_utf8(bytes).ok().map(str::to_owned))
-        .flatten()
+    let id = std::str::from_utf8(bytes).ok().filter(|_| visible)?;
+    (!holds_token(id)).then(|| id.to_owned())
+}
+
+/// Whether `id` carries a keygate token (with a valid checksum): the whole id, or the end
+/// of one of its runs of letters, digits and `_` (`req-<token>`). A client that sends its
+/// own token as its request id must not have it written to the log and the audit trail.
+fn holds_token(id: &str) -> bool {
+    id.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .any(|run| (0..run.len()).any(|start| crate::token::looks_like_token(&run[start..])))
 }
 
 /// The path an event keeps: the request's path as the client sent it (with axum, from
@@ -61,6 +68,18 @@ mod tests {
         for bad in [&b""[..], b"two words", b"tab\there", b"caf\xc3\xa9"] {
             assert_eq!(id(bad), None, "{bad:?}");
         }
+        // A token sent as the request id (whole, or at the end of a part of it) is not kept.
+        let token = crate::TokenKind::pat().generate();
+        let token = token.expose_secret();
+        assert_eq!(id(token.as_bytes()), None);
+        assert_eq!(id(format!("req-{token}").as_bytes()), None);
+        assert_eq!(id(format!("req-x{token}").as_bytes()), None);
+        assert_eq!(id(format!("{token}.1").as_bytes()), None);
+        // ... while a token-shaped id whose checksum is wrong (nobody's token) is kept.
+        let mut forged = token.to_owned();
+        let last = forged.pop().unwrap();
+        forged.push(if last == 'A' { 'B' } else { 'A' });
+        assert_eq!(id(forged.as_bytes()).as_deref(), Some(forged.as_str()));
         let mut two = http::HeaderMap::new();
         two.append("x-request-id", http::HeaderValue::from_static("a"));
         two.append("x-request-id", http::HeaderValue::from_static("b"));

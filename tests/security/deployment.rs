@@ -168,3 +168,41 @@ mod forward_auth {
         );
     }
 }
+
+mod request_ids {
+    use axum::body::Body;
+    use http::{Request, StatusCode, header};
+    use serde_json::json;
+
+    use crate::support::Server;
+
+    /// Attack on the log: a client sends its own token as its `X-Request-Id` (whole, or
+    /// inside a longer id), and the request log, the echoed header and the audit trail
+    /// would keep it in clear. The id is refused and a new one given instead.
+    #[tokio::test]
+    async fn a_token_sent_as_the_request_id_reaches_neither_the_log_nor_the_audit_trail() {
+        let dir = tempfile::tempdir().unwrap();
+        let audit = dir.path().join("audit.jsonl");
+        let server = Server::with(|c| c.audit_log = Some(audit.clone())).await;
+        let caller = server.create(json!({ "name": "caller" })).await;
+        for id in [caller.token.clone(), format!("req-{}", caller.token)] {
+            let req = Request::get("/api/v1/me")
+                .header(header::AUTHORIZATION, caller.bearer())
+                .header("x-request-id", &id)
+                .body(Body::empty())
+                .unwrap();
+            let res = server.send(req).await;
+            assert_eq!(res.status, StatusCode::OK, "{}", res.text);
+            let echoed = res.headers["x-request-id"].to_str().unwrap();
+            assert!(!echoed.contains(&caller.token), "echoed: {echoed}");
+            assert_eq!(echoed.len(), 36, "a new id: {echoed}");
+        }
+        server.app.audit.shutdown().await;
+        let trail = std::fs::read_to_string(&audit).unwrap();
+        assert!(trail.contains("/api/v1/me"), "the requests were audited");
+        assert!(
+            !trail.contains(&caller.token),
+            "the token is in the audit trail"
+        );
+    }
+}
