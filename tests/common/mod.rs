@@ -245,6 +245,15 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Capture {
     }
 }
 
+/// A second live dispatcher, to hold while a test captures log lines with
+/// `tracing::subscriber::set_default`. With a single dispatcher in the process, tracing-core
+/// may decide a callsite's interest from the default of whichever thread reaches it first: a
+/// test on another thread (no subscriber) would switch the line off for the capturing test.
+/// With two, every live dispatcher is asked each time.
+pub fn ask_every_dispatcher() -> tracing::Dispatch {
+    tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default())
+}
+
 /// Drops the schema a PostgreSQL test worked in.
 pub async fn drop_schema(store: &PostgresStore) {
     if let Some(schema) = store.schema() {

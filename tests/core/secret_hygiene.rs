@@ -20,6 +20,7 @@ async fn no_raw_token_in_logs_or_debug_output() {
         .with_ansi(false)
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
+    let _every = common::ask_every_dispatcher();
 
     let store = TestStore::default();
     let tokens = Tokens::new(store.clone());

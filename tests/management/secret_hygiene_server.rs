@@ -68,6 +68,7 @@ async fn no_secret_in_logs_audit_metrics_or_responses() {
         .with_ansi(false)
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
+    let _every = crate::common::ask_every_dispatcher();
 
     let config = server::Config {
         db: dir

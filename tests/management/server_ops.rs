@@ -129,11 +129,7 @@ async fn json_logs_are_one_object_a_line_with_request_ids_and_no_secret() {
     let capture = Capture::default();
     let _guard =
         tracing::subscriber::set_default(server::log_subscriber(LogFormat::Json, capture.clone()));
-    // With a single dispatcher in the process, tracing-core decides a callsite's interest
-    // from the default of whichever thread reaches it first: a test on another thread (no
-    // subscriber) would switch the request line off for this one. A second dispatcher
-    // makes it ask every live one.
-    let _second = tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default());
+    let _every = common::ask_every_dispatcher();
     let config = Config {
         log_format: LogFormat::Json,
         audit_log: Some(dir.path().join("audit.jsonl")),
