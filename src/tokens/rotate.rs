@@ -78,7 +78,11 @@ impl Tokens {
         let rec = self.get(owner, id).await?;
         let now = self.now();
         let mut any = false;
-        if rec.revoked_at.is_none() && self.inner.store.revoke(&id, now).await? {
+        // Asked even when `rec` is already revoked: a revocation made elsewhere may not
+        // have reached a verification cache in front of the store yet, and the store's
+        // revoke is what clears it (it changes nothing else on a revoked token). Without
+        // it, a caller whose revoke answered Ok could still be let in by the cache.
+        if self.inner.store.revoke(&id, now).await? && rec.revoked_at.is_none() {
             tracing::debug!(token_id = %id, "token revoked");
             any = true;
         }

@@ -421,3 +421,45 @@ async fn races_on_postgres_store() {
     race(manager(store.clone()), "postgres").await;
     common::drop_schema(&store).await;
 }
+
+/// The window the race above found: another revoke of a token has reached the store but
+/// not yet the verification cache in front of it when this caller's revoke (which goes on
+/// to revoke the token's successor) answers Ok. The token must be refused right after,
+/// not let in by the cache until the other call catches up.
+#[tokio::test]
+async fn a_revoke_that_answers_ok_is_seen_by_the_cache_even_when_another_got_there_first() {
+    let inner = MemoryStore::new();
+    let tokens = manager(CachedStore::new(inner.clone()).with_ttl(Duration::from_secs(30)));
+    let first = tokens.issue(NewToken::new("alice", "ci")).await.unwrap();
+    let token = first.token.expose_secret().to_owned();
+    let rotated = tokens
+        .rotate("alice", first.record.id, Some(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    // In grace: verified, and now cached.
+    assert!(tokens.authenticate(&token).await.is_ok());
+    // The other caller's revoke has reached the store, not yet the cache.
+    assert!(
+        inner
+            .revoke(&first.record.id, OffsetDateTime::now_utc())
+            .await
+            .unwrap()
+    );
+    // This caller's revoke answers Ok (it revokes the successor)...
+    let revoked = tokens
+        .revoke_with_successors("alice", first.record.id)
+        .await
+        .unwrap();
+    assert_eq!(revoked, vec![rotated.record.id]);
+    // ...and neither token is let in afterwards.
+    assert!(
+        tokens.authenticate(&token).await.is_err(),
+        "the revoked token was let in from the cache"
+    );
+    assert!(
+        tokens
+            .authenticate(rotated.token.expose_secret())
+            .await
+            .is_err()
+    );
+}
