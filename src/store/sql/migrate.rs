@@ -31,6 +31,18 @@ pub(crate) fn versions(migrator: &Migrator) -> (Vec<i64>, Vec<Vec<u8>>) {
         .unzip()
 }
 
+/// Logs a carry-over that copied rows (nothing when it copied none).
+pub(crate) fn carried_over(copied: u64) {
+    if copied > 0 {
+        tracing::info!(
+            copied,
+            from = SHARED_TABLE,
+            to = MIGRATIONS_TABLE,
+            "keygate's applied migrations carried over to its own table"
+        );
+    }
+}
+
 /// A database that lacks keygate's tables (or their latest columns) while the store was
 /// told not to run migrations.
 #[derive(Debug, thiserror::Error)]

@@ -8,7 +8,7 @@ use sqlx::sqlite::SqlitePool;
 
 use crate::store::StoreError;
 use crate::store::sql::migrate::{
-    MIGRATIONS_TABLE, SHARED_TABLE, SchemaMissing, migrator, versions,
+    MIGRATIONS_TABLE, SHARED_TABLE, SchemaMissing, carried_over, migrator, versions,
 };
 use crate::store::sql::token_columns;
 
@@ -71,14 +71,7 @@ pub(super) async fn carry_over(pool: &SqlitePool) -> Result<u64, sqlx::Error> {
             .rows_affected();
     }
     tx.commit().await?;
-    if copied > 0 {
-        tracing::info!(
-            copied,
-            from = SHARED_TABLE,
-            to = MIGRATIONS_TABLE,
-            "keygate's applied migrations carried over to its own table"
-        );
-    }
+    carried_over(copied);
     Ok(copied)
 }
 
