@@ -464,7 +464,7 @@ async fn log_request(mut req: Request, next: Next) -> Response {
     let token = res
         .extensions()
         .get::<AuthenticatedBy>()
-        .map(|t| t.0.to_string());
+        .map(|t| tracing::field::display(t.0));
     let rejection = res
         .extensions()
         .get::<crate::RejectionKind>()
@@ -475,7 +475,7 @@ async fn log_request(mut req: Request, next: Next) -> Response {
         %path,
         status = res.status().as_u16(),
         latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-        token_id = token.as_deref(),
+        token_id = token,
         rejection,
         "request"
     );
