@@ -42,11 +42,11 @@ pub(super) async fn serve(
             () = &mut signal => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
+                Err(error) if is_connection_error(&error) => continue,
                 Err(error) => {
-                    // Out of file descriptors, or a connection reset before it was taken:
-                    // wait a moment rather than spin.
+                    // Out of file descriptors, most likely: wait rather than spin.
                     tracing::warn!(%error, "cannot accept a connection");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
                     continue;
                 }
             },
@@ -85,4 +85,14 @@ pub(super) async fn serve(
     let _ = stop.send(true);
     drop(stopping);
     stop.closed().await;
+}
+
+/// An error of one connection (reset or aborted before it was taken), not of the listener.
+fn is_connection_error(error: &std::io::Error) -> bool {
+    matches!(
+        error.kind(),
+        std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::ConnectionReset
+    )
 }
