@@ -44,7 +44,8 @@ pub struct AuditEvent {
     pub owner: Option<String>,
     /// HTTP method.
     pub method: String,
-    /// Request path as the client sent it (no query string: it may carry secrets), at most
+    /// Request path as the client sent it (no query string: it may carry secrets; a token
+    /// in the path is replaced by [`TOKEN_IN_PATH`](super::TOKEN_IN_PATH)), at most
     /// [`MAX_PATH_LEN`](super::MAX_PATH_LEN) bytes.
     pub path: String,
     /// HTTP status code of the response.

@@ -26,7 +26,8 @@
 //! An event never holds a token, a token hash or a password. What the request's sender
 //! chooses is bounded, credentials or not: `request_id` is kept only when it is at most
 //! [`MAX_REQUEST_ID_LEN`] visible ASCII characters, and `path` (the path the client
-//! requested, also behind `Router::nest`) is cut to [`MAX_PATH_LEN`] bytes.
+//! requested, also behind `Router::nest`) is cut to [`MAX_PATH_LEN`] bytes, with any token
+//! in it replaced by [`TOKEN_IN_PATH`].
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -52,7 +53,7 @@ mod sink;
 pub use event::{AuditEvent, Decision};
 pub use log::{AuditLog, AuditWriteError, DEFAULT_WRITE_TIMEOUT};
 pub use reader::{AuditFilter, AuditReader};
-pub use request::{MAX_PATH_LEN, MAX_REQUEST_ID_LEN};
+pub use request::{MAX_PATH_LEN, MAX_REQUEST_ID_LEN, TOKEN_IN_PATH};
 pub(crate) use request::{request_id, request_path};
 pub use retention::{AUDIT_PURGE_BATCH, AuditPurge, purge_audit};
 pub use sink::{AuditSink, JsonLinesSink, MemoryAuditSink, TracingSink};

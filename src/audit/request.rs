@@ -35,10 +35,13 @@ fn holds_token(id: &str) -> bool {
         .any(|run| (0..run.len()).any(|start| crate::token::looks_like_token(&run[start..])))
 }
 
+/// What a kept path shows in place of a token found in it.
+pub const TOKEN_IN_PATH: &str = "[token]";
+
 /// The path an event keeps: the request's path as the client sent it (with axum, from
 /// [`OriginalUri`](axum::extract::OriginalUri) when a router nested the service, so
-/// `/api/v1/apps` rather than `/apps`), without the query string, cut to
-/// [`MAX_PATH_LEN`] bytes at a character boundary.
+/// `/api/v1/apps` rather than `/apps`), without the query string, every token in it
+/// replaced by [`TOKEN_IN_PATH`], cut to [`MAX_PATH_LEN`] bytes at a character boundary.
 pub(crate) fn request_path(extensions: &http::Extensions, uri: &http::Uri) -> String {
     #[cfg(feature = "axum")]
     let uri = extensions
@@ -46,8 +49,51 @@ pub(crate) fn request_path(extensions: &http::Extensions, uri: &http::Uri) -> St
         .map_or(uri, |original| &original.0);
     #[cfg(not(feature = "axum"))]
     let _ = extensions;
-    let path = uri.path();
+    // Tokens are replaced before the cut, so that no token cut in half is kept either.
+    let path = without_tokens(uri.path());
     path[..path.floor_char_boundary(MAX_PATH_LEN)].to_owned()
+}
+
+/// `path` with every keygate token (with a valid checksum) replaced by [`TOKEN_IN_PATH`]: a
+/// client that pastes its token where an id belongs, or calls a URL that carries one, must
+/// not have it written to the log and the audit trail. Each candidate is anchored on the
+/// `_` after its prefix and needs the 49 base62 characters after it, so the work stays
+/// linear in the path's length whatever it holds; a path without `_` is not copied.
+fn without_tokens(path: &str) -> std::borrow::Cow<'_, str> {
+    use crate::token::{CHECKSUM_LEN, MAX_PREFIX_LEN, SECRET_LEN, looks_like_token};
+    let bytes = path.as_bytes();
+    let mut out: Option<String> = None;
+    let mut copied = 0;
+    let mut at = 0;
+    while let Some(offset) = bytes[at..].iter().position(|&b| b == b'_') {
+        let sep = at + offset;
+        let end = sep + 1 + SECRET_LEN + CHECKSUM_LEN;
+        let found = bytes
+            .get(sep + 1..end)
+            .filter(|tail| tail.iter().all(u8::is_ascii_alphanumeric))
+            .and_then(|_| {
+                (2..=MAX_PREFIX_LEN.min(sep - copied))
+                    .map(|prefix| sep - prefix)
+                    .find(|&start| path.get(start..end).is_some_and(looks_like_token))
+            });
+        match found {
+            Some(start) => {
+                let kept = out.get_or_insert_with(|| String::with_capacity(path.len()));
+                kept.push_str(&path[copied..start]);
+                kept.push_str(TOKEN_IN_PATH);
+                copied = end;
+                at = end;
+            }
+            None => at = sep + 1,
+        }
+    }
+    match out {
+        Some(mut kept) => {
+            kept.push_str(&path[copied..]);
+            std::borrow::Cow::Owned(kept)
+        }
+        None => std::borrow::Cow::Borrowed(path),
+    }
 }
 
 #[cfg(test)]
@@ -97,6 +143,36 @@ mod tests {
         let kept = request_path(&ext, &wide);
         assert_eq!(kept.len(), MAX_PATH_LEN - 1, "1 + 2 × 511 bytes");
         assert!(kept.ends_with('é'));
+    }
+
+    #[test]
+    fn tokens_in_a_path_are_not_kept() {
+        let ext = http::Extensions::new();
+        let path = |p: &str| request_path(&ext, &p.parse().unwrap());
+        let pat = crate::TokenKind::pat().generate();
+        let pat = pat.expose_secret();
+        let long = crate::TokenKind::new("deploy", "deploymenttoken1")
+            .unwrap()
+            .generate();
+        let long = long.expose_secret();
+        assert_eq!(path(&format!("/tokens/{pat}")), "/tokens/[token]");
+        assert_eq!(path(&format!("/{pat}/rotate")), "/[token]/rotate");
+        assert_eq!(
+            path(&format!("/hooks/x-{pat}.json")),
+            "/hooks/x-[token].json"
+        );
+        assert_eq!(path(&format!("/a_{pat}{long}b")), "/a_[token][token]b");
+        assert_eq!(path(&format!("/{long}")), "/[token]");
+        // A token that the cut would have halved is replaced first.
+        let before = "a".repeat(MAX_PATH_LEN - 20);
+        let kept = path(&format!("/{before}{pat}"));
+        assert_eq!(kept, format!("/{before}[token]"));
+        // Token-shaped text whose checksum is wrong is nobody's token, and is kept.
+        let mut forged = pat.to_owned();
+        let last = forged.pop().unwrap();
+        forged.push(if last == 'A' { 'B' } else { 'A' });
+        assert_eq!(path(&format!("/x/{forged}")), format!("/x/{forged}"));
+        assert_eq!(path("/a_b/c__d_/_"), "/a_b/c__d_/_");
     }
 
     #[cfg(feature = "axum")]

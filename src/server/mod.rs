@@ -146,6 +146,7 @@ mod app;
 pub mod bootstrap;
 mod config;
 mod db;
+mod listen;
 mod logging;
 mod retention;
 mod serve;
@@ -156,6 +157,7 @@ use crate::Roles;
 pub use app::{App, assemble, build_app};
 pub use config::{Config, ConfigLoader, ConfigProblem, InvalidConfig, Setting};
 pub use db::{Database, OpenError, OpenOptions, OpenedStore};
+pub use listen::HEADER_READ_TIMEOUT;
 pub use logging::{LogFormat, UnknownLogFormat, init_logging, log_subscriber};
 pub use retention::{
     AUDIT_PURGE_EVERY, DEFAULT_AUDIT_RETENTION, InvalidRetention, parse_retention,

@@ -1,6 +1,6 @@
 //! Listening: [`Server`], [`serve`] and the signal it stops on.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 use zeroize::Zeroizing;
 
 use super::db::Database;
+use super::listen::{self, HEADER_READ_TIMEOUT};
 use super::retention::spawn_audit_retention;
 use super::{AUDIT_PURGE_EVERY, App, BoxError, Config, LogFormat, build_app};
 #[cfg(unix)]
@@ -43,6 +44,7 @@ pub struct Server {
     metrics: Option<(TcpListener, SocketAddr)>,
     drain_timeout: Duration,
     audit_retention: Option<Duration>,
+    header_timeout: Duration,
 }
 
 /// The longest each last write on the way out may take: the last-used times, then the
@@ -112,7 +114,18 @@ impl Server {
             metrics,
             drain_timeout: config.drain_timeout,
             audit_retention: config.audit_retention,
+            header_timeout: HEADER_READ_TIMEOUT,
         })
+    }
+
+    /// How long a client may take to send a request's head (its request line and headers),
+    /// counted from when the server starts waiting for it, an idle kept-alive connection
+    /// included; past it the connection is closed (default [`HEADER_READ_TIMEOUT`], 30 s).
+    /// Bounds what slow or silent clients (slowloris) can hold, on the metrics listener too.
+    #[must_use]
+    pub fn with_header_read_timeout(mut self, timeout: Duration) -> Self {
+        self.header_timeout = timeout;
+        self
     }
 
     /// The address the server listens on (useful with port 0).
@@ -152,6 +165,7 @@ impl Server {
             metrics,
             drain_timeout,
             audit_retention,
+            header_timeout,
             ..
         } = self;
         let maintenance = app
@@ -173,23 +187,16 @@ impl Server {
         let metrics_task = match (metrics, app.metrics.clone()) {
             (Some((l, _)), Some(handle)) => {
                 let signal = stopping(drain_started.clone());
-                Some(tokio::spawn(async move {
-                    let served = axum::serve(l, super::app::metrics_router(handle))
-                        .with_graceful_shutdown(signal)
-                        .await;
-                    if let Err(error) = served {
-                        tracing::error!(%error, "the metrics listener failed");
-                    }
-                }))
+                Some(tokio::spawn(listen::serve(
+                    l,
+                    super::app::metrics_router(handle),
+                    header_timeout,
+                    signal,
+                )))
             }
             _ => None,
         };
-        let graceful = axum::serve(
-            listener,
-            app.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
+        let graceful = listen::serve(listener, app.router, header_timeout, async move {
             signal.await;
             let _ = draining.send(true);
         });
@@ -203,7 +210,7 @@ impl Server {
             tokio::time::sleep(drain_timeout).await;
         };
         tokio::select! {
-            served = graceful.into_future() => served?,
+            () = graceful => {}
             () = deadline => tracing::warn!(
                 drain_timeout_s = drain_timeout.as_secs_f64(),
                 "requests still in flight after the drain timeout; stopping anyway"

@@ -602,3 +602,97 @@ async fn the_server_deletes_audit_events_past_the_retention() {
     stop.send(()).unwrap();
     task.await.unwrap().unwrap();
 }
+
+/// Whether the server closes `stream` within `bound`, reading (and dropping) whatever it
+/// sends meanwhile; `feed` is written every 200 ms until then (a slow client's trickle).
+async fn closed_within(stream: &mut tokio::net::TcpStream, bound: Duration, feed: &[u8]) -> bool {
+    let deadline = tokio::time::Instant::now() + bound;
+    let mut buf = [0u8; 512];
+    loop {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        match tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => {}
+            Err(_) => {
+                if !feed.is_empty() && stream.write_all(feed).await.is_err() {
+                    return true;
+                }
+            }
+        }
+    }
+}
+
+/// Slowloris: connections that send a request head a byte at a time, or nothing at all,
+/// would each hold a socket and a task for as long as the client likes (`axum::serve`
+/// leaves hyper's header timeout off), until the process runs out of file descriptors.
+/// Each is closed once the header timeout has passed; a client that sends its request
+/// in time is served, on a kept-alive connection as well.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_silent_connections_are_closed_after_the_header_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        admin_password: Some(zeroize::Zeroizing::new("correct horse battery".into())),
+        ..config(dir.path())
+    };
+    assert_eq!(server::HEADER_READ_TIMEOUT, Duration::from_secs(30));
+    let server = Server::bind(&config)
+        .await
+        .unwrap()
+        .with_header_read_timeout(Duration::from_secs(1));
+    let addr = server.local_addr();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.run_until(async {
+        let _ = stopped.await;
+    }));
+
+    let mut trickle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    trickle
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // A kept-alive connection that goes quiet after one answered request.
+    let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = [0u8; 256];
+    let n = idle.read(&mut answer).await.unwrap();
+    assert!(
+        answer[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer[..n])
+    );
+    // Generous: ten times the timeout.
+    let bound = Duration::from_secs(10);
+    assert!(
+        closed_within(&mut trickle, bound, b"X").await,
+        "a head sent a byte at a time is still open after {bound:?}"
+    );
+    assert!(
+        closed_within(&mut silent, bound, b"").await,
+        "a connection that sends nothing is still open after {bound:?}"
+    );
+    assert!(
+        closed_within(&mut idle, bound, b"").await,
+        "an idle kept-alive connection is still open after {bound:?}"
+    );
+
+    // Clients that send their requests in time are served as before.
+    let ok = http(addr, "GET", "/healthz", &[], "").await.unwrap();
+    assert_eq!(ok.status, 200);
+    let refused = http(
+        addr,
+        "GET",
+        "/api/v1/me",
+        &[("Authorization", "Bearer pat_notarealtoken")],
+        "",
+    )
+    .await
+    .unwrap();
+    assert_eq!(refused.status, 401);
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+}

@@ -206,3 +206,101 @@ mod request_ids {
         );
     }
 }
+
+mod request_paths {
+    use axum::body::Body;
+    use http::{Method, Request, StatusCode, header};
+    use serde_json::json;
+
+    use crate::common::Capture;
+    use crate::support::{Server, admin_basic, request};
+
+    /// Attack on the log by a careless client (or a page that makes one): a token sent in
+    /// the request *path* — pasted instead of an id into `DELETE /tokens/{id}`, put into a
+    /// webhook URL behind the forward-auth check, or requested as a page — would be written
+    /// in clear into the request log, the audit trail and the answers of `GET /audit`. The
+    /// query string was never kept; a token in the path is replaced as well.
+    #[tokio::test]
+    async fn a_token_in_the_request_path_reaches_neither_the_log_nor_the_audit_trail() {
+        let capture = Capture::default();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(capture.clone())
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let _every = crate::common::ask_every_dispatcher();
+
+        let dir = tempfile::tempdir().unwrap();
+        let audit = dir.path().join("audit.jsonl");
+        let server = Server::with(|c| c.audit_log = Some(audit.clone())).await;
+        let leaked = server.create(json!({ "name": "leaked" })).await;
+        let caller = server.create(json!({ "name": "caller" })).await;
+
+        // The token pasted where its id belongs.
+        let path = format!("/api/v1/tokens/{}", leaked.token);
+        let res = server
+            .send(request(Method::DELETE, &path, &admin_basic()))
+            .await;
+        assert_eq!(res.status, StatusCode::NOT_FOUND, "{}", res.text);
+        let path = format!("/api/v1/tokens/{}/rotate", leaked.token);
+        let res = server
+            .send(request(Method::POST, &path, &admin_basic()))
+            .await;
+        assert_eq!(res.status, StatusCode::NOT_FOUND, "{}", res.text);
+        // A webhook URL carrying a token, judged by the forward-auth check.
+        let req = Request::get("/api/v1/verify")
+            .header(header::AUTHORIZATION, caller.bearer())
+            .header("x-original-method", "GET")
+            .header(
+                "x-original-uri",
+                format!("/hooks/{}.json?x=1", leaked.token),
+            )
+            .body(Body::empty())
+            .unwrap();
+        let res = server.send(req).await;
+        assert_eq!(res.status, StatusCode::OK, "{}", res.text);
+        // A token requested as a page, and inside a longer path segment.
+        for path in [
+            format!("/{}", leaked.token),
+            format!("/api/v1/apps/x-{}", leaked.token),
+        ] {
+            let res = server
+                .send(request(Method::GET, &path, &caller.bearer()))
+                .await;
+            assert!(res.status.is_client_error(), "{path}: {}", res.status);
+        }
+
+        let read = server
+            .send(request(
+                Method::GET,
+                "/api/v1/audit?limit=1000",
+                &admin_basic(),
+            ))
+            .await;
+        assert_eq!(read.status, StatusCode::OK, "{}", read.text);
+        server.app.audit.shutdown().await;
+        let trail = std::fs::read_to_string(&audit).unwrap();
+        let log = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+        assert!(trail.contains("/hooks/"), "the check was audited: {trail}");
+        assert!(
+            log.contains("status=404"),
+            "the requests were logged: {log}"
+        );
+        for (what, text) in [
+            ("audit file", &trail),
+            ("GET /audit", &read.text),
+            ("log", &log),
+        ] {
+            assert!(
+                !text.contains(&leaked.token),
+                "the token is in the {what}: {text}"
+            );
+            // Not a recognisable part of it either: its secret past the display hint.
+            assert!(
+                !text.contains(&leaked.token[12..40]),
+                "part of the token is in the {what}"
+            );
+        }
+    }
+}
