@@ -1,171 +1,147 @@
-//! The reference server (`examples/server.rs`) killed with SIGKILL in the middle of a
-//! stream of creates and revokes, then restarted on the same SQLite file: every token
-//! whose 201 reached the client still verifies, and every revoke answered 204 still holds.
+//! `keygate serve` stopped the hard way and the soft way, on SQLite and on PostgreSQL.
 //!
-//! The test runs the example's binary (`target/debug/examples/server`, which `cargo test`
-//! builds with the examples) as a child process on a temporary database and a loopback port
-//! the server picks itself (`KEYGATE_ADDR=127.0.0.1:0`; the address is read from its first
-//! line of output). When the binary is missing it is built into `target/crash-safety`
-//! (its own target directory, so as not to wait on the lock of the running `cargo test`).
+//! - Killed with SIGKILL in the middle of a stream of creates and revokes, then restarted on
+//!   the same database: every token whose 201 reached the client still verifies, and every
+//!   revoke answered 204 still holds.
+//! - Stopped with SIGTERM right after tokens were used (long before the periodic write of
+//!   last-used times, with the audit table held by another session on PostgreSQL so the
+//!   events wait in the queue): it exits 0, and the database has every last-used time and
+//!   every audit event, as has the JSON Lines audit file.
+//! - Stopped with SIGTERM while requests wait on a database that does not answer: it
+//!   stops taking connections, gives up on them after the drain timeout and exits 0.
+//!
+//! The server is the installed binary (`keygate serve`), run as a child process on a
+//! loopback port it picks itself. The PostgreSQL runs use `KEYGATE_TEST_POSTGRES_URL`
+//! (default `postgres://postgres@127.0.0.1:5432/test`), each in a schema of its own
+//! (`KEYGATE_DB_SCHEMA`) dropped at the end; without the database they print why and skip,
+//! unless `CI` is set, where they fail.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::collections::HashSet;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use keygate::audit::{AuditEvent, AuditFilter, AuditReader};
+use keygate::store::postgres::{PostgresOptions, PostgresStore};
+use keygate::store::sqlite::SqliteStore;
+use keygate::{TokenId, TokenStore};
 use serde_json::Value;
 
+use crate::common::{self, Served};
+
 const ADMIN: &str = "admin@example.com";
-/// A throwaway password for the throwaway database of this test.
+/// A throwaway password for the throwaway databases of these tests.
 const PASSWORD: &str = "crash-safety test password";
 
-fn server_binary() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let target =
-        std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    let exe = format!("server{}", std::env::consts::EXE_SUFFIX);
-    let built = target.join("debug/examples").join(&exe);
-    if built.exists() {
-        return built;
+/// Where a test keeps its tokens.
+enum Backend {
+    /// A SQLite file.
+    Sqlite(std::path::PathBuf),
+    /// A schema of its own on the test PostgreSQL; `store` is the test's own connection.
+    Postgres {
+        url: String,
+        schema: String,
+        store: PostgresStore,
+    },
+}
+
+impl Backend {
+    fn sqlite(dir: &Path) -> Self {
+        Self::Sqlite(dir.join("keygate.db"))
     }
-    let own = root.join("target/crash-safety");
-    eprintln!(
-        "{} is missing; building the example into {}",
-        built.display(),
-        own.display()
-    );
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "--example", "server", "--target-dir"])
-        .arg(&own)
-        .current_dir(&root)
-        .status()
-        .unwrap();
-    assert!(status.success(), "cargo build --example server failed");
-    own.join("debug/examples").join(exe)
-}
 
-/// A running server and its address.
-struct Server {
-    child: Child,
-    addr: String,
-}
+    /// A new schema on the test PostgreSQL (created by the test's connection), or `None`
+    /// when it is unreachable outside CI.
+    async fn postgres(test: &str) -> Option<Self> {
+        let url = common::postgres_url();
+        let schema = format!("kg_crash_{}", uuid::Uuid::new_v4().simple());
+        let store = common::available(
+            "PostgreSQL",
+            &url,
+            test,
+            PostgresOptions::new(&url)
+                .with_schema(&schema)
+                .connect()
+                .await,
+        )?;
+        Some(Self::Postgres { url, schema, store })
+    }
 
-impl Server {
-    fn start(db: &Path) -> Self {
-        let mut child = Command::new(server_binary())
-            .env("KEYGATE_DB", db)
-            .env("KEYGATE_ADDR", "127.0.0.1:0")
+    /// `keygate serve` on this database.
+    fn serve(&self, dir: &Path) -> Command {
+        let mut cmd = common::keygate(dir);
+        cmd.arg("serve")
             .env("KEYGATE_ADMIN_EMAIL", ADMIN)
             .env("KEYGATE_ADMIN_PASSWORD", PASSWORD)
+            // Durability, not the store bound, is under test: a loaded machine's fsync may
+            // take longer than the 2 s default.
+            .env("KEYGATE_STORE_TIMEOUT", "30")
             .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        // "keygate reference server on http://127.0.0.1:PORT (database: …)"
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut line = String::new();
-        let addr = loop {
-            line.clear();
-            assert!(
-                out.read_line(&mut line).unwrap() > 0,
-                "the server exited before listening"
-            );
-            if let Some(rest) = line.split("http://").nth(1) {
-                break rest.split_whitespace().next().unwrap().to_owned();
+            .stderr(Stdio::inherit());
+        match self {
+            Self::Sqlite(file) => cmd.env("KEYGATE_DB", file),
+            Self::Postgres { url, schema, .. } => {
+                cmd.env("KEYGATE_DB", url).env("KEYGATE_DB_SCHEMA", schema)
             }
-            assert!(Instant::now() < deadline, "the server did not start");
         };
-        // Keep draining its output so it never blocks on a full pipe.
-        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-        Self { child, addr }
+        cmd
     }
 
-    /// SIGKILL: no graceful shutdown, no final flush.
-    fn kill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
+    fn label(&self) -> &'static str {
+        match self {
+            Self::Sqlite(_) => "SQLite",
+            Self::Postgres { .. } => "PostgreSQL",
+        }
+    }
+
+    /// The token `id` as the database has it now, and every audit event it holds.
+    async fn read_back(&self, ids: &[String]) -> (Vec<keygate::TokenRecord>, Vec<AuditEvent>) {
+        let filter = AuditFilter {
+            limit: AuditFilter::MAX_LIMIT,
+            ..AuditFilter::default()
+        };
+        let ids: Vec<TokenId> = ids.iter().map(|id| id.parse().unwrap()).collect();
+        match self {
+            Self::Sqlite(file) => {
+                let store = SqliteStore::open(file).await.unwrap();
+                let mut records = Vec::new();
+                for id in &ids {
+                    records.push(store.get(id).await.unwrap().unwrap());
+                }
+                (records, store.list_audit(&filter).await.unwrap())
+            }
+            Self::Postgres { store, .. } => {
+                let mut records = Vec::new();
+                for id in &ids {
+                    records.push(store.get(id).await.unwrap().unwrap());
+                }
+                (records, store.list_audit(&filter).await.unwrap())
+            }
+        }
+    }
+
+    async fn clean_up(&self) {
+        if let Self::Postgres { store, .. } = self {
+            common::drop_schema(store).await;
+        }
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+fn basic() -> String {
+    common::basic(ADMIN, PASSWORD)
 }
 
-/// One HTTP/1.1 request over a fresh connection; `Err` when the connection fails (the
-/// server is gone), so the outcome is unknown.
-fn http(
+fn call(
     addr: &str,
     method: &str,
     path: &str,
     auth: &str,
     form: Option<&str>,
 ) -> std::io::Result<(u16, Value)> {
-    let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(20)))?;
-    let body = form.unwrap_or("");
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {auth}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    if form.is_some() {
-        req.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes())?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw)?;
-    let text = String::from_utf8_lossy(&raw);
-    let Some((head, body)) = text.split_once("\r\n\r\n") else {
-        return Err(std::io::Error::other("truncated response"));
-    };
-    let status: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other("no status line"))?;
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        dechunk(body)
-    } else {
-        body.to_owned()
-    };
-    let json = if body.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&body).map_err(std::io::Error::other)?
-    };
-    Ok((status, json))
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
-    }
-    out
-}
-
-fn basic() -> String {
-    crate::common::basic(ADMIN, PASSWORD)
+    common::http_json(addr, method, path, Some(auth), form)
 }
 
 /// What the clients saw acknowledged.
@@ -180,7 +156,7 @@ struct Acked {
 }
 
 /// Two clients create tokens and revoke every third one until the server goes away.
-fn stream_until_killed(server: Server, acked: &Arc<Mutex<Acked>>, cycle: usize, min_acks: usize) {
+fn stream_until_killed(server: Served, acked: &Arc<Mutex<Acked>>, cycle: usize, min_acks: usize) {
     let total = |a: &Acked| a.created.len() + a.revoked.len();
     let before = total(&acked.lock().unwrap());
     let stop = Arc::new(AtomicBool::new(false));
@@ -194,7 +170,7 @@ fn stream_until_killed(server: Server, acked: &Arc<Mutex<Acked>>, cycle: usize, 
                     break;
                 }
                 let form = format!("description=cycle+{cycle}+client+{c}+token+{i}");
-                let Ok((status, v)) = http(&addr, "POST", "/api/v1/tokens", &auth, Some(&form))
+                let Ok((status, v)) = call(&addr, "POST", "/api/v1/tokens", &auth, Some(&form))
                 else {
                     break;
                 };
@@ -204,7 +180,7 @@ fn stream_until_killed(server: Server, acked: &Arc<Mutex<Acked>>, cycle: usize, 
                 acked.lock().unwrap().created.push((id.clone(), token));
                 if i % 3 == 2 {
                     let path = format!("/api/v1/tokens/{id}");
-                    let Ok((status, v)) = http(&addr, "DELETE", &path, &auth, None) else {
+                    let Ok((status, v)) = call(&addr, "DELETE", &path, &auth, None) else {
                         acked.lock().unwrap().in_flight.push(id);
                         break;
                     };
@@ -216,7 +192,7 @@ fn stream_until_killed(server: Server, acked: &Arc<Mutex<Acked>>, cycle: usize, 
     }
     // Kill once enough has been acknowledged, while both clients still have requests in
     // flight.
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let n = total(&acked.lock().unwrap()) - before;
         if n >= min_acks || Instant::now() > deadline {
@@ -232,21 +208,15 @@ fn stream_until_killed(server: Server, acked: &Arc<Mutex<Acked>>, cycle: usize, 
 }
 
 /// Every acknowledged create verifies, every acknowledged revoke holds.
-fn check(server: &Server, acked: &Acked, label: &str) -> (usize, usize) {
-    let revoked: std::collections::HashSet<&String> = acked.revoked.iter().collect();
+fn check(server: &Served, acked: &Acked, label: &str) -> (usize, usize) {
+    let revoked: HashSet<&String> = acked.revoked.iter().collect();
     let (mut live, mut dead) = (0, 0);
     for (id, token) in &acked.created {
         if acked.in_flight.contains(id) {
             continue;
         }
-        let (status, v) = http(
-            &server.addr,
-            "GET",
-            "/api/v1/me",
-            &format!("Bearer {token}"),
-            None,
-        )
-        .unwrap();
+        let auth = format!("Bearer {token}");
+        let (status, v) = call(&server.addr, "GET", "/api/v1/me", &auth, None).unwrap();
         if revoked.contains(id) {
             assert_eq!(status, 401, "{label}: revoked token {id} answered {v}");
             assert_eq!(v["code"], "invalid_token", "{label}: {v}");
@@ -260,34 +230,41 @@ fn check(server: &Server, acked: &Acked, label: &str) -> (usize, usize) {
     (live, dead)
 }
 
-#[test]
-fn sigkill_mid_stream_loses_no_acknowledged_create_or_revoke_on_sqlite() {
+/// Three SIGKILLs mid-stream and a last restart on `backend`: nothing acknowledged is lost.
+fn sigkill_mid_stream(backend: &Backend, dir: &Path) {
     let started = Instant::now();
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("keygate.db");
+    let label = backend.label();
     let acked = Arc::new(Mutex::new(Acked::default()));
     for cycle in 0..3 {
-        let server = Server::start(&db);
+        let server = Served::start(backend.serve(dir));
         if cycle > 0 {
             // Everything acknowledged before the previous kill, before any new traffic.
-            let (live, dead) = check(&server, &acked.lock().unwrap(), &format!("restart {cycle}"));
+            let (live, dead) = check(
+                &server,
+                &acked.lock().unwrap(),
+                &format!("{label}, restart {cycle}"),
+            );
             eprintln!(
-                "restart {cycle}: {live} acknowledged tokens verify, {dead} acknowledged revokes hold"
+                "{label}, restart {cycle}: {live} acknowledged tokens verify, {dead} acknowledged revokes hold"
             );
         }
         stream_until_killed(server, &acked, cycle, 24);
     }
-    let server = Server::start(&db);
-    let (live, dead) = check(&server, &acked.lock().unwrap(), "final restart");
+    let server = Served::start(backend.serve(dir));
+    let (live, dead) = check(
+        &server,
+        &acked.lock().unwrap(),
+        &format!("{label}, final restart"),
+    );
     eprintln!(
-        "final restart: {live} acknowledged tokens verify, {dead} acknowledged revokes hold ({:?})",
+        "{label}, final restart: {live} acknowledged tokens verify, {dead} acknowledged revokes hold ({:?})",
         started.elapsed()
     );
     assert!(live > 0 && dead > 0, "the stream acknowledged too little");
     // The list agrees: every acknowledged, unrevoked token is there.
-    let (status, v) = http(&server.addr, "GET", "/api/v1/tokens", &basic(), None).unwrap();
+    let (status, v) = call(&server.addr, "GET", "/api/v1/tokens", &basic(), None).unwrap();
     assert_eq!(status, 200);
-    let listed: std::collections::HashSet<&str> = v
+    let listed: HashSet<&str> = v
         .as_array()
         .unwrap()
         .iter()
@@ -298,7 +275,305 @@ fn sigkill_mid_stream_loses_no_acknowledged_create_or_revoke_on_sqlite() {
         assert_eq!(
             listed.contains(id.as_str()),
             !a.revoked.contains(id),
-            "{id} in the list"
+            "{label}: {id} in the list"
         );
     }
+}
+
+#[test]
+fn sigkill_mid_stream_loses_no_acknowledged_create_or_revoke_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    sigkill_mid_stream(&Backend::sqlite(dir.path()), dir.path());
+}
+
+#[test]
+fn sigkill_mid_stream_loses_no_acknowledged_create_or_revoke_on_postgres() {
+    let rt = runtime();
+    let Some(backend) = rt.block_on(Backend::postgres(
+        "sigkill_mid_stream_loses_no_acknowledged_create_or_revoke_on_postgres",
+    )) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        sigkill_mid_stream(&backend, dir.path());
+    }));
+    rt.block_on(backend.clean_up());
+    outcome.unwrap();
+}
+
+/// A runtime for the test's own connections to the database.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Creates a token named `name`: its id and secret.
+fn create(addr: &str, name: &str) -> (String, String) {
+    let form = format!("description={name}");
+    let (status, v) = call(addr, "POST", "/api/v1/tokens", &basic(), Some(&form)).unwrap();
+    assert_eq!(status, 201, "create: {v}");
+    (
+        v["id"].as_str().unwrap().to_owned(),
+        v["token"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// Another session's lock on one of keygate's tables, held until it is released.
+struct Held {
+    tx: Option<sqlx::Transaction<'static, sqlx::Postgres>>,
+}
+
+impl Held {
+    /// With PostgreSQL, `LOCK TABLE {table} IN {mode} MODE` in an open transaction.
+    fn postgres(rt: &tokio::runtime::Runtime, backend: &Backend, table: &str, mode: &str) -> Self {
+        let Backend::Postgres { store, .. } = backend else {
+            return Self { tx: None };
+        };
+        let tx = rt.block_on(async {
+            let mut tx = store.pool().begin().await.unwrap();
+            let sql = format!("LOCK TABLE {table} IN {mode} MODE");
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            tx
+        });
+        Self { tx: Some(tx) }
+    }
+
+    fn release(&mut self, rt: &tokio::runtime::Runtime) {
+        if let Some(tx) = self.tx.take() {
+            rt.block_on(tx.rollback()).unwrap();
+        }
+    }
+}
+
+/// Tokens used, then SIGTERM at once: exit 0, and every last-used time and audit event is
+/// in the database (and the audit file) afterwards.
+fn sigterm_flushes_usage_and_audit(backend: &Backend, dir: &Path) {
+    const TOKENS: usize = 3;
+    const USES: usize = 4;
+    let rt = runtime();
+    let label = backend.label();
+    let audit_file = dir.join("audit.jsonl");
+    let mut cmd = backend.serve(dir);
+    cmd.env("KEYGATE_AUDIT_LOG", &audit_file);
+    let mut server = Served::start(cmd);
+    // The server writes last-used times as it starts, then every 10 s (not a setting):
+    // from here on, they wait in its memory until the next write or the last one.
+    let started = Instant::now();
+    let tokens: Vec<(String, String)> = (0..TOKENS)
+        .map(|i| create(&server.addr, &format!("flushed+{i}")))
+        .collect();
+    // PostgreSQL: another session holds the audit table, so the events of the uses wait in
+    // the queue (the writer's batch blocked on the table) when SIGTERM arrives.
+    let mut held = Held::postgres(&rt, backend, "keygate_audit_events", "EXCLUSIVE");
+    for _ in 0..USES {
+        for (_, token) in &tokens {
+            let auth = format!("Bearer {token}");
+            let (status, v) = call(&server.addr, "GET", "/api/v1/me", &auth, None).unwrap();
+            assert_eq!(status, 200, "{label}: {v}");
+        }
+    }
+    // The list reads the database: no last-used time is there yet.
+    let (status, listed) = call(&server.addr, "GET", "/api/v1/tokens", &basic(), None).unwrap();
+    assert_eq!(status, 200, "{listed}");
+    let written = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| !t["last_used_at"].is_null())
+        .count();
+    let before_sigterm = started.elapsed();
+    if before_sigterm < Duration::from_secs(9) {
+        assert_eq!(
+            written, 0,
+            "{label}: last-used times written before SIGTERM"
+        );
+    } else {
+        eprintln!(
+            "{label}: {before_sigterm:?} before SIGTERM; the periodic write may have run ({written} written)"
+        );
+    }
+    server.terminate();
+    let terminated = Instant::now();
+    if held.tx.is_some() {
+        std::thread::sleep(Duration::from_millis(500));
+        let waiting = server.child.try_wait().unwrap().is_none();
+        eprintln!("{label}: still writing its audit events 500 ms after SIGTERM: {waiting}");
+        held.release(&rt);
+    }
+    let status = server
+        .wait_exit(Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("{label}: keygate serve did not stop after SIGTERM"));
+    eprintln!(
+        "{label}: exited {status} {:?} after SIGTERM",
+        terminated.elapsed()
+    );
+    assert_eq!(status.code(), Some(0), "{label}: exit status");
+
+    // The database: every token's last use, every audit event.
+    let ids: Vec<String> = tokens.iter().map(|(id, _)| id.clone()).collect();
+    let (records, events) = rt.block_on(backend.read_back(&ids));
+    for r in &records {
+        let used = r
+            .last_used_at
+            .unwrap_or_else(|| panic!("{label}: no last-used time for {}", r.id));
+        assert!(
+            used >= r.created_at,
+            "{label}: {used} before {}",
+            r.created_at
+        );
+    }
+    let count = |events: &mut dyn Iterator<Item = (String, Option<String>, u16)>, what: &str| {
+        events
+            .filter(|(event, id, status)| {
+                event == what && id.as_ref().is_some_and(|id| ids.contains(id)) && *status != 0
+            })
+            .count()
+    };
+    let in_db = |what| {
+        count(
+            &mut events.iter().map(|e| {
+                (
+                    e.event.clone(),
+                    e.api_token_id.map(|i| i.to_string()),
+                    e.status_code,
+                )
+            }),
+            what,
+        )
+    };
+    assert_eq!(
+        in_db("authenticate"),
+        TOKENS * USES,
+        "{label}: in the database"
+    );
+    assert_eq!(in_db("token.create"), TOKENS, "{label}: in the database");
+    // The file: the same events, one JSON object a line.
+    let text = std::fs::read_to_string(&audit_file).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let in_file = |what| {
+        count(
+            &mut lines.iter().map(|e| {
+                (
+                    e["event"].as_str().unwrap().to_owned(),
+                    e["api_token_id"].as_str().map(str::to_owned),
+                    u16::try_from(e["status_code"].as_u64().unwrap()).unwrap(),
+                )
+            }),
+            what,
+        )
+    };
+    assert_eq!(
+        in_file("authenticate"),
+        TOKENS * USES,
+        "{label}: in the file"
+    );
+    assert_eq!(in_file("token.create"), TOKENS, "{label}: in the file");
+}
+
+#[test]
+fn sigterm_flushes_last_used_times_and_audit_events_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    sigterm_flushes_usage_and_audit(&Backend::sqlite(dir.path()), dir.path());
+}
+
+#[test]
+fn sigterm_flushes_last_used_times_and_audit_events_on_postgres() {
+    let rt = runtime();
+    let Some(backend) = rt.block_on(Backend::postgres(
+        "sigterm_flushes_last_used_times_and_audit_events_on_postgres",
+    )) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        sigterm_flushes_usage_and_audit(&backend, dir.path());
+    }));
+    rt.block_on(backend.clean_up());
+    outcome.unwrap();
+}
+
+/// SIGTERM while requests wait on a database that does not answer (another session holds
+/// the tokens table; the store timeout is longer than the drain): the server exits 0 once
+/// the drain timeout and the bounded last writes are over, not when the requests give up.
+#[test]
+fn sigterm_with_requests_stuck_on_the_database_exits_after_the_drain_timeout() {
+    let rt = runtime();
+    let Some(backend) = rt.block_on(Backend::postgres(
+        "sigterm_with_requests_stuck_on_the_database_exits_after_the_drain_timeout",
+    )) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut cmd = backend.serve(dir.path());
+        cmd.env("KEYGATE_DRAIN_TIMEOUT", "2")
+            .env("KEYGATE_STORE_TIMEOUT", "300");
+        let mut server = Served::start(cmd);
+        let (_, used) = create(&server.addr, "used");
+        let (_, unseen) = create(&server.addr, "unseen");
+        // A last-used time waiting to be written: the last write will wait on the table too.
+        let auth = format!("Bearer {used}");
+        assert_eq!(
+            call(&server.addr, "GET", "/api/v1/me", &auth, None)
+                .unwrap()
+                .0,
+            200
+        );
+        let mut held = Held::postgres(&rt, &backend, "keygate_tokens", "ACCESS EXCLUSIVE");
+        // In flight: a create, and a token the server has not seen (not in its cache).
+        let addr = server.addr.clone();
+        let creating = std::thread::spawn(move || {
+            call(
+                &addr,
+                "POST",
+                "/api/v1/tokens",
+                &basic(),
+                Some("description=stuck"),
+            )
+        });
+        let addr = server.addr.clone();
+        let verifying = std::thread::spawn(move || {
+            call(
+                &addr,
+                "GET",
+                "/api/v1/me",
+                &format!("Bearer {unseen}"),
+                None,
+            )
+        });
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(!creating.is_finished() && !verifying.is_finished(), "stuck");
+        server.terminate();
+        let terminated = Instant::now();
+        let status = server.wait_exit(Duration::from_secs(60));
+        let took = terminated.elapsed();
+        held.release(&rt);
+        let status = status.expect("keygate serve did not stop within 60 s of SIGTERM");
+        eprintln!("exited {status} {took:?} after SIGTERM (drain timeout 2 s)");
+        assert_eq!(status.code(), Some(0));
+        // Drain timeout (2 s) plus the last writes, each bounded by 10 s, with room for a
+        // loaded machine; far from the 300 s the requests would wait.
+        assert!(took < Duration::from_secs(45), "{took:?}");
+        for (what, client) in [("create", creating), ("verify", verifying)] {
+            match client.join().unwrap() {
+                Err(_) => {}
+                Ok((status, v)) => assert!(
+                    status == 503,
+                    "{what}: a request cut off by the shutdown answered {status} {v}"
+                ),
+            }
+        }
+    }));
+    rt.block_on(backend.clean_up());
+    outcome.unwrap();
 }
