@@ -343,9 +343,28 @@ pub struct Served {
 }
 
 impl Served {
+    /// [`announced`](Self::announced), then waits until `GET /healthz` answers 200: it is
+    /// serving, everything it announces is done (a generated password file written).
+    pub fn start(cmd: std::process::Command) -> Self {
+        let mut served = Self::announced(cmd);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !http_raw(&served.addr, "GET", "/healthz", None, None).is_ok_and(|(s, _)| s == 200) {
+            if let Some(status) = served.child.try_wait().unwrap() {
+                panic!("the server exited ({status}): {}", served.output());
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the server never answered /healthz"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        served
+    }
+
     /// Starts `cmd` with `KEYGATE_ADDR=127.0.0.1:0` and its standard output piped, and waits
-    /// for the address it announces (the text banner's `http://…` or the JSON `address`).
-    pub fn start(mut cmd: std::process::Command) -> Self {
+    /// for the address it announces (the text banner's `http://…` or the JSON `address`),
+    /// no longer.
+    pub fn announced(mut cmd: std::process::Command) -> Self {
         use std::io::BufRead;
         let mut child = cmd
             .env("KEYGATE_ADDR", "127.0.0.1:0")
