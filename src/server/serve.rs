@@ -31,9 +31,11 @@ pub const PASSWORD_FILE: &str = "keygate-admin-password";
 ///
 /// let config = Config::from_env()?;
 /// server::init_logging(config.log_format)?;
+/// // First: a signal that comes while the server starts is kept.
+/// let signal = server::shutdown_signal();
 /// let server = Server::bind(&config).await?;
 /// println!("listening on {}", server.local_addr());
-/// server.run_until(server::shutdown_signal()).await?;
+/// server.run_until(signal).await?;
 /// # Ok(())
 /// # }
 /// ```
@@ -246,10 +248,10 @@ impl Server {
 /// [`build_app`]'s errors, an address that cannot be bound, a password file that cannot be
 /// written, or a failure of the listener.
 pub async fn serve(config: &Config) -> Result<(), BoxError> {
-    Server::bind(config)
-        .await?
-        .run_until(shutdown_signal())
-        .await
+    // Before anything else: a SIGTERM while the database opens, or right after the address
+    // is announced, must stop the server gracefully, not kill it.
+    let signal = shutdown_signal();
+    Server::bind(config).await?.run_until(signal).await
 }
 
 /// The announcement for people: where, the generated password, commands to try.
@@ -402,27 +404,65 @@ fn reopen_on_hangup(file: Arc<JsonLinesSink>) -> std::io::Result<tokio::task::Jo
 }
 
 /// Resolves on Ctrl-C, or SIGTERM on Unix: the signal [`serve`] stops on.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
+///
+/// Called within a Tokio runtime, it takes over both signals at once, not when the future
+/// is first polled: a signal that comes before then (while the server opens its database,
+/// binds, announces itself) is kept, and the future resolves at once, so the server still
+/// stops gracefully instead of dying by the signal. Call it before
+/// [`Server::bind`], as [`serve`] does. Outside a runtime, it takes them over when first
+/// polled.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    let in_runtime = tokio::runtime::Handle::try_current().is_ok();
+    #[cfg(unix)]
+    let (interrupt, terminate) = if in_runtime {
+        (
+            Some(listen(unix::SignalKind::interrupt())),
+            Some(listen(unix::SignalKind::terminate())),
+        )
+    } else {
+        (None, None)
+    };
+    #[cfg(not(unix))]
+    let _ = in_runtime;
+    async move {
+        #[cfg(unix)]
+        {
+            let interrupt = interrupt.unwrap_or_else(|| listen(unix::SignalKind::interrupt()));
+            let terminate = terminate.unwrap_or_else(|| listen(unix::SignalKind::terminate()));
+            tokio::select! {
+                () = received(interrupt) => {}
+                () = received(terminate) => {}
+            }
+        }
+        #[cfg(not(unix))]
         if let Err(error) = tokio::signal::ctrl_c().await {
             tracing::warn!(%error, "cannot listen for Ctrl-C");
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
+        tracing::info!("shutting down; flushing last-used times and the audit log");
     }
-    tracing::info!("shutting down; flushing last-used times and the audit log");
+}
+
+#[cfg(unix)]
+use tokio::signal::unix;
+
+/// Takes over `kind` now: from here on it is delivered to the stream, not acted on by the
+/// operating system's default.
+#[cfg(unix)]
+fn listen(kind: unix::SignalKind) -> std::io::Result<unix::Signal> {
+    unix::signal(kind)
+}
+
+/// Resolves when the signal comes; never when it could not be taken over (logged).
+#[cfg(unix)]
+async fn received(stream: std::io::Result<unix::Signal>) {
+    match stream {
+        Ok(mut s) => {
+            s.recv().await;
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for a shutdown signal");
+            std::future::pending::<()>().await;
+        }
+    }
 }

@@ -313,3 +313,229 @@ pub fn form_body(req: http::request::Builder, form: Option<&str>) -> Request<axu
     }
     .unwrap()
 }
+
+/// A command for the `keygate` binary, run in `dir`, with none of the test's own
+/// `KEYGATE_*` variables nor `RUST_LOG`, its output captured.
+pub fn keygate(dir: &std::path::Path) -> std::process::Command {
+    use std::process::Stdio;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"));
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("KEYGATE_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.current_dir(dir)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// A server process (`keygate serve`, or a program built on `keygate::server::serve`) on the
+/// loopback port it picked itself, killed when dropped. Its standard output is kept.
+pub struct Served {
+    pub child: std::process::Child,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    output: Arc<Mutex<String>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Served {
+    /// [`announced`](Self::announced), then waits until `GET /healthz` answers 200: it is
+    /// serving, everything it announces is done (a generated password file written).
+    pub fn start(cmd: std::process::Command) -> Self {
+        let mut served = Self::announced(cmd);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !http_raw(&served.addr, "GET", "/healthz", None, None).is_ok_and(|(s, _)| s == 200) {
+            if let Some(status) = served.child.try_wait().unwrap() {
+                panic!("the server exited ({status}): {}", served.output());
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the server never answered /healthz"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        served
+    }
+
+    /// Starts `cmd` with `KEYGATE_ADDR=127.0.0.1:0` and its standard output piped, and waits
+    /// for the address it announces (the text banner's `http://…` or the JSON `address`),
+    /// no longer.
+    pub fn announced(mut cmd: std::process::Command) -> Self {
+        use std::io::BufRead;
+        let mut child = cmd
+            .env("KEYGATE_ADDR", "127.0.0.1:0")
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the server");
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let output = Arc::new(Mutex::new(String::new()));
+        let mut line = String::new();
+        let addr = loop {
+            line.clear();
+            // A server that never starts exits (a bad setting, an unreachable database):
+            // the read then ends.
+            if out.read_line(&mut line).unwrap() == 0 {
+                let status = child.wait().unwrap();
+                panic!(
+                    "the server exited ({status}) before listening: {}",
+                    output.lock().unwrap()
+                );
+            }
+            output.lock().unwrap().push_str(&line);
+            if let Some(rest) = line.split("http://").nth(1) {
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == ':'))
+                    .unwrap_or(rest.len());
+                break rest[..end].to_owned();
+            }
+        };
+        // Keep reading, so it never blocks on a full pipe.
+        let kept = output.clone();
+        let reader = std::thread::spawn(move || {
+            let mut line = String::new();
+            while out.read_line(&mut line).is_ok_and(|n| n > 0) {
+                kept.lock().unwrap().push_str(&line);
+                line.clear();
+            }
+        });
+        Self {
+            child,
+            addr,
+            output,
+            reader: Some(reader),
+        }
+    }
+
+    /// What it has written to its standard output so far; once it has exited, all of it.
+    pub fn output(&mut self) -> String {
+        if self.child.try_wait().unwrap().is_some()
+            && let Some(reader) = self.reader.take()
+        {
+            reader.join().unwrap();
+        }
+        self.output.lock().unwrap().clone()
+    }
+
+    /// Sends SIGTERM (the signal a service manager stops it with).
+    pub fn terminate(&self) {
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -TERM failed");
+    }
+
+    /// Waits for the process to exit, at most `limit`: its status, or `None` when it is
+    /// still running.
+    pub fn wait_exit(&mut self, limit: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: no graceful shutdown, no last flush.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One HTTP/1.1 request over a fresh connection to `addr`: the status and the body (a
+/// chunked body joined). `Err` when the connection fails or the answer is cut short (the
+/// server is gone), so the outcome is unknown.
+pub fn http_raw(
+    addr: &str,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    form: Option<&str>,
+) -> std::io::Result<(u16, String)> {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(60)))?;
+    let body = form.unwrap_or("");
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if let Some(auth) = auth {
+        req.push_str(&format!("Authorization: {auth}\r\n"));
+    }
+    if form.is_some() {
+        req.push_str("Content-Type: application/x-www-form-urlencoded\r\n");
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        return Err(std::io::Error::other("truncated response"));
+    };
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other("no status line"))?;
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let body = if chunked {
+        let mut s = body;
+        let mut out = String::new();
+        loop {
+            let Some((size, rest)) = s.split_once("\r\n") else {
+                return Err(std::io::Error::other("truncated chunk"));
+            };
+            let n = usize::from_str_radix(size.trim(), 16).map_err(std::io::Error::other)?;
+            if n == 0 {
+                break;
+            }
+            if rest.len() < n {
+                return Err(std::io::Error::other("truncated chunk"));
+            }
+            out.push_str(&rest[..n]);
+            s = rest[n..].trim_start_matches("\r\n");
+        }
+        out
+    } else {
+        body.to_owned()
+    };
+    Ok((status, body))
+}
+
+/// [`http_raw`] with the body read as JSON (`null` when empty).
+pub fn http_json(
+    addr: &str,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    form: Option<&str>,
+) -> std::io::Result<(u16, serde_json::Value)> {
+    let (status, body) = http_raw(addr, method, path, auth, form)?;
+    let json = if body.is_empty() {
+        serde_json::Value::Null
+    } else {
+        serde_json::from_str(&body).map_err(std::io::Error::other)?
+    };
+    Ok((status, json))
+}

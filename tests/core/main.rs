@@ -5,7 +5,6 @@
 mod common;
 
 mod axum_extractors;
-mod crash_safety;
 mod fuzz_corpus;
 mod hostile_input;
 mod layer;

@@ -4,11 +4,9 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use keygate::server;
 use serde_json::Value;
@@ -17,18 +15,7 @@ use crate::common;
 
 /// A command for the binary with no `KEYGATE_*` of the test's own environment.
 fn keygate(dir: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_keygate"));
-    for (k, _) in std::env::vars_os() {
-        if k.to_string_lossy().starts_with("KEYGATE_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.current_dir(dir)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd
+    common::keygate(dir)
 }
 
 fn run(cmd: &mut Command) -> Output {
@@ -51,76 +38,18 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     path
 }
 
-/// A port nobody listens on right now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// `keygate serve`, stopped when dropped.
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+struct Server(common::Served);
 
 impl Server {
-    /// Starts `cmd` (a `keygate serve`) on a free port and waits until `/healthz` answers.
+    /// Starts `cmd` (a `keygate serve`) on a port it picks, its logs discarded.
     fn start(mut cmd: Command) -> Self {
-        cmd.stdout(Stdio::null()).stderr(Stdio::null());
-        Self::start_with_output(cmd)
-    }
-
-    /// As [`start`](Self::start), with the output where `cmd` already sends it.
-    fn start_with_output(mut cmd: Command) -> Self {
-        let port = free_port();
-        let child = cmd
-            .env("KEYGATE_ADDR", format!("127.0.0.1:{port}"))
-            .spawn()
-            .expect("start keygate serve");
-        let mut server = Self { child, port };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = server.child.try_wait().unwrap() {
-                panic!("keygate serve stopped: {status}");
-            }
-            if server
-                .try_get("/healthz", None)
-                .is_some_and(|(s, _)| s == 200)
-            {
-                return server;
-            }
-            assert!(Instant::now() < deadline, "keygate serve never answered");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn try_get(&self, path: &str, auth: Option<&str>) -> Option<(u16, String)> {
-        let mut stream = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        let auth = auth.map_or_else(String::new, |a| format!("Authorization: {a}\r\n"));
-        write!(
-            stream,
-            "GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).ok()?;
-        let status = answer.split(' ').nth(1)?.parse().ok()?;
-        let body = answer.split_once("\r\n\r\n")?.1.to_owned();
-        Some((status, body))
+        cmd.stderr(Stdio::null());
+        Self(common::Served::start(cmd))
     }
 
     fn get(&self, path: &str, auth: Option<&str>) -> (u16, String) {
-        self.try_get(path, auth).expect("an answer")
+        common::http_raw(&self.0.addr, "GET", path, auth, None).expect("an answer")
     }
 }
 
@@ -478,58 +407,49 @@ async fn the_cli_and_a_server_share_a_postgres_schema() {
 #[test]
 fn json_logs_from_start_to_stop_are_json_lines_without_secrets() {
     let dir = tempfile::tempdir().unwrap();
-    let out = std::fs::File::create(dir.path().join("stdout")).unwrap();
     let err = std::fs::File::create(dir.path().join("stderr")).unwrap();
     let mut cmd = keygate(dir.path());
     cmd.arg("serve")
         .env("KEYGATE_LOG_FORMAT", "json")
         .env("KEYGATE_DB", dir.path().join("json.db"))
-        .stdout(out)
         .stderr(err);
-    let mut server = Server::start_with_output(cmd);
+    let mut server = common::Served::start(cmd);
     // The generated password is in a file of its own, never in the log.
     let password = std::fs::read_to_string(dir.path().join(server::PASSWORD_FILE)).unwrap();
     let password = password.trim().to_owned();
     assert!(password.len() >= 16, "a generated password");
     let basic = common::basic("admin@example.com", &password);
-    let (status, created) = {
-        let mut stream = TcpStream::connect(("127.0.0.1", server.port)).unwrap();
-        let body = "description=json%20log";
-        write!(
-            stream,
-            "POST /api/v1/tokens HTTP/1.1\r\nHost: localhost\r\nAuthorization: {basic}\r\n\
-             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\
-             Connection: close\r\n\r\n{body}",
-            body.len()
-        )
-        .unwrap();
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).unwrap();
-        let status: u16 = answer.split(' ').nth(1).unwrap().parse().unwrap();
-        (status, answer.split_once("\r\n\r\n").unwrap().1.to_owned())
-    };
+    let (status, created) = common::http_json(
+        &server.addr,
+        "POST",
+        "/api/v1/tokens",
+        Some(&basic),
+        Some("description=json%20log"),
+    )
+    .unwrap();
     assert_eq!(status, 201, "{created}");
-    let token: Value = serde_json::from_str(&created).unwrap();
-    let token = token["token"].as_str().unwrap().to_owned();
-    assert_eq!(
-        server.get("/api/v1/me", Some(&format!("Bearer {token}"))).0,
-        200
-    );
-    assert_eq!(server.get("/api/v1/me", Some("Bearer pat_nope")).0, 401);
+    let token = created["token"].as_str().unwrap().to_owned();
+    let me = |auth: &str| {
+        common::http_raw(&server.addr, "GET", "/api/v1/me", Some(auth), None)
+            .unwrap()
+            .0
+    };
+    assert_eq!(me(&format!("Bearer {token}")), 200);
+    assert_eq!(me("Bearer pat_nope"), 401);
     // SIGTERM: the shutdown lines too.
-    let stopped = Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(stopped.success());
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while server.child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "keygate serve did not stop");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    server.terminate();
+    assert!(
+        server.wait_exit(Duration::from_secs(30)).is_some(),
+        "keygate serve did not stop"
+    );
     let mut lines = 0;
-    for stream in ["stdout", "stderr"] {
-        let text = std::fs::read_to_string(dir.path().join(stream)).unwrap();
+    for (stream, text) in [
+        ("stdout", server.output()),
+        (
+            "stderr",
+            std::fs::read_to_string(dir.path().join("stderr")).unwrap(),
+        ),
+    ] {
         for line in text.lines().filter(|l| !l.trim().is_empty()) {
             lines += 1;
             let parsed: Result<Value, _> = serde_json::from_str(line);

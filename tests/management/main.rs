@@ -6,6 +6,7 @@ mod common;
 
 mod cli;
 mod cli_serve;
+mod crash_safety;
 mod forward_auth;
 mod host_sign_in;
 mod management_api;

@@ -24,7 +24,9 @@
 //!   [`CachedStore`](crate::store::cached::CachedStore) listening on that channel drops the
 //!   entry on every instance (see [`CachedStore::listen_postgres`](crate::store::cached::CachedStore::listen_postgres)).
 //! - **Durability** is PostgreSQL's: an acknowledged write is committed (with the default
-//!   `synchronous_commit = on`, flushed to the WAL).
+//!   `synchronous_commit = on`, flushed to the WAL). When the sessions' `synchronous_commit`
+//!   is `off`, a crash of the database can undo an acknowledged create or revocation: the
+//!   store logs a warning when it first connects.
 //!
 //! # TLS
 //!
@@ -182,20 +184,42 @@ impl PostgresStore {
         self.migrated
             .get_or_try_init(|| async {
                 if !self.migrate {
-                    return migrate::check(&self.pool).await;
+                    migrate::check(&self.pool).await?;
+                } else {
+                    if let Some(schema) = &self.schema {
+                        // Checked by `PostgresOptions::pool`: only [A-Za-z0-9_].
+                        let sql = format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"");
+                        sqlx::query(AssertSqlSafe(sql))
+                            .execute(&self.pool)
+                            .await
+                            .map_err(pg_err)?;
+                    }
+                    migrate::run(&self.pool).await?;
                 }
-                if let Some(schema) = &self.schema {
-                    // Checked by `PostgresOptions::pool`: only [A-Za-z0-9_].
-                    let sql = format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\"");
-                    sqlx::query(AssertSqlSafe(sql))
-                        .execute(&self.pool)
-                        .await
-                        .map_err(pg_err)?;
-                }
-                migrate::run(&self.pool).await
+                warn_unless_commits_are_durable(&self.pool).await;
+                Ok(())
             })
             .await
             .map(|_| ())
+    }
+}
+
+/// Logs a warning when the sessions' `synchronous_commit` is `off` (set for the server, the
+/// database, the role or in the URL's `options`): PostgreSQL then answers a commit before
+/// it is in the WAL on disk, so a create or a revocation keygate has acknowledged can be
+/// undone by a crash of the database. Every other value keeps a commit on the primary's disk.
+async fn warn_unless_commits_are_durable(pool: &PgPool) {
+    let setting = sqlx::query_scalar::<_, String>("SHOW synchronous_commit")
+        .fetch_one(pool)
+        .await;
+    if let Ok(value) = setting
+        && value.eq_ignore_ascii_case("off")
+    {
+        tracing::warn!(
+            synchronous_commit = %value,
+            "PostgreSQL's synchronous_commit is off: a token created or revoked can be lost \
+             if the database crashes right after; set it on for keygate's role or database"
+        );
     }
 }
 
