@@ -688,7 +688,13 @@ fn fire(shared: &Arc<Shared>, n: u64, rng: &mut impl Rng) {
                 Some(i) => (Cat::Token, Some(i), table.toks[i].secret.clone()),
                 None => (Cat::Garbage, None, "nothing-live-yet".to_owned()),
             },
-            11..=13 if !table.revoked.is_empty() => {
+            // One in three to the newest revoked token: the first milliseconds after a
+            // revoke, when the other instance's cache may still hold it, are sampled densely.
+            11 if !table.revoked.is_empty() => {
+                let i = table.revoked[table.revoked.len() - 1];
+                (Cat::Revoked, Some(i), table.toks[i].secret.clone())
+            }
+            12 | 13 if !table.revoked.is_empty() => {
                 let i = table.revoked[rng.random_range(0..table.revoked.len())];
                 (Cat::Revoked, Some(i), table.toks[i].secret.clone())
             }
