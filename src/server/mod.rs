@@ -147,6 +147,7 @@ pub mod bootstrap;
 mod config;
 mod db;
 mod logging;
+mod openapi;
 mod retention;
 mod serve;
 

@@ -134,7 +134,7 @@ mod error;
 mod handlers;
 mod host;
 #[cfg(feature = "openapi")]
-mod openapi;
+pub(crate) mod openapi;
 mod scope;
 mod types;
 
@@ -181,6 +181,8 @@ pub struct Management {
     permits: usize,
     wait: Duration,
     server_url: Option<String>,
+    #[cfg(feature = "openapi")]
+    document: Option<utoipa::openapi::OpenApi>,
     audit: Option<AuditLog>,
     audit_reader: Option<Arc<dyn AuditReader>>,
     resolver: Option<Arc<dyn PermissionResolver>>,
@@ -217,6 +219,8 @@ impl Management {
             permits: default_basic_auth_concurrency(),
             wait: DEFAULT_BASIC_AUTH_WAIT,
             server_url: None,
+            #[cfg(feature = "openapi")]
+            document: None,
             audit: None,
             audit_reader: None,
             resolver: None,
@@ -261,6 +265,31 @@ impl Management {
     /// OpenAPI document.
     pub fn with_server_url(mut self, url: impl Into<String>) -> Self {
         self.server_url = Some(url.into());
+        self
+    }
+
+    /// The OpenAPI 3.1 document of this router as configured so far: its routes (with
+    /// `GET /audit` when it has an [audit reader](Self::with_audit_reader)), paths relative
+    /// to where it is mounted, the [server URL](Self::with_server_url) under `servers`, and
+    /// the token manager's limits in the request schemas (its roles, the longest lifetime
+    /// and rotation grace). It is what `GET /openapi.json` serves, unless
+    /// [`with_openapi`](Self::with_openapi) gave another.
+    #[cfg(feature = "openapi")]
+    #[must_use]
+    pub fn openapi(&self) -> utoipa::openapi::OpenApi {
+        openapi::document(
+            &self.tokens,
+            self.audit_reader.is_some(),
+            self.server_url.as_deref(),
+        )
+    }
+
+    /// Serves `doc` at `GET /openapi.json` instead of [`openapi`](Self::openapi): e.g. one
+    /// document for a whole service that mounts this router among routes of its own
+    /// (`management.openapi()` nested with [`utoipa::openapi::OpenApi::nest`] into it).
+    #[cfg(feature = "openapi")]
+    pub fn with_openapi(mut self, doc: utoipa::openapi::OpenApi) -> Self {
+        self.document = Some(doc);
         self
     }
 
@@ -347,13 +376,10 @@ impl Management {
     }
 
     /// The router: state-free, ready to `nest` anywhere.
-    pub fn router(self) -> Router {
+    pub fn router(#[allow(unused_mut)] mut self) -> Router {
         #[cfg(feature = "openapi")]
         let doc = {
-            let mut doc = openapi::openapi();
-            if let Some(url) = &self.server_url {
-                doc.servers = Some(vec![utoipa::openapi::Server::new(url.clone())]);
-            }
+            let doc = self.document.take().unwrap_or_else(|| self.openapi());
             bytes::Bytes::from(doc.to_json().unwrap_or_else(|_| "{}".to_owned()))
         };
         let shared = Arc::new(Shared {
@@ -417,8 +443,8 @@ impl Management {
 }
 
 /// The OpenAPI half of the route table in [`Management::router`]: a route is added to both
-/// at once, here beside it (`/audit` is served only with an audit reader, so it is not
-/// listed).
+/// at once, here beside it (`/audit` is served only with an audit reader, so it is added
+/// to the document with it, in [`openapi::document`]).
 #[cfg(feature = "openapi")]
 #[derive(utoipa::OpenApi)]
 #[openapi(paths(
