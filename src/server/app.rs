@@ -211,7 +211,7 @@ where
         .with_failure_limits(failures.clone());
     // One document for the whole service, served at `/api/v1/openapi.json`.
     let metrics_here = metrics.is_some() && config.metrics_addr.is_none();
-    let document = super::openapi::document(&management.openapi(), metrics_here);
+    let document = super::openapi::document(management.openapi(), metrics_here, config.demo);
     let management = management
         .with_openapi(document)
         .router()

@@ -14,12 +14,9 @@ pub(super) const API: &str = "/api/v1";
 
 /// The whole service's document: `management` (the management router's own document,
 /// paths relative to [`API`]) nested under [`API`], with the server's routes;
-/// `metrics` when `GET /metrics` is served on the main listener.
-pub(super) fn document(
-    management: &utoipa::openapi::OpenApi,
-    metrics: bool,
-) -> utoipa::openapi::OpenApi {
-    let mut doc = serde_json::to_value(management).unwrap_or_default();
+/// `metrics` when `GET /metrics` is served on the main listener, `demo` when the demo API is.
+pub(super) fn document(management: Value, metrics: bool, demo: bool) -> Value {
+    let mut doc = management;
     if let Some(doc) = doc.as_object_mut() {
         doc.remove("servers");
         doc.insert(
@@ -48,6 +45,19 @@ pub(super) fn document(
     if metrics {
         paths.insert("/metrics".to_owned(), metrics_path());
     }
+    if demo {
+        for (path, method, permission, status) in [
+            ("/apps", "get", "apps:read", "200"),
+            ("/apps/{app}/restart", "post", "processes:restart", "200"),
+            ("/apps/{app}/builds", "post", "builds:create", "201"),
+            ("/apps/{app}/env", "put", "env:write", "200"),
+        ] {
+            paths.insert(
+                format!("{API}{path}"),
+                demo_path(path, method, permission, status),
+            );
+        }
+    }
     doc["paths"] = Value::Object(paths);
     if let Some(tags) = doc.get_mut("tags").and_then(Value::as_array_mut) {
         tags.push(json!({ "name": "forward-auth", "description": "Whether a request a reverse proxy describes may pass" }));
@@ -56,7 +66,7 @@ pub(super) fn document(
         );
     }
     headers(&mut doc);
-    serde_json::from_value(doc).unwrap_or_default()
+    doc
 }
 
 /// The headers the server's layers add: `X-Request-Id` on every answer but the probes', and
@@ -266,4 +276,30 @@ fn metrics_path() -> Value {
             "responses": { "200": text("The Prometheus text exposition format", "keygate_requests_total 0\n") },
         },
     })
+}
+
+/// A route of the demo API: a bearer token with `permission`.
+fn demo_path(path: &str, method: &str, permission: &str, status: &str) -> Value {
+    let mut op = json!({
+        "tags": ["demo"],
+        "operationId": format!("demo_{method}_{}", path.replace(['/', '{', '}'], "_")),
+        "summary": format!("Demo route; needs `{permission}`"),
+        "responses": {
+            status: {
+                "description": "Done (a canned answer)",
+                "content": { "application/json": { "schema": { "type": "object" } } },
+            },
+            "401": error("`missing_token` or `invalid_token`"),
+            "403": error("`insufficient_scope`: the token lacks the permission, or `ip_not_allowed`"),
+            "429": error("`rate_limited`"),
+            "503": error("`store_unavailable`"),
+        },
+        "security": [{ "bearer": [permission] }],
+    });
+    if path.contains("{app}") {
+        op["parameters"] = json!([{
+            "name": "app", "in": "path", "required": true, "schema": { "type": "string" },
+        }]);
+    }
+    json!({ method: op })
 }

@@ -182,7 +182,7 @@ pub struct Management {
     wait: Duration,
     server_url: Option<String>,
     #[cfg(feature = "openapi")]
-    document: Option<utoipa::openapi::OpenApi>,
+    document: Option<serde_json::Value>,
     audit: Option<AuditLog>,
     audit_reader: Option<Arc<dyn AuditReader>>,
     resolver: Option<Arc<dyn PermissionResolver>>,
@@ -268,15 +268,19 @@ impl Management {
         self
     }
 
-    /// The OpenAPI 3.1 document of this router as configured so far: its routes (with
-    /// `GET /audit` when it has an [audit reader](Self::with_audit_reader)), paths relative
-    /// to where it is mounted, the [server URL](Self::with_server_url) under `servers`, and
-    /// the token manager's limits in the request schemas (its roles, the longest lifetime
-    /// and rotation grace). It is what `GET /openapi.json` serves, unless
-    /// [`with_openapi`](Self::with_openapi) gave another.
+    /// The OpenAPI 3.1 document of this router as configured so far, as JSON: its routes
+    /// (with `GET /audit` when it has an [audit reader](Self::with_audit_reader)), paths
+    /// relative to where it is mounted, the [server URL](Self::with_server_url) under
+    /// `servers`, and the token manager's limits in the request schemas (its roles, the
+    /// permissions each role bounds, the longest lifetime and rotation grace). It is what
+    /// `GET /openapi.json` serves, unless [`with_openapi`](Self::with_openapi) gave another.
+    ///
+    /// It is JSON rather than [`utoipa::openapi::OpenApi`] because some of it (`if`/`then`
+    /// rules) has no place in utoipa's types; `serde_json::from_value` turns it into one,
+    /// without those rules, to [`nest`](utoipa::openapi::OpenApi::nest) it elsewhere.
     #[cfg(feature = "openapi")]
     #[must_use]
-    pub fn openapi(&self) -> utoipa::openapi::OpenApi {
+    pub fn openapi(&self) -> serde_json::Value {
         openapi::document(
             &self.tokens,
             self.audit_reader.is_some(),
@@ -285,11 +289,13 @@ impl Management {
     }
 
     /// Serves `doc` at `GET /openapi.json` instead of [`openapi`](Self::openapi): e.g. one
-    /// document for a whole service that mounts this router among routes of its own
-    /// (`management.openapi()` nested with [`utoipa::openapi::OpenApi::nest`] into it).
+    /// document for a whole service that mounts this router among routes of its own, built
+    /// from [`openapi`](Self::openapi) (the reference server does, with absolute paths).
+    /// Takes anything that serialises to JSON: a [`utoipa::openapi::OpenApi`] or a
+    /// [`serde_json::Value`].
     #[cfg(feature = "openapi")]
-    pub fn with_openapi(mut self, doc: utoipa::openapi::OpenApi) -> Self {
-        self.document = Some(doc);
+    pub fn with_openapi(mut self, doc: impl serde::Serialize) -> Self {
+        self.document = Some(serde_json::to_value(doc).unwrap_or_default());
         self
     }
 
@@ -380,7 +386,7 @@ impl Management {
         #[cfg(feature = "openapi")]
         let doc = {
             let doc = self.document.take().unwrap_or_else(|| self.openapi());
-            bytes::Bytes::from(doc.to_json().unwrap_or_else(|_| "{}".to_owned()))
+            bytes::Bytes::from(serde_json::to_vec(&doc).unwrap_or_else(|_| b"{}".to_vec()))
         };
         let shared = Arc::new(Shared {
             tokens: self.tokens,
