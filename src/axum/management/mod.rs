@@ -10,7 +10,7 @@
 //! | `POST /tokens/{id}/release` | Basic, or Bearer with `tokens:write` | frees a bound token's machine seat (once per 24 h; 409 `release_too_soon`); 204 |
 //! | `GET /me` | Bearer | the caller's identity |
 //! | `GET /audit` | Basic or Bearer, with `audit:read` | audit events about the caller's own tokens and account (every owner's with `audit:read_all` too), newest first; query `token_id`, `since`, `until` (RFC 3339), `limit` (default 100, at most 1000); only with [`Management::with_audit_reader`] |
-//! | `GET /openapi.json` | none | the OpenAPI 3.1 document (feature `openapi`) |
+//! | `GET /openapi.json` | none | the OpenAPI 3.1 document (feature `openapi`): [`Management::openapi`], or the one given to [`Management::with_openapi`] |
 //!
 //! Every error is JSON `{"error": "...", "code": "..."}`:
 //!
@@ -40,6 +40,8 @@
 //!
 //! A token created without `role` or `permissions` gets the account's own permissions
 //! (a form with `description=…` only); a token never gets more than its account holds.
+//! The body of `POST /tokens` and of `POST /tokens/{id}/rotate` is optional (every field
+//! has a default); a JSON field may be `null`, the same as left out.
 //!
 //! A bearer token manages only what it could have been: it may revoke, rotate or release
 //! the owner's tokens (itself included) that are at least as restricted as itself, never a
