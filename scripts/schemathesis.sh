@@ -10,17 +10,18 @@
 #
 # Settings: SCHEMATHESIS_VERSION (the pinned version checked for), SCHEMATHESIS_EXAMPLES
 # (per operation, default 30), SCHEMATHESIS_SEED (default 19), SCHEMATHESIS_TIMEOUT (the
-# longest the run may take, in seconds, default 170), KEYGATE_FUZZ_PORT (default 58419).
+# longest the run may take, in seconds, default 240; a run takes about one minute), KEYGATE_FUZZ_PORT (default: a free one).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
 version="${SCHEMATHESIS_VERSION:-4.32.5}"
 bin="${KEYGATE_BIN:-target/debug/keygate}"
-port="${KEYGATE_FUZZ_PORT:-58419}"
+# A free loopback port, unless one is given.
+port="${KEYGATE_FUZZ_PORT:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}"
 examples="${SCHEMATHESIS_EXAMPLES:-30}"
 seed="${SCHEMATHESIS_SEED:-19}"
-limit="${SCHEMATHESIS_TIMEOUT:-170}"
+limit="${SCHEMATHESIS_TIMEOUT:-240}"
 
 if [ "$(schemathesis --version 2>/dev/null)" != "schemathesis, version $version" ]; then
     echo "installing schemathesis $version"
@@ -70,6 +71,7 @@ for _ in $(seq 1 100); do
     kill -0 "$server" 2>/dev/null || { cat "$dir/server.log" >&2; exit 1; }
     sleep 0.1
 done
+curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null || { echo "keygate serve did not become ready" >&2; cat "$dir/server.log" >&2; exit 1; }
 
 started=$SECONDS
 status=0
