@@ -75,13 +75,15 @@ curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null || { echo "keygate serve di
 
 started=$SECONDS
 status=0
-timeout "$limit" schemathesis --config-file scripts/schemathesis.toml run \
+config="$PWD/scripts/schemathesis.toml"
+# Run from the temporary directory: schemathesis keeps a cache (.schemathesis/) where it runs.
+(cd "$dir" && timeout "$limit" schemathesis --config-file "$config" run \
     "http://127.0.0.1:$port/api/v1/openapi.json" \
     --phases examples,coverage,fuzzing,stateful \
     --max-examples "$examples" \
     --seed "$seed" \
     --workers 1 \
-    --no-color || status=$?
+    --no-color) || status=$?
 echo "schemathesis: exit $status in $((SECONDS - started)) s"
 if [ "$status" -ne 0 ]; then
     echo "--- last lines of the server log ---"

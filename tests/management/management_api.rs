@@ -1341,6 +1341,10 @@ async fn the_document_states_the_managers_limits() {
         doc["components"]["schemas"]["RotateToken"]["properties"]["grace_seconds"]["maximum"],
         86_400
     );
+    // A token's own rate is a u32, beyond what `int32` allows.
+    let rate = &create["properties"]["rate_limit"];
+    assert_eq!(rate["maximum"], u64::from(u32::MAX));
+    assert_eq!(rate["format"], "int64");
     // One rule per role bounds explicit permissions by the role's.
     let rules = create["allOf"].as_array().unwrap();
     assert_eq!(rules.len(), roles.len() - 1);

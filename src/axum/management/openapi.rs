@@ -167,6 +167,16 @@ fn syntax(doc: &mut Value) {
         ],
         "description": "An address, or a network in CIDR notation (IPv6 networks such as `2001:db8::/32` are taken too)",
     });
+    // A token's own rate is a `u32`: the derive writes `format: int32`, which tools read as
+    // "at most 2^31 - 1".
+    for schema in ["CreateToken", "CreateTokenForm", "TokenView"] {
+        if let Some(rate) = doc.pointer_mut(&format!(
+            "/components/schemas/{schema}/properties/rate_limit"
+        )) {
+            rate["format"] = json!("int64");
+            rate["maximum"] = json!(u32::MAX);
+        }
+    }
     if let Some(props) = doc.pointer_mut("/components/schemas/CreateToken/properties") {
         props["name"]["pattern"] = json!(TEXT);
         props["description"]["pattern"] = json!(TEXT);
@@ -270,7 +280,6 @@ fn limits(doc: &mut Value, tokens: &Tokens) {
             props["role"]["enum"] = Value::Array(allowed);
         }
         props["expires_in"]["maximum"] = json!(lifetime);
-        props["rate_limit"]["maximum"] = json!(u32::MAX);
     }
     within_roles(schemas, tokens);
     for schema in ["RotateToken", "RotateTokenForm"] {
