@@ -9,6 +9,7 @@ use crate::record::TokenId;
 
 /// Whether the request was let through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Decision {
     /// Let through.
@@ -30,13 +31,16 @@ impl Decision {
 
 /// One audit record. Serialises to one JSON object (one line in a JSON Lines file).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuditEvent {
     /// When the decision was made (RFC 3339, UTC).
     #[serde(with = "time::serde::rfc3339")]
+    #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub timestamp: OffsetDateTime,
     /// `authenticate`, `token.create`, `token.revoke`, `token.rotate`, `token.purge`, ….
     pub event: String,
     /// The token's id, when a token was identified.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = Uuid))]
     pub api_token_id: Option<TokenId>,
     /// The token's name, when a token was identified.
     pub api_token_name: Option<String>,
@@ -59,6 +63,7 @@ pub struct AuditEvent {
     /// `inactive` or `owner`.
     pub reason: Option<String>,
     /// The client address, as the layer determined it.
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>))]
     pub client_ip: Option<IpAddr>,
     /// The request's `x-request-id`, when it is at most
     /// [`MAX_REQUEST_ID_LEN`](super::MAX_REQUEST_ID_LEN) visible ASCII characters.

@@ -204,12 +204,16 @@ where
     let store_for_probe = store.clone();
     let management = Management::new(tokens.clone(), store.clone())
         .with_store_timeout(config.store_timeout)
-        .with_server_url("/api/v1")
         .with_audit(audit.clone())
         .with_audit_reader(store)
         .with_permission_resolver(owners.clone())
         .with_client_ip(client_ip.clone())
-        .with_failure_limits(failures.clone())
+        .with_failure_limits(failures.clone());
+    // One document for the whole service, served at `/api/v1/openapi.json`.
+    let metrics_here = metrics.is_some() && config.metrics_addr.is_none();
+    let document = super::openapi::document(management.openapi(), metrics_here, config.demo);
+    let management = management
+        .with_openapi(document)
         .router()
         .layer(axum::middleware::from_fn(note_token))
         .layer(policies(

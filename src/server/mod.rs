@@ -148,6 +148,7 @@ mod config;
 mod db;
 mod listen;
 mod logging;
+mod openapi;
 mod retention;
 mod serve;
 

@@ -136,6 +136,13 @@ impl Tokens {
         &self.inner.kinds
     }
 
+    /// The longest grace a rotation may give the old token
+    /// ([`TokensBuilder::max_rotation_grace`]).
+    #[must_use]
+    pub fn max_rotation_grace(&self) -> Duration {
+        self.inner.max_grace
+    }
+
     /// The configured roles.
     #[must_use]
     pub fn roles(&self) -> &Roles {

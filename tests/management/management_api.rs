@@ -1197,8 +1197,9 @@ async fn the_reference_server_keeps_tokens_and_revocations_across_restarts() {
     let r = call(&app.router, Method::GET, "/api/v1/tokens", Some(&auth)).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     assert_eq!(r.json().as_array().unwrap().len(), 2);
+    // One document for the whole service, with absolute paths.
     let r = call(&app.router, Method::GET, "/api/v1/openapi.json", None).await;
-    assert_eq!(r.json()["servers"][0]["url"], "/api/v1");
+    assert!(r.json()["paths"]["/api/v1/tokens"]["post"].is_object());
     drop(app);
 
     // A configured password replaces the old one.
@@ -1215,4 +1216,253 @@ async fn the_reference_server_keeps_tokens_and_revocations_across_restarts() {
     )
     .await;
     assert_eq!(r.status, StatusCode::OK);
+}
+
+/// The document a router serves, read back.
+async fn served_document(app: &Router, path: &str) -> Value {
+    let r = call(app, Method::GET, path, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    r.json()
+}
+
+#[tokio::test]
+async fn create_and_rotate_take_no_body_as_the_document_says() {
+    let f = fixture().await;
+    let doc = served_document(&f.app, "/openapi.json").await;
+    for path in ["/tokens", "/tokens/{id}/rotate"] {
+        let body = &doc["paths"][path]["post"]["requestBody"];
+        assert_eq!(body["required"], false, "{path}: {body}");
+    }
+    // No body at all, no Content-Type: the defaults.
+    let r = call(&f.app, Method::POST, "/tokens", Some(&admin())).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let created = r.json();
+    assert_eq!(created["name"], "token-1");
+    assert_eq!(created["permissions"], json!(["*"]));
+    let id = created["id"].as_str().unwrap();
+    let r = call(
+        &f.app,
+        Method::POST,
+        &format!("/tokens/{id}/rotate"),
+        Some(&admin()),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.json()["name"], "token-1");
+}
+
+#[tokio::test]
+async fn form_fields_have_no_null_in_the_document_and_json_nulls_are_taken() {
+    let f = fixture().await;
+    let doc = served_document(&f.app, "/openapi.json").await;
+    let schemas = &doc["components"]["schemas"];
+    // A form carries text or nothing: its schema offers no null (the JSON one does, and the
+    // server takes it).
+    for schema in ["CreateTokenForm", "RotateTokenForm"] {
+        for (field, prop) in schemas[schema]["properties"].as_object().unwrap() {
+            assert!(
+                !prop.to_string().contains("null"),
+                "{schema}.{field} offers null: {prop}"
+            );
+        }
+    }
+    for path in ["/tokens", "/tokens/{id}/rotate"] {
+        let form = &doc["paths"][path]["post"]["requestBody"]["content"]["application/x-www-form-urlencoded"];
+        assert!(
+            form["schema"]["$ref"].as_str().unwrap().ends_with("Form"),
+            "{path}: {form}"
+        );
+    }
+    // What the issue's fuzzer sent: the text "null" is no number.
+    post_form(&f.app, "/tokens", Some(&admin()), "expires_in=null&name=n")
+        .await
+        .assert_error(StatusCode::BAD_REQUEST, "invalid_request");
+    // JSON null is "left out", for every field the schema lets be null.
+    let r = post_json(
+        &f.app,
+        "/tokens",
+        Some(&admin()),
+        json!({"name": "nulls", "description": null, "role": null, "permissions": null,
+               "expires_in": null, "allowed_ips": null, "rate_limit": null}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    let r = post_json(
+        &f.app,
+        &format!("/tokens/{id}/rotate"),
+        Some(&admin()),
+        json!({"grace_seconds": null}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+}
+
+#[tokio::test]
+async fn an_integer_written_with_a_zero_fraction_is_an_integer() {
+    let f = fixture().await;
+    let r = post_json(
+        &f.app,
+        "/tokens",
+        Some(&admin()),
+        json!({"name": "floats", "expires_in": 3600.0, "rate_limit": 60.0}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.json()["rate_limit"], 60);
+    let id = r.json()["id"].as_str().unwrap().to_owned();
+    let r = post_json(
+        &f.app,
+        &format!("/tokens/{id}/rotate"),
+        Some(&admin()),
+        json!({"grace_seconds": 60.0}),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    // A fraction is still refused.
+    post_json(
+        &f.app,
+        "/tokens",
+        Some(&admin()),
+        json!({"name": "half", "expires_in": 0.5}),
+    )
+    .await
+    .assert_error(StatusCode::BAD_REQUEST, "invalid_request");
+}
+
+#[tokio::test]
+async fn the_document_states_the_managers_limits() {
+    let f = fixture().await;
+    let doc = served_document(&f.app, "/openapi.json").await;
+    let create = &doc["components"]["schemas"]["CreateToken"];
+    let roles = create["properties"]["role"]["enum"].as_array().unwrap();
+    assert!(roles.contains(&json!("viewer")) && roles.contains(&Value::Null));
+    assert_eq!(
+        doc["components"]["schemas"]["RotateToken"]["properties"]["grace_seconds"]["maximum"],
+        86_400
+    );
+    // A token's own rate is a u32, beyond what `int32` allows.
+    let rate = &create["properties"]["rate_limit"];
+    assert_eq!(rate["maximum"], u64::from(u32::MAX));
+    assert_eq!(rate["format"], "int64");
+    // One rule per role bounds explicit permissions by the role's.
+    let rules = create["allOf"].as_array().unwrap();
+    assert_eq!(rules.len(), roles.len() - 1);
+    let successors = doc["paths"]["/tokens/{id}"]["delete"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "successors")
+        .unwrap();
+    assert_eq!(successors["schema"]["enum"], json!(["revoke", "keep"]));
+    // The challenge and the wait are documented where they are sent.
+    let list = &doc["paths"]["/tokens"]["get"]["responses"];
+    assert!(list["401"]["headers"]["WWW-Authenticate"].is_object());
+    assert!(list["429"]["headers"]["Retry-After"].is_object());
+    assert!(list["400"].is_object(), "a malformed Authorization header");
+}
+
+#[tokio::test]
+async fn the_audit_route_is_in_the_document_exactly_when_it_is_served() {
+    let f = fixture().await;
+    assert_eq!(
+        call(&f.app, Method::GET, "/audit", Some(&admin()))
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    let doc = served_document(&f.app, "/openapi.json").await;
+    assert!(doc["paths"]["/audit"].is_null());
+
+    let sink = keygate::audit::MemoryAuditSink::new();
+    let f = fixture_with(|m| m.with_audit_reader(sink.clone())).await;
+    let doc = served_document(&f.app, "/openapi.json").await;
+    let audit = &doc["paths"]["/audit"]["get"];
+    assert!(audit["responses"]["200"].is_object(), "{audit}");
+    assert!(doc["components"]["schemas"]["AuditEvent"].is_object());
+    let r = call(&f.app, Method::GET, "/audit", Some(&admin())).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    // A range that ends before it starts holds no event (the schema cannot say "until
+    // after since", so it is an answer, not an error).
+    let r = call(
+        &f.app,
+        Method::GET,
+        "/audit?since=2026-06-02T00:00:00Z&until=2026-06-01T00:00:00Z",
+        Some(&admin()),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.json(), json!([]));
+}
+
+#[tokio::test]
+async fn every_route_the_server_answers_is_in_its_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = server::build_app(&server_config(
+        &dir.path().join("keygate.db"),
+        Some(PASSWORD),
+    ))
+    .await
+    .unwrap();
+    let doc = served_document(&app.router, "/api/v1/openapi.json").await;
+    assert!(
+        doc["servers"].is_null(),
+        "absolute paths: {}",
+        doc["servers"]
+    );
+    let paths = doc["paths"].as_object().unwrap();
+    // Every route the index lists (the demo's too: the config turns it on) is documented.
+    let index = served_document(&app.router, "/").await;
+    for route in index["routes"].as_object().unwrap().keys() {
+        let (method, path) = route.split_once(' ').unwrap();
+        if path == "/tokens" {
+            // The token page: HTML for people, not an API.
+            continue;
+        }
+        let path = path.trim_end_matches('/');
+        assert!(
+            paths
+                .get(path)
+                .is_some_and(|item| item[method.to_ascii_lowercase()].is_object()),
+            "{route} is not in the document"
+        );
+    }
+    for (path, method) in [
+        ("/api/v1/audit", "get"),
+        ("/api/v1/tokens/{id}/release", "post"),
+        ("/api/v1/openapi.json", "get"),
+        ("/api/v1/verify", "trace"),
+        ("/readyz", "get"),
+        ("/metrics", "get"),
+    ] {
+        assert!(paths[path][method].is_object(), "{method} {path}");
+    }
+    // And every documented operation is one the server answers (not its 404 or 405).
+    let id = TokenId::random();
+    for (path, item) in paths {
+        for method in item.as_object().unwrap().keys() {
+            let uri = path
+                .replace("{id}", &id.to_string())
+                .replace("{app}", "web");
+            let method = Method::from_bytes(method.to_ascii_uppercase().as_bytes()).unwrap();
+            let r = call(&app.router, method.clone(), &uri, Some(&admin())).await;
+            assert_ne!(r.status, StatusCode::METHOD_NOT_ALLOWED, "{method} {uri}");
+            assert!(
+                r.status != StatusCode::NOT_FOUND || r.text.contains("Token not found"),
+                "{method} {uri}: {} {}",
+                r.status,
+                r.text
+            );
+        }
+    }
+    // Bearer answers carry the rate-limit fields the document names.
+    let me = &paths["/api/v1/me"]["get"]["responses"]["200"]["headers"];
+    for name in [
+        "RateLimit-Limit",
+        "RateLimit-Remaining",
+        "RateLimit",
+        "X-Request-Id",
+    ] {
+        assert!(me[name].is_object(), "{name}");
+    }
 }

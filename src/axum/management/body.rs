@@ -88,9 +88,25 @@ fn json_field<T: DeserializeOwned>(
 ) -> Result<Option<T>, ApiError> {
     match map.remove(key) {
         None | Some(serde_json::Value::Null) => Ok(None),
-        Some(v) => serde_json::from_value(v)
+        Some(v) => serde_json::from_value(integral(v))
             .map(Some)
             .map_err(|e| ApiError::bad_request(format!("Invalid {key}: {e}"))),
+    }
+}
+
+/// A number written with a fraction of zero (`60.0`) as the integer it is: JSON (and JSON
+/// Schema's `integer`) does not tell `60.0` from `60`, and neither do the integer fields.
+fn integral(v: serde_json::Value) -> serde_json::Value {
+    match &v {
+        serde_json::Value::Number(n) if !n.is_i64() && !n.is_u64() => match n.as_f64() {
+            // Within ±2^53 every integer is exact; beyond, the fields' own ranges refuse it.
+            #[allow(clippy::cast_possible_truncation)]
+            Some(f) if f.fract() == 0.0 && f.abs() <= 9_007_199_254_740_992.0 => {
+                serde_json::Value::from(f as i64)
+            }
+            _ => v,
+        },
+        _ => v,
     }
 }
 

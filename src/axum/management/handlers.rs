@@ -20,7 +20,7 @@ use super::error::ApiError;
 use super::error::ErrorBody;
 use super::scope::may_manage;
 #[cfg(feature = "openapi")]
-use super::types::{CreateToken, RotateToken};
+use super::types::{CreateToken, CreateTokenForm, RotateToken, RotateTokenForm, Successors};
 use super::types::{IdentityView, TokenStatus, TokenView};
 use crate::identity::Permissions;
 use crate::store::TokenId;
@@ -112,10 +112,10 @@ fn issued_response(s: &Shared, issued: IssuedToken) -> Response {
     tag = "tokens",
     operation_id = "create_token",
     request_body(
-        description = "JSON, or a form such as `description=My+automation+script`. Every field is optional.",
+        description = "Optional: JSON, or a form such as `description=My+automation+script`. Every field is optional, and so is the body: none at all creates a token with the defaults (a `token-<n>` name, the account's permissions).",
         content(
             (CreateToken = "application/json"),
-            (CreateToken = "application/x-www-form-urlencoded"),
+            (CreateTokenForm = "application/x-www-form-urlencoded"),
         ),
     ),
     responses(
@@ -250,7 +250,7 @@ pub(crate) async fn list_tokens(
     operation_id = "revoke_token",
     params(
         ("id" = String, Path, description = "The token's id"),
-        ("successors" = Option<String>, Query, description = "`revoke` (the default): the tokens that replaced this one by rotation are revoked too, so revoking a leaked token stops whoever rotated it; `keep`: only this token (ends a rotation's grace early)"),
+        ("successors" = inline(Option<Successors>), Query, nullable = false, description = "`revoke` (the default): the tokens that replaced this one by rotation are revoked too, so revoking a leaked token stops whoever rotated it; `keep`: only this token (ends a rotation's grace early)"),
     ),
     responses(
         (status = 204, description = "Revoked, with its successors unless `successors=keep`; refused from the next request on"),
@@ -304,10 +304,10 @@ pub(crate) async fn revoke_token(
     operation_id = "rotate_token",
     params(("id" = String, Path, description = "The token's id")),
     request_body(
-        description = "Optional: how long the old token keeps working.",
+        description = "Optional: how long the old token keeps working. No body at all is no grace.",
         content(
             (RotateToken = "application/json"),
-            (RotateToken = "application/x-www-form-urlencoded"),
+            (RotateTokenForm = "application/x-www-form-urlencoded"),
         ),
     ),
     responses(

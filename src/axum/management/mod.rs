@@ -10,7 +10,7 @@
 //! | `POST /tokens/{id}/release` | Basic, or Bearer with `tokens:write` | frees a bound token's machine seat (once per 24 h; 409 `release_too_soon`); 204 |
 //! | `GET /me` | Bearer | the caller's identity |
 //! | `GET /audit` | Basic or Bearer, with `audit:read` | audit events about the caller's own tokens and account (every owner's with `audit:read_all` too), newest first; query `token_id`, `since`, `until` (RFC 3339), `limit` (default 100, at most 1000); only with [`Management::with_audit_reader`] |
-//! | `GET /openapi.json` | none | the OpenAPI 3.1 document (feature `openapi`) |
+//! | `GET /openapi.json` | none | the OpenAPI 3.1 document (feature `openapi`): [`Management::openapi`], or the one given to [`Management::with_openapi`] |
 //!
 //! Every error is JSON `{"error": "...", "code": "..."}`:
 //!
@@ -40,6 +40,8 @@
 //!
 //! A token created without `role` or `permissions` gets the account's own permissions
 //! (a form with `description=…` only); a token never gets more than its account holds.
+//! The body of `POST /tokens` and of `POST /tokens/{id}/rotate` is optional (every field
+//! has a default); a JSON field may be `null`, the same as left out.
 //!
 //! A bearer token manages only what it could have been: it may revoke, rotate or release
 //! the owner's tokens (itself included) that are at least as restricted as itself, never a
@@ -134,7 +136,7 @@ mod error;
 mod handlers;
 mod host;
 #[cfg(feature = "openapi")]
-mod openapi;
+pub(crate) mod openapi;
 mod scope;
 mod types;
 
@@ -181,6 +183,8 @@ pub struct Management {
     permits: usize,
     wait: Duration,
     server_url: Option<String>,
+    #[cfg(feature = "openapi")]
+    document: Option<serde_json::Value>,
     audit: Option<AuditLog>,
     audit_reader: Option<Arc<dyn AuditReader>>,
     resolver: Option<Arc<dyn PermissionResolver>>,
@@ -217,6 +221,8 @@ impl Management {
             permits: default_basic_auth_concurrency(),
             wait: DEFAULT_BASIC_AUTH_WAIT,
             server_url: None,
+            #[cfg(feature = "openapi")]
+            document: None,
             audit: None,
             audit_reader: None,
             resolver: None,
@@ -261,6 +267,37 @@ impl Management {
     /// OpenAPI document.
     pub fn with_server_url(mut self, url: impl Into<String>) -> Self {
         self.server_url = Some(url.into());
+        self
+    }
+
+    /// The OpenAPI 3.1 document of this router as configured so far, as JSON: its routes
+    /// (with `GET /audit` when it has an [audit reader](Self::with_audit_reader)), paths
+    /// relative to where it is mounted, the [server URL](Self::with_server_url) under
+    /// `servers`, and the token manager's limits in the request schemas (its roles, the
+    /// permissions each role bounds, the longest lifetime and rotation grace). It is what
+    /// `GET /openapi.json` serves, unless [`with_openapi`](Self::with_openapi) gave another.
+    ///
+    /// It is JSON rather than [`utoipa::openapi::OpenApi`] because some of it (`if`/`then`
+    /// rules) has no place in utoipa's types; `serde_json::from_value` turns it into one,
+    /// without those rules, to [`nest`](utoipa::openapi::OpenApi::nest) it elsewhere.
+    #[cfg(feature = "openapi")]
+    #[must_use]
+    pub fn openapi(&self) -> serde_json::Value {
+        openapi::document(
+            &self.tokens,
+            self.audit_reader.is_some(),
+            self.server_url.as_deref(),
+        )
+    }
+
+    /// Serves `doc` at `GET /openapi.json` instead of [`openapi`](Self::openapi): e.g. one
+    /// document for a whole service that mounts this router among routes of its own, built
+    /// from [`openapi`](Self::openapi) (the reference server does, with absolute paths).
+    /// Takes anything that serialises to JSON: a [`utoipa::openapi::OpenApi`] or a
+    /// [`serde_json::Value`].
+    #[cfg(feature = "openapi")]
+    pub fn with_openapi(mut self, doc: impl serde::Serialize) -> Self {
+        self.document = Some(serde_json::to_value(doc).unwrap_or_default());
         self
     }
 
@@ -347,14 +384,11 @@ impl Management {
     }
 
     /// The router: state-free, ready to `nest` anywhere.
-    pub fn router(self) -> Router {
+    pub fn router(#[allow(unused_mut)] mut self) -> Router {
         #[cfg(feature = "openapi")]
         let doc = {
-            let mut doc = openapi::openapi();
-            if let Some(url) = &self.server_url {
-                doc.servers = Some(vec![utoipa::openapi::Server::new(url.clone())]);
-            }
-            bytes::Bytes::from(doc.to_json().unwrap_or_else(|_| "{}".to_owned()))
+            let doc = self.document.take().unwrap_or_else(|| self.openapi());
+            bytes::Bytes::from(serde_json::to_vec(&doc).unwrap_or_else(|_| b"{}".to_vec()))
         };
         let shared = Arc::new(Shared {
             tokens: self.tokens,
@@ -417,8 +451,8 @@ impl Management {
 }
 
 /// The OpenAPI half of the route table in [`Management::router`]: a route is added to both
-/// at once, here beside it (`/audit` is served only with an audit reader, so it is not
-/// listed).
+/// at once, here beside it (`/audit` is served only with an audit reader, so it is added
+/// to the document with it, in [`openapi::document`]).
 #[cfg(feature = "openapi")]
 #[derive(utoipa::OpenApi)]
 #[openapi(paths(

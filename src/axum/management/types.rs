@@ -17,9 +17,11 @@ pub struct CreateToken {
     /// Unique among the owner's live tokens, 1–100 printable characters. Left out, the
     /// server picks `token-<n>`.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 100))]
     pub name: Option<String>,
     /// Free text, 1–100 printable characters.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 100))]
     pub description: Option<String>,
     /// A role of the server's [`Roles`](crate::Roles); the token gets its permissions.
     #[serde(default)]
@@ -43,23 +45,52 @@ pub struct CreateToken {
     pub rate_limit: Option<u32>,
 }
 
-/// `POST /tokens` as a form: every value is text.
+/// `POST /tokens` as a form (`application/x-www-form-urlencoded`): every value is text, and
+/// a field is either given or left out (a form has no `null`).
 #[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateTokenForm {
+    /// Unique among the owner's live tokens, 1–100 printable characters. Left out, the
+    /// server picks `token-<n>`.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(nullable = false, min_length = 1, max_length = 100)
+    )]
     pub(crate) name: Option<String>,
+    /// Free text, 1–100 printable characters.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(nullable = false, min_length = 1, max_length = 100)
+    )]
     pub(crate) description: Option<String>,
+    /// A role of the server's; the token gets its permissions.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub(crate) role: Option<String>,
+    /// Explicit permissions, comma- or space-separated (e.g. `apps:read,apps:write`).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub(crate) permissions: Option<String>,
+    /// Lifetime in seconds.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = i64, nullable = false, minimum = 1)
+    )]
     pub(crate) expires_in: Option<String>,
+    /// Client networks (CIDR or single addresses), comma- or space-separated.
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
     pub(crate) allowed_ips: Option<String>,
+    /// The token's own rate in requests per minute.
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = u32, nullable = false, minimum = 1)
+    )]
     pub(crate) rate_limit: Option<String>,
 }
 
@@ -77,11 +108,18 @@ pub struct RotateToken {
     pub grace_seconds: Option<i64>,
 }
 
-/// `POST /tokens/{id}/rotate` as a form.
+/// `POST /tokens/{id}/rotate` as a form: `grace_seconds` given or left out (a form has no
+/// `null`).
 #[derive(Debug, Default, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RotateTokenForm {
+    /// Seconds during which the old token keeps working (default 0).
     #[serde(default)]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = i64, nullable = false, minimum = 0)
+    )]
     pub(crate) grace_seconds: Option<String>,
 }
 
@@ -233,4 +271,16 @@ impl From<&Identity> for IdentityView {
             },
         }
     }
+}
+
+/// `DELETE /tokens/{id}?successors=`: what happens to the tokens that replaced this one.
+#[cfg(feature = "openapi")]
+#[derive(utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)] // Only its schema is used: the query is read by `body::keep_successors`.
+pub(crate) enum Successors {
+    /// Revoked with it (the default).
+    Revoke,
+    /// Kept.
+    Keep,
 }
