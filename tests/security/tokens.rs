@@ -219,7 +219,10 @@ async fn an_ended_grace_is_not_served_from_the_cache() {
 
 #[tokio::test]
 async fn a_self_set_rate_limit_cannot_lift_the_servers() {
-    let server = Server::start().await;
+    // A small budget: at 10 a minute one request comes back every 6 s, far longer than the
+    // loop takes even on a loaded machine (at 100 a minute a refill every 0.6 s could land
+    // inside it, and the first 429 came at request 102).
+    let server = Server::with(|c| c.rate_limit = 10).await;
     let token = server
         .create(json!({ "name": "greedy", "rate_limit": 4_294_967_295u32 }))
         .await;
