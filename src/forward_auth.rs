@@ -344,20 +344,23 @@ impl ForwardAuth {
                 .config
                 .client_ip
                 .resolve(req.extensions(), req.headers());
-            audit.record(AuditEvent {
-                timestamp: self.config.tokens.now(),
-                event: "authenticate".into(),
-                api_token_id: None,
-                api_token_name: None,
-                owner: None,
-                method: req.method().to_string(),
-                path: crate::audit::request_path(req.extensions(), req.uri()),
-                status_code: 400,
-                rbac_decision: Decision::Deny,
-                reason: Some(RejectionKind::InvalidRequest.reason().to_owned()),
-                client_ip: addrs.client,
-                request_id: crate::audit::request_id(req.headers()),
-            });
+            audit.record_request(
+                AuditEvent {
+                    timestamp: self.config.tokens.now(),
+                    event: "authenticate".into(),
+                    api_token_id: None,
+                    api_token_name: None,
+                    owner: None,
+                    method: req.method().to_string(),
+                    path: crate::audit::request_path(req.extensions(), req.uri()),
+                    status_code: 400,
+                    rbac_decision: Decision::Deny,
+                    reason: Some(RejectionKind::InvalidRequest.reason().to_owned()),
+                    client_ip: addrs.client,
+                    request_id: crate::audit::request_id(req.headers()),
+                },
+                addrs.failure_key(),
+            );
         }
         res.map(ResponseBody::rejection)
     }

@@ -7,6 +7,7 @@
 //! | `keygate_store_errors_total` | counter | — |
 //! | `keygate_rate_limited_total` | counter | — |
 //! | `keygate_audit_dropped_total` | counter | — (request events shed by a full audit queue, or lost with a failed batch) |
+//! | `keygate_audit_shed_total` | counter | — (refusal events shed by the per-address denial budget, [`AuditBudget`](crate::rate_limit::AuditBudget)) |
 //! | `keygate_audit_write_errors_total` | counter | — (audit sink writes that failed or timed out) |
 //!
 //! `/metrics` is usually served without authentication, so its labels tell nothing the

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::{AuditEvent, AuditSink};
+use super::{AuditEvent, AuditSink, Decision};
+use crate::rate_limit::{Admission, AuditBudget};
 
 /// The default longest wait of [`AuditLog::write_now`]: 2 s.
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -30,6 +31,7 @@ pub enum AuditWriteError {
 pub struct AuditLog {
     inner: Arc<LogInner>,
     write_timeout: Duration,
+    budget: Option<AuditBudget>,
 }
 
 struct LogInner {
@@ -42,6 +44,7 @@ struct LogInner {
 #[derive(Default)]
 struct Counters {
     dropped: AtomicU64,
+    shed: AtomicU64,
     written: AtomicU64,
     write_errors: AtomicU64,
 }
@@ -51,6 +54,12 @@ impl Counters {
         self.dropped.fetch_add(n, Ordering::Relaxed);
         #[cfg(feature = "metrics")]
         ::metrics::counter!("keygate_audit_dropped_total").increment(n);
+    }
+
+    fn shed(&self) {
+        self.shed.fetch_add(1, Ordering::Relaxed);
+        #[cfg(feature = "metrics")]
+        ::metrics::counter!("keygate_audit_shed_total").increment(1);
     }
 
     fn write_error(&self, error: &dyn std::fmt::Display, events: usize) {
@@ -65,9 +74,11 @@ impl std::fmt::Debug for AuditLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuditLog")
             .field("dropped", &self.dropped())
+            .field("shed", &self.shed())
             .field("written", &self.written())
             .field("write_errors", &self.write_errors())
             .field("write_timeout", &self.write_timeout)
+            .field("denial_budget", &self.budget)
             .finish_non_exhaustive()
     }
 }
@@ -106,7 +117,20 @@ impl AuditLog {
                 task: Mutex::new(Some(task)),
             }),
             write_timeout: DEFAULT_WRITE_TIMEOUT,
+            budget: Some(AuditBudget::default()),
         }
+    }
+
+    /// How many refused requests each client address may add to the log (default
+    /// [`AuditBudget::default`], 60 a minute; `None`: no bound). Past it, the address's
+    /// refusal events are shed and counted ([`shed`](Self::shed)), and one `audit.shed`
+    /// event says how many once it is recorded again (see [`AuditBudget`]). Allowed
+    /// requests and management writes that took effect are never shed. Applies to this
+    /// handle and its later clones.
+    #[must_use]
+    pub fn with_denial_budget(mut self, budget: Option<AuditBudget>) -> Self {
+        self.budget = budget;
+        self
     }
 
     /// How long [`write_now`](Self::write_now) waits for the sink (default
@@ -130,6 +154,26 @@ impl AuditLog {
         if !sent {
             self.inner.counters.dropped(1);
         }
+    }
+
+    /// Queues the event of a request from `client` (the address its failures count
+    /// against): a refusal is charged to the address's [denial
+    /// budget](Self::with_denial_budget) and shed past it; the first refusal kept after
+    /// some were shed is preceded by an `audit.shed` event with their number.
+    pub(crate) fn record_request(&self, event: AuditEvent, client: Option<std::net::IpAddr>) {
+        if event.rbac_decision == Decision::Deny
+            && let (Some(budget), Some(ip)) = (&self.budget, client)
+        {
+            match budget.admit(ip) {
+                Admission::Shed => {
+                    self.inner.counters.shed();
+                    return;
+                }
+                Admission::Keep { shed } if shed > 0 => self.record(shed_summary(&event, shed)),
+                Admission::Keep { .. } => {}
+            }
+        }
+        self.record(event);
     }
 
     /// Writes `event` to the sink now, past the queue (so a full queue does not hold it
@@ -169,6 +213,12 @@ impl AuditLog {
         self.inner.counters.dropped.load(Ordering::Relaxed)
     }
 
+    /// Refusal events shed by the [denial budget](Self::with_denial_budget).
+    #[must_use]
+    pub fn shed(&self) -> u64 {
+        self.inner.counters.shed.load(Ordering::Relaxed)
+    }
+
     /// Sink writes that failed or timed out (background batches and
     /// [`write_now`](Self::write_now) calls alike).
     #[must_use]
@@ -198,6 +248,26 @@ impl AuditLog {
         if let Some(task) = task {
             let _ = task.await;
         }
+    }
+}
+
+/// The `audit.shed` event that stands for `shed` refusals of `event`'s address: no token,
+/// no owner, no request id; the method and path are those of `event` (the refusal kept
+/// now), the reason `shed:<n>`.
+fn shed_summary(event: &AuditEvent, shed: u64) -> AuditEvent {
+    AuditEvent {
+        timestamp: event.timestamp,
+        event: "audit.shed".to_owned(),
+        api_token_id: None,
+        api_token_name: None,
+        owner: None,
+        method: event.method.clone(),
+        path: event.path.clone(),
+        status_code: event.status_code,
+        rbac_decision: Decision::Deny,
+        reason: Some(format!("shed:{shed}")),
+        client_ip: event.client_ip,
+        request_id: None,
     }
 }
 

@@ -6,7 +6,10 @@
 //! - [`AuditLog::record`] queues an event for a background writer and never blocks. When
 //!   the queue is full (a flood of requests) the event is shed and counted
 //!   ([`AuditLog::dropped`], `keygate_audit_dropped_total`). Request events
-//!   (`authenticate`) and refused management attempts take this path.
+//!   (`authenticate`) and refused management attempts take this path; their refusals
+//!   are also budgeted per client address ([`AuditLog::with_denial_budget`], 60 a minute
+//!   by default): past it they are shed and counted ([`AuditLog::shed`],
+//!   `keygate_audit_shed_total`) and summed up in one `audit.shed` event.
 //! - [`AuditLog::write_now`] writes one event to the sink and waits for it, at most the
 //!   log's write timeout (2 s by default). The management API writes every management
 //!   action that took effect this way before it answers, and answers 503 when the sink

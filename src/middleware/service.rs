@@ -381,26 +381,30 @@ where
     if let (Some(audit), Some(ctx)) = (&config.audit, ctx)
         && (record.is_some() || reason.is_some())
     {
-        audit.record(AuditEvent {
-            timestamp: config.tokens.now(),
-            event: "authenticate".into(),
-            api_token_id: record.as_ref().map(|r| r.id),
-            api_token_name: record.as_ref().map(|r| r.name.clone()),
-            owner: record.as_ref().map(|r| r.owner.clone()),
-            method: ctx.method,
-            path: ctx.path,
-            status_code: res.status().as_u16(),
-            rbac_decision: if reason.is_some() {
-                Decision::Deny
-            } else {
-                Decision::Allow
+        audit.record_request(
+            AuditEvent {
+                timestamp: config.tokens.now(),
+                event: "authenticate".into(),
+                api_token_id: record.as_ref().map(|r| r.id),
+                api_token_name: record.as_ref().map(|r| r.name.clone()),
+                owner: record.as_ref().map(|r| r.owner.clone()),
+                method: ctx.method,
+                path: ctx.path,
+                status_code: res.status().as_u16(),
+                rbac_decision: if reason.is_some() {
+                    Decision::Deny
+                } else {
+                    Decision::Allow
+                },
+                reason: reason.map(str::to_owned),
+                // The client as resolved (never a header the peer was not trusted to send);
+                // `None` when unknown.
+                client_ip: addrs.client,
+                request_id: ctx.request_id,
             },
-            reason: reason.map(str::to_owned),
-            // The client as resolved (never a header the peer was not trusted to send);
-            // `None` when unknown.
-            client_ip: addrs.client,
-            request_id: ctx.request_id,
-        });
+            // Refusals are budgeted per address: the client, or the peer when unknown.
+            addrs.failure_key(),
+        );
     }
     Ok(res)
 }

@@ -78,7 +78,7 @@ struct FailureInner {
 /// A generic cell rate algorithm state: the theoretical arrival time. The budget is full
 /// again from `tat` on.
 #[derive(Debug, Clone, Copy)]
-struct Gcra {
+pub(super) struct Gcra {
     tat: Instant,
 }
 
@@ -90,7 +90,7 @@ impl Expires for Gcra {
 
 impl Gcra {
     /// Counts one cell at `now` if it fits the budget; otherwise `Err(wait)` until it would.
-    fn charge(state: Option<Self>, now: Instant, rate: Rate) -> Result<Self, Duration> {
+    pub(super) fn charge(state: Option<Self>, now: Instant, rate: Rate) -> Result<Self, Duration> {
         let tat = state.map_or(now, |s| s.tat.max(now)) + rate.interval();
         let ahead = tat - now;
         if ahead > rate.tolerance() {

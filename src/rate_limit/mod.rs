@@ -44,6 +44,7 @@
 //! # let _ = layer;
 //! ```
 
+mod audit_budget;
 mod bounded;
 mod counts;
 mod failure;
@@ -52,6 +53,8 @@ mod lineage;
 mod rate;
 mod shared_failure;
 
+pub(crate) use audit_budget::Admission;
+pub use audit_budget::{AuditBudget, DEFAULT_AUDIT_BUDGET, DEFAULT_MAX_AUDIT_BUDGET_ENTRIES};
 pub use failure::{DEFAULT_ACCOUNT_MEMORY, DEFAULT_MAX_FAILURE_ENTRIES, FailureLimits, SignIn};
 pub use limits::{MAX_TOKEN_RATE_LIMITERS, RateLimits, SharedRateLimiter};
 pub use lineage::Lineage;

@@ -25,7 +25,7 @@ use crate::axum::management::Management;
 use crate::client_ip::ClientIpSource;
 use crate::metrics::PrometheusHandle;
 use crate::permissions::AccountPermissions;
-use crate::rate_limit::{FailureLimits, Rate, RateLimits};
+use crate::rate_limit::{AuditBudget, FailureLimits, Rate, RateLimits};
 use crate::store::TokenStore;
 #[cfg(feature = "postgres")]
 use crate::store::cached::CachedStore;
@@ -156,7 +156,10 @@ where
             file: file.clone(),
         },
         10_000,
-    );
+    )
+    .with_denial_budget(Some(AuditBudget::new(Rate::per_minute(
+        config.audit_denial_limit,
+    )?)));
     // A wedged database (a lock held elsewhere, a stalled disk, a lost connection) is a 503
     // after 2 s instead of a request held for as long as it hangs.
     let tokens = config

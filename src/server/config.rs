@@ -44,6 +44,9 @@ pub struct Config {
     pub rate_limit: u32,
     /// Failed authentications a minute per client address.
     pub failure_limit: u32,
+    /// Refused requests a minute per client address written to the audit trail (the rest
+    /// are shed and counted).
+    pub audit_denial_limit: u32,
     /// Proxies whose client-address header is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// The one header the trusted proxies put the client's address in.
@@ -103,6 +106,7 @@ impl std::fmt::Debug for Config {
             )
             .field("rate_limit", &self.rate_limit)
             .field("failure_limit", &self.failure_limit)
+            .field("audit_denial_limit", &self.audit_denial_limit)
             .field("trusted_proxies", &self.trusted_proxies)
             .field("client_ip_header", &self.client_ip_header)
             .field("audit_log", &self.audit_log)
@@ -138,6 +142,7 @@ impl Default for Config {
             admin_password: None,
             rate_limit: 100,
             failure_limit: 20,
+            audit_denial_limit: crate::rate_limit::DEFAULT_AUDIT_BUDGET,
             trusted_proxies: Vec::new(),
             client_ip_header: ClientIpHeader::XForwardedFor,
             audit_log: None,

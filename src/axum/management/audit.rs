@@ -67,7 +67,8 @@ fn event_of(method: &Method, path: &str) -> Option<&'static str> {
 /// refused write is then queued (`deny`, reason `audit_unavailable`).
 ///
 /// Refused attempts change nothing and are queued like request events (shed, and counted,
-/// under a flood).
+/// under a flood, and past the address's
+/// [denial budget](crate::audit::AuditLog::with_denial_budget)).
 pub(crate) async fn record(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Response {
     let Some(audit) = s.audit.clone() else {
         return next.run(req).await;
@@ -77,7 +78,8 @@ pub(crate) async fn record(State(s): State<Arc<Shared>>, req: Request, next: Nex
     };
     let path = crate::audit::request_path(req.extensions(), req.uri());
     let method = req.method().to_string();
-    let client_ip = s.client_ip.client_ip(req.extensions(), req.headers());
+    let addrs = s.client_ip.resolve(req.extensions(), req.headers());
+    let client_ip = addrs.client;
     let request_id = crate::audit::request_id(req.headers());
     let res = next.run(req).await;
     let action = res.extensions().get::<Action>().cloned();
@@ -113,7 +115,8 @@ pub(crate) async fn record(State(s): State<Arc<Shared>>, req: Request, next: Nex
         request_id,
     };
     let Some(action) = action.filter(|_| allowed) else {
-        audit.record(e);
+        // A refusal changed nothing: budgeted per address like the layer's.
+        audit.record_request(e, addrs.failure_key());
         return res;
     };
     if audit.write_now(e.clone()).await.is_ok() {

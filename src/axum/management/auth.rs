@@ -334,20 +334,24 @@ fn audit_failure(
     reason: &str,
 ) {
     let Some(audit) = &s.audit else { return };
-    audit.record(AuditEvent {
-        timestamp: s.tokens.now(),
-        event: event.into(),
-        api_token_id: None,
-        api_token_name: None,
-        owner,
-        method: origin.method.to_string(),
-        path: origin.path.clone(),
-        status_code,
-        rbac_decision: Decision::Deny,
-        reason: Some(reason.to_owned()),
-        client_ip: origin.addrs.client,
-        request_id: origin.request_id.clone(),
-    });
+    // A refusal: budgeted per address (see `AuditLog::with_denial_budget`).
+    audit.record_request(
+        AuditEvent {
+            timestamp: s.tokens.now(),
+            event: event.into(),
+            api_token_id: None,
+            api_token_name: None,
+            owner,
+            method: origin.method.to_string(),
+            path: origin.path.clone(),
+            status_code,
+            rbac_decision: Decision::Deny,
+            reason: Some(reason.to_owned()),
+            client_ip: origin.addrs.client,
+            request_id: origin.request_id.clone(),
+        },
+        origin.addrs.failure_key(),
+    );
 }
 
 /// Why a sign-in did not succeed.

@@ -18,7 +18,7 @@ use super::body::{
 use super::error::ApiError;
 #[cfg(feature = "openapi")]
 use super::error::ErrorBody;
-use super::scope::may_manage;
+use super::scope::{may_manage, may_rotate};
 #[cfg(feature = "openapi")]
 use super::types::{CreateToken, CreateTokenForm, RotateToken, RotateTokenForm, Successors};
 use super::types::{IdentityView, TokenStatus, TokenView};
@@ -314,7 +314,7 @@ pub(crate) async fn revoke_token(
         (status = 201, description = "The new token; `token` is shown this once (`Cache-Control: no-store`)", body = TokenView),
         (status = 400, description = "An invalid field or a malformed body", body = ErrorBody),
         (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
-        (status = 403, description = "`insufficient_scope`: the bearer token lacks `tokens:write`, or the token to rotate is less restricted than it (a permission, the kind or binding, `allowed_ips`, expiry or `rate_limit`); `cross_site_request`: a browser sent it from another site", body = ErrorBody),
+        (status = 403, description = "`insufficient_scope`: the bearer token lacks `tokens:write`, the token to rotate is not of its own lineage (a bearer token rotates only itself; another token needs the account's password or session), or it is less restricted than the bearer token (a permission, the kind or binding, `allowed_ips`, expiry or `rate_limit`); `cross_site_request`: a browser sent it from another site", body = ErrorBody),
         (status = 404, description = "No such live token of this owner", body = ErrorBody),
         (status = 409, description = "`token_limit`: with grace the old token would count against a full limit", body = ErrorBody),
         (status = 413, description = "Body over the limit", body = ErrorBody),
@@ -347,9 +347,9 @@ pub(crate) async fn rotate_token(
     // Rotation hands out a new secret with the old token's permissions and restrictions:
     // a bearer caller must be at least as broad (a narrow token must not mint a copy of a
     // broader one). A bearer token's rotation keeps the old token's expiry, so no token outlives the
-    // lifetime it was given by rotating itself (or a sibling) again and again; the account,
+    // lifetime it was given by rotating itself again and again; the account,
     // which may create tokens of any lifetime, gets a new token with the same lifetime.
-    may_manage(&s, &caller, id).await?;
+    may_rotate(&s, &caller, id).await?;
     let issued = match caller {
         Caller::Account(_) => s.tokens.rotate(caller.owner(), id, grace).await?,
         Caller::Bearer(_) => {

@@ -6,7 +6,7 @@
 //! | `POST /tokens` | Basic only (email + password); a bearer token gets 401 | create; 201 with the token, shown once |
 //! | `GET /tokens` | Basic, or Bearer with `tokens:read` | the owner's tokens, without secrets or hashes |
 //! | `DELETE /tokens/{id}` | Basic, or Bearer with `tokens:write` | revoke, with the tokens that replaced it by rotation (whoever held it may hold them); `?successors=keep` revokes it alone (ends a grace early); 204 |
-//! | `POST /tokens/{id}/rotate` | Basic, or Bearer with `tokens:write` | new secret, same name, permissions and restrictions (a bearer token's rotation keeps the expiry, a Basic one the lifetime); optional `grace_seconds` (at most [`max_rotation_grace`](crate::tokens::TokensBuilder::max_rotation_grace), 24 h by default; the old token counts against the limit while in grace; rotating again ends the earlier grace); 201 |
+//! | `POST /tokens/{id}/rotate` | Basic, or Bearer with `tokens:write` rotating itself (its own lineage) | new secret, same name, permissions and restrictions (a bearer token's rotation keeps the expiry, a Basic one the lifetime); optional `grace_seconds` (at most [`max_rotation_grace`](crate::tokens::TokensBuilder::max_rotation_grace), 24 h by default; the old token counts against the limit while in grace; rotating again ends the earlier grace); 201 |
 //! | `POST /tokens/{id}/release` | Basic, or Bearer with `tokens:write` | frees a bound token's machine seat (once per 24 h; 409 `release_too_soon`); 204 |
 //! | `GET /me` | Bearer | the caller's identity |
 //! | `GET /audit` | Basic or Bearer, with `audit:read` | audit events about the caller's own tokens and account (every owner's with `audit:read_all` too), newest first; query `token_id`, `since`, `until` (RFC 3339), `limit` (default 100, at most 1000); only with [`Management::with_audit_reader`] |
@@ -22,7 +22,7 @@
 //! | 401 | `basic_auth_required` | a bearer token on `POST /tokens` |
 //! | 401 | `sign_in_required` | a bearer token on `POST /tokens` with [`Management::with_host_sign_in`] |
 //! | 401 | `missing_token`, `invalid_token` | bearer failures, exactly as [`AuthLayer`](crate::AuthLayer) renders them |
-//! | 403 | `insufficient_scope` | the bearer token lacks `tokens:read` / `tokens:write`, the new token's permissions go beyond the caller's, or a bearer token acts on (revokes, rotates, releases) a token less restricted than itself (see below) |
+//! | 403 | `insufficient_scope` | the bearer token lacks `tokens:read` / `tokens:write`, the new token's permissions go beyond the caller's, a bearer token acts on (revokes, rotates, releases) a token less restricted than itself, or rotates a token not of its own lineage (see below) |
 //! | 403 | `cross_site_request` | a `POST`, `PUT`, `PATCH` or `DELETE` that a browser marks as sent by another site (see below) |
 //! | 404 | `not_found` | unknown, someone else's or malformed token id |
 //! | 409 | `name_taken`, `token_limit` | the owner has a live token with this name, or too many tokens that authenticate (live ones and rotated ones in grace) |
@@ -56,7 +56,11 @@
 //! - when the bearer token has its own `rate_limit`, the target has one no higher.
 //!
 //! Otherwise the answer is 403 `insufficient_scope`, whose message names the first
-//! restriction the target lacks. A rotation by a bearer token keeps the old token's
+//! restriction the target lacks. Rotating hands out a secret, so a bearer token rotates
+//! only its own lineage (itself, or the token it replaced or that replaced it: the same
+//! name); rotating a sibling is 403 `insufficient_scope` too, even one at least as
+//! restricted, so that whoever holds a leaked token can mint nothing that revoking it
+//! (successors included) would not end. A rotation by a bearer token keeps the old token's
 //! `expires_at` ([`Tokens::rotate_keeping_expiry`]), so rotating never extends a lineage's
 //! life. Signed in with the account's password, the owner manages all its tokens, and a
 //! rotation gives the new token the old one's lifetime counted from the rotation (the

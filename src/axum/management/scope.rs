@@ -50,6 +50,37 @@ pub(super) async fn may_manage(
     Ok(target)
 }
 
+/// Rotation hands the caller a new secret, so it asks more than [`may_manage`]: a bearer
+/// caller may rotate only a token of its own lineage (itself, or a token it replaced or
+/// that replaced it: the same owner and name), never a sibling, so that whoever holds a
+/// leaked token cannot turn it into a credential outside its lineage, which revoking the
+/// leaked token (successors included) would not reach. Rotating another token needs the
+/// account: its password, or the host application's session. 403 `insufficient_scope`
+/// otherwise. Returns the target's record.
+pub(super) async fn may_rotate(
+    s: &Shared,
+    caller: &Caller,
+    id: TokenId,
+) -> Result<TokenRecord, ApiError> {
+    let target = may_manage(s, caller, id).await?;
+    if let Caller::Bearer(identity) = caller
+        && !same_lineage(&target, identity.record())
+    {
+        return Err(ApiError::insufficient_scope(
+            "A bearer token may rotate only itself; rotating another token needs the \
+             account's password or session"
+                .to_owned(),
+        ));
+    }
+    Ok(target)
+}
+
+/// Whether `a` and `b` are of one lineage: a rotation keeps the owner and the name, and an
+/// owner's live tokens have distinct names.
+fn same_lineage(a: &TokenRecord, b: &TokenRecord) -> bool {
+    a.id == b.id || (a.owner == b.owner && a.name == b.name)
+}
+
 /// Whether `target` is at least as restricted as `caller` in everything but permissions;
 /// the first way it is not, otherwise.
 fn as_restricted(

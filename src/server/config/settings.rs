@@ -204,6 +204,17 @@ pub(super) static SETTINGS: &[Setting] = &[
         },
     },
     Setting {
+        key: "audit_denial_limit",
+        env: "KEYGATE_AUDIT_DENIAL_LIMIT",
+        file_env: None,
+        default: "60",
+        help: "refused requests a minute per client address written to the audit trail (the rest are shed and counted)",
+        apply: |c, v| {
+            c.audit_denial_limit = positive(v)?;
+            Ok(())
+        },
+    },
+    Setting {
         key: "trusted_proxies",
         env: "KEYGATE_TRUSTED_PROXIES",
         file_env: None,

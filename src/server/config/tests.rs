@@ -37,6 +37,7 @@ fn defaults_without_any_setting() {
     let config = env(&[]).load().expect("defaults");
     assert_eq!(config.addr, "127.0.0.1:8080");
     assert_eq!(config.rate_limit, 100);
+    assert_eq!(config.audit_denial_limit, 60);
     assert!(!config.demo, "the demo API is off unless asked for");
     assert!(config.metrics);
     assert!(config.roles.get("viewer").is_some());
@@ -46,7 +47,9 @@ fn defaults_without_any_setting() {
 
 #[test]
 fn flag_over_environment_over_file_over_default() {
-    let f = toml_file("rate_limit = 7\nfailure_limit = 8\nstore_timeout = 9\n");
+    let f = toml_file(
+        "rate_limit = 7\nfailure_limit = 8\nstore_timeout = 9\naudit_denial_limit = 10\n",
+    );
     let config = env(&[
         ("KEYGATE_RATE_LIMIT", "70"),
         ("KEYGATE_FAILURE_LIMIT", "80"),
@@ -57,6 +60,7 @@ fn flag_over_environment_over_file_over_default() {
     .expect("valid");
     assert_eq!(config.rate_limit, 700, "the flag wins");
     assert_eq!(config.failure_limit, 80, "then the environment");
+    assert_eq!(config.audit_denial_limit, 10, "the file");
     assert_eq!(
         config.store_timeout,
         Duration::from_secs(9),
