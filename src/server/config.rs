@@ -246,6 +246,8 @@ enum FileChoice {
     FromEnv,
     /// This file, or none.
     Given(Option<PathBuf>),
+    /// This text, read as a file named `name`.
+    Text { name: String, text: String },
 }
 
 /// Reads a [`Config`]: command-line flags over the environment over a TOML file over the
@@ -281,6 +283,36 @@ impl ConfigLoader {
     /// Reads this TOML file (`None`: no file), instead of the one `KEYGATE_CONFIG` names.
     pub fn with_file(mut self, path: Option<PathBuf>) -> Self {
         self.file = FileChoice::Given(path);
+        self
+    }
+
+    /// Reads this TOML text as the configuration file, instead of the one `KEYGATE_CONFIG`
+    /// names: for a file the program has already read, or a configuration it embeds.
+    /// `name` stands for the file in each problem (`name: rate_limit`).
+    ///
+    /// ```
+    /// use keygate::server::Config;
+    ///
+    /// let config = Config::loader()
+    ///     .with_env([("KEYGATE_RATE_LIMIT", "50")])
+    ///     .with_file_text("keygate.toml", "rate_limit = 10\nmetrics = false\n")
+    ///     .load()
+    ///     .unwrap();
+    /// assert_eq!(config.rate_limit, 50, "the environment wins over the file");
+    /// assert!(!config.metrics);
+    ///
+    /// let err = Config::loader()
+    ///     .with_env(Vec::<(String, String)>::new())
+    ///     .with_file_text("keygate.toml", "rate_limit = 0\ncolour = \"blue\"\n")
+    ///     .load()
+    ///     .unwrap_err();
+    /// assert_eq!(err.problems().len(), 2);
+    /// ```
+    pub fn with_file_text(mut self, name: impl Into<String>, text: impl Into<String>) -> Self {
+        self.file = FileChoice::Text {
+            name: name.into(),
+            text: text.into(),
+        };
         self
     }
 
@@ -348,15 +380,16 @@ impl ConfigLoader {
                 environment.push(&format!("{}_file", s.key()), v.clone(), name.to_owned());
             }
         }
-        let path = match self.file {
-            FileChoice::Given(path) => path,
-            FileChoice::FromEnv => lookup("KEYGATE_CONFIG")
-                .filter(|p| !p.trim().is_empty())
-                .map(PathBuf::from),
-        };
-        let file = match &path {
-            Some(path) => file::read(path, &mut problems),
-            None => file::FileValues::default(),
+        let file = match self.file {
+            FileChoice::Given(Some(path)) => file::read(&path, &mut problems),
+            FileChoice::Given(None) => file::FileValues::default(),
+            FileChoice::FromEnv => {
+                match lookup("KEYGATE_CONFIG").filter(|p| !p.trim().is_empty()) {
+                    Some(path) => file::read(Path::new(path), &mut problems),
+                    None => file::FileValues::default(),
+                }
+            }
+            FileChoice::Text { name, text } => file::read_text(name, &text, &mut problems),
         };
 
         let mut config = self.base;

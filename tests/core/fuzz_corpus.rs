@@ -1,6 +1,7 @@
 //! Replays every file of `fuzz/corpus/<target>/` through the same checks as the cargo-fuzz
-//! targets (`fuzz/src/lib.rs`), as an ordinary test: no parser panics, and the management
-//! API never answers 5xx to any of the bodies. No fuzzing happens here; run the fuzzers with
+//! targets (`fuzz/src/lib.rs`), as an ordinary test: no parser panics, the management API
+//! never answers 5xx to any of the bodies, the client address is never one a trusted-proxy
+//! rule says not to believe, and a configuration error never shows a secret. No fuzzing happens here; run the fuzzers with
 //! `cargo fuzz run <target>` from `fuzz/`.
 #![allow(clippy::unwrap_used)]
 
@@ -60,6 +61,16 @@ fn management_body_corpus() {
     replay("management_body", |data| harness.body(data));
 }
 
+#[test]
+fn client_ip_corpus() {
+    replay("client_ip", checks::client_ip);
+}
+
+#[test]
+fn config_corpus() {
+    replay("config", checks::config);
+}
+
 /// Every corpus directory belongs to a target this file replays, so none is forgotten.
 #[test]
 fn every_corpus_directory_is_replayed() {
@@ -71,6 +82,13 @@ fn every_corpus_directory_is_replayed() {
     dirs.sort();
     assert_eq!(
         dirs,
-        ["authorization_header", "basic", "management_body", "token"]
+        [
+            "authorization_header",
+            "basic",
+            "client_ip",
+            "config",
+            "management_body",
+            "token"
+        ]
     );
 }

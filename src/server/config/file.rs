@@ -42,18 +42,27 @@ enum LiveLimit {
 /// Reads `path`; every problem found is pushed to `problems` (the rest is still read).
 pub(super) fn read(path: &Path, problems: &mut Vec<ConfigProblem>) -> FileValues {
     let shown = path.display().to_string();
-    let mut out = FileValues::default();
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
+    match std::fs::read_to_string(path) {
+        Ok(text) => read_text(shown, &text, problems),
         Err(e) => {
             problems.push(ConfigProblem::new(
                 shown,
                 format!("cannot read the file: {e}"),
             ));
-            return out;
+            FileValues::default()
         }
-    };
-    let table = match toml::from_str::<toml::Table>(&text) {
+    }
+}
+
+/// Reads the text of a file called `shown` in problems; every problem found is pushed to
+/// `problems` (the rest is still read).
+pub(super) fn read_text(
+    shown: String,
+    text: &str,
+    problems: &mut Vec<ConfigProblem>,
+) -> FileValues {
+    let mut out = FileValues::default();
+    let table = match toml::from_str::<toml::Table>(text) {
         Ok(table) => table,
         Err(e) => {
             // The message without the quoted line: that line may hold a password.
