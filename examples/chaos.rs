@@ -14,8 +14,9 @@
 //! and the second instance killed with SIGKILL and started again. For each fault it measures
 //! the time from the service being back (`pg_isready`, Redis `PING`, the instance's
 //! `/healthz`) to the first second in which every answer was the right one. `soak` runs the
-//! same load with no fault and samples each instance's resident memory, open file
-//! descriptors and the latency percentiles every minute.
+//! same load with no fault and reports, every minute, each instance's resident memory, the
+//! fewest open file descriptors it had in the minute's once-a-second samples, and the latency
+//! percentiles.
 //!
 //! Both modes check every answer: a valid token must be let in (200), an invalid one (garbage,
 //! a wrong checksum, a well-formed unknown token) and a revoked one refused (401). A 5xx
@@ -1248,12 +1249,23 @@ async fn run_all(o: &Options, dir: &Path) -> Result<bool, BoxError> {
         }
         Mode::Soak => {
             for m in 1..=o.minutes {
-                tokio::time::sleep_until(
-                    tokio::time::Instant::from_std(shared.start)
-                        + Duration::from_secs(u64::from(m) * 60),
-                )
-                .await;
-                let u = [usage(instances[0].pid()), usage(instances[1].pid())];
+                // Sampled every second: a minute's resident memory is its last sample, its
+                // descriptors the fewest seen. A single sample also counts the connections
+                // in flight at that instant (the load's, one or two either way at 300
+                // requests a second); the fewest over 60 samples is the instance's own set,
+                // which a leak would raise.
+                let mut u = [(0, u64::MAX); 2];
+                for second in 1..=60u64 {
+                    tokio::time::sleep_until(
+                        tokio::time::Instant::from_std(shared.start)
+                            + Duration::from_secs((u64::from(m) - 1) * 60 + second),
+                    )
+                    .await;
+                    for (k, slot) in u.iter_mut().enumerate() {
+                        let (rss, fds) = usage(instances[k].pid());
+                        *slot = (rss, slot.1.min(fds));
+                    }
+                }
                 eprintln!(
                     "chaos: minute {m}: rss a {} kB b {} kB, fds a {} b {}",
                     u[0].0, u[1].0, u[0].1, u[1].1
