@@ -416,6 +416,60 @@ fn metrics_recorder() -> &'static Option<keygate::metrics::PrometheusHandle> {
     HANDLE.get_or_init(|| keygate::metrics::install().ok())
 }
 
+/// The pepper's cost: one digest (SHA-256 against HMAC-SHA256) with its compare, then a
+/// whole `Tokens::authenticate` on a 1 000-record store, of a valid and of an unknown token,
+/// without a pepper and with one, two or three candidate digests (a pepper; a previous one;
+/// unpeppered records allowed too). Every candidate is looked up for every token.
+fn pepper(c: &mut Criterion) {
+    use keygate::Pepper;
+    let rt = runtime();
+    let token = TokenKind::pat().generate();
+    let secret = token.expose_secret();
+    let current = Pepper::from_bytes([7u8; 32]).expect("32 bytes");
+    let previous = Pepper::from_bytes([9u8; 32]).expect("32 bytes");
+    let mut g = c.benchmark_group("pepper");
+    let stored = TokenHash::of(secret);
+    g.bench_function("digest_compare/sha256", |b| {
+        b.iter(|| TokenHash::of(black_box(secret)).ct_eq(&stored))
+    });
+    let stored = current.digest(secret);
+    g.bench_function("digest_compare/hmac_sha256", |b| {
+        b.iter(|| current.digest(black_box(secret)).ct_eq(&stored))
+    });
+    // The previous peppers and whether unpeppered records are allowed; `None`: no pepper.
+    type Setup = Option<(Vec<Pepper>, bool)>;
+    let setups: [(&str, Setup); 4] = [
+        ("none", None),
+        ("one_candidate", Some((vec![], false))),
+        ("two_candidates", Some((vec![previous.clone()], false))),
+        ("three_candidates", Some((vec![previous.clone()], true))),
+    ];
+    for (name, setup) in setups {
+        let mut builder = Tokens::builder(store_with(1_000)).max_tokens_per_owner(None);
+        if let Some((older, unpeppered)) = setup {
+            builder = builder
+                .pepper(current.clone())
+                .previous_peppers(older)
+                .allow_unpeppered(unpeppered);
+        }
+        let tokens = builder.build().expect("valid");
+        let issued = rt
+            .block_on(tokens.issue(NewToken::new("bench", "pepper")))
+            .expect("issue");
+        let valid = issued.token.expose_secret().to_owned();
+        let unknown = wrong_secret(&valid);
+        g.bench_function(format!("authenticate_valid/{name}"), |b| {
+            b.to_async(&rt)
+                .iter(|| tokens.authenticate(black_box(valid.as_str())))
+        });
+        g.bench_function(format!("authenticate_unknown/{name}"), |b| {
+            b.to_async(&rt)
+                .iter(|| tokens.authenticate(black_box(unknown.as_str())))
+        });
+    }
+    g.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_millis(500))
@@ -446,6 +500,6 @@ fn basic_auth(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = config();
-    targets = stages, lookups, layer, layer_typed, overhead, basic_auth
+    targets = stages, lookups, layer, layer_typed, overhead, basic_auth, pepper
 }
 criterion_main!(benches);

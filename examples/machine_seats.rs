@@ -54,8 +54,11 @@ pub fn api_tokens(clock: impl Clock) -> Result<Tokens, ConfigError> {
 /// The manager of licence tokens: `lic_…`, [`SEATS`] per account, each bound to one machine
 /// and released after [`SEAT_IDLE`] without use.
 ///
-/// It is a manager of its own (on its own store) because inactivity expiry applies to every
-/// token of a manager: in a shared one, idle API tokens would be revoked after two weeks.
+/// The inactivity expiry is the licence kind's own
+/// ([`TokenKind::with_inactivity_expiry`]), so one manager could hold both kinds (the test
+/// `one_manager_expires_each_kind_on_its_own_clock` does). The recipe keeps a manager per
+/// kind because the management API creates tokens of its manager's first kind and lists
+/// all of an owner's tokens: two managers give the two separate lists RapidPipeline shows.
 ///
 /// # Errors
 ///
@@ -66,8 +69,7 @@ pub fn licence_tokens(clock: impl Clock) -> Result<Tokens, ConfigError> {
         .with_max_live_per_owner(Some(SEATS));
     Tokens::builder(MemoryStore::new())
         .clock(clock)
-        .kind(licence)
-        .revoke_after_inactivity(SEAT_IDLE)
+        .kind(licence.with_inactivity_expiry(Some(SEAT_IDLE)))
         .build()
 }
 

@@ -7,7 +7,9 @@
 //! - `POST /api/v1/tokens` (Basic: the user's email and password) with JSON
 //!   `{"name": "...", "expires_in": <seconds>}` creates a PAT; the name is unique per user
 //!   (409 `name_taken`), the expiry is optional and comes back as the absolute `expires_at`;
-//!   a user holds at most 100 live PATs (409 `token_limit`).
+//!   a user holds at most 100 live PATs (409 `token_limit`). Iggy's own create body,
+//!   `{"name": "...", "expiry": <seconds>}` (`CreatePersonalAccessToken`), is accepted too:
+//!   `expiry` is read as `expires_in` ([`iggy_expiry`]); `"expiry": null` means no expiry.
 //! - `GET /api/v1/tokens` lists them; `DELETE /api/v1/tokens/{id}` deletes one.
 //! - `POST /personal-access-tokens/login` with `{"token": "..."}` logs in with a PAT and
 //!   returns the user.
@@ -19,11 +21,14 @@
 
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use keygate::accounts::{Account, AccountStore, MemoryAccounts, hash_password};
-use keygate::axum::management::Management;
+use keygate::axum::management::{DEFAULT_BODY_LIMIT, Management};
 use keygate::clock::Clock;
 use keygate::tokens::Maintenance;
 use keygate::{MemoryStore, Permissions, Rejection, Tokens};
@@ -73,9 +78,54 @@ pub fn app(tokens: Tokens, accounts: MemoryAccounts) -> Router {
     let login = Router::new()
         .route("/personal-access-tokens/login", post(login_with_pat))
         .with_state(tokens.clone());
-    Router::new()
-        .nest("/api/v1", Management::new(tokens, accounts).router())
-        .merge(login)
+    let management = Management::new(tokens, accounts)
+        .router()
+        .layer(axum::middleware::map_request(iggy_expiry));
+    Router::new().nest("/api/v1", management).merge(login)
+}
+
+/// Reads Iggy's `CreatePersonalAccessToken` body: a JSON create request with `expiry`
+/// (seconds from creation, or `null` for none) and no `expires_in` gets `expires_in` instead,
+/// so the management API checks it as its own (a positive number of seconds, else 400).
+/// Every other request passes untouched; a body over the management API's limit is refused
+/// with its 413.
+///
+/// # Errors
+///
+/// 413 `payload_too_large` for a body over [`DEFAULT_BODY_LIMIT`].
+pub async fn iggy_expiry(req: Request) -> Result<Request, Response> {
+    let json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if req.method() != Method::POST || !req.uri().path().ends_with("/tokens") || !json {
+        return Ok(req);
+    }
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, DEFAULT_BODY_LIMIT)
+        .await
+        .map_err(|_| {
+            let error = format!("Request body too large (limit: {DEFAULT_BODY_LIMIT} bytes)");
+            let body = json!({ "error": error, "code": "payload_too_large" });
+            (StatusCode::PAYLOAD_TOO_LARGE, Json(body)).into_response()
+        })?;
+    let bytes = match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(mut m)) if m.contains_key("expiry") && !m.contains_key("expires_in") => {
+            match m.remove("expiry") {
+                Some(Value::Null) | None => {}
+                Some(seconds) => {
+                    m.insert("expires_in".to_owned(), seconds);
+                }
+            }
+            Value::Object(m).to_string().into()
+        }
+        // Anything else (no `expiry`, both fields, not JSON): the management API judges it.
+        _ => bytes,
+    };
+    let mut parts = parts;
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Ok(Request::from_parts(parts, Body::from(bytes)))
 }
 
 /// Starts the cleaner: flushes last-used times and deletes expired tokens every
@@ -126,7 +176,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!("Iggy personal access tokens on http://{addr}");
     println!("create: curl -u '{email}:<password>' -H 'Content-Type: application/json' \\");
-    println!("          -d '{{\"name\":\"ci\",\"expires_in\":3600}}' http://{addr}/api/v1/tokens");
+    println!("          -d '{{\"name\":\"ci\",\"expiry\":3600}}' http://{addr}/api/v1/tokens");
     println!("list:   curl -u '{email}:<password>' http://{addr}/api/v1/tokens");
     println!("login:  curl -H 'Content-Type: application/json' -d '{{\"token\":\"<token>\"}}' \\");
     println!("          http://{addr}/personal-access-tokens/login");

@@ -15,6 +15,10 @@
 //!   every use is written to the audit log (JSON Lines at `KEYGATE_AUDIT_LOG`, default
 //!   `rack-gateway-audit.jsonl`) with the RBAC decision.
 //! - The token is read from the `Authorization` header only, never from a cookie.
+//! - Tokens Rack Gateway issued before the switch (`rgw_` + 43 base64url characters, no
+//!   checksum) keep working: an admin imports their SHA-256 with
+//!   `POST /api/v1/admin/tokens/import` (`tokens:admin`, which `admin`'s `*` holds); new
+//!   tokens have keygate's format and checksum.
 //! - A token may carry an IP allow-list (`"allowed_ips": ["203.0.113.0/24"]` at creation):
 //!   from any other address it gets 403 `ip_not_allowed`.
 //!
@@ -28,9 +32,10 @@ use http::StatusCode;
 use keygate::accounts::{Account, AccountStore, MemoryAccounts, hash_password};
 use keygate::audit::{AuditLog, JsonLinesSink};
 use keygate::axum::management::Management;
+use keygate::token::{LegacyAlphabet, LegacyFormat};
 use keygate::{
     AuthLayer, ConfigError, Identity, MemoryStore, NewToken, Roles, TokenId, TokenKind,
-    TokenRecord, Tokens,
+    TokenRecord, TokenStore, Tokens,
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -41,8 +46,22 @@ use serde_json::{Value, json};
 ///
 /// Never with this configuration; the builder checks it.
 pub fn tokens() -> Result<Tokens, ConfigError> {
-    Tokens::builder(MemoryStore::new())
-        .kind(TokenKind::new("rgw", "rgw")?)
+    tokens_in(MemoryStore::new())
+}
+
+/// The token manager over `store`: kind `rgw`, which also accepts Rack Gateway's own
+/// format (`rgw_` and 43 base64url characters, 32 random bytes) for imported tokens.
+///
+/// # Errors
+///
+/// Never with this configuration; the builder checks it.
+pub fn tokens_in(store: impl TokenStore) -> Result<Tokens, ConfigError> {
+    let rgw = TokenKind::new("rgw", "rgw")?.with_legacy_format(LegacyFormat {
+        len: 43,
+        alphabet: LegacyAlphabet::Base64Url,
+    })?;
+    Tokens::builder(store)
+        .kind(rgw)
         .roles(Roles::deployment_platform())
         .build()
 }

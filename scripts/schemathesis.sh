@@ -2,7 +2,8 @@
 # Runs schemathesis (every check: `[checks] enabled = true` in scripts/schemathesis.toml, the
 # stateful phase on, a fixed seed and a bounded number
 # of examples) against `keygate serve` on a temporary SQLite database and a loopback port,
-# signed in with Basic credentials and, where a route takes one, a bearer token. Exits
+# signed in with Basic credentials and, where a route takes one, a bearer token (and, on
+# `POST /api/v1/leaks`, served for the run, a reporter key). Exits
 # non-zero on any finding. The server is stopped on the way out, whatever happens.
 #
 #   bash scripts/schemathesis.sh            # uses target/debug/keygate (cargo build first)
@@ -51,6 +52,9 @@ printf '%s\n' "$KEYGATE_FUZZ_PASSWORD" |
 KEYGATE_FUZZ_TOKEN="$("$bin" token create --owner bearer@example.com --name fuzz --json |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["token"])')"
 export KEYGATE_FUZZ_TOKEN
+# Leak reports are served too (they are off by default): a reporter key of this run's own.
+KEYGATE_FUZZ_REPORTER_KEY="$(head -c 24 /dev/urandom | base64 | tr -d '/+=')"
+export KEYGATE_FUZZ_REPORTER_KEY
 
 # The failure and rate limits are raised out of the way: the run sends thousands of
 # requests, many with wrong credentials on purpose, from one address, and a 429 would
@@ -61,6 +65,7 @@ KEYGATE_ADDR="127.0.0.1:$port" \
     KEYGATE_FAILURE_LIMIT=1000000 \
     KEYGATE_RATE_LIMIT=1000000 \
     KEYGATE_LOG_FORMAT=json \
+    KEYGATE_LEAK_REPORTER_KEY="$KEYGATE_FUZZ_REPORTER_KEY" \
     "$bin" serve >"$dir/server.log" 2>&1 &
 server=$!
 

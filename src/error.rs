@@ -34,6 +34,23 @@ pub enum ConfigError {
     /// more.
     #[error("invalid origin {0:?}: use http(s)://host[:port] without a path")]
     InvalidOrigin(String),
+    /// A legacy token format that is too weak (under 128 bits) or too long.
+    #[error("invalid legacy token format: {0}")]
+    InvalidLegacyFormat(String),
+    /// A shared secret (a leak reporter key, a signing secret) is too short or has
+    /// characters it cannot travel with; names which one, never its value.
+    #[error(
+        "the {0} is too short or has invalid characters: use at least 16 visible ASCII characters"
+    )]
+    WeakSecret(&'static str),
+    /// A webhook URL must read `http://host[:port][/path]`, without credentials.
+    #[error(
+        "invalid webhook URL {0:?}: use http://host[:port][/path] (for https, a TLS-terminating proxy)"
+    )]
+    InvalidWebhookUrl(String),
+    /// The peppers cannot be used as given (never shows a pepper).
+    #[error("invalid pepper configuration: {0}")]
+    Pepper(&'static str),
 }
 
 /// A store failed. Request-facing code turns every variant but the first three into

@@ -358,6 +358,7 @@ impl ForwardAuth {
                     reason: Some(RejectionKind::InvalidRequest.reason().to_owned()),
                     client_ip: addrs.client,
                     request_id: crate::audit::request_id(req.headers()),
+                    details: None,
                 },
                 addrs.failure_key(),
             );

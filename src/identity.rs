@@ -111,6 +111,12 @@ impl Identity {
         self.record.expires_at
     }
 
+    /// The token's metadata (the empty object when it has none).
+    #[must_use]
+    pub fn metadata(&self) -> &crate::record::Metadata {
+        &self.record.metadata
+    }
+
     pub(crate) fn record_arc(&self) -> Arc<TokenRecord> {
         self.record.clone()
     }
@@ -152,13 +158,14 @@ impl fmt::Debug for Identity {
 impl Serialize for Identity {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeStruct;
-        let mut st = s.serialize_struct("Identity", 6)?;
+        let mut st = s.serialize_struct("Identity", 7)?;
         st.serialize_field("token_id", &self.record.id)?;
         st.serialize_field("owner", &self.record.owner)?;
         st.serialize_field("token_name", &self.record.name)?;
         st.serialize_field("kind", &self.record.kind)?;
         st.serialize_field("permissions", self.permissions())?;
         st.serialize_field("auth_method", &self.method)?;
+        st.serialize_field("metadata", &self.record.metadata)?;
         st.end()
     }
 }

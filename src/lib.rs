@@ -16,6 +16,7 @@ pub mod middleware;
 pub mod permissions;
 pub mod rate_limit;
 pub mod record;
+pub mod signature;
 pub mod store;
 pub mod token;
 pub mod tokens;
@@ -37,5 +38,5 @@ pub use middleware::{
     RenderRejection, RequirePermissionLayer,
 };
 pub use store::{MemoryStore, StoreError, TokenId, TokenRecord, TokenStore};
-pub use token::{RawToken, TokenHash, TokenKind};
+pub use token::{Pepper, PepperError, RawToken, TokenHash, TokenKind};
 pub use tokens::{IssuedToken, NewToken, TokenError, Tokens};

@@ -4,6 +4,7 @@
 //! store, the manager or HTTP.
 
 use std::fmt;
+use std::net::IpAddr;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -126,6 +127,213 @@ pub struct TokenRecord {
     pub bound_at: Option<OffsetDateTime>,
     /// When a binding was last released by hand (at most one release per interval).
     pub released_at: Option<OffsetDateTime>,
+    /// The owner's own data about the token (a JSON object of at most
+    /// [`Metadata::MAX_BYTES`]); empty by default. Shown in every view and on the
+    /// [`Identity`](crate::Identity).
+    pub metadata: Metadata,
+    /// The client address of the last recorded use, when it was known (recorded in batches
+    /// with [`last_used_at`](Self::last_used_at)).
+    pub last_used_ip: Option<IpAddr>,
+    /// The `User-Agent` of the last recorded use, cut to [`MAX_USER_AGENT`] bytes.
+    pub last_used_agent: Option<String>,
+    /// When the token's owner was warned that it is about to expire (once per token).
+    pub expiry_warned_at: Option<OffsetDateTime>,
+}
+
+/// The longest `User-Agent` kept in [`TokenRecord::last_used_agent`], in bytes.
+pub const MAX_USER_AGENT: usize = 256;
+
+/// Where a token stands at an instant, as the admin view reports it
+/// ([`TokenRecord::status_at`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum TokenStatus {
+    /// Authenticates: not revoked, not expired, not replaced.
+    Active,
+    /// Past its `expires_at` (and neither revoked nor replaced).
+    Expired,
+    /// Revoked (terminal), whatever else holds.
+    Revoked,
+    /// Rotated: replaced by a successor (it may still authenticate during its grace).
+    Replaced,
+}
+
+impl TokenStatus {
+    /// The status's name in the API: `active`, `expired`, `revoked` or `replaced`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Expired => "expired",
+            Self::Revoked => "revoked",
+            Self::Replaced => "replaced",
+        }
+    }
+}
+
+impl fmt::Display for TokenStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for TokenStatus {
+    type Err = UnknownStatus;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "active" => Ok(Self::Active),
+            "expired" => Ok(Self::Expired),
+            "revoked" => Ok(Self::Revoked),
+            "replaced" => Ok(Self::Replaced),
+            _ => Err(UnknownStatus),
+        }
+    }
+}
+
+/// A status name other than `active`, `expired`, `revoked` or `replaced`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("status must be one of active, expired, revoked, replaced")]
+pub struct UnknownStatus;
+
+/// A token's metadata: a JSON object of at most [`MAX_BYTES`](Self::MAX_BYTES) bytes
+/// (serialized compactly), nested at most [`MAX_DEPTH`](Self::MAX_DEPTH) levels deep.
+/// The default is the empty object.
+///
+/// ```
+/// use keygate::record::Metadata;
+///
+/// let m = Metadata::from_json(r#"{"team": "payments", "ticket": 42}"#).unwrap();
+/// assert_eq!(m.get("team").and_then(|v| v.as_str()), Some("payments"));
+/// assert!(Metadata::from_json("[1, 2]").is_err());
+/// assert!(Metadata::from_json(&format!(r#"{{"k": "{}"}}"#, "x".repeat(2000))).is_err());
+/// ```
+#[derive(Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Metadata(serde_json::Map<String, serde_json::Value>);
+
+/// Why a value is not valid [`Metadata`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MetadataError {
+    /// Not JSON, or JSON but not an object.
+    #[error("metadata must be a JSON object")]
+    NotAnObject,
+    /// Larger than [`Metadata::MAX_BYTES`] once serialized.
+    #[error("metadata must be at most {} bytes of JSON", Metadata::MAX_BYTES)]
+    TooLarge,
+    /// Nested deeper than [`Metadata::MAX_DEPTH`].
+    #[error("metadata must be nested at most {} levels deep", Metadata::MAX_DEPTH)]
+    TooDeep,
+}
+
+impl Metadata {
+    /// The largest metadata, in bytes of compact JSON.
+    pub const MAX_BYTES: usize = 1024;
+    /// The deepest nesting of objects and arrays (the top-level object is level 1).
+    pub const MAX_DEPTH: usize = 8;
+
+    /// The empty object.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Validates a JSON value: an object within the size and depth limits.
+    ///
+    /// # Errors
+    ///
+    /// [`MetadataError`] naming the rule broken.
+    pub fn from_value(value: serde_json::Value) -> Result<Self, MetadataError> {
+        let serde_json::Value::Object(map) = value else {
+            return Err(MetadataError::NotAnObject);
+        };
+        Self::from_map(map)
+    }
+
+    /// Validates an object.
+    ///
+    /// # Errors
+    ///
+    /// [`MetadataError`] naming the rule broken.
+    pub fn from_map(
+        map: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Self, MetadataError> {
+        fn depth(v: &serde_json::Value) -> usize {
+            match v {
+                serde_json::Value::Object(m) => 1 + m.values().map(depth).max().unwrap_or(0),
+                serde_json::Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+                _ => 0,
+            }
+        }
+        let m = Self(map);
+        if m.to_json().len() > Self::MAX_BYTES {
+            return Err(MetadataError::TooLarge);
+        }
+        if m.0.values().map(depth).max().unwrap_or(0) + 1 > Self::MAX_DEPTH {
+            return Err(MetadataError::TooDeep);
+        }
+        Ok(m)
+    }
+
+    /// Parses and validates JSON text. Text longer than a few times the limit is refused
+    /// before it is parsed.
+    ///
+    /// # Errors
+    ///
+    /// [`MetadataError`] naming the rule broken.
+    pub fn from_json(text: &str) -> Result<Self, MetadataError> {
+        if text.len() > 4 * Self::MAX_BYTES {
+            return Err(MetadataError::TooLarge);
+        }
+        let value: serde_json::Value =
+            serde_json::from_str(text).map_err(|_| MetadataError::NotAnObject)?;
+        Self::from_value(value)
+    }
+
+    /// Compact JSON text (`{}` when empty).
+    #[must_use]
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(&self.0).unwrap_or_else(|_| "{}".to_owned())
+    }
+
+    /// The object.
+    #[must_use]
+    pub fn as_map(&self) -> &serde_json::Map<String, serde_json::Value> {
+        &self.0
+    }
+
+    /// The value under `key`.
+    #[must_use]
+    pub fn get(&self, key: &str) -> Option<&serde_json::Value> {
+        self.0.get(key)
+    }
+
+    /// True for the empty object.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Metadata {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Metadata({})", self.to_json())
+    }
+}
+
+impl<'de> Deserialize<'de> for Metadata {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(d)?;
+        Self::from_value(value).map_err(serde::de::Error::custom)
+    }
+}
+
+impl TryFrom<serde_json::Value> for Metadata {
+    type Error = MetadataError;
+    fn try_from(value: serde_json::Value) -> Result<Self, Self::Error> {
+        Self::from_value(value)
+    }
 }
 
 impl TokenRecord {
@@ -163,6 +371,10 @@ impl TokenRecord {
             bound_to: None,
             bound_at: None,
             released_at: None,
+            metadata: Metadata::default(),
+            last_used_ip: None,
+            last_used_agent: None,
+            expiry_warned_at: None,
         }
     }
 
@@ -258,6 +470,44 @@ impl TokenRecord {
         self
     }
 
+    /// Sets [`metadata`](Self::metadata).
+    #[must_use]
+    pub fn with_metadata(mut self, metadata: Metadata) -> Self {
+        self.metadata = metadata;
+        self
+    }
+
+    /// Sets the details of the last use: [`last_used_ip`](Self::last_used_ip) and
+    /// [`last_used_agent`](Self::last_used_agent).
+    #[must_use]
+    pub fn with_last_used_from(mut self, ip: Option<IpAddr>, agent: Option<String>) -> Self {
+        self.last_used_ip = ip;
+        self.last_used_agent = agent;
+        self
+    }
+
+    /// Sets [`expiry_warned_at`](Self::expiry_warned_at).
+    #[must_use]
+    pub fn with_expiry_warned_at(mut self, at: OffsetDateTime) -> Self {
+        self.expiry_warned_at = Some(at);
+        self
+    }
+
+    /// The token's status at `now`: `revoked` when revoked (terminal), else `replaced` when
+    /// rotated, else `expired` when past its expiry, else `active`.
+    #[must_use]
+    pub fn status_at(&self, now: OffsetDateTime) -> TokenStatus {
+        if self.revoked_at.is_some() {
+            TokenStatus::Revoked
+        } else if self.replaced_by.is_some() {
+            TokenStatus::Replaced
+        } else if self.expires_at.is_some_and(|e| e <= now) {
+            TokenStatus::Expired
+        } else {
+            TokenStatus::Active
+        }
+    }
+
     /// The last sign of life: the latest of creation, last recorded use and binding.
     /// Inactivity expiry ([`TokenStore::expire_inactive`](crate::store::TokenStore::expire_inactive)) is judged on it.
     #[must_use]
@@ -306,6 +556,10 @@ impl fmt::Debug for TokenRecord {
             .field("bound_to", &self.bound_to)
             .field("bound_at", &self.bound_at)
             .field("released_at", &self.released_at)
+            .field("metadata", &self.metadata)
+            .field("last_used_ip", &self.last_used_ip)
+            .field("last_used_agent", &self.last_used_agent)
+            .field("expiry_warned_at", &self.expiry_warned_at)
             .finish_non_exhaustive()
     }
 }

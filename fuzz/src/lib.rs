@@ -452,8 +452,8 @@ fn written_in(value: &[u8], ip: std::net::IpAddr) -> bool {
         .any(|found| canonical(found) == ip)
 }
 
-/// The secret the configuration target gives (as the admin password, and inside the
-/// database and Redis URLs) and looks for in every error and `Debug` output.
+/// The secret the configuration target gives (as the admin password, inside the database
+/// and Redis URLs and the peppers) and looks for in every error and `Debug` output.
 const SECRET: &str = "Zk7SecretQ4";
 
 /// The loader on arbitrary input: the first byte picks where the harness adds secrets
@@ -518,9 +518,17 @@ pub fn config(data: &[u8]) {
             format!("{SECRET}@redis.example:6379"),
         )
     };
+    // A pepper (base64) holding the secret: 44 characters, 33 bytes; with the high bit, one
+    // that does not parse.
+    let pepper = if select & 0x80 == 0 {
+        format!("{SECRET}{}", "A".repeat(33))
+    } else {
+        format!("{SECRET}!")
+    };
     let mut file = file.to_owned();
     if select & 0x01 != 0 {
         env.push(("KEYGATE_ADMIN_PASSWORD".into(), password.clone()));
+        env.push(("KEYGATE_PEPPER".into(), pepper.clone()));
     }
     if select & 0x02 != 0 {
         flags.push(("admin_password".into(), password.clone()));
@@ -538,7 +546,10 @@ pub fn config(data: &[u8]) {
         flags.push(("redis_url".into(), redis.clone()));
     }
     if select & 0x40 != 0 {
-        file = format!("admin_password = {password:?}\ndb = {db:?}\nredis_url = {redis:?}\n{file}");
+        file = format!(
+            "admin_password = {password:?}\ndb = {db:?}\nredis_url = {redis:?}\n\
+             previous_peppers = [{pepper:?}]\n{file}"
+        );
     }
     let load = {
         let mut loader = Config::loader()

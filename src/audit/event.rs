@@ -37,7 +37,8 @@ pub struct AuditEvent {
     #[serde(with = "time::serde::rfc3339")]
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
     pub timestamp: OffsetDateTime,
-    /// `authenticate`, `token.create`, `token.revoke`, `token.rotate`, `token.purge`, ….
+    /// `authenticate`, `token.create`, `token.revoke`, `token.rotate`, `token.purge`,
+    /// `token.leaked` (a leak report), `token.expiring` (an expiry warning), ….
     pub event: String,
     /// The token's id, when a token was identified.
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = Uuid))]
@@ -68,6 +69,12 @@ pub struct AuditEvent {
     /// The request's `x-request-id`, when it is at most
     /// [`MAX_REQUEST_ID_LEN`](super::MAX_REQUEST_ID_LEN) visible ASCII characters.
     pub request_id: Option<String>,
+    /// What some events carry besides (e.g. `url` and `source` of a `token.leaked` event,
+    /// `expires_at` of a `token.expiring` one); left out of the JSON when `None`. Never a
+    /// token, a hash or a password. Every bundled sink and reader keeps it (the SQL audit
+    /// stores as a JSON object in their `details` column).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// An `authenticate` event with status code `n`, for the tests of the audit modules.
@@ -86,5 +93,27 @@ pub(super) fn event(n: u16) -> AuditEvent {
         reason: None,
         client_ip: None,
         request_id: None,
+        details: None,
     }
+}
+
+/// An event's [`details`](AuditEvent::details) as the SQL stores keep them: a JSON object of
+/// strings, or `NULL` for none (and for an empty map).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn details_json(
+    details: Option<&std::collections::BTreeMap<String, String>>,
+) -> Option<String> {
+    details
+        .filter(|d| !d.is_empty())
+        .and_then(|d| serde_json::to_string(d).ok())
+}
+
+/// The [`details`](AuditEvent::details) kept as [`details_json`] wrote them; `Err` for text
+/// that is not such an object.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn details_from_json(
+    text: Option<&str>,
+) -> Result<Option<std::collections::BTreeMap<String, String>>, ()> {
+    text.map(|t| serde_json::from_str(t).map_err(|_| ()))
+        .transpose()
 }

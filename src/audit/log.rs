@@ -268,6 +268,7 @@ fn shed_summary(event: &AuditEvent, shed: u64) -> AuditEvent {
         reason: Some(format!("shed:{shed}")),
         client_ip: event.client_ip,
         request_id: None,
+        details: None,
     }
 }
 

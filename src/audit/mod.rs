@@ -54,6 +54,8 @@ mod retention;
 mod sink;
 
 pub use event::{AuditEvent, Decision};
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) use event::{details_from_json, details_json};
 pub use log::{AuditLog, AuditWriteError, DEFAULT_WRITE_TIMEOUT};
 pub use reader::{AuditFilter, AuditReader};
 pub use request::{MAX_PATH_LEN, MAX_REQUEST_ID_LEN, TOKEN_IN_PATH};

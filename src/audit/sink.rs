@@ -53,6 +53,7 @@ impl AuditSink for TracingSink {
                 reason = e.reason.as_deref(),
                 client_ip = e.client_ip.map(|ip| ip.to_string()),
                 request_id = e.request_id.as_deref(),
+                details = e.details.as_ref().map(|d| format!("{d:?}")),
             );
         }
         Ok(())

@@ -20,8 +20,8 @@ use crate::denial::Denial;
 use crate::identity::Identity;
 use crate::rate_limit::{FailureLimits, RateLimitDecision, ceil_secs};
 use crate::record::TokenRecord;
-use crate::token::{TokenHash, TokenKind};
-use crate::tokens::Lookup;
+use crate::token::TokenKind;
+use crate::tokens::{Digests, Lookup};
 
 /// A refused request, with what the audit event and the response headers need.
 pub(crate) struct Refusal {
@@ -49,8 +49,9 @@ enum Stage {
     Gate,
     /// Format, SHA-256, lookup by hash, constant-time compare, kind, revocation, expiry.
     Lookup,
-    /// The same, when the store must be asked: the kind the prefix names, and the hash.
-    Fetch(TokenKind, TokenHash),
+    /// The same, when the store must be asked: the kind the prefix names, and the digests
+    /// to look up.
+    Fetch(TokenKind, Digests),
     /// The policies kept on the record: allow-list, then the binding's fingerprint (before
     /// the rate limit, so requests from outside do not use up the token's budget).
     RecordPolicies,
@@ -155,7 +156,7 @@ impl Verification {
                 }
             }
             self.pending_io = false;
-            self.step_io(config).await?;
+            self.step_io(config, client_ip, headers).await?;
             self.now = config.tokens.now_nanos();
         }
     }
@@ -189,8 +190,8 @@ impl Verification {
                 match config.tokens.lookup_now(token, accept, self.now) {
                     Lookup::Decided(Ok(identity)) => self.admit_token(identity),
                     Lookup::Decided(Err(d)) => return self.refuse_now(config, d.denial, d.record),
-                    Lookup::Fetch(kind, hash) => {
-                        self.stage = Stage::Fetch(kind, hash);
+                    Lookup::Fetch(kind, digests) => {
+                        self.stage = Stage::Fetch(kind, digests);
                         return Ok(false);
                     }
                 }
@@ -246,7 +247,12 @@ impl Verification {
 
     /// The I/O of the current step: the store's lookup, the binding's write, the owner's
     /// permissions, the rate limiter. Moves on to the next step when it passes.
-    async fn step_io(&mut self, config: &Config) -> Result<(), Refusal> {
+    async fn step_io(
+        &mut self,
+        config: &Config,
+        client_ip: &(impl Fn() -> Option<IpAddr> + Sync + ?Sized),
+        headers: &HeaderMap,
+    ) -> Result<(), Refusal> {
         match std::mem::replace(&mut self.stage, Stage::Done) {
             Stage::Gate => {
                 if let Some((f, ip)) = self.failures(config) {
@@ -264,9 +270,9 @@ impl Verification {
             Stage::Count(denial, record) => {
                 return Err(self.refuse_io(config, denial, record).await);
             }
-            Stage::Fetch(kind, hash) => {
+            Stage::Fetch(kind, digests) => {
                 let accept = config.accept.as_deref();
-                match config.tokens.fetch(&kind, &hash, accept).await {
+                match config.tokens.fetch(&kind, &digests, accept).await {
                     Ok(identity) => self.admit_token(identity),
                     Err(d) => return Err(self.refuse_io(config, d.denial, d.record).await),
                 }
@@ -275,7 +281,13 @@ impl Verification {
                 let Some(identity) = &self.identity else {
                     return Err(Rejection::new(RejectionKind::UnknownToken).into());
                 };
-                match config.tokens.settle_binding(identity, &fingerprint).await {
+                // The use a first binding records carries the client's details too.
+                let who = crate::tokens::client(client_ip, headers);
+                match config
+                    .tokens
+                    .settle_binding(identity, &fingerprint, who)
+                    .await
+                {
                     Ok(()) => self.stage = Stage::Owner,
                     Err(denial) => {
                         let record = self.record();
@@ -289,7 +301,8 @@ impl Verification {
                     return Err(Rejection::new(RejectionKind::UnknownToken).into());
                 };
                 let record = identity.record_arc();
-                match crate::permissions::effective(&**resolver, identity).await {
+                let widen = config.tokens.resolver_may_widen(identity.kind());
+                match crate::permissions::effective_for(&**resolver, identity, widen).await {
                     Ok(identity) => {
                         self.identity = Some(identity);
                         self.stage = Stage::Rate;

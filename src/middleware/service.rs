@@ -401,6 +401,7 @@ where
                 // `None` when unknown.
                 client_ip: addrs.client,
                 request_id: ctx.request_id,
+                details: None,
             },
             // Refusals are budgeted per address: the client, or the peer when unknown.
             addrs.failure_key(),

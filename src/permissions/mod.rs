@@ -18,6 +18,18 @@
 //! so the token can authenticate but passes no permission check; a resolver that fails
 //! makes the request fail closed with 503 `store_unavailable`.
 //!
+//! **Widening, per kind, off by default.** A resolver only ever narrows a token, unless the
+//! token's kind opts in with
+//! [`TokenKind::with_resolver_may_widen`](crate::TokenKind::with_resolver_may_widen): then
+//! the owner's current permissions *replace* the token's own, so a plan upgrade reaches the
+//! tokens already issued (Tokencraft: moving from FREE to PRO gives every existing token
+//! write access). The trade-off: such a token is no longer bounded by what it was created
+//! with. It is worth all its owner holds, today and after every later grant, so a leaked
+//! token of that kind grows with the account; permissions asked for at creation only hold
+//! until the next request. Keep widening for kinds that stand for the account itself, and
+//! narrow tokens (CI, third parties) in kinds without it. A downgrade and an unknown owner
+//! still cut the token down at once.
+//!
 //! [`AccountPermissions`] resolves owners through any
 //! [`AccountStore`](crate::accounts::AccountStore) (feature `management`)
 //! and keeps each answer for a short time (default 5 s), so the account store is not hit on
@@ -317,11 +329,16 @@ impl Roles {
     }
 }
 
+/// The permission that makes a caller an administrator of every owner's tokens: the admin
+/// view across owners, revoking any owner's token, importing tokens. `tokens:*` and `*`
+/// hold it.
+pub const TOKENS_ADMIN: &str = "tokens:admin";
+
 mod resolver;
 
 #[cfg(feature = "management")]
 pub use resolver::AccountPermissions;
-pub use resolver::{PermissionResolver, effective};
+pub use resolver::{PermissionResolver, effective, effective_for};
 
 #[cfg(test)]
 mod tests {

@@ -1,4 +1,5 @@
-//! The owner's current permissions: [`PermissionResolver`] and [`effective`].
+//! The owner's current permissions: [`PermissionResolver`], [`effective`] and
+//! [`effective_for`].
 
 use std::sync::Arc;
 
@@ -37,8 +38,26 @@ pub async fn effective(
     resolver: &dyn PermissionResolver,
     identity: Identity,
 ) -> Result<Identity, StoreError> {
+    effective_for(resolver, identity, false).await
+}
+
+/// [`effective`], or, when `may_widen` (the token's kind opted in with
+/// [`TokenKind::with_resolver_may_widen`](crate::TokenKind::with_resolver_may_widen)),
+/// `identity` with exactly its owner's current permissions: the resolver's answer then
+/// replaces the token's own permissions and may widen them. An unknown owner's token holds
+/// none either way.
+///
+/// # Errors
+///
+/// When the resolver fails.
+pub async fn effective_for(
+    resolver: &dyn PermissionResolver,
+    identity: Identity,
+    may_widen: bool,
+) -> Result<Identity, StoreError> {
     let owner = resolver.owner_permissions(identity.owner()).await?;
     let permissions = match owner {
+        Some(p) if may_widen => p,
         Some(p) => identity.permissions().intersect(&p),
         None => Permissions::none(),
     };

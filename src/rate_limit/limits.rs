@@ -1,4 +1,5 @@
-//! Per-token limits: [`RateLimits`], kept in process or in a [`SharedRateLimiter`].
+//! Per-token limits and a per-owner limit: [`RateLimits`], kept in process or in a
+//! [`SharedRateLimiter`].
 
 use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
@@ -25,7 +26,8 @@ pub const MAX_TOKEN_RATE_LIMITERS: usize = 100;
 const PRUNE_EVERY_NANOS: u64 = 60_000_000_000;
 
 /// A limiter shared by several instances (e.g. through Redis). The key is a token's
-/// lineage (`lineage:` and the hex SHA-256 of its owner and name, see [`Lineage`]) or
+/// lineage (`lineage:` and the hex SHA-256 of its owner and name, see [`Lineage`]), an
+/// owner (`owner:` and the hex SHA-256 of the owner, see [`Lineage::owner_shared_key`]) or
 /// `ip:<address>`, never a token.
 #[async_trait]
 pub trait SharedRateLimiter: Send + Sync + 'static {
@@ -44,8 +46,9 @@ type Local = RateLimiter<
     StateInformationMiddleware,
 >;
 
-/// Per-token limits: one default rate, optional rates per kind, kept in process or in a
-/// [`SharedRateLimiter`]. Cheap to clone.
+/// Per-token limits: one default rate, optional rates per kind, and optionally one rate per
+/// owner that all of an owner's tokens share ([`per_owner`](Self::per_owner)), kept in
+/// process or in a [`SharedRateLimiter`]. Cheap to clone.
 #[derive(Clone)]
 pub struct RateLimits {
     inner: Arc<LimitsInner>,
@@ -54,6 +57,10 @@ pub struct RateLimits {
 struct LimitsInner {
     default: Option<Rate>,
     per_kind: HashMap<String, Option<Rate>>,
+    /// The rate all of an owner's tokens share, if any.
+    owner: Option<Rate>,
+    /// The in-process limiter of `owner`, keyed by the owner.
+    owner_local: Option<Local>,
     local: HashMap<Rate, Local>,
     /// Limiters for per-token rates ([`TokenRecord::rate_limit`](crate::TokenRecord)) that
     /// no kind uses, one per rate of the series they are rounded down to (at most
@@ -74,6 +81,7 @@ impl std::fmt::Debug for RateLimits {
         f.debug_struct("RateLimits")
             .field("default", &self.inner.default)
             .field("per_kind", &self.inner.per_kind)
+            .field("per_owner", &self.inner.owner)
             .field("shared", &self.inner.shared.is_some())
             .finish()
     }
@@ -83,12 +91,13 @@ impl RateLimits {
     /// Every token gets `default` unless its kind has its own rate.
     #[must_use]
     pub fn new(default: Rate) -> Self {
-        Self::build(Some(default), HashMap::new(), None)
+        Self::build(Some(default), HashMap::new(), None, None)
     }
 
     fn build(
         default: Option<Rate>,
         per_kind: HashMap<String, Option<Rate>>,
+        owner: Option<Rate>,
         shared: Option<Arc<dyn SharedRateLimiter>>,
     ) -> Self {
         let mut local = HashMap::new();
@@ -102,6 +111,8 @@ impl RateLimits {
             inner: Arc::new(LimitsInner {
                 default,
                 per_kind,
+                owner,
+                owner_local: owner.map(|r| RateLimiter::keyed(r.quota()).with_middleware()),
                 local,
                 overrides: RwLock::new(HashMap::new()),
                 shared,
@@ -118,7 +129,39 @@ impl RateLimits {
     pub fn with_kind(self, kind: &str, rate: Option<Rate>) -> Self {
         let mut per_kind = self.inner.per_kind.clone();
         per_kind.insert(kind.to_owned(), rate);
-        Self::build(self.inner.default, per_kind, self.inner.shared.clone())
+        Self::build(
+            self.inner.default,
+            per_kind,
+            self.inner.owner,
+            self.inner.shared.clone(),
+        )
+    }
+
+    /// Adds a per-account limit: every request of any of an owner's tokens counts against
+    /// one budget of `rate` for that owner, *in addition to* the token's own budget (`None`:
+    /// no per-owner limit, the default). A request goes through only when both allow it;
+    /// the rate-limit headers report the tighter of the two, and a request refused by the
+    /// owner's budget gets the same 429 `rate_limited` and `Retry-After` as a token's. A
+    /// request the token's own budget refuses is not counted against the owner's; one the
+    /// owner's budget refuses has already been counted against the token's.
+    ///
+    /// The budget is keyed by the owner id (in process, a keyed hash of it; in a
+    /// [`SharedRateLimiter`], [`Lineage::owner_shared_key`]), never by a token, and idle
+    /// owners' state is dropped like idle tokens'.
+    #[must_use]
+    pub fn per_owner(self, rate: Option<Rate>) -> Self {
+        Self::build(
+            self.inner.default,
+            self.inner.per_kind.clone(),
+            rate,
+            self.inner.shared.clone(),
+        )
+    }
+
+    /// The rate all of an owner's tokens share, if any (see [`per_owner`](Self::per_owner)).
+    #[must_use]
+    pub fn owner_rate(&self) -> Option<Rate> {
+        self.inner.owner
     }
 
     /// Keeps the counts in `shared` (e.g. Redis) so that several instances enforce one
@@ -128,6 +171,7 @@ impl RateLimits {
         Self::build(
             self.inner.default,
             self.inner.per_kind.clone(),
+            self.inner.owner,
             Some(Arc::new(shared)),
         )
     }
@@ -162,6 +206,10 @@ impl RateLimits {
     /// (or the default) rate. The tokens of one lineage share a budget, so rotating a token
     /// does not refill it. `Ok(None)` when no rate applies.
     ///
+    /// With a [per-owner](Self::per_owner) rate, a request the token's budget allows is
+    /// then counted against its owner's budget too, and the answer is the tighter of the two
+    /// (the owner's when it refuses).
+    ///
     /// In process, a rate that no kind uses is rounded down to the series of the
     /// [module docs](super); once a minute the state of idle tokens is dropped.
     ///
@@ -174,11 +222,50 @@ impl RateLimits {
         kind: &str,
         per_minute: Option<u32>,
     ) -> Result<Option<RateLimitDecision>, StoreError> {
-        let Some(rate) = self.effective_rate(kind, per_minute) else {
-            return Ok(None);
+        let token = match self.effective_rate(kind, per_minute) {
+            Some(rate) => Some(self.check_token(lineage, rate).await?),
+            None => None,
         };
+        let (Some(owner_rate), Some(owner_limiter)) = (self.inner.owner, &self.inner.owner_local)
+        else {
+            return Ok(token);
+        };
+        if token.as_ref().is_some_and(|d| !d.allowed()) {
+            return Ok(token);
+        }
+        let owner = self.check_owner(lineage, owner_rate, owner_limiter).await?;
+        Ok(Some(match token {
+            Some(t) if owner.allowed() && t.remaining <= owner.remaining => t,
+            _ => owner,
+        }))
+    }
+
+    /// Counts one request against the owner's budget of `rate`.
+    async fn check_owner(
+        &self,
+        lineage: Lineage<'_>,
+        rate: Rate,
+        limiter: &Local,
+    ) -> Result<RateLimitDecision, StoreError> {
         if let Some(shared) = &self.inner.shared {
-            return shared.check(&lineage.shared_key(), rate).await.map(Some);
+            return shared.check(&lineage.owner_shared_key(), rate).await;
+        }
+        self.prune_if_due();
+        let (a, b) = &self.inner.lineage_keys;
+        // Tagged apart from the lineage hashes (which hash a pair), in a limiter of its own.
+        let tagged = ("owner", lineage.owner);
+        let id = LineageKey(a.hash_one(tagged), b.hash_one(tagged));
+        Ok(self.decide(limiter, &id, rate))
+    }
+
+    /// Counts one request against the token lineage's budget of `rate`.
+    async fn check_token(
+        &self,
+        lineage: Lineage<'_>,
+        rate: Rate,
+    ) -> Result<RateLimitDecision, StoreError> {
+        if let Some(shared) = &self.inner.shared {
+            return shared.check(&lineage.shared_key(), rate).await;
         }
         self.prune_if_due();
         let (a, b) = &self.inner.lineage_keys;
@@ -192,7 +279,7 @@ impl RateLimits {
                 self.decide(&limiter, &id, rate)
             }
         };
-        Ok(Some(decision))
+        Ok(decision)
     }
 
     /// Drops idle tokens' state when a minute has passed since the last time: one clock
@@ -286,6 +373,9 @@ impl RateLimits {
     /// hygiene). [`check`](Self::check) calls it once a minute; call it yourself to
     /// prune at other times.
     pub fn retain_recent(&self) {
+        if let Some(l) = &self.inner.owner_local {
+            l.retain_recent();
+        }
         for l in self.inner.local.values() {
             l.retain_recent();
         }
@@ -329,190 +419,5 @@ fn series_floor(rate: Rate) -> Rate {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn the_101st_request_in_a_minute_is_refused_and_headers_count_down() {
-        let limits = RateLimits::new(Rate::per_minute(100).unwrap());
-        let id = Lineage::new("alice", "bot");
-        for i in 0..100u32 {
-            let d = limits.check(id, "pat", None).await.unwrap().unwrap();
-            assert!(d.allowed(), "request {i}");
-            assert_eq!(d.limit, 100);
-            assert_eq!(d.remaining, 99 - i);
-        }
-        let d = limits.check(id, "pat", None).await.unwrap().unwrap();
-        assert!(!d.allowed());
-        let wait = d.retry_after.unwrap();
-        assert!(
-            wait > Duration::ZERO && wait <= Duration::from_millis(600),
-            "{wait:?}"
-        );
-        // Other tokens are not affected.
-        assert!(
-            limits
-                .check(Lineage::new("alice", "other"), "pat", None)
-                .await
-                .unwrap()
-                .unwrap()
-                .allowed()
-        );
-    }
-
-    #[tokio::test]
-    async fn a_lineage_keeps_its_budget_and_other_lineages_have_their_own() {
-        let limits = RateLimits::new(Rate::per_minute(2).unwrap());
-        // The same owner and name (what a rotation keeps), from distinct strings.
-        let (owner, name) = (String::from("alice"), String::from("bot"));
-        for _ in 0..2 {
-            let d = limits.check(Lineage::new(&owner, &name), "pat", None);
-            assert!(d.await.unwrap().unwrap().allowed());
-        }
-        let d = limits.check(Lineage::new("alice", "bot"), "pat", None);
-        assert!(!d.await.unwrap().unwrap().allowed(), "the same lineage");
-        for other in [
-            ("alice", "bot2"),
-            ("alicebot", ""),
-            ("alic", "ebot"),
-            ("bob", "bot"),
-        ] {
-            let d = limits.check(Lineage::new(other.0, other.1), "pat", None);
-            assert!(d.await.unwrap().unwrap().allowed(), "{other:?}");
-        }
-        assert_ne!(
-            Lineage::new("alic", "ebot").shared_key(),
-            Lineage::new("alice", "bot").shared_key()
-        );
-        assert_eq!(
-            Lineage::new(&owner, &name).shared_key(),
-            Lineage::new("alice", "bot").shared_key()
-        );
-    }
-
-    #[tokio::test]
-    async fn kinds_can_have_their_own_rate_or_none() {
-        let limits = RateLimits::new(Rate::per_minute(2).unwrap())
-            .with_kind("bulk", None)
-            .with_kind("seat", Some(Rate::per_minute(1).unwrap()));
-        let id = Lineage::new("alice", "bot");
-        assert!(limits.check(id, "bulk", None).await.unwrap().is_none());
-        assert!(
-            limits
-                .check(id, "seat", None)
-                .await
-                .unwrap()
-                .unwrap()
-                .allowed()
-        );
-        assert!(
-            !limits
-                .check(id, "seat", None)
-                .await
-                .unwrap()
-                .unwrap()
-                .allowed()
-        );
-    }
-
-    #[tokio::test]
-    async fn a_token_rate_overrides_its_kind() {
-        let limits = RateLimits::new(Rate::per_minute(100).unwrap()).with_kind("bulk", None);
-        let id = Lineage::new("alice", "bot");
-        for _ in 0..3 {
-            assert!(
-                limits
-                    .check(id, "pat", Some(3))
-                    .await
-                    .unwrap()
-                    .unwrap()
-                    .allowed()
-            );
-        }
-        let d = limits.check(id, "pat", Some(3)).await.unwrap().unwrap();
-        assert!(!d.allowed());
-        assert_eq!(d.limit, 3);
-        // An unlimited kind is limited by the token's own rate, and a rate equal to a
-        // kind's shares its limiter.
-        let other = Lineage::new("alice", "other");
-        assert_eq!(
-            limits
-                .check(other, "bulk", Some(100))
-                .await
-                .unwrap()
-                .unwrap()
-                .limit,
-            100
-        );
-        assert!(limits.check(other, "bulk", None).await.unwrap().is_none());
-    }
-
-    #[tokio::test]
-    async fn a_token_cannot_raise_its_own_rate_above_the_servers() {
-        let limits = RateLimits::new(Rate::per_minute(100).unwrap());
-        let id = Lineage::new("alice", "bot");
-        for i in 0..100u32 {
-            let d = limits
-                .check(id, "pat", Some(u32::MAX))
-                .await
-                .unwrap()
-                .unwrap();
-            assert!(d.allowed(), "request {i}");
-            assert_eq!(d.limit, 100, "the server's rate, not the token's");
-        }
-        let d = limits
-            .check(id, "pat", Some(u32::MAX))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(!d.allowed(), "the 101st request is refused");
-        // A lower rate of its own still applies.
-        assert_eq!(
-            limits.effective_rate("pat", Some(7)),
-            Some(Rate::per_minute(7).unwrap())
-        );
-    }
-
-    #[tokio::test]
-    async fn hostile_distinct_rates_do_not_grow_the_limiters() {
-        // Under an unlimited kind a token's own rate applies as it is: the worst case.
-        let limits = RateLimits::new(Rate::per_minute(100).unwrap()).with_kind("bulk", None);
-        for n in 1..=10_000u32 {
-            for own in [n, u32::MAX - n, n.wrapping_mul(2_654_435_761)] {
-                let own = own.max(1);
-                let name = format!("t{n}-{own}");
-                let d = limits
-                    .check(Lineage::new("alice", &name), "bulk", Some(own))
-                    .await
-                    .unwrap()
-                    .unwrap();
-                assert!(d.limit <= own, "{own} rounded up to {}", d.limit);
-                assert!(
-                    u64::from(d.limit) * 4 >= u64::from(own) * 3,
-                    "{own} -> {}: rounded down by a quarter at most",
-                    d.limit
-                );
-            }
-        }
-        let made = limits.token_rate_limiters();
-        assert!(
-            made <= MAX_TOKEN_RATE_LIMITERS,
-            "{made} limiters for 30 000 distinct rates"
-        );
-    }
-
-    #[test]
-    fn the_series_never_rounds_up_and_has_at_most_the_cap() {
-        let mut seen = std::collections::HashSet::new();
-        let samples = (1..=100_000u32)
-            .chain((0..32).map(|b| 1u32 << b))
-            .chain((0..32).map(|b| (1u32 << b).wrapping_sub(1).max(1)))
-            .chain([u32::MAX, 4_000_000_000, 999_999_999]);
-        for n in samples {
-            let r = series_floor(Rate::per_minute(n).unwrap()).requests();
-            assert!(r <= n && r >= 1, "{n} -> {r}");
-            seen.insert(r);
-        }
-        assert!(seen.len() <= MAX_TOKEN_RATE_LIMITERS, "{}", seen.len());
-    }
-}
+#[path = "limits_tests.rs"]
+mod tests;

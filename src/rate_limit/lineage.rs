@@ -43,6 +43,25 @@ impl<'a> Lineage<'a> {
         }
         key
     }
+
+    /// The key of the owner's budget in a [`SharedRateLimiter`](super::SharedRateLimiter)
+    /// (see [`RateLimits::per_owner`](super::RateLimits::per_owner)): `owner:` and the hex
+    /// SHA-256 of the owner, the same on every instance and for every token of the owner.
+    #[must_use]
+    pub fn owner_shared_key(&self) -> String {
+        use sha2::{Digest, Sha256};
+        use std::fmt::Write as _;
+        let digest = Sha256::new()
+            .chain_update(b"keygate owner\0")
+            .chain_update(self.owner.as_bytes())
+            .finalize();
+        let mut key = String::with_capacity(6 + 64);
+        key.push_str("owner:");
+        for b in digest {
+            let _ = write!(key, "{b:02x}");
+        }
+        key
+    }
 }
 
 /// A lineage's key in the in-process limiters: 128 bits of two SipHash digests under keys

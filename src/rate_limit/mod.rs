@@ -24,6 +24,14 @@
 //! own rate ([`RateLimits::with_kind`]). Under a kind without a rate (unlimited), the
 //! token's own rate applies as it is.
 //!
+//! # A budget per account
+//!
+//! [`RateLimits::per_owner`] adds one budget per owner that all of the owner's tokens share,
+//! checked after the token's own: a request goes through only when both allow it, and the
+//! headers report the tighter of the two. It is keyed by the owner id (a keyed hash in
+//! process, [`Lineage::owner_shared_key`] in a [`SharedRateLimiter`]), never by a token.
+//! Off by default (server setting `owner_rate_limit`).
+//!
 //! # Bounded state
 //!
 //! In process, the rates that no kind uses (a token's own, lower rate) are rounded *down*
@@ -31,8 +39,8 @@
 //! 20, 25, 30, 40, 50, 60 and 80 times each power of ten), so hostile distinct values
 //! cannot make limiters without end; rounding never gives more than the token asked for,
 //! and takes off less than a quarter.
-//! The per-token state of tokens not seen for a full period is dropped once a minute, from
-//! within [`RateLimits::check`].
+//! The state of tokens and owners not seen for a full period is dropped once a minute,
+//! from within [`RateLimits::check`].
 //!
 //! ```
 //! use keygate::rate_limit::{Rate, RateLimits};

@@ -3,7 +3,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use axum::extract::{Path, Request};
@@ -162,16 +162,31 @@ where
     )?)));
     // A wedged database (a lock held elsewhere, a stalled disk, a lost connection) is a 503
     // after 2 s instead of a request held for as long as it hangs.
+    if config.pepper.is_none() && !config.previous_peppers.is_empty() {
+        tracing::warn!(
+            "previous_peppers is set without a pepper: ignored, and tokens stored under them are refused"
+        );
+    }
     let tokens = config
-        .kinds
-        .iter()
-        .fold(
+        .with_pepper(config.kinds.iter().fold(
             Tokens::builder(TimeoutStore::new(token_store, config.store_timeout)),
             |builder, kind| builder.kind(kind.clone()),
-        )
+        ))
         .roles(config.roles.clone())
         .audit(audit.clone())
-        .build()?;
+        .warn_before_expiry(Some(Duration::from_secs(
+            u64::from(config.expiry_warning_days) * 24 * 3600,
+        )));
+    let tokens = match (&config.expiry_webhook_url, &config.expiry_webhook_secret) {
+        (Some(url), Some(secret)) => {
+            tokens.expiry_webhook(crate::tokens::ExpiryWebhook::new(url, secret.as_bytes())?)
+        }
+        (Some(_), None) => {
+            return Err("expiry_webhook_url needs expiry_webhook_secret (KEYGATE_EXPIRY_WEBHOOK_SECRET): the calls are signed".into());
+        }
+        (None, _) => tokens,
+    }
+    .build()?;
     let client_ip = ClientIpSource::new()
         .trust_proxies(config.trusted_proxies.iter().copied())
         .with_header(config.client_ip_header.clone());
@@ -183,7 +198,8 @@ where
     };
     // One set of limits for the whole API: a token's budget is the same on every route;
     // with Redis, one for every instance too.
-    let rates = RateLimits::new(Rate::per_minute(config.rate_limit)?);
+    let owner_rate = config.owner_rate_limit.map(Rate::per_minute).transpose()?;
+    let rates = RateLimits::new(Rate::per_minute(config.rate_limit)?).per_owner(owner_rate);
     let failures = FailureLimits::new(Rate::per_minute(config.failure_limit)?);
     let (rates, failures, redis) = share_limits(config, rates, failures)?;
     let policies = |layer: AuthLayer| {
@@ -211,7 +227,12 @@ where
         .with_audit_reader(store)
         .with_permission_resolver(owners.clone())
         .with_client_ip(client_ip.clone())
-        .with_failure_limits(failures.clone());
+        .with_failure_limits(failures.clone())
+        .admin_only_token_management(config.admin_only_token_management);
+    let management = match leak_reports(config)? {
+        Some(reporters) => management.with_leak_reports(reporters),
+        None => management,
+    };
     // One document for the whole service, served at `/api/v1/openapi.json`.
     let metrics_here = metrics.is_some() && config.metrics_addr.is_none();
     let document = super::openapi::document(management.openapi(), metrics_here, config.demo);
@@ -524,7 +545,11 @@ async fn index(demo: bool, roles: Vec<String>) -> Json<Value> {
         "GET /api/v1/tokens": "list your tokens (Basic, or a token with tokens:read)",
         "DELETE /api/v1/tokens/{id}": "revoke (Basic, or tokens:write)",
         "POST /api/v1/tokens/{id}/rotate": "rotate (Basic, or tokens:write)",
+        "PATCH /api/v1/tokens/{id}": "edit name, description, expiry, allowed_ips, metadata; narrow permissions (Basic, or tokens:write)",
+        "GET /api/v1/admin/tokens": "every owner's tokens (needs tokens:admin); ?owner=&kind=&status=&expiring_before=&last_used_before=&limit=&cursor=",
+        "DELETE /api/v1/admin/tokens/{id}": "revoke any owner's token (needs tokens:admin)",
         "GET /api/v1/me": "who the token belongs to",
+        "POST /api/v1/admin/tokens/import": "import tokens of another system by their SHA-256 (Basic only, needs tokens:admin)",
         "GET /api/v1/verify": "forward authentication for nginx auth_request, Traefik ForwardAuth, Envoy ext_authz",
         "GET /api/v1/audit": "your audit events (needs audit:read; every owner's: audit:read_all); ?token_id=&since=&until=&limit=",
         "GET /tokens": "the token page",
@@ -576,4 +601,21 @@ async fn create_build(id: Identity, Path(app): Path<String>) -> (http::StatusCod
 async fn set_env(id: Identity, Path(app): Path<String>) -> Json<Value> {
     tracing::info!(token_id = %id.token_id(), %app, "environment updated");
     Json(json!({ "app": app, "action": "env", "status": "updated" }))
+}
+
+/// The leak reporters of `POST /api/v1/leaks`, when a key or a signing secret is set.
+fn leak_reports(
+    config: &Config,
+) -> Result<Option<crate::axum::management::LeakReports>, crate::ConfigError> {
+    if config.leak_reporter_key.is_none() && config.leak_signing_secret.is_none() {
+        return Ok(None);
+    }
+    let mut reporters = crate::axum::management::LeakReports::new();
+    if let Some(key) = &config.leak_reporter_key {
+        reporters = reporters.with_reporter_key(key)?;
+    }
+    if let Some(secret) = &config.leak_signing_secret {
+        reporters = reporters.with_signing_secret(secret.as_bytes())?;
+    }
+    Ok(Some(reporters))
 }

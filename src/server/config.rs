@@ -2,9 +2,9 @@
 //! TOML file by [`ConfigLoader`] (or [`Config::from_env`]), over its defaults.
 //!
 //! Precedence: a flag, then the environment, then the file, then the default. Each secret
-//! (the admin password, the database URL) may instead name a file that holds it
-//! (`KEYGATE_ADMIN_PASSWORD_FILE`, `KEYGATE_DB_FILE`; `admin_password_file`, `db_file` in
-//! the file); giving a secret and its file at the same level is an error. Every bad value
+//! (the admin password, the database and Redis URLs, the peppers) may instead name a file
+//! that holds it (`KEYGATE_ADMIN_PASSWORD_FILE`, `KEYGATE_DB_FILE`, `KEYGATE_PEPPER_FILE`,
+//! …; `admin_password_file`, `db_file`, `pepper_file`, … in the file); giving a secret and its file at the same level is an error. Every bad value
 //! is reported, each on its own line, never with a secret's value.
 
 use std::path::{Path, PathBuf};
@@ -18,7 +18,8 @@ use crate::client_ip::ClientIpHeader;
 use crate::forward_auth::OriginalRequest;
 use crate::identity::Roles;
 use crate::store::timeout::DEFAULT_STORE_TIMEOUT;
-use crate::token::TokenKind;
+use crate::token::{Pepper, TokenKind};
+use crate::tokens::TokensBuilder;
 
 mod file;
 mod settings;
@@ -42,6 +43,9 @@ pub struct Config {
     pub admin_password: Option<Zeroizing<String>>,
     /// Requests a minute per token.
     pub rate_limit: u32,
+    /// Requests a minute per owner, shared by all of the owner's tokens; `None`: no
+    /// per-owner limit.
+    pub owner_rate_limit: Option<u32>,
     /// Failed authentications a minute per client address.
     pub failure_limit: u32,
     /// Refused requests a minute per client address written to the audit trail (the rest
@@ -59,6 +63,10 @@ pub struct Config {
     pub store_timeout: Duration,
     /// Mount the demo API (`/api/v1/apps...`); off by default.
     pub demo: bool,
+    /// Reserve creating, editing, rotating, revoking and releasing tokens to administrators
+    /// (`tokens:admin`, which the `admin` role holds); off by default (setting
+    /// `token_management = "admin_only"`).
+    pub admin_only_token_management: bool,
     /// The roles tokens and accounts may be given (default
     /// [`Roles::deployment_platform`]).
     pub roles: Roles,
@@ -90,10 +98,32 @@ pub struct Config {
     pub redis_ca_file: Option<PathBuf>,
     /// Run keygate's migrations on start (`false`: the tables must already be there).
     pub migrate: bool,
+    /// The key leak reporters send in `X-Keygate-Reporter-Key` to `POST /api/v1/leaks`
+    /// (with [`leak_signing_secret`](Self::leak_signing_secret) unset too, the route is
+    /// not served).
+    pub leak_reporter_key: Option<Zeroizing<String>>,
+    /// The HMAC-SHA256 secret leak reporters sign `POST /api/v1/leaks` bodies with.
+    pub leak_signing_secret: Option<Zeroizing<String>>,
+    /// How many days before a token expires its `token.expiring` event is written (and
+    /// sent to the webhook); 0: no warnings.
+    pub expiry_warning_days: u32,
+    /// Where expiry warnings are POSTed (`http://` only), if anywhere.
+    pub expiry_webhook_url: Option<String>,
+    /// The HMAC-SHA256 secret expiry warnings are signed with.
+    pub expiry_webhook_secret: Option<Zeroizing<String>>,
+    /// The server secret tokens are digested with (HMAC-SHA256); `None`: plain SHA-256.
+    /// Never printed.
+    pub pepper: Option<Pepper>,
+    /// Peppers used before `pepper`, newest first: their tokens keep working and are
+    /// re-hashed on use. Never printed.
+    pub previous_peppers: Vec<Pepper>,
+    /// With a pepper: whether tokens stored under the plain SHA-256 (issued before the
+    /// pepper, or imported) are still accepted, and re-hashed on use (default `true`).
+    pub allow_unpeppered: bool,
 }
 
 impl std::fmt::Debug for Config {
-    /// Never the admin password, nor the database URL's.
+    /// Never the admin password, the database URL's, nor a pepper.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
             .field("db", &self.describe_db())
@@ -105,6 +135,7 @@ impl std::fmt::Debug for Config {
                 &self.admin_password.as_ref().map(|_| "***"),
             )
             .field("rate_limit", &self.rate_limit)
+            .field("owner_rate_limit", &self.owner_rate_limit)
             .field("failure_limit", &self.failure_limit)
             .field("audit_denial_limit", &self.audit_denial_limit)
             .field("trusted_proxies", &self.trusted_proxies)
@@ -113,6 +144,10 @@ impl std::fmt::Debug for Config {
             .field("metrics", &self.metrics)
             .field("store_timeout", &self.store_timeout)
             .field("demo", &self.demo)
+            .field(
+                "admin_only_token_management",
+                &self.admin_only_token_management,
+            )
             .field("roles", &self.roles)
             .field("kinds", &self.kinds)
             .field(
@@ -128,6 +163,30 @@ impl std::fmt::Debug for Config {
             .field("verify_source", &self.verify_source)
             .field("redis_ca_file", &self.redis_ca_file)
             .field("migrate", &self.migrate)
+            .field(
+                "leak_reporter_key",
+                &self.leak_reporter_key.as_ref().map(|_| "***"),
+            )
+            .field(
+                "leak_signing_secret",
+                &self.leak_signing_secret.as_ref().map(|_| "***"),
+            )
+            .field("expiry_warning_days", &self.expiry_warning_days)
+            // A query string may carry a receiver's secret: only what comes before it.
+            .field(
+                "expiry_webhook_url",
+                &self.expiry_webhook_url.as_deref().map(|u| {
+                    u.split_once('?')
+                        .map_or(u.to_owned(), |(a, _)| format!("{a}?***"))
+                }),
+            )
+            .field(
+                "expiry_webhook_secret",
+                &self.expiry_webhook_secret.as_ref().map(|_| "***"),
+            )
+            .field("pepper", &self.pepper.as_ref().map(|_| "***"))
+            .field("previous_peppers", &self.previous_peppers.len())
+            .field("allow_unpeppered", &self.allow_unpeppered)
             .finish()
     }
 }
@@ -141,6 +200,7 @@ impl Default for Config {
             admin_email: "admin@example.com".into(),
             admin_password: None,
             rate_limit: 100,
+            owner_rate_limit: None,
             failure_limit: 20,
             audit_denial_limit: crate::rate_limit::DEFAULT_AUDIT_BUDGET,
             trusted_proxies: Vec::new(),
@@ -149,6 +209,7 @@ impl Default for Config {
             metrics: true,
             store_timeout: DEFAULT_STORE_TIMEOUT,
             demo: false,
+            admin_only_token_management: false,
             roles: Roles::deployment_platform(),
             kinds: vec![TokenKind::pat()],
             redis_url: None,
@@ -161,6 +222,14 @@ impl Default for Config {
             verify_source: OriginalRequest::Detect,
             redis_ca_file: None,
             migrate: true,
+            leak_reporter_key: None,
+            leak_signing_secret: None,
+            expiry_warning_days: 7,
+            expiry_webhook_url: None,
+            expiry_webhook_secret: None,
+            pepper: None,
+            previous_peppers: Vec::new(),
+            allow_unpeppered: true,
         }
     }
 }
@@ -454,6 +523,19 @@ fn read_secret(path: &Path) -> Result<String, String> {
 }
 
 impl Config {
+    /// `builder` with the pepper settings: the current pepper, the previous ones and
+    /// whether unpeppered records are accepted. What the server and the `keygate token`
+    /// commands build their manager with, so that both digest tokens alike.
+    pub fn with_pepper(&self, builder: TokensBuilder) -> TokensBuilder {
+        match &self.pepper {
+            Some(pepper) => builder
+                .pepper(pepper.clone())
+                .previous_peppers(self.previous_peppers.iter().cloned())
+                .allow_unpeppered(self.allow_unpeppered),
+            None => builder,
+        }
+    }
+
     /// The environment over the file `KEYGATE_CONFIG` names (if any) over the defaults:
     /// `KEYGATE_DB` (or `KEYGATE_DB_FILE`), `KEYGATE_DB_SCHEMA`, `KEYGATE_ADDR`,
     /// `KEYGATE_ADMIN_EMAIL`, `KEYGATE_ADMIN_PASSWORD` (or `KEYGATE_ADMIN_PASSWORD_FILE`),

@@ -36,10 +36,13 @@
 //! Each setting is read from its command-line flag (`keygate serve --rate-limit 50`), else
 //! its environment variable, else the TOML file named by `--config` or `KEYGATE_CONFIG`
 //! (the key in the first column: `rate_limit = 50`), else its default
-//! ([`ConfigLoader`]). The three secrets may instead be read from a file, its trailing line
-//! break removed (`KEYGATE_ADMIN_PASSWORD_FILE`, `KEYGATE_DB_FILE`, `KEYGATE_REDIS_URL_FILE`;
-//! `admin_password_file`, `db_file`, `redis_url_file`; `--admin-password-file`, `--db-file`,
-//! `--redis-url-file`), e.g. a container secret; a secret and
+//! ([`ConfigLoader`]). The secrets may instead be read from a file, its trailing line
+//! break removed (`KEYGATE_ADMIN_PASSWORD_FILE`, `KEYGATE_DB_FILE`, `KEYGATE_REDIS_URL_FILE`,
+//! `KEYGATE_LEAK_REPORTER_KEY_FILE`, `KEYGATE_LEAK_SIGNING_SECRET_FILE`,
+//! `KEYGATE_EXPIRY_WEBHOOK_SECRET_FILE`, `KEYGATE_PEPPER_FILE`,
+//! `KEYGATE_PREVIOUS_PEPPERS_FILE`; `admin_password_file`, `db_file`, `pepper_file`, …;
+//! `--admin-password-file`, `--db-file`, `--pepper-file`, …), e.g. a container secret; a
+//! secret and
 //! its file at the same level is an error. Every bad value is reported at start, one line
 //! each naming the variable, key or flag and the value (never a secret's), and nothing
 //! starts ([`InvalidConfig`]); so is an unknown key in the file. `keygate serve --help`
@@ -54,6 +57,7 @@
 //! | `admin_email` | `KEYGATE_ADMIN_EMAIL` | `admin@example.com` | the admin account |
 //! | `admin_password` | `KEYGATE_ADMIN_PASSWORD` (`KEYGATE_ADMIN_PASSWORD_FILE`) | — | its password; when unset and the admin does not exist yet, one is generated and printed once (an existing admin keeps its password) |
 //! | `rate_limit` | `KEYGATE_RATE_LIMIT` | `100` | requests a minute per token (429 with `Retry-After` past it); a token's own `rate_limit` can only lower it |
+//! | `owner_rate_limit` | `KEYGATE_OWNER_RATE_LIMIT` | `off` | requests a minute per account, shared by all of its tokens, checked besides each token's own `rate_limit` (429 with `Retry-After` past either; the `RateLimit-*` headers report the tighter); with `redis_url`, shared by every instance too |
 //! | `failure_limit` | `KEYGATE_FAILURE_LIMIT` | `20` | failed authentications (bad tokens, wrong passwords) a minute per client address, and failed sign-ins a minute per account before its backoff starts |
 //! | `audit_denial_limit` | `KEYGATE_AUDIT_DENIAL_LIMIT` | `60` | refused requests (no credentials, bad tokens, 429s, refused management writes) a minute per client address written to the audit trail, all at once; the rest are shed and counted (`keygate_audit_shed_total`), and one `audit.shed` event (reason `shed:<n>`) says how many once the address is written again ([`AuditBudget`](crate::rate_limit::AuditBudget)). Allowed requests and management writes are always written |
 //! | `trusted_proxies` | `KEYGATE_TRUSTED_PROXIES` | — | comma-separated CIDRs (a list in the file) of the proxies whose client-address header is believed |
@@ -72,8 +76,16 @@
 //! | `verify_source` | `KEYGATE_VERIFY_SOURCE` | `detect` | `GET /api/v1/verify`: where the original method and URI are read: `nginx` (`X-Original-*`), `traefik` (`X-Forwarded-Method`/`-Uri`), `direct` or `envoy` (the check's own method and path; forwarding headers ignored), `detect` (whichever pair is sent). Name your proxy: behind Envoy, `detect` would believe `X-Original-*` headers a client adds |
 //! | `migrate` | `KEYGATE_MIGRATE` | `on` | `off`: run no migration (the schema is applied with your own tool from `migrations/`); the server then checks that keygate's tables are there and refuses to start, naming the missing one, if not. SQLite: the file must exist |
 //! | `redis_ca_file` | `KEYGATE_REDIS_CA_FILE` | — | with a `rediss://` Redis URL: the PEM file of the CA its certificate is checked against (a private CA), instead of the system's certificate store |
+//! | `leak_reporter_key` | `KEYGATE_LEAK_REPORTER_KEY` (`KEYGATE_LEAK_REPORTER_KEY_FILE`) | — | the key a secret scanner sends in `X-Keygate-Reporter-Key` to `POST /api/v1/leaks` (at least 16 visible ASCII characters); with it or `leak_signing_secret` the route is served, without either it is not (404) |
+//! | `leak_signing_secret` | `KEYGATE_LEAK_SIGNING_SECRET` (`KEYGATE_LEAK_SIGNING_SECRET_FILE`) | — | the HMAC-SHA256 secret a scanner signs `POST /api/v1/leaks` bodies with (`X-Keygate-Signature: sha256=<hex>`, at least 16 bytes) |
+//! | `expiry_warning_days` | `KEYGATE_EXPIRY_WARNING_DAYS` | `7` | the maintenance task writes one `token.expiring` audit event per token this many days before it expires (`0`: none) |
+//! | `expiry_webhook_url` | `KEYGATE_EXPIRY_WEBHOOK_URL` | — | POST each `token.expiring` event there as JSON, signed (`X-Keygate-Signature`, over `X-Keygate-Timestamp` and the body), retried with backoff ([`ExpiryWebhook`](crate::tokens::ExpiryWebhook)); `http://` only: put a TLS-terminating proxy in front for `https` |
+//! | `expiry_webhook_secret` | `KEYGATE_EXPIRY_WEBHOOK_SECRET` (`KEYGATE_EXPIRY_WEBHOOK_SECRET_FILE`) | — | the HMAC-SHA256 secret of those calls (required with `expiry_webhook_url`, at least 16 bytes) |
+//! | `pepper` | `KEYGATE_PEPPER` (`KEYGATE_PEPPER_FILE`) | — | a server secret of at least 32 bytes, hex or base64 (`openssl rand -base64 32`): tokens are stored as HMAC-SHA256 under it instead of SHA-256, so a copy of the database alone cannot confirm a guessed token; never printed; the `keygate token` commands need it too (SECURITY.md, *The pepper*) |
+//! | `previous_peppers` | `KEYGATE_PREVIOUS_PEPPERS` (`KEYGATE_PREVIOUS_PEPPERS_FILE`) | — | comma-separated (a list in the file) peppers used before `pepper`, newest first: their tokens keep working and are re-hashed to the current pepper on use (within the 10 s usage flush) |
+//! | `allow_unpeppered` | `KEYGATE_ALLOW_UNPEPPERED` | `on` | with a pepper: still accept tokens stored under the plain SHA-256 (issued before the pepper was set, or imported), re-hashing each on use; `off` refuses them once they have all been re-hashed |
 //! | `[roles]` | — | [`Roles::deployment_platform`] | the file only: `name = ["permission", ...]` for each role; replaces the default roles |
-//! | `[kinds.<name>]` | — | `pat` | the file only: token kinds, `prefix` (default: the name), `max_live_per_owner` (a number or `"unlimited"`), `max_lifetime` (seconds), `binding_header`; the first is the default kind |
+//! | `[kinds.<name>]` | — | `pat` | the file only: token kinds, `prefix` (default: the name), `max_live_per_owner` (a number or `"unlimited"`), `max_lifetime` (seconds), `binding_header`, `inactivity_expiry` (seconds without use, then revoked by the hourly purge; a bound token's seat is released instead), `legacy_length` with `legacy_alphabet` (`base64url`, `hex` or `alphanumeric`: also accept imported tokens of another system's format, see [`TokenKind::with_legacy_format`](crate::TokenKind::with_legacy_format)); the first is the default kind |
 //! | — | `KEYGATE_CONFIG` | — | the TOML file (`--config`) |
 //! | — | `RUST_LOG` | `info` | log filter |
 //!
@@ -92,9 +104,13 @@
 //! | `POST /api/v1/tokens` | Basic (email + password): create a token |
 //! | `GET /api/v1/tokens` | Basic, or a token with `tokens:read` |
 //! | `DELETE /api/v1/tokens/{id}`, `POST /api/v1/tokens/{id}/rotate` | Basic, or a token with `tokens:write` holding every permission of the token it acts on |
+//! | `PATCH /api/v1/tokens/{id}` | as `DELETE`: edit name, description, expiry, `allowed_ips`, metadata, and permissions to narrower ones only (a token only narrows) |
+//! | `GET /api/v1/admin/tokens`, `DELETE /api/v1/admin/tokens/{id}` | `tokens:admin` (the `admin` role): every owner's tokens (filters and a cursor), revoking any of them |
 //! | `GET /api/v1/me` | a token |
+//! | `POST /api/v1/admin/tokens/import` | `tokens:admin`, signed in with the password (a bearer token gets 401; the `admin` role holds `*`): import tokens another system issued, by their SHA-256 |
 //! | `/api/v1/verify` (any method; `/api/v1/verify/…` too) | a token: forward authentication for nginx `auth_request`, Traefik `ForwardAuth`, Envoy `ext_authz` ([`crate::forward_auth`]); 200 with `X-Keygate-Owner`, `X-Keygate-Token-Id`, `X-Keygate-Permissions`, else the layer's refusal; see `docs/forward-auth.md` |
 //! | `GET /api/v1/audit` | `audit:read` (Basic or a token): the caller's own audit events (every owner's with `audit:read_all`), `?token_id=&since=&until=&limit=` |
+//! | `POST /api/v1/leaks` | the leak reporter key (`X-Keygate-Reporter-Key`) or a body signed with the leak signing secret (`X-Keygate-Signature`): revokes each reported token that still authenticates; only with `KEYGATE_LEAK_REPORTER_KEY` or `KEYGATE_LEAK_SIGNING_SECRET` (see [`LeakReports`](crate::axum::management::LeakReports)) |
 //! | `GET /api/v1/openapi.json` | nothing: the OpenAPI 3.1 document |
 //! | `GET /api/v1/apps` | `apps:read` (roles `viewer`, `ops`, `deployer`, `cicd`, `admin`); this and the three below only with `KEYGATE_DEMO=on` |
 //! | `POST /api/v1/apps/{app}/restart` | `processes:restart` (`ops`, `deployer`, `admin`) |

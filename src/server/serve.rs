@@ -267,6 +267,9 @@ fn announce_text(
         "keygate reference server on {base} (database: {})",
         config.describe_db()
     );
+    if let Some(line) = pepper_line(config) {
+        println!("{line}");
+    }
     if let Some(p) = &password {
         println!();
         println!(
@@ -319,6 +322,21 @@ fn announce_text(
     println!();
 }
 
+/// The banner's line on the pepper (never the pepper): whether one is set, how many
+/// previous ones, whether unpeppered tokens are accepted.
+fn pepper_line(config: &Config) -> Option<String> {
+    config.pepper.as_ref()?;
+    Some(format!(
+        "Token digests: HMAC-SHA256 under the pepper ({} previous; tokens stored before it {})",
+        config.previous_peppers.len(),
+        if config.allow_unpeppered {
+            "accepted and re-hashed on use"
+        } else {
+            "refused"
+        }
+    ))
+}
+
 /// The announcement as log events; a generated password goes to a file, never a line.
 fn announce_json(
     config: &Config,
@@ -331,6 +349,13 @@ fn announce_json(
         database = %config.describe_db(),
         "keygate reference server listening"
     );
+    if config.pepper.is_some() {
+        tracing::info!(
+            previous_peppers = config.previous_peppers.len(),
+            allow_unpeppered = config.allow_unpeppered,
+            "token digests are HMAC-SHA256 under the pepper"
+        );
+    }
     if let Some(at) = metrics_addr {
         tracing::info!(metrics_address = %format!("http://{at}/metrics"), "metrics listening");
     }

@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 
 use crate::error::StoreError;
 use crate::identity::Permissions;
-use crate::record::{TokenId, TokenRecord};
+use crate::record::{Metadata, TokenId, TokenRecord};
 use crate::token::TokenHash;
 
 /// The columns of the token table, in the order [`bind_record`] binds them.
@@ -17,7 +17,7 @@ macro_rules! token_columns {
     () => {
         "id, hash, kind, owner, name, description, role, permissions, hint, created_by, \
          created_at, expires_at, last_used_at, revoked_at, replaced_by, allowed_ips, rate_limit, \
-         bound_to, bound_at, released_at"
+         bound_to, bound_at, released_at, metadata, last_used_ip, last_used_agent, expiry_warned_at"
     };
 }
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -94,6 +94,17 @@ pub(crate) fn decode(row: &impl Row) -> Result<TokenRecord, StoreError> {
         bound_to: row.opt_text("bound_to")?,
         bound_at: row.opt_time("bound_at")?,
         released_at: row.opt_time("released_at")?,
+        // Rows written before these columns existed have none (Redis) or the defaults.
+        metadata: match row.opt_text("metadata")? {
+            Some(text) => Metadata::from_json(&text).map_err(|_| bad_column("metadata"))?,
+            None => Metadata::default(),
+        },
+        last_used_ip: row
+            .opt_text("last_used_ip")?
+            .map(|s| s.parse().map_err(|_| bad_column("last_used_ip")))
+            .transpose()?,
+        last_used_agent: row.opt_text("last_used_agent")?,
+        expiry_warned_at: row.opt_time("expiry_warned_at")?,
     })
 }
 
@@ -118,5 +129,42 @@ pub(crate) fn bind_record<B: Binder>(b: B, r: &TokenRecord) -> Result<B, StoreEr
         .opt_u32("rate_limit", r.rate_limit)?
         .opt_text("bound_to", r.bound_to.as_deref())?
         .opt_time("bound_at", r.bound_at)?
-        .opt_time("released_at", r.released_at)
+        .opt_time("released_at", r.released_at)?
+        .text("metadata", &r.metadata.to_json())?
+        .opt_text(
+            "last_used_ip",
+            r.last_used_ip.map(|ip| ip.to_string()).as_deref(),
+        )?
+        .opt_text("last_used_agent", r.last_used_agent.as_deref())?
+        .opt_time("expiry_warned_at", r.expiry_warned_at)
+}
+
+/// The columns an edit in place ([`TokenStore::update`](crate::store::TokenStore::update))
+/// writes, in the order [`bind_editable`] binds them (the record's id follows them, for the
+/// `WHERE`).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) const EDITABLE_COLUMNS: [&str; 6] = [
+    "name",
+    "description",
+    "permissions",
+    "expires_at",
+    "allowed_ips",
+    "metadata",
+];
+
+/// Binds the [`EDITABLE_COLUMNS`] of `r`, then its id.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn bind_editable<B: Binder>(b: B, r: &TokenRecord) -> Result<B, StoreError> {
+    b.text("name", &r.name)?
+        .opt_text("description", r.description.as_deref())?
+        .permissions("permissions", &r.permissions)?
+        .opt_time("expires_at", r.expires_at)?
+        .networks("allowed_ips", &r.allowed_ips)?
+        .text("metadata", &r.metadata.to_json())?
+        .id("id", r.id)
+}
+
+/// A stored value that does not decode.
+fn bad_column(column: &'static str) -> StoreError {
+    StoreError::Backend(format!("stored column `{column}` is not valid").into())
 }

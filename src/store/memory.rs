@@ -7,8 +7,8 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use super::{
-    InactiveOutcome, InsertRules, ReleaseOutcome, RotateOutcome, StoreError, TokenId, TokenRecord,
-    TokenStore,
+    InactiveOutcome, InsertRules, ReleaseOutcome, RotateOutcome, StoreError, TokenId, TokenQuery,
+    TokenRecord, TokenStore, TokenUpdate,
 };
 use crate::token::{DigestHasher, TokenHash};
 
@@ -172,7 +172,7 @@ impl MemoryStore {
     }
 
     /// Replaces the record with id `id` by `f(record)`, under the index lock.
-    fn update(
+    fn change(
         &self,
         index: &mut Index,
         id: &TokenId,
@@ -249,7 +249,7 @@ impl TokenStore for MemoryStore {
     async fn revoke(&self, id: &TokenId, at: OffsetDateTime) -> Result<bool, StoreError> {
         let mut index = self.index();
         Ok(self
-            .update(&mut index, id, |r| {
+            .change(&mut index, id, |r| {
                 if r.revoked_at.is_some() {
                     return false;
                 }
@@ -290,14 +290,14 @@ impl TokenStore for MemoryStore {
             return Err(StoreError::LimitReached);
         }
         for id in &ended {
-            self.update(&mut index, id, |r| {
+            self.change(&mut index, id, |r| {
                 r.expires_at = Some(now);
                 true
             });
         }
         let new_id = new.id;
         self.put_new(&mut index, new)?;
-        self.update(&mut index, old, |r| {
+        self.change(&mut index, old, |r| {
             r.replaced_by = Some(new_id);
             r.expires_at = Some(
                 r.expires_at
@@ -311,11 +311,27 @@ impl TokenStore for MemoryStore {
     async fn record_use(&self, uses: &[(TokenId, OffsetDateTime)]) -> Result<(), StoreError> {
         let mut index = self.index();
         for (id, at) in uses {
-            self.update(&mut index, id, |r| {
+            self.change(&mut index, id, |r| {
                 if r.last_used_at.is_some_and(|t| t >= *at) {
                     return false;
                 }
                 r.last_used_at = Some(*at);
+                true
+            });
+        }
+        Ok(())
+    }
+
+    async fn record_usage(&self, uses: &[super::TokenUse]) -> Result<(), StoreError> {
+        let mut index = self.index();
+        for u in uses {
+            self.change(&mut index, &u.id, |r| {
+                if r.last_used_at.is_some_and(|t| t >= u.at) {
+                    return false;
+                }
+                r.last_used_at = Some(u.at);
+                r.last_used_ip = u.client_ip;
+                r.last_used_agent.clone_from(&u.user_agent);
                 true
             });
         }
@@ -359,7 +375,7 @@ impl TokenStore for MemoryStore {
     ) -> Result<Option<String>, StoreError> {
         let mut index = self.index();
         let mut bound = None;
-        self.update(&mut index, id, |r| {
+        self.change(&mut index, id, |r| {
             if let Some(b) = &r.bound_to {
                 bound = Some(b.clone());
                 return false;
@@ -380,7 +396,7 @@ impl TokenStore for MemoryStore {
     ) -> Result<ReleaseOutcome, StoreError> {
         let mut index = self.index();
         let mut outcome = ReleaseOutcome::NotBound;
-        self.update(&mut index, id, |r| {
+        self.change(&mut index, id, |r| {
             outcome = ReleaseOutcome::judge(r.bound_to.is_some(), r.released_at, now, min_interval);
             if outcome != ReleaseOutcome::Released {
                 return false;
@@ -394,10 +410,34 @@ impl TokenStore for MemoryStore {
         Ok(outcome)
     }
 
+    async fn rehash(
+        &self,
+        id: &TokenId,
+        from: &TokenHash,
+        to: &TokenHash,
+    ) -> Result<bool, StoreError> {
+        let mut index = self.index();
+        let Some(current) = index.by_id.get(id).map(|r| Arc::clone(&r.0)) else {
+            return Ok(false);
+        };
+        if current.hash != *from {
+            return Ok(false);
+        }
+        if self.record(to).is_some() {
+            return Err(StoreError::Duplicate);
+        }
+        let mut rec = TokenRecord::clone(&current);
+        rec.hash = *to;
+        self.put(&mut index, rec);
+        self.inner.by_hash.pin().remove(from);
+        Ok(true)
+    }
+
     async fn expire_inactive(
         &self,
         cutoff: OffsetDateTime,
         now: OffsetDateTime,
+        kinds: &[String],
         release_kinds: &[String],
     ) -> Result<InactiveOutcome, StoreError> {
         let mut index = self.index();
@@ -407,7 +447,7 @@ impl TokenStore for MemoryStore {
         let mut changed = Vec::new();
         for entry in &index.by_id {
             let r = &entry.0;
-            if !r.is_valid_at(now) || r.last_active_at() >= cutoff {
+            if !kinds.contains(&r.kind) || !r.is_valid_at(now) || r.last_active_at() >= cutoff {
                 continue;
             }
             let release = release_kinds.contains(&r.kind);
@@ -429,6 +469,74 @@ impl TokenStore for MemoryStore {
             self.put(&mut index, r);
         }
         Ok(out)
+    }
+
+    async fn claim_expiry_warnings(
+        &self,
+        before: OffsetDateTime,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<TokenRecord>, StoreError> {
+        // Judged and changed under the index lock: two claims never both take a record.
+        let mut index = self.index();
+        let mut claimed: Vec<TokenRecord> = index
+            .by_id
+            .iter()
+            .map(|entry| &entry.0)
+            .filter(|r| r.expiry_warned_at.is_none() && r.is_live_at(now))
+            .filter(|r| r.expires_at.is_some_and(|e| e > now && e <= before))
+            .map(|r| TokenRecord::clone(r))
+            .collect();
+        claimed.sort_by_key(|r| r.expires_at);
+        claimed.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        for r in &mut claimed {
+            r.expiry_warned_at = Some(now);
+            self.put(&mut index, r.clone());
+        }
+        Ok(claimed)
+    }
+
+    async fn update(
+        &self,
+        id: &TokenId,
+        update: &TokenUpdate,
+        now: OffsetDateTime,
+    ) -> Result<TokenRecord, StoreError> {
+        let mut index = self.index();
+        let current = index.by_id.get(id).ok_or(StoreError::NotFound)?;
+        if !current.0.is_live_at(now) {
+            return Err(StoreError::NotFound);
+        }
+        let mut rec = TokenRecord::clone(&current.0);
+        update.apply(&mut rec);
+        if rec.name != current.0.name
+            && Self::owner_records(&index, &rec.owner)
+                .iter()
+                .any(|r| r.id != rec.id && r.name == rec.name && r.is_live_at(now))
+        {
+            return Err(StoreError::NameTaken);
+        }
+        self.put(&mut index, rec.clone());
+        Ok(rec)
+    }
+
+    async fn list_tokens(&self, query: &TokenQuery) -> Result<Vec<TokenRecord>, StoreError> {
+        let index = self.index();
+        let candidates: Vec<TokenRecord> = match &query.owner {
+            Some(owner) => Self::owner_records(&index, owner)
+                .iter()
+                .filter(|r| query.matches(r))
+                .map(|r| TokenRecord::clone(r))
+                .collect(),
+            None => index
+                .by_id
+                .iter()
+                .filter(|r| query.matches(&r.0))
+                .map(|r| TokenRecord::clone(&r.0))
+                .collect(),
+        };
+        drop(index);
+        Ok(query.page(candidates))
     }
 }
 
@@ -502,6 +610,7 @@ mod tests {
             .expire_inactive(
                 t + Duration::from_secs(10),
                 t + Duration::from_secs(10),
+                &["pat".to_owned()],
                 &[],
             )
             .await

@@ -22,6 +22,8 @@
 //! instances, a [`cached::RevocationFeed`]), builds records with [`TokenRecord::new`], and
 //! may leave out the optional methods (bindings, inactivity expiry): they then answer
 //! [`StoreError::Unsupported`] and the requests that need them fail closed with 503.
+//! [`TokenStore::record_usage`] (the last use's client address and `User-Agent`, see
+//! [`TokenUse`]) has a default that records the times only.
 //! Every backend, including yours, should pass the conformance suite in `conformance`
 //! (feature `test-util`): one call runs every guarantee written on [`TokenStore`].
 
@@ -32,7 +34,9 @@ use time::OffsetDateTime;
 
 use crate::token::TokenHash;
 
+mod admin;
 mod memory;
+pub use admin::{TokenQuery, TokenUpdate};
 pub use memory::MemoryStore;
 
 pub mod cached;
@@ -51,6 +55,9 @@ mod sql;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 pub mod timeout;
+mod usage;
+pub(crate) use usage::same_agent;
+pub use usage::{TokenUse, clean_user_agent};
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
@@ -223,15 +230,33 @@ impl InactiveOutcome {
 ///   inserted, or nothing changes. A lineage (a token and the tokens it replaced) holds at
 ///   most one replaced token in grace, and a rotation that leaves the old token in grace
 ///   respects `max_live` like an insert, even under concurrent rotations and inserts.
-/// - [`record_use`](Self::record_use) only moves `last_used_at` forward.
+/// - [`record_use`](Self::record_use) only moves `last_used_at` forward;
+///   [`record_usage`](Self::record_usage) too, and sets the last use's client address and
+///   agent only with a `last_used_at` it moves forward (both together, from the same use).
 /// - [`bind`](Self::bind) is atomic: of any number of concurrent first uses with different
 ///   fingerprints, exactly one binds the token, and every call returns the fingerprint the
 ///   token is bound to afterwards (so all the others learn they lost).
 /// - [`release`](Self::release) is atomic with its interval check: two concurrent releases
 ///   within the interval clear the binding once.
-/// - [`expire_inactive`](Self::expire_inactive) changes only records whose last sign of
-///   life ([`TokenRecord::last_active_at`]) is before the cutoff, judged atomically per
+/// - [`expire_inactive`](Self::expire_inactive) changes only records of the kinds it names
+///   whose last sign of life ([`TokenRecord::last_active_at`]) is before the cutoff, judged atomically per
 ///   record, so a token used (or bound) after the cutoff is never revoked by it.
+/// - [`claim_expiry_warnings`](Self::claim_expiry_warnings) claims each record once: of
+///   any number of concurrent claims (from one instance or many), each record is returned
+///   by at most one, and never again once claimed.
+/// - [`update`](Self::update) is atomic with its checks: it changes only a record live at
+///   `now`, and fails with [`StoreError::NameTaken`] when another live token of the owner
+///   holds the new name, under any number of concurrent inserts, rotations and updates
+///   (the same guarantee as insert). It is announced like a revocation where the backend
+///   publishes those, so that caches on every instance drop the old record (a narrowed
+///   permission or allow-list applies on the next request).
+/// - [`list_tokens`](Self::list_tokens) answers exactly the records
+///   [`TokenQuery::matches`] accepts, in `(created_at, id)` order, at most `limit`: paging
+///   with the last record's position as the next cursor visits every record present for
+///   the whole walk once, whatever is inserted meanwhile.
+/// - [`rehash`](Self::rehash) is a compare-and-set: the record's digest changes only if it
+///   is still `from`, and afterwards `find_by_hash(to)` finds it and `find_by_hash(from)`
+///   does not.
 /// - Acknowledged writes are durable to the degree the backend documents.
 #[async_trait]
 pub trait TokenStore: Send + Sync + 'static {
@@ -320,6 +345,24 @@ pub trait TokenStore: Send + Sync + 'static {
     /// Backend failures only.
     async fn record_use(&self, uses: &[(TokenId, OffsetDateTime)]) -> Result<(), StoreError>;
 
+    /// Records uses with their client details, batched by the caller (the manager calls
+    /// this one). For each use whose time is later than the record's `last_used_at` (or
+    /// when it has none), sets `last_used_at` to it and `last_used_ip` and
+    /// `last_used_agent` to the use's (clearing them when the use has none); a use that is
+    /// not later changes nothing. Several uses of one id in a batch: the latest wins.
+    /// Unknown ids are ignored.
+    ///
+    /// The default calls [`record_use`](Self::record_use) without the details, so a store
+    /// written before this method keeps working (its records show no address or agent).
+    ///
+    /// # Errors
+    ///
+    /// Backend failures only.
+    async fn record_usage(&self, uses: &[TokenUse]) -> Result<(), StoreError> {
+        let times: Vec<(TokenId, OffsetDateTime)> = uses.iter().map(|u| (u.id, u.at)).collect();
+        self.record_use(&times).await
+    }
+
     /// Deletes every record that expired or was revoked at or before `now`; returns how many.
     ///
     /// # Errors
@@ -366,9 +409,10 @@ pub trait TokenStore: Send + Sync + 'static {
         Err(StoreError::Unsupported("bindings"))
     }
 
-    /// Inactivity expiry. Among records that are valid at `now` and whose
-    /// [`last_active_at`](TokenRecord::last_active_at) is before `cutoff`: those whose kind
-    /// is in `release_kinds` lose their binding, if they have one (`bound_to` and `bound_at`
+    /// Inactivity expiry. Among records of the kinds named in `kinds` that are valid at
+    /// `now` and whose [`last_active_at`](TokenRecord::last_active_at) is before `cutoff`
+    /// (records of any other kind are left alone, so that each kind can have its own
+    /// cutoff): those whose kind is in `release_kinds` lose their binding, if they have one (`bound_to` and `bound_at`
     /// cleared; `released_at` is left alone: an automatic release does not use up the
     /// owner's manual one); every other one is revoked at `now` (terminal, like
     /// [`revoke`](Self::revoke), and announced like it). The default returns
@@ -381,10 +425,93 @@ pub trait TokenStore: Send + Sync + 'static {
         &self,
         cutoff: OffsetDateTime,
         now: OffsetDateTime,
+        kinds: &[String],
         release_kinds: &[String],
     ) -> Result<InactiveOutcome, StoreError> {
-        let _ = (cutoff, now, release_kinds);
+        let _ = (cutoff, now, kinds, release_kinds);
         Err(StoreError::Unsupported("inactivity expiry"))
+    }
+
+    /// Edits the record `id` in place, atomically, judged at `now`: fails with
+    /// [`StoreError::NotFound`] unless the record is live (see
+    /// [`TokenRecord::is_live_at`]); with [`StoreError::NameTaken`] when `update` renames it
+    /// to the name of another live token of the same owner; otherwise applies `update`
+    /// ([`TokenUpdate::apply`]) and returns the record as it is afterwards. Announced like a
+    /// revocation where the backend publishes those. The default returns
+    /// [`StoreError::Unsupported`] (edits then fail closed with 503).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NotFound`], [`StoreError::NameTaken`]; backend failures.
+    async fn update(
+        &self,
+        id: &TokenId,
+        update: &TokenUpdate,
+        now: OffsetDateTime,
+    ) -> Result<TokenRecord, StoreError> {
+        let _ = (id, update, now);
+        Err(StoreError::Unsupported("token updates"))
+    }
+
+    /// The admin view across owners: the records `query` selects
+    /// ([`TokenQuery::matches`]), in `(created_at, id)` order, at most `query.limit`. The
+    /// default returns [`StoreError::Unsupported`].
+    ///
+    /// # Errors
+    ///
+    /// Backend failures.
+    async fn list_tokens(&self, query: &TokenQuery) -> Result<Vec<TokenRecord>, StoreError> {
+        let _ = query;
+        Err(StoreError::Unsupported("listing tokens across owners"))
+    }
+
+    /// Expiry warnings. Atomically, at most `limit` records that are live at `now` (see
+    /// [`TokenRecord::is_live_at`]), whose `expires_at` is later than `now` and at or
+    /// before `before`, and whose `expiry_warned_at` is unset, get `expiry_warned_at = now`
+    /// and are returned (with it set), soonest expiry first (which ones a call limited by
+    /// `limit` takes when more qualify is the backend's choice: the SQL stores take the
+    /// soonest, Redis the first its walk meets; the next call takes the rest). A record is
+    /// claimed once:
+    /// concurrent claims return disjoint sets, and a claimed record is never returned
+    /// again (a token rotated before it expires starts afresh: its successor is a new
+    /// record). A call may return fewer than `limit`, even none, while due records remain
+    /// that concurrent claims were holding (PostgreSQL skips locked rows): the next call
+    /// takes them. The default returns [`StoreError::Unsupported`].
+    ///
+    /// # Errors
+    ///
+    /// Backend failures.
+    async fn claim_expiry_warnings(
+        &self,
+        before: OffsetDateTime,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<TokenRecord>, StoreError> {
+        let _ = (before, now, limit);
+        Err(StoreError::Unsupported("expiry warnings"))
+    }
+
+    /// Moves record `id` from the digest `from` to the digest `to` (a token found under a
+    /// previous pepper, or the plain SHA-256, re-hashed to the current pepper's digest), if
+    /// its digest is still `from`: a compare-and-set, atomic. Returns `true` when it moved,
+    /// `false` when there is no such record or its digest is no longer `from`. Nothing else
+    /// about the record changes; a backend that announces changes to other instances
+    /// announces both digests, so that their caches drop the record kept under `from` and
+    /// any "unknown" kept for `to`. The default
+    /// returns [`StoreError::Unsupported`].
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Duplicate`] when another record already has the digest `to`; backend
+    /// failures.
+    async fn rehash(
+        &self,
+        id: &TokenId,
+        from: &TokenHash,
+        to: &TokenHash,
+    ) -> Result<bool, StoreError> {
+        let _ = (id, from, to);
+        Err(StoreError::Unsupported("re-hashing"))
     }
 }
 
@@ -423,6 +550,9 @@ impl<T: TokenStore + ?Sized> TokenStore for Arc<T> {
     async fn record_use(&self, uses: &[(TokenId, OffsetDateTime)]) -> Result<(), StoreError> {
         (**self).record_use(uses).await
     }
+    async fn record_usage(&self, uses: &[TokenUse]) -> Result<(), StoreError> {
+        (**self).record_usage(uses).await
+    }
     async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
         (**self).purge_expired(now).await
     }
@@ -446,8 +576,38 @@ impl<T: TokenStore + ?Sized> TokenStore for Arc<T> {
         &self,
         cutoff: OffsetDateTime,
         now: OffsetDateTime,
+        kinds: &[String],
         release_kinds: &[String],
     ) -> Result<InactiveOutcome, StoreError> {
-        (**self).expire_inactive(cutoff, now, release_kinds).await
+        (**self)
+            .expire_inactive(cutoff, now, kinds, release_kinds)
+            .await
+    }
+    async fn claim_expiry_warnings(
+        &self,
+        before: OffsetDateTime,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<TokenRecord>, StoreError> {
+        (**self).claim_expiry_warnings(before, now, limit).await
+    }
+    async fn update(
+        &self,
+        id: &TokenId,
+        update: &TokenUpdate,
+        now: OffsetDateTime,
+    ) -> Result<TokenRecord, StoreError> {
+        (**self).update(id, update, now).await
+    }
+    async fn list_tokens(&self, query: &TokenQuery) -> Result<Vec<TokenRecord>, StoreError> {
+        (**self).list_tokens(query).await
+    }
+    async fn rehash(
+        &self,
+        id: &TokenId,
+        from: &TokenHash,
+        to: &TokenHash,
+    ) -> Result<bool, StoreError> {
+        (**self).rehash(id, from, to).await
     }
 }

@@ -126,6 +126,9 @@ impl<S: TokenStore> TokenStore for TimeoutStore<S> {
     async fn record_use(&self, uses: &[(TokenId, OffsetDateTime)]) -> Result<(), StoreError> {
         bounded(Some(self.limit), self.inner.record_use(uses)).await
     }
+    async fn record_usage(&self, uses: &[super::TokenUse]) -> Result<(), StoreError> {
+        bounded(Some(self.limit), self.inner.record_usage(uses)).await
+    }
     async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
         bounded(Some(self.limit), self.inner.purge_expired(now)).await
     }
@@ -149,13 +152,47 @@ impl<S: TokenStore> TokenStore for TimeoutStore<S> {
         &self,
         cutoff: OffsetDateTime,
         now: OffsetDateTime,
+        kinds: &[String],
         release_kinds: &[String],
     ) -> Result<InactiveOutcome, StoreError> {
         bounded(
             Some(self.limit),
-            self.inner.expire_inactive(cutoff, now, release_kinds),
+            self.inner
+                .expire_inactive(cutoff, now, kinds, release_kinds),
         )
         .await
+    }
+
+    async fn claim_expiry_warnings(
+        &self,
+        before: OffsetDateTime,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<TokenRecord>, StoreError> {
+        bounded(
+            Some(self.limit),
+            self.inner.claim_expiry_warnings(before, now, limit),
+        )
+        .await
+    }
+    async fn update(
+        &self,
+        id: &TokenId,
+        update: &super::TokenUpdate,
+        now: OffsetDateTime,
+    ) -> Result<TokenRecord, StoreError> {
+        bounded(Some(self.limit), self.inner.update(id, update, now)).await
+    }
+    async fn list_tokens(&self, query: &super::TokenQuery) -> Result<Vec<TokenRecord>, StoreError> {
+        bounded(Some(self.limit), self.inner.list_tokens(query)).await
+    }
+    async fn rehash(
+        &self,
+        id: &TokenId,
+        from: &TokenHash,
+        to: &TokenHash,
+    ) -> Result<bool, StoreError> {
+        bounded(Some(self.limit), self.inner.rehash(id, from, to)).await
     }
 }
 

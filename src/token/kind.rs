@@ -9,7 +9,10 @@ use zeroize::Zeroizing;
 
 use crate::error::ConfigError;
 
-use super::{BASE62, CHECKSUM_LEN, RawToken, SECRET_LEN, encode_checksum, valid_prefix};
+use super::{
+    BASE62, CHECKSUM_LEN, LegacyFormat, ParsedToken, RawToken, SECRET_LEN, encode_checksum,
+    valid_prefix,
+};
 
 /// A type of token with its own prefix, e.g. personal access tokens (`pat`) or licence
 /// tokens (`lic`). Kinds are not interchangeable: a layer accepts only the kinds it is
@@ -28,6 +31,9 @@ struct KindInner {
     max_live_per_owner: Option<Option<u32>>,
     max_lifetime: Option<std::time::Duration>,
     binding: Option<http::HeaderName>,
+    inactivity: Option<Option<std::time::Duration>>,
+    resolver_may_widen: bool,
+    legacy: Option<LegacyFormat>,
 }
 
 impl TokenKind {
@@ -54,6 +60,9 @@ impl TokenKind {
                 max_live_per_owner: None,
                 max_lifetime: None,
                 binding: None,
+                inactivity: None,
+                resolver_may_widen: false,
+                legacy: None,
             }),
         })
     }
@@ -85,7 +94,8 @@ impl TokenKind {
     /// fingerprint get 403 `bound_elsewhere`, and requests without the header 403
     /// `binding_required`. The owner frees the seat with
     /// [`Tokens::release_binding`](crate::Tokens::release_binding) (once per 24 h); with
-    /// [`TokensBuilder::revoke_after_inactivity`](crate::tokens::TokensBuilder::revoke_after_inactivity)
+    /// inactivity expiry ([`with_inactivity_expiry`](Self::with_inactivity_expiry) or
+    /// [`TokensBuilder::revoke_after_inactivity`](crate::tokens::TokensBuilder::revoke_after_inactivity))
     /// an idle seat is released (not revoked). A fingerprint is 1–128 visible ASCII
     /// characters; it is not a secret and is stored as sent.
     ///
@@ -96,6 +106,100 @@ impl TokenKind {
         let name = http::HeaderName::from_bytes(header_name.as_bytes())
             .map_err(|_| ConfigError::InvalidHeader(header_name.to_owned()))?;
         Ok(self.map(|k| k.binding = Some(name)))
+    }
+
+    /// Inactivity expiry for this kind, overriding the manager's
+    /// [`revoke_after_inactivity`](crate::tokens::TokensBuilder::revoke_after_inactivity):
+    /// `Some(after)` revokes the tokens of this kind silent for longer than `after` (for a
+    /// kind with a [binding](Self::with_binding), releases their seat instead); `None`
+    /// exempts the kind (its tokens never expire for inactivity, whatever the manager's
+    /// setting). Without this call the manager's setting applies. One manager can so hold
+    /// API tokens revoked after 90 days idle and seats released after 24 hours.
+    #[must_use]
+    pub fn with_inactivity_expiry(self, after: Option<std::time::Duration>) -> Self {
+        self.map(|k| k.inactivity = Some(after))
+    }
+
+    /// The inactivity expiry set with
+    /// [`with_inactivity_expiry`](Self::with_inactivity_expiry): `None` when the kind
+    /// follows the manager, `Some(None)` when it is exempt.
+    #[must_use]
+    pub fn inactivity_expiry(&self) -> Option<Option<std::time::Duration>> {
+        self.inner.inactivity
+    }
+
+    /// Lets a [`PermissionResolver`](crate::permissions::PermissionResolver) widen the
+    /// tokens of this kind: the owner's current permissions *replace* the token's own
+    /// instead of being intersected with them, so a token gains what its owner gains (a plan
+    /// upgrade reaches the tokens already issued) as well as losing what the owner loses.
+    /// Off by default.
+    ///
+    /// # Security
+    ///
+    /// A token of such a kind is worth everything its owner holds, now and later: the
+    /// permissions chosen at creation no longer narrow it. Use it only for kinds whose
+    /// tokens are meant to act as the account (e.g. one plan's API access), never for
+    /// narrowly scoped tokens handed to third parties. Without a resolver the flag changes
+    /// nothing. See the [`permissions`](crate::permissions) module.
+    #[must_use]
+    pub fn with_resolver_may_widen(self) -> Self {
+        self.map(|k| k.resolver_may_widen = true)
+    }
+
+    /// Whether a resolver's answer replaces (and so may widen) the permissions of this
+    /// kind's tokens; see [`with_resolver_may_widen`](Self::with_resolver_may_widen).
+    #[must_use]
+    pub fn resolver_may_widen(&self) -> bool {
+        self.inner.resolver_may_widen
+    }
+
+    /// Also accepts tokens another system issued in `format`: `<prefix>_` followed by
+    /// exactly `format.len` characters of `format.alphabet`, without keygate's checksum, so
+    /// that tokens imported with [`Tokens::import`](crate::Tokens::import) keep working.
+    /// They are verified like keygate's own: SHA-256, lookup by hash, constant-time
+    /// compare. Anything else that is not a well-formed keygate token (another length, a
+    /// character outside the alphabet, another prefix) is still refused without a store
+    /// lookup. Tokens this kind generates keep keygate's format and checksum.
+    ///
+    /// # Security
+    ///
+    /// A legacy token has no checksum: every string of the right shape costs a store lookup,
+    /// and secret scanners cannot confirm a match offline (see [`LegacyFormat::regex`]).
+    /// Accept a legacy format only while such tokens are in use.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidLegacyFormat`] when the format holds fewer than
+    /// [`MIN_LEGACY_BITS`](super::MIN_LEGACY_BITS) bits, or the token would be longer than
+    /// [`MAX_TOKEN_LEN`](super::MAX_TOKEN_LEN).
+    pub fn with_legacy_format(self, format: LegacyFormat) -> Result<Self, ConfigError> {
+        format
+            .check(self.prefix())
+            .map_err(ConfigError::InvalidLegacyFormat)?;
+        Ok(self.map(|k| k.legacy = Some(format)))
+    }
+
+    /// The legacy format this kind accepts, if any.
+    #[must_use]
+    pub fn legacy_format(&self) -> Option<LegacyFormat> {
+        self.inner.legacy
+    }
+
+    /// Whether `token` has this kind's [legacy format](Self::with_legacy_format) (false
+    /// for a kind without one). Never panics, whatever the input.
+    #[must_use]
+    pub fn accepts_legacy(&self, token: &str) -> bool {
+        self.inner
+            .legacy
+            .is_some_and(|f| f.matches(self.prefix(), token))
+    }
+
+    /// `token` as a legacy token of this kind, if it has the kind's legacy format.
+    pub(crate) fn parse_legacy<'a>(&self, token: &'a str) -> Option<ParsedToken<'a>> {
+        self.accepts_legacy(token).then_some(ParsedToken {
+            full: token,
+            prefix_len: self.prefix().len(),
+        })
     }
 
     /// The header carrying the client fingerprint, for kinds with a binding.
@@ -111,6 +215,9 @@ impl TokenKind {
             max_live_per_owner: self.inner.max_live_per_owner,
             max_lifetime: self.inner.max_lifetime,
             binding: self.inner.binding.clone(),
+            inactivity: self.inner.inactivity,
+            resolver_may_widen: self.inner.resolver_may_widen,
+            legacy: self.inner.legacy,
         };
         f(&mut inner);
         Self {
@@ -182,6 +289,7 @@ impl fmt::Debug for TokenKind {
         f.debug_struct("TokenKind")
             .field("name", &self.inner.name)
             .field("prefix", &self.inner.prefix)
+            .field("legacy_format", &self.inner.legacy)
             .finish_non_exhaustive()
     }
 }

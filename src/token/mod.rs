@@ -13,6 +13,11 @@
 //! The whole token matches [`SCANNER_REGEX`]. Stores keep only the SHA-256 of the full token
 //! ([`TokenHash`]) and a display hint: its first 12 characters.
 //!
+//! A kind may also accept tokens another system issued, by exact prefix, length and
+//! alphabet and without a checksum ([`TokenKind::with_legacy_format`], [`LegacyFormat`]),
+//! so that imported tokens keep working. [`parse`] and [`looks_like_token`] know only
+//! keygate's own format: legacy tokens are recognised by the manager, per kind.
+//!
 //! ```
 //! use keygate::token::{looks_like_token, TokenKind};
 //!
@@ -51,10 +56,14 @@ pub const SCANNER_REGEX: &str = r"\b[a-z][a-z0-9]{1,15}_[0-9A-Za-z]{49}\b";
 
 mod hash;
 mod kind;
+mod legacy;
+mod pepper;
 
 pub(crate) use hash::DigestHasher;
 pub use hash::TokenHash;
 pub use kind::TokenKind;
+pub use legacy::{LegacyAlphabet, LegacyFormat, MIN_LEGACY_BITS};
+pub use pepper::{MAX_PEPPER_LEN, MIN_PEPPER_LEN, Pepper, PepperError};
 
 fn valid_prefix(p: &[u8]) -> bool {
     (2..=MAX_PREFIX_LEN).contains(&p.len())

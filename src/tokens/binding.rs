@@ -11,7 +11,20 @@ use crate::identity::Identity;
 use crate::store::{ReleaseOutcome, TokenId, TokenStore};
 use crate::token::TokenKind;
 
+use super::usage::Client;
 use super::{MAX_FINGERPRINT_LEN, RELEASE_INTERVAL, TokenError, Tokens, maintenance_event};
+
+/// Who makes the request, for the record of its use: the client address and the
+/// `User-Agent` header (never another header).
+pub(crate) fn client<'h>(
+    client_ip: &(impl Fn() -> Option<IpAddr> + ?Sized),
+    headers: &'h HeaderMap,
+) -> Client<'h> {
+    Client {
+        ip: client_ip(),
+        agent: headers.get(http::header::USER_AGENT),
+    }
+}
 
 /// A client fingerprint: 1–128 visible ASCII characters.
 pub(super) fn valid_fingerprint(f: &str) -> bool {
@@ -22,13 +35,14 @@ impl Tokens {
     /// The policies kept on the record that can be judged without the store: the
     /// allow-list (the client address is asked for only when the list is not empty) and
     /// the presence of a binding kind's fingerprint. `Ok(None)`: admitted (and the use
-    /// recorded); `Ok(Some(fingerprint))`: the binding must be settled with
+    /// recorded, with the client address and `User-Agent`, both read only when the use is
+    /// not coalesced); `Ok(Some(fingerprint))`: the binding must be settled with
     /// [`settle_binding`](Self::settle_binding).
     /// `now` is [`now_nanos`](Self::now_nanos), read once for the request.
     pub(crate) fn record_policies_now<'h>(
         &self,
         identity: &Identity,
-        client_ip: impl FnOnce() -> Option<IpAddr>,
+        client_ip: impl Fn() -> Option<IpAddr>,
         headers: &'h HeaderMap,
         now: i128,
     ) -> Result<Option<&'h str>, Denial> {
@@ -48,9 +62,12 @@ impl Tokens {
             None
         };
         let Some(header) = binding else {
-            self.inner
-                .usage
-                .touch(record, now, || self.now().unix_timestamp_nanos());
+            self.inner.usage.touch(
+                record,
+                now,
+                || self.now().unix_timestamp_nanos(),
+                || client(&client_ip, headers),
+            );
             return Ok(None);
         };
         let fingerprint = headers
@@ -59,9 +76,12 @@ impl Tokens {
             .filter(|f| valid_fingerprint(f))
             .ok_or(Denial::BindingRequired)?;
         if record.bound_to.as_deref() == Some(fingerprint) {
-            self.inner
-                .usage
-                .touch(record, now, || self.now().unix_timestamp_nanos());
+            self.inner.usage.touch(
+                record,
+                now,
+                || self.now().unix_timestamp_nanos(),
+                || client(&client_ip, headers),
+            );
             return Ok(None);
         }
         Ok(Some(fingerprint))
@@ -74,6 +94,7 @@ impl Tokens {
         &self,
         identity: &Identity,
         fingerprint: &str,
+        client: Client<'_>,
     ) -> Result<(), Denial> {
         let record = identity.record();
         let now = self.now();
@@ -83,7 +104,7 @@ impl Tokens {
                     tracing::debug!(token_id = %record.id, "token bound on first use");
                 }
                 let now = now.unix_timestamp_nanos();
-                self.inner.usage.touch(record, now, || now);
+                self.inner.usage.touch(record, now, || now, || client);
                 Ok(())
             }
             Ok(Some(_)) => Err(Denial::BoundElsewhere),
@@ -105,7 +126,8 @@ impl Tokens {
     ) -> Result<(), Denial> {
         let now = self.now_nanos();
         if let Some(fingerprint) = self.record_policies_now(identity, || client_ip, headers, now)? {
-            self.settle_binding(identity, fingerprint).await?;
+            let who = client(&|| client_ip, headers);
+            self.settle_binding(identity, fingerprint, who).await?;
         }
         Ok(())
     }

@@ -9,7 +9,7 @@ use crate::clock::Clock;
 use crate::error::ConfigError;
 use crate::identity::Roles;
 use crate::store::TokenStore;
-use crate::token::TokenKind;
+use crate::token::{Pepper, TokenKind};
 
 /// Builds a [`Tokens`] manager.
 #[must_use]
@@ -23,6 +23,12 @@ pub struct TokensBuilder {
     pub(super) usage_granularity: Duration,
     pub(super) inactivity: Option<Duration>,
     pub(super) audit: Option<AuditLog>,
+    pub(super) expiry_warning: Option<Duration>,
+    #[cfg(feature = "webhook")]
+    pub(super) webhook: Option<super::webhook::ExpiryWebhook>,
+    pub(super) pepper: Option<Pepper>,
+    pub(super) previous_peppers: Vec<Pepper>,
+    pub(super) unpeppered: bool,
 }
 
 impl TokensBuilder {
@@ -78,6 +84,11 @@ impl TokensBuilder {
     /// token keeps working and binds to the next machine that uses it. Uses are recorded in
     /// batches, so "last use" is as fresh as [`usage_granularity`](Self::usage_granularity)
     /// and the flush interval.
+    ///
+    /// This is the default for the manager's kinds: a kind's own
+    /// [`TokenKind::with_inactivity_expiry`] overrides it (a shorter or longer time, or
+    /// none at all), and each distinct time is one store pass. Only tokens of the manager's
+    /// own kinds are touched, so managers sharing a store do not expire each other's.
     pub fn revoke_after_inactivity(mut self, after: Duration) -> Self {
         self.inactivity = Some(after);
         self
@@ -91,11 +102,67 @@ impl TokensBuilder {
         self
     }
 
+    /// Expiry warnings: how long before a token expires the maintenance task (or
+    /// [`Tokens::warn_expiring`]) writes its one `token.expiring` audit event (default
+    /// [`DEFAULT_EXPIRY_WARNING`], 7 days; `None` or zero: no warnings). Each live token
+    /// is warned of once, whichever instance gets there first (see
+    /// [`TokenStore::claim_expiry_warnings`](crate::TokenStore::claim_expiry_warnings)).
+    pub fn warn_before_expiry(mut self, before: Option<Duration>) -> Self {
+        self.expiry_warning = before.filter(|d| !d.is_zero());
+        self
+    }
+
+    /// Also POSTs each `token.expiring` event to a webhook, signed, from a queue drained
+    /// in the background (see [`ExpiryWebhook`](super::ExpiryWebhook)).
+    #[cfg(feature = "webhook")]
+    pub fn expiry_webhook(mut self, webhook: super::webhook::ExpiryWebhook) -> Self {
+        self.webhook = Some(webhook);
+        self
+    }
+
+    /// Digests tokens with HMAC-SHA256 under `pepper`, a server secret, instead of plain
+    /// SHA-256 (default: no pepper). New and rotated tokens are stored under it; a copy of
+    /// the store alone can then no longer confirm a guessed token. Keep the pepper out of
+    /// the database (an environment variable, a secret file): see SECURITY.md.
+    ///
+    /// A presented token is looked up under the pepper's digest, each
+    /// [previous pepper](Self::previous_peppers)'s and, while
+    /// [`allow_unpeppered`](Self::allow_unpeppered) is on (the default), the plain
+    /// SHA-256; every one of them, always, so the time a refusal takes does not tell which
+    /// matched. A token found under an older digest is re-hashed to the current one by the
+    /// next [`Tokens::flush_usage`] (the maintenance task), with
+    /// [`TokenStore::rehash`](crate::TokenStore::rehash).
+    pub fn pepper(mut self, pepper: Pepper) -> Self {
+        self.pepper = Some(pepper);
+        self
+    }
+
+    /// Peppers used before the current one, newest first: tokens stored under them keep
+    /// working and are re-hashed to the current pepper on their next use. Drop one from the
+    /// list once its tokens have been re-hashed (or have expired). Ignored without a
+    /// [`pepper`](Self::pepper).
+    pub fn previous_peppers(mut self, peppers: impl IntoIterator<Item = Pepper>) -> Self {
+        self.previous_peppers = peppers.into_iter().collect();
+        self
+    }
+
+    /// With a [`pepper`](Self::pepper), whether records kept under the plain SHA-256 (tokens
+    /// issued before the pepper was turned on, hashes imported from elsewhere) are still
+    /// found, and re-hashed on use (default: `true`, so that turning a pepper on locks no
+    /// one out). Turn it off once they have all been re-hashed or retired: a copy of the
+    /// store can confirm guesses against the records still kept unpeppered.
+    pub fn allow_unpeppered(mut self, allow: bool) -> Self {
+        self.unpeppered = allow;
+        self
+    }
+
     /// Builds the manager.
     ///
     /// # Errors
     ///
-    /// [`ConfigError::DuplicateKind`] when two kinds share a name or prefix.
+    /// [`ConfigError::DuplicateKind`] when two kinds share a name or prefix;
+    /// [`ConfigError::Pepper`] when a previous pepper repeats the current one or another
+    /// previous one.
     pub fn build(mut self) -> Result<Tokens, ConfigError> {
         if self.kinds.is_empty() {
             self.kinds.push(TokenKind::pat());
@@ -107,8 +174,22 @@ impl TokensBuilder {
                 }
             }
         }
+        if self.pepper.is_none() {
+            self.previous_peppers.clear();
+        }
+        for (i, a) in self.previous_peppers.iter().enumerate() {
+            let repeats = self.pepper.as_ref().is_some_and(|p| p.same_as(a))
+                || self.previous_peppers[i + 1..].iter().any(|b| b.same_as(a));
+            if repeats {
+                return Err(ConfigError::Pepper(
+                    "a previous pepper repeats the current one or another previous one",
+                ));
+            }
+        }
         Ok(Tokens {
             inner: Arc::new(Inner {
+                hasher: pepper::Hasher::new(self.pepper, self.previous_peppers, self.unpeppered),
+                rehashes: pepper::Rehashes::default(),
                 store: self.store,
                 bindings: self.kinds.iter().any(|k| k.binding_header().is_some()),
                 kinds: self.kinds,
@@ -119,6 +200,9 @@ impl TokensBuilder {
                 usage: Usage::new(self.usage_granularity),
                 inactivity: self.inactivity,
                 audit: self.audit,
+                expiry_warning: self.expiry_warning,
+                #[cfg(feature = "webhook")]
+                webhook: self.webhook.map(super::webhook::Queue::new),
             }),
         })
     }

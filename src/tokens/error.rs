@@ -27,6 +27,9 @@ pub enum TokenError {
     /// Explicit permissions go beyond the given role's.
     #[error("the permissions go beyond the role's")]
     PermissionsExceedRole,
+    /// An edit asked for permissions the token does not hold: an edit only narrows.
+    #[error("the new permissions go beyond the token's")]
+    PermissionsWiden,
     /// The expiry is zero, too long, or missing where the kind requires one.
     #[error("invalid expiry: {0}")]
     InvalidExpiry(&'static str),
@@ -58,6 +61,13 @@ pub enum TokenError {
     /// The owner is at the limit of valid tokens (live ones and replaced ones in grace).
     #[error("the limit of live tokens is reached")]
     LimitReached,
+    /// An imported token's hash is already stored (as another token, live or not); it is
+    /// never overwritten.
+    #[error("a token with this hash already exists")]
+    DuplicateHash,
+    /// An imported token's `created_at` or hint is invalid.
+    #[error("invalid import: {0}")]
+    InvalidImport(&'static str),
     /// No such token for this owner (or not live, for a rotation).
     #[error("token not found")]
     NotFound,

@@ -6,6 +6,7 @@ use ipnet::IpNet;
 use time::OffsetDateTime;
 
 use crate::identity::Permissions;
+use crate::record::Metadata;
 use crate::store::{InsertRules, StoreError, TokenId, TokenRecord, TokenStore};
 use crate::token::{RawToken, TokenKind};
 
@@ -35,6 +36,7 @@ pub struct NewToken {
     created_by: Option<String>,
     allowed_ips: Vec<IpNet>,
     rate_limit: Option<u32>,
+    metadata: Metadata,
 }
 
 impl NewToken {
@@ -59,6 +61,7 @@ impl NewToken {
             created_by: None,
             allowed_ips: Vec::new(),
             rate_limit: None,
+            metadata: Metadata::new(),
         }
     }
 
@@ -118,6 +121,25 @@ impl NewToken {
         self
     }
 
+    /// The owner's own data about the token (validated already: a JSON object of at most
+    /// [`Metadata::MAX_BYTES`]). Kept by rotation; shown in every view and on the
+    /// [`Identity`](crate::Identity). Empty by default.
+    ///
+    /// ```
+    /// use keygate::NewToken;
+    /// use keygate::record::Metadata;
+    ///
+    /// let meta = Metadata::from_json(r#"{"team": "payments", "ticket": 42}"#)?;
+    /// let req = NewToken::new("alice", "deploy-bot").metadata(meta);
+    /// # let _ = req;
+    /// # Ok::<(), keygate::record::MetadataError>(())
+    /// ```
+    #[must_use]
+    pub fn metadata(mut self, metadata: Metadata) -> Self {
+        self.metadata = metadata;
+        self
+    }
+
     /// Who creates it, when not the owner (e.g. an admin); recorded as `created_by`.
     #[must_use]
     pub fn created_by(mut self, who: impl Into<String>) -> Self {
@@ -141,7 +163,7 @@ pub struct IssuedToken {
 /// joiners, soft hyphens, every bidirectional mark, embedding, override and isolate) and
 /// the line and paragraph separators (Zl, Zp). `"deploy\u{200b}"` would otherwise read as
 /// a second `deploy`, and `"\u{202e}gpj.exe"` as `exe.jpg`.
-pub(super) fn check_text(s: &str) -> Result<(), &'static str> {
+pub(crate) fn check_text(s: &str) -> Result<(), &'static str> {
     let n = s.chars().count();
     if n == 0 || s.trim().is_empty() {
         return Err("must not be empty");
@@ -159,7 +181,7 @@ pub(super) fn check_text(s: &str) -> Result<(), &'static str> {
 }
 
 /// A character that is not shown, or that rearranges the text around it.
-pub(super) fn is_hidden(c: char) -> bool {
+pub(crate) fn is_hidden(c: char) -> bool {
     use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
     matches!(
         c.general_category(),
@@ -238,7 +260,7 @@ impl Tokens {
             let token = kind.generate();
             let mut record = TokenRecord::new(
                 TokenId::random(),
-                token.hash(),
+                self.inner.hasher.stored(token.expose_secret()),
                 kind.name(),
                 req.owner.clone(),
                 name,
@@ -246,7 +268,8 @@ impl Tokens {
             )
             .with_permissions(permissions.clone())
             .with_hint(token.hint())
-            .with_allowed_ips(allowed_ips.clone());
+            .with_allowed_ips(allowed_ips.clone())
+            .with_metadata(req.metadata.clone());
             if let Some(by) = &req.created_by {
                 record = record.with_created_by(by.clone());
             }

@@ -34,6 +34,7 @@ pub(super) fn maintenance_event(
         reason: Some(reason.to_owned()),
         client_ip: None,
         request_id: None,
+        details: None,
     }
 }
 
@@ -65,7 +66,8 @@ impl Drop for Maintenance {
 
 impl Tokens {
     /// Deletes expired and revoked records now; returns how many. With
-    /// [`revoke_after_inactivity`](super::TokensBuilder::revoke_after_inactivity), then revokes
+    /// [`revoke_after_inactivity`](super::TokensBuilder::revoke_after_inactivity) or a kind's
+    /// [`with_inactivity_expiry`](crate::TokenKind::with_inactivity_expiry), then revokes
     /// the inactive tokens and releases the idle seats (they are deleted by the next purge,
     /// so the owner sees them revoked until then).
     ///
@@ -75,15 +77,17 @@ impl Tokens {
     pub async fn purge(&self) -> Result<u64, TokenError> {
         let now = self.now();
         let purged = self.inner.store.purge_expired(now).await?;
-        if self.inner.inactivity.is_some() {
+        if !self.inactivity_groups().is_empty() {
             self.expire_inactive().await?;
         }
         Ok(purged)
     }
 
     /// Inactivity expiry now (see
-    /// [`revoke_after_inactivity`](super::TokensBuilder::revoke_after_inactivity)); does nothing
-    /// without it. Each revoked token and released seat gets an audit event (event
+    /// [`revoke_after_inactivity`](super::TokensBuilder::revoke_after_inactivity) and
+    /// [`TokenKind::with_inactivity_expiry`](crate::TokenKind::with_inactivity_expiry)): one
+    /// store pass per distinct time, each over the kinds that have it; does nothing when no
+    /// kind has one. Each revoked token and released seat gets an audit event (event
     /// `token.revoke` / `token.release`, reason `inactive`) when the manager has an
     /// [`audit`](super::TokensBuilder::audit) log.
     ///
@@ -91,23 +95,26 @@ impl Tokens {
     ///
     /// [`TokenError::Store`].
     pub async fn expire_inactive(&self) -> Result<InactiveOutcome, TokenError> {
-        let Some(after) = self.inner.inactivity else {
-            return Ok(InactiveOutcome::default());
-        };
         let now = self.now();
-        let cutoff = now - after;
-        let release_kinds: Vec<String> = self
-            .inner
-            .kinds
-            .iter()
-            .filter(|k| k.binding_header().is_some())
-            .map(|k| k.name().to_owned())
-            .collect();
-        let out = self
-            .inner
-            .store
-            .expire_inactive(cutoff, now, &release_kinds)
-            .await?;
+        let mut out = InactiveOutcome::default();
+        // One store pass per distinct cutoff, each naming the kinds it covers.
+        for (after, kinds) in self.inactivity_groups() {
+            let cutoff = now - after;
+            let release_kinds: Vec<String> = self
+                .inner
+                .kinds
+                .iter()
+                .filter(|k| k.binding_header().is_some() && kinds.iter().any(|n| n == k.name()))
+                .map(|k| k.name().to_owned())
+                .collect();
+            let pass = self
+                .inner
+                .store
+                .expire_inactive(cutoff, now, &kinds, &release_kinds)
+                .await?;
+            out.revoked.extend(pass.revoked);
+            out.released.extend(pass.released);
+        }
         if !out.revoked.is_empty() || !out.released.is_empty() {
             tracing::info!(
                 revoked = out.revoked.len(),
@@ -137,9 +144,26 @@ impl Tokens {
         Ok(out)
     }
 
+    /// The manager's kinds grouped by their inactivity expiry (a kind's own setting, else
+    /// the manager's), leaving out the kinds that have none.
+    fn inactivity_groups(&self) -> Vec<(Duration, Vec<String>)> {
+        let mut groups: Vec<(Duration, Vec<String>)> = Vec::new();
+        for kind in &self.inner.kinds {
+            let Some(after) = kind.inactivity_expiry().unwrap_or(self.inner.inactivity) else {
+                continue;
+            };
+            match groups.iter_mut().find(|(d, _)| *d == after) {
+                Some((_, names)) => names.push(kind.name().to_owned()),
+                None => groups.push((after, vec![kind.name().to_owned()])),
+            }
+        }
+        groups
+    }
+
     /// Starts the background task that flushes usage every `flush_every` and purges expired
     /// and revoked tokens every `purge_every` (with inactivity expiry, if configured: see
-    /// [`purge`](Self::purge)). Needs a Tokio runtime with time enabled.
+    /// [`purge`](Self::purge)), then sends the expiry warnings that are due
+    /// ([`warn_expiring`](Self::warn_expiring); never waiting for a webhook). Needs a Tokio runtime with time enabled.
     /// Call [`Maintenance::shutdown`] on the way out to write the last batch.
     #[must_use = "dropping the handle stops the task"]
     pub fn spawn_maintenance(&self, flush_every: Duration, purge_every: Duration) -> Maintenance {
@@ -163,6 +187,13 @@ impl Tokens {
                             Ok(0) => {}
                             Ok(n) => tracing::info!(purged = n, "purged expired and revoked tokens"),
                             Err(error) => tracing::warn!(%error, "purge failed; will retry"),
+                        }
+                        match tokens.warn_expiring().await {
+                            Ok(_) => {}
+                            Err(TokenError::Store(crate::StoreError::Unsupported(_))) => {
+                                tracing::debug!("the store keeps no expiry warnings");
+                            }
+                            Err(error) => tracing::warn!(%error, "expiry warnings failed; will retry"),
                         }
                     }
                     () = stopped.notified() => break,

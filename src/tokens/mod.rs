@@ -47,25 +47,48 @@ pub const RELEASE_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 pub const DEFAULT_MAX_ROTATION_GRACE: Duration = Duration::from_secs(24 * 3600);
 /// Most successors [`Tokens::revoke_with_successors`] follows from one token.
 pub const MAX_SUCCESSORS: usize = 10_000;
+/// Default time before expiry that a token is warned of: 7 days (see
+/// [`TokensBuilder::warn_before_expiry`]).
+pub const DEFAULT_EXPIRY_WARNING: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Longest client fingerprint a binding accepts, in bytes.
 pub const MAX_FINGERPRINT_LEN: usize = 128;
 
+mod admin;
 mod binding;
 mod builder;
 mod error;
+mod expiry;
+mod import;
 mod issue;
+mod lookup;
 mod maintenance;
+mod pepper;
 mod rotate;
+mod update;
 mod usage;
 mod verify;
+#[cfg(feature = "webhook")]
+mod webhook;
 
+pub(crate) use binding::client;
 pub use builder::TokensBuilder;
 pub use error::TokenError;
+pub use import::ImportToken;
+#[cfg(feature = "management")]
+pub(crate) use issue::check_text;
+pub(crate) use issue::is_hidden;
 pub use issue::{IssuedToken, NewToken};
+pub use lookup::LeakOutcome;
 pub use maintenance::Maintenance;
 use maintenance::maintenance_event;
+pub(crate) use pepper::Digests;
+pub use update::TokenChanges;
 use usage::{CLOSE_TO_EXPIRY, Usage};
 pub(crate) use verify::Lookup;
+#[cfg(feature = "webhook")]
+pub use webhook::{
+    DELIVERY_HEADER, EVENT_HEADER, ExpiryWebhook, TIMESTAMP_HEADER, WebhookStats, verify_signature,
+};
 
 /// The token manager. Cheap to clone; clones share everything.
 ///
@@ -87,6 +110,11 @@ struct Inner {
     usage: Usage,
     inactivity: Option<Duration>,
     audit: Option<AuditLog>,
+    expiry_warning: Option<Duration>,
+    #[cfg(feature = "webhook")]
+    webhook: Option<webhook::Queue>,
+    hasher: pepper::Hasher,
+    rehashes: pepper::Rehashes,
 }
 
 impl std::fmt::Debug for Tokens {
@@ -96,6 +124,7 @@ impl std::fmt::Debug for Tokens {
             .field("roles", &self.inner.roles)
             .field("max_per_owner", &self.inner.max_per_owner)
             .field("max_rotation_grace", &self.inner.max_grace)
+            .field("peppered", &self.inner.hasher.peppered())
             .finish_non_exhaustive()
     }
 }
@@ -121,6 +150,12 @@ impl Tokens {
             usage_granularity: Duration::from_secs(60),
             inactivity: None,
             audit: None,
+            expiry_warning: Some(DEFAULT_EXPIRY_WARNING),
+            #[cfg(feature = "webhook")]
+            webhook: None,
+            pepper: None,
+            previous_peppers: Vec::new(),
+            unpeppered: true,
         }
     }
 
@@ -181,6 +216,13 @@ impl Tokens {
     #[must_use]
     pub fn kind(&self, name: &str) -> Option<&TokenKind> {
         self.inner.kinds.iter().find(|k| k.name() == name)
+    }
+
+    /// Whether a resolver may widen the tokens of the kind named `kind` (see
+    /// [`TokenKind::with_resolver_may_widen`]); `false` for a kind the manager does not have.
+    #[must_use]
+    pub fn resolver_may_widen(&self, kind: &str) -> bool {
+        self.kind(kind).is_some_and(TokenKind::resolver_may_widen)
     }
 
     fn kind_by_prefix(&self, prefix: &str) -> Option<&TokenKind> {

@@ -226,11 +226,14 @@ impl Tokens {
         };
         let record = TokenRecord {
             id: TokenId::random(),
-            hash: token.hash(),
+            hash: self.inner.hasher.stored(token.expose_secret()),
             hint: token.hint(),
             created_at: now,
             expires_at,
             last_used_at: None,
+            last_used_ip: None,
+            last_used_agent: None,
+            expiry_warned_at: None,
             revoked_at: None,
             replaced_by: None,
             ..old

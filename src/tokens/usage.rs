@@ -1,12 +1,22 @@
-//! Coalesced last-used times, written to the store in batches.
+//! Coalesced last uses (time, client address, `User-Agent`), written to the store in
+//! batches.
+//!
+//! The verification path calls [`Usage::touch`]. When the record shows a use within the
+//! granularity, it returns at once: no lock, no client address, no allocation. Otherwise
+//! the use is queued under its token's shard, keeping the latest time with that use's
+//! address and agent; an agent equal to the one already queued is compared in place, not
+//! copied, so a client that keeps calling costs no allocation either.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
+use http::HeaderValue;
 use time::OffsetDateTime;
 
-use crate::store::{TokenId, TokenRecord, TokenStore};
+use crate::store::{TokenId, TokenRecord, TokenStore, TokenUse, clean_user_agent, same_agent};
 
 use super::{TokenError, Tokens};
 
@@ -17,11 +27,26 @@ pub(super) const USAGE_SHARDS: usize = 16;
 /// tick, 1 to 10 ms).
 pub(super) const CLOSE_TO_EXPIRY: i128 = 100_000_000;
 
-/// Coalesced last-used times, waiting for a batched write.
+/// Who made a use: the client address as the layer resolved it, and the request's
+/// `User-Agent` header (cleaned when queued). Both `None` outside HTTP.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Client<'a> {
+    pub(crate) ip: Option<IpAddr>,
+    pub(crate) agent: Option<&'a HeaderValue>,
+}
+
+/// A queued use: the latest time, with that use's details.
+struct Pending {
+    at: OffsetDateTime,
+    ip: Option<IpAddr>,
+    agent: Option<String>,
+}
+
+/// Coalesced last uses, waiting for a batched write.
 pub(super) struct Usage {
     /// In nanoseconds.
     granularity: i128,
-    shards: Box<[Mutex<HashMap<TokenId, OffsetDateTime>>]>,
+    shards: Box<[Mutex<HashMap<TokenId, Pending>>]>,
 }
 
 impl Usage {
@@ -32,15 +57,22 @@ impl Usage {
         }
     }
 
-    pub(super) fn shard(&self, id: &TokenId) -> &Mutex<HashMap<TokenId, OffsetDateTime>> {
+    fn shard(&self, id: &TokenId) -> &Mutex<HashMap<TokenId, Pending>> {
         &self.shards[(id.0.as_u128() as usize) % USAGE_SHARDS]
     }
 
     /// Queues a use at `now` (nanoseconds since the epoch, from a clock that may lag a
-    /// little), unless the record shows one within the granularity. Within
-    /// [`CLOSE_TO_EXPIRY`] of the window's end, `precise` (the manager's precise clock)
-    /// decides, so a lagging clock never skips a use that falls past the window.
-    pub(super) fn touch(&self, record: &TokenRecord, now: i128, precise: impl FnOnce() -> i128) {
+    /// little) by `client` (asked only when the use is queued), unless the record shows one
+    /// within the granularity. Within [`CLOSE_TO_EXPIRY`] of the window's end, `precise`
+    /// (the manager's precise clock) decides, so a lagging clock never skips a use that
+    /// falls past the window.
+    pub(super) fn touch<'a>(
+        &self,
+        record: &TokenRecord,
+        now: i128,
+        precise: impl FnOnce() -> i128,
+        client: impl FnOnce() -> Client<'a>,
+    ) {
         if let Some(t) = record.last_used_at {
             let t = t.unix_timestamp_nanos();
             let within = |now: i128| now.saturating_sub(t) < self.granularity;
@@ -52,31 +84,74 @@ impl Usage {
         let Ok(now) = OffsetDateTime::from_unix_timestamp_nanos(now - now.rem_euclid(1_000)) else {
             return;
         };
+        let client = client();
+        let raw = client.agent.map(HeaderValue::as_bytes);
+        let clean = || agent_of(record, raw);
         let mut m = self
             .shard(&record.id)
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        m.entry(record.id)
-            .and_modify(|t| *t = (*t).max(now))
-            .or_insert(now);
+        match m.entry(record.id) {
+            Entry::Occupied(mut e) => {
+                let p = e.get_mut();
+                if now > p.at {
+                    p.at = now;
+                    p.ip = client.ip;
+                    if !same_agent(p.agent.as_deref(), raw) {
+                        p.agent = clean();
+                    }
+                }
+            }
+            Entry::Vacant(e) => {
+                e.insert(Pending {
+                    at: now,
+                    ip: client.ip,
+                    agent: clean(),
+                });
+            }
+        }
     }
 
-    pub(super) fn drain(&self) -> Vec<(TokenId, OffsetDateTime)> {
+    pub(super) fn drain(&self) -> Vec<TokenUse> {
         let mut out = Vec::new();
         for s in self.shards.iter() {
-            out.extend(s.lock().unwrap_or_else(PoisonError::into_inner).drain());
+            let mut m = s.lock().unwrap_or_else(PoisonError::into_inner);
+            out.extend(m.drain().map(|(id, p)| {
+                let mut u = TokenUse::bare(id, p.at);
+                u.client_ip = p.ip;
+                u.user_agent = p.agent;
+                u
+            }));
         }
         out
     }
 
-    pub(super) fn requeue(&self, batch: Vec<(TokenId, OffsetDateTime)>) {
-        for (id, at) in batch {
-            self.shard(&id)
+    /// Puts back a batch the store did not take; a use queued since wins if it is later.
+    pub(super) fn requeue(&self, batch: Vec<TokenUse>) {
+        for u in batch {
+            let mut m = self
+                .shard(&u.id)
                 .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .entry(id)
-                .and_modify(|t| *t = (*t).max(at))
-                .or_insert(at);
+                .unwrap_or_else(PoisonError::into_inner);
+            match m.entry(u.id) {
+                Entry::Occupied(mut e) => {
+                    let p = e.get_mut();
+                    if u.at > p.at {
+                        *p = Pending {
+                            at: u.at,
+                            ip: u.client_ip,
+                            agent: u.user_agent,
+                        };
+                    }
+                }
+                Entry::Vacant(e) => {
+                    e.insert(Pending {
+                        at: u.at,
+                        ip: u.client_ip,
+                        agent: u.user_agent,
+                    });
+                }
+            }
         }
     }
 
@@ -88,19 +163,34 @@ impl Usage {
     }
 }
 
+/// The agent kept for a use of `record`: cleaned ([`clean_user_agent`]), and none at all
+/// when it holds the token's own first characters (its hint): a client that put its token
+/// in the `User-Agent` must not see it kept and shown.
+fn agent_of(record: &TokenRecord, raw: Option<&[u8]>) -> Option<String> {
+    raw.and_then(clean_user_agent)
+        .filter(|a| record.hint.is_empty() || !a.contains(record.hint.as_str()))
+}
+
 impl Tokens {
-    /// Writes queued `last_used_at` updates to the store in one batch; returns how many.
-    /// On failure they stay queued for the next flush.
+    /// Writes queued uses (`last_used_at`, with the client address and `User-Agent` of the
+    /// latest use) to the store in one batch ([`TokenStore::record_usage`]); returns how
+    /// many. On failure they stay queued for the next flush. With a pepper, it first
+    /// re-hashes the tokens found under an older digest ([`flush_rehashes`](Self::flush_rehashes)).
     ///
     /// # Errors
     ///
     /// [`TokenError::Store`].
     pub async fn flush_usage(&self) -> Result<usize, TokenError> {
+        if self.inner.hasher.peppered()
+            && let Err(error) = self.flush_rehashes().await
+        {
+            tracing::warn!(%error, "re-hashing tokens to the current pepper failed; will retry");
+        }
         let batch = self.inner.usage.drain();
         if batch.is_empty() {
             return Ok(0);
         }
-        match self.inner.store.record_use(&batch).await {
+        match self.inner.store.record_usage(&batch).await {
             Ok(()) => Ok(batch.len()),
             Err(e) => {
                 self.inner.usage.requeue(batch);

@@ -10,7 +10,7 @@ use crate::identity::{AuthMethod, Identity};
 use crate::store::{StoreError, TokenRecord, TokenStore};
 use crate::token::{self, TokenHash, TokenKind};
 
-use super::Tokens;
+use super::{Digests, Tokens};
 
 /// A refusal with the record of the token, when one was found.
 pub(crate) struct Denied {
@@ -22,8 +22,9 @@ pub(crate) struct Denied {
 pub(crate) enum Lookup {
     /// Decided without I/O.
     Decided(Result<Identity, Denied>),
-    /// The store must be asked ([`Tokens::fetch`]): the kind the prefix names, and the hash.
-    Fetch(TokenKind, TokenHash),
+    /// The store must be asked ([`Tokens::fetch`]): the kind the prefix names, and the
+    /// digests to look up.
+    Fetch(TokenKind, Digests),
 }
 
 impl Denied {
@@ -105,7 +106,12 @@ impl Tokens {
         token: &str,
         accept: Option<&[String]>,
     ) -> Result<Identity, Denied> {
-        let (kind, hash) = self.prepare(token)?;
+        let (kind, digests) = self.prepare(token)?;
+        if !digests.rest.is_empty() {
+            let found = self.find_all(&digests).await;
+            return self.decide_any(kind, &digests, found, accept, self.now_nanos());
+        }
+        let hash = digests.first;
         let found = match self.inner.store.find_by_hash_now(&hash) {
             Some(answer) => answer,
             None => self.inner.store.find_by_hash(&hash).await,
@@ -119,13 +125,19 @@ impl Tokens {
     /// [`verify_detailed`](Self::verify_detailed), without the record's policies.
     /// `now` is [`now_nanos`](Self::now_nanos), read once for the request.
     pub(crate) fn lookup_now(&self, token: &str, accept: Option<&[String]>, now: i128) -> Lookup {
-        let (kind, hash) = match self.prepare(token) {
+        let (kind, digests) = match self.prepare(token) {
             Ok(prepared) => prepared,
             Err(denied) => return Lookup::Decided(Err(denied)),
         };
-        match self.inner.store.find_by_hash_now(&hash) {
-            Some(found) => Lookup::Decided(self.decide(kind, &hash, found, accept, now)),
-            None => Lookup::Fetch(kind.clone(), hash),
+        if !digests.rest.is_empty() {
+            return match self.find_all_now(&digests) {
+                Some(found) => Lookup::Decided(self.decide_any(kind, &digests, found, accept, now)),
+                None => Lookup::Fetch(kind.clone(), digests),
+            };
+        }
+        match self.inner.store.find_by_hash_now(&digests.first) {
+            Some(found) => Lookup::Decided(self.decide(kind, &digests.first, found, accept, now)),
+            None => Lookup::Fetch(kind.clone(), digests),
         }
     }
 
@@ -133,20 +145,60 @@ impl Tokens {
     pub(crate) async fn fetch(
         &self,
         kind: &TokenKind,
-        hash: &TokenHash,
+        digests: &Digests,
         accept: Option<&[String]>,
     ) -> Result<Identity, Denied> {
-        let found = self.inner.store.find_by_hash(hash).await;
-        self.decide(kind, hash, found, accept, self.now_nanos())
+        if !digests.rest.is_empty() {
+            let found = self.find_all(digests).await;
+            return self.decide_any(kind, digests, found, accept, self.now_nanos());
+        }
+        let found = self.inner.store.find_by_hash(&digests.first).await;
+        self.decide(kind, &digests.first, found, accept, self.now_nanos())
     }
 
-    /// Format, checksum and kind (no store hit for garbage), then SHA-256.
-    pub(super) fn prepare(&self, token: &str) -> Result<(&TokenKind, TokenHash), Denied> {
-        let parsed = token::parse(token).map_err(|_| Denied::new(Denial::Malformed))?;
+    /// Format, checksum and kind (no store hit for garbage), then the digests: the SHA-256
+    /// alone without a pepper, else every candidate (see [`Digests`]). A token that is not
+    /// in keygate's format may still be in a kind's legacy format (exact prefix, length and
+    /// alphabet); that is looked at only after keygate's format failed, so keygate's own
+    /// tokens pay nothing for it.
+    pub(super) fn prepare(&self, token: &str) -> Result<(&TokenKind, Digests), Denied> {
+        let parsed = match token::parse(token) {
+            Ok(parsed) => parsed,
+            Err(_) => self
+                .inner
+                .kinds
+                .iter()
+                .find_map(|k| k.parse_legacy(token))
+                .ok_or(Denied::new(Denial::Malformed))?,
+        };
         let kind = self
             .kind_by_prefix(parsed.prefix())
             .ok_or(Denied::new(Denial::Malformed))?;
-        Ok((kind, parsed.hash()))
+        Ok((kind, self.inner.hasher.digests(token)))
+    }
+
+    /// [`decide`](Self::decide) over the lookups of several digests (with a pepper): the
+    /// record found under the first matching digest decides, and when that digest is not
+    /// the current one an admitted token is queued for re-hashing. Every digest was looked
+    /// up before this runs, whichever matched, so the refusals of well-formed tokens take
+    /// the same time (SECURITY.md, *Constant-time verification*).
+    fn decide_any(
+        &self,
+        kind: &TokenKind,
+        digests: &Digests,
+        found: super::pepper::Found,
+        accept: Option<&[String]>,
+        now: i128,
+    ) -> Result<Identity, Denied> {
+        let (index, found) = match found {
+            Ok(Some((i, record))) => (i, Ok(Some(record))),
+            Ok(None) => (0, Ok(None)),
+            Err(e) => (0, Err(e)),
+        };
+        let hash = digests.get(index).unwrap_or(&digests.first);
+        let identity = self.decide(kind, hash, found, accept, now)?;
+        self.queue_rehash(identity.record(), digests, index);
+        Ok(identity)
     }
 
     /// Everything after the lookup: constant-time compare, kind, revocation, expiry.

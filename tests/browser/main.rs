@@ -4,7 +4,8 @@
 //!
 //! A person's session: a wrong password is refused in words, sign in (Enter in the password
 //! field), create a token, read it from the page, use it against the API (200), rotate it in
-//! the page (old one refused, new one accepted), cancel a revoke, revoke it (confirming the
+//! the page (old one refused, new one accepted) after editing its description and metadata
+//! in the page (the list shows status, `created_by` and metadata), cancel a revoke, revoke it (confirming the
 //! dialog) and see the API refuse it (401), rotate another with a grace period (both
 //! accepted), sign out. Nothing is left in the browser's
 //! storage.
@@ -398,6 +399,7 @@ async fn session(c: Client, addr: SocketAddr) {
         "releases:create",
         &format!("{}…", &token[..12]),
         "active",
+        EMAIL,
         "never",
     ] {
         assert!(ci.contains(part), "{part:?} in {ci:?}");
@@ -435,6 +437,36 @@ async fn session(c: Client, addr: SocketAddr) {
     assert_eq!(input_value(&c, "#new-token-value").await, "");
     let page_text = js(&c, "return document.documentElement.innerText").await;
     assert!(!page_text.as_str().unwrap().contains(&token));
+
+    // Edit it in the page: a new description and metadata, saved with PATCH.
+    row_button(&c, &token, "edit").await.click().await.unwrap();
+    visible(&c, "dialog#edit[open]").await;
+    assert_eq!(input_value(&c, "#edit-name").await, "ci-deploy");
+    let description = element(&c, "#edit-description").await;
+    description.clear().await.unwrap();
+    description.send_keys("Deploys main from CI").await.unwrap();
+    element(&c, "#edit-metadata")
+        .await
+        .send_keys(r#"{"team": "platform"}"#)
+        .await
+        .unwrap();
+    click(&c, "#edit-save").await;
+    status_says(&c, "saved").await;
+    hidden(&c, "dialog#edit").await;
+    eventually("the edit in the list", || async {
+        let rows = js(
+            &c,
+            "return [...document.querySelectorAll('#tokens tr')].map(r => r.innerText)",
+        )
+        .await;
+        let rows: Vec<String> = serde_json::from_value(rows).ok()?;
+        rows.iter()
+            .find(|r| r.contains("ci-deploy"))
+            .filter(|r| r.contains("Deploys main from CI") && r.contains(r#""team":"platform""#))
+            .cloned()
+    })
+    .await;
+    assert_eq!(me(addr, &token).await.0, 200, "an edit keeps the secret");
 
     // Rotate in the page, without grace: the old token stops, the new one works.
     row_button(&c, &token, "rotate")

@@ -111,10 +111,22 @@ impl TokenStore for TestStore {
         &self,
         cutoff: OffsetDateTime,
         now: OffsetDateTime,
+        kinds: &[String],
         release_kinds: &[String],
     ) -> Result<keygate::store::InactiveOutcome, StoreError> {
         self.check()?;
-        self.inner.expire_inactive(cutoff, now, release_kinds).await
+        self.inner
+            .expire_inactive(cutoff, now, kinds, release_kinds)
+            .await
+    }
+    async fn rehash(
+        &self,
+        id: &TokenId,
+        from: &TokenHash,
+        to: &TokenHash,
+    ) -> Result<bool, StoreError> {
+        self.check()?;
+        self.inner.rehash(id, from, to).await
     }
 }
 

@@ -76,3 +76,86 @@ fn the_published_scanner_regex_is_what_the_parser_accepts() {
         assert!(rest.bytes().all(|b| b.is_ascii_alphanumeric()));
     }
 }
+
+/// A manager whose kinds also accept legacy formats: Rack Gateway's (`rgw_` + 43 base64url)
+/// and Tokencraft's (`dtk_` + 40 lowercase hex); `pat` has none.
+fn legacy_manager(store: crate::common::TestStore) -> keygate::Tokens {
+    use keygate::token::{LegacyAlphabet, LegacyFormat};
+    let rgw = TokenKind::new("rgw", "rgw")
+        .unwrap()
+        .with_legacy_format(LegacyFormat {
+            len: 43,
+            alphabet: LegacyAlphabet::Base64Url,
+        })
+        .unwrap();
+    let dtk = TokenKind::new("dtk", "dtk")
+        .unwrap()
+        .with_legacy_format(LegacyFormat {
+            len: 40,
+            alphabet: LegacyAlphabet::Hex,
+        })
+        .unwrap();
+    keygate::Tokens::builder(store)
+        .kind(TokenKind::pat())
+        .kind(rgw)
+        .kind(dtk)
+        .build()
+        .unwrap()
+}
+
+/// The legacy shapes, written out independently of the library.
+fn legacy_shaped(s: &str) -> bool {
+    let b64 = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    let hex = |c: char| c.is_ascii_digit() || ('a'..='f').contains(&c);
+    match s.split_at_checked(4) {
+        Some(("rgw_", rest)) => rest.len() == 43 && rest.chars().all(b64),
+        Some(("dtk_", rest)) => rest.len() == 40 && rest.chars().all(hex),
+        _ => false,
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1024))]
+
+    /// Only a string of exactly a configured legacy shape is looked up (and, unknown, is
+    /// refused as such); every near miss is refused as malformed without a store lookup.
+    #[test]
+    fn only_exact_legacy_shapes_reach_the_store(s in "(rgw|dtk|pat|rg)_[0-9A-Za-z_~+./-]{38,46}") {
+        let store = crate::common::TestStore::default();
+        let tokens = legacy_manager(store.clone());
+        let denial = runtime().block_on(tokens.authenticate(&s)).unwrap_err();
+        let shaped = legacy_shaped(&s);
+        prop_assert_eq!(store.lookups(), usize::from(shaped), "{}", s);
+        let expected = if shaped { keygate::Denial::Unknown } else { keygate::Denial::Malformed };
+        prop_assert_eq!(denial, expected);
+    }
+
+    #[test]
+    fn the_legacy_path_never_panics(s in "\\PC{0,120}") {
+        let tokens = legacy_manager(crate::common::TestStore::default());
+        let _ = runtime().block_on(tokens.authenticate(&s));
+    }
+
+    /// A kind with a legacy format still checks the checksum of its keygate tokens.
+    #[test]
+    fn keygate_tokens_of_a_legacy_kind_keep_their_checksum(pos in 0usize..53, c in "[0-9A-Za-z]") {
+        let store = crate::common::TestStore::default();
+        let tokens = legacy_manager(store.clone());
+        let token = tokens.kind("rgw").unwrap().generate();
+        let s = token.expose_secret();
+        let pos = 4 + pos % (s.len() - 4);
+        prop_assume!(&s[pos..=pos] != c.as_str());
+        let mut changed = s.to_owned();
+        changed.replace_range(pos..=pos, &c);
+        let denial = runtime().block_on(tokens.authenticate(&changed)).unwrap_err();
+        prop_assert_eq!(denial, keygate::Denial::Malformed);
+        prop_assert_eq!(store.lookups(), 0);
+    }
+}

@@ -412,3 +412,284 @@ async fn a_postgres_url_is_managed_like_a_file() {
         RejectionKind::Revoked
     );
 }
+
+#[tokio::test]
+async fn token_import_reads_json_lines_and_the_imported_tokens_authenticate() {
+    use keygate::token::{LegacyAlphabet, LegacyFormat};
+    let db = db();
+    let dir = db.path.parent().unwrap().to_owned();
+    let config = dir.join("keygate.toml");
+    std::fs::write(
+        &config,
+        "[kinds.pat]\nprefix = \"pat\"\n\n[kinds.dtk]\nprefix = \"dtk\"\nlegacy_length = 40\nlegacy_alphabet = \"hex\"\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+
+    // A token the old system issued (`dtk_` + 40 hex, no checksum) and a keygate one.
+    let legacy = format!("dtk_{}", "3f9a0c".repeat(7).get(..40).unwrap());
+    let keygate_token = keygate::TokenKind::pat().generate();
+    let lines = [
+        serde_json::json!({ "owner": "erin@example.com", "name": "ci", "hash": TokenHash::of(&legacy).to_hex(), "kind": "dtk", "role": "viewer" }),
+        serde_json::json!({ "owner": "erin@example.com", "name": "laptop", "hash": keygate_token.hash().to_hex(), "expires_at": "2099-01-01T00:00:00Z" }),
+        serde_json::json!({ "owner": "erin@example.com", "name": "broken", "hash": "not hex" }),
+    ];
+    let file = dir.join("tokens.jsonl");
+    std::fs::write(
+        &file,
+        lines
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
+    .unwrap();
+    let out = keygate(
+        &db.path,
+        &[
+            "--config",
+            config,
+            "token",
+            "import",
+            file.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1), "one entry failed");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let printed: Vec<&str> = stdout.lines().collect();
+    assert_eq!(printed.len(), 3, "{stdout}");
+    assert!(printed[0].starts_with("line 1: imported "), "{stdout}");
+    assert!(printed[0].ends_with("(erin@example.com/ci)"), "{stdout}");
+    assert!(printed[1].starts_with("line 2: imported "), "{stdout}");
+    assert!(
+        printed[2].starts_with("line 3: error: invalid hash"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(&TokenHash::of(&legacy).to_hex()));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("2 imported, 1 failed"), "{stderr}");
+
+    // The same hash again, from standard input: refused, never overwritten.
+    let out = keygate(
+        &db.path,
+        &["--config", config, "token", "import", "-", "--json"],
+        Some(&format!(
+            "{}\n",
+            serde_json::json!({ "owner": "erin@example.com", "name": "ci-again", "hash": TokenHash::of(&legacy).to_hex(), "kind": "dtk" })
+        )),
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["failed"], 1);
+    assert_eq!(answer["results"][0]["code"], "duplicate");
+    assert_eq!(answer["results"][0]["index"], 1);
+
+    // Both imported tokens authenticate with a manager configured like the file.
+    let dtk = keygate::TokenKind::new("dtk", "dtk")
+        .unwrap()
+        .with_legacy_format(LegacyFormat {
+            len: 40,
+            alphabet: LegacyAlphabet::Hex,
+        })
+        .unwrap();
+    let tokens = Tokens::builder(SqliteStore::open(&db.path).await.unwrap())
+        .kind(keygate::TokenKind::pat())
+        .kind(dtk)
+        .build()
+        .unwrap();
+    let id = tokens.authenticate(&legacy).await.unwrap();
+    assert_eq!(id.owner(), "erin@example.com");
+    assert_eq!(id.kind(), "dtk");
+    assert!(
+        tokens
+            .authenticate(keygate_token.expose_secret())
+            .await
+            .is_ok()
+    );
+    let listed = ok(
+        &db.path,
+        &[
+            "--config",
+            config,
+            "token",
+            "list",
+            "--owner",
+            "erin@example.com",
+        ],
+    );
+    assert!(listed.contains("dtk_…"), "{listed}");
+    assert!(!listed.contains(&legacy));
+}
+
+#[test]
+fn token_lookup_finds_the_owner_from_stdin_and_never_takes_the_token_as_an_argument() {
+    let db = db();
+    ok(
+        &db.path,
+        &["user", "add", "carol@example.com", "--role", "admin"],
+    );
+    let created = ok(
+        &db.path,
+        &[
+            "token",
+            "create",
+            "--owner",
+            "carol@example.com",
+            "--name",
+            "found-in-a-log",
+        ],
+    );
+    let token = field(&created, "token");
+    let id = field(&created, "id");
+
+    let out = keygate(&db.path, &["token", "lookup"], Some(&format!("{token}\n")));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(field(&shown, "id"), id);
+    assert_eq!(field(&shown, "owner"), "carol@example.com");
+    assert_eq!(field(&shown, "name"), "found-in-a-log");
+    assert_eq!(field(&shown, "kind"), "pat");
+    assert_eq!(field(&shown, "status"), "active");
+    assert_eq!(field(&shown, "last used"), "never");
+    assert!(!shown.contains(&token), "lookup never prints the token");
+    assert!(!shown.contains(&TokenHash::of(&token).to_hex()));
+
+    let json = keygate(&db.path, &["token", "lookup", "--json"], Some(&token));
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["id"], id.as_str());
+    assert_eq!(v["owner"], "carol@example.com");
+    assert!(v.get("token").is_none_or(serde_json::Value::is_null));
+
+    // Revoked: still found, and says so.
+    ok(
+        &db.path,
+        &["token", "revoke", "--owner", "carol@example.com", &id],
+    );
+    let out = keygate(&db.path, &["token", "lookup"], Some(&token));
+    assert_eq!(
+        field(&String::from_utf8(out.stdout).unwrap(), "status"),
+        "revoked"
+    );
+
+    // Unknown or garbage: not found (exit 2, as every other "no such token").
+    let unknown = keygate::TokenKind::pat().generate();
+    let out = keygate(
+        &db.path,
+        &["token", "lookup"],
+        Some(unknown.expose_secret()),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no token has this value"));
+    let out = keygate(&db.path, &["token", "lookup"], Some("garbage"));
+    assert_eq!(out.status.code(), Some(2));
+
+    // On the command line: refused before anything is looked up, and not echoed.
+    let out = keygate(&db.path, &["token", "lookup", &token], None);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("standard input"), "{err}");
+    assert!(!err.contains(&token), "the refusal echoes the token: {err}");
+    let out = keygate(&db.path, &["token", "lookup"], Some(""));
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[tokio::test]
+async fn the_admin_listing_spans_owners_and_an_update_applies_to_the_library() {
+    let db = db();
+    for owner in ["alice@example.com", "bob@example.com"] {
+        ok(&db.path, &["user", "add", owner, "--role", "admin"]);
+        ok(
+            &db.path,
+            &[
+                "token", "create", "--owner", owner, "--name", "ci", "--role", "deployer",
+            ],
+        );
+    }
+    let all = ok(&db.path, &["token", "list", "--all"]);
+    assert!(all.contains("alice@example.com / ci"), "{all}");
+    assert!(all.contains("bob@example.com / ci"), "{all}");
+    let json = ok(
+        &db.path,
+        &[
+            "token",
+            "list",
+            "--all",
+            "--owner",
+            "bob@example.com",
+            "--json",
+        ],
+    );
+    let list: serde_json::Value = serde_json::from_str(&json).expect("json");
+    let list = list.as_array().expect("an array");
+    assert_eq!(list.len(), 1, "{json}");
+    assert_eq!(list[0]["owner"], "bob@example.com");
+    let id = list[0]["id"].as_str().expect("id").to_owned();
+    // --status needs --all.
+    let out = keygate(
+        &db.path,
+        &[
+            "token",
+            "list",
+            "--owner",
+            "bob@example.com",
+            "--status",
+            "active",
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+
+    let updated = ok(
+        &db.path,
+        &[
+            "token",
+            "update",
+            &id,
+            "--owner",
+            "bob@example.com",
+            "--name",
+            "ci-main",
+            "--permissions",
+            "apps:read",
+            "--metadata",
+            r#"{"team":"ops"}"#,
+        ],
+    );
+    assert_eq!(field(&updated, "name"), "ci-main");
+    let record = tokens(&db.path)
+        .await
+        .get("bob@example.com", id.parse().expect("uuid"))
+        .await
+        .expect("the record");
+    assert_eq!(record.name, "ci-main");
+    assert_eq!(
+        record
+            .permissions
+            .iter()
+            .map(|p| p.as_str())
+            .collect::<Vec<_>>(),
+        ["apps:read"]
+    );
+    assert_eq!(record.metadata.to_json(), r#"{"team":"ops"}"#);
+    // Widening is refused, with a clear message.
+    let out = keygate(
+        &db.path,
+        &[
+            "token",
+            "update",
+            &id,
+            "--owner",
+            "bob@example.com",
+            "--permissions",
+            "apps:read,env:write",
+        ],
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("permissions"));
+}

@@ -481,3 +481,76 @@ fn json_logs_from_start_to_stop_are_json_lines_without_secrets() {
         .collect();
     assert_eq!(problems.len(), 2, "{text}");
 }
+
+#[test]
+fn a_peppered_server_and_the_token_commands_digest_alike_and_never_print_the_pepper() {
+    let dir = tempfile::tempdir().unwrap();
+    let pepper = "cGVwcGVyLWZyb20tYS1maWxlLXBlcHBlci1mcm9tLWEtZmlsZQ==";
+    let previous = "b2xkLXBlcHBlci1vbGQtcGVwcGVyLW9sZC1wZXBwZXItb2xkLXg=";
+    let pepper_file = write(dir.path(), "pepper", &format!("{pepper}\n"));
+    let with_pepper = |cmd: &mut Command| {
+        cmd.env("KEYGATE_DB", dir.path().join("pepper.db"))
+            .env("KEYGATE_ADMIN_PASSWORD", "a password")
+            .env("KEYGATE_PEPPER_FILE", &pepper_file)
+            .env("KEYGATE_PREVIOUS_PEPPERS", previous);
+    };
+    let log = dir.path().join("stderr.log");
+    let mut cmd = keygate(dir.path());
+    cmd.arg("serve")
+        .env("RUST_LOG", "debug")
+        .stderr(std::fs::File::create(&log).unwrap());
+    with_pepper(&mut cmd);
+    let mut served = common::Served::start(cmd);
+    // A token made with the command-line tool (the server made the admin account), then
+    // used against the server.
+    let mut create = keygate(dir.path());
+    create.args([
+        "token",
+        "create",
+        "--owner",
+        "admin@example.com",
+        "--name",
+        "cli",
+        "--json",
+    ]);
+    with_pepper(&mut create);
+    let created = json(&run(&mut create));
+    let token = created["token"].as_str().unwrap().to_owned();
+
+    let (status, body) = common::http_raw(
+        &served.addr,
+        "GET",
+        "/api/v1/me",
+        Some(&format!("Bearer {token}")),
+        None,
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let banner = served.output();
+    assert!(
+        banner.contains("HMAC-SHA256 under the pepper (1 previous"),
+        "the banner says a pepper is on: {banner}"
+    );
+    served.terminate();
+    served.wait_exit(Duration::from_secs(30));
+    let logs = std::fs::read_to_string(&log).unwrap();
+    for shown in [&banner, &logs] {
+        assert!(
+            !shown.contains(&pepper[..16]) && !shown.contains(&previous[..16]),
+            "a pepper was printed: {shown}"
+        );
+    }
+
+    // A pepper too short is refused at start, without being repeated.
+    let mut bad = keygate(dir.path());
+    bad.args(["token", "list", "--owner", "admin@example.com"])
+        .env("KEYGATE_DB", dir.path().join("pepper.db"))
+        .env("KEYGATE_PEPPER", "c2hvcnQtcGVwcGVy");
+    let out = run(&mut bad);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("KEYGATE_PEPPER: a pepper must be 32") && !stderr.contains("c2hvcnQ"),
+        "{stderr}"
+    );
+}

@@ -242,3 +242,87 @@ async fn the_cleaner_deletes_expired_tokens_on_its_interval() {
     assert_eq!(names, ["forever"]);
     cleaner.shutdown().await;
 }
+
+/// Iggy's own create body, `CreatePersonalAccessToken { name, expiry }`: `expiry` is seconds
+/// from creation (or `null`), read as `expires_in`, and the token stops logging in when it
+/// runs out; a bad `expiry` is the same 400 a bad `expires_in` gets.
+#[tokio::test]
+async fn iggy_create_body_with_expiry() {
+    let (app, _tokens, clock) = setup().await;
+
+    let (status, pat) = send(
+        &app,
+        Method::POST,
+        "/api/v1/tokens",
+        Some(json!({ "name": "iggy-cli", "expiry": 600 })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{pat}");
+    assert_eq!(
+        time(&pat["expires_at"]),
+        time::macros::datetime!(2026-03-01 12:10 UTC)
+    );
+    let token = pat["token"].as_str().unwrap().to_owned();
+
+    let (status, never) = send(
+        &app,
+        Method::POST,
+        "/api/v1/tokens",
+        Some(json!({ "name": "no-expiry", "expiry": null })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{never}");
+    assert!(never["expires_at"].is_null());
+
+    // Listed with the absolute expiry.
+    let (_, list) = send(&app, Method::GET, "/api/v1/tokens", None).await;
+    let listed = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "iggy-cli")
+        .unwrap();
+    assert_eq!(listed["expires_at"], pat["expires_at"]);
+
+    for bad in [json!(0), json!(-5), json!("ten")] {
+        let (status, err) = send(
+            &app,
+            Method::POST,
+            "/api/v1/tokens",
+            Some(json!({ "name": "bad", "expiry": bad })),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "expiry {bad}: {err}");
+        assert!(
+            err["error"].as_str().unwrap().contains("expires_in"),
+            "{err}"
+        );
+    }
+    // Both fields at once: refused, not silently merged.
+    let (status, _) = send(
+        &app,
+        Method::POST,
+        "/api/v1/tokens",
+        Some(json!({ "name": "both", "expiry": 60, "expires_in": 60 })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // A body over the management API's limit is refused as the API refuses it.
+    let huge = "x".repeat(keygate::axum::management::DEFAULT_BODY_LIMIT + 1);
+    let (status, err) = send(
+        &app,
+        Method::POST,
+        "/api/v1/tokens",
+        Some(json!({ "name": huge, "expiry": 60 })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(err["code"], "payload_too_large");
+
+    let (status, _) = login(&app, &token).await;
+    assert_eq!(status, StatusCode::OK);
+    clock.advance(Duration::from_secs(601));
+    let (status, _) = login(&app, &token).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}

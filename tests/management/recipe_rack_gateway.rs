@@ -364,3 +364,218 @@ async fn rack_gateway_api_tokens() {
     // revoked token; the Basic sign-ins of the management API are not token uses.
     assert_eq!(lines.len(), 21, "{text}");
 }
+
+/// A Rack Gateway token (`rgw_` + 32 random bytes in unpadded base64url: 43 characters),
+/// as the old system issued it: no checksum.
+fn legacy_rgw_token() -> String {
+    use base64::Engine;
+    let bytes: [u8; 32] = rand::random();
+    format!(
+        "rgw_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    )
+}
+
+#[tokio::test]
+async fn a_token_rack_gateway_issued_keeps_working_once_imported() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("audit.jsonl");
+    let audit = AuditLog::spawn(JsonLinesSink::open(&log_path).unwrap(), 1000);
+    let store = crate::common::TestStore::default();
+    let tokens = recipe::tokens_in(store.clone()).unwrap();
+    let accounts = MemoryAccounts::new();
+    recipe::add_user(&accounts, ADMIN, PASSWORD, "admin")
+        .await
+        .unwrap();
+    recipe::add_user(&accounts, DEV, PASSWORD, "viewer")
+        .await
+        .unwrap();
+    let app = recipe::app(tokens.clone(), accounts, audit.clone()).unwrap();
+    let auth = header::AUTHORIZATION;
+
+    // The old system kept the SHA-256 of each token; its holder keeps the token.
+    let legacy = legacy_rgw_token();
+    assert_eq!(legacy.len(), 47);
+    let entry = json!({
+        "owner": "ci@example.com",
+        "name": "GitHub Actions (before the switch)",
+        "hash": TokenHash::of(&legacy).to_hex(),
+        "role": "cicd",
+        "created_at": "2024-01-15T10:30:00Z",
+    });
+
+    // Importing is for administrators: a viewer gets 403 and nothing is stored.
+    let (status, err) = send(
+        &app,
+        Method::POST,
+        "/api/v1/admin/tokens/import",
+        &[(auth.clone(), &basic(DEV))],
+        Some(json!([entry])),
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{err}");
+    assert_eq!(err["code"], "insufficient_scope");
+    let (status, _) = send(
+        &app,
+        Method::GET,
+        "/apps",
+        &[(auth.clone(), &bearer(&legacy))],
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    // The admin imports it.
+    let (status, answer) = send(
+        &app,
+        Method::POST,
+        "/api/v1/admin/tokens/import",
+        &[(auth.clone(), &basic(ADMIN))],
+        Some(json!([entry])),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["imported"], 1);
+    assert_eq!(answer["failed"], 0);
+    let id = answer["results"][0]["id"].as_str().unwrap().to_owned();
+
+    // The old token now works, with its role's permissions, recorded like any other.
+    let (status, apps) = send(
+        &app,
+        Method::GET,
+        "/apps",
+        &[(auth.clone(), &bearer(&legacy))],
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{apps}");
+    let (status, _) = send(
+        &app,
+        Method::POST,
+        "/apps/myapp/builds",
+        &[(auth.clone(), &bearer(&legacy))],
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = send(
+        &app,
+        Method::POST,
+        "/apps/myapp/processes/web/restart",
+        &[(auth.clone(), &bearer(&legacy))],
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "cicd may not restart");
+    let record = tokens
+        .get("ci@example.com", id.parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(record.created_by, ADMIN);
+    assert_eq!(record.hint, "rgw_…");
+    assert_eq!(
+        record.permissions,
+        Roles::deployment_platform().get("cicd").unwrap().clone()
+    );
+    assert_eq!(
+        record.created_at,
+        time::macros::datetime!(2024-01-15 10:30:00 UTC)
+    );
+
+    // Importing the same hash again is refused, never an overwrite.
+    let (status, again) = send(
+        &app,
+        Method::POST,
+        "/api/v1/admin/tokens/import",
+        &[(auth.clone(), &basic(ADMIN))],
+        Some(json!([{ "owner": "mallory@example.com", "name": "stolen", "hash": TokenHash::of(&legacy).to_hex(), "role": "admin" }])),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(again["failed"], 1);
+    assert_eq!(again["results"][0]["code"], "duplicate");
+    let (status, _) = send(
+        &app,
+        Method::GET,
+        "/apps/myapp/env",
+        &[(auth.clone(), &bearer(&legacy))],
+        None,
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "still the cicd token of ci@example.com"
+    );
+
+    // A legacy-shaped token of the wrong length or alphabet is refused without a store
+    // lookup; so is the imported token with one character changed to one outside base64url.
+    let before = store.lookups();
+    let plus = format!("{}+{}", &legacy[..20], &legacy[21..]);
+    for bad in [
+        &legacy[..46],
+        &format!("{legacy}A"),
+        &plus,
+        &format!("rgw_{}", "0123456789abcdef".repeat(3).get(..43).unwrap()).replace('0', "~"),
+    ] {
+        let (status, err) = send(
+            &app,
+            Method::GET,
+            "/apps",
+            &[(auth.clone(), &bearer(bad))],
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{bad}");
+        assert_eq!(err["code"], "invalid_token");
+    }
+    assert_eq!(store.lookups(), before, "garbage never reaches the store");
+    // A well-formed legacy token that was never imported costs one lookup and gets 401.
+    let (status, _) = send(
+        &app,
+        Method::GET,
+        "/apps",
+        &[(auth.clone(), &bearer(&legacy_rgw_token()))],
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(store.lookups(), before + 1);
+
+    // Tokens keygate issues keep keygate's format and checksum.
+    let (status, created) = send(
+        &app,
+        Method::POST,
+        "/api/v1/tokens",
+        &[(auth.clone(), &basic(ADMIN))],
+        Some(json!({ "name": "new", "role": "viewer" })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let fresh = created["token"].as_str().unwrap();
+    assert!(keygate::token::looks_like_token(fresh));
+    assert!(!keygate::token::looks_like_token(&legacy));
+
+    // The audit log tells garbage (decided without a lookup) from an unknown token.
+    audit.shutdown().await;
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    assert!(!text.contains(&legacy));
+    let reasons: Vec<String> = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["path"] == "/apps" && e["status_code"] == 401)
+        .map(|e| e["reason"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            "unknown",
+            "malformed",
+            "malformed",
+            "malformed",
+            "malformed",
+            "unknown"
+        ],
+        "{text}"
+    );
+}

@@ -270,3 +270,112 @@ async fn rapidpipeline_tokens_and_seats() {
     .await;
     assert_eq!(status, StatusCode::CREATED);
 }
+
+/// Inactivity expiry per kind: ONE manager over one store holds API tokens revoked after 90
+/// days without use and seats released after the recipe's two weeks, each kind on its own
+/// clock (the manager's setting is the default, the licence kind overrides it). Seen
+/// through the management list and the API.
+#[tokio::test]
+async fn one_manager_expires_each_kind_on_its_own_clock() {
+    let clock = ManualClock::new(time::macros::datetime!(2026-05-04 9:00 UTC));
+    let api_idle = 90 * DAY;
+    let tokens = keygate::Tokens::builder(keygate::MemoryStore::new())
+        .clock(clock.clone())
+        .kind(keygate::TokenKind::new("api", "rpd").unwrap())
+        .kind(
+            keygate::TokenKind::new("licence", "lic")
+                .unwrap()
+                .with_binding(recipe::MACHINE_HEADER)
+                .unwrap()
+                .with_inactivity_expiry(Some(recipe::SEAT_IDLE)),
+        )
+        .max_tokens_per_owner(None)
+        .revoke_after_inactivity(api_idle)
+        .build()
+        .unwrap();
+    let accounts = MemoryAccounts::new();
+    recipe::add_account(&accounts, EMAIL, PASSWORD)
+        .await
+        .unwrap();
+    // The same manager behind both routers and both APIs.
+    let app = recipe::app(tokens.clone(), tokens.clone(), accounts);
+    let me = basic();
+
+    let (status, cli) = send(
+        &app,
+        Method::POST,
+        "/auth/tokens",
+        &me,
+        None,
+        Some("name=CLI"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{cli}");
+    let cli_auth = format!("Bearer {}", cli["token"].as_str().unwrap());
+    let seat = tokens
+        .issue(NewToken::new(EMAIL, "Blender seat").kind("licence"))
+        .await
+        .unwrap();
+    let seat_token = seat.token.expose_secret().to_owned();
+    let (status, _) = check(&app, &seat_token, Some("workstation-1")).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let listed = |list: &Value, name: &str| -> Value {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == name)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+
+    // Two weeks and a bit without use: the seat is released (not revoked); the API token,
+    // idle just as long, is untouched.
+    tokens.flush_usage().await.unwrap();
+    clock.advance(recipe::SEAT_IDLE + Duration::from_secs(60));
+    let out = tokens.expire_inactive().await.unwrap();
+    assert_eq!(out.released, [seat.record.id]);
+    assert!(out.revoked.is_empty());
+    let (_, list) = send(&app, Method::GET, "/auth/tokens", &me, None, None).await;
+    let seat_view = listed(&list, "Blender seat");
+    assert_eq!(seat_view["status"], "active");
+    assert!(seat_view["bound_to"].is_null(), "{seat_view}");
+    assert_eq!(listed(&list, "CLI")["status"], "active");
+    let (status, _) = send(
+        &app,
+        Method::POST,
+        "/api/v1/optimize",
+        &cli_auth,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    // The seat moves to the next machine.
+    let (status, _) = check(&app, &seat_token, Some("render-node-3")).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // 90 days after its last use the API token is revoked; the seat, in use, is kept.
+    tokens.flush_usage().await.unwrap();
+    clock.advance(api_idle + Duration::from_secs(60));
+    let (status, _) = check(&app, &seat_token, Some("render-node-3")).await;
+    assert_eq!(status, StatusCode::OK);
+    tokens.flush_usage().await.unwrap();
+    tokens.purge().await.unwrap();
+    let (status, err) = send(
+        &app,
+        Method::POST,
+        "/api/v1/optimize",
+        &cli_auth,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(err["code"], "invalid_token");
+    let (status, _) = check(&app, &seat_token, Some("render-node-3")).await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, list) = send(&app, Method::GET, "/auth/tokens", &me, None, None).await;
+    assert_eq!(listed(&list, "Blender seat")["bound_to"], "render-node-3");
+    assert_ne!(listed(&list, "CLI")["status"], "active");
+}

@@ -205,3 +205,137 @@ async fn tokencraft_api_tokens() {
         .collect();
     assert_eq!(names, ["rate test"]);
 }
+
+/// "Write requests will return 403 until you upgrade": upgrading the plan gives the tokens
+/// already issued the new plan's write access (their kind lets the resolver widen them),
+/// and a downgrade takes it away again, with no new token.
+#[tokio::test]
+async fn a_plan_upgrade_reaches_existing_tokens() {
+    let tokens = recipe::tokens().unwrap();
+    let accounts = MemoryAccounts::new();
+    recipe::add_account(&accounts, FREE, PASSWORD, false)
+        .await
+        .unwrap();
+    let app = recipe::app(tokens, accounts.clone()).unwrap();
+    let created = new_token(&app, FREE, "laptop").await;
+    assert_eq!(created["permissions"], json!(["api:read"]));
+    let auth = format!("Bearer {}", created["token"].as_str().unwrap());
+
+    let (status, _, body) = send(&app, Method::POST, "/api/v1/workspaces", &auth, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+
+    // FREE -> PRO: the same token now writes.
+    recipe::add_account(&accounts, FREE, PASSWORD, true)
+        .await
+        .unwrap();
+    let (status, _, body) = send(&app, Method::POST, "/api/v1/workspaces", &auth, None).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (status, _, _) = send(&app, Method::GET, "/api/v1/workspaces", &auth, None).await;
+    assert_eq!(status, StatusCode::OK);
+
+    // PRO -> FREE: the write is gone again at once.
+    recipe::add_account(&accounts, FREE, PASSWORD, false)
+        .await
+        .unwrap();
+    let (status, _, body) =
+        send(&app, Method::DELETE, "/api/v1/workspaces/ws_1", &auth, None).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, _, _) = send(&app, Method::GET, "/api/v1/workspaces", &auth, None).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+/// A token as Tokencraft issued it: `dtk_` and 40 lowercase hex characters, no checksum.
+fn legacy_dtk_token() -> String {
+    let bytes: [u8; 20] = rand::random();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("dtk_{hex}")
+}
+
+#[tokio::test]
+async fn a_token_tokencraft_issued_keeps_working_once_imported() {
+    let store = crate::common::TestStore::default();
+    let tokens = recipe::tokens_in(store.clone()).unwrap();
+    let accounts = MemoryAccounts::new();
+    recipe::add_account(&accounts, PRO, PASSWORD, true)
+        .await
+        .unwrap();
+    let app = recipe::app(tokens.clone(), accounts).unwrap();
+
+    // Tokencraft kept the SHA-256 of each token; the migration imports it for its owner.
+    let legacy = legacy_dtk_token();
+    assert_eq!(legacy.len(), 44);
+    let auth = format!("Bearer {legacy}");
+    let (status, _, body) = send(&app, Method::GET, "/api/v1/workspaces", &auth, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "not imported yet");
+    assert_eq!(body, INVALID);
+    let id = recipe::import_legacy(
+        &tokens,
+        PRO,
+        "CI sync (Tokencraft)",
+        &keygate::TokenHash::of(&legacy).to_hex(),
+        true,
+    )
+    .await
+    .unwrap();
+
+    // The same token now reads and writes, with the rate-limit headers of any token.
+    let (status, headers, body) = send(&app, Method::GET, "/api/v1/workspaces", &auth, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(headers["ratelimit-limit"], "100");
+    let (status, _, _) = send(&app, Method::POST, "/api/v1/workspaces", &auth, None).await;
+    assert_eq!(status, StatusCode::CREATED);
+
+    // It is listed like the others, by a hint that is not the secret.
+    let (_, _, body) = send(&app, Method::GET, "/settings/tokens", &basic(PRO), None).await;
+    assert!(!body.contains(&legacy));
+    let list: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(list[0]["id"], id.to_string());
+    assert_eq!(list[0]["hint"], "dtk_…");
+
+    // The same hash cannot be imported twice.
+    let again = recipe::import_legacy(
+        &tokens,
+        PRO,
+        "again",
+        &keygate::TokenHash::of(&legacy).to_hex(),
+        true,
+    )
+    .await;
+    assert!(again.unwrap_err().to_string().contains("already exists"));
+
+    // Wrong length, upper-case hex, or a character outside hex: 401 without a lookup.
+    let before = store.lookups();
+    for bad in [
+        legacy[..43].to_owned(),
+        format!("{legacy}0"),
+        format!("dtk_{}", "ABCDEF0123".repeat(4)),
+        format!("dtk_{}", "g".repeat(40)),
+        format!("dtk_{}", "0".repeat(39) + "-"),
+    ] {
+        let (status, _, body) = send(
+            &app,
+            Method::GET,
+            "/api/v1/workspaces",
+            &format!("Bearer {bad}"),
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{bad}");
+        assert_eq!(body, INVALID);
+    }
+    assert_eq!(store.lookups(), before, "garbage never reaches the store");
+
+    // Revoking it works as for any token: the next request is refused.
+    let (status, _, _) = send(
+        &app,
+        Method::DELETE,
+        &format!("/settings/tokens/{id}"),
+        &basic(PRO),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _, body) = send(&app, Method::GET, "/api/v1/workspaces", &auth, None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body, INVALID);
+}

@@ -352,3 +352,58 @@ async fn demoting_an_owner_demotes_their_tokens_through_the_layer() {
     assert!(body.contains("store_unavailable"));
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
+
+/// `owner_rate_limit` (`KEYGATE_OWNER_RATE_LIMIT`): the admin's two tokens share one budget
+/// of three requests a minute on the reference server; the fourth, from either token, is
+/// the usual 429 with `Retry-After`, and the headers showed the owner's budget throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reference_server_shares_an_owners_budget_between_their_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = server::Config {
+        db: dir.path().join("keygate.db"),
+        addr: "127.0.0.1:0".into(),
+        admin_email: ADMIN.into(),
+        admin_password: Some(zeroize::Zeroizing::new(PASSWORD.to_owned())),
+        owner_rate_limit: Some(3),
+        store_timeout: std::time::Duration::from_secs(30),
+        ..server::Config::default()
+    };
+    let app = server::build_app(&config).await.unwrap();
+    let r = &app.router;
+    let mut bearers = Vec::new();
+    for name in ["ci", "laptop"] {
+        let created = call(
+            r,
+            Method::POST,
+            "/api/v1/tokens",
+            Some(&basic()),
+            Some(json!({ "name": name })),
+        )
+        .await;
+        assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+        bearers.push(format!(
+            "Bearer {}",
+            created.json()["token"].as_str().unwrap()
+        ));
+    }
+    for i in 0..3 {
+        let me = call(r, Method::GET, "/api/v1/me", Some(&bearers[i % 2]), None).await;
+        assert_eq!(me.status, StatusCode::OK, "request {i}: {}", me.text);
+        assert_eq!(me.headers["ratelimit-limit"], "3");
+        assert_eq!(
+            me.headers["ratelimit-remaining"],
+            (2 - i).to_string().as_str()
+        );
+    }
+    for bearer in &bearers {
+        let refused = call(r, Method::GET, "/api/v1/me", Some(bearer), None).await;
+        assert_eq!(
+            refused.status,
+            StatusCode::TOO_MANY_REQUESTS,
+            "{}",
+            refused.text
+        );
+        assert_eq!(refused.json()["code"], "rate_limited");
+        assert!(refused.headers.contains_key(header::RETRY_AFTER));
+    }
+}

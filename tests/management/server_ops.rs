@@ -568,6 +568,7 @@ async fn the_server_deletes_audit_events_past_the_retention() {
         reason: Some(reason.into()),
         client_ip: None,
         request_id: None,
+        details: None,
     };
     store
         .write(&[at(24 * 30, "old"), at(13, "old"), at(11, "recent")])

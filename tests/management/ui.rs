@@ -243,3 +243,29 @@ async fn the_script_keeps_secrets_in_memory_and_data_out_of_html() {
     assert!(code.contains(r#"cache: "no-store""#));
     assert!(code.contains("textContent"));
 }
+
+#[tokio::test]
+async fn the_page_shows_status_creator_metadata_and_edits_with_patch() {
+    let app = app();
+    let (_, _, html) = get(&app, "/tokens").await;
+    for part in [
+        r#"<th scope="col">Status</th>"#,
+        r#"<th scope="col">Created by</th>"#,
+        r#"<dialog id="edit""#,
+        r#"id="edit-name""#,
+        r#"id="edit-description""#,
+        r#"id="edit-expires""#,
+        r#"id="edit-metadata""#,
+    ] {
+        assert!(html.contains(part), "{part}");
+    }
+    let (_, _, js) = get(&app, "/tokens/app.js").await;
+    for part in [
+        r#"api("PATCH", "/tokens/" + encodeURIComponent(t.id), body)"#,
+        "t.created_by",
+        "metadataText(t.metadata)",
+        r#"dataset.action = "edit""#,
+    ] {
+        assert!(js.contains(part), "{part}");
+    }
+}

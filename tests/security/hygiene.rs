@@ -227,10 +227,11 @@ mod waits {
             &self,
             cutoff: OffsetDateTime,
             now: OffsetDateTime,
+            kinds: &[String],
             release_kinds: &[String],
         ) -> Result<InactiveOutcome, StoreError> {
             self.tokens
-                .expire_inactive(cutoff, now, release_kinds)
+                .expire_inactive(cutoff, now, kinds, release_kinds)
                 .await
         }
     }

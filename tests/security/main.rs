@@ -14,10 +14,14 @@ use keygate::server;
 #[allow(dead_code)]
 mod support;
 
+mod attacks_20;
 mod audit_and_cache;
 mod client_address;
 mod deployment;
+mod last_use;
+mod leaks;
 mod lineage;
+mod pepper;
 mod pipeline;
 mod sign_in;
 mod surface;

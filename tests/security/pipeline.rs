@@ -299,3 +299,63 @@ async fn every_path_of_the_pipeline_gives_the_same_answers() {
         }
     }
 }
+
+/// A leaked narrow token (`things:read`) of an owner who holds everything tries a write.
+/// Under a resolver it is refused: the resolver only narrows, unless the token's kind opted
+/// in to widening, the one case where the owner's rights replace the token's.
+#[tokio::test]
+async fn a_narrow_token_does_not_gain_its_owners_rights_unless_its_kind_widens() {
+    let tokens = Tokens::builder(MemoryStore::new())
+        .kind(TokenKind::pat())
+        .kind(
+            TokenKind::new("account", "acct")
+                .unwrap()
+                .with_resolver_may_widen(),
+        )
+        .build()
+        .unwrap();
+    let read_only = || Permissions::parse(["things:read"]).unwrap();
+    let narrow = tokens
+        .issue(NewToken::new("alice", "ci").permissions(read_only()))
+        .await
+        .unwrap();
+    let account = tokens
+        .issue(
+            NewToken::new("alice", "account")
+                .kind("account")
+                .permissions(read_only()),
+        )
+        .await
+        .unwrap();
+    let svc = AuthLayer::new(tokens)
+        .require("things:write")
+        .unwrap()
+        .with_permission_resolver(Everything)
+        .layer(echo(Arc::new(AtomicUsize::new(0))));
+
+    let res = svc
+        .clone()
+        .oneshot(req(
+            Method::POST,
+            Some(&crate::common::bearer(&narrow.token)),
+        ))
+        .await
+        .unwrap();
+    let (status, _, body) = body_string(res).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(body.contains("insufficient_scope"), "{body}");
+
+    let res = svc
+        .oneshot(req(
+            Method::POST,
+            Some(&crate::common::bearer(&account.token)),
+        ))
+        .await
+        .unwrap();
+    let (status, _, body) = body_string(res).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "the widening kind holds the owner's rights: {body}"
+    );
+}

@@ -302,6 +302,7 @@ async fn flooded_management(
             reason: Some("unknown".into()),
             client_ip: None,
             request_id: None,
+            details: None,
         });
         tokio::task::yield_now().await;
     }

@@ -35,6 +35,7 @@ fn event(at: OffsetDateTime, token: Option<TokenId>, status: u16) -> AuditEvent 
         reason: (status >= 400).then(|| "insufficient_scope".into()),
         client_ip: Some("192.0.2.7".parse().unwrap()),
         request_id: Some("req-1".into()),
+        details: None,
     }
 }
 
@@ -57,6 +58,17 @@ async fn round_trip(store: impl AuditSink + AuditReader + Clone) {
         );
         if i == 7 {
             e.owner = Some("bob@example.com".into());
+        }
+        if i == 5 {
+            // A leak report's details (url and source) are kept and read back.
+            e.event = "token.leaked".into();
+            e.details = Some(
+                [
+                    ("url".to_owned(), "https://example.com/paste/1".to_owned()),
+                    ("source".to_owned(), "paste".to_owned()),
+                ]
+                .into(),
+            );
         }
         written.push(e.clone());
         log.record(e);

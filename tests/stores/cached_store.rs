@@ -86,11 +86,17 @@ impl TokenStore for Probe {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cached_store_passes_the_conformance_suite() {
     keygate::store::conformance::run(CachedStore::new(MemoryStore::new())).await;
+    keygate::store::conformance::usage_details_are_kept(CachedStore::new(MemoryStore::new())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn timeout_store_passes_the_conformance_suite() {
     keygate::store::conformance::run(TimeoutStore::new(
+        MemoryStore::new(),
+        Duration::from_secs(5),
+    ))
+    .await;
+    keygate::store::conformance::usage_details_are_kept(TimeoutStore::new(
         MemoryStore::new(),
         Duration::from_secs(5),
     ))

@@ -68,8 +68,8 @@ async fn files_migrator(dialect: &str) -> Migrator {
 }
 
 const HOST_VERSIONS: [i64; 2] = [1, 20240101000000];
-const KEYGATE_PG_VERSIONS: [i64; 3] = [1, 2, 3];
-const KEYGATE_SQLITE_VERSIONS: [i64; 4] = [1, 2, 3, 4];
+const KEYGATE_PG_VERSIONS: [i64; 5] = [1, 2, 3, 4, 5];
+const KEYGATE_SQLITE_VERSIONS: [i64; 6] = [1, 2, 3, 4, 5, 6];
 
 /// A token issued and accepted through `store`: keygate's tables work.
 async fn works(store: impl TokenStore) {

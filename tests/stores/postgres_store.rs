@@ -40,6 +40,7 @@ async fn postgres_store_passes_the_conformance_suite() {
         return;
     };
     keygate::store::conformance::run(store.clone()).await;
+    keygate::store::conformance::usage_details_are_kept(store.clone()).await;
     cleanup(&store).await;
 }
 
@@ -267,5 +268,147 @@ async fn losing_the_listener_flushes_and_bypasses_the_cache_until_it_reconnects(
         .unwrap();
     assert_eq!(cached.len(), 1, "caching resumes after the reconnect");
     drop(listener);
+    cleanup(&store).await;
+}
+
+/// Two instances with caches: narrowing a token's permissions on A applies on B within 1 s
+/// (the edit is announced like a revocation), not after the cache's TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_edit_on_one_instance_reaches_the_other_within_a_second() {
+    let Some(store) = store("edit_fanout").await else {
+        return;
+    };
+    let other = PostgresOptions::new(url())
+        .with_schema(store.schema().unwrap())
+        .connect()
+        .await
+        .unwrap();
+    let cache_a = CachedStore::new(store.clone()).with_ttl(Duration::from_secs(300));
+    let cache_b = CachedStore::new(other.clone()).with_ttl(Duration::from_secs(300));
+    let _listen_a = cache_a.listen_postgres(store.pool().clone());
+    let listen_b = cache_b.listen_postgres(other.pool().clone());
+    assert!(
+        listen_b.wait_connected(Duration::from_secs(5)).await,
+        "listener B connects"
+    );
+    let a = Tokens::new(cache_a);
+    let b = Tokens::new(cache_b.clone());
+    let issued = a
+        .issue(
+            NewToken::new("alice", "deploy")
+                .permissions(keygate::Permissions::parse(["apps:read", "apps:write"]).unwrap()),
+        )
+        .await
+        .unwrap();
+    let secret = issued.token.expose_secret();
+    // The issue is announced to B as well: let that announcement land before B caches the
+    // record, or it may drop the entry this test needs B to hold.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(b.authenticate(secret).await.unwrap().can("apps:write"));
+    assert_eq!(cache_b.len(), 1, "B caches the record");
+    let start = Instant::now();
+    a.update(
+        "alice",
+        issued.record.id,
+        keygate::tokens::TokenChanges::new()
+            .permissions(keygate::Permissions::parse(["apps:read"]).unwrap()),
+    )
+    .await
+    .unwrap();
+    assert!(
+        !a.authenticate(secret).await.unwrap().can("apps:write"),
+        "narrowed at once on A"
+    );
+    loop {
+        if !b.authenticate(secret).await.unwrap().can("apps:write") {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "B still grants the removed permission 1 s after the edit"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    drop(listen_b);
+    cleanup(&store).await;
+}
+
+/// Rotating the pepper on two instances, each with its cache: the token issued under the
+/// old pepper is re-hashed by A; B, which cached it under the old digest (and "unknown"
+/// under the new one), keeps accepting it throughout, then refuses it within a second of a
+/// revoke on A.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rehash_on_one_instance_keeps_the_token_working_on_the_other() {
+    use keygate::Pepper;
+    let Some(store) = store("rehash").await else {
+        return;
+    };
+    let other = PostgresOptions::new(url())
+        .with_schema(store.schema().unwrap())
+        .connect()
+        .await
+        .unwrap();
+    let old = Pepper::from_bytes([1u8; 32]).unwrap();
+    let new = Pepper::from_bytes([2u8; 32]).unwrap();
+    let before = Tokens::builder(store.clone())
+        .pepper(old.clone())
+        .build()
+        .unwrap();
+    let issued = before
+        .issue(NewToken::new("alice", "deploy"))
+        .await
+        .unwrap();
+    let secret = issued.token.expose_secret();
+
+    let long = Duration::from_secs(300);
+    let cache_a = CachedStore::new(store.clone()).with_ttl(long);
+    let cache_b = CachedStore::new(other.clone())
+        .with_ttl(long)
+        .with_negative_ttl(long);
+    let _listen_a = cache_a.listen_postgres(store.pool().clone());
+    let listen_b = cache_b.listen_postgres(other.pool().clone());
+    assert!(listen_b.wait_connected(Duration::from_secs(5)).await);
+    let rotated = |s| {
+        Tokens::builder(s)
+            .pepper(new.clone())
+            .previous_peppers([old.clone()])
+            .build()
+            .unwrap()
+    };
+    let a = rotated(cache_a);
+    let b = rotated(cache_b.clone());
+    b.authenticate(secret)
+        .await
+        .expect("valid on B under the old pepper");
+    assert!(
+        cache_b.negative_len() >= 1,
+        "B caches the new digest as unknown"
+    );
+
+    a.authenticate(secret).await.expect("valid on A");
+    a.flush_usage().await.unwrap();
+    assert_eq!(
+        store.get(&issued.record.id).await.unwrap().unwrap().hash,
+        new.digest(secret),
+        "A re-hashed the token"
+    );
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(500) {
+        b.authenticate(secret)
+            .await
+            .expect("B keeps accepting the re-hashed token");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    a.revoke("alice", issued.record.id).await.unwrap();
+    let start = Instant::now();
+    while b.authenticate(secret).await.is_ok() {
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "B still accepts the re-hashed token 1 s after the revoke"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    drop((listen_b, _listen_a));
     cleanup(&store).await;
 }

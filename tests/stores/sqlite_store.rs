@@ -19,7 +19,8 @@ async fn sqlite_store_passes_the_conformance_suite() {
     let store = SqliteStore::open(dir.path().join("conformance.db"))
         .await
         .expect("open");
-    keygate::store::conformance::run(store).await;
+    keygate::store::conformance::run(store.clone()).await;
+    keygate::store::conformance::usage_details_are_kept(store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

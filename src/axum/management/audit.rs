@@ -1,4 +1,5 @@
-//! Audit of the management API: `token.create`, `token.revoke` and `token.rotate` events
+//! Audit of the management API: `token.create`, `token.revoke`, `token.rotate`,
+//! `token.release` and `token.update` events
 //! (with [`Management::with_audit`](super::Management::with_audit)), and `GET /audit` to
 //! read them back (with [`Management::with_audit_reader`](super::Management::with_audit_reader)):
 //! a caller with `audit:read` reads the events whose owner it is; every owner's events need
@@ -35,6 +36,9 @@ pub(crate) struct Action {
     pub(crate) token_id: TokenId,
     /// Its name, when known.
     pub(crate) token_name: Option<String>,
+    /// What else the event records as its `reason` (e.g. the fields an update changed, or
+    /// the administrator who revoked another owner's token); never a secret.
+    pub(crate) detail: Option<String>,
 }
 
 /// Tags `res` with `action` for the audit event.
@@ -49,8 +53,10 @@ fn event_of(method: &Method, path: &str) -> Option<&'static str> {
     match *method {
         Method::POST if path.ends_with("/rotate") => Some("token.rotate"),
         Method::POST if path.ends_with("/release") => Some("token.release"),
+        Method::POST if path.ends_with("/tokens/import") => Some("token.import"),
         Method::POST if path.ends_with("/tokens") || path == "/tokens" => Some("token.create"),
         Method::DELETE if path.contains("/tokens/") => Some("token.revoke"),
+        Method::PATCH if path.contains("/tokens/") => Some("token.update"),
         _ => None,
     }
 }
@@ -82,10 +88,17 @@ pub(crate) async fn record(State(s): State<Arc<Shared>>, req: Request, next: Nex
     let client_ip = addrs.client;
     let request_id = crate::audit::request_id(req.headers());
     let res = next.run(req).await;
+    if res
+        .extensions()
+        .get::<super::import::AuditedByHandler>()
+        .is_some()
+    {
+        return res;
+    }
     let action = res.extensions().get::<Action>().cloned();
     let allowed = action.is_some() && res.status().is_success();
     let reason = if allowed {
-        None
+        action.as_ref().and_then(|a| a.detail.clone())
     } else if let Some(k) = res.extensions().get::<RejectionKind>() {
         Some(k.reason().to_owned())
     } else {
@@ -113,6 +126,7 @@ pub(crate) async fn record(State(s): State<Arc<Shared>>, req: Request, next: Nex
         reason,
         client_ip,
         request_id,
+        details: None,
     };
     let Some(action) = action.filter(|_| allowed) else {
         // A refusal changed nothing: budgeted per address like the layer's.
@@ -291,6 +305,10 @@ mod tests {
             Some("token.rotate")
         );
         assert_eq!(event_of(&Method::DELETE, "/tokens/x"), Some("token.revoke"));
+        assert_eq!(
+            event_of(&Method::POST, "/admin/tokens/import"),
+            Some("token.import")
+        );
         assert_eq!(event_of(&Method::GET, "/tokens"), None);
     }
 }

@@ -251,7 +251,8 @@ pub(crate) async fn authenticate(
                 }
             };
             if let Some(resolver) = s.resolver.as_deref() {
-                id = crate::permissions::effective(resolver, id)
+                let widen = s.tokens.resolver_may_widen(id.kind());
+                id = crate::permissions::effective_for(resolver, id, widen)
                     .await
                     .map_err(|error| {
                         tracing::warn!(%error, "owner permissions unavailable; answering 503");
@@ -349,6 +350,7 @@ fn audit_failure(
             reason: Some(reason.to_owned()),
             client_ip: origin.addrs.client,
             request_id: origin.request_id.clone(),
+            details: None,
         },
         origin.addrs.failure_key(),
     );

@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
 use super::types::{CreateToken, CreateTokenForm, RotateToken, RotateTokenForm};
+use crate::record::{Metadata, MetadataError};
 
 /// Refuses a body announced as too large before any password check, then reads at most
 /// `limit` bytes.
@@ -62,7 +63,7 @@ fn body_format(headers: &HeaderMap, body: &[u8]) -> Result<BodyFormat, ApiError>
 
 /// A JSON object with only the `known` fields; each field is then read on its own, so that
 /// an error names the field.
-fn json_object(
+pub(super) fn json_object(
     body: &[u8],
     known: &[&str],
 ) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
@@ -137,6 +138,7 @@ pub(super) fn parse_create(headers: &HeaderMap, body: &[u8]) -> Result<CreateTok
                     "expires_in",
                     "allowed_ips",
                     "rate_limit",
+                    "metadata",
                 ],
             )?;
             Ok(CreateToken {
@@ -147,6 +149,10 @@ pub(super) fn parse_create(headers: &HeaderMap, body: &[u8]) -> Result<CreateTok
                 expires_in: json_field(&mut m, "expires_in")?,
                 allowed_ips: json_field(&mut m, "allowed_ips")?,
                 rate_limit: json_field(&mut m, "rate_limit")?,
+                metadata: match m.remove("metadata") {
+                    None | Some(serde_json::Value::Null) => None,
+                    Some(v) => Some(Metadata::from_value(v).map_err(metadata_error)?),
+                },
             })
         }
         BodyFormat::Form => {
@@ -183,9 +189,23 @@ pub(super) fn parse_create(headers: &HeaderMap, body: &[u8]) -> Result<CreateTok
                         })
                     })
                     .transpose()?,
+                // JSON text; an empty field (a form's blank input) is none.
+                metadata: match f.metadata.as_deref().map(str::trim) {
+                    None | Some("") => None,
+                    Some(text) => Some(Metadata::from_json(text).map_err(metadata_error)?),
+                },
             })
         }
     }
+}
+
+/// 400 naming the metadata rule broken.
+pub(super) fn metadata_error(e: MetadataError) -> ApiError {
+    let rule = e.to_string();
+    ApiError::bad_request(format!(
+        "Invalid metadata: {}",
+        rule.strip_prefix("metadata ").unwrap_or(&rule)
+    ))
 }
 
 /// CIDR strings (or single addresses) to networks; 400 naming the first bad one.

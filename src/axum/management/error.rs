@@ -215,6 +215,10 @@ impl From<TokenError> for ApiError {
             TokenError::PermissionsExceedRole => {
                 Self::bad_request("Invalid permissions: they go beyond the role's")
             }
+            TokenError::PermissionsWiden => Self::insufficient_scope(
+                "Invalid permissions: an edit may only remove permissions, never add one"
+                    .to_owned(),
+            ),
             TokenError::InvalidExpiry(m) => Self::bad_request(format!("Invalid expires_in: {m}")),
             TokenError::InvalidAllowedIps(m) => {
                 Self::bad_request(format!("Invalid allowed_ips: {m}"))
@@ -253,6 +257,12 @@ impl From<TokenError> for ApiError {
                 "token_limit",
                 "The limit of live tokens is reached; revoke one first",
             ),
+            TokenError::DuplicateHash => Self::new(
+                StatusCode::CONFLICT,
+                "duplicate",
+                "A token with this hash already exists",
+            ),
+            TokenError::InvalidImport(m) => Self::bad_request(format!("Invalid entry: {m}")),
             TokenError::NotFound => Self::not_found(),
             TokenError::Store(error) => {
                 tracing::warn!(%error, "token store failed; answering 503");

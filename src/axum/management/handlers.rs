@@ -89,7 +89,7 @@ impl axum::extract::FromRequestParts<Arc<Shared>> for CallerIp {
     }
 }
 
-fn token_id(raw: &str) -> Result<TokenId, ApiError> {
+pub(crate) fn token_id(raw: &str) -> Result<TokenId, ApiError> {
     raw.parse().map_err(|_| ApiError::not_found())
 }
 
@@ -140,6 +140,7 @@ pub(crate) async fn create_token(
     let Caller::Account(account) = caller(&s, &headers, ip, Accept::BasicOnly).await? else {
         return Err(ApiError::basic_required());
     };
+    super::admin::admin_only(&s, &account.permissions)?;
     let bytes = read_body(body, s.body_limit).await?;
     let req = parse_create(&headers, &bytes)?;
 
@@ -174,6 +175,9 @@ pub(crate) async fn create_token(
     if let Some(n) = req.rate_limit {
         new = new.rate_limit_per_minute(n);
     }
+    if let Some(m) = req.metadata {
+        new = new.metadata(m);
+    }
     if let Some(e) = req.expires_in {
         if e <= 0 {
             return Err(ApiError::bad_request(
@@ -204,6 +208,7 @@ pub(crate) async fn create_token(
         owner: issued.record.owner.clone(),
         token_id: issued.record.id,
         token_name: Some(issued.record.name.clone()),
+        detail: None,
     };
     Ok(tag(issued_response(&s, issued), action))
 }
@@ -271,6 +276,7 @@ pub(crate) async fn revoke_token(
 ) -> Result<Response, ApiError> {
     let keep = keep_successors(query.as_deref())?;
     let caller = caller(&s, &headers, ip, Accept::BasicOrBearer("tokens:write")).await?;
+    super::admin::admin_only(&s, caller.permissions())?;
     let id = token_id(&id)?;
     may_manage(&s, &caller, id).await?;
     if keep {
@@ -292,6 +298,7 @@ pub(crate) async fn revoke_token(
         owner: caller.owner().to_owned(),
         token_id: id,
         token_name: None,
+        detail: None,
     };
     Ok(tag(StatusCode::NO_CONTENT.into_response(), action))
 }
@@ -332,6 +339,7 @@ pub(crate) async fn rotate_token(
 ) -> Result<Response, ApiError> {
     check_length(&headers, s.body_limit)?;
     let caller = caller(&s, &headers, ip, Accept::BasicOrBearer("tokens:write")).await?;
+    super::admin::admin_only(&s, caller.permissions())?;
     let bytes = read_body(body, s.body_limit).await?;
     let req = parse_rotate(&headers, &bytes)?;
     let id = token_id(&id)?;
@@ -370,6 +378,7 @@ pub(crate) async fn rotate_token(
         owner: issued.record.owner.clone(),
         token_id: issued.record.id,
         token_name: Some(issued.record.name.clone()),
+        detail: None,
     };
     Ok(tag(issued_response(&s, issued), action))
 }
@@ -399,6 +408,7 @@ pub(crate) async fn release_token(
     ip: CallerIp,
 ) -> Result<Response, ApiError> {
     let caller = caller(&s, &headers, ip, Accept::BasicOrBearer("tokens:write")).await?;
+    super::admin::admin_only(&s, caller.permissions())?;
     let id = token_id(&id)?;
     may_manage(&s, &caller, id).await?;
     s.tokens.release_binding(caller.owner(), id).await?;
@@ -408,6 +418,7 @@ pub(crate) async fn release_token(
         owner: caller.owner().to_owned(),
         token_id: id,
         token_name: None,
+        detail: None,
     };
     Ok(tag(StatusCode::NO_CONTENT.into_response(), action))
 }

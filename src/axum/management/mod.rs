@@ -8,27 +8,34 @@
 //! | `DELETE /tokens/{id}` | Basic, or Bearer with `tokens:write` | revoke, with the tokens that replaced it by rotation (whoever held it may hold them); `?successors=keep` revokes it alone (ends a grace early); 204 |
 //! | `POST /tokens/{id}/rotate` | Basic, or Bearer with `tokens:write` rotating itself (its own lineage) | new secret, same name, permissions and restrictions (a bearer token's rotation keeps the expiry, a Basic one the lifetime); optional `grace_seconds` (at most [`max_rotation_grace`](crate::tokens::TokensBuilder::max_rotation_grace), 24 h by default; the old token counts against the limit while in grace; rotating again ends the earlier grace); 201 |
 //! | `POST /tokens/{id}/release` | Basic, or Bearer with `tokens:write` | frees a bound token's machine seat (once per 24 h; 409 `release_too_soon`); 204 |
+//! | `PATCH /tokens/{id}` | Basic, or Bearer with `tokens:write` | edits a live token in place (JSON: `name`, `description` and `expires_at` (`null` clears), `expires_in`, `allowed_ips`, `metadata`, `permissions` — only narrower ones); 200 with the token; applies from the next request (see below) |
+//! | `GET /admin/tokens` | Basic or Bearer, with `tokens:admin` | every owner's tokens, oldest first, revoked ones included until purged; query `owner`, `kind`, `status` (`active`, `expired`, `revoked`, `replaced`), `expiring_before`, `last_used_before` (RFC 3339; a token never used counts from its creation), `limit` (default 100, at most 1000), `cursor`; answers `{"tokens": [...], "next_cursor": "..." \| null}` |
+//! | `DELETE /admin/tokens/{id}` | Basic or Bearer, with `tokens:admin` | revokes any owner's token, with its successors; 204 |
 //! | `GET /me` | Bearer | the caller's identity |
+//! | `POST /admin/tokens/import` | Basic only (a bearer token gets 401 `basic_auth_required`: whoever imports a hash may know its secret), with `tokens:admin` | imports tokens another system issued by their SHA-256: a JSON array (or JSON Lines) of at most 1000 `{owner, name, hash, kind?, permissions?, role?, description?, expires_at?, created_at?, hint?}`; 200 with one result per entry (`id`, or `error` and `code`); permissions never beyond the importer's; a hash already stored is `duplicate`, never overwritten; each imported token is audited (`token.import`) before the answer |
 //! | `GET /audit` | Basic or Bearer, with `audit:read` | audit events about the caller's own tokens and account (every owner's with `audit:read_all` too), newest first; query `token_id`, `since`, `until` (RFC 3339), `limit` (default 100, at most 1000); only with [`Management::with_audit_reader`] |
+//! | `POST /leaks` | a reporter key (`X-Keygate-Reporter-Key`) or an HMAC-SHA256 signature of the body (`X-Keygate-Signature: sha256=<hex>`) | leak reports: each listed token that still authenticates is revoked at once, with its rotation successors; 200 with `[{"token_hint","found","revoked"}]`; only with [`Management::with_leak_reports`] |
 //! | `GET /openapi.json` | none | the OpenAPI 3.1 document (feature `openapi`): [`Management::openapi`], or the one given to [`Management::with_openapi`] |
 //!
 //! Every error is JSON `{"error": "...", "code": "..."}`:
 //!
 //! | status | `code` | when |
 //! | --- | --- | --- |
-//! | 400 | `invalid_request` | an invalid field (name, description, role, permissions, `expires_in`, `grace_seconds`, `successors`), an unknown field or query parameter, a malformed body or `Authorization` header |
-//! | 401 | `missing_credentials` | no credentials (`WWW-Authenticate: Basic realm="keygate", charset="UTF-8"`, plus a Bearer challenge where a token is accepted) |
+//! | 400 | `invalid_request` | an invalid field (name, description, role, permissions, `expires_in`, `expires_at`, `metadata`, `allowed_ips`, `grace_seconds`, `successors`), an unknown field or query parameter, an edit with nothing to change, a malformed admin `cursor`, a leak report that is not an array of entries, is empty, has too many entries or a field over 1 KiB, a malformed body or `Authorization` header |
+//! | 401 | `missing_credentials` | no credentials (`WWW-Authenticate: Basic realm="keygate", charset="UTF-8"`, plus a Bearer challenge where a token is accepted; on `POST /leaks`: neither a reporter key nor a signature, no challenge) |
 //! | 401 | `invalid_credentials` | unknown email or wrong password: the same answer, after the same argon2 work |
-//! | 401 | `basic_auth_required` | a bearer token on `POST /tokens` |
+//! | 401 | `basic_auth_required` | a bearer token on `POST /tokens` or `POST /admin/tokens/import` |
 //! | 401 | `sign_in_required` | a bearer token on `POST /tokens` with [`Management::with_host_sign_in`] |
 //! | 401 | `missing_token`, `invalid_token` | bearer failures, exactly as [`AuthLayer`](crate::AuthLayer) renders them |
-//! | 403 | `insufficient_scope` | the bearer token lacks `tokens:read` / `tokens:write`, the new token's permissions go beyond the caller's, a bearer token acts on (revokes, rotates, releases) a token less restricted than itself, or rotates a token not of its own lineage (see below) |
+//! | 403 | `insufficient_scope` | the bearer token lacks `tokens:read` / `tokens:write`, the new token's permissions go beyond the caller's, an edit adds a permission, a bearer token acts on (revokes, rotates, releases, edits) a token less restricted than itself, widens an expiry or an allow-list, or rotates a token not of its own lineage (see below); the admin routes without `tokens:admin`; with [`Management::admin_only_token_management`], a create, edit, rotation, revocation or release without `tokens:admin` |
+//! | 403 | `invalid_reporter` | `POST /leaks` with a wrong reporter key or signature |
 //! | 403 | `cross_site_request` | a `POST`, `PUT`, `PATCH` or `DELETE` that a browser marks as sent by another site (see below) |
 //! | 404 | `not_found` | unknown, someone else's or malformed token id |
-//! | 409 | `name_taken`, `token_limit` | the owner has a live token with this name, or too many tokens that authenticate (live ones and rotated ones in grace) |
+//! | 409 | `name_taken`, `token_limit` | the owner has a live token with this name (at create, or a rename), or too many tokens that authenticate (live ones and rotated ones in grace) |
+//! | 409 | `duplicate` | (as an import entry's `code`, in a 200) a token with this hash is already stored |
 //! | 429 | `rate_limited` | too many failed sign-ins or bad tokens from this address, or from this address on this account ([`Management::with_failure_limits`]); `Retry-After` says when to try again |
-//! | 413 | `payload_too_large` | body over the limit (default 16 KiB) |
-//! | 415 | `unsupported_media_type` | a body that is neither JSON nor a form |
+//! | 413 | `payload_too_large` | body over the limit (default 16 KiB; 1 MiB or more than 1000 entries for an import) |
+//! | 415 | `unsupported_media_type` | a body that is neither JSON nor a form (for an import: neither JSON nor JSON Lines) |
 //! | 503 | `store_unavailable`, `server_busy` | the store failed or did not answer in time (never 500) or, with [`Management::with_audit`], the audit event of a write could not be written (see below); or no password check could start in time |
 //!
 //! With [`Management::with_host_sign_in`], "Basic" in the table reads "signed in by the
@@ -65,6 +72,36 @@
 //! life. Signed in with the account's password, the owner manages all its tokens, and a
 //! rotation gives the new token the old one's lifetime counted from the rotation (the
 //! account could create such a token anyway).
+//!
+//! An edit (`PATCH /tokens/{id}`) never widens a token: new permissions must be a subset
+//! of the token's (403 `insufficient_scope` otherwise; a 403 rather than a 400 because it
+//! is a question of rights, like creating a token beyond one's account). Signed in with the
+//! password, the owner may also rename it, change its description and metadata, set any
+//! expiry within the kind's longest lifetime counted from now (a time already past ends
+//! the token at once; or clear it, for a kind without one), and replace its allow-list. A bearer token may edit only tokens at least
+//! as restricted as itself (itself included), and only narrow them: an expiry may move
+//! earlier, never later nor away; an allow-list may shrink (each new network within one of
+//! the old ones; a token without one may get one), never grow nor be removed; and it may
+//! not rename (a token's rate budget and rotation lineage follow its name, so a token that
+//! renamed itself would start a fresh budget) nor change the metadata (the application
+//! reads it on the [`Identity`](crate::Identity), and may decide on it): both need the
+//! account. A rename keeps
+//! names unique among the owner's live tokens, frees the old name at once, and gives no
+//! bearer token another token's lineage (two live tokens never share a name, so a bearer
+//! token still rotates only itself). The change applies from the next request:
+//! a [`CachedStore`](crate::store::cached::CachedStore) drops the token, and the store
+//! announces the edit to other instances like a revocation. Audited as `token.update`,
+//! with the names of the changed fields as its `reason` (`changed: name,permissions`).
+//!
+//! The admin routes and the admin-only switch ([`Management::admin_only_token_management`],
+//! the server's `token_management = "admin_only"`) need
+//! [`TOKENS_ADMIN`](crate::permissions::TOKENS_ADMIN), `tokens:admin` (`tokens:*` and `*`
+//! hold it, so does the server's `admin` role): the account's when signed in with the
+//! password, the token's effective permissions for a bearer token. An admin revocation is
+//! audited as `token.revoke` under the token's owner, naming the administrator and the
+//! token's `created_by` in its `reason`. The admin view's `next_cursor` is opaque (it
+//! encodes the last token's creation time and id); pages follow `(created_at, id)`, so
+//! paging visits every token once, tokens created meanwhile at the end.
 //!
 //! With [`Management::with_audit`], every write that took effect is in the audit sink
 //! before its 2xx leaves; when the sink fails or stalls (2 s by default) the write is
@@ -132,6 +169,7 @@ use crate::store::timeout::{
 };
 use crate::tokens::Tokens;
 
+mod admin;
 mod audit;
 mod auth;
 mod body;
@@ -139,16 +177,27 @@ mod cross_site;
 mod error;
 mod handlers;
 mod host;
+mod import;
+mod leaks;
 #[cfg(feature = "openapi")]
 pub(crate) mod openapi;
 mod scope;
 mod types;
+mod update;
 
+pub use admin::{AdminTokenPage, DEFAULT_ADMIN_LIMIT, MAX_ADMIN_LIMIT};
 pub use error::ErrorBody;
 pub use host::{HostAccount, HostError, HostSignIn};
+pub use import::{
+    IMPORT_BODY_LIMIT, ImportEntry, ImportResponse, ImportResult, MAX_IMPORT_ENTRIES,
+};
+pub use leaks::{
+    DEFAULT_MAX_LEAK_ENTRIES, LeakReports, MAX_LEAK_FIELD_LEN, MIN_REPORTER_SECRET_LEN,
+    REPORTER_KEY_HEADER,
+};
 #[cfg(feature = "openapi")]
 pub use openapi::openapi;
-pub use types::{CreateToken, IdentityView, RotateToken, TokenStatus, TokenView};
+pub use types::{CreateToken, IdentityView, RotateToken, TokenStatus, TokenView, UpdateToken};
 
 /// Default request body limit: 16 KiB.
 pub const DEFAULT_BODY_LIMIT: usize = 16 * 1024;
@@ -176,6 +225,8 @@ pub(crate) struct Shared {
     pub(crate) failures: Option<FailureLimits>,
     pub(crate) trusted_origins: Vec<cross_site::Origin>,
     pub(crate) host: Option<host::HostGate>,
+    pub(crate) leaks: Option<leaks::LeakReports>,
+    pub(crate) admin_only: bool,
 }
 
 /// Builds the management [`Router`]. See the [module docs](self).
@@ -197,6 +248,8 @@ pub struct Management {
     trusted_origins: Vec<cross_site::Origin>,
     store_timeout: Duration,
     host: Option<Arc<dyn HostSignIn>>,
+    leaks: Option<LeakReports>,
+    admin_only: bool,
 }
 
 impl std::fmt::Debug for Management {
@@ -210,6 +263,8 @@ impl std::fmt::Debug for Management {
             .field("trusted_origins", &self.trusted_origins)
             .field("store_timeout", &self.store_timeout)
             .field("host_sign_in", &self.host.is_some())
+            .field("leak_reports", &self.leaks)
+            .field("admin_only_token_management", &self.admin_only)
             .finish_non_exhaustive()
     }
 }
@@ -235,7 +290,20 @@ impl Management {
             trusted_origins: Vec::new(),
             store_timeout: DEFAULT_STORE_TIMEOUT,
             host: None,
+            leaks: None,
+            admin_only: false,
         }
+    }
+
+    /// Reserves token management to administrators (seed 003's switch): with `true`,
+    /// creating, editing, rotating, revoking and releasing tokens need
+    /// [`TOKENS_ADMIN`](crate::permissions::TOKENS_ADMIN) (`tokens:admin`; `tokens:*` and `*`
+    /// hold it), held by the account signed in with its password or by the bearer token;
+    /// anyone else gets 403 `insufficient_scope`. Listing one's own tokens, `GET /me` and
+    /// releasing a seat are not affected. Off by default.
+    pub fn admin_only_token_management(mut self, on: bool) -> Self {
+        self.admin_only = on;
+        self
     }
 
     /// The longest an account lookup, a permission resolution or an audit read may take
@@ -290,6 +358,7 @@ impl Management {
         openapi::document(
             &self.tokens,
             self.audit_reader.is_some(),
+            self.leaks.as_ref().map(LeakReports::max_entries),
             self.server_url.as_deref(),
         )
     }
@@ -305,7 +374,7 @@ impl Management {
         self
     }
 
-    /// Records a `token.create`, `token.revoke`, `token.rotate` or `token.release` event
+    /// Records a `token.create`, `token.revoke`, `token.rotate`, `token.release` or `token.update` event
     /// for every write: allowed, with the acting owner and the token; or refused, with the
     /// error code as the reason.
     ///
@@ -387,6 +456,26 @@ impl Management {
         self
     }
 
+    /// Serves `POST /leaks`: reports of leaked tokens from a secret-scanning partner or
+    /// your own scanner, authenticated as `reporters` says (a reporter key in
+    /// `X-Keygate-Reporter-Key`, or an HMAC-SHA256 signature of the body in
+    /// `X-Keygate-Signature`). Without it the route does not exist (404).
+    ///
+    /// The body is a JSON array of `{"token", "url", "source"}` (at most 100 entries by
+    /// default). Each token that still authenticates (live, or replaced and in its grace)
+    /// is revoked at once, with the tokens that replaced it by rotation
+    /// ([`Tokens::revoke_leaked`]); the answer lists, in order,
+    /// `{"token_hint", "found", "revoked"}` (the hint is the token's first 12 characters,
+    /// never more). With [`with_audit`](Self::with_audit), every report of a known token
+    /// is written as a `token.leaked` event (`url` and `source` in its `details`, never
+    /// the token) before the answer leaves. A missing key and signature is 401
+    /// `missing_credentials`, a wrong one 403 `invalid_reporter` (counted against the
+    /// address by the [failure limits](Self::with_failure_limits)).
+    pub fn with_leak_reports(mut self, reporters: LeakReports) -> Self {
+        self.leaks = Some(reporters);
+        self
+    }
+
     /// The router: state-free, ready to `nest` anywhere.
     pub fn router(#[allow(unused_mut)] mut self) -> Router {
         #[cfg(feature = "openapi")]
@@ -420,6 +509,8 @@ impl Management {
                 sign_in,
                 timeout: self.store_timeout,
             }),
+            leaks: self.leaks,
+            admin_only: self.admin_only,
         });
         // The route table (each route is listed in [`Routes`] for the OpenAPI document too).
         let router = Router::new()
@@ -427,12 +518,23 @@ impl Management {
                 "/tokens",
                 post(handlers::create_token).get(handlers::list_tokens),
             )
-            .route("/tokens/{id}", delete(handlers::revoke_token))
+            .route(
+                "/tokens/{id}",
+                delete(handlers::revoke_token).patch(update::update_token),
+            )
             .route("/tokens/{id}/rotate", post(handlers::rotate_token))
             .route("/tokens/{id}/release", post(handlers::release_token))
+            .route("/admin/tokens", get(admin::list))
+            .route("/admin/tokens/{id}", delete(admin::revoke))
+            .route("/admin/tokens/import", post(import::import_tokens))
             .route("/me", get(handlers::me));
         let router = if shared.audit_reader.is_some() {
             router.route("/audit", get(audit::list))
+        } else {
+            router
+        };
+        let router = if shared.leaks.is_some() {
+            router.route("/leaks", post(leaks::report))
         } else {
             router
         };
@@ -463,9 +565,13 @@ impl Management {
     handlers::create_token,
     handlers::list_tokens,
     handlers::revoke_token,
+    update::update_token,
     handlers::rotate_token,
     handlers::release_token,
+    admin::list,
+    admin::revoke,
     handlers::me,
+    import::import_tokens,
     handlers::openapi_json,
 ))]
 pub(crate) struct Routes;

@@ -4,14 +4,16 @@
 //! the router serves ([`document`]).
 
 use serde_json::{Value, json};
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use super::Routes;
+use super::admin::AdminTokenPage;
 use super::error::ErrorBody;
+use super::import::{ImportEntry, ImportResponse, ImportResult};
 use super::types::{
     CreateToken, CreateTokenForm, IdentityView, RotateToken, RotateTokenForm, TokenStatus,
-    TokenView,
+    TokenView, UpdateToken,
 };
 use crate::audit::{AuditEvent, Decision};
 use crate::tokens::{MAX_EXPIRES_IN, Tokens};
@@ -29,15 +31,21 @@ use crate::tokens::{MAX_EXPIRES_IN, Tokens};
         CreateTokenForm,
         RotateToken,
         RotateTokenForm,
+        UpdateToken,
+        AdminTokenPage,
         TokenView,
         TokenStatus,
         IdentityView,
+        ImportEntry,
+        ImportResult,
+        ImportResponse,
         ErrorBody
     )),
     modifiers(&Security),
     tags(
         (name = "tokens", description = "Personal access tokens"),
         (name = "identity", description = "Who is calling"),
+        (name = "admin", description = "Administration across owners (`tokens:admin`)"),
         (name = "meta", description = "This document"),
     ),
 )]
@@ -52,6 +60,15 @@ struct ApiDoc;
 )]
 struct AuditRoute;
 
+/// `POST /leaks`, served only with [`LeakReports`](super::LeakReports).
+#[derive(OpenApi)]
+#[openapi(
+    paths(super::leaks::report),
+    components(schemas(super::leaks::LeakEntry, super::leaks::LeakResult)),
+    tags((name = "leaks", description = "Reports of leaked tokens, from secret scanners")),
+)]
+struct LeakRoute;
+
 struct Security;
 
 impl Modify for Security {
@@ -64,6 +81,21 @@ impl Modify for Security {
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+        // Leak reporters (`POST /leaks`, when served).
+        components.add_security_scheme(
+            "reporter_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                super::leaks::REPORTER_KEY_HEADER,
+                "The configured leak reporter key",
+            ))),
+        );
+        components.add_security_scheme(
+            "reporter_signature",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                crate::signature::SIGNATURE_HEADER,
+                "`sha256=` and the hex HMAC-SHA256 of the raw body under the configured leak signing secret",
+            ))),
         );
     }
 }
@@ -80,13 +112,21 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     from_value(finish(to_value(&doc)))
 }
 
-/// The document of a router over `tokens`, with `GET /audit` when `audit` is set, listing
-/// `server_url` under `servers`.
-pub(super) fn document(tokens: &Tokens, audit: bool, server_url: Option<&str>) -> Value {
+/// The document of a router over `tokens`, with `GET /audit` when `audit` is set and
+/// `POST /leaks` when `leaks` is, listing `server_url` under `servers`.
+pub(super) fn document(
+    tokens: &Tokens,
+    audit: bool,
+    leaks: Option<usize>,
+    server_url: Option<&str>,
+) -> Value {
     let mut doc = ApiDoc::openapi();
     doc.merge(Routes::openapi());
     if audit {
         doc.merge(AuditRoute::openapi());
+    }
+    if leaks.is_some() {
+        doc.merge(LeakRoute::openapi());
     }
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     if let Some(url) = server_url {
@@ -94,7 +134,32 @@ pub(super) fn document(tokens: &Tokens, audit: bool, server_url: Option<&str>) -
     }
     let mut doc = finish(to_value(&doc));
     limits(&mut doc, tokens);
+    if let Some(max) = leaks {
+        leak_limits(&mut doc, max);
+    }
     doc
+}
+
+/// `POST /leaks`: its body is required, holds 1 to `max` entries, and each field is at
+/// most [`MAX_LEAK_FIELD_LEN`](super::MAX_LEAK_FIELD_LEN) characters without control
+/// characters; an entry has no other field.
+fn leak_limits(doc: &mut Value, max: usize) {
+    if let Some(body) = doc.pointer_mut("/paths/~1leaks/post/requestBody") {
+        body["required"] = Value::Bool(true);
+        if let Some(schema) = body.pointer_mut("/content/application~1json/schema") {
+            schema["minItems"] = json!(1);
+            schema["maxItems"] = json!(max);
+        }
+    }
+    if let Some(entry) = doc.pointer_mut("/components/schemas/LeakEntry") {
+        entry["additionalProperties"] = Value::Bool(false);
+        for field in ["token", "url", "source", "type"] {
+            if let Some(p) = entry.pointer_mut(&format!("/properties/{field}")) {
+                p["maxLength"] = json!(super::MAX_LEAK_FIELD_LEN);
+                p["pattern"] = json!(r"^[^\u0000-\u001F\u007F-\u009F]*$");
+            }
+        }
+    }
 }
 
 fn to_value(doc: &utoipa::openapi::OpenApi) -> Value {
@@ -154,6 +219,11 @@ const PERMISSION_LIST: &str = "^[ ,]*([a-z0-9_.:*-]{1,64}([ ,]+[a-z0-9_.:*-]{1,6
 /// or spaces (the server takes IPv6 too; the pattern, which a regular expression could not
 /// state readably for IPv6, names IPv4 only).
 const IPV4_NET_LIST: &str = r"^[ ,]*((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}(/(3[0-2]|[12]?[0-9]))?([ ,]+(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}(/(3[0-2]|[12]?[0-9]))?)*)?[ ,]*$";
+/// Metadata in a form: JSON text. The pattern names flat objects of up to 8 lowercase
+/// keys with short plain strings (at most 433 bytes, so within the 1 KiB limit); the server
+/// takes any JSON object within the limits (1 KiB of compact JSON, nested at most 8 deep),
+/// and an empty field is none.
+const METADATA_TEXT: &str = r#"^(\{("[a-z][a-z0-9_]{0,15}":"[a-z0-9 ._-]{0,32}"(,"[a-z][a-z0-9_]{0,15}":"[a-z0-9 ._-]{0,32}"){0,7})?\})?$"#;
 /// An IPv4 network in CIDR notation.
 const IPV4_NET: &str = r"^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])/(3[0-2]|[12]?[0-9])$";
 
@@ -181,19 +251,65 @@ fn syntax(doc: &mut Value) {
         props["name"]["pattern"] = json!(TEXT);
         props["description"]["pattern"] = json!(TEXT);
         props["permissions"]["items"] = json!({ "type": "string", "pattern": PERMISSION });
-        props["allowed_ips"]["items"] = network;
+        props["allowed_ips"]["items"] = network.clone();
         props["allowed_ips"]["maxItems"] = json!(64);
+        props["metadata"]["description"] = json!(
+            "The owner's own data about the token: a JSON object of at most 1 KiB of compact \
+             JSON, nested at most 8 levels deep (larger or deeper: 400); `null` or left out: none"
+        );
+    }
+    // The admin view's cursor: 32 characters of base64url (any such string is a position).
+    if let Some(params) = doc
+        .pointer_mut("/paths/~1admin~1tokens/get/parameters")
+        .and_then(Value::as_array_mut)
+    {
+        for p in params {
+            if p["name"] == "cursor" {
+                p["schema"]["pattern"] = json!(super::admin::CURSOR_PATTERN);
+            }
+        }
+    }
+    // An edit changes at least one field, and takes one expiry at most.
+    if let Some(schema) = doc
+        .pointer_mut("/components/schemas/UpdateToken")
+        .and_then(Value::as_object_mut)
+    {
+        schema.insert("minProperties".to_owned(), json!(1));
+        schema.insert(
+            "not".to_owned(),
+            json!({ "required": ["expires_at", "expires_in"] }),
+        );
+    }
+    if let Some(props) = doc.pointer_mut("/components/schemas/UpdateToken/properties") {
+        props["name"]["pattern"] = json!(TEXT);
+        props["description"]["pattern"] = json!(TEXT);
+        props["permissions"]["items"] = json!({ "type": "string", "pattern": PERMISSION });
+        props["allowed_ips"]["items"] = network.clone();
+        props["allowed_ips"]["maxItems"] = json!(64);
+    }
+    if let Some(props) = doc.pointer_mut("/components/schemas/ImportEntry/properties") {
+        for text in ["owner", "name", "description", "hint"] {
+            props[text]["pattern"] = json!(TEXT);
+        }
+        props["permissions"]["items"] = json!({ "type": "string", "pattern": PERMISSION });
+    }
+    if let Some(body) = doc.pointer_mut(
+        "/paths/~1admin~1tokens~1import/post/requestBody/content/application~1json/schema",
+    ) {
+        body["maxItems"] = json!(super::import::MAX_IMPORT_ENTRIES);
     }
     if let Some(props) = doc.pointer_mut("/components/schemas/CreateTokenForm/properties") {
         props["name"]["pattern"] = json!(TEXT);
         props["description"]["pattern"] = json!(TEXT);
         props["permissions"]["pattern"] = json!(PERMISSION_LIST);
         props["allowed_ips"]["pattern"] = json!(IPV4_NET_LIST);
+        props["metadata"]["pattern"] = json!(METADATA_TEXT);
     }
 }
 
 /// What every route's answers share, added to each operation: the bodies of `POST /tokens`
-/// and `POST /tokens/{id}/rotate` are optional (every field has a default); every route
+/// and `POST /tokens/{id}/rotate` are optional (every field has a default), that of
+/// `PATCH /tokens/{id}` is required; every route
 /// that authenticates may answer 429 (failure limits) and 503 with `Retry-After`, and its
 /// 401 carries `WWW-Authenticate`.
 fn finish(mut doc: Value) -> Value {
@@ -210,9 +326,11 @@ fn finish(mut doc: Value) -> Value {
     );
     let error =
         json!({ "application/json": { "schema": { "$ref": "#/components/schemas/ErrorBody" } } });
-    each_operation(&mut doc, |_, _, op| {
+    each_operation(&mut doc, |path, method, op| {
         if let Some(body) = op.get_mut("requestBody").and_then(Value::as_object_mut) {
-            body.insert("required".to_owned(), Value::Bool(false));
+            // Only an edit needs a body: it names what to change.
+            let required = path == "/tokens/{id}" && method == "patch";
+            body.insert("required".to_owned(), Value::Bool(required));
         }
         if op.get("security").is_none() {
             return;
@@ -237,7 +355,10 @@ fn finish(mut doc: Value) -> Value {
                 })
             });
         }
-        add_header(op, "401", "WWW-Authenticate", &challenge);
+        // A leak reporter is not challenged: its 401 names the headers it lacks.
+        if !path.ends_with("/leaks") {
+            add_header(op, "401", "WWW-Authenticate", &challenge);
+        }
         add_header(op, "429", "Retry-After", &retry_after);
         add_header(op, "503", "Retry-After", &retry_after);
     });
@@ -279,6 +400,9 @@ fn limits(doc: &mut Value, tokens: &Tokens) {
             }
             props["role"]["enum"] = Value::Array(allowed);
         }
+        props["expires_in"]["maximum"] = json!(lifetime);
+    }
+    if let Some(props) = schemas.pointer_mut("/UpdateToken/properties") {
         props["expires_in"]["maximum"] = json!(lifetime);
     }
     within_roles(schemas, tokens);

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use time::{OffsetDateTime, UtcOffset};
 
 use crate::identity::{AuthMethod, Identity, Permissions};
+use crate::record::Metadata;
 use crate::store::{TokenId, TokenRecord};
 
 /// `POST /tokens` as JSON. Every field is optional; unknown fields are refused.
@@ -43,6 +44,12 @@ pub struct CreateToken {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub rate_limit: Option<u32>,
+    /// The owner's own data about the token: a JSON object of at most 1 KiB (compact JSON)
+    /// nested at most 8 levels deep ([`Metadata`]); `null` or left out: none (`{}`). Kept by
+    /// rotation; shown in every view, in `GET /me` and on the handler's `Identity`.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub metadata: Option<Metadata>,
 }
 
 /// `POST /tokens` as a form (`application/x-www-form-urlencoded`): every value is text, and
@@ -92,6 +99,10 @@ pub(crate) struct CreateTokenForm {
         schema(value_type = u32, nullable = false, minimum = 1)
     )]
     pub(crate) rate_limit: Option<String>,
+    /// The token's metadata as JSON text: an object of at most 1 KiB; empty: none.
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    pub(crate) metadata: Option<String>,
 }
 
 /// `POST /tokens/{id}/rotate` (the body is optional).
@@ -123,18 +134,49 @@ pub(crate) struct RotateTokenForm {
     pub(crate) grace_seconds: Option<String>,
 }
 
-/// Where a listed token stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// `PATCH /tokens/{id}` (JSON): the fields to change, at least one; a field left out is
+/// kept. Unknown fields are refused. For the documentation: the handler reads the body
+/// field by field, so that `null` can clear `description` and `expires_at`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "snake_case")]
-pub enum TokenStatus {
-    /// Valid and not replaced.
-    Active,
-    /// Past its `expires_at`.
-    Expired,
-    /// Rotated; still accepted until `expires_at` (the end of the grace window).
-    Replaced,
+#[serde(deny_unknown_fields)]
+pub struct UpdateToken {
+    /// A new name: unique among the owner's live tokens, 1–100 printable characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(nullable = false, min_length = 1, max_length = 100)
+    )]
+    pub name: Option<String>,
+    /// A new description, 1–100 printable characters; `null` clears it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 100))]
+    pub description: Option<Option<String>>,
+    /// A new expiry (RFC 3339), within the kind's longest lifetime; a time already past
+    /// ends the token now (it stays listed, expired); `null`: no expiry (not for a kind that
+    /// requires one). A bearer token may only move an expiry earlier. Not with `expires_in`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub expires_at: Option<Option<String>>,
+    /// A new expiry this many seconds from now. Not with `expires_at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false, minimum = 1))]
+    pub expires_in: Option<i64>,
+    /// A new allow-list (CIDR strings or single addresses; empty or `null`: any address).
+    /// A bearer token may only narrow it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_ips: Option<Vec<String>>,
+    /// New metadata, replacing the old: a JSON object of at most 1 KiB (`null`: `{}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+    pub metadata: Option<serde_json::Value>,
+    /// New permissions: only a subset of the token's (403 `insufficient_scope` otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(nullable = false))]
+    pub permissions: Option<Vec<String>>,
 }
+
+pub use crate::record::TokenStatus;
 
 /// A token as the management API shows it. `token` is set only in the answers to a create
 /// or a rotation; the hash is never shown.
@@ -149,6 +191,12 @@ pub struct TokenView {
     pub token: Option<String>,
     /// Name, unique among the owner's live tokens.
     pub name: String,
+    /// The token's kind (its prefix names it).
+    pub kind: String,
+    /// Who the token belongs to.
+    pub owner: String,
+    /// Who created it: the owner, or an admin acting for them.
+    pub created_by: String,
     /// Free text.
     pub description: Option<String>,
     /// The role the permissions came from, if any.
@@ -158,6 +206,10 @@ pub struct TokenView {
     pub permissions: Permissions,
     /// The token's first 12 characters.
     pub hint: String,
+    /// The owner's data about the token: a JSON object of at most 1 KiB (`{}` when none).
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub metadata: Metadata,
     /// Creation time (RFC 3339, UTC).
     #[serde(with = "time::serde::rfc3339")]
     #[cfg_attr(feature = "openapi", schema(value_type = String, format = DateTime))]
@@ -170,7 +222,18 @@ pub struct TokenView {
     #[serde(with = "time::serde::rfc3339::option")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
     pub last_used_at: Option<OffsetDateTime>,
-    /// Active, expired or replaced.
+    /// The client address of the last recorded use, when known.
+    #[serde(default)]
+    pub last_used_ip: Option<String>,
+    /// The `User-Agent` of the last recorded use (at most 256 bytes), when sent.
+    #[serde(default)]
+    pub last_used_user_agent: Option<String>,
+    /// Revocation time (RFC 3339, UTC), for a revoked token.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub revoked_at: Option<OffsetDateTime>,
+    /// `active`, `expired`, `revoked` or `replaced` (rotated; accepted until `expires_at`,
+    /// the end of the grace window).
     pub status: TokenStatus,
     /// Client networks the token may be used from (CIDR); empty: any address.
     #[serde(default)]
@@ -178,6 +241,13 @@ pub struct TokenView {
     /// The token's own rate in requests per minute, if any.
     #[serde(default)]
     pub rate_limit: Option<u32>,
+    /// For a seat (a kind with a binding): the machine fingerprint it is bound to.
+    #[serde(default)]
+    pub bound_to: Option<String>,
+    /// When the current binding was made (RFC 3339, UTC).
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, format = DateTime))]
+    pub bound_at: Option<OffsetDateTime>,
 }
 
 impl TokenView {
@@ -185,27 +255,29 @@ impl TokenView {
     #[must_use]
     pub fn from_record(record: &TokenRecord, now: OffsetDateTime) -> Self {
         let utc = |t: OffsetDateTime| t.to_offset(UtcOffset::UTC);
-        let status = if record.replaced_by.is_some() {
-            TokenStatus::Replaced
-        } else if record.is_valid_at(now) {
-            TokenStatus::Active
-        } else {
-            TokenStatus::Expired
-        };
         Self {
             id: record.id,
             token: None,
             name: record.name.clone(),
+            kind: record.kind.clone(),
+            owner: record.owner.clone(),
+            created_by: record.created_by.clone(),
             description: record.description.clone(),
             role: record.role.clone(),
             permissions: record.permissions.clone(),
             hint: record.hint.clone(),
+            metadata: record.metadata.clone(),
             created_at: utc(record.created_at),
             expires_at: record.expires_at.map(utc),
             last_used_at: record.last_used_at.map(utc),
-            status,
+            last_used_ip: record.last_used_ip.map(|ip| ip.to_string()),
+            last_used_user_agent: record.last_used_agent.clone(),
+            revoked_at: record.revoked_at.map(utc),
+            status: record.status_at(now),
             allowed_ips: record.allowed_ips.iter().map(ToString::to_string).collect(),
             rate_limit: record.rate_limit,
+            bound_to: record.bound_to.clone(),
+            bound_at: record.bound_at.map(utc),
         }
     }
 }
@@ -224,6 +296,9 @@ impl std::fmt::Debug for TokenView {
             .field("id", &self.id)
             .field("token", &self.token.as_ref().map(|_| "[REDACTED]"))
             .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("owner", &self.owner)
+            .field("created_by", &self.created_by)
             .field("description", &self.description)
             .field("role", &self.role)
             .field("permissions", &self.permissions)
@@ -231,9 +306,15 @@ impl std::fmt::Debug for TokenView {
             .field("created_at", &self.created_at)
             .field("expires_at", &self.expires_at)
             .field("last_used_at", &self.last_used_at)
+            .field("last_used_ip", &self.last_used_ip)
+            .field("last_used_user_agent", &self.last_used_user_agent)
+            .field("revoked_at", &self.revoked_at)
             .field("status", &self.status)
             .field("allowed_ips", &self.allowed_ips)
             .field("rate_limit", &self.rate_limit)
+            .field("metadata", &self.metadata)
+            .field("bound_to", &self.bound_to)
+            .field("bound_at", &self.bound_at)
             .finish()
     }
 }
@@ -256,6 +337,10 @@ pub struct IdentityView {
     pub permissions: Permissions,
     /// Always `bearer`.
     pub auth_method: String,
+    /// The token's metadata (`{}` when none).
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub metadata: Metadata,
 }
 
 impl From<&Identity> for IdentityView {
@@ -269,6 +354,7 @@ impl From<&Identity> for IdentityView {
             auth_method: match id.auth_method() {
                 AuthMethod::Bearer => "bearer".to_owned(),
             },
+            metadata: id.metadata().clone(),
         }
     }
 }

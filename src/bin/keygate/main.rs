@@ -32,6 +32,7 @@ use keygate::server::bootstrap::{self, AddAccountError};
 use keygate::server::{Config, LogFormat, OpenError, OpenOptions, OpenedStore};
 use keygate::{Permissions, Roles, TokenError, TokenId, TokenStore, Tokens};
 
+mod import;
 mod serve;
 mod settings;
 mod token;
@@ -41,7 +42,8 @@ Exit status:
   0  success
   1  usage or validation error (bad arguments or settings, each bad setting on its own
      line; invalid name or permissions, name taken, token limit reached, account already
-     exists; `serve`: an address that cannot be bound)
+     exists; `token import`: an entry was not imported; `serve`: an address that cannot
+     be bound)
   2  not found (unknown account, or no such token of this owner)
   3  store error (the database cannot be opened, read or written)";
 
@@ -142,6 +144,10 @@ enum TokenCommand {
     /// List an owner's tokens, oldest first (never the tokens nor their hashes).
     #[command(after_help = EXIT_CODES)]
     List(TokenList),
+    /// Edit a live token in place: name, description, expiry, metadata, and permissions
+    /// (only narrower ones).
+    #[command(after_help = EXIT_CODES)]
+    Update(TokenUpdate),
     /// Revoke a token at once, with the tokens that replaced it by rotation; revocation is
     /// final.
     ///
@@ -162,15 +168,87 @@ enum TokenCommand {
     /// At most once every 24 hours per token.
     #[command(after_help = EXIT_CODES)]
     Release(TokenRef),
+    /// Import tokens another system issued, by their SHA-256, so they keep working.
+    ///
+    /// Reads JSON Lines (one object a line) from FILE, or standard input with `-` or no
+    /// FILE: {"owner", "name", "hash" (64 hex digits), "kind"?, "permissions"?, "role"?,
+    /// "description"?, "expires_at"? (RFC 3339), "created_at"?, "hint"?}. Prints one line
+    /// per entry, its id or its error (with --json, one object whose results carry the
+    /// line number as `index`); exits 1 when any entry failed. A hash already stored
+    /// is refused, never overwritten. Tokens in another format than keygate's need their
+    /// kind's legacy_length and legacy_alphabet in the configuration file.
+    #[command(after_help = EXIT_CODES)]
+    Import(TokenImport),
+    /// Find a token's owner from its value, read from standard input (e.g. a token found in
+    /// a log or a repository): prints its id, owner, name, kind, status and times, never the
+    /// token nor its hash.
+    ///
+    /// The token is never taken as an argument: arguments are kept in shell history and
+    /// shown to other users by `ps`. Exit status 2 when no token has this value.
+    #[command(after_help = EXIT_CODES)]
+    Lookup(TokenLookup),
+}
+
+#[derive(Debug, Args)]
+struct TokenImport {
+    /// A JSON Lines file; `-` or nothing: standard input.
+    file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    output: Output,
+}
+
+#[derive(Debug, Args)]
+struct TokenLookup {
+    /// Refused: the token is read from standard input only.
+    #[arg(hide = true)]
+    token: Option<String>,
+    #[command(flatten)]
+    output: Output,
 }
 
 #[derive(Debug, Args)]
 struct TokenList {
-    /// The owning account's email.
+    /// The owning account's email (with --all: only this owner's tokens).
+    #[arg(long, required_unless_present = "all")]
+    owner: Option<String>,
+    /// Every owner's tokens (the admin view), revoked ones included until purged.
     #[arg(long)]
-    owner: String,
+    all: bool,
+    /// With --all: only tokens with this status (active, expired, revoked, replaced).
+    #[arg(long, requires = "all")]
+    status: Option<String>,
+    /// With --all: only tokens of this kind.
+    #[arg(long, requires = "all")]
+    kind: Option<String>,
     #[command(flatten)]
     output: Output,
+}
+
+#[derive(Debug, Args)]
+struct TokenUpdate {
+    #[command(flatten)]
+    token: TokenRef,
+    /// A new name, unique among the owner's live tokens.
+    #[arg(long)]
+    name: Option<String>,
+    /// A new description.
+    #[arg(long, conflicts_with = "clear_description")]
+    description: Option<String>,
+    /// Remove the description.
+    #[arg(long)]
+    clear_description: bool,
+    /// A new expiry, this many seconds from now.
+    #[arg(long, value_name = "SECONDS", conflicts_with = "no_expiry")]
+    expires_in: Option<u64>,
+    /// Remove the expiry (not for a kind that requires one).
+    #[arg(long)]
+    no_expiry: bool,
+    /// New metadata: a JSON object of at most 1 KiB, replacing the old.
+    #[arg(long, value_name = "JSON")]
+    metadata: Option<String>,
+    /// New permissions, comma-separated: only a subset of the token's.
+    #[arg(long, value_delimiter = ',', value_name = "LIST")]
+    permissions: Option<Vec<String>>,
 }
 
 #[derive(Debug, Args)]
@@ -204,6 +282,10 @@ struct TokenCreate {
     /// The token's own rate limit, in requests per minute (only ever lowers the server's).
     #[arg(long, value_name = "N")]
     rate_limit: Option<u32>,
+    /// The owner's own data about the token: a JSON object of at most 1 KiB
+    /// (e.g. '{"team":"payments","ticket":42}').
+    #[arg(long, value_name = "JSON")]
+    metadata: Option<String>,
     #[command(flatten)]
     output: Output,
 }
@@ -299,6 +381,7 @@ fn token_failure(e: TokenError, owner: &str, id: Option<TokenId>) -> Failure {
         | TokenError::UnknownRole(_)
         | TokenError::UnknownKind(_)
         | TokenError::PermissionsExceedRole
+        | TokenError::PermissionsWiden
         | TokenError::InvalidExpiry(_)
         | TokenError::InvalidAllowedIps(_)
         | TokenError::InvalidRateLimit(_)
@@ -389,11 +472,14 @@ async fn run(command: Command, config: Config) -> Result<(), Failure> {
         }
         Command::Token(cmd) => {
             let tokens = config
-                .kinds
-                .iter()
-                .fold(Tokens::builder(backend.tokens.clone()), |b, kind| {
-                    b.kind(kind.clone())
-                })
+                .with_pepper(
+                    config
+                        .kinds
+                        .iter()
+                        .fold(Tokens::builder(backend.tokens.clone()), |b, kind| {
+                            b.kind(kind.clone())
+                        }),
+                )
                 .roles(config.roles.clone())
                 .build()
                 .map_err(|e| Failure::Usage(format!("invalid configuration: {e}")))?;
@@ -402,9 +488,12 @@ async fn run(command: Command, config: Config) -> Result<(), Failure> {
                     token::token_create(backend.accounts.as_ref(), &tokens, args).await
                 }
                 TokenCommand::List(args) => token::token_list(&tokens, args).await,
+                TokenCommand::Update(args) => token::token_update(&tokens, args).await,
                 TokenCommand::Revoke(args) => token::token_revoke(&tokens, args).await,
                 TokenCommand::Rotate(args) => token::token_rotate(&tokens, args).await,
                 TokenCommand::Release(args) => token::token_release(&tokens, args).await,
+                TokenCommand::Import(args) => import::token_import(&tokens, args).await,
+                TokenCommand::Lookup(args) => token::token_lookup(&tokens, args).await,
             }
         }
     }

@@ -5,14 +5,15 @@ use std::time::Duration;
 
 use keygate::accounts::{Account, AccountStore};
 use keygate::axum::management::TokenView;
+use keygate::record::Metadata;
 use keygate::store::ReleaseOutcome;
 use keygate::{IssuedToken, NewToken, TokenError, TokenId, TokenRecord, Tokens};
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use super::{
-    Failure, TokenCreate, TokenList, TokenRef, TokenRevoke, TokenRotate, normalise_email,
-    parse_permissions, role_permissions, show_permissions, token_failure,
+    Failure, TokenCreate, TokenList, TokenLookup, TokenRef, TokenRevoke, TokenRotate, TokenUpdate,
+    normalise_email, parse_permissions, role_permissions, show_permissions, token_failure,
 };
 
 /// A token as `--json` shows it: the management API's view (never the hash), with its kind
@@ -49,6 +50,9 @@ fn print_issued(issued: &IssuedToken) {
     println!("name:        {}", r.name);
     println!("hint:        {}", r.hint);
     println!("permissions: {}", show_permissions(&r.permissions));
+    if !r.metadata.is_empty() {
+        println!("metadata:    {}", r.metadata.to_json());
+    }
     println!(
         "expires:     {}",
         r.expires_at.map_or_else(|| "never".into(), rfc3339)
@@ -119,6 +123,10 @@ pub(super) async fn token_create(
     if let Some(n) = args.rate_limit {
         new = new.rate_limit_per_minute(n);
     }
+    if let Some(text) = &args.metadata {
+        let meta = Metadata::from_json(text).map_err(|e| Failure::Usage(format!("--{e}")))?;
+        new = new.metadata(meta);
+    }
     let issued = tokens
         .issue(new)
         .await
@@ -144,12 +152,108 @@ fn rfc3339(t: OffsetDateTime) -> String {
     .unwrap_or_else(|_| t.to_string())
 }
 
-pub(super) async fn token_list(tokens: &Tokens, args: TokenList) -> Result<(), Failure> {
-    let owner = normalise_email(&args.owner)?;
-    let records = tokens
-        .list(&owner)
+/// Every record the admin view selects, page after page.
+async fn list_all(tokens: &Tokens, args: &TokenList) -> Result<Vec<TokenRecord>, Failure> {
+    let now = tokens.now();
+    let mut query = keygate::store::TokenQuery::new(now, 1000);
+    if let Some(o) = &args.owner {
+        query = query.with_owner(normalise_email(o)?);
+    }
+    if let Some(k) = &args.kind {
+        query = query.with_kind(k.clone());
+    }
+    if let Some(s) = &args.status {
+        query = query.with_status(s.parse().map_err(|_| {
+            Failure::Usage(format!(
+                "--status must be active, expired, revoked or replaced, not {s:?}"
+            ))
+        })?);
+    }
+    let mut out = Vec::new();
+    loop {
+        let page = tokens
+            .list_all(&query)
+            .await
+            .map_err(|e| token_failure(e, "any owner", None))?;
+        let Some(last) = page.last() else { break };
+        query = query.with_after(last.created_at, last.id);
+        let full = page.len() == query.limit;
+        out.extend(page);
+        if !full {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+pub(super) async fn token_update(tokens: &Tokens, args: TokenUpdate) -> Result<(), Failure> {
+    let owner = normalise_email(&args.token.owner)?;
+    let id = parse_id(&args.token.id)?;
+    let mut changes = keygate::tokens::TokenChanges::new();
+    if let Some(n) = args.name {
+        changes = changes.name(n);
+    }
+    if let Some(d) = args.description {
+        changes = changes.description(Some(d));
+    }
+    if args.clear_description {
+        changes = changes.description(None);
+    }
+    if let Some(s) = args.expires_in {
+        changes = changes.expires_in(Duration::from_secs(s));
+    }
+    if args.no_expiry {
+        changes = changes.expires_at(None);
+    }
+    if let Some(m) = &args.metadata {
+        let m = keygate::record::Metadata::from_json(m)
+            .map_err(|e| Failure::Usage(format!("--metadata: {e}")))?;
+        changes = changes.metadata(m);
+    }
+    if let Some(p) = &args.permissions {
+        changes = changes.permissions(parse_permissions(p)?);
+    }
+    if changes.fields().is_empty() {
+        return Err(Failure::Usage(
+            "nothing to change: give --name, --description, --clear-description, \
+             --expires-in, --no-expiry, --metadata or --permissions"
+                .into(),
+        ));
+    }
+    let record = tokens
+        .update(&owner, id, changes)
         .await
-        .map_err(|e| token_failure(e, &owner, None))?;
+        .map_err(|e| token_failure(e, &owner, Some(id)))?;
+    if args.token.output.json {
+        println!("{}", view(&record, tokens.now(), None));
+    } else {
+        println!("updated {id}");
+        println!("name:        {}", record.name);
+        println!(
+            "description: {}",
+            record.description.as_deref().unwrap_or("-")
+        );
+        println!(
+            "expires:     {}",
+            record.expires_at.map_or_else(|| "never".into(), rfc3339)
+        );
+        println!("permissions: {}", show_permissions(&record.permissions));
+        println!("metadata:    {}", record.metadata.to_json());
+    }
+    Ok(())
+}
+
+pub(super) async fn token_list(tokens: &Tokens, args: TokenList) -> Result<(), Failure> {
+    let (owner, records) = if args.all {
+        ("any owner".to_owned(), list_all(tokens, &args).await?)
+    } else {
+        let owner = normalise_email(args.owner.as_deref().unwrap_or_default())?;
+        let records = tokens
+            .list(&owner)
+            .await
+            .map_err(|e| token_failure(e, &owner, None))?;
+        (owner, records)
+    };
     if args.output.json {
         let now = tokens.now();
         let all: Vec<Value> = records.iter().map(|r| view(r, now, None)).collect();
@@ -157,21 +261,27 @@ pub(super) async fn token_list(tokens: &Tokens, args: TokenList) -> Result<(), F
         return Ok(());
     }
     if records.is_empty() {
-        eprintln!("{owner} has no tokens.");
+        if args.all {
+            eprintln!("No tokens.");
+        } else {
+            eprintln!("{owner} has no tokens.");
+        }
         return Ok(());
     }
     let now = tokens.now();
     let header = [
         "ID",
-        "NAME",
+        if args.all { "OWNER / NAME" } else { "NAME" },
         "HINT",
         "STATUS",
         "CREATED",
         "EXPIRES",
         "LAST USED",
+        "LAST CLIENT",
         "PERMISSIONS",
+        "METADATA",
     ];
-    let rows: Vec<[String; 8]> = records
+    let rows: Vec<[String; 10]> = records
         .iter()
         .map(|r| {
             let status = if r.revoked_at.is_some() {
@@ -185,13 +295,23 @@ pub(super) async fn token_list(tokens: &Tokens, args: TokenList) -> Result<(), F
             };
             [
                 r.id.to_string(),
-                r.name.clone(),
+                if args.all {
+                    format!("{} / {}", r.owner, r.name)
+                } else {
+                    r.name.clone()
+                },
                 r.hint.clone(),
                 status.to_owned(),
                 rfc3339(r.created_at),
                 r.expires_at.map_or_else(|| "never".into(), rfc3339),
                 r.last_used_at.map_or_else(|| "never".into(), rfc3339),
+                last_client(r),
                 show_permissions(&r.permissions),
+                if r.metadata.is_empty() {
+                    "-".to_owned()
+                } else {
+                    r.metadata.to_json()
+                },
             ]
         })
         .collect();
@@ -217,6 +337,16 @@ pub(super) async fn token_list(tokens: &Tokens, args: TokenList) -> Result<(), F
         line(&row.each_ref().map(String::as_str));
     }
     Ok(())
+}
+
+/// The address and agent of the last use: `192.0.2.7 (curl/8.5.0)`, `-` when unknown.
+fn last_client(r: &TokenRecord) -> String {
+    match (r.last_used_ip, r.last_used_agent.as_deref()) {
+        (Some(ip), Some(agent)) => format!("{ip} ({agent})"),
+        (Some(ip), None) => ip.to_string(),
+        (None, Some(agent)) => format!("({agent})"),
+        (None, None) => "-".to_owned(),
+    }
 }
 
 fn parse_id(id: &str) -> Result<TokenId, Failure> {
@@ -322,6 +452,63 @@ pub(super) async fn token_rotate(tokens: &Tokens, args: TokenRotate) -> Result<(
             "replaced:    {id} (works until {})",
             rfc3339(issued.record.created_at + grace)
         );
+    }
+    Ok(())
+}
+
+/// Reads a token from standard input: the first line, trimmed. Zeroized when dropped.
+fn read_token() -> Result<zeroize::Zeroizing<String>, Failure> {
+    let mut line = zeroize::Zeroizing::new(String::new());
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| Failure::Usage(format!("cannot read the token from stdin: {e}")))?;
+    let token = zeroize::Zeroizing::new(line.trim().to_owned());
+    if token.is_empty() {
+        return Err(Failure::Usage(
+            "no token on standard input; e.g. `keygate token lookup < token.txt`".into(),
+        ));
+    }
+    Ok(token)
+}
+
+pub(super) async fn token_lookup(tokens: &Tokens, args: TokenLookup) -> Result<(), Failure> {
+    if args.token.is_some() {
+        return Err(Failure::Usage(
+            "the token is read from standard input, never from the command line (arguments \
+             are kept in shell history and shown by `ps`): run `keygate token lookup` and \
+             paste it, or `keygate token lookup < file`"
+                .into(),
+        ));
+    }
+    let token = read_token()?;
+    let record = tokens
+        .find_by_token(&token)
+        .await
+        .map_err(|e| token_failure(e, "anyone", None))?
+        .ok_or_else(|| Failure::NotFound("no token has this value".into()))?;
+    let now = tokens.now();
+    if args.output.json {
+        println!("{}", view(&record, now, None));
+        return Ok(());
+    }
+    let status = record.status_at(now);
+    println!("id:        {}", record.id);
+    println!("owner:     {}", record.owner);
+    println!("name:      {}", record.name);
+    println!("kind:      {}", record.kind);
+    println!("status:    {}", status.as_str());
+    println!("hint:      {}", record.hint);
+    println!("created:   {}", rfc3339(record.created_at));
+    println!(
+        "last used: {}",
+        record.last_used_at.map_or_else(|| "never".into(), rfc3339)
+    );
+    println!(
+        "expires:   {}",
+        record.expires_at.map_or_else(|| "never".into(), rfc3339)
+    );
+    if let Some(at) = record.revoked_at {
+        println!("revoked:   {}", rfc3339(at));
     }
     Ok(())
 }

@@ -30,6 +30,13 @@ struct KindTable {
     /// Seconds.
     max_lifetime: Option<u64>,
     binding_header: Option<String>,
+    /// Seconds without use after which a token of the kind is revoked (a bound one loses
+    /// its seat instead).
+    inactivity_expiry: Option<u64>,
+    /// A legacy format's exact length after `<prefix>_`.
+    legacy_length: Option<usize>,
+    /// `base64url`, `hex` or `alphanumeric`.
+    legacy_alphabet: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -230,6 +237,25 @@ fn kind(name: &str, spec: KindTable) -> Result<TokenKind, String> {
     }
     if let Some(header) = spec.binding_header {
         kind = kind.with_binding(&header).map_err(|e| e.to_string())?;
+    }
+    match spec.inactivity_expiry {
+        None => {}
+        Some(0) => {
+            return Err("inactivity_expiry must be a positive number of seconds".to_owned());
+        }
+        Some(s) => kind = kind.with_inactivity_expiry(Some(Duration::from_secs(s))),
+    }
+    match (spec.legacy_length, spec.legacy_alphabet) {
+        (None, None) => {}
+        (Some(len), Some(alphabet)) => {
+            let alphabet = alphabet.parse::<crate::token::LegacyAlphabet>()?;
+            kind = kind
+                .with_legacy_format(crate::token::LegacyFormat { len, alphabet })
+                .map_err(|e| e.to_string())?;
+        }
+        _ => {
+            return Err("legacy_length and legacy_alphabet go together".to_owned());
+        }
     }
     Ok(kind)
 }

@@ -10,6 +10,7 @@ use crate::client_ip::ClientIpHeader;
 use crate::forward_auth::OriginalRequest;
 use crate::server::bootstrap::normalise_email;
 use crate::server::db::Database;
+use crate::token::Pepper;
 
 /// One setting of the reference server: the key in the configuration file, the variable
 /// in the environment, the command-line flag, its default and its meaning.
@@ -182,6 +183,51 @@ pub(super) static SETTINGS: &[Setting] = &[
         },
     },
     Setting {
+        key: "pepper",
+        env: "KEYGATE_PEPPER",
+        file_env: Some("KEYGATE_PEPPER_FILE"),
+        default: "none (plain SHA-256)",
+        help: "a server secret of at least 32 bytes, hex or base64 (e.g. openssl rand -base64 32): tokens are stored as HMAC-SHA256 under it, so a database copy alone cannot confirm a guess",
+        apply: |c, v| {
+            // The value is a secret: the error names the problem, never the value.
+            c.pepper = Some(Pepper::parse(v).map_err(|e| e.to_string())?);
+            Ok(())
+        },
+    },
+    Setting {
+        key: "previous_peppers",
+        env: "KEYGATE_PREVIOUS_PEPPERS",
+        file_env: Some("KEYGATE_PREVIOUS_PEPPERS_FILE"),
+        default: "none",
+        help: "comma-separated peppers used before the current one, newest first: their tokens keep working and are re-hashed to the current pepper on use",
+        apply: |c, v| {
+            let entries: Vec<&str> = v
+                .split([',', '\n'])
+                .map(str::trim)
+                .filter(|e| !e.is_empty())
+                .collect();
+            let mut peppers = Vec::with_capacity(entries.len());
+            for (i, entry) in entries.iter().enumerate() {
+                let pepper = Pepper::parse(entry)
+                    .map_err(|e| format!("entry {} of {}: {e}", i + 1, entries.len()))?;
+                peppers.push(pepper);
+            }
+            c.previous_peppers = peppers;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "allow_unpeppered",
+        env: "KEYGATE_ALLOW_UNPEPPERED",
+        file_env: None,
+        default: "on",
+        help: "with a pepper: still accept tokens stored under the plain SHA-256 (issued before the pepper, or imported), re-hashing each on use; off once they are all re-hashed",
+        apply: |c, v| {
+            c.allow_unpeppered = switch(v)?;
+            Ok(())
+        },
+    },
+    Setting {
         key: "rate_limit",
         env: "KEYGATE_RATE_LIMIT",
         file_env: None,
@@ -189,6 +235,20 @@ pub(super) static SETTINGS: &[Setting] = &[
         help: "requests a minute per token (429 past it)",
         apply: |c, v| {
             c.rate_limit = positive(v)?;
+            Ok(())
+        },
+    },
+    Setting {
+        key: "owner_rate_limit",
+        env: "KEYGATE_OWNER_RATE_LIMIT",
+        file_env: None,
+        default: "off",
+        help: "requests a minute per account, shared by all of its tokens (429 past it), or off",
+        apply: |c, v| {
+            c.owner_rate_limit = match v.trim() {
+                t if t.eq_ignore_ascii_case("off") => None,
+                _ => Some(positive(v).map_err(|e| format!("{e} (or off)"))?),
+            };
             Ok(())
         },
     },
@@ -435,6 +495,100 @@ pub(super) static SETTINGS: &[Setting] = &[
                     ));
                 }
             };
+            Ok(())
+        },
+    },
+    Setting {
+        key: "leak_reporter_key",
+        env: "KEYGATE_LEAK_REPORTER_KEY",
+        file_env: Some("KEYGATE_LEAK_REPORTER_KEY_FILE"),
+        default: "none (with no signing secret either, POST /api/v1/leaks is not served)",
+        help: "the key leak reporters send in X-Keygate-Reporter-Key to POST /api/v1/leaks (at least 16 visible ASCII characters)",
+        apply: |c, v| {
+            let v = v.trim();
+            if v.len() < 16 || !v.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err("must be at least 16 visible ASCII characters".to_owned());
+            }
+            c.leak_reporter_key = Some(Zeroizing::new(v.to_owned()));
+            Ok(())
+        },
+    },
+    Setting {
+        key: "leak_signing_secret",
+        env: "KEYGATE_LEAK_SIGNING_SECRET",
+        file_env: Some("KEYGATE_LEAK_SIGNING_SECRET_FILE"),
+        default: "none",
+        help: "the HMAC-SHA256 secret leak reporters sign POST /api/v1/leaks bodies with (X-Keygate-Signature: sha256=<hex>; at least 16 bytes)",
+        apply: |c, v| {
+            let v = v.trim();
+            if v.len() < 16 {
+                return Err("must be at least 16 bytes".to_owned());
+            }
+            c.leak_signing_secret = Some(Zeroizing::new(v.to_owned()));
+            Ok(())
+        },
+    },
+    Setting {
+        key: "expiry_warning_days",
+        env: "KEYGATE_EXPIRY_WARNING_DAYS",
+        file_env: None,
+        default: "7",
+        help: "days before a token expires that a token.expiring audit event (and webhook call) warns of it; 0: never",
+        apply: |c, v| {
+            c.expiry_warning_days = match v.trim().parse::<u32>() {
+                Ok(n) if n <= 3650 => n,
+                _ => {
+                    return Err(format!(
+                        "must be a whole number of days from 0 to 3650, not {:?}",
+                        v.trim()
+                    ));
+                }
+            };
+            Ok(())
+        },
+    },
+    Setting {
+        key: "token_management",
+        env: "KEYGATE_TOKEN_MANAGEMENT",
+        file_env: None,
+        default: "owners",
+        help: "who creates, edits, rotates, revokes and releases tokens: owners (each account its own) or admin_only (tokens:admin)",
+        apply: |c, v| {
+            c.admin_only_token_management = match v.trim().to_ascii_lowercase().as_str() {
+                "owners" => false,
+                "admin_only" | "admin-only" => true,
+                _ => {
+                    return Err(format!("must be owners or admin_only, not {:?}", v.trim()));
+                }
+            };
+            Ok(())
+        },
+    },
+    Setting {
+        key: "expiry_webhook_url",
+        env: "KEYGATE_EXPIRY_WEBHOOK_URL",
+        file_env: None,
+        default: "none",
+        help: "where token.expiring events are POSTed, signed with expiry_webhook_secret (http:// only: put a TLS-terminating proxy in front for https)",
+        apply: |c, v| {
+            let v = v.trim();
+            crate::tokens::ExpiryWebhook::check_url(v).map_err(|e| format!("{e}: {v:?}"))?;
+            c.expiry_webhook_url = Some(v.to_owned());
+            Ok(())
+        },
+    },
+    Setting {
+        key: "expiry_webhook_secret",
+        env: "KEYGATE_EXPIRY_WEBHOOK_SECRET",
+        file_env: Some("KEYGATE_EXPIRY_WEBHOOK_SECRET_FILE"),
+        default: "none (required with expiry_webhook_url)",
+        help: "the HMAC-SHA256 secret expiry webhook calls are signed with (X-Keygate-Signature; at least 16 bytes)",
+        apply: |c, v| {
+            let v = v.trim();
+            if v.len() < 16 {
+                return Err("must be at least 16 bytes".to_owned());
+            }
+            c.expiry_webhook_secret = Some(Zeroizing::new(v.to_owned()));
             Ok(())
         },
     },

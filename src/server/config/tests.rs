@@ -167,7 +167,8 @@ fn roles_and_kinds_from_the_file() {
         "demo = true\ntrusted_proxies = [\"10.0.0.0/8\", \"192.168.1.1\"]\n\
          [roles]\nreader = [\"apps:read\"]\nwriter = [\"apps:read\", \"apps:write\"]\n\
          [kinds.svc]\nprefix = \"svc\"\nmax_live_per_owner = \"unlimited\"\n\
-         [kinds.pat]\nmax_lifetime = 86400\n",
+         [kinds.pat]\nmax_lifetime = 86400\n\
+         [kinds.seat]\nbinding_header = \"x-machine-id\"\ninactivity_expiry = 1209600\n",
     );
     let config = env(&[])
         .with_file(Some(f.path().to_owned()))
@@ -182,9 +183,14 @@ fn roles_and_kinds_from_the_file() {
     let kinds: Vec<_> = config.kinds.iter().map(TokenKind::prefix).collect();
     assert_eq!(
         kinds,
-        ["svc", "pat"],
+        ["svc", "pat", "seat"],
         "the file's order: svc is the default"
     );
+    assert_eq!(
+        config.kinds[2].inactivity_expiry(),
+        Some(Some(Duration::from_secs(1_209_600)))
+    );
+    assert_eq!(config.kinds[0].inactivity_expiry(), None);
     assert_eq!(config.kinds[0].max_live_per_owner(), Some(None));
     assert_eq!(
         config.kinds[1].max_lifetime(),
@@ -264,4 +270,115 @@ fn the_example_file_holds_the_defaults() {
         assert_eq!(config.roles.get(name), d.roles.get(name), "role {name}");
     }
     assert_eq!(config.roles.names().count(), d.roles.names().count());
+}
+
+#[test]
+fn a_kind_takes_a_legacy_format_from_the_file() {
+    use crate::token::{LegacyAlphabet, LegacyFormat};
+    let f = toml_file(
+        "[kinds.rgw]\nlegacy_length = 43\nlegacy_alphabet = \"base64url\"\n\
+         [kinds.dtk]\nlegacy_length = 40\nlegacy_alphabet = \"hex\"\n",
+    );
+    let config = env(&[])
+        .with_file(Some(f.path().to_owned()))
+        .load()
+        .expect("valid");
+    assert_eq!(
+        config.kinds[0].legacy_format(),
+        Some(LegacyFormat {
+            len: 43,
+            alphabet: LegacyAlphabet::Base64Url
+        })
+    );
+    assert!(config.kinds[1].accepts_legacy(&format!("dtk_{}", "a1".repeat(20))));
+
+    let f = toml_file(
+        "[kinds.aa]\nlegacy_length = 40\n\
+         [kinds.bb]\nlegacy_length = 40\nlegacy_alphabet = \"base32\"\n\
+         [kinds.cc]\nlegacy_length = 8\nlegacy_alphabet = \"hex\"\n",
+    );
+    let err = env(&[])
+        .with_file(Some(f.path().to_owned()))
+        .load()
+        .expect_err("invalid");
+    let file = f.path().display().to_string();
+    assert_eq!(
+        sources(&err),
+        [
+            format!("{file}: kinds.aa"),
+            format!("{file}: kinds.bb"),
+            format!("{file}: kinds.cc"),
+        ],
+        "{err}"
+    );
+    let text = err.to_string();
+    assert!(
+        text.contains("go together") && text.contains("base32") && text.contains("128 bits"),
+        "{text}"
+    );
+}
+
+#[test]
+fn peppers_from_the_environment_a_file_and_a_list_never_shown() {
+    let current = "cGVwcGVyLXNlY3JldC0xLXBlcHBlci1zZWNyZXQtMS14eHg=";
+    let old_hex = "7365637265742d6f6c642d70657070657273656372657420676f657320686572652121";
+    let file = toml_file(&format!("{current}\n"));
+    let config = env(&[
+        ("KEYGATE_PEPPER_FILE", file.path().to_str().expect("utf-8")),
+        ("KEYGATE_PREVIOUS_PEPPERS", &format!(" {old_hex} ,")),
+        ("KEYGATE_ALLOW_UNPEPPERED", "off"),
+    ])
+    .load()
+    .expect("valid");
+    let pepper = config.pepper.as_ref().expect("a pepper");
+    assert!(pepper.same_as(&Pepper::parse(current).expect("valid")));
+    assert_eq!(config.previous_peppers.len(), 1);
+    assert!(config.previous_peppers[0].same_as(&Pepper::from_hex(old_hex).expect("valid")));
+    assert!(!config.allow_unpeppered);
+    let shown = format!("{config:?}");
+    assert!(
+        !shown.contains(current) && !shown.contains(old_hex) && !shown.contains("cGVwc"),
+        "{shown}"
+    );
+    assert!(Config::default().allow_unpeppered, "on by default");
+
+    let err = env(&[
+        ("KEYGATE_PEPPER", "c2hvcnQtc2VjcmV0"),
+        (
+            "KEYGATE_PREVIOUS_PEPPERS",
+            &format!("{old_hex},not-a-secret!"),
+        ),
+    ])
+    .load()
+    .expect_err("a short pepper, a garbled previous one");
+    assert_eq!(
+        sources(&err),
+        ["KEYGATE_PEPPER", "KEYGATE_PREVIOUS_PEPPERS"],
+        "{err}"
+    );
+    let shown = err.to_string();
+    assert!(
+        shown.contains("32") && shown.contains("entry 2 of 2"),
+        "{shown}"
+    );
+    assert!(
+        !shown.contains("c2hvcnQ") && !shown.contains(old_hex) && !shown.contains("not-a-secret"),
+        "a pepper is never shown: {shown}"
+    );
+}
+
+#[test]
+fn a_webhook_urls_query_is_never_shown() {
+    let config = env(&[
+        (
+            "KEYGATE_EXPIRY_WEBHOOK_URL",
+            "http://hooks.example/in?key=s3cret-value",
+        ),
+        ("KEYGATE_EXPIRY_WEBHOOK_SECRET", "0123456789abcdef0123"),
+    ])
+    .load()
+    .expect("valid");
+    let shown = format!("{config:?}");
+    assert!(shown.contains("http://hooks.example/in?***"), "{shown}");
+    assert!(!shown.contains("s3cret-value"), "{shown}");
 }

@@ -2,9 +2,10 @@
 //! revocation fan-out between instances, and [`TimeoutStore`], which bounds every store call.
 //!
 //! Only [`find_by_hash`](TokenStore::find_by_hash) — the lookup on every request — is
-//! cached. Everything else (insert, get, list, revoke, rotate, record use, purge) goes to
-//! the wrapped store, and writes drop the entries they change from the local cache before
-//! they return, so a revoke is refused at once on the instance that made it.
+//! cached. Everything else (insert, get, list, revoke, rotate, update, record use, purge)
+//! goes to the wrapped store, and writes drop the entries they change from the local cache
+//! before they return, so a revoke (or an edit that narrows a token) applies at once on the
+//! instance that made it; other instances hear of an edit as of a revocation.
 //!
 //! # What is cached
 //!
@@ -362,6 +363,12 @@ impl<S: TokenStore> TokenStore for CachedStore<S> {
         self.call(self.inner.record_use(uses)).await
     }
 
+    async fn record_usage(&self, uses: &[super::TokenUse]) -> Result<(), StoreError> {
+        // As `record_use`: cached copies keep their last-use details until they leave the
+        // cache; lists and views read the store.
+        self.call(self.inner.record_usage(uses)).await
+    }
+
     async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
         // Purged records are expired or revoked: cached copies are refused anyway and
         // leave the cache with their TTL.
@@ -402,10 +409,14 @@ impl<S: TokenStore> TokenStore for CachedStore<S> {
         &self,
         cutoff: OffsetDateTime,
         now: OffsetDateTime,
+        kinds: &[String],
         release_kinds: &[String],
     ) -> Result<InactiveOutcome, StoreError> {
         let res = self
-            .call(self.inner.expire_inactive(cutoff, now, release_kinds))
+            .call(
+                self.inner
+                    .expire_inactive(cutoff, now, kinds, release_kinds),
+            )
             .await;
         match &res {
             Ok(out) => self
@@ -414,6 +425,59 @@ impl<S: TokenStore> TokenStore for CachedStore<S> {
             // The change may have committed: forget everything.
             Err(_) => self.cache.flush(),
         }
+        res
+    }
+
+    async fn claim_expiry_warnings(
+        &self,
+        before: OffsetDateTime,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<TokenRecord>, StoreError> {
+        // Passed through; the claimed records' cached copies (whose `expiry_warned_at` is
+        // now stale) are dropped. Verification does not read the field, so a failed call
+        // leaves the cache as it is.
+        let res = self
+            .call(self.inner.claim_expiry_warnings(before, now, limit))
+            .await;
+        if let Ok(claimed) = &res {
+            self.cache
+                .invalidate_ids(&claimed.iter().map(|r| r.id).collect());
+        }
+        res
+    }
+
+    async fn update(
+        &self,
+        id: &TokenId,
+        update: &super::TokenUpdate,
+        now: OffsetDateTime,
+    ) -> Result<TokenRecord, StoreError> {
+        let res = self.call(self.inner.update(id, update, now)).await;
+        // Also on error or timeout: the update may have committed. A narrowed permission or
+        // allow-list applies on the next request here; other instances hear of it through
+        // their listener, as of a revocation.
+        self.cache.invalidate_id(id);
+        res
+    }
+
+    async fn list_tokens(&self, query: &super::TokenQuery) -> Result<Vec<TokenRecord>, StoreError> {
+        self.call(self.inner.list_tokens(query)).await
+    }
+
+    async fn rehash(
+        &self,
+        id: &TokenId,
+        from: &TokenHash,
+        to: &TokenHash,
+    ) -> Result<bool, StoreError> {
+        let res = self.call(self.inner.rehash(id, from, to)).await;
+        // Also on error or timeout (the change may have committed): the record cached under
+        // `from` is stale, and `to` may be cached as unknown (every candidate digest is
+        // looked up, so it was, just before).
+        self.cache.invalidate(from);
+        self.cache.invalidate(to);
+        self.cache.invalidate_id(id);
         res
     }
 }

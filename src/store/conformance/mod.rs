@@ -14,8 +14,16 @@
 //!
 //! It panics with a message naming the broken guarantee.
 //!
+//! A store that keeps the last use's client details (implements
+//! [`record_usage`](TokenStore::record_usage)) should pass [`usage_details_are_kept`] too:
+//! [`run`] also accepts the trait's default, which keeps the times only.
+//!
 //! The optional methods ([`bind`](TokenStore::bind), [`release`](TokenStore::release),
-//! [`expire_inactive`](TokenStore::expire_inactive)) are checked when the store implements
+//! [`expire_inactive`](TokenStore::expire_inactive),
+//! [`claim_expiry_warnings`](TokenStore::claim_expiry_warnings)) are checked when the store implements
+
+//! [`expire_inactive`](TokenStore::expire_inactive), [`rehash`](TokenStore::rehash)) are
+//! checked when the store implements
 //! them. A store may answer [`StoreError::Unsupported`] instead; the suite then checks that
 //! it fails closed: a token of a binding kind is refused with 503 `store_unavailable`.
 
@@ -26,8 +34,12 @@ use time::OffsetDateTime;
 
 use super::{InsertRules, StoreError, TokenId, TokenRecord, TokenStore};
 
+mod admin;
+mod expiry;
 mod optional;
+mod rehash;
 mod rotation;
+mod usage;
 use crate::identity::Permissions;
 use crate::token::TokenKind;
 
@@ -51,6 +63,7 @@ pub async fn run<S: TokenStore>(store: S) {
     rotation::tokens_in_grace_count_against_the_limit(&store).await;
     rotation::concurrent_rotations_respect_the_limit(&store).await;
     record_use_moves_forward(&store).await;
+    usage::record_usage_moves_details_with_the_time(&store, usage::Details::Optional).await;
     purge_removes_dead_records(&store).await;
     list_is_per_owner_oldest_first(&store).await;
     // The optional methods: checked when implemented; a store may answer `Unsupported`
@@ -68,6 +81,38 @@ pub async fn run<S: TokenStore>(store: S) {
     if supported.expire_inactive {
         optional::inactive_tokens_expire(&store).await;
     }
+    if expiry::supported(&store).await {
+        expiry::claims_live_records_due_once(&store).await;
+        expiry::concurrent_claims_are_disjoint(&store).await;
+    }
+    let (update, list) = admin::probe(&store).await;
+    if update {
+        admin::update_changes_what_it_names(&store).await;
+        admin::update_needs_a_live_token(&store).await;
+        admin::renames_keep_names_unique(&store).await;
+    }
+    if list {
+        admin::list_tokens_filters_and_pages(&store).await;
+    }
+    if rehash::probe(&store).await {
+        rehash::rehash_moves_the_digest_once(&store).await;
+        rehash::rehash_refuses_a_taken_digest(&store).await;
+        rehash::concurrent_rehashes_move_once(&store).await;
+    }
+}
+
+/// Checks that `store` keeps the details of the last use
+/// ([`TokenStore::record_usage`] implemented, not the trait's default, which keeps the times
+/// only and passes [`run`]). Every bundled store does; run it on yours if it implements
+/// `record_usage`.
+///
+/// # Panics
+///
+/// When the details of a recorded use are not kept, or not with the rules of
+/// [`TokenStore::record_usage`].
+pub async fn usage_details_are_kept<S: TokenStore>(store: S) {
+    let store: Arc<dyn TokenStore> = Arc::new(store);
+    usage::record_usage_moves_details_with_the_time(&store, usage::Details::Required).await;
 }
 
 /// Now, at microsecond precision (what SQL backends keep).

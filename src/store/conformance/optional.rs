@@ -42,7 +42,9 @@ pub(super) async fn probe(s: &Arc<dyn TokenStore>) -> Supported {
         "releasing an unknown id is NotFound (or Unsupported when releases are not implemented)"
     );
     // Nothing was active before 1970: a pass with that cutoff changes nothing.
-    let expire = s.expire_inactive(OffsetDateTime::UNIX_EPOCH, t, &[]).await;
+    let expire = s
+        .expire_inactive(OffsetDateTime::UNIX_EPOCH, t, &["pat".to_owned()], &[])
+        .await;
     assert!(
         unsupported(&expire) || expire.is_ok(),
         "expire_inactive answers, or is Unsupported"
@@ -308,13 +310,30 @@ pub(super) async fn inactive_tokens_expire(s: &Arc<dyn TokenStore>) {
     unbound_seat.kind = "seat".into();
     let mut expired = record(&o, "expired", long_ago);
     expired.expires_at = Some(t - Duration::from_secs(1));
-    for r in [&idle, &used, &fresh, &seat, &unbound_seat, &expired] {
+    let mut other_kind = record(&o, "other-kind", long_ago);
+    other_kind.kind = "other".into();
+    let mut other_seat = record(&o, "other-seat", long_ago);
+    other_seat.kind = "other-seat".into();
+    other_seat.bound_to = Some("machine-b".into());
+    other_seat.bound_at = Some(long_ago);
+    for r in [
+        &idle,
+        &used,
+        &fresh,
+        &seat,
+        &unbound_seat,
+        &expired,
+        &other_kind,
+        &other_seat,
+    ] {
         s.insert((*r).clone(), rules(long_ago, None))
             .await
             .expect("insert");
     }
+    let kinds = ["pat".to_owned(), "seat".to_owned()];
+    let release = ["seat".to_owned(), "other-seat".to_owned()];
     let out = s
-        .expire_inactive(cutoff, t, &["seat".to_owned()])
+        .expire_inactive(cutoff, t, &kinds, &release)
         .await
         .expect("expire_inactive");
     assert!(
@@ -333,6 +352,21 @@ pub(super) async fn inactive_tokens_expire(s: &Arc<dyn TokenStore>) {
         );
     }
     assert!(!out.released.contains(&unbound_seat.id));
+    assert!(
+        !out.revoked.contains(&other_kind.id) && !out.released.contains(&other_seat.id),
+        "records of kinds the call does not name are left alone"
+    );
+    let other_now = s.get(&other_kind.id).await.expect("get").expect("present");
+    assert!(
+        other_now.revoked_at.is_none(),
+        "another kind's idle token stays valid"
+    );
+    let other_seat_now = s.get(&other_seat.id).await.expect("get").expect("present");
+    assert_eq!(
+        other_seat_now.bound_to.as_deref(),
+        Some("machine-b"),
+        "another kind's idle seat stays bound"
+    );
     let idle_now = s.get(&idle.id).await.expect("get").expect("present");
     assert_eq!(idle_now.revoked_at, Some(t), "revoked at `now`");
     let seat_now = s.get(&seat.id).await.expect("get").expect("present");
@@ -346,7 +380,7 @@ pub(super) async fn inactive_tokens_expire(s: &Arc<dyn TokenStore>) {
         assert!(r.revoked_at.is_none(), "{} must stay valid", kept.name);
     }
     let again = s
-        .expire_inactive(cutoff, t, &["seat".to_owned()])
+        .expire_inactive(cutoff, t, &kinds, &release)
         .await
         .expect("expire_inactive");
     assert!(

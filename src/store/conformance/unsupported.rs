@@ -54,6 +54,7 @@ async fn a_store_without_the_optional_methods_passes_and_fails_closed() {
     let probe: Arc<dyn TokenStore> = store.clone();
     let supported = super::optional::probe(&probe).await;
     assert!(!supported.bind && !supported.release && !supported.expire_inactive);
+    assert!(!super::rehash::probe(&probe).await);
     super::run(store).await;
 }
 
@@ -62,4 +63,5 @@ async fn the_memory_store_implements_every_optional_method() {
     let store: Arc<dyn TokenStore> = Arc::new(MemoryStore::new());
     let supported = super::optional::probe(&store).await;
     assert!(supported.bind && supported.release && supported.expire_inactive);
+    assert!(super::rehash::probe(&store).await);
 }

@@ -36,10 +36,11 @@ impl AuditSink for PostgresStore {
         let statuses: Vec<i32> = events.iter().map(|e| i32::from(e.status_code)).collect();
         sqlx::query(
             "INSERT INTO keygate_audit_events (timestamp, event, api_token_id, api_token_name, \
-             owner, method, path, status_code, rbac_decision, reason, client_ip, request_id) \
+             owner, method, path, status_code, rbac_decision, reason, client_ip, request_id, \
+             details) \
              SELECT * FROM UNNEST($1::timestamptz[], $2::text[], $3::uuid[], $4::text[], \
              $5::text[], $6::text[], $7::text[], $8::int4[], $9::text[], $10::text[], \
-             $11::text[], $12::text[])",
+             $11::text[], $12::text[], $13::text[])",
         )
         .bind(timestamps)
         .bind(col(&|e| Some(e.event.clone())))
@@ -53,6 +54,7 @@ impl AuditSink for PostgresStore {
         .bind(col(&|e| e.reason.clone()))
         .bind(col(&|e| e.client_ip.map(|ip| ip.to_string())))
         .bind(col(&|e| e.request_id.clone()))
+        .bind(col(&|e| crate::audit::details_json(e.details.as_ref())))
         .execute(&self.pool)
         .await
         .map_err(pg_err)?;
@@ -109,6 +111,12 @@ fn decode(row: &PgRow) -> Result<AuditEvent, StoreError> {
             .map(|s| s.parse().map_err(|_| corrupt("client_ip")))
             .transpose()?,
         request_id: row.try_get("request_id").map_err(pg_err)?,
+        details: crate::audit::details_from_json(
+            row.try_get::<Option<String>, _>("details")
+                .map_err(pg_err)?
+                .as_deref(),
+        )
+        .map_err(|()| corrupt("details"))?,
     })
 }
 
@@ -118,7 +126,7 @@ impl AuditReader for PostgresStore {
         self.ready().await?;
         let rows = sqlx::query(
             "SELECT timestamp, event, api_token_id, api_token_name, owner, method, path, \
-             status_code, rbac_decision, reason, client_ip, request_id FROM keygate_audit_events \
+             status_code, rbac_decision, reason, client_ip, request_id, details FROM keygate_audit_events \
              WHERE ($1::uuid IS NULL OR api_token_id = $1) \
              AND ($2::timestamptz IS NULL OR timestamp >= $2) \
              AND ($3::timestamptz IS NULL OR timestamp < $3) \

@@ -135,3 +135,17 @@ pub(super) async fn insert_row(
     query.execute(conn).await.map_err(insert_err)?;
     Ok(())
 }
+
+/// `UPDATE keygate_tokens SET (the editable columns) WHERE id = $7`.
+static UPDATE: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| sql::update_statement("keygate_tokens", |n| format!("${n}")));
+
+/// Writes the editable columns of `r` on `conn`.
+pub(super) async fn update_row(
+    conn: &mut sqlx::PgConnection,
+    r: &TokenRecord,
+) -> Result<(), StoreError> {
+    let Bind(query) = codec::bind_editable(Bind(sqlx::query(UPDATE.as_str())), r)?;
+    query.execute(conn).await.map_err(pg_err)?;
+    Ok(())
+}

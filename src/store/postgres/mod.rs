@@ -72,11 +72,15 @@ use crate::token::TokenHash;
 
 #[cfg(feature = "management")]
 mod accounts;
+mod admin;
 mod audit;
 mod codec;
+mod expiry;
 mod feed;
 mod migrate;
 mod options;
+mod rehash;
+mod usage;
 pub use crate::store::sql::migrate::MIGRATIONS_TABLE;
 pub use feed::PostgresFeed;
 pub use options::PostgresOptions;
@@ -452,6 +456,14 @@ impl TokenStore for PostgresStore {
         Ok(())
     }
 
+    async fn record_usage(&self, uses: &[crate::store::TokenUse]) -> Result<(), StoreError> {
+        if uses.is_empty() {
+            return Ok(());
+        }
+        self.ready().await?;
+        self.update_usage(uses).await
+    }
+
     async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
         self.ready().await?;
         let done =
@@ -536,10 +548,20 @@ impl TokenStore for PostgresStore {
         Ok(ReleaseOutcome::Released)
     }
 
+    async fn rehash(
+        &self,
+        id: &TokenId,
+        from: &TokenHash,
+        to: &TokenHash,
+    ) -> Result<bool, StoreError> {
+        self.try_rehash(id, from, to).await
+    }
+
     async fn expire_inactive(
         &self,
         cutoff: OffsetDateTime,
         now: OffsetDateTime,
+        kinds: &[String],
         release_kinds: &[String],
     ) -> Result<InactiveOutcome, StoreError> {
         self.ready().await?;
@@ -547,7 +569,7 @@ impl TokenStore for PostgresStore {
         let mut tx = self.pool.begin().await.map_err(pg_err)?;
         let released = sqlx::query(concat!(
             "WITH u AS (UPDATE keygate_tokens SET bound_to = NULL, bound_at = NULL \
-             WHERE bound_to IS NOT NULL AND kind = ANY($3) AND ",
+             WHERE bound_to IS NOT NULL AND kind = ANY($3) AND kind = ANY($5) AND ",
             idle!("GREATEST", "$1", "$2"),
             " RETURNING id, hash) SELECT id, pg_notify($4, encode(hash, 'hex'))::text AS n FROM u"
         ))
@@ -555,11 +577,13 @@ impl TokenStore for PostgresStore {
         .bind(now)
         .bind(release_kinds)
         .bind(REVOCATION_CHANNEL)
+        .bind(kinds)
         .fetch_all(&mut *tx)
         .await
         .map_err(pg_err)?;
         let revoked = sqlx::query(concat!(
-            "WITH u AS (UPDATE keygate_tokens SET revoked_at = $2 WHERE NOT (kind = ANY($3)) AND ",
+            "WITH u AS (UPDATE keygate_tokens SET revoked_at = $2 WHERE NOT (kind = ANY($3)) \
+             AND kind = ANY($5) AND ",
             idle!("GREATEST", "$1", "$2"),
             " RETURNING id, hash) SELECT id, pg_notify($4, encode(hash, 'hex'))::text AS n FROM u"
         ))
@@ -567,6 +591,7 @@ impl TokenStore for PostgresStore {
         .bind(now)
         .bind(release_kinds)
         .bind(REVOCATION_CHANNEL)
+        .bind(kinds)
         .fetch_all(&mut *tx)
         .await
         .map_err(pg_err)?;
@@ -580,5 +605,27 @@ impl TokenStore for PostgresStore {
             revoked: ids(revoked)?,
             released: ids(released)?,
         })
+    }
+
+    async fn claim_expiry_warnings(
+        &self,
+        before: OffsetDateTime,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<TokenRecord>, StoreError> {
+        self.claim_expiry(before, now, limit).await
+    }
+
+    async fn update(
+        &self,
+        id: &TokenId,
+        update: &super::TokenUpdate,
+        now: OffsetDateTime,
+    ) -> Result<TokenRecord, StoreError> {
+        self.update_record(id, update, now).await
+    }
+
+    async fn list_tokens(&self, query: &super::TokenQuery) -> Result<Vec<TokenRecord>, StoreError> {
+        self.list_page(query).await
     }
 }

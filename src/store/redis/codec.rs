@@ -175,3 +175,46 @@ pub(super) fn decode(flat: Vec<String>) -> Result<(TokenRecord, i64), StoreError
     let seq = m.remove("seq").and_then(|s| s.parse().ok()).unwrap_or(0);
     Ok((codec::decode(&Stored(m))?, seq))
 }
+
+/// What an edit in place does to a record's hash: the fields to delete and the
+/// `field, value` pairs to set.
+pub(super) fn update_fields(
+    u: &crate::store::TokenUpdate,
+) -> Result<(Vec<&'static str>, Vec<String>), StoreError> {
+    let mut del = Vec::new();
+    let mut set = Vec::new();
+    let mut put = |field: &'static str, value: Option<String>| match value {
+        Some(v) => {
+            set.push(field.to_owned());
+            set.push(v);
+        }
+        None => del.push(field),
+    };
+    if let Some(n) = &u.name {
+        put("name", Some(n.clone()));
+    }
+    if let Some(d) = &u.description {
+        put("description", d.clone());
+    }
+    if let Some(e) = u.expires_at {
+        put("expires_at", e.map(|t| micros(t).to_string()));
+    }
+    if let Some(nets) = &u.allowed_ips {
+        let json = if nets.is_empty() {
+            None
+        } else {
+            Some(serde_json::to_string(nets).map_err(StoreError::backend)?)
+        };
+        put("allowed_ips", json);
+    }
+    if let Some(m) = &u.metadata {
+        put("metadata", Some(m.to_json()));
+    }
+    if let Some(p) = &u.permissions {
+        put(
+            "permissions",
+            Some(serde_json::to_string(p).map_err(StoreError::backend)?),
+        );
+    }
+    Ok((del, set))
+}

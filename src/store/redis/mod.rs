@@ -13,6 +13,10 @@
 //! | `<prefix>owner:<owner>` | set | the hex SHA-256 of each of the owner's records |
 //! | `<prefix>dead` | sorted set | records by the time they became purgeable (revoked or expired) |
 //! | `<prefix>seq` | counter | insertion order, to list records created in the same microsecond stably |
+//!
+//! No key lists every record: the admin view across owners
+//! ([`TokenStore::list_tokens`]) walks the record keys with `SCAN` for each page, so it
+//! costs a pass over the whole store (fine for an occasional admin page, not for a hot path).
 //! | `<prefix>rl:<key>` | string | the [`RedisRateLimiter`]'s GCRA arrival time (µs) per token lineage, expiring when the full limit is back |
 //! | `<prefix>fail:…` | strings | the [`RedisFailureLimiter`]'s failure counts per client address and account (no secret; every key expires) |
 //!
@@ -83,11 +87,13 @@ use super::{
 use crate::token::TokenHash;
 
 mod codec;
+mod expiry;
 mod failure_limit;
 mod feed;
 mod options;
 mod rate_limit;
-use codec::{decode, fields, from_micros, invalid, micros};
+mod rehash;
+use codec::{decode, fields, from_micros, invalid, micros, update_fields};
 pub use failure_limit::RedisFailureLimiter;
 pub use feed::RedisFeed;
 pub use options::RedisOptions;
@@ -122,6 +128,8 @@ static LIST: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("list.
 
 /// ARGV: prefix, then id/time pairs.
 static RECORD_USE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("record_use.lua")));
+static RECORD_USAGE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("record_usage.lua")));
 
 /// ARGV: prefix, now. Returns how many records were deleted.
 static PURGE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("purge.lua")));
@@ -142,6 +150,11 @@ static EXPIRE_INACTIVE: LazyLock<Script> = LazyLock::new(|| {
         include_str!("expire_inactive.lua")
     ))
 });
+
+/// ARGV: see `update.lua`. Returns `{'0', field/value pairs...}`, `{'1'}` name taken,
+/// `{'4'}` not found.
+static UPDATE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(concat!(include_str!("put.lua"), include_str!("update.lua"))));
 
 /// `s` with the glob characters of Redis `MATCH` patterns escaped.
 fn glob_escape(s: &str) -> String {
@@ -398,6 +411,23 @@ impl TokenStore for RedisStore {
         Ok(())
     }
 
+    async fn record_usage(&self, uses: &[crate::store::TokenUse]) -> Result<(), StoreError> {
+        if uses.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.conn().await?;
+        let mut inv = RECORD_USAGE.prepare_invoke();
+        inv.arg(&self.inner.prefix);
+        for u in uses {
+            inv.arg(u.id.to_string())
+                .arg(micros(u.at))
+                .arg(u.client_ip.map(|ip| ip.to_string()).unwrap_or_default())
+                .arg(u.user_agent.as_deref().unwrap_or(""));
+        }
+        let _: i64 = inv.invoke_async(&mut conn).await.map_err(redis_err)?;
+        Ok(())
+    }
+
     async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
         let mut conn = self.conn().await?;
         let mut inv = PURGE.prepare_invoke();
@@ -446,12 +476,25 @@ impl TokenStore for RedisStore {
         }
     }
 
+    async fn rehash(
+        &self,
+        id: &TokenId,
+        from: &TokenHash,
+        to: &TokenHash,
+    ) -> Result<bool, StoreError> {
+        self.try_rehash(id, from, to).await
+    }
+
     async fn expire_inactive(
         &self,
         cutoff: OffsetDateTime,
         now: OffsetDateTime,
+        kinds: &[String],
         release_kinds: &[String],
     ) -> Result<InactiveOutcome, StoreError> {
+        if kinds.is_empty() {
+            return Ok(InactiveOutcome::default());
+        }
         // No index holds every record: walk the record keys with SCAN (not atomic as a
         // whole) and judge each batch in one script, which re-reads every record, so each
         // record is judged atomically.
@@ -482,6 +525,8 @@ impl TokenStore for RedisStore {
                     .arg(&self.inner.channel)
                     .arg(release_kinds.len())
                     .arg(release_kinds)
+                    .arg(kinds.len())
+                    .arg(kinds)
                     .arg(hexes);
                 let flat: Vec<String> = inv.invoke_async(&mut conn).await.map_err(redis_err)?;
                 for pair in flat.chunks_exact(2) {
@@ -499,5 +544,91 @@ impl TokenStore for RedisStore {
             }
         }
         Ok(out)
+    }
+
+    async fn claim_expiry_warnings(
+        &self,
+        before: OffsetDateTime,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<TokenRecord>, StoreError> {
+        self.claim_expiry(before, now, limit).await
+    }
+
+    async fn update(
+        &self,
+        id: &TokenId,
+        update: &super::TokenUpdate,
+        now: OffsetDateTime,
+    ) -> Result<TokenRecord, StoreError> {
+        let mut conn = self.conn().await?;
+        let (del, set) = update_fields(update)?;
+        let (expire_at_ms, dead) = match update.expires_at {
+            None => ("-".to_owned(), "-".to_owned()),
+            Some(None) => (String::new(), String::new()),
+            Some(Some(e)) => (
+                micros(e)
+                    .div_euclid(1_000)
+                    .saturating_add(self.inner.retention_ms)
+                    .to_string(),
+                micros(e).to_string(),
+            ),
+        };
+        let mut inv = UPDATE.prepare_invoke();
+        inv.arg(&self.inner.prefix)
+            .arg(id.to_string())
+            .arg(micros(now))
+            .arg(&self.inner.channel)
+            .arg(update.name.as_deref().unwrap_or(""))
+            .arg(expire_at_ms)
+            .arg(dead)
+            .arg(del.len())
+            .arg(del)
+            .arg(set);
+        let reply: Vec<String> = inv.invoke_async(&mut conn).await.map_err(redis_err)?;
+        match reply.split_first() {
+            Some((code, rest)) if code == "0" => decode(rest.to_vec()).map(|(r, _)| r),
+            Some((code, _)) if code == "1" => Err(StoreError::NameTaken),
+            _ => Err(StoreError::NotFound),
+        }
+    }
+
+    async fn list_tokens(&self, query: &super::TokenQuery) -> Result<Vec<TokenRecord>, StoreError> {
+        // No index holds every record: walk the record keys with SCAN and judge in Rust.
+        let mut conn = self.conn().await?;
+        let key_prefix = format!("{}tok:", self.inner.prefix);
+        let pattern = format!("{}*", glob_escape(&key_prefix));
+        let mut records = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(500)
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_err)?;
+            if !keys.is_empty() {
+                let mut pipe = redis::pipe();
+                for k in &keys {
+                    pipe.cmd("HGETALL").arg(k);
+                }
+                let rows: Vec<Vec<String>> =
+                    pipe.query_async(&mut conn).await.map_err(redis_err)?;
+                for flat in rows.into_iter().filter(|f| !f.is_empty()) {
+                    let (r, _) = decode(flat)?;
+                    if query.matches(&r) {
+                        records.push(r);
+                    }
+                }
+            }
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        Ok(query.page(records))
     }
 }

@@ -27,7 +27,7 @@ impl AuditSink for SqliteStore {
                 sqlx::query(
                     "INSERT INTO audit_events (timestamp, event, api_token_id, api_token_name, \
                      owner, method, path, status_code, rbac_decision, reason, client_ip, \
-                     request_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     request_id, details) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 )
                 .bind(micros(e.timestamp)?)
                 .bind(&e.event)
@@ -41,6 +41,7 @@ impl AuditSink for SqliteStore {
                 .bind(&e.reason)
                 .bind(e.client_ip.map(|ip| ip.to_string()))
                 .bind(&e.request_id)
+                .bind(crate::audit::details_json(e.details.as_ref()))
                 .execute(&mut *tx)
                 .await?;
             }
@@ -107,6 +108,8 @@ fn decode(row: &SqliteRow) -> Result<AuditEvent, StoreError> {
             })
             .transpose()?,
         request_id: get(row, "request_id")?,
+        details: crate::audit::details_from_json(get::<Option<String>>(row, "details")?.as_deref())
+            .map_err(|()| StoreError::backend(Corrupt("details")))?,
     })
 }
 
@@ -115,7 +118,7 @@ impl AuditReader for SqliteStore {
     async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditEvent>, StoreError> {
         let rows = sqlx::query(
             "SELECT timestamp, event, api_token_id, api_token_name, owner, method, path, \
-             status_code, rbac_decision, reason, client_ip, request_id FROM audit_events \
+             status_code, rbac_decision, reason, client_ip, request_id, details FROM audit_events \
              WHERE (?1 IS NULL OR api_token_id = ?1) AND (?2 IS NULL OR timestamp >= ?2) \
              AND (?3 IS NULL OR timestamp < ?3) AND (?5 IS NULL OR owner = ?5) \
              ORDER BY timestamp DESC, seq DESC LIMIT ?4",

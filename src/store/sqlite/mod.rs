@@ -61,9 +61,13 @@ use codec::micros;
 
 #[cfg(feature = "management")]
 mod accounts;
+mod admin;
 mod audit;
 mod codec;
+mod expiry;
 mod migrate;
+mod rehash;
+mod usage;
 mod write;
 
 pub use crate::store::sql::migrate::MIGRATIONS_TABLE;
@@ -423,6 +427,14 @@ impl TokenStore for SqliteStore {
         self.write(|| self.try_record_use(&uses)).await
     }
 
+    async fn record_usage(&self, uses: &[crate::store::TokenUse]) -> Result<(), StoreError> {
+        if uses.is_empty() {
+            return Ok(());
+        }
+        let rows = usage::rows(uses)?;
+        self.write(|| self.try_record_usage(&rows)).await
+    }
+
     async fn purge_expired(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
         let now = micros(now)?;
         let pool = &self.pool;
@@ -457,16 +469,50 @@ impl TokenStore for SqliteStore {
             .await
     }
 
+    async fn rehash(
+        &self,
+        id: &TokenId,
+        from: &TokenHash,
+        to: &TokenHash,
+    ) -> Result<bool, StoreError> {
+        self.try_rehash(id, from, to).await
+    }
+
     async fn expire_inactive(
         &self,
         cutoff: OffsetDateTime,
         now: OffsetDateTime,
+        kinds: &[String],
         release_kinds: &[String],
     ) -> Result<InactiveOutcome, StoreError> {
         let (cutoff, now) = (micros(cutoff)?, micros(now)?);
-        let kinds = serde_json::to_string(release_kinds).map_err(StoreError::backend)?;
-        self.write(|| self.try_expire_inactive(cutoff, now, &kinds))
+        let kinds = serde_json::to_string(kinds).map_err(StoreError::backend)?;
+        let release = serde_json::to_string(release_kinds).map_err(StoreError::backend)?;
+        self.write(|| self.try_expire_inactive(cutoff, now, &kinds, &release))
             .await
+    }
+
+    async fn claim_expiry_warnings(
+        &self,
+        before: OffsetDateTime,
+        now: OffsetDateTime,
+        limit: u32,
+    ) -> Result<Vec<TokenRecord>, StoreError> {
+        self.claim_expiry(before, now, limit).await
+    }
+
+    async fn update(
+        &self,
+        id: &TokenId,
+        update: &super::TokenUpdate,
+        now: OffsetDateTime,
+    ) -> Result<TokenRecord, StoreError> {
+        let id = id.to_string();
+        self.write(|| self.try_update(&id, update, now)).await
+    }
+
+    async fn list_tokens(&self, query: &super::TokenQuery) -> Result<Vec<TokenRecord>, StoreError> {
+        self.list_page(query).await
     }
 }
 

@@ -233,30 +233,35 @@ impl SqliteStore {
         &self,
         cutoff: i64,
         now: i64,
+        kinds: &str,
         release_kinds: &str,
     ) -> Result<InactiveOutcome, Failure> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         // Valid at ?2 and silent since before ?1.
         let released: Vec<String> = sqlx::query_scalar(concat!(
             "UPDATE tokens SET bound_to = NULL, bound_at = NULL WHERE bound_to IS NOT NULL AND \
-             kind IN (SELECT value FROM json_each(?3)) AND ",
+             kind IN (SELECT value FROM json_each(?3)) AND \
+             kind IN (SELECT value FROM json_each(?4)) AND ",
             idle!("max", "?1", "?2"),
             " RETURNING id"
         ))
         .bind(cutoff)
         .bind(now)
         .bind(release_kinds)
+        .bind(kinds)
         .fetch_all(&mut *tx)
         .await?;
         let revoked: Vec<String> = sqlx::query_scalar(concat!(
             "UPDATE tokens SET revoked_at = ?2 WHERE \
-             kind NOT IN (SELECT value FROM json_each(?3)) AND ",
+             kind NOT IN (SELECT value FROM json_each(?3)) AND \
+             kind IN (SELECT value FROM json_each(?4)) AND ",
             idle!("max", "?1", "?2"),
             " RETURNING id"
         ))
         .bind(cutoff)
         .bind(now)
         .bind(release_kinds)
+        .bind(kinds)
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;

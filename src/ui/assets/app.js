@@ -124,6 +124,12 @@
     return td;
   }
 
+  // The metadata as compact JSON, or "" when there is none.
+  function metadataText(m) {
+    if (!m || typeof m !== "object" || Array.isArray(m) || Object.keys(m).length === 0) return "";
+    return JSON.stringify(m);
+  }
+
   // ---- views ----
 
   function showSignedIn(signedIn) {
@@ -150,6 +156,8 @@
       name.scope = "row";
       name.append(el("span", t.name, "name"));
       if (t.description) name.append(el("span", t.description, "description"));
+      const metadata = metadataText(t.metadata);
+      if (metadata) name.append(el("code", metadata, "metadata"));
       tr.append(name);
 
       const perms = el("td");
@@ -166,11 +174,24 @@
       status.append(el("span", t.status, "badge " + t.status));
       tr.append(status);
 
+      tr.append(el("td", t.created_by || "—", "created-by"));
+
       tr.append(timeCell(t.created_at, "—"));
       tr.append(timeCell(t.expires_at, "never"));
-      tr.append(timeCell(t.last_used_at, "never"));
+      const used = timeCell(t.last_used_at, "never");
+      const client = [t.last_used_ip, t.last_used_user_agent].filter(Boolean).join(" · ");
+      if (client) used.append(el("span", client, "client"));
+      tr.append(used);
 
       const actions = el("td", null, "actions");
+      if (t.status === "active") {
+        const edit = el("button", "Edit", "secondary");
+        edit.type = "button";
+        edit.dataset.action = "edit";
+        edit.setAttribute("aria-label", "Edit token " + t.name);
+        edit.addEventListener("click", () => openEdit(t, edit));
+        actions.append(edit);
+      }
       if (t.status === "active") {
         const rotate = el("button", "Rotate", "secondary");
         rotate.type = "button";
@@ -308,6 +329,16 @@
     const description = $("description").value.trim();
     const role = $("role").value.trim();
     const expires = $("expires").value;
+    const metadata = $("metadata").value.trim();
+    if (metadata) {
+      try {
+        body.metadata = JSON.parse(metadata);
+      } catch (_) {
+        say("Metadata must be a JSON object, such as {\"team\": \"payments\"}.", "error");
+        $("metadata").focus();
+        return;
+      }
+    }
     if (name) body.name = name;
     if (description) body.description = description;
     if (role) body.role = role;
@@ -429,6 +460,75 @@
     });
   }
 
+  // ---- editing (PATCH /tokens/{id}) ----
+
+  let editing = null;
+
+  function openEdit(t, button) {
+    editing = { token: t, returnFocus: button };
+    $("edit-title").textContent = "Edit token " + t.name;
+    $("edit-name").value = t.name;
+    $("edit-description").value = t.description || "";
+    $("edit-expires").value = "keep";
+    $("edit-metadata").value = metadataText(t.metadata);
+    $("edit").showModal();
+    $("edit-name").focus();
+  }
+
+  function closeEdit() {
+    const dialog = $("edit");
+    if (dialog.open) dialog.close();
+  }
+
+  function onEditClose() {
+    const e = editing;
+    editing = null;
+    if (e && e.returnFocus && e.returnFocus.isConnected) e.returnFocus.focus();
+  }
+
+  function onEditSubmit(event) {
+    event.preventDefault();
+    if (!editing) return closeEdit();
+    const t = editing.token;
+    const body = {};
+    const name = $("edit-name").value.trim();
+    if (name !== t.name) body.name = name;
+    const description = $("edit-description").value.trim();
+    if (description !== (t.description || "")) body.description = description || null;
+    const expires = $("edit-expires").value;
+    if (expires === "never") body.expires_at = null;
+    else if (expires !== "keep") body.expires_in = Number(expires);
+    const raw = $("edit-metadata").value.trim();
+    if (raw !== metadataText(t.metadata)) {
+      let parsed = {};
+      if (raw !== "") {
+        try {
+          parsed = JSON.parse(raw);
+        } catch (_) {
+          parsed = undefined;
+        }
+      }
+      if (!parsed || typeof parsed !== "object" || Array.isArray(parsed)) {
+        say("Metadata must be a JSON object, e.g. {\"team\": \"payments\"}.", "error");
+        $("edit-metadata").focus();
+        return;
+      }
+      body.metadata = parsed;
+    }
+    if (Object.keys(body).length === 0) {
+      closeEdit();
+      say("Nothing changed.");
+      return;
+    }
+    closeEdit();
+    run(async () => {
+      say("Saving " + t.name + "…");
+      const view = await api("PATCH", "/tokens/" + encodeURIComponent(t.id), body);
+      await refresh();
+      say("Token " + view.name + " saved.", "ok");
+    });
+  }
+
   // ---- wiring ----
 
   function start() {
@@ -453,6 +553,12 @@
       say("Nothing changed.");
     });
     $("confirm").addEventListener("close", onDialogClose);
+    $("edit-form").addEventListener("submit", onEditSubmit);
+    $("edit-cancel").addEventListener("click", () => {
+      closeEdit();
+      say("Nothing changed.");
+    });
+    $("edit").addEventListener("close", onEditClose);
     showSignedIn(false);
     if (hostSignIn) hostStart();
     document.body.dataset.ready = "true";
