@@ -87,7 +87,8 @@ fn time_param(name: &str, v: Option<&str>) -> Result<Option<OffsetDateTime>, Api
 }
 
 /// The length of a cursor: 24 bytes (a time in microseconds, big-endian, then an id) in
-/// unpadded base64url.
+/// unpadded base64url; the OpenAPI document gives it as the parameter's pattern.
+#[cfg(feature = "openapi")]
 pub(crate) const CURSOR_PATTERN: &str = "^[A-Za-z0-9_-]{32}$";
 
 /// The opaque cursor of a position: base64url of the creation time (microseconds since
