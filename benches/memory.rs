@@ -1,23 +1,29 @@
 //! Memory per token in a [`MemoryStore`] holding 1 000 000 records like the ones
-//! `Tokens::issue` stores, measured two ways in one run:
+//! `Tokens::issue` stores, and in a [`CachedStore`]'s cache holding as many, measured two
+//! ways in one run:
 //!
 //! - live heap bytes, counted by an instrumented global allocator (bytes the program asked
 //!   for, before the allocator's own rounding and headers);
 //! - resident set size from `/proc/self/statm` (what the process really holds, allocator
 //!   overhead and retained free memory included; Linux only).
 //!
+//! Then, in the same process, the median of `Tokens::authenticate` over tokens picked at
+//! random in a store of 1 000 tokens and in one of 10 000 000 (its load time too).
+//!
 //! ```sh
 //! cargo bench --bench memory
-//! KEYGATE_MEMORY_N=100000 cargo bench --bench memory   # another store size
+//! KEYGATE_MEMORY_N=100000 cargo bench --bench memory       # another store size
+//! KEYGATE_MEMORY_LARGE=1000000 cargo bench --bench memory  # a smaller large store
 //! ```
 
 use std::alloc::System;
 use std::hint::black_box;
-use std::mem::size_of;
+use std::mem::{align_of, size_of};
 use std::time::Instant;
 
 use keygate::store::TokenRecord;
-use keygate::{MemoryStore, Permissions, TokenHash, TokenId, TokenStore};
+use keygate::store::cached::CachedStore;
+use keygate::{MemoryStore, Permissions, TokenHash, TokenId, TokenKind, TokenStore, Tokens};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 
 // The crate forbids `unsafe`, and so a hand-written `GlobalAlloc`: this one counts for us.
@@ -25,6 +31,10 @@ use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 
 const DEFAULT_N: usize = 1_000_000;
+const DEFAULT_LARGE: usize = 10_000_000;
+/// Tokens authenticated in each timed batch, and batches timed per store.
+const BATCH: usize = 100;
+const BATCHES: usize = 2_000;
 const OWNERS: usize = 10_000;
 const GOAL: f64 = 256.0;
 
@@ -191,7 +201,8 @@ fn main() {
     let live = heap.bytes_allocated as f64 - heap.bytes_deallocated as f64;
     let live_allocs = heap.allocations as f64 - heap.deallocations as f64;
     let record = size_of::<TokenRecord>();
-    let arc_block = record + 2 * size_of::<usize>();
+    // `Arc`'s block: its two counters, then the record at the record's alignment.
+    let arc_block = (2 * size_of::<usize>()).next_multiple_of(align_of::<TokenRecord>()) + record;
     let strings = per(string_bytes as f64, n);
     let records_part = arc_block as f64 + strings;
     let overhead = per(live, n) - records_part;
@@ -231,7 +242,7 @@ fn main() {
     println!("| part                                      | bytes/token |");
     println!("| ----------------------------------------- | ----------- |");
     println!("| size_of::<TokenRecord>()                  | {record:>11} |");
-    println!("| Arc<TokenRecord> block (+ 2 counters)     | {arc_block:>11} |");
+    println!("| Arc<TokenRecord> block (counters, align)  | {arc_block:>11} |");
     println!(
         "| String fields' heap ({:.1} allocations)     | {strings:>11.1} |",
         per(string_allocs as f64, n)
@@ -248,5 +259,108 @@ fn main() {
         malloc_chunk(arc_block),
         malloc_chunk(arc_block) as f64 + strings_malloc
     );
+    // The same records through a `CachedStore`'s cache: every one looked up once, so the
+    // cache holds them all. Its entries share the store's records here; a database-backed
+    // store decodes a record of its own per entry, which costs the record's block again.
+    let cached = CachedStore::new(store.clone()).with_capacity(n);
+    let rss_before = rss();
+    let region = Region::new(GLOBAL);
+    let rt = runtime();
+    rt.block_on(async {
+        for i in 0..n as u64 {
+            let found = cached.find_by_hash(&digest(i)).await.expect("no error");
+            black_box(found.expect("record present"));
+        }
+    });
+    let heap = region.change();
+    let rss_after = rss();
+    let cache_live = per(
+        heap.bytes_allocated as f64 - heap.bytes_deallocated as f64,
+        n,
+    );
+    let cache_rss = match (rss_before, rss_after) {
+        (Some(b), Some(a)) => per(a as f64 - b as f64, n),
+        _ => f64::NAN,
+    };
+    let record_block = per(live, n) - overhead;
+    println!();
+    println!("CachedStore cache, {n} entries ({} held)", cached.len());
+    println!();
+    println!("| measure                                   | bytes/token |");
+    println!("| ----------------------------------------- | ----------- |");
+    println!("| cache's own live heap (records shared)    | {cache_live:>11.1} |");
+    println!("| cache's own resident set                  | {cache_rss:>11.1} |");
+    println!(
+        "| with a record of its own per entry (heap) | {:>11.1} |",
+        cache_live + record_block
+    );
+    drop(black_box(cached));
     drop(black_box(store));
+
+    let large: usize = std::env::var("KEYGATE_MEMORY_LARGE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(DEFAULT_LARGE);
+    let small = latency(&rt, &shared, 1_000);
+    let big = latency(&rt, &shared, large);
+    println!();
+    println!(
+        "Tokens::authenticate over random tokens, same process (load, then median of {BATCHES} batches of {BATCH}):"
+    );
+    println!();
+    println!("| tokens      | load      | median per authenticate |");
+    println!("| ----------- | --------- | ----------------------- |");
+    for (size, (load, median)) in [(1_000, small), (large, big)] {
+        println!("| {size:>11} | {load:>9.2?} | {median:>20.1} ns |");
+    }
+    println!();
+    println!("ratio large / small: {:.3}", big.1 / small.1);
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// Loads `n` records into a `MemoryStore` (one in every `n / 1000` a real `pat` token, the
+/// rest synthetic digests), then times `Tokens::authenticate` over the real ones picked at
+/// random. Returns (load time, median ns per authentication).
+fn latency(rt: &tokio::runtime::Runtime, shared: &Shared, n: usize) -> (std::time::Duration, f64) {
+    let every = (n / 1_000).max(1) as u64;
+    let start = Instant::now();
+    let store = MemoryStore::new();
+    let mut raws = Vec::with_capacity(1_000);
+    for i in 0..n as u64 {
+        let (mut r, _, _) = shared.record(i);
+        if i % every == 0 {
+            let raw = TokenKind::pat().generate();
+            r.hash = raw.hash();
+            raws.push(raw);
+        }
+        store.insert_unchecked(r).expect("distinct ids and digests");
+    }
+    let load = start.elapsed();
+    let tokens = Tokens::new(store);
+    let mut times = Vec::with_capacity(BATCHES);
+    let mut pick = 0x2545_F491_4F6C_DD1Du64;
+    rt.block_on(async {
+        for _ in 0..BATCHES {
+            let batch: Vec<&str> = (0..BATCH)
+                .map(|_| {
+                    pick = mix(pick);
+                    raws[(pick % raws.len() as u64) as usize].expose_secret()
+                })
+                .collect();
+            let t = Instant::now();
+            for raw in batch {
+                black_box(tokens.authenticate(raw).await.expect("valid token"));
+            }
+            times.push(t.elapsed().as_nanos() as f64 / BATCH as f64);
+        }
+    });
+    times.sort_by(f64::total_cmp);
+    drop(black_box(tokens));
+    (load, times[times.len() / 2])
 }

@@ -156,10 +156,10 @@ fn view(r: &TokenRecord) -> Value {
     json!({
         "id": r.id,
         "name": r.name,
-        "role": r.role,
+        "role": r.extras().role,
         "permissions": r.permissions,
         "hint": r.hint,
-        "allowed_ips": r.allowed_ips,
+        "allowed_ips": r.extras().allowed_ips,
         "created_by": r.created_by,
         "created_at": rfc3339(r.created_at),
         "last_used_at": r.last_used_at.map(rfc3339),

@@ -114,7 +114,7 @@ impl Identity {
     /// The token's metadata (the empty object when it has none).
     #[must_use]
     pub fn metadata(&self) -> &crate::record::Metadata {
-        &self.record.metadata
+        &self.record.extras().metadata
     }
 
     pub(crate) fn record_arc(&self) -> Arc<TokenRecord> {
@@ -165,7 +165,7 @@ impl Serialize for Identity {
         st.serialize_field("kind", &self.record.kind)?;
         st.serialize_field("permissions", self.permissions())?;
         st.serialize_field("auth_method", &self.method)?;
-        st.serialize_field("metadata", &self.record.metadata)?;
+        st.serialize_field("metadata", &self.record.extras().metadata)?;
         st.end()
     }
 }

@@ -52,11 +52,13 @@ impl std::str::FromStr for TokenId {
 /// alignment the reference count of one record shares a cache line with the fields of the
 /// record allocated before it, so two cores verifying two different tokens slow each other
 /// down (on two threads, 1.5× one thread's throughput instead of 1.9×; see BENCHMARKS.md).
-/// It costs about 90 bytes per record.
+/// It costs about 64 bytes per record (its `Arc` block is 320 bytes).
 ///
 /// Non-exhaustive, so that a new field is not a breaking change for the stores of other
 /// crates: build one with [`new`](Self::new) and the `with_*` methods (or set its public
-/// fields), and read it through its fields.
+/// fields), and read it through its fields. The fields most tokens leave unset (revocation,
+/// rotation, binding, metadata, ...) are kept apart, in one allocation only when one is set:
+/// read them with [`extras`](Self::extras), change them with [`extras_mut`](Self::extras_mut).
 ///
 /// ```
 /// use keygate::{TokenHash, TokenId, TokenRecord};
@@ -75,7 +77,7 @@ impl std::str::FromStr for TokenId {
 /// assert_eq!(record.created_by, "alice");
 /// assert!(record.is_live_at(datetime!(2026-06-01 00:00 UTC)));
 /// ```
-#[derive(Clone, PartialEq)]
+#[derive(Clone)]
 #[repr(align(64))]
 #[non_exhaustive]
 pub struct TokenRecord {
@@ -89,10 +91,6 @@ pub struct TokenRecord {
     pub owner: String,
     /// Name, unique among the owner's live tokens.
     pub name: String,
-    /// Optional free text.
-    pub description: Option<String>,
-    /// The role the permissions came from, if any (informational).
-    pub role: Option<String>,
     /// Explicit permissions.
     pub permissions: Permissions,
     /// The token's first 12 characters, for display.
@@ -105,6 +103,21 @@ pub struct TokenRecord {
     pub expires_at: Option<OffsetDateTime>,
     /// Last successful use, recorded in batches (see [`TokenStore::record_use`](crate::store::TokenStore::record_use)).
     pub last_used_at: Option<OffsetDateTime>,
+    /// The fields most tokens leave unset, kept apart so that a record without them stays
+    /// small: read them with [`extras`](Self::extras), set them with
+    /// [`extras_mut`](Self::extras_mut) or the `with_*` methods.
+    extras: Option<Box<TokenExtras>>,
+}
+
+/// The fields of a [`TokenRecord`] that most tokens leave unset (see
+/// [`TokenRecord::extras`]). The default leaves every one unset.
+#[derive(Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct TokenExtras {
+    /// Optional free text.
+    pub description: Option<String>,
+    /// The role the permissions came from, if any (informational).
+    pub role: Option<String>,
     /// Revocation time. Revocation is terminal.
     pub revoked_at: Option<OffsetDateTime>,
     /// Set when the token was rotated: the id of its successor. A replaced token no longer
@@ -132,7 +145,7 @@ pub struct TokenRecord {
     /// [`Identity`](crate::Identity).
     pub metadata: Metadata,
     /// The client address of the last recorded use, when it was known (recorded in batches
-    /// with [`last_used_at`](Self::last_used_at)).
+    /// with [`last_used_at`](TokenRecord::last_used_at)).
     pub last_used_ip: Option<IpAddr>,
     /// The `User-Agent` of the last recorded use, cut to [`MAX_USER_AGENT`] bytes.
     pub last_used_agent: Option<String>,
@@ -357,38 +370,69 @@ impl TokenRecord {
             created_by: owner.clone(),
             owner,
             name: name.into(),
-            description: None,
-            role: None,
             permissions: Permissions::none(),
             hint: String::new(),
             created_at,
             expires_at: None,
             last_used_at: None,
-            revoked_at: None,
-            replaced_by: None,
-            allowed_ips: Vec::new(),
-            rate_limit: None,
-            bound_to: None,
-            bound_at: None,
-            released_at: None,
-            metadata: Metadata::default(),
-            last_used_ip: None,
-            last_used_agent: None,
-            expiry_warned_at: None,
+            extras: None,
         }
     }
 
-    /// Sets [`description`](Self::description).
+    /// The fields most tokens leave unset: description, role, revocation, rotation,
+    /// allowed networks, rate, binding, metadata, details of the last use, expiry warning.
+    ///
+    /// ```
+    /// use keygate::{TokenHash, TokenId, TokenRecord};
+    /// use time::macros::datetime;
+    ///
+    /// let t = datetime!(2026-01-01 00:00 UTC);
+    /// let mut record =
+    ///     TokenRecord::new(TokenId::random(), TokenHash::of("kg_example"), "pat", "alice", "ci", t);
+    /// assert_eq!(record.extras().revoked_at, None);
+    /// record.extras_mut().revoked_at = Some(t);
+    /// assert_eq!(record.extras().revoked_at, Some(t));
+    /// ```
     #[must_use]
-    pub fn with_description(mut self, description: impl Into<String>) -> Self {
-        self.description = Some(description.into());
+    pub fn extras(&self) -> &TokenExtras {
+        static UNSET: std::sync::LazyLock<TokenExtras> =
+            std::sync::LazyLock::new(TokenExtras::default);
+        self.extras.as_deref().unwrap_or(&UNSET)
+    }
+
+    /// Sets every field of [`extras`](Self::extras) at once.
+    #[must_use]
+    pub fn with_extras(mut self, extras: TokenExtras) -> Self {
+        self.extras = (extras != TokenExtras::default()).then(|| Box::new(extras));
         self
     }
 
-    /// Sets [`role`](Self::role).
+    /// Drops the storage of [`extras`](Self::extras) when every one of them is unset, so that
+    /// the record takes no more memory than one that never had them.
+    pub fn compact(&mut self) {
+        if self.extras.as_deref() == Some(&TokenExtras::default()) {
+            self.extras = None;
+        }
+    }
+
+    /// The fields most tokens leave unset, to change them (see [`extras`](Self::extras)).
+    pub fn extras_mut(&mut self) -> &mut TokenExtras {
+        self.extras.get_or_insert_with(Box::default)
+    }
+
+    /// Sets [`description`](TokenExtras::description).
+    #[must_use]
+    pub fn with_description(mut self, description: impl Into<String>) -> Self {
+        self.extras_mut().description = Some(description.into());
+        self.compact();
+        self
+    }
+
+    /// Sets [`role`](TokenExtras::role).
     #[must_use]
     pub fn with_role(mut self, role: impl Into<String>) -> Self {
-        self.role = Some(role.into());
+        self.extras_mut().role = Some(role.into());
+        self.compact();
         self
     }
 
@@ -427,69 +471,80 @@ impl TokenRecord {
         self
     }
 
-    /// Sets [`revoked_at`](Self::revoked_at).
+    /// Sets [`revoked_at`](TokenExtras::revoked_at).
     #[must_use]
     pub fn with_revoked_at(mut self, at: OffsetDateTime) -> Self {
-        self.revoked_at = Some(at);
+        self.extras_mut().revoked_at = Some(at);
+        self.compact();
         self
     }
 
-    /// Sets [`replaced_by`](Self::replaced_by).
+    /// Sets [`replaced_by`](TokenExtras::replaced_by).
     #[must_use]
     pub fn with_replaced_by(mut self, id: TokenId) -> Self {
-        self.replaced_by = Some(id);
+        self.extras_mut().replaced_by = Some(id);
+        self.compact();
         self
     }
 
-    /// Sets [`allowed_ips`](Self::allowed_ips).
+    /// Sets [`allowed_ips`](TokenExtras::allowed_ips).
     #[must_use]
     pub fn with_allowed_ips(mut self, networks: Vec<IpNet>) -> Self {
-        self.allowed_ips = networks;
+        self.extras_mut().allowed_ips = networks;
+        self.compact();
         self
     }
 
-    /// Sets [`rate_limit`](Self::rate_limit).
+    /// Sets [`rate_limit`](TokenExtras::rate_limit).
     #[must_use]
     pub fn with_rate_limit(mut self, per_minute: u32) -> Self {
-        self.rate_limit = Some(per_minute);
+        self.extras_mut().rate_limit = Some(per_minute);
+        self.compact();
         self
     }
 
-    /// Sets the binding: [`bound_to`](Self::bound_to) and [`bound_at`](Self::bound_at).
+    /// Sets the binding: [`bound_to`](TokenExtras::bound_to) and [`bound_at`](TokenExtras::bound_at).
     #[must_use]
     pub fn with_binding(mut self, fingerprint: impl Into<String>, at: OffsetDateTime) -> Self {
-        self.bound_to = Some(fingerprint.into());
-        self.bound_at = Some(at);
+        let extras = self.extras_mut();
+        extras.bound_to = Some(fingerprint.into());
+        extras.bound_at = Some(at);
+        self.compact();
         self
     }
 
-    /// Sets [`released_at`](Self::released_at).
+    /// Sets [`released_at`](TokenExtras::released_at).
     #[must_use]
     pub fn with_released_at(mut self, at: OffsetDateTime) -> Self {
-        self.released_at = Some(at);
+        self.extras_mut().released_at = Some(at);
+        self.compact();
         self
     }
 
-    /// Sets [`metadata`](Self::metadata).
+    /// Sets [`metadata`](TokenExtras::metadata).
     #[must_use]
     pub fn with_metadata(mut self, metadata: Metadata) -> Self {
-        self.metadata = metadata;
+        self.extras_mut().metadata = metadata;
+        self.compact();
         self
     }
 
-    /// Sets the details of the last use: [`last_used_ip`](Self::last_used_ip) and
-    /// [`last_used_agent`](Self::last_used_agent).
+    /// Sets the details of the last use: [`last_used_ip`](TokenExtras::last_used_ip) and
+    /// [`last_used_agent`](TokenExtras::last_used_agent).
     #[must_use]
     pub fn with_last_used_from(mut self, ip: Option<IpAddr>, agent: Option<String>) -> Self {
-        self.last_used_ip = ip;
-        self.last_used_agent = agent;
+        let extras = self.extras_mut();
+        extras.last_used_ip = ip;
+        extras.last_used_agent = agent;
+        self.compact();
         self
     }
 
-    /// Sets [`expiry_warned_at`](Self::expiry_warned_at).
+    /// Sets [`expiry_warned_at`](TokenExtras::expiry_warned_at).
     #[must_use]
     pub fn with_expiry_warned_at(mut self, at: OffsetDateTime) -> Self {
-        self.expiry_warned_at = Some(at);
+        self.extras_mut().expiry_warned_at = Some(at);
+        self.compact();
         self
     }
 
@@ -497,9 +552,9 @@ impl TokenRecord {
     /// rotated, else `expired` when past its expiry, else `active`.
     #[must_use]
     pub fn status_at(&self, now: OffsetDateTime) -> TokenStatus {
-        if self.revoked_at.is_some() {
+        if self.extras().revoked_at.is_some() {
             TokenStatus::Revoked
-        } else if self.replaced_by.is_some() {
+        } else if self.extras().replaced_by.is_some() {
             TokenStatus::Replaced
         } else if self.expires_at.is_some_and(|e| e <= now) {
             TokenStatus::Expired
@@ -513,7 +568,10 @@ impl TokenRecord {
     #[must_use]
     pub fn last_active_at(&self) -> OffsetDateTime {
         let mut t = self.created_at;
-        for u in [self.last_used_at, self.bound_at].into_iter().flatten() {
+        for u in [self.last_used_at, self.extras().bound_at]
+            .into_iter()
+            .flatten()
+        {
             t = t.max(u);
         }
         t
@@ -522,7 +580,7 @@ impl TokenRecord {
     /// True when the token may authenticate at `now`: not revoked and not expired.
     #[must_use]
     pub fn is_valid_at(&self, now: OffsetDateTime) -> bool {
-        self.revoked_at.is_none() && self.expires_at.is_none_or(|e| e > now)
+        self.extras().revoked_at.is_none() && self.expires_at.is_none_or(|e| e > now)
     }
 
     /// True when the token is *live* at `now`: valid and not replaced. Only live tokens hold
@@ -530,25 +588,63 @@ impl TokenRecord {
     /// per-owner limits.
     #[must_use]
     pub fn is_live_at(&self, now: OffsetDateTime) -> bool {
-        self.is_valid_at(now) && self.replaced_by.is_none()
+        self.is_valid_at(now) && self.extras().replaced_by.is_none()
     }
 }
 
 impl fmt::Debug for TokenRecord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let extras = self.extras();
         f.debug_struct("TokenRecord")
             .field("id", &self.id)
             .field("kind", &self.kind)
             .field("owner", &self.owner)
             .field("name", &self.name)
-            .field("description", &self.description)
-            .field("role", &self.role)
+            .field("description", &extras.description)
+            .field("role", &extras.role)
             .field("permissions", &self.permissions)
             .field("hint", &self.hint)
             .field("created_by", &self.created_by)
             .field("created_at", &self.created_at)
             .field("expires_at", &self.expires_at)
             .field("last_used_at", &self.last_used_at)
+            .field("revoked_at", &extras.revoked_at)
+            .field("replaced_by", &extras.replaced_by)
+            .field("allowed_ips", &extras.allowed_ips)
+            .field("rate_limit", &extras.rate_limit)
+            .field("bound_to", &extras.bound_to)
+            .field("bound_at", &extras.bound_at)
+            .field("released_at", &extras.released_at)
+            .field("metadata", &extras.metadata)
+            .field("last_used_ip", &extras.last_used_ip)
+            .field("last_used_agent", &extras.last_used_agent)
+            .field("expiry_warned_at", &extras.expiry_warned_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for TokenRecord {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+            && self.hash == other.hash
+            && self.kind == other.kind
+            && self.owner == other.owner
+            && self.name == other.name
+            && self.permissions == other.permissions
+            && self.hint == other.hint
+            && self.created_by == other.created_by
+            && self.created_at == other.created_at
+            && self.expires_at == other.expires_at
+            && self.last_used_at == other.last_used_at
+            && self.extras() == other.extras()
+    }
+}
+
+impl fmt::Debug for TokenExtras {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenExtras")
+            .field("description", &self.description)
+            .field("role", &self.role)
             .field("revoked_at", &self.revoked_at)
             .field("replaced_by", &self.replaced_by)
             .field("allowed_ips", &self.allowed_ips)

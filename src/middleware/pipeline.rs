@@ -322,7 +322,7 @@ impl Verification {
                     .check(
                         crate::rate_limit::Lineage::of(record),
                         identity.kind(),
-                        record.rate_limit,
+                        record.extras().rate_limit,
                     )
                     .await;
                 match checked {

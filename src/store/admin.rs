@@ -123,16 +123,16 @@ impl TokenUpdate {
             record.name.clone_from(n);
         }
         if let Some(d) = &self.description {
-            record.description.clone_from(d);
+            record.extras_mut().description.clone_from(d);
         }
         if let Some(e) = self.expires_at {
             record.expires_at = e;
         }
         if let Some(nets) = &self.allowed_ips {
-            record.allowed_ips.clone_from(nets);
+            record.extras_mut().allowed_ips.clone_from(nets);
         }
         if let Some(m) = &self.metadata {
-            record.metadata = m.clone();
+            record.extras_mut().metadata = m.clone();
         }
         if let Some(p) = &self.permissions {
             record.permissions = p.clone();

@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 
 use crate::error::StoreError;
 use crate::identity::Permissions;
-use crate::record::{Metadata, TokenId, TokenRecord};
+use crate::record::{Metadata, TokenExtras, TokenId, TokenRecord};
 use crate::token::TokenHash;
 
 /// The columns of the token table, in the order [`bind_record`] binds them.
@@ -73,20 +73,22 @@ pub(crate) trait Binder: Sized {
 
 /// The record in `row`.
 pub(crate) fn decode(row: &impl Row) -> Result<TokenRecord, StoreError> {
-    Ok(TokenRecord {
-        id: row.id("id")?,
-        hash: row.hash("hash")?,
-        kind: row.text("kind")?,
-        owner: row.text("owner")?,
-        name: row.text("name")?,
+    let mut record = TokenRecord::new(
+        row.id("id")?,
+        row.hash("hash")?,
+        row.text("kind")?,
+        row.text("owner")?,
+        row.text("name")?,
+        row.time("created_at")?,
+    )
+    .with_permissions(row.permissions("permissions")?)
+    .with_hint(row.text("hint")?)
+    .with_created_by(row.text("created_by")?);
+    record.expires_at = row.opt_time("expires_at")?;
+    record.last_used_at = row.opt_time("last_used_at")?;
+    let extras = TokenExtras {
         description: row.opt_text("description")?,
         role: row.opt_text("role")?,
-        permissions: row.permissions("permissions")?,
-        hint: row.text("hint")?,
-        created_by: row.text("created_by")?,
-        created_at: row.time("created_at")?,
-        expires_at: row.opt_time("expires_at")?,
-        last_used_at: row.opt_time("last_used_at")?,
         revoked_at: row.opt_time("revoked_at")?,
         replaced_by: row.opt_id("replaced_by")?,
         allowed_ips: row.networks("allowed_ips")?,
@@ -105,7 +107,8 @@ pub(crate) fn decode(row: &impl Row) -> Result<TokenRecord, StoreError> {
             .transpose()?,
         last_used_agent: row.opt_text("last_used_agent")?,
         expiry_warned_at: row.opt_time("expiry_warned_at")?,
-    })
+    };
+    Ok(record.with_extras(extras))
 }
 
 /// Binds every column of `r`, in the order of `token_columns!`.
@@ -115,28 +118,28 @@ pub(crate) fn bind_record<B: Binder>(b: B, r: &TokenRecord) -> Result<B, StoreEr
         .text("kind", &r.kind)?
         .text("owner", &r.owner)?
         .text("name", &r.name)?
-        .opt_text("description", r.description.as_deref())?
-        .opt_text("role", r.role.as_deref())?
+        .opt_text("description", r.extras().description.as_deref())?
+        .opt_text("role", r.extras().role.as_deref())?
         .permissions("permissions", &r.permissions)?
         .text("hint", &r.hint)?
         .text("created_by", &r.created_by)?
         .time("created_at", r.created_at)?
         .opt_time("expires_at", r.expires_at)?
         .opt_time("last_used_at", r.last_used_at)?
-        .opt_time("revoked_at", r.revoked_at)?
-        .opt_id("replaced_by", r.replaced_by)?
-        .networks("allowed_ips", &r.allowed_ips)?
-        .opt_u32("rate_limit", r.rate_limit)?
-        .opt_text("bound_to", r.bound_to.as_deref())?
-        .opt_time("bound_at", r.bound_at)?
-        .opt_time("released_at", r.released_at)?
-        .text("metadata", &r.metadata.to_json())?
+        .opt_time("revoked_at", r.extras().revoked_at)?
+        .opt_id("replaced_by", r.extras().replaced_by)?
+        .networks("allowed_ips", &r.extras().allowed_ips)?
+        .opt_u32("rate_limit", r.extras().rate_limit)?
+        .opt_text("bound_to", r.extras().bound_to.as_deref())?
+        .opt_time("bound_at", r.extras().bound_at)?
+        .opt_time("released_at", r.extras().released_at)?
+        .text("metadata", &r.extras().metadata.to_json())?
         .opt_text(
             "last_used_ip",
-            r.last_used_ip.map(|ip| ip.to_string()).as_deref(),
+            r.extras().last_used_ip.map(|ip| ip.to_string()).as_deref(),
         )?
-        .opt_text("last_used_agent", r.last_used_agent.as_deref())?
-        .opt_time("expiry_warned_at", r.expiry_warned_at)
+        .opt_text("last_used_agent", r.extras().last_used_agent.as_deref())?
+        .opt_time("expiry_warned_at", r.extras().expiry_warned_at)
 }
 
 /// The columns an edit in place ([`TokenStore::update`](crate::store::TokenStore::update))
@@ -156,11 +159,11 @@ pub(crate) const EDITABLE_COLUMNS: [&str; 6] = [
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn bind_editable<B: Binder>(b: B, r: &TokenRecord) -> Result<B, StoreError> {
     b.text("name", &r.name)?
-        .opt_text("description", r.description.as_deref())?
+        .opt_text("description", r.extras().description.as_deref())?
         .permissions("permissions", &r.permissions)?
         .opt_time("expires_at", r.expires_at)?
-        .networks("allowed_ips", &r.allowed_ips)?
-        .text("metadata", &r.metadata.to_json())?
+        .networks("allowed_ips", &r.extras().allowed_ips)?
+        .text("metadata", &r.extras().metadata.to_json())?
         .id("id", r.id)
 }
 

@@ -162,7 +162,8 @@ impl MemoryStore {
 
     /// Puts `record` in the digest map and the id index (in place of the record with the
     /// same id and digest, if any), under the index lock.
-    fn put(&self, index: &mut Index, record: TokenRecord) {
+    fn put(&self, index: &mut Index, mut record: TokenRecord) {
+        record.compact();
         let record = Arc::new(record);
         self.inner
             .by_hash
@@ -210,7 +211,7 @@ impl TokenStore for MemoryStore {
             .collect();
         if valid
             .iter()
-            .any(|r| r.replaced_by.is_none() && r.name == record.name)
+            .any(|r| r.extras().replaced_by.is_none() && r.name == record.name)
         {
             return Err(StoreError::NameTaken);
         }
@@ -250,10 +251,10 @@ impl TokenStore for MemoryStore {
         let mut index = self.index();
         Ok(self
             .change(&mut index, id, |r| {
-                if r.revoked_at.is_some() {
+                if r.extras().revoked_at.is_some() {
                     return false;
                 }
-                r.revoked_at = Some(at);
+                r.extras_mut().revoked_at = Some(at);
                 true
             })
             .unwrap_or(false))
@@ -282,7 +283,7 @@ impl TokenStore for MemoryStore {
             .collect();
         let ended: Vec<TokenId> = valid
             .iter()
-            .filter(|r| r.replaced_by == Some(*old))
+            .filter(|r| r.extras().replaced_by == Some(*old))
             .map(|r| r.id)
             .collect();
         let grows = old_expires_at > now && ended.is_empty();
@@ -298,7 +299,7 @@ impl TokenStore for MemoryStore {
         let new_id = new.id;
         self.put_new(&mut index, new)?;
         self.change(&mut index, old, |r| {
-            r.replaced_by = Some(new_id);
+            r.extras_mut().replaced_by = Some(new_id);
             r.expires_at = Some(
                 r.expires_at
                     .map_or(old_expires_at, |e| e.min(old_expires_at)),
@@ -330,8 +331,8 @@ impl TokenStore for MemoryStore {
                     return false;
                 }
                 r.last_used_at = Some(u.at);
-                r.last_used_ip = u.client_ip;
-                r.last_used_agent.clone_from(&u.user_agent);
+                r.extras_mut().last_used_ip = u.client_ip;
+                r.extras_mut().last_used_agent.clone_from(&u.user_agent);
                 true
             });
         }
@@ -344,7 +345,8 @@ impl TokenStore for MemoryStore {
             .by_id
             .iter()
             .filter(|r| {
-                r.0.revoked_at.is_some_and(|t| t <= now) || r.0.expires_at.is_some_and(|t| t <= now)
+                r.0.extras().revoked_at.is_some_and(|t| t <= now)
+                    || r.0.expires_at.is_some_and(|t| t <= now)
             })
             .map(|r| Arc::clone(&r.0))
             .collect();
@@ -376,12 +378,12 @@ impl TokenStore for MemoryStore {
         let mut index = self.index();
         let mut bound = None;
         self.change(&mut index, id, |r| {
-            if let Some(b) = &r.bound_to {
+            if let Some(b) = &r.extras().bound_to {
                 bound = Some(b.clone());
                 return false;
             }
-            r.bound_to = Some(fingerprint.to_owned());
-            r.bound_at = Some(now);
+            r.extras_mut().bound_to = Some(fingerprint.to_owned());
+            r.extras_mut().bound_at = Some(now);
             bound = Some(fingerprint.to_owned());
             true
         });
@@ -397,13 +399,18 @@ impl TokenStore for MemoryStore {
         let mut index = self.index();
         let mut outcome = ReleaseOutcome::NotBound;
         self.change(&mut index, id, |r| {
-            outcome = ReleaseOutcome::judge(r.bound_to.is_some(), r.released_at, now, min_interval);
+            outcome = ReleaseOutcome::judge(
+                r.extras().bound_to.is_some(),
+                r.extras().released_at,
+                now,
+                min_interval,
+            );
             if outcome != ReleaseOutcome::Released {
                 return false;
             }
-            r.bound_to = None;
-            r.bound_at = None;
-            r.released_at = Some(now);
+            r.extras_mut().bound_to = None;
+            r.extras_mut().bound_at = None;
+            r.extras_mut().released_at = Some(now);
             true
         })
         .ok_or(StoreError::NotFound)?;
@@ -451,16 +458,16 @@ impl TokenStore for MemoryStore {
                 continue;
             }
             let release = release_kinds.contains(&r.kind);
-            if release && r.bound_to.is_none() {
+            if release && r.extras().bound_to.is_none() {
                 continue;
             }
             let mut r = TokenRecord::clone(r);
             if release {
-                r.bound_to = None;
-                r.bound_at = None;
+                r.extras_mut().bound_to = None;
+                r.extras_mut().bound_at = None;
                 out.released.push(r.id);
             } else {
-                r.revoked_at = Some(now);
+                r.extras_mut().revoked_at = Some(now);
                 out.revoked.push(r.id);
             }
             changed.push(r);
@@ -483,14 +490,14 @@ impl TokenStore for MemoryStore {
             .by_id
             .iter()
             .map(|entry| &entry.0)
-            .filter(|r| r.expiry_warned_at.is_none() && r.is_live_at(now))
+            .filter(|r| r.extras().expiry_warned_at.is_none() && r.is_live_at(now))
             .filter(|r| r.expires_at.is_some_and(|e| e > now && e <= before))
             .map(|r| TokenRecord::clone(r))
             .collect();
         claimed.sort_by_key(|r| r.expires_at);
         claimed.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
         for r in &mut claimed {
-            r.expiry_warned_at = Some(now);
+            r.extras_mut().expiry_warned_at = Some(now);
             self.put(&mut index, r.clone());
         }
         Ok(claimed)
@@ -604,7 +611,7 @@ mod tests {
         let seen = store.find_by_hash_now(&a.hash).expect("sync").expect("ok");
         assert_eq!(seen.expect("held").last_used_at, Some(t));
         let seen = store.find_by_hash(&b.hash).await.expect("find");
-        assert_eq!(seen.expect("held").replaced_by, Some(next.id));
+        assert_eq!(seen.expect("held").extras().replaced_by, Some(next.id));
 
         let out = store
             .expire_inactive(

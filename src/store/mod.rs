@@ -63,7 +63,7 @@ pub use usage::{TokenUse, clean_user_agent};
 pub mod conformance;
 
 pub use crate::error::StoreError;
-pub use crate::record::{TokenId, TokenRecord};
+pub use crate::record::{TokenExtras, TokenId, TokenRecord};
 
 /// The rules an [`insert`](TokenStore::insert) or a [`rotate`](TokenStore::rotate) must
 /// enforce atomically.

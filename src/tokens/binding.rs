@@ -47,11 +47,11 @@ impl Tokens {
         now: i128,
     ) -> Result<Option<&'h str>, Denial> {
         let record = identity.record();
-        if !record.allowed_ips.is_empty() {
+        if !record.extras().allowed_ips.is_empty() {
             // Fail closed: an unknown address is outside every list.
             let allowed = client_ip()
                 .map(crate::client_ip::canonical)
-                .is_some_and(|ip| record.allowed_ips.iter().any(|n| n.contains(&ip)));
+                .is_some_and(|ip| record.extras().allowed_ips.iter().any(|n| n.contains(&ip)));
             if !allowed {
                 return Err(Denial::IpNotAllowed);
             }
@@ -75,7 +75,7 @@ impl Tokens {
             .and_then(|v| v.to_str().ok())
             .filter(|f| valid_fingerprint(f))
             .ok_or(Denial::BindingRequired)?;
-        if record.bound_to.as_deref() == Some(fingerprint) {
+        if record.extras().bound_to.as_deref() == Some(fingerprint) {
             self.inner.usage.touch(
                 record,
                 now,
@@ -100,7 +100,7 @@ impl Tokens {
         let now = self.now();
         match self.inner.store.bind(&record.id, fingerprint, now).await {
             Ok(Some(bound)) if bound == fingerprint => {
-                if record.bound_to.is_none() {
+                if record.extras().bound_to.is_none() {
                     tracing::debug!(token_id = %record.id, "token bound on first use");
                 }
                 let now = now.unix_timestamp_nanos();

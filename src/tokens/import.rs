@@ -217,8 +217,8 @@ impl Tokens {
         .with_permissions(permissions)
         .with_hint(hint)
         .with_created_by(req.created_by.unwrap_or(req.owner));
-        record.description = req.description;
-        record.role = req.role;
+        record.extras_mut().description = req.description;
+        record.extras_mut().role = req.role;
         record.expires_at = req.expires_at;
         let rules = self.limit_rules(&kind, now);
         match self.inner.store.insert(record.clone(), rules).await {

@@ -273,10 +273,11 @@ impl Tokens {
             if let Some(by) = &req.created_by {
                 record = record.with_created_by(by.clone());
             }
-            record.description.clone_from(&req.description);
-            record.role.clone_from(&req.role);
+            record.extras_mut().description.clone_from(&req.description);
+            record.extras_mut().role.clone_from(&req.role);
             record.expires_at = expires_at;
-            record.rate_limit = req.rate_limit;
+            record.extras_mut().rate_limit = req.rate_limit;
+            record.compact();
             match self.inner.store.insert(record.clone(), rules).await {
                 Ok(()) => {
                     tracing::debug!(token_id = %record.id, owner = %record.owner, kind = %record.kind, "token issued");

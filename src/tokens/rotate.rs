@@ -82,7 +82,7 @@ impl Tokens {
         // have reached a verification cache in front of the store yet, and the store's
         // revoke is what clears it (it changes nothing else on a revoked token). Without
         // it, a caller whose revoke answered Ok could still be let in by the cache.
-        if self.inner.store.revoke(&id, now).await? && rec.revoked_at.is_none() {
+        if self.inner.store.revoke(&id, now).await? && rec.extras().revoked_at.is_none() {
             tracing::debug!(token_id = %id, "token revoked");
             any = true;
         }
@@ -95,7 +95,7 @@ impl Tokens {
             let Some(record) = self.inner.store.get(&current).await? else {
                 break;
             };
-            let Some(next) = record.replaced_by else {
+            let Some(next) = record.extras().replaced_by else {
                 break;
             };
             if self.inner.store.revoke(&next, now).await? {
@@ -137,7 +137,7 @@ impl Tokens {
         id: TokenId,
     ) -> Result<(), TokenError> {
         let rec = self.get(owner, id).await?;
-        if rec.revoked_at.is_some() {
+        if rec.extras().revoked_at.is_some() {
             return Err(TokenError::NotFound);
         }
         if self.inner.store.revoke(&id, self.now()).await? {
@@ -224,20 +224,19 @@ impl Tokens {
             Expiry::SameLifetime => old.expires_at.map(|e| now + (e - old.created_at)),
             Expiry::Same => old.expires_at,
         };
-        let record = TokenRecord {
-            id: TokenId::random(),
-            hash: self.inner.hasher.stored(token.expose_secret()),
-            hint: token.hint(),
-            created_at: now,
-            expires_at,
-            last_used_at: None,
-            last_used_ip: None,
-            last_used_agent: None,
-            expiry_warned_at: None,
-            revoked_at: None,
-            replaced_by: None,
-            ..old
-        };
+        let mut record = old;
+        record.id = TokenId::random();
+        record.hash = self.inner.hasher.stored(token.expose_secret());
+        record.hint = token.hint();
+        record.created_at = now;
+        record.expires_at = expires_at;
+        record.last_used_at = None;
+        let extras = record.extras_mut();
+        extras.last_used_ip = None;
+        extras.last_used_agent = None;
+        extras.expiry_warned_at = None;
+        extras.revoked_at = None;
+        extras.replaced_by = None;
         let outcome = self
             .inner
             .store

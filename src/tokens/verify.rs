@@ -229,7 +229,7 @@ impl Tokens {
             Some(Denial::Unknown)
         } else if !kind_ok {
             Some(Denial::WrongKind)
-        } else if record.revoked_at.is_some() {
+        } else if record.extras().revoked_at.is_some() {
             Some(Denial::Revoked)
         } else if record.expires_at.is_some_and(|e| self.expired(e, now)) {
             Some(Denial::Expired)

@@ -83,7 +83,7 @@ async fn allow_lists_admit_inside_and_refuse_outside_on_both_paths() {
         ]))
         .await
         .unwrap();
-    assert_eq!(listed.record.allowed_ips.len(), 3);
+    assert_eq!(listed.record.extras().allowed_ips.len(), 3);
     let open = tokens
         .issue(NewToken::new("alice", "anywhere"))
         .await
@@ -270,8 +270,8 @@ async fn a_seat_binds_on_first_use_and_is_released_at_most_once_a_day() {
         .get("alice@example.com", seat.record.id)
         .await
         .unwrap();
-    assert_eq!(rec.bound_to.as_deref(), Some("machine-a"));
-    assert_eq!(rec.bound_at, Some(start()));
+    assert_eq!(rec.extras().bound_to.as_deref(), Some("machine-a"));
+    assert_eq!(rec.extras().bound_at, Some(start()));
     for svc in [&fast, &full] {
         assert_eq!(
             status_and_code(svc, machine(&seat.token, Some("machine-a")))
@@ -289,7 +289,10 @@ async fn a_seat_binds_on_first_use_and_is_released_at_most_once_a_day() {
         .rotate("alice@example.com", seat.record.id, None)
         .await
         .unwrap();
-    assert_eq!(rotated.record.bound_to.as_deref(), Some("machine-a"));
+    assert_eq!(
+        rotated.record.extras().bound_to.as_deref(),
+        Some("machine-a")
+    );
     let seat = rotated;
     assert_eq!(
         status_and_code(&fast, machine(&seat.token, Some("machine-b"))).await,
@@ -428,16 +431,25 @@ async fn inactive_tokens_are_revoked_and_idle_seats_released_by_the_purge() {
     tokens.purge().await.unwrap();
 
     let idle_now = tokens.get("alice", idle.record.id).await.unwrap();
-    assert!(idle_now.revoked_at.is_some(), "unused for 14 days: revoked");
+    assert!(
+        idle_now.extras().revoked_at.is_some(),
+        "unused for 14 days: revoked"
+    );
     assert_eq!(
         status_and_code(&svc, get(Some(&bearer(&idle.token)))).await,
         (StatusCode::UNAUTHORIZED, "invalid_token".to_owned())
     );
     let busy_now = tokens.get("alice", busy.record.id).await.unwrap();
-    assert!(busy_now.revoked_at.is_none(), "used 4 days ago: kept");
+    assert!(
+        busy_now.extras().revoked_at.is_none(),
+        "used 4 days ago: kept"
+    );
     let seat_now = tokens.get("alice", seat.record.id).await.unwrap();
-    assert!(seat_now.revoked_at.is_none(), "an idle seat is not revoked");
-    assert_eq!(seat_now.bound_to, None, "an idle seat is released");
+    assert!(
+        seat_now.extras().revoked_at.is_none(),
+        "an idle seat is not revoked"
+    );
+    assert_eq!(seat_now.extras().bound_to, None, "an idle seat is released");
     assert_eq!(
         status_and_code(&svc, machine(&seat.token, Some("machine-b")))
             .await

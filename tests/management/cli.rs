@@ -675,7 +675,7 @@ async fn the_admin_listing_spans_owners_and_an_update_applies_to_the_library() {
             .collect::<Vec<_>>(),
         ["apps:read"]
     );
-    assert_eq!(record.metadata.to_json(), r#"{"team":"ops"}"#);
+    assert_eq!(record.extras().metadata.to_json(), r#"{"team":"ops"}"#);
     // Widening is refused, with a clear message.
     let out = keygate(
         &db.path,

@@ -218,8 +218,11 @@ async fn an_admin_imports_a_batch_and_each_entry_says_what_became_of_it() {
     let laptop = list.iter().find(|r| r.name == "laptop").unwrap();
     assert_eq!(laptop.created_by, ADMIN);
     assert_eq!(laptop.hint, "pat_…");
-    assert_eq!(laptop.role.as_deref(), Some("viewer"));
-    assert_eq!(laptop.description.as_deref(), Some("from the old portal"));
+    assert_eq!(laptop.extras().role.as_deref(), Some("viewer"));
+    assert_eq!(
+        laptop.extras().description.as_deref(),
+        Some("from the old portal")
+    );
     assert_eq!(
         laptop.expires_at,
         Some(time::macros::datetime!(2099-01-01 0:00 UTC))

@@ -143,7 +143,7 @@ async fn rapidpipeline_tokens_and_seats() {
     assert_eq!(status, StatusCode::FORBIDDEN);
     assert_eq!(err["code"], "binding_required");
     let record = licences.get(EMAIL, seat_id).await.unwrap();
-    assert_eq!(record.bound_to.as_deref(), Some("workstation-1"));
+    assert_eq!(record.extras().bound_to.as_deref(), Some("workstation-1"));
 
     // Status and recent use.
     api.flush_usage().await.unwrap();
@@ -182,8 +182,8 @@ async fn rapidpipeline_tokens_and_seats() {
     api.purge().await.unwrap();
     licences.purge().await.unwrap();
     let record = licences.get(EMAIL, seat_id).await.unwrap();
-    assert_eq!(record.bound_to, None);
-    assert!(record.revoked_at.is_none());
+    assert_eq!(record.extras().bound_to, None);
+    assert!(record.extras().revoked_at.is_none());
     let (status, _) = check(&app, &seat_token, Some("render-node-3")).await;
     assert_eq!(status, StatusCode::OK);
     let (status, _) = send(

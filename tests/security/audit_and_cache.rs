@@ -303,7 +303,7 @@ async fn a_successful_release_is_audited_as_allowed() {
     let res = Answer::read(app.oneshot(req).await.unwrap()).await;
     assert_eq!(res.status, StatusCode::NO_CONTENT, "{}", res.text);
     let record = tokens.get(ADMIN, issued.record.id).await.unwrap();
-    assert_eq!(record.bound_to, None, "the seat is free");
+    assert_eq!(record.extras().bound_to, None, "the seat is free");
 
     audit.shutdown().await;
     let releases: Vec<_> = sink

@@ -437,7 +437,7 @@ async fn management_writes_that_cannot_be_audited_answer_503_and_leave_no_usable
         .await
         .unwrap()
         .into_iter()
-        .filter(|r| r.revoked_at.is_none())
+        .filter(|r| r.extras().revoked_at.is_none())
         .map(|r| r.id.to_string())
         .collect();
     live.sort();

@@ -240,7 +240,10 @@ pub(crate) async fn list_tokens(
         .await?
         .iter()
         // Revoked tokens, and replaced ones whose grace is over, are gone for the owner.
-        .filter(|r| r.revoked_at.is_none() && (r.replaced_by.is_none() || r.is_valid_at(now)))
+        .filter(|r| {
+            r.extras().revoked_at.is_none()
+                && (r.extras().replaced_by.is_none() || r.is_valid_at(now))
+        })
         .map(|r| TokenView::from_record(r, now))
         .collect();
     Ok(Json(views).into_response())

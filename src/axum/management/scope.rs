@@ -96,15 +96,16 @@ fn as_restricted(
         .kind(&caller.kind)
         .and_then(crate::TokenKind::binding_header)
         .is_some();
-    if binds && target.bound_to != caller.bound_to {
+    if binds && target.extras().bound_to != caller.extras().bound_to {
         return Err("it is not bound to the same machine");
     }
-    if !caller.allowed_ips.is_empty()
-        && (target.allowed_ips.is_empty()
+    if !caller.extras().allowed_ips.is_empty()
+        && (target.extras().allowed_ips.is_empty()
             || !target
+                .extras()
                 .allowed_ips
                 .iter()
-                .all(|t| caller.allowed_ips.iter().any(|c| c.contains(t))))
+                .all(|t| caller.extras().allowed_ips.iter().any(|c| c.contains(t))))
     {
         return Err("its allowed_ips are not within the caller's");
     }
@@ -113,8 +114,8 @@ fn as_restricted(
     {
         return Err("it expires later than the caller");
     }
-    if let Some(rate) = caller.rate_limit
-        && target.rate_limit.is_none_or(|r| r > rate)
+    if let Some(rate) = caller.extras().rate_limit
+        && target.extras().rate_limit.is_none_or(|r| r > rate)
     {
         return Err("its rate_limit is higher than the caller's");
     }

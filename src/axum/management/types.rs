@@ -262,22 +262,27 @@ impl TokenView {
             kind: record.kind.clone(),
             owner: record.owner.clone(),
             created_by: record.created_by.clone(),
-            description: record.description.clone(),
-            role: record.role.clone(),
+            description: record.extras().description.clone(),
+            role: record.extras().role.clone(),
             permissions: record.permissions.clone(),
             hint: record.hint.clone(),
-            metadata: record.metadata.clone(),
+            metadata: record.extras().metadata.clone(),
             created_at: utc(record.created_at),
             expires_at: record.expires_at.map(utc),
             last_used_at: record.last_used_at.map(utc),
-            last_used_ip: record.last_used_ip.map(|ip| ip.to_string()),
-            last_used_user_agent: record.last_used_agent.clone(),
-            revoked_at: record.revoked_at.map(utc),
+            last_used_ip: record.extras().last_used_ip.map(|ip| ip.to_string()),
+            last_used_user_agent: record.extras().last_used_agent.clone(),
+            revoked_at: record.extras().revoked_at.map(utc),
             status: record.status_at(now),
-            allowed_ips: record.allowed_ips.iter().map(ToString::to_string).collect(),
-            rate_limit: record.rate_limit,
-            bound_to: record.bound_to.clone(),
-            bound_at: record.bound_at.map(utc),
+            allowed_ips: record
+                .extras()
+                .allowed_ips
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            rate_limit: record.extras().rate_limit,
+            bound_to: record.extras().bound_to.clone(),
+            bound_at: record.extras().bound_at.map(utc),
         }
     }
 }

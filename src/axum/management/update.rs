@@ -184,13 +184,17 @@ fn bearer_narrows(
     }
     if let Some(nets) = changes.new_allowed_ips() {
         if nets.is_empty() {
-            if !target.allowed_ips.is_empty() {
+            if !target.extras().allowed_ips.is_empty() {
                 return Err(refuse("it cannot remove the allowed_ips"));
             }
-        } else if !target.allowed_ips.is_empty()
-            && !nets
-                .iter()
-                .all(|n| target.allowed_ips.iter().any(|o| o.contains(&n.trunc())))
+        } else if !target.extras().allowed_ips.is_empty()
+            && !nets.iter().all(|n| {
+                target
+                    .extras()
+                    .allowed_ips
+                    .iter()
+                    .any(|o| o.contains(&n.trunc()))
+            })
         {
             return Err(refuse(
                 "each new allowed_ips network must lie within one of the old ones",

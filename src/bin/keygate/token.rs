@@ -23,7 +23,7 @@ fn view(record: &TokenRecord, now: OffsetDateTime, secret: Option<&str>) -> Valu
     view.token = secret.map(str::to_owned);
     let mut out = serde_json::to_value(&view).unwrap_or(Value::Null);
     out["kind"] = json!(record.kind);
-    if let Some(at) = record.revoked_at {
+    if let Some(at) = record.extras().revoked_at {
         out["status"] = json!("revoked");
         out["revoked_at"] = json!(rfc3339(at));
     }
@@ -50,8 +50,8 @@ fn print_issued(issued: &IssuedToken) {
     println!("name:        {}", r.name);
     println!("hint:        {}", r.hint);
     println!("permissions: {}", show_permissions(&r.permissions));
-    if !r.metadata.is_empty() {
-        println!("metadata:    {}", r.metadata.to_json());
+    if !r.extras().metadata.is_empty() {
+        println!("metadata:    {}", r.extras().metadata.to_json());
     }
     println!(
         "expires:     {}",
@@ -231,14 +231,14 @@ pub(super) async fn token_update(tokens: &Tokens, args: TokenUpdate) -> Result<(
         println!("name:        {}", record.name);
         println!(
             "description: {}",
-            record.description.as_deref().unwrap_or("-")
+            record.extras().description.as_deref().unwrap_or("-")
         );
         println!(
             "expires:     {}",
             record.expires_at.map_or_else(|| "never".into(), rfc3339)
         );
         println!("permissions: {}", show_permissions(&record.permissions));
-        println!("metadata:    {}", record.metadata.to_json());
+        println!("metadata:    {}", record.extras().metadata.to_json());
     }
     Ok(())
 }
@@ -284,11 +284,11 @@ pub(super) async fn token_list(tokens: &Tokens, args: TokenList) -> Result<(), F
     let rows: Vec<[String; 10]> = records
         .iter()
         .map(|r| {
-            let status = if r.revoked_at.is_some() {
+            let status = if r.extras().revoked_at.is_some() {
                 "revoked"
             } else if !r.is_valid_at(now) {
                 "expired"
-            } else if r.replaced_by.is_some() {
+            } else if r.extras().replaced_by.is_some() {
                 "rotated"
             } else {
                 "active"
@@ -307,10 +307,10 @@ pub(super) async fn token_list(tokens: &Tokens, args: TokenList) -> Result<(), F
                 r.last_used_at.map_or_else(|| "never".into(), rfc3339),
                 last_client(r),
                 show_permissions(&r.permissions),
-                if r.metadata.is_empty() {
+                if r.extras().metadata.is_empty() {
                     "-".to_owned()
                 } else {
-                    r.metadata.to_json()
+                    r.extras().metadata.to_json()
                 },
             ]
         })
@@ -341,7 +341,10 @@ pub(super) async fn token_list(tokens: &Tokens, args: TokenList) -> Result<(), F
 
 /// The address and agent of the last use: `192.0.2.7 (curl/8.5.0)`, `-` when unknown.
 fn last_client(r: &TokenRecord) -> String {
-    match (r.last_used_ip, r.last_used_agent.as_deref()) {
+    match (
+        r.extras().last_used_ip,
+        r.extras().last_used_agent.as_deref(),
+    ) {
         (Some(ip), Some(agent)) => format!("{ip} ({agent})"),
         (Some(ip), None) => ip.to_string(),
         (None, Some(agent)) => format!("({agent})"),
@@ -507,7 +510,7 @@ pub(super) async fn token_lookup(tokens: &Tokens, args: TokenLookup) -> Result<(
         "expires:   {}",
         record.expires_at.map_or_else(|| "never".into(), rfc3339)
     );
-    if let Some(at) = record.revoked_at {
+    if let Some(at) = record.extras().revoked_at {
         println!("revoked:   {}", rfc3339(at));
     }
     Ok(())

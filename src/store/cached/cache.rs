@@ -316,7 +316,7 @@ mod tests {
         assert_eq!(cache.found_ttl(&valid), Some(Duration::from_secs(30)));
 
         let mut revoked = valid.clone();
-        revoked.revoked_at = Some(now);
+        revoked.extras_mut().revoked_at = Some(now);
         assert_eq!(cache.found_ttl(&revoked), Some(Duration::from_secs(5)));
 
         let mut expired = valid.clone();

@@ -42,7 +42,7 @@ pub(super) async fn update_changes_what_it_names(s: &Arc<dyn TokenStore>) {
     let o = owner("update");
     let mut r = record(&o, "ci", t);
     r.expires_at = Some(t + Duration::from_secs(3600));
-    r.allowed_ips = vec!["10.0.0.0/8".parse().expect("valid")];
+    r.extras_mut().allowed_ips = vec!["10.0.0.0/8".parse().expect("valid")];
     r.last_used_at = Some(t);
     s.insert(r.clone(), rules(t, None)).await.expect("insert");
     let u = TokenUpdate::new()
@@ -83,9 +83,9 @@ pub(super) async fn update_changes_what_it_names(s: &Arc<dyn TokenStore>) {
     let got = s.update(&r.id, &u, t).await.expect("update");
     u.apply(&mut want);
     assert_eq!(got, want, "None clears description and expiry");
-    assert_eq!(got.description, None);
+    assert_eq!(got.extras().description, None);
     assert_eq!(got.expires_at, None);
-    assert!(got.allowed_ips.is_empty());
+    assert!(got.extras().allowed_ips.is_empty());
     assert_eq!(
         s.get(&r.id).await.expect("get").expect("present"),
         want,
@@ -140,8 +140,9 @@ pub(super) async fn update_needs_a_live_token(s: &Arc<dyn TokenStore>) {
             .await
             .expect("get")
             .expect("present")
+            .extras()
             .description,
-        revoked.description,
+        revoked.extras().description,
         "a refused update changes nothing"
     );
 }

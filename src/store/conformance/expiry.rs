@@ -60,11 +60,11 @@ pub(super) async fn claims_live_records_due_once(s: &Arc<dyn TokenStore>) {
     let later = expiring("later", before + Duration::from_secs(60));
     let past = expiring("past", t);
     let mut revoked = expiring("revoked", t + Duration::from_secs(3600));
-    revoked.revoked_at = Some(created);
+    revoked.extras_mut().revoked_at = Some(created);
     let mut replaced = expiring("replaced", t + Duration::from_secs(3600));
-    replaced.replaced_by = Some(due.id);
+    replaced.extras_mut().replaced_by = Some(due.id);
     let mut warned = expiring("warned", t + Duration::from_secs(3600));
-    warned.expiry_warned_at = Some(created);
+    warned.extras_mut().expiry_warned_at = Some(created);
     let never = record(&o, "never", created);
     let all = [
         &due, &edge, &later, &past, &revoked, &replaced, &warned, &never,
@@ -86,7 +86,7 @@ pub(super) async fn claims_live_records_due_once(s: &Arc<dyn TokenStore>) {
         assert!(claimed.len() <= 3, "a claim takes at most `limit` records");
         for r in claimed.iter().filter(|r| ours.contains(&r.id)) {
             assert_eq!(
-                r.expiry_warned_at,
+                r.extras().expiry_warned_at,
                 Some(t),
                 "a claimed record is returned with expiry_warned_at = now"
             );
@@ -105,7 +105,11 @@ pub(super) async fn claims_live_records_due_once(s: &Arc<dyn TokenStore>) {
          (not later, past, revoked, replaced, already warned or never-expiring ones)"
     );
     let stored = s.get(&due.id).await.expect("get").expect("present");
-    assert_eq!(stored.expiry_warned_at, Some(t), "the claim is stored");
+    assert_eq!(
+        stored.extras().expiry_warned_at,
+        Some(t),
+        "the claim is stored"
+    );
     let again = s
         .claim_expiry_warnings(before, t + Duration::from_secs(1), 1000)
         .await

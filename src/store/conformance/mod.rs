@@ -147,15 +147,15 @@ async fn round_trip(s: &Arc<dyn TokenStore>) {
     let mut r = record(&owner("round-trip"), "ci", t);
     r.expires_at = Some(t + Duration::from_secs(3600));
     r.last_used_at = Some(t);
-    r.allowed_ips = vec![
+    r.extras_mut().allowed_ips = vec![
         "10.0.0.0/8".parse().expect("valid"),
         "192.0.2.7/32".parse().expect("valid"),
         "2001:db8::/32".parse().expect("valid"),
     ];
-    r.rate_limit = Some(42);
-    r.bound_to = Some("machine «7» ✓".into());
-    r.bound_at = Some(t - Duration::from_secs(60));
-    r.released_at = Some(t - Duration::from_secs(7200));
+    r.extras_mut().rate_limit = Some(42);
+    r.extras_mut().bound_to = Some("machine «7» ✓".into());
+    r.extras_mut().bound_at = Some(t - Duration::from_secs(60));
+    r.extras_mut().released_at = Some(t - Duration::from_secs(7200));
     s.insert(r.clone(), rules(t, None)).await.expect("insert");
     let found = s
         .find_by_hash(&r.hash)
@@ -166,8 +166,8 @@ async fn round_trip(s: &Arc<dyn TokenStore>) {
     let got = s.get(&r.id).await.expect("get").expect("present");
     assert_eq!(got, r, "get must return the record as inserted");
     let mut bare = record(&owner("round-trip"), "bare", t);
-    bare.description = None;
-    bare.role = None;
+    bare.extras_mut().description = None;
+    bare.extras_mut().role = None;
     bare.permissions = Permissions::none();
     s.insert(bare.clone(), rules(t, None))
         .await
@@ -366,7 +366,7 @@ async fn revoke_is_terminal(s: &Arc<dyn TokenStore>) {
     );
     let found = s.find_by_hash(&r.hash).await.expect("find").expect("kept");
     assert_eq!(
-        found.revoked_at,
+        found.extras().revoked_at,
         Some(t),
         "the revocation is visible at once and keeps the first time"
     );

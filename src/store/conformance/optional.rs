@@ -137,7 +137,10 @@ pub(super) async fn unsupported_bindings_fail_closed(s: &Arc<dyn TokenStore>) {
         .await
         .expect("get")
         .expect("present");
-    assert!(got.bound_to.is_none(), "a refused first use binds nothing");
+    assert!(
+        got.extras().bound_to.is_none(),
+        "a refused first use binds nothing"
+    );
 }
 
 pub(super) async fn bind_sets_once(s: &Arc<dyn TokenStore>) {
@@ -169,9 +172,9 @@ pub(super) async fn bind_sets_once(s: &Arc<dyn TokenStore>) {
         Some("machine-a")
     );
     let got = s.get(&r.id).await.expect("get").expect("present");
-    assert_eq!(got.bound_to.as_deref(), Some("machine-a"));
+    assert_eq!(got.extras().bound_to.as_deref(), Some("machine-a"));
     assert_eq!(
-        got.bound_at,
+        got.extras().bound_at,
         Some(t),
         "bound_at is the time of the first bind"
     );
@@ -181,7 +184,7 @@ pub(super) async fn bind_sets_once(s: &Arc<dyn TokenStore>) {
         .expect("find")
         .expect("present");
     assert_eq!(
-        found.bound_to.as_deref(),
+        found.extras().bound_to.as_deref(),
         Some("machine-a"),
         "lookups see the binding"
     );
@@ -226,7 +229,7 @@ pub(super) async fn concurrent_first_uses_bind_one(s: &Arc<dyn TokenStore>) {
     );
     assert_eq!(answers.len(), 1, "every caller must learn the same binding");
     let got = s.get(&r.id).await.expect("get").expect("present");
-    assert_eq!(got.bound_to.as_ref(), Some(&winners[0]));
+    assert_eq!(got.extras().bound_to.as_ref(), Some(&winners[0]));
 }
 
 pub(super) async fn release_respects_its_interval(s: &Arc<dyn TokenStore>) {
@@ -246,7 +249,11 @@ pub(super) async fn release_respects_its_interval(s: &Arc<dyn TokenStore>) {
     );
     let got = s.get(&r.id).await.expect("get").expect("present");
     assert_eq!(
-        (got.bound_to, got.bound_at, got.released_at),
+        (
+            got.extras().bound_to.as_deref(),
+            got.extras().bound_at,
+            got.extras().released_at
+        ),
         (None, None, Some(t)),
         "a release clears the binding and records when"
     );
@@ -272,6 +279,7 @@ pub(super) async fn release_respects_its_interval(s: &Arc<dyn TokenStore>) {
             .await
             .expect("get")
             .expect("present")
+            .extras()
             .bound_to
             .as_deref(),
         Some("machine-b"),
@@ -303,9 +311,9 @@ pub(super) async fn inactive_tokens_expire(s: &Arc<dyn TokenStore>) {
     let fresh = record(&o, "fresh", t - Duration::from_secs(60));
     let mut seat = record(&o, "seat", long_ago);
     seat.kind = "seat".into();
-    seat.bound_to = Some("machine-a".into());
-    seat.bound_at = Some(long_ago);
-    seat.released_at = Some(long_ago);
+    seat.extras_mut().bound_to = Some("machine-a".into());
+    seat.extras_mut().bound_at = Some(long_ago);
+    seat.extras_mut().released_at = Some(long_ago);
     let mut unbound_seat = record(&o, "unbound-seat", long_ago);
     unbound_seat.kind = "seat".into();
     let mut expired = record(&o, "expired", long_ago);
@@ -314,8 +322,8 @@ pub(super) async fn inactive_tokens_expire(s: &Arc<dyn TokenStore>) {
     other_kind.kind = "other".into();
     let mut other_seat = record(&o, "other-seat", long_ago);
     other_seat.kind = "other-seat".into();
-    other_seat.bound_to = Some("machine-b".into());
-    other_seat.bound_at = Some(long_ago);
+    other_seat.extras_mut().bound_to = Some("machine-b".into());
+    other_seat.extras_mut().bound_at = Some(long_ago);
     for r in [
         &idle,
         &used,
@@ -358,26 +366,34 @@ pub(super) async fn inactive_tokens_expire(s: &Arc<dyn TokenStore>) {
     );
     let other_now = s.get(&other_kind.id).await.expect("get").expect("present");
     assert!(
-        other_now.revoked_at.is_none(),
+        other_now.extras().revoked_at.is_none(),
         "another kind's idle token stays valid"
     );
     let other_seat_now = s.get(&other_seat.id).await.expect("get").expect("present");
     assert_eq!(
-        other_seat_now.bound_to.as_deref(),
+        other_seat_now.extras().bound_to.as_deref(),
         Some("machine-b"),
         "another kind's idle seat stays bound"
     );
     let idle_now = s.get(&idle.id).await.expect("get").expect("present");
-    assert_eq!(idle_now.revoked_at, Some(t), "revoked at `now`");
+    assert_eq!(idle_now.extras().revoked_at, Some(t), "revoked at `now`");
     let seat_now = s.get(&seat.id).await.expect("get").expect("present");
     assert_eq!(
-        (seat_now.revoked_at, seat_now.bound_to, seat_now.released_at),
+        (
+            seat_now.extras().revoked_at,
+            seat_now.extras().bound_to.as_deref(),
+            seat_now.extras().released_at
+        ),
         (None, None, Some(long_ago)),
         "an automatic release keeps the token and the time of the last manual release"
     );
     for kept in [&used, &fresh, &unbound_seat] {
         let r = s.get(&kept.id).await.expect("get").expect("present");
-        assert!(r.revoked_at.is_none(), "{} must stay valid", kept.name);
+        assert!(
+            r.extras().revoked_at.is_none(),
+            "{} must stay valid",
+            kept.name
+        );
     }
     let again = s
         .expire_inactive(cutoff, t, &kinds, &release)

@@ -61,7 +61,10 @@ pub(super) async fn rehash_moves_the_digest_once(s: &Arc<dyn TokenStore>) {
     // Revoking and purging work under the new digest.
     assert!(s.revoke(&r.id, t).await.expect("revoke"));
     let found = s.find_by_hash(&to).await.expect("find").expect("present");
-    assert!(found.revoked_at.is_some(), "revocation after a rehash");
+    assert!(
+        found.extras().revoked_at.is_some(),
+        "revocation after a rehash"
+    );
     s.purge_expired(t + Duration::from_secs(1))
         .await
         .expect("purge");

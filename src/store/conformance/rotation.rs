@@ -17,11 +17,9 @@ pub(super) async fn rotate_is_atomic(s: &Arc<dyn TokenStore>) {
     s.insert(old.clone(), rules(t, Some(1)))
         .await
         .expect("insert");
-    let new = TokenRecord {
-        id: TokenId::random(),
-        hash: TokenKind::pat().generate().hash(),
-        ..old.clone()
-    };
+    let mut new = old.clone();
+    new.id = TokenId::random();
+    new.hash = TokenKind::pat().generate().hash();
     let grace_end = t + Duration::from_secs(60);
     let out = s
         .rotate(&old.id, new.clone(), grace_end, rules(t, Some(2)))
@@ -29,7 +27,7 @@ pub(super) async fn rotate_is_atomic(s: &Arc<dyn TokenStore>) {
         .expect("rotate with grace and room under the limit");
     assert!(out.ended.is_empty(), "nothing in grace before");
     let old_now = s.get(&old.id).await.expect("get").expect("kept");
-    assert_eq!(old_now.replaced_by, Some(new.id));
+    assert_eq!(old_now.extras().replaced_by, Some(new.id));
     assert_eq!(
         old_now.expires_at,
         Some(grace_end),
@@ -47,11 +45,9 @@ pub(super) async fn rotate_is_atomic(s: &Arc<dyn TokenStore>) {
         "the successor holds the name"
     );
     // A replaced token cannot be rotated again, nor can an unknown or revoked one.
-    let again = TokenRecord {
-        id: TokenId::random(),
-        hash: TokenKind::pat().generate().hash(),
-        ..old.clone()
-    };
+    let mut again = old.clone();
+    again.id = TokenId::random();
+    again.hash = TokenKind::pat().generate().hash();
     assert!(matches!(
         s.rotate(&old.id, again.clone(), t, rules(t, None)).await,
         Err(StoreError::NotFound)
@@ -71,11 +67,9 @@ pub(super) async fn rotate_is_atomic(s: &Arc<dyn TokenStore>) {
     s.insert(short.clone(), rules(t, None))
         .await
         .expect("insert");
-    let next = TokenRecord {
-        id: TokenId::random(),
-        hash: TokenKind::pat().generate().hash(),
-        ..short.clone()
-    };
+    let mut next = short.clone();
+    next.id = TokenId::random();
+    next.hash = TokenKind::pat().generate().hash();
     s.rotate(
         &short.id,
         next,
@@ -97,12 +91,11 @@ pub(super) async fn rotate_is_atomic(s: &Arc<dyn TokenStore>) {
 
 /// A successor of `r` with a fresh id and hash.
 fn successor(r: &TokenRecord) -> TokenRecord {
-    TokenRecord {
-        id: TokenId::random(),
-        hash: TokenKind::pat().generate().hash(),
-        replaced_by: None,
-        ..r.clone()
-    }
+    let mut next = r.clone();
+    next.id = TokenId::random();
+    next.hash = TokenKind::pat().generate().hash();
+    next.extras_mut().replaced_by = None;
+    next
 }
 
 pub(super) async fn valid_count(s: &Arc<dyn TokenStore>, owner: &str, at: OffsetDateTime) -> usize {
@@ -140,7 +133,7 @@ pub(super) async fn rotation_ends_the_earlier_grace(s: &Arc<dyn TokenStore>) {
         "a lineage keeps at most one token in grace: a is dead at once"
     );
     let b_now = s.get(&b.id).await.expect("get").expect("kept");
-    assert_eq!(b_now.replaced_by, Some(c.id));
+    assert_eq!(b_now.extras().replaced_by, Some(c.id));
     assert!(b_now.is_valid_at(t), "b is in its grace");
     assert_eq!(valid_count(s, &o, t).await, 2, "c live, b in grace");
     // A rotation without grace ends the earlier grace too.
@@ -209,7 +202,7 @@ pub(super) async fn tokens_in_grace_count_against_the_limit(s: &Arc<dyn TokenSto
         .expect("insert");
     let mut seat = record(&o3, "seat", t);
     seat.kind = "lic".into();
-    seat.bound_to = Some("machine-1".into());
+    seat.extras_mut().bound_to = Some("machine-1".into());
     s.insert(seat.clone(), rules(t, Some(1)).per_kind())
         .await
         .expect("insert");

@@ -45,20 +45,31 @@ pub(super) async fn record_usage_moves_details_with_the_time(
     .expect("record_usage ignores unknown ids");
     let got = s.get(&a.id).await.expect("get").expect("a");
     assert_eq!(got.last_used_at, Some(later), "the latest use of the batch");
-    if details == Details::Optional && got.last_used_ip.is_none() && got.last_used_agent.is_none() {
+    if details == Details::Optional
+        && got.extras().last_used_ip.is_none()
+        && got.extras().last_used_agent.is_none()
+    {
         // The trait's default: the times only (a store written before `record_usage`).
         details_not_kept(s, &a.id, later).await;
         return;
     }
-    assert_eq!(got.last_used_ip, Some(v6), "the address of the latest use");
     assert_eq!(
-        got.last_used_agent.as_deref(),
+        got.extras().last_used_ip,
+        Some(v6),
+        "the address of the latest use"
+    );
+    assert_eq!(
+        got.extras().last_used_agent.as_deref(),
         Some(agent),
         "the agent of the latest use, as given"
     );
     let got = s.get(&b.id).await.expect("get").expect("b");
     assert_eq!(
-        (got.last_used_at, got.last_used_ip, got.last_used_agent),
+        (
+            got.last_used_at,
+            got.extras().last_used_ip,
+            got.extras().last_used_agent.as_deref()
+        ),
         (Some(t), Some(v4), None)
     );
 
@@ -73,8 +84,8 @@ pub(super) async fn record_usage_moves_details_with_the_time(
     assert_eq!(
         (
             got.last_used_at,
-            got.last_used_ip,
-            got.last_used_agent.as_deref()
+            got.extras().last_used_ip,
+            got.extras().last_used_agent.as_deref()
         ),
         (Some(later), Some(v6), Some(agent)),
         "a use that is not later leaves the details of the last one"
@@ -87,7 +98,11 @@ pub(super) async fn record_usage_moves_details_with_the_time(
         .expect("record_usage");
     let got = s.get(&a.id).await.expect("get").expect("a");
     assert_eq!(
-        (got.last_used_at, got.last_used_ip, got.last_used_agent),
+        (
+            got.last_used_at,
+            got.extras().last_used_ip,
+            got.extras().last_used_agent.as_deref()
+        ),
         (Some(latest), None, None)
     );
     // `record_use` and `record_usage` share the rule: an older time is ignored by either.
@@ -98,7 +113,7 @@ pub(super) async fn record_usage_moves_details_with_the_time(
     );
     // The details show on the record the verification path reads, too.
     let found = s.find_by_hash(&b.hash).await.expect("find").expect("b");
-    assert_eq!(found.last_used_ip, Some(v4));
+    assert_eq!(found.extras().last_used_ip, Some(v4));
     s.record_usage(&[]).await.expect("an empty batch is fine");
 }
 
@@ -124,5 +139,11 @@ async fn details_not_kept(s: &Arc<dyn TokenStore>, id: &TokenId, last: time::Off
         Some(later),
         "last_used_at only moves forward"
     );
-    assert_eq!((got.last_used_ip, got.last_used_agent), (None, None));
+    assert_eq!(
+        (
+            got.extras().last_used_ip,
+            got.extras().last_used_agent.as_deref()
+        ),
+        (None, None)
+    );
 }

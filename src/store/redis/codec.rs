@@ -218,3 +218,135 @@ pub(super) fn update_fields(
     }
     Ok((del, set))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flat(pairs: &[(&str, &str)]) -> Vec<String> {
+        pairs
+            .iter()
+            .flat_map(|(k, v)| [(*k).to_owned(), (*v).to_owned()])
+            .collect()
+    }
+
+    const HASH: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+
+    /// A hash as the store has written it since the metadata field: every field set.
+    #[test]
+    fn decodes_a_stored_value_with_every_field() {
+        let stored = flat(&[
+            ("id", "7d3f1c2a-9b8e-4f6a-8c5d-1e2f3a4b5c6d"),
+            ("hash", HASH),
+            ("kind", "pat"),
+            ("owner", "alice@example.com"),
+            ("name", "deploy"),
+            ("description", "ci deploys"),
+            ("role", "deployer"),
+            ("permissions", r#"["repo:read","repo:write"]"#),
+            ("hint", "pat_AbCd1234"),
+            ("created_by", "admin@example.com"),
+            ("created_at", "1767225600000000"),
+            ("expires_at", "1798761600000000"),
+            ("last_used_at", "1767312000000000"),
+            ("revoked_at", "1767398400000000"),
+            ("replaced_by", "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d"),
+            ("allowed_ips", r#"["10.0.0.0/8","2001:db8::/32"]"#),
+            ("rate_limit", "120"),
+            ("bound_to", "machine-42"),
+            ("bound_at", "1767312000000000"),
+            ("released_at", "1767315600000000"),
+            ("metadata", r#"{"team":"payments"}"#),
+            ("last_used_ip", "192.0.2.7"),
+            ("last_used_agent", "curl/8.5.0"),
+            ("expiry_warned_at", "1798156800000000"),
+            ("seq", "17"),
+        ]);
+        let (r, seq) = decode(stored.clone()).expect("decodes");
+        assert_eq!(seq, 17);
+        assert_eq!(r.id.to_string(), "7d3f1c2a-9b8e-4f6a-8c5d-1e2f3a4b5c6d");
+        assert_eq!(r.hash.to_hex(), HASH);
+        assert_eq!(
+            (r.kind.as_str(), r.owner.as_str(), r.name.as_str()),
+            ("pat", "alice@example.com", "deploy")
+        );
+        assert_eq!(
+            (r.hint.as_str(), r.created_by.as_str()),
+            ("pat_AbCd1234", "admin@example.com")
+        );
+        assert!(r.permissions.allows("repo:write"));
+        assert_eq!(r.created_at.unix_timestamp(), 1_767_225_600);
+        assert_eq!(
+            r.expires_at.map(|t| t.unix_timestamp()),
+            Some(1_798_761_600)
+        );
+        assert_eq!(
+            r.last_used_at.map(|t| t.unix_timestamp()),
+            Some(1_767_312_000)
+        );
+        let x = r.extras();
+        assert_eq!(x.description.as_deref(), Some("ci deploys"));
+        assert_eq!(x.role.as_deref(), Some("deployer"));
+        assert_eq!(
+            x.revoked_at.map(|t| t.unix_timestamp()),
+            Some(1_767_398_400)
+        );
+        assert_eq!(
+            x.replaced_by.map(|id| id.to_string()).as_deref(),
+            Some("0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d")
+        );
+        assert_eq!(x.allowed_ips.len(), 2);
+        assert_eq!(x.rate_limit, Some(120));
+        assert_eq!(x.bound_to.as_deref(), Some("machine-42"));
+        assert_eq!(x.bound_at.map(|t| t.unix_timestamp()), Some(1_767_312_000));
+        assert_eq!(
+            x.released_at.map(|t| t.unix_timestamp()),
+            Some(1_767_315_600)
+        );
+        assert_eq!(
+            x.metadata.get("team").and_then(|v| v.as_str()),
+            Some("payments")
+        );
+        assert_eq!(
+            x.last_used_ip.map(|ip| ip.to_string()).as_deref(),
+            Some("192.0.2.7")
+        );
+        assert_eq!(x.last_used_agent.as_deref(), Some("curl/8.5.0"));
+        assert_eq!(
+            x.expiry_warned_at.map(|t| t.unix_timestamp()),
+            Some(1_798_156_800)
+        );
+        // Written back, the record gives the same fields.
+        let mut again = fields(&r).expect("encodes");
+        again.extend(["seq".to_owned(), "17".to_owned()]);
+        let as_map = |f: Vec<String>| -> HashMap<String, String> {
+            let mut it = f.into_iter();
+            std::iter::from_fn(|| Some((it.next()?, it.next()?))).collect()
+        };
+        assert_eq!(as_map(again), as_map(stored));
+    }
+
+    /// A value with only the fields every token has (absent options left out) decodes to a
+    /// record with no extras.
+    #[test]
+    fn decodes_a_stored_value_without_options() {
+        let stored = flat(&[
+            ("id", "7d3f1c2a-9b8e-4f6a-8c5d-1e2f3a4b5c6d"),
+            ("hash", HASH),
+            ("kind", "pat"),
+            ("owner", "alice"),
+            ("name", "ci"),
+            ("permissions", "[]"),
+            ("hint", "pat_AbCd1234"),
+            ("created_by", "alice"),
+            ("created_at", "1767225600000000"),
+            ("seq", "3"),
+        ]);
+        let (r, seq) = decode(stored).expect("decodes");
+        assert_eq!(seq, 3);
+        assert_eq!(r.owner, "alice");
+        assert_eq!(r.expires_at, None);
+        assert_eq!(r.extras(), &crate::record::TokenExtras::default());
+        assert!(r.extras().metadata.is_empty());
+    }
+}

@@ -275,7 +275,7 @@ impl RedisStore {
                     .to_string()
             })
             .unwrap_or_default();
-        let dead = match (r.revoked_at, r.expires_at) {
+        let dead = match (r.extras().revoked_at, r.expires_at) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
