@@ -441,35 +441,12 @@ fn cold_miss(c: &mut Criterion, rt: &tokio::runtime::Runtime, backends: &Backend
         }
         let name = format!("{}+cache", b.name);
         let samples = std::cell::RefCell::new(Vec::<Duration>::new());
+        // Criterion calls the closure more than once (warm-up, then measurement): the
+        // tokens are issued on the first call only.
+        let fixture = std::cell::OnceCell::new();
+        let mut next = 0;
         g.bench_function(&name, |bench| {
-            let miss = CachedStore::new(b.store.clone())
-                .with_capacity(0)
-                .with_negative_capacity(0);
-            let tokens = Tokens::builder(Arc::new(miss) as Arc<dyn TokenStore>)
-                .max_tokens_per_owner(None)
-                .usage_granularity(Duration::from_secs(3600))
-                .build()
-                .expect("manager");
-            let set: Vec<RawToken> = rt.block_on(async {
-                let mut set = Vec::with_capacity(COLD_TOKENS);
-                for i in 0..COLD_TOKENS {
-                    let issued = tokens
-                        .issue(NewToken::new(format!("cold-{}", i % 50), format!("c{i}")))
-                        .await
-                        .expect("issue");
-                    set.push(issued.token);
-                }
-                // Record each token's use once, so the timed calls queue none.
-                for token in &set {
-                    tokens
-                        .authenticate(token.expose_secret())
-                        .await
-                        .expect("valid");
-                }
-                tokens.flush_usage().await.expect("flush usage");
-                set
-            });
-            let mut next = 0;
+            let (tokens, set) = fixture.get_or_init(|| cold_fixture(rt, b));
             bench.iter_custom(|iters| {
                 let mut taken = Vec::with_capacity(iters as usize);
                 rt.block_on(async {
@@ -502,6 +479,39 @@ fn cold_miss(c: &mut Criterion, rt: &tokio::runtime::Runtime, backends: &Backend
         );
     }
     g.finish();
+}
+
+/// `COLD_TOKENS` tokens issued through a `CachedStore` in front of `b` that keeps nothing,
+/// each used once (its use recorded and flushed, so the timed calls queue none).
+fn cold_fixture(rt: &tokio::runtime::Runtime, b: &Backend) -> (Tokens, Vec<RawToken>) {
+    let miss = CachedStore::new(b.store.clone())
+        .with_capacity(0)
+        .with_negative_capacity(0);
+    let tokens = Tokens::builder(Arc::new(miss) as Arc<dyn TokenStore>)
+        .max_tokens_per_owner(None)
+        .usage_granularity(Duration::from_secs(3600))
+        .build()
+        .expect("manager");
+    let set: Vec<RawToken> = rt.block_on(async {
+        let mut set = Vec::with_capacity(COLD_TOKENS);
+        for i in 0..COLD_TOKENS {
+            let issued = tokens
+                .issue(NewToken::new(format!("cold-{}", i % 50), format!("c{i}")))
+                .await
+                .expect("issue");
+            set.push(issued.token);
+        }
+        // Record each token's use once, so the timed calls queue none.
+        for token in &set {
+            tokens
+                .authenticate(token.expose_secret())
+                .await
+                .expect("valid");
+        }
+        tokens.flush_usage().await.expect("flush usage");
+        set
+    });
+    (tokens, set)
 }
 
 /// Shorter than criterion's defaults (3 s warm-up, 5 s measurement), for 30 benchmarks. On
