@@ -37,6 +37,12 @@
 //!   bench) takes the second core, and the ceiling then falls below 2 as well; only a
 //!   verification ratio below a ceiling near 2.0 is the code's.
 //!
+//! - `cold_miss`: the latency of a cache miss that goes to the database, per backend
+//!   (`sqlite+cache`, `postgres+cache`, `redis+cache`): `Tokens::authenticate` over a
+//!   `CachedStore` that keeps nothing, each call timed alone over 1 000 tokens; the p50,
+//!   p90, p99 and maximum of every call are printed after each backend
+//!   (`cold_miss/postgres+cache: n=… p50=… p99=…`). Criterion's own figure is the mean.
+//!
 //! PostgreSQL (`KEYGATE_TEST_POSTGRES_URL`, default `postgres://postgres@127.0.0.1:5432/test`)
 //! and Redis (`KEYGATE_TEST_REDIS_URL`, default `redis://127.0.0.1:6379`) are skipped with a
 //! message when unreachable; their bench schema and keys are dropped at the end.
@@ -46,6 +52,7 @@
 //! cargo bench --bench stores -- --noplot              # the same without plots: 2½
 //! cargo bench --bench stores -- --quick               # a quick look: under 2
 //! cargo bench --bench stores -- verify_threads        # one group
+//! cargo bench --bench stores -- cold_miss             # miss latency percentiles
 //! cargo bench --bench stores -- 'postgres\+cache-hit'  # a filter is a regex: escape `+`
 //! ```
 
@@ -225,6 +232,7 @@ fn stores(c: &mut Criterion) {
     drop(fixtures);
 
     verify_threads(c, &rt, &backends);
+    cold_miss(c, &rt, &backends);
 
     rt.block_on(async {
         if let Some(pg) = &backends.pg
@@ -415,6 +423,95 @@ fn on_threads(
             .max()
             .unwrap_or_default()
     })
+}
+
+/// Tokens each backend of `cold_miss` cycles over.
+const COLD_TOKENS: usize = 1_000;
+
+/// The latency distribution of a cache miss that goes to the database: `Tokens::authenticate`
+/// of a valid token over a `CachedStore` that keeps nothing (so every lookup misses, pays the
+/// cache's bookkeeping and asks the store), one call timed at a time. Criterion reports the
+/// mean; the percentiles of every timed call (warm-up included) are printed after each
+/// backend's run, as `cold_miss/<backend>: n=… p50=… p90=… p99=… max=…`.
+fn cold_miss(c: &mut Criterion, rt: &tokio::runtime::Runtime, backends: &Backends) {
+    let mut g = c.benchmark_group("cold_miss");
+    for b in &backends.list {
+        if b.name == "memory" {
+            continue;
+        }
+        let name = format!("{}+cache", b.name);
+        let samples = std::cell::RefCell::new(Vec::<Duration>::new());
+        // Criterion calls the closure more than once (warm-up, then measurement): the
+        // tokens are issued on the first call only.
+        let fixture = std::cell::OnceCell::new();
+        let mut next = 0;
+        g.bench_function(&name, |bench| {
+            let (tokens, set) = fixture.get_or_init(|| cold_fixture(rt, b));
+            bench.iter_custom(|iters| {
+                let mut taken = Vec::with_capacity(iters as usize);
+                rt.block_on(async {
+                    for _ in 0..iters {
+                        let token = set[next].expose_secret();
+                        next = (next + 1) % set.len();
+                        let t0 = Instant::now();
+                        black_box(tokens.authenticate(token).await.expect("valid"));
+                        taken.push(t0.elapsed());
+                    }
+                });
+                let total = taken.iter().sum();
+                samples.borrow_mut().extend(taken);
+                total
+            });
+        });
+        let mut samples = samples.into_inner();
+        if samples.is_empty() {
+            continue;
+        }
+        samples.sort_unstable();
+        let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize];
+        println!(
+            "cold_miss/{name}: n={} p50={:.1?} p90={:.1?} p99={:.1?} max={:.1?}",
+            samples.len(),
+            at(0.50),
+            at(0.90),
+            at(0.99),
+            at(1.0)
+        );
+    }
+    g.finish();
+}
+
+/// `COLD_TOKENS` tokens issued through a `CachedStore` in front of `b` that keeps nothing,
+/// each used once (its use recorded and flushed, so the timed calls queue none).
+fn cold_fixture(rt: &tokio::runtime::Runtime, b: &Backend) -> (Tokens, Vec<RawToken>) {
+    let miss = CachedStore::new(b.store.clone())
+        .with_capacity(0)
+        .with_negative_capacity(0);
+    let tokens = Tokens::builder(Arc::new(miss) as Arc<dyn TokenStore>)
+        .max_tokens_per_owner(None)
+        .usage_granularity(Duration::from_secs(3600))
+        .build()
+        .expect("manager");
+    let set: Vec<RawToken> = rt.block_on(async {
+        let mut set = Vec::with_capacity(COLD_TOKENS);
+        for i in 0..COLD_TOKENS {
+            let issued = tokens
+                .issue(NewToken::new(format!("cold-{}", i % 50), format!("c{i}")))
+                .await
+                .expect("issue");
+            set.push(issued.token);
+        }
+        // Record each token's use once, so the timed calls queue none.
+        for token in &set {
+            tokens
+                .authenticate(token.expose_secret())
+                .await
+                .expect("valid");
+        }
+        tokens.flush_usage().await.expect("flush usage");
+        set
+    });
+    (tokens, set)
 }
 
 /// Shorter than criterion's defaults (3 s warm-up, 5 s measurement), for 30 benchmarks. On

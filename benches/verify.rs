@@ -294,11 +294,32 @@ fn timed_batch<S>(rt: &tokio::runtime::Runtime, svc: &S, auth: &str, n: u64) -> 
 where
     S: Service<Request<Body>> + Clone,
 {
+    timed_cycle(rt, svc, std::slice::from_ref(&auth), 0, n)
+}
+
+/// `n` requests through `svc`, one after another, timed together, their `Authorization`
+/// headers taken in turn from `auths` starting at `from` (wrapping around).
+fn timed_cycle<S, A>(
+    rt: &tokio::runtime::Runtime,
+    svc: &S,
+    auths: &[A],
+    from: usize,
+    n: u64,
+) -> Duration
+where
+    S: Service<Request<Body>> + Clone,
+    A: AsRef<str>,
+{
     rt.block_on(async {
         let start = Instant::now();
+        let mut i = from;
         for _ in 0..n {
             let mut s = svc.clone();
-            let r = request(auth);
+            let r = request(auths[i].as_ref());
+            i += 1;
+            if i == auths.len() {
+                i = 0;
+            }
             let _ = black_box(s.call(r).await);
         }
         start.elapsed()
@@ -497,9 +518,287 @@ fn basic_auth(c: &mut Criterion) {
     g.finish();
 }
 
+/// The floor: a hand-written bearer check doing only the work no such check can skip. It
+/// reads `Authorization: Bearer <token>`, takes the token's SHA-256, looks the digest up in
+/// one hash map (keyed, like keygate's, by the digest's first 8 bytes, which are uniform),
+/// compares the stored digest in constant time, refuses a revoked entry, and inserts a
+/// small value into the request's extensions; a refusal is a bare 401. No checksum, no
+/// token kinds, no expiry, no usage, no `WWW-Authenticate`, no marking the header sensitive.
+mod floor {
+    use std::collections::HashMap;
+    use std::convert::Infallible;
+    use std::future::{Ready, ready};
+    use std::hash::{BuildHasherDefault, Hasher};
+    use std::sync::Arc;
+    use std::task::{Context, Poll};
+
+    use futures_util::future::Either;
+    use http::{Request, Response, StatusCode, header};
+    use keygate::{TokenHash, TokenId};
+    use tower::{Layer, Service};
+
+    use super::Body;
+
+    /// The map's hasher: the last `u64` written (a digest's first 8 bytes) is the hash.
+    #[derive(Default)]
+    pub struct PrefixHasher(u64);
+
+    impl Hasher for PrefixHasher {
+        fn finish(&self) -> u64 {
+            self.0
+        }
+        fn write(&mut self, bytes: &[u8]) {
+            for &b in bytes {
+                self.0 = self.0.rotate_left(8) ^ u64::from(b);
+            }
+        }
+        fn write_u64(&mut self, n: u64) {
+            self.0 = n;
+        }
+    }
+
+    /// One stored token.
+    pub struct Entry {
+        pub hash: TokenHash,
+        pub id: TokenId,
+        pub revoked: bool,
+    }
+
+    /// What a success puts into the request's extensions.
+    #[derive(Clone, Copy)]
+    pub struct Caller(#[allow(dead_code)] pub TokenId);
+
+    pub type Map = HashMap<TokenHash, Entry, BuildHasherDefault<PrefixHasher>>;
+
+    #[derive(Clone)]
+    pub struct FloorLayer(pub Arc<Map>);
+
+    impl<S> Layer<S> for FloorLayer {
+        type Service = FloorService<S>;
+        fn layer(&self, inner: S) -> Self::Service {
+            FloorService {
+                inner,
+                map: self.0.clone(),
+            }
+        }
+    }
+
+    #[derive(Clone)]
+    pub struct FloorService<S> {
+        inner: S,
+        map: Arc<Map>,
+    }
+
+    impl<S> Service<Request<Body>> for FloorService<S>
+    where
+        S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+    {
+        type Response = Response<Body>;
+        type Error = Infallible;
+        type Future = Either<S::Future, Ready<Result<Response<Body>, Infallible>>>;
+
+        fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            self.inner.poll_ready(cx)
+        }
+
+        fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+            let caller = req
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+                .and_then(|t| std::str::from_utf8(t).ok())
+                .and_then(|t| {
+                    let digest = TokenHash::of(t);
+                    self.map
+                        .get(&digest)
+                        .filter(|e| e.hash.ct_eq(&digest) && !e.revoked)
+                        .map(|e| Caller(e.id))
+                });
+            match caller {
+                Some(caller) => {
+                    req.extensions_mut().insert(caller);
+                    Either::Left(self.inner.call(req))
+                }
+                None => {
+                    let mut res = Response::new(Body::default());
+                    *res.status_mut() = StatusCode::UNAUTHORIZED;
+                    Either::Right(ready(Ok(res)))
+                }
+            }
+        }
+    }
+}
+
+/// Tokens cycled over by each outcome of [`floor`]: at most this many, spread over the store.
+const CYCLED: usize = 4096;
+
+/// `n` tokens issued through `Tokens::issue` into a `MemoryStore`, with the same digests in
+/// the floor's map, and the `Authorization` headers of each outcome, each a list of distinct
+/// tokens spread over the store (so a large store pays its cache misses).
+struct FloorSetup {
+    tokens: Tokens,
+    map: Arc<floor::Map>,
+    valid: Vec<String>,
+    wrong: Vec<String>,
+    unknown: Vec<String>,
+    revoked: Vec<String>,
+}
+
+fn floor_setup(rt: &tokio::runtime::Runtime, n: usize) -> FloorSetup {
+    let started = Instant::now();
+    let tokens = Tokens::builder(MemoryStore::new())
+        .max_tokens_per_owner(None)
+        // Every valid token is verified once before the timing, so its use is recorded; an
+        // hour keeps a long run from queueing uses again.
+        .usage_granularity(Duration::from_secs(3600))
+        .build()
+        .expect("tokens");
+    let per = CYCLED.min(n / 4);
+    let step = n / (2 * per);
+    let mut map = floor::Map::with_capacity_and_hasher(n, Default::default());
+    let (mut valid, mut to_revoke) = (Vec::new(), Vec::new());
+    rt.block_on(async {
+        for i in 0..n {
+            let owner = format!("owner-{}", i % 10_000);
+            let issued = tokens
+                .issue(NewToken::new(owner.clone(), format!("t{i}")))
+                .await
+                .expect("issue");
+            map.insert(
+                issued.record.hash,
+                floor::Entry {
+                    hash: issued.record.hash,
+                    id: issued.record.id,
+                    revoked: false,
+                },
+            );
+            if i.is_multiple_of(step) && valid.len() + to_revoke.len() < 2 * per {
+                // Alternate: even picks stay valid, odd ones are revoked below.
+                if (i / step).is_multiple_of(2) {
+                    valid.push(issued.token);
+                } else {
+                    to_revoke.push((owner, issued.record.id, issued.token));
+                }
+            }
+        }
+        for (owner, id, token) in &to_revoke {
+            tokens.revoke(owner, *id).await.expect("revoke");
+            map.get_mut(&token.hash()).expect("issued").revoked = true;
+        }
+        for token in &valid {
+            tokens
+                .authenticate(token.expose_secret())
+                .await
+                .expect("valid");
+        }
+        tokens.flush_usage().await.expect("flush");
+    });
+    let bearer = |t: &str| format!("Bearer {t}");
+    let setup = FloorSetup {
+        wrong: valid
+            .iter()
+            .map(|t| bearer(&wrong_secret(t.expose_secret())))
+            .collect(),
+        unknown: (0..valid.len())
+            .map(|_| bearer(TokenKind::pat().generate().expose_secret()))
+            .collect(),
+        revoked: to_revoke
+            .iter()
+            .map(|(_, _, t)| bearer(t.expose_secret()))
+            .collect(),
+        valid: valid.iter().map(|t| bearer(t.expose_secret())).collect(),
+        map: Arc::new(map),
+        tokens,
+    };
+    eprintln!(
+        "floor_{n}: {n} tokens issued in {:.1} s, {} per outcome",
+        started.elapsed().as_secs_f64(),
+        setup.valid.len()
+    );
+    setup
+}
+
+/// Goal: keygate's overhead within 1.2x the floor's. Paired like `overhead_1000`: batches
+/// through the plain service and through the layered one alternate, and each figure is the
+/// layered time minus the plain time, per request. Each outcome cycles over its own list of
+/// distinct tokens (see [`FloorSetup`]), in the floor and in keygate alike:
+///
+/// - `floor/<outcome>`: the hand-written floor (module [`floor`]) over a map of `n` digests;
+/// - `keygate/<outcome>`: `AuthLayer` over the `MemoryStore` of the same `n` tokens, issued
+///   through `Tokens::issue`;
+/// - `tower_http_bearer`: tower-http's static bearer check (one token, `==`), for scale.
+///
+/// ```sh
+/// cargo bench --bench verify -- 'floor_1000/' --warm-up-time 1 --measurement-time 3
+/// cargo bench --bench verify -- 'floor_1000000/'
+/// ```
+fn floor_groups(c: &mut Criterion) {
+    const BATCH: u64 = 32;
+    let rt = runtime();
+    for n in [1_000usize, 1_000_000] {
+        let setup: OnceLock<FloorSetup> = OnceLock::new();
+        let get = || setup.get_or_init(|| floor_setup(&rt, n));
+        let plain = baseline();
+        let mut g = c.benchmark_group(format!("floor_{n}"));
+        let paired = |b: &mut criterion::Bencher<'_>,
+                      auths: &[String],
+                      layered: &dyn Fn(usize, u64) -> Duration| {
+            let mut at = 0;
+            b.iter_custom(|iters| {
+                let (mut with, mut without) = (Duration::ZERO, Duration::ZERO);
+                let mut done = 0;
+                while done < iters {
+                    let k = BATCH.min(iters - done);
+                    without += timed_cycle(&rt, &plain, auths, at, k);
+                    with += layered(at, k);
+                    at = (at + k as usize) % auths.len();
+                    done += k;
+                }
+                // A preemption inside a plain batch (the machine is shared) can make one
+                // sample's difference negative; criterion refuses a zero, so keep 1 ns.
+                with.saturating_sub(without).max(Duration::from_nanos(1))
+            })
+        };
+        for outcome in ["valid", "wrong_secret", "unknown", "revoked"] {
+            g.bench_function(format!("floor/{outcome}"), |b| {
+                let s = get();
+                let svc = floor::FloorLayer(s.map.clone()).layer(baseline());
+                let list = auths_of(s, outcome);
+                paired(b, list, &|at, k| timed_cycle(&rt, &svc, list, at, k));
+            });
+            g.bench_function(format!("keygate/{outcome}"), |b| {
+                let s = get();
+                let svc = AuthLayer::new(s.tokens.clone()).layer(baseline());
+                let list = auths_of(s, outcome);
+                paired(b, list, &|at, k| timed_cycle(&rt, &svc, list, at, k));
+            });
+        }
+        g.bench_function("tower_http_bearer", |b| {
+            let s = get();
+            #[allow(deprecated)]
+            let svc = tower_http::validate_request::ValidateRequestHeaderLayer::bearer(
+                s.valid[0].trim_start_matches("Bearer "),
+            )
+            .layer(baseline());
+            let one = &s.valid[..1];
+            paired(b, one, &|at, k| timed_cycle(&rt, &svc, one, at, k));
+        });
+        g.finish();
+    }
+}
+
+fn auths_of<'a>(s: &'a FloorSetup, outcome: &str) -> &'a [String] {
+    match outcome {
+        "valid" => &s.valid,
+        "wrong_secret" => &s.wrong,
+        "unknown" => &s.unknown,
+        _ => &s.revoked,
+    }
+}
+
 criterion_group! {
     name = benches;
     config = config();
-    targets = stages, lookups, layer, layer_typed, overhead, basic_auth, pepper
+    targets = stages, lookups, layer, layer_typed, overhead, floor_groups, basic_auth, pepper
 }
 criterion_main!(benches);
