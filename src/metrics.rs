@@ -56,7 +56,7 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
 /// an atomic add, never a registration or a lookup by key (the `metrics` macros look the
 /// key up in the recorder's registry on every call; compare
 /// `cargo bench --bench policies -- policies/metrics` with `policies/layer`). Install the
-/// layer serves its first request.
+/// recorder before the layer serves its first request.
 #[derive(Default)]
 pub(crate) struct Handles {
     /// By outcome: `allow` first, then each refusal by its [`RejectionKind`] index.
