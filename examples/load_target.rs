@@ -8,7 +8,12 @@
 //!
 //! Arguments: `on` or `off` (default `on`), then the address (default `127.0.0.1:3900`).
 //! `noop` puts a layer that does nothing (`tower::layer::util::Identity`) where `on` puts
-//! keygate's, to tell the cost of `Router::layer` itself from keygate's.
+//! keygate's, to tell the cost of `Router::layer` itself from keygate's. `all` puts
+//! keygate's layer with every per-request policy on: a rate limit per token (high enough
+//! never to refuse the load), failure limits per client address, an allow-list on the token
+//! (loopback), audit events written as JSON Lines (to `/dev/null`, or to the file named by
+//! `LOAD_AUDIT_FILE`), and the Prometheus metrics. Every mode reads the client address
+//! from the connection, as a real server does.
 //! It runs on a single-threaded Tokio runtime, so the script can pin it to one CPU with
 //! `taskset`. Before serving it issues 10 000 tokens (100 owners with 100 each) into a
 //! `MemoryStore`, so lookups run against a store of realistic size, then one more token,
@@ -17,8 +22,12 @@
 //! them. It serves `GET /hello` (a short text body) until killed; anything else it says
 //! goes to stderr.
 
+use std::net::SocketAddr;
+
 use axum::Router;
 use axum::routing::get;
+use keygate::audit::{AuditLog, JsonLinesSink};
+use keygate::rate_limit::{FailureLimits, Rate, RateLimits};
 use keygate::{AuthLayer, MemoryStore, NewToken, Tokens};
 
 const OWNERS: usize = 100;
@@ -32,8 +41,8 @@ async fn hello() -> &'static str {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let mode = args.next().unwrap_or_else(|| "on".into());
-    if !matches!(mode.as_str(), "on" | "off" | "noop") {
-        return Err(format!("expected `on`, `off` or `noop`, not {mode:?}").into());
+    if !matches!(mode.as_str(), "on" | "off" | "noop" | "all") {
+        return Err(format!("expected `on`, `off`, `noop` or `all`, not {mode:?}").into());
     }
     let addr = args.next().unwrap_or_else(|| "127.0.0.1:3900".into());
 
@@ -50,7 +59,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let issued = tokens
-        .issue(NewToken::new("load@example.com", "load-test"))
+        .issue(
+            NewToken::new("load@example.com", "load-test")
+                .allowed_ips(["127.0.0.0/8".parse()?, "::1/128".parse()?]),
+        )
         .await?;
 
     let listener = tokio::net::TcpListener::bind(&addr).await?;
@@ -67,11 +79,30 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "load_target: auth {mode}, {} tokens in the store, serving GET /hello on http://{addr}",
         store.len(),
     );
-    match mode.as_str() {
-        "on" => axum::serve(listener, app.layer(AuthLayer::new(tokens.clone()))).await?,
+    let app = match mode.as_str() {
+        "on" => app.layer(AuthLayer::new(tokens.clone())),
+        "all" => app.layer(every_policy(&tokens)?),
         // The cost of `Router::layer` itself, with a layer that does nothing.
-        "noop" => axum::serve(listener, app.layer(tower::layer::util::Identity::new())).await?,
-        _ => axum::serve(listener, app).await?,
-    }
+        "noop" => app.layer(tower::layer::util::Identity::new()),
+        _ => app,
+    };
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await?;
     Ok(())
+}
+
+/// keygate's layer with every per-request policy on.
+fn every_policy(tokens: &Tokens) -> Result<AuthLayer, Box<dyn std::error::Error>> {
+    let audit_file = std::env::var("LOAD_AUDIT_FILE").unwrap_or_else(|_| "/dev/null".into());
+    let audit = AuditLog::spawn(JsonLinesSink::open(&audit_file)?, 10_000);
+    // The recorder that `/metrics` would render; nothing renders it here.
+    let _handle = keygate::metrics::install()?;
+    Ok(AuthLayer::new(tokens.clone())
+        .with_rate_limits(RateLimits::new(Rate::per_minute(u32::MAX)?))
+        .with_failure_limits(FailureLimits::new(Rate::per_minute(20)?))
+        .with_audit(audit)
+        .with_metrics())
 }

@@ -1,30 +1,38 @@
 #!/usr/bin/env bash
 # End-to-end load test: how many requests a second does a server lose when keygate's
-# AuthLayer is on? Goal: with auth, at least 95 % of the requests/s without.
+# AuthLayer is on? Goal: with auth (every policy on), at least 95 % of the requests/s
+# without.
 #
-#   bash scripts/load.sh
+#   bash scripts/load.sh                       # off / all, alternating, 3 rounds
+#   MODES="off on all" ROUNDS=5 bash scripts/load.sh
 #
-# Builds examples/load_target.rs in release once, then for ROUNDS rounds runs it with the
-# layer off, then on, each time: pinned to CPU 0 (a single-threaded runtime), on loopback,
-# checked with curl (auth on: no token is 401, the token is 200; auth off: both are 200),
-# then loaded with wrk pinned to CPU 1 after a short warm-up. wrk sends the same
-# `Authorization: Bearer` header in both modes, so the layer is the only difference.
-# Prints a markdown table (median and best requests/s over the rounds, median p50/p99
-# latency, non-2xx responses, socket errors) and the on/off ratio. Installs wrk from
-# Debian's packages when it is missing. On a single CPU, nothing is pinned.
+# Builds examples/load_target.rs in release once, then for ROUNDS rounds runs it in each
+# of MODES in turn (alternating), each time: pinned to CPU 0 (a single-threaded runtime),
+# on loopback only, checked with curl (auth on: no token is 401, the token is 200; auth
+# off: both are 200), then loaded with wrk pinned to CPU 1 after a short warm-up. wrk
+# sends the same `Authorization: Bearer` header in every mode, so the layer is the only
+# difference. The modes are those of the load target: `off` (no layer), `on` (keygate's
+# layer alone), `all` (the layer with every per-request policy: rate limit, failure limit,
+# allow-list, audit to /dev/null, metrics), `noop` (a layer that does nothing). Prints a
+# markdown table (median and best requests/s over the rounds, median p50/p99 latency,
+# non-2xx responses, socket errors) and each mode's ratio to `off`, then exits (the server
+# is stopped after each run, and on exit or interrupt). Installs wrk from Debian's
+# packages when it is missing. On a single CPU, nothing is pinned.
 #
-# Knobs: ROUNDS (2), DURATION (10s per measured run), WARMUP (2s), THREADS (1),
-# CONNECTIONS (32), PORT (3900). With the defaults the runs take about a minute, after
-# the build.
+# Knobs: MODES ("off all"; the first is the reference), ROUNDS (3), DURATION (10s per
+# measured run), WARMUP (2s), THREADS (1), CONNECTIONS (32), PORT (3900). With the
+# defaults the runs take about a minute and a half, after the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ROUNDS=${ROUNDS:-2}
+MODES=${MODES:-off all}
+ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-2s}
 THREADS=${THREADS:-1}
 CONNECTIONS=${CONNECTIONS:-32}
 PORT=${PORT:-3900}
+# Loopback only: the server never listens on another interface.
 ADDR=127.0.0.1:$PORT
 URL=http://$ADDR/hello
 
@@ -35,6 +43,12 @@ die() {
 }
 
 case $ROUNDS in '' | *[!0-9]* | 0) die "ROUNDS must be a positive integer, not '$ROUNDS'" ;; esac
+read -r -a modes <<<"$MODES"
+[ "${#modes[@]}" -ge 2 ] || die "MODES needs at least two modes (the first is the reference), not '$MODES'"
+for mode in "${modes[@]}"; do
+  case $mode in off | on | all | noop) ;; *) die "unknown mode '$mode' (off, on, all, noop)" ;; esac
+done
+reference=${modes[0]}
 command -v curl >/dev/null 2>&1 || die "curl is needed (apt-get install -y curl)"
 
 if ! command -v wrk >/dev/null 2>&1; then
@@ -122,10 +136,10 @@ check_server() {
   local mode=$1 without with
   without=$(status none)
   with=$(status token)
-  if [ "$mode" = on ]; then
-    [ "$without" = 401 ] || die "auth on: a request without a token got $without, not 401"
+  if [ "$mode" = on ] || [ "$mode" = all ]; then
+    [ "$without" = 401 ] || die "auth $mode: a request without a token got $without, not 401"
   else
-    [ "$without" = 200 ] || die "auth off: a request without a token got $without, not 200"
+    [ "$without" = 200 ] || die "auth $mode: a request without a token got $without, not 200"
   fi
   [ "$with" = 200 ] || die "auth $mode: a request with the token got $with, not 200"
 }
@@ -172,31 +186,37 @@ total() { awk -v c="$1" '{s += $c} END {print s + 0}' "$2"; }
 
 log "CPUs: $cpus, pinning: $pinning, load average: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)"
 for round in $(seq "$ROUNDS"); do
-  for mode in off on; do
+  for mode in "${modes[@]}"; do
     log "round $round/$ROUNDS, auth $mode"
     measure "$mode"
   done
 done
 
-echo "GET /hello, wrk -t$THREADS -c$CONNECTIONS -d$DURATION (after a $WARMUP warm-up), rounds: $ROUNDS, alternating off/on; pinning: $pinning"
+echo "GET /hello, wrk -t$THREADS -c$CONNECTIONS -d$DURATION (after a $WARMUP warm-up), rounds: $ROUNDS, alternating ${modes[*]}; pinning: $pinning; load average at the end: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo unknown)"
 echo
 echo "| auth | req/s (median) | req/s (best) | p50 ms (median) | p99 ms (median) | non-2xx | socket errors |"
 echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"
-for mode in off on; do
+for mode in "${modes[@]}"; do
   printf '| %s | %.0f | %.0f | %.3f | %.3f | %d | %d |\n' "$mode" \
     "$(median 1 "$tmp/$mode")" "$(best 1 "$tmp/$mode")" \
     "$(median 2 "$tmp/$mode")" "$(median 3 "$tmp/$mode")" \
     "$(total 4 "$tmp/$mode")" "$(total 5 "$tmp/$mode")"
 done
 echo
-awk -v on="$(median 1 "$tmp/on")" -v off="$(median 1 "$tmp/off")" \
-  -v bon="$(best 1 "$tmp/on")" -v boff="$(best 1 "$tmp/off")" 'BEGIN {
-  r = 100 * on / off
-  printf "on/off: %.1f %% (median), %.1f %% (best); goal >= 95 %%: %s\n", r, 100 * bon / boff,
-    (r >= 95 ? "met" : "NOT met")
-}'
+for mode in "${modes[@]:1}"; do
+  awk -v m="$mode" -v ref="$reference" \
+    -v on="$(median 1 "$tmp/$mode")" -v off="$(median 1 "$tmp/$reference")" \
+    -v bon="$(best 1 "$tmp/$mode")" -v boff="$(best 1 "$tmp/$reference")" 'BEGIN {
+    r = 100 * on / off
+    printf "%s/%s: %.1f %% (median), %.1f %% (best); goal >= 95 %%: %s\n", m, ref, r,
+      100 * bon / boff, (r >= 95 ? "met" : "NOT met")
+  }'
+done
 
-bad=$(($(total 4 "$tmp/on") + $(total 4 "$tmp/off")))
+bad=0
+for mode in "${modes[@]}"; do
+  bad=$((bad + $(total 4 "$tmp/$mode")))
+done
 if [ "$bad" -gt 0 ]; then
   die "$bad responses were not 2xx: the numbers above are not a measurement of /hello"
 fi

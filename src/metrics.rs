@@ -29,6 +29,8 @@
 //! [`PrometheusHandle::render`] on `GET /metrics`.
 
 use metrics::{Counter, Histogram};
+
+use crate::middleware::RejectionKind;
 pub use metrics_exporter_prometheus::PrometheusHandle;
 
 /// Installs the Prometheus recorder for the whole process and returns the handle that
@@ -49,47 +51,107 @@ pub fn install() -> Result<PrometheusHandle, metrics_exporter_prometheus::BuildE
         .install_recorder()
 }
 
-/// The handles of one layer's metrics, registered with the installed recorder on first use
-/// of each label set, so that a decision costs a map lookup and an atomic add instead of a
-/// registration. Install the recorder before the layer serves its first request. The maps
-/// are lock-free for readers, so cores recording at once do not contend.
+/// The handles of one layer's metrics, each registered with the installed recorder on
+/// first use of its label set and kept, so that a decision costs an index into a table and
+/// an atomic add, never a registration or a lookup by key (the `metrics` macros look the
+/// key up in the recorder's registry on every call; compare
+/// `cargo bench --bench policies -- policies/metrics` with `policies/layer`). Install the
+/// recorder before the layer serves its first request.
 #[derive(Default)]
 pub(crate) struct Handles {
-    by_outcome: papaya::HashMap<&'static str, Outcome>,
+    /// By outcome: `allow` first, then each refusal by its [`RejectionKind`] index.
+    outcomes: [std::sync::OnceLock<Outcome>; OUTCOMES],
+    store_errors: std::sync::OnceLock<Counter>,
+    rate_limited: std::sync::OnceLock<Counter>,
 }
+
+/// The outcomes with a slot of their own: `allow` and up to 31 refusal kinds (there are
+/// fewer); a kind past them would be registered on each use.
+const OUTCOMES: usize = 32;
+
+/// The configured kinds with a counter slot of their own (by their index in
+/// [`Tokens::kinds`](crate::Tokens::kinds)), after the slot of `none`; kinds past them are
+/// looked up by name.
+const KIND_SLOTS: usize = 16;
 
 struct Outcome {
     seconds: Histogram,
-    by_kind: papaya::HashMap<Box<str>, Counter>,
+    /// `none`, then the configured kinds by index.
+    by_index: [std::sync::OnceLock<Counter>; KIND_SLOTS + 1],
+    by_name: papaya::HashMap<Box<str>, Counter>,
 }
 
+/// The presented token's kind for the `kind` label: its index among the configured kinds
+/// and its name, or `None` for `none`.
+pub(crate) type PresentedKind<'a> = Option<(usize, &'a str)>;
+
 impl Handles {
-    /// Counts one decision: `outcome` is `allow` or the public refusal code, `kind` the
-    /// configured kind the presented prefix names (see the [module docs](self)).
-    pub(crate) fn verification(&self, outcome: &'static str, kind: Option<&str>, seconds: f64) {
-        let kind = kind.unwrap_or("none");
-        let by_outcome = self.by_outcome.pin();
-        let o = by_outcome.get_or_insert_with(outcome, || Outcome {
-            seconds: metrics::histogram!("keygate_verification_seconds", "outcome" => outcome),
-            by_kind: papaya::HashMap::new(),
-        });
-        let by_kind = o.by_kind.pin();
-        let counter = match by_kind.get(kind) {
-            Some(c) => c,
-            None => by_kind.get_or_insert_with(kind.into(), || {
-                metrics::counter!(
-                    "keygate_verifications_total",
-                    "outcome" => outcome,
-                    "kind" => kind.to_owned()
-                )
-            }),
+    /// Counts one decision: `denial` is `None` for `allow`, else the kind of the refusal,
+    /// whose public code is the label (see the [module docs](self)); `kind` the configured
+    /// kind the presented prefix names.
+    pub(crate) fn verification(
+        &self,
+        denial: Option<RejectionKind>,
+        kind: PresentedKind<'_>,
+        seconds: f64,
+    ) {
+        let outcome = denial.map_or("allow", RejectionKind::code);
+        let slot = denial.map_or(0, |k| k as usize + 1);
+        let fresh;
+        let o = match self.outcomes.get(slot) {
+            Some(cell) => cell.get_or_init(|| Outcome::register(outcome)),
+            None => {
+                fresh = Outcome::register(outcome);
+                &fresh
+            }
         };
-        counter.increment(1);
+        o.count(outcome, kind);
         o.seconds.record(seconds);
-        match outcome {
-            "store_unavailable" => metrics::counter!("keygate_store_errors_total").increment(1),
-            "rate_limited" => metrics::counter!("keygate_rate_limited_total").increment(1),
+        match denial {
+            Some(RejectionKind::StoreUnavailable) => self
+                .store_errors
+                .get_or_init(|| metrics::counter!("keygate_store_errors_total"))
+                .increment(1),
+            Some(RejectionKind::RateLimited) => self
+                .rate_limited
+                .get_or_init(|| metrics::counter!("keygate_rate_limited_total"))
+                .increment(1),
             _ => {}
+        }
+    }
+}
+
+impl Outcome {
+    fn register(outcome: &'static str) -> Self {
+        Self {
+            seconds: metrics::histogram!("keygate_verification_seconds", "outcome" => outcome),
+            by_index: Default::default(),
+            by_name: papaya::HashMap::new(),
+        }
+    }
+
+    fn count(&self, outcome: &'static str, kind: PresentedKind<'_>) {
+        let register = |name: &str| {
+            metrics::counter!(
+                "keygate_verifications_total",
+                "outcome" => outcome,
+                "kind" => name.to_owned()
+            )
+        };
+        let (slot, name) = match kind {
+            None => (0, "none"),
+            Some((index, name)) => (index + 1, name),
+        };
+        if let Some(cell) = self.by_index.get(slot) {
+            cell.get_or_init(|| register(name)).increment(1);
+            return;
+        }
+        let by_name = self.by_name.pin();
+        match by_name.get(name) {
+            Some(c) => c.increment(1),
+            None => by_name
+                .get_or_insert_with(name.into(), || register(name))
+                .increment(1),
         }
     }
 }

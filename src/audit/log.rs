@@ -1,11 +1,12 @@
 //! [`AuditLog`]: the queue in front of a sink, its background writer, and its counters.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
+use super::request::RequestEvent;
 use super::{AuditEvent, AuditSink, Decision};
 use crate::rate_limit::{Admission, AuditBudget};
 
@@ -35,10 +36,31 @@ pub struct AuditLog {
 }
 
 struct LogInner {
-    tx: Mutex<Option<mpsc::Sender<AuditEvent>>>,
+    /// The queue to the background writer. Senders need no lock: after
+    /// [`shutdown`](AuditLog::shutdown) (`closed`) events are counted as dropped, and the
+    /// writer closes its end (woken through `stop`) and writes what is left.
+    tx: mpsc::Sender<Queued>,
+    closed: AtomicBool,
+    stop: Arc<Notify>,
     sink: Arc<dyn AuditSink>,
     counters: Arc<Counters>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// What the queue carries: an event made by its caller, or a request's compact event,
+/// made into an [`AuditEvent`] by the writer.
+enum Queued {
+    Event(AuditEvent),
+    Request(RequestEvent),
+}
+
+impl Queued {
+    fn into_event(self) -> AuditEvent {
+        match self {
+            Self::Event(e) => e,
+            Self::Request(r) => r.into_event(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -47,26 +69,63 @@ struct Counters {
     shed: AtomicU64,
     written: AtomicU64,
     write_errors: AtomicU64,
+    metrics: metrics_handles::Handles,
 }
 
 impl Counters {
     fn dropped(&self, n: u64) {
         self.dropped.fetch_add(n, Ordering::Relaxed);
-        #[cfg(feature = "metrics")]
-        ::metrics::counter!("keygate_audit_dropped_total").increment(n);
+        self.metrics
+            .dropped
+            .increment("keygate_audit_dropped_total", n);
     }
 
     fn shed(&self) {
         self.shed.fetch_add(1, Ordering::Relaxed);
-        #[cfg(feature = "metrics")]
-        ::metrics::counter!("keygate_audit_shed_total").increment(1);
+        self.metrics.shed.increment("keygate_audit_shed_total", 1);
     }
 
     fn write_error(&self, error: &dyn std::fmt::Display, events: usize) {
         self.write_errors.fetch_add(1, Ordering::Relaxed);
-        #[cfg(feature = "metrics")]
-        ::metrics::counter!("keygate_audit_write_errors_total").increment(1);
+        self.metrics
+            .write_errors
+            .increment("keygate_audit_write_errors_total", 1);
         tracing::warn!(%error, events, "audit sink failed");
+    }
+}
+
+/// The log's counters in the installed metrics recorder, each registered on its first use
+/// and kept (the `metrics` macros look the key up on every call); nothing without the
+/// `metrics` feature.
+mod metrics_handles {
+    use super::OnceLock;
+
+    #[derive(Default)]
+    pub(super) struct Handles {
+        pub(super) dropped: Handle,
+        pub(super) shed: Handle,
+        pub(super) write_errors: Handle,
+    }
+
+    /// One counter, registered on first use.
+    #[derive(Default)]
+    pub(super) struct Handle {
+        #[cfg(feature = "metrics")]
+        counter: OnceLock<::metrics::Counter>,
+        #[cfg(not(feature = "metrics"))]
+        counter: OnceLock<()>,
+    }
+
+    impl Handle {
+        #[cfg_attr(not(feature = "metrics"), allow(clippy::unused_self))]
+        pub(super) fn increment(&self, name: &'static str, n: u64) {
+            #[cfg(feature = "metrics")]
+            self.counter
+                .get_or_init(|| ::metrics::counter!(name))
+                .increment(n);
+            #[cfg(not(feature = "metrics"))]
+            let _ = (&self.counter, name, n);
+        }
     }
 }
 
@@ -87,14 +146,35 @@ impl AuditLog {
     /// Starts the background writer for `sink` with a queue of `capacity` events. Needs a
     /// Tokio runtime.
     pub fn spawn(sink: impl AuditSink, capacity: usize) -> Self {
-        let (tx, mut rx) = mpsc::channel::<AuditEvent>(capacity.max(1));
+        let (tx, mut rx) = mpsc::channel::<Queued>(capacity.max(1));
         let sink: Arc<dyn AuditSink> = Arc::new(sink);
         let counters = Arc::new(Counters::default());
+        let stop = Arc::new(Notify::new());
         let task = {
-            let (sink, counters) = (sink.clone(), counters.clone());
+            let (sink, counters, stop) = (sink.clone(), counters.clone(), stop.clone());
             tokio::spawn(async move {
+                let mut queued = Vec::with_capacity(256);
                 let mut batch = Vec::with_capacity(256);
-                while rx.recv_many(&mut batch, 256).await > 0 {
+                let mut stopping = false;
+                loop {
+                    let n = if stopping {
+                        rx.recv_many(&mut queued, 256).await
+                    } else {
+                        tokio::select! {
+                            biased;
+                            n = rx.recv_many(&mut queued, 256) => n,
+                            () = stop.notified() => {
+                                // No event is taken after this; those queued are written.
+                                rx.close();
+                                stopping = true;
+                                continue;
+                            }
+                        }
+                    };
+                    if n == 0 {
+                        break;
+                    }
+                    batch.extend(queued.drain(..).map(Queued::into_event));
                     let n = batch.len() as u64;
                     match sink.write(&batch).await {
                         Ok(()) => {
@@ -111,7 +191,9 @@ impl AuditLog {
         };
         Self {
             inner: Arc::new(LogInner {
-                tx: Mutex::new(Some(tx)),
+                tx,
+                closed: AtomicBool::new(false),
+                stop,
                 sink,
                 counters,
                 task: Mutex::new(Some(task)),
@@ -149,8 +231,12 @@ impl AuditLog {
 
     /// Queues an event; drops (and counts) it when the queue is full or closed.
     pub fn record(&self, event: AuditEvent) {
-        let tx = self.inner.tx.lock().unwrap_or_else(PoisonError::into_inner);
-        let sent = tx.as_ref().is_some_and(|tx| tx.try_send(event).is_ok());
+        self.queue(Queued::Event(event));
+    }
+
+    fn queue(&self, queued: Queued) {
+        let sent =
+            !self.inner.closed.load(Ordering::Acquire) && self.inner.tx.try_send(queued).is_ok();
         if !sent {
             self.inner.counters.dropped(1);
         }
@@ -174,6 +260,36 @@ impl AuditLog {
             }
         }
         self.record(event);
+    }
+
+    /// [`record_request`](Self::record_request) for the layer's `authenticate` events: the
+    /// event is queued as it is, and made into an [`AuditEvent`] by the background writer,
+    /// so an allowed request allocates nothing here. The budget and the `audit.shed`
+    /// summary are those of [`record_request`](Self::record_request).
+    pub(crate) fn record_request_event(
+        &self,
+        event: RequestEvent,
+        client: Option<std::net::IpAddr>,
+    ) {
+        if event.decision() == Decision::Deny
+            && let (Some(budget), Some(ip)) = (&self.budget, client)
+        {
+            match budget.admit(ip) {
+                Admission::Shed => {
+                    self.inner.counters.shed();
+                    return;
+                }
+                Admission::Keep { shed } if shed > 0 => {
+                    // Rare: the first refusal kept after some were shed.
+                    let event = event.into_event();
+                    self.record(shed_summary(&event, shed));
+                    self.record(event);
+                    return;
+                }
+                Admission::Keep { .. } => {}
+            }
+        }
+        self.queue(Queued::Request(event));
     }
 
     /// Writes `event` to the sink now, past the queue (so a full queue does not hold it
@@ -234,11 +350,8 @@ impl AuditLog {
 
     /// Closes the queue and waits until every queued event is written.
     pub async fn shutdown(&self) {
-        self.inner
-            .tx
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        self.inner.closed.store(true, Ordering::Release);
+        self.inner.stop.notify_one();
         let task = self
             .inner
             .task

@@ -1,5 +1,7 @@
 //! What an event keeps of the request: its id and its path, both bounded.
 
+use super::{AuditEvent, Decision};
+
 /// The longest `request_id` an event keeps: 128 characters. A longer `x-request-id`, or
 /// one with anything but visible ASCII, is not kept at all (`request_id` is `None`).
 pub const MAX_REQUEST_ID_LEN: usize = 128;
@@ -13,11 +15,21 @@ pub const MAX_PATH_LEN: usize = 1024;
 /// chooses it, with or without credentials: bounding it bounds what an anonymous request
 /// can put into the log. One allocation, of the kept id only.
 pub(crate) fn request_id(headers: &http::HeaderMap) -> Option<String> {
+    single_request_id(headers).and_then(kept_request_id)
+}
+
+/// The request's `x-request-id` when it has exactly one.
+fn single_request_id(headers: &http::HeaderMap) -> Option<&http::HeaderValue> {
     let mut values = headers.get_all("x-request-id").iter();
     let value = values.next()?;
     if values.next().is_some() {
         return None;
     }
+    Some(value)
+}
+
+/// What an event keeps of a single `x-request-id` value (see [`request_id`]).
+fn kept_request_id(value: &http::HeaderValue) -> Option<String> {
     let bytes = value.as_bytes();
     let visible = !bytes.is_empty()
         && bytes.len() <= MAX_REQUEST_ID_LEN
@@ -43,15 +55,100 @@ pub const TOKEN_IN_PATH: &str = "[token]";
 /// `/api/v1/apps` rather than `/apps`), without the query string, every token in it
 /// replaced by [`TOKEN_IN_PATH`], cut to [`MAX_PATH_LEN`] bytes at a character boundary.
 pub(crate) fn request_path(extensions: &http::Extensions, uri: &http::Uri) -> String {
+    kept_path(original_uri(extensions, uri))
+}
+
+/// The URI the client sent: with axum, [`OriginalUri`](axum::extract::OriginalUri) when a
+/// router nested the service.
+fn original_uri<'a>(extensions: &'a http::Extensions, uri: &'a http::Uri) -> &'a http::Uri {
     #[cfg(feature = "axum")]
     let uri = extensions
         .get::<axum::extract::OriginalUri>()
         .map_or(uri, |original| &original.0);
     #[cfg(not(feature = "axum"))]
     let _ = extensions;
+    uri
+}
+
+/// What [`request_path`] keeps of the URI the client sent.
+fn kept_path(uri: &http::Uri) -> String {
     // Tokens are replaced before the cut, so that no token cut in half is kept either.
     let path = without_tokens(uri.path());
     path[..path.floor_char_boundary(MAX_PATH_LEN)].to_owned()
+}
+
+/// What the `authenticate` event of a request needs from it, taken before the request
+/// moves on to the inner service: reference-counted clones of its parts, no copy and no
+/// allocation. What the event keeps of them (the bounded path without tokens, the bounded
+/// request id) is worked out by the audit log's background writer
+/// ([`RequestEvent::into_event`]), off the request's path.
+pub(crate) struct RequestParts {
+    method: http::Method,
+    uri: http::Uri,
+    request_id: Option<http::HeaderValue>,
+}
+
+impl RequestParts {
+    /// The parts of a request with these `extensions`, `uri`, `method` and `headers`.
+    pub(crate) fn of(
+        method: &http::Method,
+        extensions: &http::Extensions,
+        uri: &http::Uri,
+        headers: &http::HeaderMap,
+    ) -> Self {
+        Self {
+            method: method.clone(),
+            uri: original_uri(extensions, uri).clone(),
+            request_id: single_request_id(headers).cloned(),
+        }
+    }
+}
+
+/// The `authenticate` event of one request, as the layer hands it to the audit log: a
+/// compact struct of reference-counted parts, turned into an [`AuditEvent`] (the same
+/// fields the layer always wrote) by the log's background writer. Holds no token: the
+/// request's `Authorization` value is not among its parts, and a token in the path or the
+/// request id is dropped when the event is made. Has no `Debug`, so its parts (the path
+/// and request id before they are cleaned) are never printed.
+pub(crate) struct RequestEvent {
+    pub(crate) timestamp: time::OffsetDateTime,
+    pub(crate) record: Option<std::sync::Arc<crate::record::TokenRecord>>,
+    pub(crate) parts: RequestParts,
+    pub(crate) status_code: u16,
+    /// `None`: allowed.
+    pub(crate) reason: Option<&'static str>,
+    pub(crate) client_ip: Option<std::net::IpAddr>,
+}
+
+impl RequestEvent {
+    /// Whether the request was let through.
+    pub(crate) fn decision(&self) -> Decision {
+        if self.reason.is_some() {
+            Decision::Deny
+        } else {
+            Decision::Allow
+        }
+    }
+
+    /// The event as it is written.
+    pub(crate) fn into_event(self) -> AuditEvent {
+        let record = self.record.as_deref();
+        AuditEvent {
+            timestamp: self.timestamp,
+            event: "authenticate".to_owned(),
+            api_token_id: record.map(|r| r.id),
+            api_token_name: record.map(|r| r.name.to_string()),
+            owner: record.map(|r| r.owner.to_string()),
+            method: self.parts.method.as_str().to_owned(),
+            path: kept_path(&self.parts.uri),
+            status_code: self.status_code,
+            rbac_decision: self.decision(),
+            reason: self.reason.map(str::to_owned),
+            client_ip: self.client_ip,
+            request_id: self.parts.request_id.as_ref().and_then(kept_request_id),
+            details: None,
+        }
+    }
 }
 
 /// `path` with every keygate token (with a valid checksum) replaced by [`TOKEN_IN_PATH`]: a

@@ -14,7 +14,7 @@ use super::future::ResponseFuture;
 use super::layer::Config;
 use super::pipeline::{Refusal, Step, Verification};
 use super::rejection::{Rejection, RejectionKind};
-use crate::audit::{AuditEvent, Decision};
+use crate::audit::{RequestEvent, RequestParts};
 use crate::client_ip::Addresses;
 use crate::header::{Credentials, MAX_HEADER_LEN, parse_authorization};
 use crate::identity::Identity;
@@ -300,13 +300,6 @@ async fn admit(
     Ok(Admitted { identity, rate })
 }
 
-/// What an audit event needs from the request, taken before the request moves on.
-struct AuditCtx {
-    method: String,
-    path: String,
-    request_id: Option<String>,
-}
-
 async fn with_policies<S, ReqBody, ResBody>(
     config: Arc<Config>,
     mut inner: S,
@@ -319,11 +312,12 @@ where
     #[cfg(feature = "metrics")]
     let started = std::time::Instant::now();
     let addrs = config.client_ip.resolve(req.extensions(), req.headers());
-    let ctx = config.audit.as_ref().map(|_| AuditCtx {
-        method: req.method().to_string(),
-        path: crate::audit::request_path(req.extensions(), req.uri()),
-        request_id: crate::audit::request_id(req.headers()),
-    });
+    // What the audit event needs from the request: reference-counted clones, made into
+    // the event's fields by the audit log's writer, off this path.
+    let parts = config
+        .audit
+        .as_ref()
+        .map(|_| RequestParts::of(req.method(), req.extensions(), req.uri(), req.headers()));
     // The metrics' `kind` is the kind the presented prefix names (what the client sent),
     // never the stored record's: a label that appeared only for a token on record would
     // tell its holder that the token was real.
@@ -331,12 +325,9 @@ where
     let presented_kind = match &presented {
         Ok(Presented::Token(t)) if config.metrics => {
             t.as_str().split_once('_').and_then(|(p, _)| {
-                config
-                    .tokens
-                    .kinds()
-                    .iter()
-                    .find(|k| k.prefix() == p)
-                    .map(crate::token::TokenKind::name)
+                let kinds = config.tokens.kinds();
+                let index = kinds.iter().position(|k| k.prefix() == p)?;
+                Some((index, kinds[index].name()))
             })
         }
         _ => None,
@@ -371,37 +362,24 @@ where
     // precise reason goes only to the audit event.
     #[cfg(feature = "metrics")]
     if config.metrics {
-        config.metric_handles.verification(
-            denial.map_or("allow", RejectionKind::code),
-            presented_kind,
-            started.elapsed().as_secs_f64(),
-        );
+        config
+            .metric_handles
+            .verification(denial, presented_kind, started.elapsed().as_secs_f64());
     }
     let reason = denial.map(RejectionKind::reason);
-    if let (Some(audit), Some(ctx)) = (&config.audit, ctx)
+    if let (Some(audit), Some(parts)) = (&config.audit, parts)
         && (record.is_some() || reason.is_some())
     {
-        audit.record_request(
-            AuditEvent {
+        audit.record_request_event(
+            RequestEvent {
                 timestamp: config.tokens.now(),
-                event: "authenticate".into(),
-                api_token_id: record.as_ref().map(|r| r.id),
-                api_token_name: record.as_ref().map(|r| r.name.clone()),
-                owner: record.as_ref().map(|r| r.owner.clone()),
-                method: ctx.method,
-                path: ctx.path,
+                record,
+                parts,
                 status_code: res.status().as_u16(),
-                rbac_decision: if reason.is_some() {
-                    Decision::Deny
-                } else {
-                    Decision::Allow
-                },
-                reason: reason.map(str::to_owned),
+                reason,
                 // The client as resolved (never a header the peer was not trusted to send);
                 // `None` when unknown.
                 client_ip: addrs.client,
-                request_id: ctx.request_id,
-                details: None,
             },
             // Refusals are budgeted per address: the client, or the peer when unknown.
             addrs.failure_key(),
