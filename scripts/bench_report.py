@@ -22,6 +22,8 @@ markdown tables, each under the command that reproduces it:
 - policies (benches/policies.rs): each policy's overhead over no_auth and over the plain layer;
 - verify_threads: the 2-thread ÷ 1-thread throughput ratio per case;
 - authenticate: each store's median ÷ MemoryStore's;
+- cold_miss: criterion's medians, and with --cold-miss-log the per-call p50/p90/p99/max
+  lines the bench prints (save its output: `cargo bench --bench stores -- cold_miss/ | tee`);
 - every other group as a table of medians.
 
 It writes an SVG chart (docs/bench-overhead.svg by default) of the overhead per request over
@@ -44,6 +46,7 @@ import argparse
 import fnmatch
 import json
 import math
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -208,10 +211,46 @@ def baselines_in(criterion: Path, pattern: str) -> list[str]:
     names.discard("change")  # criterion's comparison with the previous run, not a run
 
     def natural(s: str) -> tuple:
-        digits = "".join(c for c in s if c.isdigit())
-        return (s.rstrip("0123456789"), int(digits) if digits else -1, s)
+        stem = s.rstrip("0123456789")
+        tail = s[len(stem) :]
+        return (stem, int(tail) if tail else -1, s)
 
     return sorted(names, key=natural)
+
+
+# --------------------------------------------------------------------------- cold-miss log
+
+
+COLD_MISS_LINE = re.compile(
+    r"^cold_miss/(?P<backend>\S+): n=(?P<n>\d+) p50=(?P<p50>\S+) p90=(?P<p90>\S+) "
+    r"p99=(?P<p99>\S+) max=(?P<max>\S+)\s*$"
+)
+DURATION_UNITS = {"ns": 1.0, "µs": 1e3, "us": 1e3, "ms": 1e6, "s": 1e9}
+
+
+def parse_duration(text: str) -> float | None:
+    """Rust's `{:?}` of a `Duration` (`812.3µs`, `1.1ms`, `95ns`, `2.0s`) in ns."""
+    m = re.fullmatch(r"([0-9.]+)(ns|µs|us|ms|s)", text)
+    return None if m is None else float(m.group(1)) * DURATION_UNITS[m.group(2)]
+
+
+def cold_miss_log(path: Path) -> dict[str, dict[str, float]]:
+    """The per-call percentiles benches/stores.rs prints for cold_miss (`cold_miss/<backend>:
+    n=… p50=… p90=… p99=… max=…`), from a saved copy of its output; the last line of each
+    backend wins (criterion runs the closure for warm-up and again for the measurement)."""
+    out: dict[str, dict[str, float]] = {}
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        m = COLD_MISS_LINE.match(line.strip())
+        if m is None:
+            continue
+        figures = {k: parse_duration(m.group(k)) for k in ("p50", "p90", "p99", "max")}
+        if any(v is None for v in figures.values()):
+            note(f"{path}: cannot read the durations of {line.strip()!r}")
+            continue
+        out[m.group("backend")] = {"n": float(m.group("n")), **figures}  # type: ignore[dict-item]
+    if not out:
+        note(f"{path}: no cold_miss/<backend>: n=… p50=… line")
+    return out
 
 
 # --------------------------------------------------------------------------- the figures
@@ -392,7 +431,9 @@ def heading(group: str, title: str | None = None) -> list[str]:
     return out
 
 
-def report(benches: dict[str, Bench], source: str) -> str:
+def report(
+    benches: dict[str, Bench], source: str, cold: dict[str, dict[str, float]] | None = None
+) -> str:
     by_group: dict[str, list[Bench]] = {}
     for b in benches.values():
         by_group.setdefault(b.group, []).append(b)
@@ -432,16 +473,36 @@ def report(benches: dict[str, Bench], source: str) -> str:
             if group == LOOKUP_THREADS_GROUP:
                 out += ["", lookup_threads_line(rows)]
             if group == "cold_miss":
-                out += [
-                    "",
-                    "Criterion's figure for `cold_miss` is a median of per-sample means; the "
-                    "bench prints each backend's p50, p90, p99 and maximum per call itself.",
-                ]
+                out += cold_miss_lines(cold)
             if group == "basic_auth":
                 line = basic_auth_line(rows)
                 if line:
                     out += ["", line]
+    if cold and "cold_miss" not in by_group:
+        out += heading("cold_miss") + cold_miss_lines(cold)[2:]
     return "\n".join(out) + "\n"
+
+
+def cold_miss_lines(cold: dict[str, dict[str, float]] | None) -> list[str]:
+    if not cold:
+        return [
+            "",
+            "Criterion's figure for `cold_miss` is a median of per-sample means; the bench "
+            "prints each backend's p50, p90, p99 and maximum per call (give its output to "
+            "--cold-miss-log for a table).",
+        ]
+    out = [
+        "",
+        "Each call timed alone (the bench's own output):",
+        "",
+        "| backend | calls | p50 | p90 | p99 | max |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for backend in sorted(cold):
+        c = cold[backend]
+        times = " | ".join(fmt_time(c[k]) for k in ("p50", "p90", "p99", "max"))
+        out.append(f"| {md(backend)} | {c['n']:.0f} | {times} |")
+    return out
 
 
 def floor_section(floors: list[Floor]) -> list[str]:
@@ -1011,6 +1072,13 @@ def main(argv: list[str] | None = None) -> int:
         help="where to write the chart (default: %(default)s)",
     )
     p.add_argument("--no-svg", action="store_true", help="print the tables only")
+    p.add_argument(
+        "--cold-miss-log",
+        metavar="FILE",
+        type=Path,
+        help="saved output of `cargo bench --bench stores -- cold_miss/` (its per-call "
+        "p50/p90/p99/max lines) for the cold_miss table",
+    )
     p.add_argument("--self-test", action="store_true", help="run the script's tests and exit")
     args = p.parse_args(argv)
 
@@ -1052,7 +1120,8 @@ def main(argv: list[str] | None = None) -> int:
         note(f"no {baseline}/estimates.json under {dirs[0]}")
         return 1
     source = str(dirs[0]) if baseline == "new" else f"{dirs[0]}, baseline {baseline}"
-    sys.stdout.write(report(benches, source))
+    cold = cold_miss_log(args.cold_miss_log) if args.cold_miss_log else None
+    sys.stdout.write(report(benches, source, cold))
 
     if args.no_svg:
         return 0

@@ -119,6 +119,32 @@ class Report(unittest.TestCase):
         self.assertEqual(len(bars), 6 + 7)
 
 
+class ColdMiss(unittest.TestCase):
+    def test_percentiles_from_the_bench_output(self):
+        log = HERE / "testdata" / "cold_miss.log"
+        code, out, _ = run("--criterion", str(FIXTURE), "--no-svg", "--cold-miss-log", str(log))
+        self.assertEqual(code, 0)
+        # The last line of each backend wins (the first is criterion's warm-up).
+        self.assertIn("| redis+cache | 1000 | 71.4 µs | 90.3 µs | 151 µs | 2.10 ms |", out)
+        self.assertIn("| postgres+cache | 1000 | 950 µs | 1.30 ms | 2.50 ms | 11.0 ms |", out)
+
+    def test_durations(self):
+        d = bench_report.parse_duration
+        self.assertEqual((d("95ns"), d("1.5µs"), d("2.0ms"), d("1.2s")), (95, 1500, 2e6, 1.2e9))
+        self.assertIsNone(d("fast"))
+
+    def test_natural_order_of_runs(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            for name in ("rep1-run10", "rep1-run2", "rep1-run1", "other"):
+                d = Path(tmp) / "g" / "b" / name
+                d.mkdir(parents=True)
+                (d / "estimates.json").write_text('{"median": {"point_estimate": 1}}')
+            self.assertEqual(
+                bench_report.baselines_in(Path(tmp), "rep1-run*"),
+                ["rep1-run1", "rep1-run2", "rep1-run10"],
+            )
+
+
 class Ratios(unittest.TestCase):
     def test_one_row_per_run_and_goal_counts(self):
         code, out, _ = run("--criterion", str(FIXTURE), "--ratios", "--runs", "run*")
