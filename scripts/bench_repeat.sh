@@ -13,13 +13,15 @@
 # Per run: verify's floor_1000/, floor_1000000/ and layer_1000/{no_auth_baseline,
 # valid_all_policies}; stores' verify_threads/ (needs PostgreSQL or SQLite for the cached
 # case); policies/{no_auth,all} when benches/policies.rs exists. Short times by default
-# (about 4 minutes a run on 2 cores); the recorded figures come from a full run instead.
+# (some 30 benchmarks of 4 s each, plus issuing 1 M tokens: a few minutes a run); the
+# recorded figures come from a full run (scripts/bench_all.sh) instead.
 #
 # Environment: WARMUP, MEASURE (criterion's --warm-up-time and --measurement-time, seconds;
 # default 1 and 3), BENCH_TIMEOUT (seconds one cargo command may take before it is stopped;
-# default 1800), CARGO (default cargo), CARGO_TARGET_DIR (default target). It stops by
-# itself: every cargo command has a time limit, and a failed or stopped one is reported and
-# skipped (the table then shows – where its figures are missing; the exit status is 1).
+# default 1800), CARGO (default cargo), CRITERION_HOME or CARGO_TARGET_DIR (where criterion
+# writes; default target/criterion). It stops by itself: every cargo command has a time
+# limit, and a failed or stopped one is reported and skipped (the table then shows – where
+# its figures are missing; the exit status is 1).
 set -uo pipefail
 
 usage() {
@@ -33,7 +35,7 @@ warmup=${WARMUP:-1}
 measure=${MEASURE:-3}
 limit=${BENCH_TIMEOUT:-1800}
 cd "$(dirname "$0")/.." || exit 1
-criterion="${CARGO_TARGET_DIR:-target}/criterion"
+criterion=${CRITERION_HOME:-${CARGO_TARGET_DIR:-target}/criterion}
 tag="rep$(date -u +%Y%m%dT%H%M%S)"
 
 # bench target, criterion filter (a regex over group/function[/value])

@@ -218,5 +218,56 @@ class Repeat(unittest.TestCase):
             self.assertIn("| 1.16× | 1.17× | 6.9 % | 5.7 % | +500 ns | 1.85× | 1.95× |", rows[0])
 
 
+class All(unittest.TestCase):
+    """scripts/bench_all.sh with a stand-in for cargo: `verify` copies the fixture's `new`
+    results into CRITERION_HOME, `stores` prints the cold_miss lines, `memory` a table."""
+
+    def test_all_with_fake_cargo(self):
+        script = HERE / "bench_all.sh"
+        with tempfile.TemporaryDirectory() as tmp:
+            fake = Path(tmp) / "cargo"
+            fake.write_text(
+                "#!/usr/bin/env python3\n"
+                "import shutil, sys, os\n"
+                "from pathlib import Path\n"
+                "args = sys.argv[1:]\n"
+                "bench = args[args.index('--bench') + 1]\n"
+                f"src = Path({str(FIXTURE)!r})\n"
+                "with open(Path(os.environ['FAKE_CALLS']), 'a') as f:\n"
+                "    f.write(' '.join(args) + '\\n')\n"
+                "if bench == 'verify':\n"
+                "    dst = Path(os.environ['CRITERION_HOME'])\n"
+                "    for d in src.rglob('new'):\n"
+                "        shutil.copytree(d, dst / d.relative_to(src), dirs_exist_ok=True)\n"
+                "elif bench == 'stores':\n"
+                f"    print(Path({str(HERE / 'testdata' / 'cold_miss.log')!r}).read_text())\n"
+                "elif bench == 'memory':\n"
+                "    print('| measure | bytes/token |')\n"
+                "    print('| resident set (/proc/self/statm) | 250 |')\n"
+            )
+            fake.chmod(0o755)
+            out, svg, calls = Path(tmp) / "out", Path(tmp) / "chart.svg", Path(tmp) / "calls"
+            env = dict(
+                os.environ, CARGO=str(fake), OUT=str(out), SVG=str(svg), FAKE_CALLS=str(calls)
+            )
+            env.pop("CRITERION_HOME", None)
+            p = subprocess.run(
+                ["bash", str(script)], cwd=HERE.parent, env=env,
+                capture_output=True, text=True, timeout=120,
+            )
+            self.assertEqual(p.returncode, 0, p.stderr)
+            report = (out / "report.md").read_text(encoding="utf-8")
+            self.assertIn("before verify:", report)  # the load average, with the figures
+            self.assertIn("| valid token | +270 ns | +2,046 ns | 7.59× |", report)
+            self.assertIn(
+                "| postgres+cache | 1000 | 950 µs | 1.30 ms | 2.50 ms | 11.0 ms |", report
+            )
+            self.assertIn("| resident set (/proc/self/statm) | 250 |", report)
+            self.assertTrue(svg.read_text(encoding="utf-8").startswith("<?xml"))
+            lines = calls.read_text().splitlines()
+            self.assertTrue(lines[0].startswith("bench --bench verify -- --noplot"))
+            self.assertEqual(lines[-1], "bench --bench memory")
+
+
 if __name__ == "__main__":
     unittest.main()
