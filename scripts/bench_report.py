@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Turn keygate's criterion results into the tables and the chart of BENCHMARKS.md.
 
-Run it after the benchmarks, from the crate root:
+`bash scripts/bench_all.sh` runs every bench and then this script (report in
+target/bench-report/); `bash scripts/bench_repeat.sh N` repeats the goals' benches N times and
+prints their ratios. By hand, from the crate root:
 
     cargo bench --bench verify      # floor_*, layer_*, overhead_1000, stage, ...
     cargo bench --bench stores      # authenticate, verify_threads, cold_miss, ...
