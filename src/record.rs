@@ -153,7 +153,7 @@ pub struct TokenExtras {
     pub expiry_warned_at: Option<OffsetDateTime>,
 }
 
-/// The longest `User-Agent` kept in [`TokenRecord::last_used_agent`], in bytes.
+/// The longest `User-Agent` kept in [`TokenExtras::last_used_agent`], in bytes.
 pub const MAX_USER_AGENT: usize = 256;
 
 /// Where a token stands at an instant, as the admin view reports it
