@@ -14,6 +14,10 @@ use uuid::Uuid;
 use crate::permissions::Permissions;
 use crate::token::TokenHash;
 
+mod text;
+
+pub use text::{SharedStr, ShortStr};
+
 /// A token's public identifier (a random UUID). Safe to log, show and put in URLs.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -52,7 +56,10 @@ impl std::str::FromStr for TokenId {
 /// alignment the reference count of one record shares a cache line with the fields of the
 /// record allocated before it, so two cores verifying two different tokens slow each other
 /// down (on two threads, 1.5× one thread's throughput instead of 1.9×; see BENCHMARKS.md).
-/// It costs about 64 bytes per record (its `Arc` block is 320 bytes).
+/// The record is three cache lines (192 bytes; its `Arc` block is 256 bytes), and the fields
+/// a verification reads (digest, kind, revocation, expiry) are in the first one. Kind,
+/// owner and creator are [`SharedStr`]s, which a store shares between records; name and
+/// hint are [`ShortStr`]s, kept inside the record when short.
 ///
 /// Non-exhaustive, so that a new field is not a breaking change for the stores of other
 /// crates: build one with [`new`](Self::new) and the `with_*` methods (or set its public
@@ -78,35 +85,39 @@ impl std::str::FromStr for TokenId {
 /// assert!(record.is_live_at(datetime!(2026-06-01 00:00 UTC)));
 /// ```
 #[derive(Clone)]
-#[repr(align(64))]
+#[repr(C, align(64))]
 #[non_exhaustive]
 pub struct TokenRecord {
-    /// Public identifier.
-    pub id: TokenId,
+    // The fields a verification reads come first, in the record's first cache line:
+    // digest, kind, the rarely set fields (revocation), expiry.
     /// SHA-256 of the full token.
     pub hash: TokenHash,
-    /// The [`TokenKind`](crate::token::TokenKind) name.
-    pub kind: String,
-    /// Who the token belongs to (an account id or email).
-    pub owner: String,
-    /// Name, unique among the owner's live tokens.
-    pub name: String,
-    /// Explicit permissions.
-    pub permissions: Permissions,
-    /// The token's first 12 characters, for display.
-    pub hint: String,
-    /// Who created the token (the owner, or an admin acting for them).
-    pub created_by: String,
-    /// Creation time.
-    pub created_at: OffsetDateTime,
-    /// Expiry, if any. The token is refused from this instant on.
-    pub expires_at: Option<OffsetDateTime>,
-    /// Last successful use, recorded in batches (see [`TokenStore::record_use`](crate::store::TokenStore::record_use)).
-    pub last_used_at: Option<OffsetDateTime>,
+    /// The [`TokenKind`](crate::token::TokenKind) name (shared with every record of the
+    /// kind in a [`MemoryStore`](crate::MemoryStore)).
+    pub kind: SharedStr,
     /// The fields most tokens leave unset, kept apart so that a record without them stays
     /// small: read them with [`extras`](Self::extras), set them with
     /// [`extras_mut`](Self::extras_mut) or the `with_*` methods.
     extras: Option<Box<TokenExtras>>,
+    /// Expiry, if any. The token is refused from this instant on.
+    pub expires_at: Option<OffsetDateTime>,
+    /// Last successful use, recorded in batches (see [`TokenStore::record_use`](crate::store::TokenStore::record_use)).
+    pub last_used_at: Option<OffsetDateTime>,
+    /// Public identifier.
+    pub id: TokenId,
+    /// Who the token belongs to (an account id or email; shared with the owner's other
+    /// records in a [`MemoryStore`](crate::MemoryStore)).
+    pub owner: SharedStr,
+    /// Who created the token (the owner, or an admin acting for them).
+    pub created_by: SharedStr,
+    /// Name, unique among the owner's live tokens.
+    pub name: ShortStr,
+    /// The token's first 12 characters, for display.
+    pub hint: ShortStr,
+    /// Explicit permissions.
+    pub permissions: Permissions,
+    /// Creation time.
+    pub created_at: OffsetDateTime,
 }
 
 /// The fields of a [`TokenRecord`] that most tokens leave unset (see
@@ -357,9 +368,9 @@ impl TokenRecord {
     pub fn new(
         id: TokenId,
         hash: TokenHash,
-        kind: impl Into<String>,
-        owner: impl Into<String>,
-        name: impl Into<String>,
+        kind: impl Into<SharedStr>,
+        owner: impl Into<SharedStr>,
+        name: impl Into<ShortStr>,
         created_at: OffsetDateTime,
     ) -> Self {
         let owner = owner.into();
@@ -371,7 +382,7 @@ impl TokenRecord {
             owner,
             name: name.into(),
             permissions: Permissions::none(),
-            hint: String::new(),
+            hint: ShortStr::default(),
             created_at,
             expires_at: None,
             last_used_at: None,
@@ -445,14 +456,14 @@ impl TokenRecord {
 
     /// Sets [`hint`](Self::hint).
     #[must_use]
-    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+    pub fn with_hint(mut self, hint: impl Into<ShortStr>) -> Self {
         self.hint = hint.into();
         self
     }
 
     /// Sets [`created_by`](Self::created_by) (by default the owner).
     #[must_use]
-    pub fn with_created_by(mut self, created_by: impl Into<String>) -> Self {
+    pub fn with_created_by(mut self, created_by: impl Into<SharedStr>) -> Self {
         self.created_by = created_by.into();
         self
     }

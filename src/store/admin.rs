@@ -120,7 +120,7 @@ impl TokenUpdate {
     /// Applies the update to `record`: the rule every store follows.
     pub fn apply(&self, record: &mut TokenRecord) {
         if let Some(n) = &self.name {
-            record.name.clone_from(n);
+            record.name = n.into();
         }
         if let Some(d) = &self.description {
             record.extras_mut().description.clone_from(d);

@@ -10,6 +10,7 @@ use super::{
     InactiveOutcome, InsertRules, ReleaseOutcome, RotateOutcome, StoreError, TokenId, TokenQuery,
     TokenRecord, TokenStore, TokenUpdate,
 };
+use crate::record::SharedStr;
 use crate::token::{DigestHasher, TokenHash};
 
 /// A record in the id index, keyed by the id it holds. It shares the digest map's
@@ -71,11 +72,35 @@ struct Inner {
 }
 
 /// Everything found by something else than the digest. Every record is in `by_hash` and in
-/// `by_id`, as the same `Arc`; `by_owner` lists the ids of each owner's records.
+/// `by_id`, as the same `Arc`; `by_owner` lists the ids of each owner's records. The
+/// owners' names (keys of `by_owner`) and `kinds` are the strings the records share.
 #[derive(Default)]
 struct Index {
     by_id: HashSet<ById>,
-    by_owner: HashMap<String, Vec<TokenId>>,
+    by_owner: HashMap<SharedStr, Vec<TokenId>>,
+    kinds: HashSet<SharedStr>,
+}
+
+impl Index {
+    /// Makes `record` share the index's one copy of its owner, creator and kind, so that
+    /// each distinct value is held once however many records name it (at 1 M tokens of
+    /// 10 k owners, 96 bytes less per token than three strings of their own).
+    fn intern(&mut self, record: &mut TokenRecord) {
+        if let Some((owner, _)) = self.by_owner.get_key_value(record.owner.as_str()) {
+            record.owner = owner.clone();
+        }
+        if record.created_by == record.owner {
+            record.created_by = record.owner.clone();
+        } else if let Some((who, _)) = self.by_owner.get_key_value(record.created_by.as_str()) {
+            record.created_by = who.clone();
+        }
+        match self.kinds.get(record.kind.as_str()) {
+            Some(kind) => record.kind = kind.clone(),
+            None => {
+                self.kinds.insert(record.kind.clone());
+            }
+        }
+    }
 }
 
 impl Default for MemoryStore {
@@ -164,6 +189,7 @@ impl MemoryStore {
     /// same id and digest, if any), under the index lock.
     fn put(&self, index: &mut Index, mut record: TokenRecord) {
         record.compact();
+        index.intern(&mut record);
         let record = Arc::new(record);
         self.inner
             .by_hash
@@ -357,7 +383,9 @@ impl TokenStore for MemoryStore {
         }
         // One pass over each owner's list, however many of their records went.
         let owners: HashSet<&str> = removed.iter().map(|r| r.owner.as_str()).collect();
-        let Index { by_id, by_owner } = &mut *index;
+        let Index {
+            by_id, by_owner, ..
+        } = &mut *index;
         for owner in owners {
             if let Some(ids) = by_owner.get_mut(owner) {
                 ids.retain(|id| by_id.contains(id));
@@ -454,10 +482,13 @@ impl TokenStore for MemoryStore {
         let mut changed = Vec::new();
         for entry in &index.by_id {
             let r = &entry.0;
-            if !kinds.contains(&r.kind) || !r.is_valid_at(now) || r.last_active_at() >= cutoff {
+            if !kinds.iter().any(|k| r.kind == *k)
+                || !r.is_valid_at(now)
+                || r.last_active_at() >= cutoff
+            {
                 continue;
             }
-            let release = release_kinds.contains(&r.kind);
+            let release = release_kinds.iter().any(|k| r.kind == *k);
             if release && r.extras().bound_to.is_none() {
                 continue;
             }
@@ -657,5 +688,35 @@ mod tests {
         }
         assert_eq!(store.len(), 3_000);
         assert_consistent(&store);
+    }
+
+    #[test]
+    fn records_share_one_copy_of_each_owner_creator_and_kind() {
+        let store = MemoryStore::new();
+        let t = OffsetDateTime::now_utc();
+        // Each record is built from strings of its own; the store keeps one of each value.
+        let a = record(&String::from("alice"), "a", t).with_created_by(String::from("alice"));
+        let b = record(&String::from("alice"), "b", t).with_created_by(String::from("alice"));
+        let c = record(&String::from("carol"), "c", t).with_created_by(String::from("alice"));
+        assert!(!SharedStr::ptr_eq(&a.owner, &b.owner));
+        for r in [&a, &b, &c] {
+            store.insert_unchecked(r.clone()).expect("insert");
+        }
+        let [a, b, c] = [&a, &b, &c].map(|r| store.record(&r.hash).expect("held"));
+        assert!(SharedStr::ptr_eq(&a.owner, &b.owner));
+        assert!(SharedStr::ptr_eq(&a.owner, &a.created_by));
+        assert!(SharedStr::ptr_eq(&a.owner, &c.created_by));
+        assert!(SharedStr::ptr_eq(&a.kind, &c.kind));
+        assert_eq!(
+            (a.owner.as_str(), c.owner.as_str(), a.kind.as_str()),
+            ("alice", "carol", "pat")
+        );
+        assert_consistent(&store);
+    }
+
+    #[test]
+    fn a_record_is_three_cache_lines() {
+        assert_eq!(std::mem::align_of::<TokenRecord>(), 64);
+        assert_eq!(std::mem::size_of::<TokenRecord>(), 192);
     }
 }

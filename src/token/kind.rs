@@ -26,7 +26,7 @@ pub struct TokenKind {
 
 #[derive(PartialEq, Eq, Hash)]
 struct KindInner {
-    name: String,
+    name: crate::record::SharedStr,
     prefix: String,
     max_live_per_owner: Option<Option<u32>>,
     max_lifetime: Option<std::time::Duration>,
@@ -55,7 +55,7 @@ impl TokenKind {
         }
         Ok(Self {
             inner: Arc::new(KindInner {
-                name,
+                name: name.into(),
                 prefix,
                 max_live_per_owner: None,
                 max_lifetime: None,
@@ -228,6 +228,14 @@ impl TokenKind {
     /// The kind's name, as stored with each token.
     #[must_use]
     pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The kind's name as a [`SharedStr`](crate::record::SharedStr): a record issued for
+    /// this kind holds this very allocation, so checking a record's kind is an address
+    /// compare.
+    #[must_use]
+    pub fn shared_name(&self) -> &crate::record::SharedStr {
         &self.inner.name
     }
 

@@ -209,7 +209,7 @@ impl Tokens {
         let mut record = TokenRecord::new(
             TokenId::random(),
             req.hash,
-            kind.name(),
+            kind.shared_name().clone(),
             req.owner.clone(),
             req.name,
             created_at,

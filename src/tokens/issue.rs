@@ -261,7 +261,7 @@ impl Tokens {
             let mut record = TokenRecord::new(
                 TokenId::random(),
                 self.inner.hasher.stored(token.expose_secret()),
-                kind.name(),
+                kind.shared_name().clone(),
                 req.owner.clone(),
                 name,
                 now,
@@ -312,7 +312,7 @@ impl Tokens {
             .await?
             .into_iter()
             .filter(|r| r.is_live_at(now))
-            .map(|r| r.name)
+            .map(|r| r.name.to_string())
             .collect();
         let mut skipped = 0;
         for n in 1.. {

@@ -210,7 +210,7 @@ impl Tokens {
         }
         let kind = self
             .kind(&old.kind)
-            .ok_or_else(|| TokenError::UnknownKind(old.kind.clone()))?
+            .ok_or_else(|| TokenError::UnknownKind(old.kind.to_string()))?
             .clone();
         let grace = grace.unwrap_or_default();
         if grace > self.inner.max_grace {
@@ -227,7 +227,7 @@ impl Tokens {
         let mut record = old;
         record.id = TokenId::random();
         record.hash = self.inner.hasher.stored(token.expose_secret());
-        record.hint = token.hint();
+        record.hint = token.hint().into();
         record.created_at = now;
         record.expires_at = expires_at;
         record.last_used_at = None;

@@ -207,7 +207,7 @@ impl Tokens {
         if changes.expiry.is_some() {
             let kind = self
                 .kind(&current.kind)
-                .ok_or_else(|| TokenError::UnknownKind(current.kind.clone()))?;
+                .ok_or_else(|| TokenError::UnknownKind(current.kind.to_string()))?;
             let at = changes
                 .new_expiry(now)
                 .ok_or(TokenError::InvalidExpiry("must be at most 100 years"))?;

@@ -7,6 +7,7 @@ use http::HeaderMap;
 
 use crate::denial::Denial;
 use crate::identity::{AuthMethod, Identity};
+use crate::record::SharedStr;
 use crate::store::{StoreError, TokenRecord, TokenStore};
 use crate::token::{self, TokenHash, TokenKind};
 
@@ -223,7 +224,10 @@ impl Tokens {
         // The store found the record by its hash; the core still checks the digest itself,
         // in constant time, so a backend bug cannot let a different token through.
         let same = record.hash.ct_eq(hash);
-        let kind_ok = record.kind == kind.name()
+        // A record issued for this kind holds the kind's own name: an address compare, with
+        // the string compare only for a record built otherwise (or of another kind).
+        let kind_ok = (SharedStr::ptr_eq(&record.kind, kind.shared_name())
+            || record.kind == kind.name())
             && accept.is_none_or(|names| names.iter().any(|n| *n == record.kind));
         let refused = if !same {
             Some(Denial::Unknown)

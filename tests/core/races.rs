@@ -104,12 +104,12 @@ async fn live(tokens: &Tokens, owner: &str) -> (usize, bool) {
     let records = tokens.list(owner).await.unwrap();
     let now = tokens.now();
     let valid = records.iter().filter(|r| r.is_valid_at(now)).count();
-    let names: Vec<&String> = records
+    let names: Vec<&str> = records
         .iter()
         .filter(|r| r.is_live_at(now))
-        .map(|r| &r.name)
+        .map(|r| r.name.as_str())
         .collect();
-    let unique: HashSet<&&String> = names.iter().collect();
+    let unique: HashSet<&&str> = names.iter().collect();
     (valid, unique.len() == names.len())
 }
 

@@ -237,7 +237,7 @@ async fn the_cleaner_deletes_expired_tokens_on_its_interval() {
         .await
         .unwrap()
         .into_iter()
-        .map(|r| r.name)
+        .map(|r| r.name.to_string())
         .collect();
     assert_eq!(names, ["forever"]);
     cleaner.shutdown().await;

@@ -98,7 +98,7 @@ async fn two_instances_share_one_limit_of_100_a_minute() {
         .unwrap();
     let lineage = keygate::rate_limit::Lineage::of(&issued.record).shared_key();
     assert_eq!(keys, vec![format!("{prefix}rl:{lineage}")]);
-    assert!(!keys[0].contains(&issued.record.owner));
+    assert!(!keys[0].contains(issued.record.owner.as_str()));
     cleanup(&a).await;
 }
 

@@ -251,9 +251,9 @@ pub(crate) async fn revoke(
     );
     let action = Action {
         event: "token.revoke",
-        owner: record.owner.clone(),
+        owner: record.owner.to_string(),
         token_id: id,
-        token_name: Some(record.name.clone()),
+        token_name: Some(record.name.to_string()),
         detail: Some(format!(
             "revoked by administrator {} (created by {})",
             admin.owner(),

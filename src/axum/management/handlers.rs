@@ -205,9 +205,9 @@ pub(crate) async fn create_token(
     );
     let action = Action {
         event: "token.create",
-        owner: issued.record.owner.clone(),
+        owner: issued.record.owner.to_string(),
         token_id: issued.record.id,
-        token_name: Some(issued.record.name.clone()),
+        token_name: Some(issued.record.name.to_string()),
         detail: None,
     };
     Ok(tag(issued_response(&s, issued), action))
@@ -378,9 +378,9 @@ pub(crate) async fn rotate_token(
     );
     let action = Action {
         event: "token.rotate",
-        owner: issued.record.owner.clone(),
+        owner: issued.record.owner.to_string(),
         token_id: issued.record.id,
-        token_name: Some(issued.record.name.clone()),
+        token_name: Some(issued.record.name.to_string()),
         detail: None,
     };
     Ok(tag(issued_response(&s, issued), action))

@@ -514,7 +514,7 @@ async fn import_one(s: &Shared, caller: &Caller, c: Checked) -> Result<(TokenId,
             }
             Failure::from(err)
         })?;
-    Ok((record.id, record.name))
+    Ok((record.id, record.name.into()))
 }
 
 #[cfg(all(test, feature = "openapi"))]

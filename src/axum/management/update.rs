@@ -258,9 +258,9 @@ pub(crate) async fn update_token(
     tracing::info!(token_id = %id, owner = %record.owner, fields = ?fields, "token updated");
     let action = Action {
         event: "token.update",
-        owner: record.owner.clone(),
+        owner: record.owner.to_string(),
         token_id: id,
-        token_name: Some(record.name.clone()),
+        token_name: Some(record.name.to_string()),
         detail: Some(format!("changed: {}", fields.join(","))),
     };
     let view = TokenView::from_record(&record, s.tokens.now());

@@ -298,9 +298,9 @@ pub(super) async fn token_list(tokens: &Tokens, args: TokenList) -> Result<(), F
                 if args.all {
                     format!("{} / {}", r.owner, r.name)
                 } else {
-                    r.name.clone()
+                    r.name.to_string()
                 },
-                r.hint.clone(),
+                r.hint.to_string(),
                 status.to_owned(),
                 rfc3339(r.created_at),
                 r.expires_at.map_or_else(|| "never".into(), rfc3339),

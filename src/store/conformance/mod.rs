@@ -426,7 +426,7 @@ async fn purge_removes_dead_records(s: &Arc<dyn TokenStore>) {
         .await
         .expect("list")
         .into_iter()
-        .map(|r| r.name)
+        .map(|r| r.name.to_string())
         .collect();
     assert_eq!(names.len(), 2, "purge keeps live records: {names:?}");
     assert!(names.contains(&"future".to_owned()) && names.contains(&"forever".to_owned()));
@@ -447,7 +447,7 @@ async fn list_is_per_owner_oldest_first(s: &Arc<dyn TokenStore>) {
         .await
         .expect("list")
         .into_iter()
-        .map(|r| r.name)
+        .map(|r| r.name.to_string())
         .collect();
     assert_eq!(names, ["c", "a", "b"], "oldest first, only this owner's");
 }

@@ -62,8 +62,8 @@ impl PostgresStore {
                 ")"
             ))
             .bind(now)
-            .bind(&record.owner)
-            .bind(&record.name)
+            .bind(record.owner.as_str())
+            .bind(record.name.as_str())
             .bind(id.0)
             .fetch_one(&mut *tx)
             .await

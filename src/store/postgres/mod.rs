@@ -256,9 +256,9 @@ impl TokenStore for PostgresStore {
             ") AS counted FROM keygate_tokens WHERE owner = $1 AND ",
             valid_at!("$4")
         ))
-        .bind(&record.owner)
-        .bind(&record.name)
-        .bind(rules.per_kind.then_some(&record.kind))
+        .bind(record.owner.as_str())
+        .bind(record.name.as_str())
+        .bind(rules.per_kind.then_some(record.kind.as_str()))
         .bind(rules.now)
         .fetch_one(&mut *tx)
         .await
@@ -400,7 +400,7 @@ impl TokenStore for PostgresStore {
                 valid_at!("$3")
             ))
             .bind(&owner)
-            .bind(rules.per_kind.then_some(&new.kind))
+            .bind(rules.per_kind.then_some(new.kind.as_str()))
             .bind(now)
             .fetch_one(&mut *tx)
             .await

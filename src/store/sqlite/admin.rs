@@ -70,8 +70,8 @@ impl SqliteStore {
                 ")"
             ))
             .bind(micros(now)?)
-            .bind(&record.owner)
-            .bind(&record.name)
+            .bind(record.owner.as_str())
+            .bind(record.name.as_str())
             .bind(id)
             .fetch_one(&mut *tx)
             .await?;

@@ -58,8 +58,8 @@ impl SqliteStore {
             ")"
         ))
         .bind(now)
-        .bind(&record.owner)
-        .bind(&record.name)
+        .bind(record.owner.as_str())
+        .bind(record.name.as_str())
         .fetch_one(&mut *tx)
         .await?;
         if taken {
@@ -89,8 +89,8 @@ impl SqliteStore {
             valid_at!("?1")
         ))
         .bind(now)
-        .bind(&record.owner)
-        .bind(rules.per_kind.then_some(&record.kind))
+        .bind(record.owner.as_str())
+        .bind(rules.per_kind.then_some(record.kind.as_str()))
         .fetch_one(&mut *tx)
         .await?;
         Ok(valid >= i64::from(max))
