@@ -146,13 +146,25 @@ impl<V: Until + Send + Sync> Sharded<V> {
 pub(super) struct Cache {
     found: Sharded<Entry>,
     unknown: Sharded<u64>,
-    /// Bumped by every invalidation; a lookup caches its answer only if it did not move.
+    /// Bumped by every invalidation that cannot name its shard (by id, a flush); a lookup
+    /// caches its answer only if neither this nor its hash's stripe moved.
     epoch: AtomicU64,
+    /// One counter per shard, bumped by an invalidation of a hash in that shard: a steady
+    /// stream of revocations of other tokens (other instances, other schemas on one
+    /// database) does not keep every lookup's answer out of the cache.
+    stripes: Box<[AtomicU64]>,
     /// How many attached listeners are not subscribed (not yet, or no longer, or whose task
     /// ended): while any is, nothing is served from or put into the cache. A count, not a
     /// flag, so that one listener coming up (or being dropped) does not re-enable the cache
     /// while another is still down.
     pub(super) listeners_down: AtomicUsize,
+}
+
+/// A snapshot of the invalidation counters that concern one hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Epoch {
+    all: u64,
+    stripe: u64,
 }
 
 pub(super) enum Cached {
@@ -167,6 +179,7 @@ impl Cache {
             found: Sharded::new(config.capacity, config.ttl),
             unknown: Sharded::new(config.negative_capacity, config.negative_ttl),
             epoch: AtomicU64::new(0),
+            stripes: (0..SHARDS).map(|_| AtomicU64::new(0)).collect(),
             listeners_down: AtomicUsize::new(0),
         }
     }
@@ -203,13 +216,17 @@ impl Cache {
         self.listeners_down.load(Ordering::Acquire) > 0
     }
 
-    pub(super) fn epoch(&self) -> u64 {
-        self.epoch.load(Ordering::Acquire)
+    /// Where the invalidations that concern `hash` stand; taken before a lookup.
+    pub(super) fn epoch(&self, hash: &TokenHash) -> Epoch {
+        Epoch {
+            all: self.epoch.load(Ordering::Acquire),
+            stripe: self.stripes[shard_of(hash)].load(Ordering::Acquire),
+        }
     }
 
-    /// Caches the answer of a lookup that started at `epoch`, unless an invalidation
-    /// happened since (or a listener is down).
-    pub(super) fn put(&self, hash: TokenHash, found: Option<&Arc<TokenRecord>>, epoch: u64) {
+    /// Caches the answer of a lookup that started at `epoch`, unless an invalidation that
+    /// concerns `hash` happened since (or a listener is down).
+    pub(super) fn put(&self, hash: TokenHash, found: Option<&Arc<TokenRecord>>, epoch: Epoch) {
         if self.bypassed() {
             return;
         }
@@ -219,7 +236,7 @@ impl Cache {
                     return;
                 };
                 let shard = self.found.write(&hash);
-                if self.epoch() != epoch {
+                if self.epoch(&hash) != epoch {
                     return;
                 }
                 let until = clock::after(ttl);
@@ -234,7 +251,7 @@ impl Cache {
             }
             None => {
                 let shard = self.unknown.write(&hash);
-                if self.epoch() != epoch {
+                if self.epoch(&hash) != epoch {
                     return;
                 }
                 let until = clock::after(self.unknown.ttl);
@@ -262,7 +279,7 @@ impl Cache {
     }
 
     pub(super) fn invalidate(&self, hash: &TokenHash) {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.stripes[shard_of(hash)].fetch_add(1, Ordering::AcqRel);
         self.found.remove(hash);
         self.unknown.remove(hash);
     }
@@ -336,5 +353,41 @@ mod tests {
         });
         assert_eq!(off.found_ttl(&revoked), None);
         assert_eq!(off.found_ttl(&valid), Some(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn only_an_invalidation_that_concerns_a_hash_keeps_its_answer_out() {
+        let cache = Cache::new(&Config {
+            capacity: 64 * SHARDS,
+            ttl: Duration::from_secs(30),
+            negative_capacity: 64 * SHARDS,
+            negative_ttl: Duration::from_secs(5),
+        });
+        let hash = TokenHash::from_bytes([1; 32]);
+        let mut other = [2; 32];
+        other[8] = 3; // another shard
+        let other = TokenHash::from_bytes(other);
+        assert_ne!(shard_of(&hash), shard_of(&other));
+        let rec = Arc::new(record("alice", "ci", OffsetDateTime::now_utc()));
+
+        // Revocations of other tokens while the lookup waited: its answer is cached.
+        let epoch = cache.epoch(&hash);
+        cache.invalidate(&other);
+        cache.put(hash, Some(&rec), epoch);
+        assert_eq!(cache.found_len(), 1);
+
+        // The same token invalidated meanwhile: the (maybe stale) answer stays out.
+        cache.flush();
+        for invalidate in [
+            &(|c: &Cache| c.invalidate(&hash)) as &dyn Fn(&Cache),
+            &|c: &Cache| c.invalidate_id(&rec.id),
+            &|c: &Cache| c.flush(),
+        ] {
+            let epoch = cache.epoch(&hash);
+            invalidate(&cache);
+            cache.put(hash, Some(&rec), epoch);
+            cache.put(hash, None, epoch);
+            assert_eq!(cache.found_len() + cache.unknown_len(), 0);
+        }
     }
 }

@@ -53,8 +53,9 @@
 //! connection within 15 s; until then notifications can be missed and the TTL is the bound.
 //!
 //! A lookup that read the store before a revocation committed cannot put its stale answer
-//! back into the cache afterwards: every invalidation bumps an epoch, and a lookup only
-//! caches its answer if the epoch did not move while it waited.
+//! back into the cache afterwards: every invalidation bumps an epoch (one per shard of
+//! hashes, and one for invalidations by id and flushes), and a lookup only caches its
+//! answer if the epochs that concern its hash did not move while it waited.
 //!
 //! # Failing closed
 //!
@@ -292,7 +293,7 @@ impl<S: TokenStore> TokenStore for CachedStore<S> {
             Cached::Unknown => return Ok(None),
             Cached::Miss => {}
         }
-        let epoch = self.cache.epoch();
+        let epoch = self.cache.epoch(hash);
         let found = self.call(self.inner.find_by_hash(hash)).await?;
         self.cache.put(*hash, found.as_ref(), epoch);
         Ok(found)
@@ -307,7 +308,7 @@ impl<S: TokenStore> TokenStore for CachedStore<S> {
             Cached::Unknown => Some(Ok(None)),
             Cached::Miss => {
                 // Filled exactly as the async path does, under the same epoch rule.
-                let epoch = self.cache.epoch();
+                let epoch = self.cache.epoch(hash);
                 let found = self.inner.find_by_hash_now(hash)?;
                 if let Ok(f) = &found {
                     self.cache.put(*hash, f.as_ref(), epoch);
