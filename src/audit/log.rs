@@ -246,7 +246,9 @@ impl AuditLog {
     /// against): a refusal is charged to the address's [denial
     /// budget](Self::with_denial_budget) and shed past it; the first refusal kept after
     /// some were shed is preceded by an `audit.shed` event with their number.
-    pub(crate) fn record_request(&self, event: AuditEvent, client: Option<std::net::IpAddr>) {
+    pub(crate) fn record_request(&self, mut event: AuditEvent, client: Option<std::net::IpAddr>) {
+        // The method is the client's choice, of any length: cut like the path.
+        super::request::cut_method(&mut event.method);
         if event.rbac_decision == Decision::Deny
             && let (Some(budget), Some(ip)) = (&self.budget, client)
         {

@@ -10,6 +10,26 @@ pub const MAX_REQUEST_ID_LEN: usize = 128;
 /// character boundary before it.
 pub const MAX_PATH_LEN: usize = 1024;
 
+/// The longest `method` an event keeps, in bytes: 32. A method is a token of the client's
+/// choosing (`GET`, or any run of letters up to the server's header limit); a longer one
+/// is cut, so that an anonymous request cannot write a row of any size.
+pub const MAX_METHOD_LEN: usize = 32;
+
+/// `method` cut to [`MAX_METHOD_LEN`] bytes (a method is ASCII, so the cut is a character
+/// boundary, and what is left is still a method).
+pub(crate) fn kept_method(method: &http::Method) -> http::Method {
+    let bytes = method.as_str().as_bytes();
+    if bytes.len() <= MAX_METHOD_LEN {
+        return method.clone();
+    }
+    http::Method::from_bytes(&bytes[..MAX_METHOD_LEN]).unwrap_or(http::Method::GET)
+}
+
+/// `method` cut to [`MAX_METHOD_LEN`] bytes at a character boundary, in place.
+pub(crate) fn cut_method(method: &mut String) {
+    method.truncate(method.floor_char_boundary(MAX_METHOD_LEN));
+}
+
 /// The request id an event keeps: the request's single `x-request-id` when it is 1 to
 /// [`MAX_REQUEST_ID_LEN`] visible ASCII characters holding no token, `None` otherwise. The request's sender
 /// chooses it, with or without credentials: bounding it bounds what an anonymous request
@@ -30,7 +50,11 @@ fn single_request_id(headers: &http::HeaderMap) -> Option<&http::HeaderValue> {
 
 /// What an event keeps of a single `x-request-id` value (see [`request_id`]).
 fn kept_request_id(value: &http::HeaderValue) -> Option<String> {
-    let bytes = value.as_bytes();
+    kept_request_id_bytes(value.as_bytes())
+}
+
+/// [`kept_request_id`] of the value's bytes.
+fn kept_request_id_bytes(bytes: &[u8]) -> Option<String> {
     let visible = !bytes.is_empty()
         && bytes.len() <= MAX_REQUEST_ID_LEN
         && bytes.iter().all(|b| b.is_ascii_graphic());
@@ -72,20 +96,29 @@ fn original_uri<'a>(extensions: &'a http::Extensions, uri: &'a http::Uri) -> &'a
 
 /// What [`request_path`] keeps of the URI the client sent.
 fn kept_path(uri: &http::Uri) -> String {
+    kept_path_of(uri.path())
+}
+
+/// What [`request_path`] keeps of a path.
+fn kept_path_of(path: &str) -> String {
     // Tokens are replaced before the cut, so that no token cut in half is kept either.
-    let path = without_tokens(uri.path());
+    let path = without_tokens(path);
     path[..path.floor_char_boundary(MAX_PATH_LEN)].to_owned()
 }
 
 /// What the `authenticate` event of a request needs from it, taken before the request
-/// moves on to the inner service: reference-counted clones of its parts, no copy and no
-/// allocation. What the event keeps of them (the bounded path without tokens, the bounded
-/// request id) is worked out by the audit log's background writer
+/// moves on to the inner service: bounded copies, never the request's own buffers. (With
+/// hyper, the URI and every header value share the buffer of the whole request head, up
+/// to hundreds of KiB chosen by the client: a queued event holding a clone of them would
+/// hold all of it.) The path is copied when it fits in [`MAX_PATH_LEN`] (cleaned and cut
+/// here otherwise), the request id when it fits in [`MAX_REQUEST_ID_LEN`]; short ones are
+/// kept inline, without an allocation. What the event keeps of them (the path without
+/// tokens, the visible request id) is worked out by the audit log's background writer
 /// ([`RequestEvent::into_event`]), off the request's path.
 pub(crate) struct RequestParts {
     method: http::Method,
-    uri: http::Uri,
-    request_id: Option<http::HeaderValue>,
+    path: compact_str::CompactString,
+    request_id: Option<compact_str::CompactString>,
 }
 
 impl RequestParts {
@@ -96,10 +129,21 @@ impl RequestParts {
         uri: &http::Uri,
         headers: &http::HeaderMap,
     ) -> Self {
+        let path = original_uri(extensions, uri).path();
+        let path = if path.len() <= MAX_PATH_LEN {
+            compact_str::CompactString::from(path)
+        } else {
+            compact_str::CompactString::from(kept_path_of(path))
+        };
+        let request_id = single_request_id(headers)
+            .map(http::HeaderValue::as_bytes)
+            .filter(|b| b.len() <= MAX_REQUEST_ID_LEN)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .map(compact_str::CompactString::from);
         Self {
-            method: method.clone(),
-            uri: original_uri(extensions, uri).clone(),
-            request_id: single_request_id(headers).cloned(),
+            method: kept_method(method),
+            path,
+            request_id,
         }
     }
 }
@@ -140,12 +184,16 @@ impl RequestEvent {
             api_token_name: record.map(|r| r.name.to_string()),
             owner: record.map(|r| r.owner.to_string()),
             method: self.parts.method.as_str().to_owned(),
-            path: kept_path(&self.parts.uri),
+            path: kept_path_of(&self.parts.path),
             status_code: self.status_code,
             rbac_decision: self.decision(),
             reason: self.reason.map(str::to_owned),
             client_ip: self.client_ip,
-            request_id: self.parts.request_id.as_ref().and_then(kept_request_id),
+            request_id: self
+                .parts
+                .request_id
+                .as_deref()
+                .and_then(|id| kept_request_id_bytes(id.as_bytes())),
             details: None,
         }
     }

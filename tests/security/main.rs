@@ -15,6 +15,7 @@ use keygate::server;
 mod support;
 
 mod attacks_20;
+mod attacks_21;
 mod audit_and_cache;
 mod client_address;
 mod deployment;

@@ -1,0 +1,131 @@
+//! Attack pass 21: the compact records, interned strings, queued audit events, metric
+//! tables and per-shard cache epochs of the performance round.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderValue, Request, Response, Uri};
+use http_body_util::Full;
+use keygate::audit::{AuditEvent, AuditLog, AuditSink, MemoryAuditSink};
+use keygate::client_ip::ClientAddr;
+use keygate::{AuthLayer, MemoryStore, TokenKind, Tokens};
+use tokio::sync::Notify;
+use tower::{Layer, Service};
+
+/// A sink that holds its first write until released: the writer is busy, and what the
+/// layer queues stays queued, as behind a slow disk or database.
+#[derive(Clone, Default)]
+struct Wedged(Arc<Notify>);
+
+#[async_trait::async_trait]
+impl AuditSink for Wedged {
+    async fn write(
+        &self,
+        _events: &[AuditEvent],
+    ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        self.0.notified().await;
+        Ok(())
+    }
+}
+
+/// A request head as hyper hands it over: the URI and the header values are slices of one
+/// buffer holding the whole head, here with 256 KiB of cookies after the request id.
+fn hostile_request(peer: &str) -> (Request<Full<Bytes>>, Bytes) {
+    let path = format!("/{}", "a".repeat(8 * 1024));
+    let cookie = "c".repeat(256 * 1024);
+    let text = format!("GET {path} HTTP/1.1\r\nx-request-id: req-1\r\ncookie: {cookie}\r\n\r\n");
+    let head = BytesMut::from(text.as_bytes()).freeze();
+    let at = |needle: &str| text.find(needle).unwrap();
+    let uri = Uri::from_maybe_shared(head.slice(4..4 + path.len())).unwrap();
+    let id_at = at("req-1");
+    let id = HeaderValue::from_maybe_shared(head.slice(id_at..id_at + 5)).unwrap();
+    let cookie_at = at("ccc");
+    let cookie =
+        HeaderValue::from_maybe_shared(head.slice(cookie_at..cookie_at + cookie.len())).unwrap();
+    let mut req = Request::get(uri)
+        .header("x-request-id", id)
+        .header(http::header::COOKIE, cookie)
+        .body(Full::<Bytes>::default())
+        .unwrap();
+    req.extensions_mut()
+        .insert(ClientAddr(peer.parse().unwrap()));
+    (req, head)
+}
+
+/// Requests without credentials, each with a 264 KiB head, sent while the audit writer is
+/// busy: the queued `authenticate` events (65 536 of them by default) must not hold the
+/// heads, or a flood pins tens of GiB. Each event keeps at most the bounded path and
+/// request id.
+#[tokio::test]
+async fn queued_audit_events_do_not_hold_the_request_heads() {
+    let tokens = Tokens::builder(MemoryStore::new())
+        .kind(TokenKind::pat())
+        .build()
+        .unwrap();
+    let sink = Wedged::default();
+    let audit = AuditLog::spawn(sink.clone(), 1024).with_write_timeout(Duration::from_secs(60));
+    let svc = AuthLayer::new(tokens)
+        .with_audit(audit.clone())
+        .layer(tower::service_fn(|_req: Request<Full<Bytes>>| async {
+            Ok::<_, Infallible>(Response::new(Full::<Bytes>::default()))
+        }));
+    // The first refusal's event keeps the writer busy in the sink.
+    let (first, _) = hostile_request("192.0.2.1:1000");
+    assert_eq!(svc.clone().call(first).await.unwrap().status(), 401);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut heads = Vec::new();
+    for i in 2..10 {
+        let (req, head) = hostile_request(&format!("192.0.2.{i}:1000"));
+        assert_eq!(svc.clone().call(req).await.unwrap().status(), 401);
+        heads.push(head);
+    }
+    for head in &heads {
+        assert!(
+            head.is_unique(),
+            "a queued audit event holds the client's whole request head"
+        );
+    }
+    sink.0.notify_waiters();
+}
+
+/// A request without credentials whose method is 64 KiB of letters (a valid extension
+/// method): its `authenticate` event must not carry it whole, as it does not carry a
+/// long path or request id, or anonymous clients write rows of any size into the audit
+/// log (and hold that much memory per queued event).
+#[tokio::test]
+async fn an_anonymous_request_cannot_write_a_huge_method_into_the_audit_log() {
+    let tokens = Tokens::builder(MemoryStore::new())
+        .kind(TokenKind::pat())
+        .build()
+        .unwrap();
+    let sink = MemoryAuditSink::new();
+    let audit = AuditLog::spawn(sink.clone(), 1024);
+    let svc = AuthLayer::new(tokens)
+        .with_audit(audit.clone())
+        .layer(tower::service_fn(|_req: Request<Full<Bytes>>| async {
+            Ok::<_, Infallible>(Response::new(Full::<Bytes>::default()))
+        }));
+    let huge = http::Method::from_bytes("M".repeat(64 * 1024).as_bytes()).unwrap();
+    let mut req = Request::builder()
+        .method(huge)
+        .uri("/api/things")
+        .body(Full::<Bytes>::default())
+        .unwrap();
+    req.extensions_mut()
+        .insert(ClientAddr("192.0.2.20:1000".parse().unwrap()));
+    assert_eq!(svc.clone().call(req).await.unwrap().status(), 401);
+    audit.shutdown().await;
+    let events = sink.events();
+    let event = events
+        .iter()
+        .find(|e| e.path == "/api/things")
+        .expect("the refusal is audited");
+    assert!(
+        event.method.len() <= keygate::audit::MAX_METHOD_LEN,
+        "a {} byte method was kept",
+        event.method.len()
+    );
+    assert!(event.method.starts_with("MMMM"));
+}
