@@ -484,7 +484,7 @@ async fn log_request(mut req: Request, next: Next) -> Response {
             id
         }
     };
-    let method = req.method().clone();
+    let method = crate::audit::kept_method(req.method());
     let path = crate::audit::request_path(req.extensions(), req.uri());
     let started = Instant::now();
     let span = tracing::info_span!("request", request_id = %id);

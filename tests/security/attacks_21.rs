@@ -129,3 +129,42 @@ async fn an_anonymous_request_cannot_write_a_huge_method_into_the_audit_log() {
     );
     assert!(event.method.starts_with("MMMM"));
 }
+
+/// The same huge method sent to the reference server without credentials: neither the
+/// request log nor the audit file gets it whole.
+#[tokio::test]
+async fn a_huge_method_reaches_neither_the_request_log_nor_the_audit_file_whole() {
+    use crate::common::Capture;
+    use crate::support::Server;
+
+    let capture = Capture::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_writer(capture.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let _every = crate::common::ask_every_dispatcher();
+
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let server = Server::with(|c| c.audit_log = Some(audit.clone())).await;
+    let huge = "M".repeat(64 * 1024);
+    let req = Request::builder()
+        .method(http::Method::from_bytes(huge.as_bytes()).unwrap())
+        .uri("/api/v1/apps")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let res = server.send(req).await;
+    assert!(res.status.is_client_error(), "{}", res.status);
+    server.app.audit.shutdown().await;
+    let trail = std::fs::read_to_string(&audit).unwrap();
+    let log = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    assert!(log.contains("/api/v1/apps"), "the request was logged");
+    let whole = "M".repeat(keygate::audit::MAX_METHOD_LEN + 1);
+    assert!(!log.contains(&whole), "the log holds the whole method");
+    assert!(
+        !trail.contains(&whole),
+        "the audit file holds the whole method"
+    );
+}
