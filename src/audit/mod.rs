@@ -30,7 +30,7 @@
 //! chooses is bounded, credentials or not: `request_id` is kept only when it is at most
 //! [`MAX_REQUEST_ID_LEN`] visible ASCII characters, and `path` (the path the client
 //! requested, also behind `Router::nest`) is cut to [`MAX_PATH_LEN`] bytes, with any token
-//! in it replaced by [`TOKEN_IN_PATH`].
+//! in it replaced by [`TOKEN_IN_PATH`], and `method` to [`MAX_METHOD_LEN`] bytes.
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
