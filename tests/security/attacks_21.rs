@@ -168,3 +168,135 @@ async fn a_huge_method_reaches_neither_the_request_log_nor_the_audit_file_whole(
         "the audit file holds the whole method"
     );
 }
+
+/// A `MemoryStore` whose next lookup, once armed, reads the record and then waits to be
+/// resumed before answering: a lookup caught between its read and its answer.
+#[derive(Clone, Default)]
+struct Paused {
+    inner: MemoryStore,
+    armed: Arc<std::sync::atomic::AtomicBool>,
+    read: Arc<Notify>,
+    resume: Arc<Notify>,
+}
+
+#[async_trait::async_trait]
+impl keygate::store::TokenStore for Paused {
+    async fn insert(
+        &self,
+        record: keygate::store::TokenRecord,
+        rules: keygate::store::InsertRules,
+    ) -> Result<(), keygate::store::StoreError> {
+        self.inner.insert(record, rules).await
+    }
+    async fn find_by_hash(
+        &self,
+        hash: &keygate::TokenHash,
+    ) -> Result<Option<Arc<keygate::store::TokenRecord>>, keygate::store::StoreError> {
+        let found = self.inner.find_by_hash(hash).await;
+        if self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            self.read.notify_one();
+            self.resume.notified().await;
+        }
+        found
+    }
+    async fn get(
+        &self,
+        id: &keygate::store::TokenId,
+    ) -> Result<Option<keygate::store::TokenRecord>, keygate::store::StoreError> {
+        self.inner.get(id).await
+    }
+    async fn list_by_owner(
+        &self,
+        owner: &str,
+    ) -> Result<Vec<keygate::store::TokenRecord>, keygate::store::StoreError> {
+        self.inner.list_by_owner(owner).await
+    }
+    async fn revoke(
+        &self,
+        id: &keygate::store::TokenId,
+        at: time::OffsetDateTime,
+    ) -> Result<bool, keygate::store::StoreError> {
+        self.inner.revoke(id, at).await
+    }
+    async fn rotate(
+        &self,
+        old: &keygate::store::TokenId,
+        new: keygate::store::TokenRecord,
+        old_expires_at: time::OffsetDateTime,
+        rules: keygate::store::InsertRules,
+    ) -> Result<keygate::store::RotateOutcome, keygate::store::StoreError> {
+        self.inner.rotate(old, new, old_expires_at, rules).await
+    }
+    async fn record_use(
+        &self,
+        uses: &[(keygate::store::TokenId, time::OffsetDateTime)],
+    ) -> Result<(), keygate::store::StoreError> {
+        self.inner.record_use(uses).await
+    }
+    async fn purge_expired(
+        &self,
+        now: time::OffsetDateTime,
+    ) -> Result<u64, keygate::store::StoreError> {
+        self.inner.purge_expired(now).await
+    }
+}
+
+/// Another instance revokes a token while this one's lookup of it has read the live
+/// record and not yet answered; the notification (an invalidation by hash) arrives in that
+/// window, amid notifications for tokens in other shards. The stale answer must not be
+/// cached: the next request is refused. (Held: the hash's shard epoch moved.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lookup_that_raced_a_remote_revocation_does_not_cache_its_stale_answer() {
+    use keygate::store::TokenStore;
+    use keygate::store::cached::CachedStore;
+
+    let backend = Paused::default();
+    let cached = CachedStore::new(backend.clone()).with_ttl(Duration::from_secs(3600));
+    let tokens = Tokens::new(cached.clone());
+    let issued = tokens
+        .issue(keygate::NewToken::new("alice", "ci"))
+        .await
+        .unwrap();
+    let secret = issued.token.expose_secret().to_owned();
+    // Other tokens, whose revocations arrive too.
+    let mut others = Vec::new();
+    for i in 0..64 {
+        let t = tokens
+            .issue(keygate::NewToken::new("bob", format!("t{i}")))
+            .await
+            .unwrap();
+        others.push(t.record.hash);
+    }
+
+    backend
+        .armed
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let read = backend.read.notified();
+    let t = tokens.clone();
+    let in_flight = tokio::spawn(async move { t.authenticate(&secret).await.is_ok() });
+    read.await; // the lookup holds the live record
+    // The other instance's revoke, on the shared backend, then its notification.
+    assert!(
+        backend
+            .inner
+            .revoke(&issued.record.id, time::OffsetDateTime::now_utc())
+            .await
+            .unwrap()
+    );
+    for h in &others {
+        cached.invalidate(h);
+    }
+    cached.invalidate(&issued.record.hash);
+    for h in &others {
+        cached.invalidate(h);
+    }
+    backend.resume.notify_one();
+    let _ = in_flight.await.unwrap(); // started before the revoke: either answer is fine
+    assert!(
+        tokens
+            .authenticate(issued.token.expose_secret())
+            .await
+            .is_err(),
+        "the stale read was cached after the revocation's notification"
+    );
+}
