@@ -175,13 +175,26 @@ impl AuditLog {
                         break;
                     }
                     batch.extend(queued.drain(..).map(Queued::into_event));
-                    let n = batch.len() as u64;
-                    match sink.write(&batch).await {
-                        Ok(()) => {
+                    let len = batch.len();
+                    let n = len as u64;
+                    // In a task of its own: a sink that panics (a bug some event trips)
+                    // loses that batch, counted, not the writer and every later event.
+                    let write = {
+                        let (sink, events) = (sink.clone(), std::mem::take(&mut batch));
+                        tokio::spawn(async move { (sink.write(&events).await, events) })
+                    };
+                    match write.await {
+                        Ok((Ok(()), events)) => {
                             counters.written.fetch_add(n, Ordering::Relaxed);
+                            batch = events;
                         }
-                        Err(error) => {
-                            counters.write_error(&error, batch.len());
+                        Ok((Err(error), events)) => {
+                            counters.write_error(&error, events.len());
+                            counters.dropped(n);
+                            batch = events;
+                        }
+                        Err(_) => {
+                            counters.write_error(&"the audit sink panicked", len);
                             counters.dropped(n);
                         }
                     }

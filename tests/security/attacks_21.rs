@@ -300,3 +300,55 @@ async fn a_lookup_that_raced_a_remote_revocation_does_not_cache_its_stale_answer
         "the stale read was cached after the revocation's notification"
     );
 }
+
+/// A sink with a bug that a client's input reaches (it panics on one path). The request
+/// that trips it costs its own batch (counted as dropped), but the writer must go on:
+/// every later event still reaches the sink, instead of all of them being dropped until
+/// the process restarts.
+#[tokio::test]
+async fn a_sink_that_panics_on_one_event_does_not_end_the_audit_trail() {
+    #[derive(Clone, Default)]
+    struct Fragile(MemoryAuditSink);
+
+    #[async_trait::async_trait]
+    impl AuditSink for Fragile {
+        async fn write(
+            &self,
+            events: &[AuditEvent],
+        ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+            assert!(!events.iter().any(|e| e.path == "/boom"), "sink bug");
+            self.0.write(events).await
+        }
+    }
+
+    let tokens = Tokens::builder(MemoryStore::new())
+        .kind(TokenKind::pat())
+        .build()
+        .unwrap();
+    let sink = Fragile::default();
+    let audit = AuditLog::spawn(sink.clone(), 1024);
+    let svc = AuthLayer::new(tokens)
+        .with_audit(audit.clone())
+        .layer(tower::service_fn(|_req: Request<Full<Bytes>>| async {
+            Ok::<_, Infallible>(Response::new(Full::<Bytes>::default()))
+        }));
+    let send = |path: &'static str, peer: &'static str| {
+        let mut svc = svc.clone();
+        async move {
+            let mut req = Request::get(path).body(Full::<Bytes>::default()).unwrap();
+            req.extensions_mut()
+                .insert(ClientAddr(peer.parse().unwrap()));
+            svc.call(req).await.unwrap().status()
+        }
+    };
+    assert_eq!(send("/boom", "192.0.2.30:1000").await, 401);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(send("/after", "192.0.2.31:1000").await, 401);
+    audit.shutdown().await;
+    assert!(
+        sink.0.events().iter().any(|e| e.path == "/after"),
+        "the audit trail ended with the sink's panic (dropped: {})",
+        audit.dropped()
+    );
+    assert_eq!(audit.dropped(), 1, "the batch that tripped it is counted");
+}
