@@ -126,6 +126,16 @@ REPRO = {
 }
 
 
+def display_path(path: Path) -> str:
+    """The criterion directory as the report and the chart name it: relative to the current
+    directory when inside it, else its last two parts, so that no machine's own paths end up
+    in a committed chart."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(Path(*path.resolve().parts[-2:]))
+
+
 def note(msg: str) -> None:
     print(f"bench_report: {msg}", file=sys.stderr)
 
@@ -1121,7 +1131,8 @@ def main(argv: list[str] | None = None) -> int:
     if not benches:
         note(f"no {baseline}/estimates.json under {dirs[0]}")
         return 1
-    source = str(dirs[0]) if baseline == "new" else f"{dirs[0]}, baseline {baseline}"
+    shown = display_path(dirs[0])
+    source = shown if baseline == "new" else f"{shown}, baseline {baseline}"
     cold = cold_miss_log(args.cold_miss_log) if args.cold_miss_log else None
     sys.stdout.write(report(benches, source, cold))
 

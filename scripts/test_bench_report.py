@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -117,6 +118,20 @@ class Report(unittest.TestCase):
         # One bar per series and size, and the every-policy bar only at 1 k (no layer_1000000).
         bars = [r for r in root.iter() if r.tag.endswith("rect") and r.find("{*}title") is not None]
         self.assertEqual(len(bars), 6 + 7)
+
+    def test_no_machine_path_in_the_chart(self):
+        # A criterion directory outside the current one (an absolute path, as bench_all.sh
+        # passes): the chart names its last two parts, never the machine's own path.
+        with tempfile.TemporaryDirectory() as far:
+            copy = Path(far) / "report" / "criterion"
+            shutil.copytree(FIXTURE, copy)
+            svg = Path(far) / "chart.svg"
+            code, out, _ = run("--criterion", str(copy), "--svg", str(svg))
+            self.assertEqual(code, 0)
+            chart = svg.read_text(encoding="utf-8")
+            self.assertIn("source: report/criterion;", chart)
+            self.assertNotIn(far, chart)
+            self.assertNotIn(far, out)
 
 
 class ColdMiss(unittest.TestCase):
