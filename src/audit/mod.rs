@@ -58,7 +58,9 @@ pub use event::{AuditEvent, Decision};
 pub(crate) use event::{details_from_json, details_json};
 pub use log::{AuditLog, AuditWriteError, DEFAULT_WRITE_TIMEOUT};
 pub use reader::{AuditFilter, AuditReader};
+#[cfg(feature = "server")]
+pub(crate) use request::kept_method;
 pub use request::{MAX_METHOD_LEN, MAX_PATH_LEN, MAX_REQUEST_ID_LEN, TOKEN_IN_PATH};
-pub(crate) use request::{RequestEvent, RequestParts, kept_method, request_id, request_path};
+pub(crate) use request::{RequestEvent, RequestParts, request_id, request_path};
 pub use retention::{AUDIT_PURGE_BATCH, AuditPurge, purge_audit};
 pub use sink::{AuditSink, JsonLinesSink, MemoryAuditSink, TracingSink};
