@@ -109,7 +109,7 @@ pub fn app(tokens: Tokens, sessions: Sessions, audit: AuditLog) -> Result<Router
         .route("/things", get(list_things).post(create_thing))
         .layer(
             AuthLayer::new(tokens)
-                .read_write("things:write")?
+                .read_write("things:write")
                 .with_failure_limits(failures)
                 .with_audit(audit),
         );

@@ -49,10 +49,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .route(
             "/things",
             get(list_things)
-                .route_layer(RequirePermissionLayer::new("things:read")?)
-                .merge(
-                    post(create_thing).route_layer(RequirePermissionLayer::new("things:write")?),
-                ),
+                .route_layer(RequirePermissionLayer::new("things:read"))
+                .merge(post(create_thing).route_layer(RequirePermissionLayer::new("things:write"))),
         )
         .layer(AuthLayer::new(tokens.clone()));
 

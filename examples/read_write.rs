@@ -136,7 +136,7 @@ pub fn app(tokens: Tokens, accounts: MemoryAccounts) -> Result<Router, ConfigErr
     // The plan is read on every request (the accounts are in memory: no cache needed).
     let plan = AccountPermissions::new(accounts.clone()).with_ttl(Duration::ZERO);
     let auth = AuthLayer::new(tokens.clone())
-        .read_write(WRITE)?
+        .read_write(WRITE)
         .with_rate_limits(RateLimits::new(Rate::per_minute(REQUESTS_PER_MINUTE)?))
         .with_permission_resolver(plan);
     let api = Router::new()

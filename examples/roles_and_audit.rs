@@ -105,7 +105,7 @@ pub fn app(
     let auth = AuthLayer::new(tokens.clone())
         .accept_kinds(["rgw"])?
         .with_audit(audit);
-    let needs = |permission: &str| auth.clone().require(permission);
+    let needs = |permission: &'static str| auth.clone().require(permission);
     let admin = Router::new()
         .route(
             "/api/v1/admin/users/{owner}/api-tokens",
@@ -115,21 +115,21 @@ pub fn app(
             "/api/v1/admin/users/{owner}/api-tokens/{id}",
             delete(delete_token),
         )
-        .route_layer(needs("tokens:write")?)
+        .route_layer(needs("tokens:write"))
         .with_state(tokens.clone());
     let rack = Router::new()
-        .route("/apps", get(list_apps).route_layer(needs("apps:read")?))
+        .route("/apps", get(list_apps).route_layer(needs("apps:read")))
         .route(
             "/apps/{app}/builds",
-            post(create_build).route_layer(needs("builds:create")?),
+            post(create_build).route_layer(needs("builds:create")),
         )
         .route(
             "/apps/{app}/processes/{process}/restart",
-            post(restart).route_layer(needs("processes:restart")?),
+            post(restart).route_layer(needs("processes:restart")),
         )
         .route(
             "/apps/{app}/env",
-            get(read_env).route_layer(needs("env:read")?),
+            get(read_env).route_layer(needs("env:read")),
         );
     Ok(Router::new()
         .nest("/api/v1", Management::new(tokens, accounts).router())

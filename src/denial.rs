@@ -45,6 +45,9 @@ pub enum Denial {
     PayloadTooLarge,
     /// The token store (or a resolver, or a rate limiter) failed or timed out: fail closed.
     StoreUnavailable,
+    /// No authentication ran for the request: the route is not behind the layer. A mistake
+    /// in the program, not in the request.
+    MissingLayer,
 }
 
 impl Denial {
@@ -67,6 +70,7 @@ impl Denial {
             Self::RateLimited => "rate_limited",
             Self::PayloadTooLarge => "payload_too_large",
             Self::StoreUnavailable => "store_unavailable",
+            Self::MissingLayer => "missing_layer",
         }
     }
 }

@@ -27,6 +27,10 @@ pub enum ConfigError {
     /// Not a valid HTTP header name.
     #[error("invalid header name {0:?}")]
     InvalidHeader(String),
+    /// A token source keygate refuses to read (a cookie, `Authorization` by name, an empty
+    /// query parameter name or WebSocket prefix, or an empty list of sources).
+    #[error("invalid token source: {0}")]
+    InvalidTokenSource(String),
     /// The realm must be printable ASCII without `"` or `\`.
     #[error("invalid realm: use printable ASCII without quotes or backslashes")]
     InvalidRealm,

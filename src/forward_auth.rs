@@ -56,7 +56,7 @@
 //!
 //! let tokens = Tokens::new(MemoryStore::new());
 //! let reader = tokens.issue(NewToken::new("alice", "ci")).await.unwrap();
-//! let verify = ForwardAuth::new(&AuthLayer::new(tokens).read_write("api:write").unwrap());
+//! let verify = ForwardAuth::new(&AuthLayer::new(tokens).read_write("api:write"));
 //!
 //! // nginx asks about `DELETE /things/1` on the client's behalf.
 //! let ask = |auth: Option<String>, method: &str| {

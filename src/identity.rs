@@ -17,7 +17,8 @@ use crate::record::{TokenId, TokenRecord};
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum AuthMethod {
-    /// An API token in `Authorization: Bearer …`.
+    /// An API token, from the layer's token source (`Authorization: Bearer …` unless
+    /// [`AuthLayer::token_sources`](crate::AuthLayer::token_sources) names others).
     Bearer,
 }
 
@@ -30,7 +31,9 @@ pub enum AuthMethod {
 /// fields, so the clone made per request is one reference-count increment.
 ///
 /// With the `axum` feature it is also an extractor: a handler that takes `Identity` answers
-/// 401 when the request carries none.
+/// 401 when the request carries none (an [optional](crate::AuthLayer::optional) layer saw no
+/// token), and 500 `auth_layer_missing` when no [`AuthLayer`](crate::AuthLayer) covers the
+/// route at all — a forgotten `.layer(...)` is named, not mistaken for a bad token.
 #[derive(Clone)]
 pub struct Identity {
     record: Arc<TokenRecord>,
@@ -168,4 +171,34 @@ impl Serialize for Identity {
         st.serialize_field("metadata", &self.record.extras().metadata)?;
         st.end()
     }
+}
+
+/// Put into a request's extensions by an [optional](crate::AuthLayer::optional) layer that
+/// let a request without credentials through: authentication ran, and found no one.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Anonymous;
+
+/// The identity of a request as the layer left it: `Ok(Some)` when a token was verified,
+/// `Ok(None)` when an optional layer saw no token, and 500 `auth_layer_missing` when no
+/// layer ran at all (logged once per process, naming the route's path).
+pub(crate) fn identity_of<'a>(
+    extensions: &'a http::Extensions,
+    path: &str,
+) -> Result<Option<&'a Identity>, crate::Rejection> {
+    if let Some(id) = extensions.get::<Identity>() {
+        return Ok(Some(id));
+    }
+    if extensions.get::<Anonymous>().is_some() {
+        return Ok(None);
+    }
+    static LOGGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        tracing::error!(
+            path,
+            "an Identity was asked for on a route that keygate's AuthLayer does not cover: \
+             add `.layer(AuthLayer::new(tokens))` (or `.route_layer`) to the router that \
+             serves it; answering 500 (logged once)"
+        );
+    }
+    Err(crate::Rejection::new(crate::RejectionKind::MissingLayer))
 }

@@ -6,6 +6,7 @@ use tower::Layer;
 use super::rate_headers::RateLimitHeaders;
 use super::rejection::{JsonRenderer, RenderRejection};
 use super::service::AuthService;
+use super::source::TokenSource;
 use crate::audit::AuditLog;
 use crate::client_ip::ClientIpSource;
 use crate::error::ConfigError;
@@ -42,6 +43,11 @@ pub(crate) struct Config {
     #[cfg(feature = "metrics")]
     pub(crate) metric_handles: Arc<crate::metrics::Handles>,
     pub(crate) resolver: Option<Arc<dyn PermissionResolver>>,
+    /// Where the token is read ([`AuthLayer::token_sources`]).
+    pub(crate) sources: Arc<[TokenSource]>,
+    /// The sources are `Authorization: Bearer` alone (the default): the fast path reads it
+    /// in place.
+    pub(crate) bearer_only: bool,
 }
 
 impl Config {
@@ -86,7 +92,7 @@ impl Config {
 ///
 /// let tokens = Tokens::new(MemoryStore::new());
 /// // Reads need any valid token; POST, PUT, PATCH and DELETE need `things:write`.
-/// let layer = AuthLayer::new(tokens).read_write("things:write").unwrap();
+/// let layer = AuthLayer::new(tokens).read_write("things:write");
 /// # let _ = layer;
 /// ```
 #[derive(Clone)]
@@ -101,6 +107,7 @@ impl std::fmt::Debug for AuthLayer {
             .field("accept", &self.config.accept)
             .field("rule", &self.config.rule)
             .field("optional", &self.config.optional)
+            .field("sources", &self.config.sources)
             .finish_non_exhaustive()
     }
 }
@@ -124,6 +131,8 @@ impl AuthLayer {
                 #[cfg(feature = "metrics")]
                 metric_handles: Arc::default(),
                 resolver: None,
+                sources: Arc::new([TokenSource::bearer()]),
+                bearer_only: true,
             }),
         }
     }
@@ -150,6 +159,8 @@ impl AuthLayer {
             #[cfg(feature = "metrics")]
             metric_handles: c.metric_handles.clone(),
             resolver: c.resolver.clone(),
+            sources: c.sources.clone(),
+            bearer_only: c.bearer_only,
         };
         f(&mut config);
         Self {
@@ -177,10 +188,24 @@ impl AuthLayer {
 
     /// Every request needs `permission` (403 `insufficient_scope` otherwise).
     ///
+    /// For a permission written in the code; use [`try_require`](Self::try_require) for
+    /// one read at run time (configuration, user input).
+    ///
+    /// # Panics
+    ///
+    /// When `permission` is not a valid permission (see [`Permission`]), with a message
+    /// naming it: a literal that is wrong fails the first time the router is built.
+    pub fn require(self, permission: &'static str) -> Self {
+        let p = static_permission("AuthLayer::require", permission);
+        self.map(|c| c.rule = AccessRule::Require(p))
+    }
+
+    /// [`require`](Self::require) for a permission known only at run time.
+    ///
     /// # Errors
     ///
     /// [`ConfigError::InvalidPermission`].
-    pub fn require(self, permission: &str) -> Result<Self, ConfigError> {
+    pub fn try_require(self, permission: &str) -> Result<Self, ConfigError> {
         let p = Permission::new(permission)?;
         Ok(self.map(|c| c.rule = AccessRule::Require(p)))
     }
@@ -188,12 +213,50 @@ impl AuthLayer {
     /// The read-only rule: GET, HEAD and OPTIONS need only a valid token; every other method
     /// needs `write_permission`.
     ///
+    /// # Panics
+    ///
+    /// When `write_permission` is not a valid permission, as [`require`](Self::require);
+    /// [`try_read_write`](Self::try_read_write) returns the error instead.
+    pub fn read_write(self, write_permission: &'static str) -> Self {
+        let p = static_permission("AuthLayer::read_write", write_permission);
+        self.map(|c| c.rule = AccessRule::WritesNeed(p))
+    }
+
+    /// [`read_write`](Self::read_write) for a permission known only at run time.
+    ///
     /// # Errors
     ///
     /// [`ConfigError::InvalidPermission`].
-    pub fn read_write(self, write_permission: &str) -> Result<Self, ConfigError> {
+    pub fn try_read_write(self, write_permission: &str) -> Result<Self, ConfigError> {
         let p = Permission::new(write_permission)?;
         Ok(self.map(|c| c.rule = AccessRule::WritesNeed(p)))
+    }
+
+    /// Where the token is read, in place of `Authorization: Bearer` (see [`TokenSource`]):
+    /// e.g. `[TokenSource::bearer(), TokenSource::header("x-api-key")]`. A request holding a
+    /// token in two of them is refused (400 `invalid_request`). Every source gets the same
+    /// answers; a query parameter or WebSocket protocol entry is removed from the request
+    /// before the inner service sees it. Duplicates are ignored.
+    ///
+    /// # Panics
+    ///
+    /// When `sources` is empty.
+    pub fn token_sources(self, sources: impl IntoIterator<Item = TokenSource>) -> Self {
+        let mut list: Vec<TokenSource> = Vec::new();
+        for s in sources {
+            if !list.contains(&s) {
+                list.push(s);
+            }
+        }
+        assert!(
+            !list.is_empty(),
+            "AuthLayer::token_sources: name at least one source (TokenSource::bearer() is the default)"
+        );
+        let bearer_only = list.len() == 1 && list[0].is_bearer();
+        self.map(|c| {
+            c.sources = list.into();
+            c.bearer_only = bearer_only;
+        })
     }
 
     /// Lets requests without any credentials through without an [`Identity`] (handlers then
@@ -265,12 +328,35 @@ impl AuthLayer {
     /// Sets the realm of the bare `WWW-Authenticate` challenge (default `api`), keeping the
     /// default JSON renderer.
     ///
+    /// # Panics
+    ///
+    /// When `realm` is not a valid realm (printable ASCII without `"` or `\\`), with a
+    /// message naming it; [`try_with_realm`](Self::try_with_realm) returns the error instead.
+    pub fn with_realm(self, realm: &'static str) -> Self {
+        match JsonRenderer::new(realm) {
+            Ok(r) => self.with_renderer(r),
+            Err(error) => panic!("AuthLayer::with_realm({realm:?}): {error}"),
+        }
+    }
+
+    /// [`with_realm`](Self::with_realm) for a realm known only at run time.
+    ///
     /// # Errors
     ///
     /// [`ConfigError::InvalidRealm`].
-    pub fn with_realm(self, realm: &str) -> Result<Self, ConfigError> {
+    pub fn try_with_realm(self, realm: &str) -> Result<Self, ConfigError> {
         let r = JsonRenderer::new(realm)?;
         Ok(self.with_renderer(r))
+    }
+}
+
+/// A permission written in the code: valid, or a panic naming the call and the literal.
+pub(crate) fn static_permission(call: &str, permission: &'static str) -> Permission {
+    match Permission::new(permission) {
+        Ok(p) => p,
+        Err(error) => panic!(
+            "{call}({permission:?}): {error}; use the `try_` variant for a permission read at run time"
+        ),
     }
 }
 
@@ -278,6 +364,8 @@ impl<S> Layer<S> for AuthLayer {
     type Service = AuthService<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
+        // The manager's background upkeep starts here at the latest, inside a runtime.
+        self.config.tokens.ensure_maintenance();
         AuthService::new(inner, self.config.clone())
     }
 }

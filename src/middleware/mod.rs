@@ -46,6 +46,7 @@ mod rate_headers;
 mod rejection;
 mod require;
 mod service;
+mod source;
 
 pub use body::ResponseBody;
 pub use future::ResponseFuture;
@@ -54,3 +55,4 @@ pub use rate_headers::RateLimitHeaders;
 pub use rejection::{JsonRenderer, Rejection, RejectionKind, RenderRejection};
 pub use require::{RequireFuture, RequirePermission, RequirePermissionLayer};
 pub use service::AuthService;
+pub use source::TokenSource;

@@ -129,6 +129,13 @@ rejection_kinds! {
     /// The token store failed or timed out: fail closed.
     StoreUnavailable = StoreUnavailable, SERVICE_UNAVAILABLE, "store_unavailable",
         "Token store unavailable", Challenge::None, failure: false;
+    /// An [`Identity`](crate::Identity) was asked for on a route that
+    /// [`AuthLayer`](crate::AuthLayer) does not cover: a mistake in the program (a
+    /// forgotten `.layer(...)`), answered 500 rather than 401 so it is not mistaken for a
+    /// bad token.
+    MissingLayer = MissingLayer, INTERNAL_SERVER_ERROR, "auth_layer_missing",
+        "Server misconfiguration: keygate's AuthLayer does not cover this route",
+        Challenge::None, failure: false;
 }
 
 // `RejectionKind::ALL` lists every kind at its own index, so the tables indexed by kind

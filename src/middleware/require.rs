@@ -8,18 +8,20 @@ use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
 use super::body::ResponseBody;
+use super::layer::static_permission;
 use super::rejection::{JsonRenderer, Rejection, RejectionKind, RenderRejection};
 use crate::error::ConfigError;
-use crate::identity::{Identity, Permission};
+use crate::identity::{Permission, identity_of};
 
 /// Requires a permission of the [`Identity`] that [`AuthLayer`](crate::AuthLayer) put into
-/// the request: 403 `insufficient_scope` when it is missing, 401 when there is no identity.
+/// the request: 403 `insufficient_scope` when it is missing, 401 when an optional layer saw
+/// no token, 500 `auth_layer_missing` when no [`AuthLayer`](crate::AuthLayer) ran.
 ///
 /// Put it inside the auth layer, e.g. on one axum route with `route_layer`:
 ///
 /// ```
 /// use keygate::RequirePermissionLayer;
-/// let only_writers = RequirePermissionLayer::new("things:write").unwrap();
+/// let only_writers = RequirePermissionLayer::new("things:write");
 /// # let _ = only_writers;
 /// ```
 #[derive(Clone)]
@@ -38,16 +40,30 @@ impl std::fmt::Debug for RequirePermissionLayer {
 }
 
 impl RequirePermissionLayer {
-    /// Requires `permission`.
+    /// Requires `permission`, written in the code; use [`try_new`](Self::try_new) for one
+    /// read at run time.
+    ///
+    /// # Panics
+    ///
+    /// When `permission` is not a valid permission, with a message naming it.
+    pub fn new(permission: &'static str) -> Self {
+        Self::with_permission(static_permission("RequirePermissionLayer::new", permission))
+    }
+
+    /// [`new`](Self::new) for a permission known only at run time.
     ///
     /// # Errors
     ///
     /// [`ConfigError::InvalidPermission`].
-    pub fn new(permission: &str) -> Result<Self, ConfigError> {
-        Ok(Self {
-            permission: Permission::new(permission)?,
+    pub fn try_new(permission: &str) -> Result<Self, ConfigError> {
+        Ok(Self::with_permission(Permission::new(permission)?))
+    }
+
+    fn with_permission(permission: Permission) -> Self {
+        Self {
+            permission,
             renderer: Arc::new(JsonRenderer::default()),
-        })
+        }
     }
 
     /// Replaces the response renderer.
@@ -135,9 +151,10 @@ where
 
     fn call(&mut self, req: Request<ReqBody>) -> Self::Future {
         let wanted = self.layer.permission.as_str();
-        let refusal = match req.extensions().get::<Identity>() {
-            None => Some(Rejection::new(RejectionKind::MissingToken)),
-            Some(id) => id.require(wanted).err(),
+        let refusal = match identity_of(req.extensions(), req.uri().path()) {
+            Err(missing_layer) => Some(missing_layer),
+            Ok(None) => Some(Rejection::new(RejectionKind::MissingToken)),
+            Ok(Some(id)) => id.require(wanted).err(),
         };
         match refusal {
             None => RequireFuture {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use http::header::{AUTHORIZATION, Entry};
+use http::header::AUTHORIZATION;
 use http::{HeaderValue, Method, Request, Response};
 use tower::Service;
 
@@ -14,12 +14,12 @@ use super::future::ResponseFuture;
 use super::layer::Config;
 use super::pipeline::{Refusal, Step, Verification};
 use super::rejection::{Rejection, RejectionKind};
+use super::source::{TokenRef, bearer, mark_sensitive, take};
 use crate::audit::{RequestEvent, RequestParts};
 use crate::client_ip::Addresses;
-use crate::header::{Credentials, MAX_HEADER_LEN, parse_authorization};
-use crate::identity::Identity;
+use crate::header::{MAX_HEADER_LEN, parse_authorization};
+use crate::identity::{Anonymous, Identity};
 use crate::rate_limit::RateLimitDecision;
-use crate::token::MAX_TOKEN_LEN;
 
 pub(crate) fn rejection_response<B>(config: &Config, r: &Rejection) -> Response<ResponseBody<B>> {
     config.reject(r).map(ResponseBody::rejection)
@@ -67,57 +67,9 @@ impl<S> AuthService<S> {
     }
 }
 
-/// The presented token: a cheap (reference-counted) clone of the header value and where
-/// the token starts in it. No copy of the secret is made.
-struct TokenRef {
-    value: HeaderValue,
-    start: usize,
-}
-
-impl TokenRef {
-    fn as_str(&self) -> &str {
-        // Only token68 bytes (ASCII) follow `start`, as checked by the parser.
-        std::str::from_utf8(self.value.as_bytes().get(self.start..).unwrap_or_default())
-            .unwrap_or_default()
-    }
-}
-
 enum Presented {
     Token(TokenRef),
     Nothing,
-}
-
-/// Marks the `Authorization` value sensitive (so `Debug` and HTTP/2 header compression
-/// leave it alone) and refuses a request with more than one.
-fn mark_sensitive(headers: &mut http::HeaderMap) -> Result<(), Rejection> {
-    let Entry::Occupied(mut entry) = headers.entry(AUTHORIZATION) else {
-        return Ok(());
-    };
-    let mut count = 0;
-    for v in entry.iter_mut() {
-        v.set_sensitive(true);
-        count += 1;
-    }
-    if count > 1 {
-        return Err(Rejection::new(RejectionKind::InvalidRequest));
-    }
-    Ok(())
-}
-
-/// The bearer token of the (single) `Authorization` value, borrowed from the request;
-/// `None` without one, or for another scheme.
-fn bearer(headers: &http::HeaderMap) -> Result<Option<&str>, Rejection> {
-    let Some(value) = headers.get(AUTHORIZATION) else {
-        return Ok(None);
-    };
-    match parse_authorization(value.as_bytes()) {
-        Err(_) => Err(Rejection::new(RejectionKind::InvalidRequest)),
-        Ok(Credentials::Other | Credentials::Basic(_)) => Ok(None),
-        Ok(Credentials::Bearer(t)) if t.len() > MAX_TOKEN_LEN => {
-            Err(Rejection::new(RejectionKind::MalformedToken))
-        }
-        Ok(Credentials::Bearer(t)) => Ok(Some(t)),
-    }
 }
 
 /// The hot path's reading of the `Authorization` value: the scheme `Bearer` (any case),
@@ -154,26 +106,38 @@ fn refine(headers: &http::HeaderMap, r: &mut Rejection) {
     }
 }
 
-/// An owned reference to the presented token, for a future that outlives the borrow: a
-/// cheap (reference-counted) clone of the header value. No copy of the secret is made.
-fn token_ref(headers: &http::HeaderMap, token: &str) -> TokenRef {
-    let value = headers.get(AUTHORIZATION).cloned().unwrap_or_else(|| {
-        // `token` was read from this header just before; an empty reference refuses.
-        HeaderValue::from_static("")
-    });
-    TokenRef {
-        start: value.as_bytes().len().saturating_sub(token.len()),
-        value,
-    }
-}
-
-/// [`mark_sensitive`] and [`bearer`], owned, for the path with policies.
-fn extract<B>(req: &mut Request<B>) -> Result<Presented, Rejection> {
-    mark_sensitive(req.headers_mut())?;
-    Ok(match bearer(req.headers())? {
-        Some(t) => Presented::Token(token_ref(req.headers(), t)),
+/// The token from the layer's sources ([`take`]), owned, for the path with policies and
+/// for sources other than `Authorization: Bearer`.
+fn extract<B>(config: &Config, req: &mut Request<B>) -> Result<Presented, Rejection> {
+    Ok(match take(&config.sources, req)? {
+        Some(t) => Presented::Token(t),
         None => Presented::Nothing,
     })
+}
+
+/// What the current tracing span learns of a decision: the token's id and owner (when a
+/// record was found) and `decision` (`allow` or `deny`, with the `reason`), never the
+/// token. Fields the span did not declare are left alone; without a subscriber this is one
+/// check.
+pub(crate) fn record_on_span(
+    record: Option<&crate::record::TokenRecord>,
+    denial: Option<RejectionKind>,
+) {
+    let span = tracing::Span::current();
+    if span.is_disabled() {
+        return;
+    }
+    if let Some(r) = record {
+        span.record("token_id", tracing::field::display(&r.id));
+        span.record("owner", &*r.owner);
+    }
+    match denial {
+        None => span.record("decision", "allow"),
+        Some(kind) => {
+            span.record("decision", "deny");
+            span.record("reason", kind.reason())
+        }
+    };
 }
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for AuthService<S>
@@ -193,13 +157,15 @@ where
 
     fn call(&mut self, mut req: Request<ReqBody>) -> Self::Future {
         if self.config.has_policies() {
-            let presented = extract(&mut req);
+            let presented = extract(&self.config, &mut req);
             let config = self.config.clone();
             let clone = self.inner.clone();
             let inner = std::mem::replace(&mut self.inner, clone);
             return ResponseFuture::boxed(Box::pin(with_policies(config, inner, req, presented)));
         }
-        let config = &self.config;
+        if !self.config.bearer_only {
+            return self.call_from_sources(req);
+        }
         let presented = mark_sensitive(req.headers_mut()).and_then(|()| {
             match req.headers().get(AUTHORIZATION).and_then(bearer_unchecked) {
                 Some(t) => Ok(Some(t)),
@@ -208,15 +174,10 @@ where
         });
         let token = match presented {
             Ok(Some(t)) => t,
-            Ok(None) if config.optional => {
-                return ResponseFuture::inner(self.inner.call(req));
-            }
-            Ok(None) => {
-                let r = Rejection::new(RejectionKind::MissingToken);
-                return ResponseFuture::ready(rejection_response(config, &r));
-            }
-            Err(r) => return ResponseFuture::ready(rejection_response(config, &r)),
+            Ok(None) => return self.nothing_presented(req),
+            Err(r) => return self.refused(&r.into()),
         };
+        let config = &self.config;
         // The steps that need no I/O run here: with a store that answers from memory
         // (MemoryStore, a cache hit) and a token without a binding to settle, no future is
         // made at all, and the token is read in place. The client address is read only for
@@ -224,21 +185,117 @@ where
         let mut verification = Verification::new(config.tokens.now_nanos(), None);
         let ip = || config.client_ip.client_ip(req.extensions(), req.headers());
         match verification.run_now(config, req.method(), token, &ip, req.headers()) {
-            Step::Admitted => {
-                if let (Some(id), _) = verification.into_admitted() {
-                    req.extensions_mut().insert(id);
-                }
-                return ResponseFuture::inner(self.inner.call(req));
-            }
+            Step::Admitted => return self.admitted(req, verification),
             // A refusal is answered here, before anything else is moved around.
             Step::Refused(mut refusal) => {
                 refine(req.headers(), &mut refusal.rejection);
-                return ResponseFuture::ready(rejection_response(config, &refusal.rejection));
+                return self.refused(&refusal);
             }
             Step::NeedsIo => {}
         }
-        // A step needs the store: the same steps go on in a future.
-        let token = token_ref(req.headers(), token);
+        // A step needs the store: the same steps go on in a future, holding the header.
+        let token = match req.headers().get(AUTHORIZATION) {
+            Some(value) => TokenRef::of_header(value, token),
+            None => return self.refused(&Rejection::new(RejectionKind::MissingToken).into()),
+        };
+        self.verify_later(req, verification, token, true)
+    }
+}
+
+/// The service bounds of [`AuthService`]'s `call`, for its helpers.
+trait Inner<ReqBody, ResBody>:
+    Service<Request<ReqBody>, Response = Response<ResBody>, Future: Send + 'static>
+    + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<T, ReqBody, ResBody> Inner<ReqBody, ResBody> for T where
+    T: Service<Request<ReqBody>, Response = Response<ResBody>, Future: Send + 'static>
+        + Clone
+        + Send
+        + 'static
+{
+}
+
+impl<S> AuthService<S> {
+    /// [`call`](Service::call) without policies, for sources other than `Authorization:
+    /// Bearer` alone: the token is taken from the request (and removed where its source
+    /// requires) before any step runs.
+    fn call_from_sources<ReqBody: Send + 'static, ResBody: 'static>(
+        &mut self,
+        mut req: Request<ReqBody>,
+    ) -> ResponseFuture<S::Future, ResBody, S::Error>
+    where
+        S: Inner<ReqBody, ResBody>,
+    {
+        let token = match extract(&self.config, &mut req) {
+            Ok(Presented::Token(t)) => t,
+            Ok(Presented::Nothing) => return self.nothing_presented(req),
+            Err(r) => return self.refused(&r.into()),
+        };
+        let config = &self.config;
+        let mut verification = Verification::new(config.tokens.now_nanos(), None);
+        let ip = || config.client_ip.client_ip(req.extensions(), req.headers());
+        match verification.run_now(config, req.method(), token.as_str(), &ip, req.headers()) {
+            Step::Admitted => self.admitted(req, verification),
+            Step::Refused(refusal) => self.refused(&refusal),
+            Step::NeedsIo => self.verify_later(req, verification, token, false),
+        }
+    }
+
+    /// No token in any source: on to the inner service under an optional layer (which
+    /// leaves its mark, so the handler's `Option<Identity>` is `None`, not an error), 401
+    /// `missing_token` otherwise.
+    fn nothing_presented<ReqBody: Send + 'static, ResBody: 'static>(
+        &mut self,
+        mut req: Request<ReqBody>,
+    ) -> ResponseFuture<S::Future, ResBody, S::Error>
+    where
+        S: Inner<ReqBody, ResBody>,
+    {
+        if self.config.optional {
+            req.extensions_mut().insert(Anonymous);
+            record_on_span(None, None);
+            return ResponseFuture::inner(self.inner.call(req));
+        }
+        self.refused(&Rejection::new(RejectionKind::MissingToken).into())
+    }
+
+    fn admitted<ReqBody: Send + 'static, ResBody: 'static>(
+        &mut self,
+        mut req: Request<ReqBody>,
+        verification: Verification,
+    ) -> ResponseFuture<S::Future, ResBody, S::Error>
+    where
+        S: Inner<ReqBody, ResBody>,
+    {
+        if let (Some(id), _) = verification.into_admitted() {
+            record_on_span(Some(id.record()), None);
+            req.extensions_mut().insert(id);
+        }
+        ResponseFuture::inner(self.inner.call(req))
+    }
+
+    fn refused<F, ResBody, E>(&self, refusal: &Refusal) -> ResponseFuture<F, ResBody, E> {
+        let r = &refusal.rejection;
+        record_on_span(refusal.record.as_deref(), Some(r.kind()));
+        ResponseFuture::ready(rejection_response(&self.config, r))
+    }
+
+    /// The steps that need I/O, in a future holding the token. `refine_header`: the token
+    /// came from the fast reading of `Authorization` ([`refine`]).
+    fn verify_later<ReqBody: Send + 'static, ResBody: 'static>(
+        &mut self,
+        mut req: Request<ReqBody>,
+        mut verification: Verification,
+        token: TokenRef,
+        refine_header: bool,
+    ) -> ResponseFuture<S::Future, ResBody, S::Error>
+    where
+        S: Inner<ReqBody, ResBody>,
+    {
         let config = self.config.clone();
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
@@ -251,10 +308,15 @@ where
                 .await;
             drop(token);
             if let Err(mut refusal) = verified {
-                refine(req.headers(), &mut refusal.rejection);
-                return Ok(rejection_response(&config, &refusal.rejection));
+                if refine_header {
+                    refine(req.headers(), &mut refusal.rejection);
+                }
+                let r = &refusal.rejection;
+                record_on_span(refusal.record.as_deref(), Some(r.kind()));
+                return Ok(rejection_response(&config, r));
             }
             if let (Some(id), _) = verification.into_admitted() {
+                record_on_span(Some(id.record()), None);
                 req.extensions_mut().insert(id);
             }
             let res = inner.call(req).await?;
@@ -340,12 +402,17 @@ where
             if let Some(d) = &refusal.rate {
                 config.rate_headers.write(res.headers_mut(), d);
             }
+            record_on_span(refusal.record.as_deref(), Some(refusal.rejection.kind()));
             (res, refusal.record, Some(refusal.rejection.kind()))
         }
         Ok(admitted) => {
             let record = admitted.identity.as_ref().map(Identity::record_arc);
+            record_on_span(record.as_deref(), None);
             if let Some(id) = admitted.identity {
                 req.extensions_mut().insert(id);
+            } else {
+                // An optional layer let a request without a token through.
+                req.extensions_mut().insert(Anonymous);
             }
             let mut res = inner.call(req).await?.map(ResponseBody::inner);
             if let Some(d) = &admitted.rate {

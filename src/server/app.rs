@@ -242,7 +242,7 @@ where
         .layer(axum::middleware::from_fn(note_token))
         .layer(policies(
             AuthLayer::new(tokens.clone())
-                .with_realm("keygate")?
+                .with_realm("keygate")
                 .optional(),
         ));
     let api = if config.demo {
@@ -254,9 +254,9 @@ where
     // Forward authentication for proxies in front of other services: the same policies,
     // with writes needing `KEYGATE_VERIFY_WRITE_PERMISSION` when it is set, the original
     // request read where `KEYGATE_VERIFY_SOURCE` says.
-    let verify_layer = AuthLayer::new(tokens.clone()).with_realm("keygate")?;
+    let verify_layer = AuthLayer::new(tokens.clone()).with_realm("keygate");
     let verify_layer = match &config.verify_write_permission {
-        Some(p) => verify_layer.read_write(p)?,
+        Some(p) => verify_layer.try_read_write(p)?,
         None => verify_layer,
     };
     let verify = Router::new().nest_service(
@@ -518,23 +518,23 @@ fn demo(tokens: &Tokens, policies: impl Fn(AuthLayer) -> AuthLayer) -> Result<Ro
     Ok(Router::new()
         .route(
             "/apps",
-            get(list_apps).route_layer(RequirePermissionLayer::new("apps:read")?),
+            get(list_apps).route_layer(RequirePermissionLayer::new("apps:read")),
         )
         .route(
             "/apps/{app}/restart",
-            post(restart).route_layer(RequirePermissionLayer::new("processes:restart")?),
+            post(restart).route_layer(RequirePermissionLayer::new("processes:restart")),
         )
         .route(
             "/apps/{app}/builds",
-            post(create_build).route_layer(RequirePermissionLayer::new("builds:create")?),
+            post(create_build).route_layer(RequirePermissionLayer::new("builds:create")),
         )
         .route(
             "/apps/{app}/env",
-            put(set_env).route_layer(RequirePermissionLayer::new("env:write")?),
+            put(set_env).route_layer(RequirePermissionLayer::new("env:write")),
         )
         .layer(axum::middleware::from_fn(note_token))
         .layer(policies(
-            AuthLayer::new(tokens.clone()).with_realm("keygate")?,
+            AuthLayer::new(tokens.clone()).with_realm("keygate"),
         )))
 }
 

@@ -62,7 +62,7 @@ impl Tokens {
             None
         };
         let Some(header) = binding else {
-            self.inner.usage.touch(
+            self.touch_usage(
                 record,
                 now,
                 || self.now().unix_timestamp_nanos(),
@@ -76,7 +76,7 @@ impl Tokens {
             .filter(|f| valid_fingerprint(f))
             .ok_or(Denial::BindingRequired)?;
         if record.extras().bound_to.as_deref() == Some(fingerprint) {
-            self.inner.usage.touch(
+            self.touch_usage(
                 record,
                 now,
                 || self.now().unix_timestamp_nanos(),
@@ -104,7 +104,7 @@ impl Tokens {
                     tracing::debug!(token_id = %record.id, "token bound on first use");
                 }
                 let now = now.unix_timestamp_nanos();
-                self.inner.usage.touch(record, now, || now, || client);
+                self.touch_usage(record, now, || now, || client);
                 Ok(())
             }
             Ok(Some(_)) => Err(Denial::BoundElsewhere),

@@ -29,6 +29,8 @@ pub struct TokensBuilder {
     pub(super) pepper: Option<Pepper>,
     pub(super) previous_peppers: Vec<Pepper>,
     pub(super) unpeppered: bool,
+    /// The automatic upkeep's intervals (flush, purge); `None`: manual.
+    pub(super) maintenance: Option<(Duration, Duration)>,
 }
 
 impl TokensBuilder {
@@ -156,7 +158,32 @@ impl TokensBuilder {
         self
     }
 
-    /// Builds the manager.
+    /// How often the automatic upkeep (see [`Tokens`], *What runs in the background*)
+    /// writes the queued `last_used_at` times (default 10 s) and purges ended tokens, with
+    /// inactivity expiry and expiry warnings (default 1 hour).
+    ///
+    /// # Panics
+    ///
+    /// When an interval is zero.
+    pub fn maintenance_intervals(mut self, flush_every: Duration, purge_every: Duration) -> Self {
+        assert!(
+            !flush_every.is_zero() && !purge_every.is_zero(),
+            "TokensBuilder::maintenance_intervals: intervals must be longer than zero"
+        );
+        self.maintenance = Some((flush_every, purge_every));
+        self
+    }
+
+    /// No automatic upkeep: the program calls [`Tokens::flush_usage`] and
+    /// [`Tokens::purge`] itself (or [`Tokens::spawn_maintenance`]). Without either,
+    /// `last_used_at` is never written and ended tokens are never deleted.
+    pub fn manual_maintenance(mut self) -> Self {
+        self.maintenance = None;
+        self
+    }
+
+    /// Builds the manager. Inside a Tokio runtime this starts its automatic upkeep (see
+    /// [`Tokens`]).
     ///
     /// # Errors
     ///
@@ -186,7 +213,7 @@ impl TokensBuilder {
                 ));
             }
         }
-        Ok(Tokens {
+        let tokens = Tokens {
             inner: Arc::new(Inner {
                 hasher: pepper::Hasher::new(self.pepper, self.previous_peppers, self.unpeppered),
                 rehashes: pepper::Rehashes::default(),
@@ -203,7 +230,10 @@ impl TokensBuilder {
                 expiry_warning: self.expiry_warning,
                 #[cfg(feature = "webhook")]
                 webhook: self.webhook.map(super::webhook::Queue::new),
+                auto: maintenance::Auto::new(self.maintenance),
             }),
-        })
+        };
+        tokens.ensure_maintenance();
+        Ok(tokens)
     }
 }

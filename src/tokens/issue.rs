@@ -225,6 +225,7 @@ impl Tokens {
     /// A [`TokenError`] for invalid input, a taken name, the owner's limit, or a store
     /// failure.
     pub async fn issue(&self, req: NewToken) -> Result<IssuedToken, TokenError> {
+        self.ensure_maintenance();
         check_text(&req.owner).map_err(TokenError::InvalidOwner)?;
         if let Some(d) = &req.description {
             check_text(d).map_err(TokenError::InvalidDescription)?;

@@ -1,6 +1,7 @@
 //! Background upkeep: purging ended tokens, inactivity expiry, the maintenance task.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use time::OffsetDateTime;
@@ -8,7 +9,80 @@ use time::OffsetDateTime;
 use crate::audit::{AuditEvent, Decision};
 use crate::store::{InactiveOutcome, TokenId, TokenRecord, TokenStore};
 
-use super::{TokenError, Tokens};
+use super::{Inner, TokenError, Tokens};
+
+/// The automatic upkeep's default intervals: usage every 10 s, the purge every hour.
+pub(super) const DEFAULT_INTERVALS: (Duration, Duration) =
+    (Duration::from_secs(10), Duration::from_secs(3600));
+
+/// The state of the upkeep a manager starts on its own.
+pub(super) struct Auto {
+    /// The intervals (flush, purge); `None`: manual upkeep.
+    intervals: Option<(Duration, Duration)>,
+    started: AtomicBool,
+    /// [`Tokens::spawn_maintenance`] took over: the automatic task stops at its next turn.
+    replaced: AtomicBool,
+}
+
+impl Auto {
+    pub(super) fn new(intervals: Option<(Duration, Duration)>) -> Self {
+        Self {
+            intervals,
+            started: AtomicBool::new(false),
+            replaced: AtomicBool::new(false),
+        }
+    }
+}
+
+impl Drop for Inner {
+    /// The last clone is gone: the uses still queued are written by a task of their own
+    /// (inside a runtime, with the automatic upkeep on), so that a program that drops its
+    /// manager does not lose them.
+    fn drop(&mut self) {
+        if self.auto.intervals.is_none() || self.auto.replaced.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let batch = self.usage.drain();
+        if batch.is_empty() {
+            return;
+        }
+        let store = self.store.clone();
+        runtime.spawn(async move {
+            if let Err(error) = store.record_usage(&batch).await {
+                tracing::warn!(%error, "writing the last-used times of a dropped manager failed");
+            }
+        });
+    }
+}
+
+/// The automatic upkeep: the same turns as [`Tokens::spawn_maintenance`]'s, holding the
+/// manager only during a turn, until the manager is gone or replaced.
+async fn auto_maintenance(inner: Weak<Inner>, flush_every: Duration, purge_every: Duration) {
+    let start = tokio::time::Instant::now();
+    let mut flush = tokio::time::interval_at(start + flush_every, flush_every);
+    let mut purge = tokio::time::interval_at(start + purge_every, purge_every);
+    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let purging = tokio::select! {
+            _ = flush.tick() => false,
+            _ = purge.tick() => true,
+        };
+        let Some(inner) = inner.upgrade() else { break };
+        if inner.auto.replaced.load(Ordering::Relaxed) {
+            break;
+        }
+        let tokens = Tokens { inner };
+        if purging {
+            tokens.purge_turn().await;
+        } else {
+            tokens.flush_turn().await;
+        }
+    }
+}
 
 /// An audit event for something the manager did outside a request: `decision` is
 /// [`Decision::Allow`] for a change that took effect, and `reason` names its cause
@@ -160,13 +234,60 @@ impl Tokens {
         groups
     }
 
+    /// Starts the automatic upkeep (see [`Tokens`]) if it is on, not yet started, and a
+    /// Tokio runtime is at hand; otherwise does nothing. Cheap: one atomic load once started.
+    pub(crate) fn ensure_maintenance(&self) {
+        let auto = &self.inner.auto;
+        let Some((flush_every, purge_every)) = auto.intervals else {
+            return;
+        };
+        if auto.started.load(Ordering::Relaxed) || auto.replaced.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if auto.started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let weak = Arc::downgrade(&self.inner);
+        runtime.spawn(auto_maintenance(weak, flush_every, purge_every));
+    }
+
+    /// One flush of the upkeep, its failure logged.
+    async fn flush_turn(&self) {
+        if let Err(error) = self.flush_usage().await {
+            tracing::warn!(%error, "flushing last-used times failed; will retry");
+        }
+    }
+
+    /// One purge of the upkeep (with inactivity expiry and expiry warnings), its failures
+    /// logged.
+    async fn purge_turn(&self) {
+        match self.purge().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(purged = n, "purged expired and revoked tokens"),
+            Err(error) => tracing::warn!(%error, "purge failed; will retry"),
+        }
+        match self.warn_expiring().await {
+            Ok(_) => {}
+            Err(TokenError::Store(crate::StoreError::Unsupported(_))) => {
+                tracing::debug!("the store keeps no expiry warnings");
+            }
+            Err(error) => tracing::warn!(%error, "expiry warnings failed; will retry"),
+        }
+    }
+
     /// Starts the background task that flushes usage every `flush_every` and purges expired
     /// and revoked tokens every `purge_every` (with inactivity expiry, if configured: see
     /// [`purge`](Self::purge)), then sends the expiry warnings that are due
     /// ([`warn_expiring`](Self::warn_expiring); never waiting for a webhook). Needs a Tokio runtime with time enabled.
-    /// Call [`Maintenance::shutdown`] on the way out to write the last batch.
+    /// Call [`Maintenance::shutdown`] on the way out to write the last batch. It replaces
+    /// the manager's automatic upkeep (see [`Tokens`]).
     #[must_use = "dropping the handle stops the task"]
     pub fn spawn_maintenance(&self, flush_every: Duration, purge_every: Duration) -> Maintenance {
+        // It replaces the automatic upkeep, which stops at its next turn.
+        self.inner.auto.replaced.store(true, Ordering::Relaxed);
         let tokens = self.clone();
         let stop = Arc::new(tokio::sync::Notify::new());
         let stopped = stop.clone();
@@ -177,25 +298,8 @@ impl Tokens {
             purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
-                    _ = flush.tick() => {
-                        if let Err(error) = tokens.flush_usage().await {
-                            tracing::warn!(%error, "flushing last-used times failed; will retry");
-                        }
-                    }
-                    _ = purge.tick() => {
-                        match tokens.purge().await {
-                            Ok(0) => {}
-                            Ok(n) => tracing::info!(purged = n, "purged expired and revoked tokens"),
-                            Err(error) => tracing::warn!(%error, "purge failed; will retry"),
-                        }
-                        match tokens.warn_expiring().await {
-                            Ok(_) => {}
-                            Err(TokenError::Store(crate::StoreError::Unsupported(_))) => {
-                                tracing::debug!("the store keeps no expiry warnings");
-                            }
-                            Err(error) => tracing::warn!(%error, "expiry warnings failed; will retry"),
-                        }
-                    }
+                    _ = flush.tick() => tokens.flush_turn().await,
+                    _ = purge.tick() => tokens.purge_turn().await,
                     () = stopped.notified() => break,
                 }
             }

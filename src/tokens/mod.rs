@@ -93,6 +93,18 @@ pub use webhook::{
 /// The token manager. Cheap to clone; clones share everything.
 ///
 /// Build one with [`Tokens::new`] (defaults) or [`Tokens::builder`].
+///
+/// **What runs in the background.** Inside a Tokio runtime, the manager starts one task of
+/// its own (when it is built, when a layer is made from it, or at its first use) that
+/// writes the queued `last_used_at` times every 10 seconds and, every hour, deletes
+/// expired and revoked tokens, applies inactivity expiry and writes the expiry warnings
+/// that are due. It holds no reference to the manager between runs: it ends once the last
+/// clone is dropped, and the uses still queued then are written by a task of their own.
+/// [`TokensBuilder::maintenance_intervals`] changes the intervals;
+/// [`TokensBuilder::manual_maintenance`] turns it off for programs that call
+/// [`flush_usage`](Self::flush_usage) and [`purge`](Self::purge) themselves, and
+/// [`spawn_maintenance`](Self::spawn_maintenance) replaces it with a task whose handle the
+/// program keeps (to write the last batch on shutdown).
 #[derive(Clone)]
 pub struct Tokens {
     inner: Arc<Inner>,
@@ -115,6 +127,8 @@ struct Inner {
     webhook: Option<webhook::Queue>,
     hasher: pepper::Hasher,
     rehashes: pepper::Rehashes,
+    /// The background upkeep that starts on its own ([`maintenance::Auto`]).
+    auto: maintenance::Auto,
 }
 
 impl std::fmt::Debug for Tokens {
@@ -156,6 +170,7 @@ impl Tokens {
             pepper: None,
             previous_peppers: Vec::new(),
             unpeppered: true,
+            maintenance: Some(maintenance::DEFAULT_INTERVALS),
         }
     }
 

@@ -65,24 +65,24 @@ impl Usage {
     /// little) by `client` (asked only when the use is queued), unless the record shows one
     /// within the granularity. Within [`CLOSE_TO_EXPIRY`] of the window's end, `precise`
     /// (the manager's precise clock) decides, so a lagging clock never skips a use that
-    /// falls past the window.
+    /// falls past the window. True when the use was queued.
     pub(super) fn touch<'a>(
         &self,
         record: &TokenRecord,
         now: i128,
         precise: impl FnOnce() -> i128,
         client: impl FnOnce() -> Client<'a>,
-    ) {
+    ) -> bool {
         if let Some(t) = record.last_used_at {
             let t = t.unix_timestamp_nanos();
             let within = |now: i128| now.saturating_sub(t) < self.granularity;
             if within(now.saturating_add(CLOSE_TO_EXPIRY)) || (within(now) && within(precise())) {
-                return;
+                return false;
             }
         }
         // At microsecond precision, as `Tokens::now` and SQL stores keep times.
         let Ok(now) = OffsetDateTime::from_unix_timestamp_nanos(now - now.rem_euclid(1_000)) else {
-            return;
+            return false;
         };
         let client = client();
         let raw = client.agent.map(HeaderValue::as_bytes);
@@ -110,6 +110,7 @@ impl Usage {
                 });
             }
         }
+        true
     }
 
     pub(super) fn drain(&self) -> Vec<TokenUse> {
@@ -172,6 +173,20 @@ fn agent_of(record: &TokenRecord, raw: Option<&[u8]>) -> Option<String> {
 }
 
 impl Tokens {
+    /// [`Usage::touch`]; a use queued makes sure the upkeep that writes it runs (a manager
+    /// built outside a runtime starts it here, at its first use inside one).
+    pub(super) fn touch_usage<'a>(
+        &self,
+        record: &TokenRecord,
+        now: i128,
+        precise: impl FnOnce() -> i128,
+        client: impl FnOnce() -> Client<'a>,
+    ) {
+        if self.inner.usage.touch(record, now, precise, client) {
+            self.ensure_maintenance();
+        }
+    }
+
     /// Writes queued uses (`last_used_at`, with the client address and `User-Agent` of the
     /// latest use) to the store in one batch ([`TokenStore::record_usage`]); returns how
     /// many. On failure they stay queued for the next flush. With a pepper, it first

@@ -92,12 +92,13 @@ async fn identity_extractor_and_permission_helper() {
 
 #[tokio::test]
 async fn a_route_outside_the_layer_cannot_extract_an_identity() {
+    // A forgotten layer is a server mistake (500, naming the layer), never a pass.
     let app = Router::new().route("/whoami", get(whoami));
     let (status, body) = call(&app, "/whoami", None).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     assert_eq!(
         body,
-        r#"{"error":"Missing API token","code":"missing_token"}"#
+        r#"{"error":"Server misconfiguration: keygate's AuthLayer does not cover this route","code":"auth_layer_missing"}"#
     );
 }
 
@@ -126,7 +127,7 @@ async fn route_layer_keeps_unknown_routes_404() {
     let (tokens, viewer, _) = setup().await;
     let app = Router::new()
         .route("/whoami", get(whoami))
-        .route_layer(AuthLayer::new(tokens).read_write("things:write").unwrap());
+        .route_layer(AuthLayer::new(tokens).read_write("things:write"));
     assert_eq!(call(&app, "/nowhere", None).await.0, StatusCode::NOT_FOUND);
     assert_eq!(call(&app, "/whoami", Some(&viewer)).await.0, StatusCode::OK);
 }

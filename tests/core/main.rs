@@ -5,6 +5,7 @@
 mod common;
 
 mod axum_extractors;
+mod defaults;
 mod fuzz_corpus;
 mod hostile_input;
 mod layer;
@@ -13,4 +14,6 @@ mod parser_properties;
 mod policies;
 mod races;
 mod secret_hygiene;
+mod span_fields;
 mod token_policies;
+mod token_sources;

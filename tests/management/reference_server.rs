@@ -325,7 +325,6 @@ async fn demoting_an_owner_demotes_their_tokens_through_the_layer() {
     let resolver = AccountPermissions::new(accounts.clone()).with_ttl(Duration::from_millis(100));
     let svc = AuthLayer::new(tokens)
         .require("env:write")
-        .unwrap()
         .with_permission_resolver(resolver)
         .layer(common::echo(calls.clone()));
     let send = |token: &keygate::RawToken| {

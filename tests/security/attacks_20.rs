@@ -99,7 +99,6 @@ async fn an_import_into_a_widening_kind_grants_no_more_than_the_importer_holds()
     // The planted token on the victim's API, under the account resolver.
     let svc = AuthLayer::new(tokens)
         .require("billing:write")
-        .unwrap()
         .with_permission_resolver(AccountPermissions::new(accounts).with_ttl(Duration::ZERO))
         .layer(echo(Arc::new(AtomicUsize::new(0))));
     let res = svc

@@ -108,8 +108,7 @@ async fn answers(backend: Backend, policies: Policies) -> Vec<(String, StatusCod
     let mut layer = AuthLayer::new(tokens.clone())
         .accept_kinds(["pat", "seat"])
         .unwrap()
-        .read_write("things:write")
-        .unwrap();
+        .read_write("things:write");
     layer = match policies {
         Policies::None => layer,
         Policies::Audit => layer.with_audit(AuditLog::spawn(MemoryAuditSink::new(), 1000)),
@@ -329,7 +328,6 @@ async fn a_narrow_token_does_not_gain_its_owners_rights_unless_its_kind_widens()
         .unwrap();
     let svc = AuthLayer::new(tokens)
         .require("things:write")
-        .unwrap()
         .with_permission_resolver(Everything)
         .layer(echo(Arc::new(AtomicUsize::new(0))));
 
