@@ -58,15 +58,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!("listening on http://{addr}");
     println!("try: curl -H \"Authorization: Bearer $TOKEN\" http://{addr}/whoami");
-    let maintenance = tokens.spawn_maintenance(
-        std::time::Duration::from_secs(10),
-        std::time::Duration::from_secs(3600),
-    );
+    // The manager writes last-used times and purges ended tokens in the background on its
+    // own; on the way out, the uses still queued are written here.
     axum::serve(listener, app)
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await?;
-    maintenance.shutdown().await;
+    tokens.flush_usage().await?;
     Ok(())
 }
