@@ -1,12 +1,16 @@
 //! The tower middleware: [`AuthLayer`] / [`AuthService`], and [`RequirePermissionLayer`]
 //! for per-route permissions.
 //!
-//! The layer follows one path per request: mark `Authorization` sensitive → exactly one
-//! header, RFC 6750 grammar (400 otherwise) → token format and checksum (401, no store
+//! The layer follows one path per request: read the token from its source
+//! ([`TokenSource`]; `Authorization: Bearer` by default), marking the header sensitive (and
+//! removing a query or WebSocket-protocol token from the request) → exactly one header,
+//! RFC 6750 grammar (400 otherwise) → token format and checksum (401, no store
 //! hit) → SHA-256 → store lookup by hash → constant-time compare → kind, revocation,
 //! expiry (one uniform 401) → the access rule (403) → [`Identity`](crate::Identity) into
 //! the request's extensions → the inner service. A store error refuses the request with
-//! 503; nothing is ever let through by mistake.
+//! 503; nothing is ever let through by mistake. The decision (token id, owner, `allow` or
+//! `deny` and the reason) is recorded on the current tracing span, if it declares those
+//! fields.
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
