@@ -40,6 +40,7 @@
 
 mod body;
 mod future;
+mod grpc;
 pub(crate) mod layer;
 mod pipeline;
 mod rate_headers;
@@ -49,6 +50,7 @@ mod service;
 
 pub use body::ResponseBody;
 pub use future::ResponseFuture;
+pub use grpc::GrpcRenderer;
 pub use layer::AuthLayer;
 pub use rate_headers::RateLimitHeaders;
 pub use rejection::{JsonRenderer, Rejection, RejectionKind, RenderRejection};
