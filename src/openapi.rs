@@ -28,7 +28,7 @@ use serde_json::{Value, json};
 use utoipa::openapi::OpenApi;
 
 use crate::axum::management::ErrorBody;
-use crate::axum::management::openapi::{each_operation, header};
+use crate::axum::management::openapi::{each_operation, header, retry_after_header};
 
 /// The name of keygate's error body schema under `components/schemas`.
 pub const ERROR_SCHEMA: &str = "KeygateError";
@@ -190,12 +190,6 @@ fn secure(op: &mut Value, requirement: &Value) {
 
 /// The reusable response for `status`, as [`JsonRenderer`](crate::JsonRenderer) answers.
 fn response(status: &str) -> Value {
-    let retry_after = || {
-        header(
-            "Seconds to wait before trying again",
-            json!({ "type": "integer", "minimum": 0 }),
-        )
-    };
     let (description, headers) = match status {
         "401" => (
             "`missing_token` or `invalid_token`: no API token, or one that is not valid \
@@ -216,11 +210,11 @@ fn response(status: &str) -> Value {
         "429" => (
             "`rate_limited`: over the token's rate limit, or too many failed attempts from \
              this address",
-            json!({ "Retry-After": retry_after() }),
+            json!({ "Retry-After": retry_after_header() }),
         ),
         _ => (
             "`store_unavailable`: the token store could not be reached; the request was refused",
-            json!({ "Retry-After": retry_after() }),
+            json!({ "Retry-After": retry_after_header() }),
         ),
     };
     json!({

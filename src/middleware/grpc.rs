@@ -46,15 +46,20 @@ impl GrpcRenderer {
     /// The gRPC status code (`grpc-status`) a refusal of `kind` carries.
     #[must_use]
     pub fn code(kind: RejectionKind) -> i32 {
-        match kind.status() {
-            StatusCode::BAD_REQUEST => 3,
-            StatusCode::UNAUTHORIZED => 16,
-            StatusCode::FORBIDDEN => 7,
-            StatusCode::PAYLOAD_TOO_LARGE | StatusCode::TOO_MANY_REQUESTS => 8,
-            StatusCode::SERVICE_UNAVAILABLE => 14,
-            s if s.is_server_error() => 13,
-            _ => 2,
-        }
+        code_for_status(kind.status())
+    }
+}
+
+/// The gRPC status code of a refusal with this HTTP status.
+fn code_for_status(status: StatusCode) -> i32 {
+    match status {
+        StatusCode::BAD_REQUEST => 3,
+        StatusCode::UNAUTHORIZED => 16,
+        StatusCode::FORBIDDEN => 7,
+        StatusCode::PAYLOAD_TOO_LARGE | StatusCode::TOO_MANY_REQUESTS => 8,
+        StatusCode::SERVICE_UNAVAILABLE => 14,
+        s if s.is_server_error() => 13,
+        _ => 2,
     }
 }
 
@@ -178,6 +183,15 @@ mod tests {
 
         let res = render(&Rejection::new(RejectionKind::StoreUnavailable));
         assert!(!res.headers().contains_key(header::RETRY_AFTER));
+    }
+
+    #[test]
+    fn a_kind_without_its_own_row_follows_its_http_status() {
+        // E.g. a server misconfiguration (500) is INTERNAL, never UNAUTHENTICATED or OK.
+        assert_eq!(code_for_status(StatusCode::INTERNAL_SERVER_ERROR), 13);
+        assert_eq!(code_for_status(StatusCode::BAD_GATEWAY), 13);
+        assert_eq!(code_for_status(StatusCode::SERVICE_UNAVAILABLE), 14);
+        assert_eq!(code_for_status(StatusCode::CONFLICT), 2);
     }
 
     #[test]
