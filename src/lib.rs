@@ -13,6 +13,8 @@ pub mod identity;
 #[cfg(feature = "metrics")]
 pub mod metrics;
 pub mod middleware;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 pub mod permissions;
 pub mod rate_limit;
 pub mod record;

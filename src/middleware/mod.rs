@@ -44,6 +44,7 @@
 
 mod body;
 mod future;
+mod grpc;
 pub(crate) mod layer;
 mod pipeline;
 mod rate_headers;
@@ -54,6 +55,7 @@ mod source;
 
 pub use body::ResponseBody;
 pub use future::ResponseFuture;
+pub use grpc::GrpcRenderer;
 pub use layer::AuthLayer;
 pub use rate_headers::RateLimitHeaders;
 pub use rejection::{JsonRenderer, Rejection, RejectionKind, RenderRejection};

@@ -7,6 +7,7 @@ mod common;
 mod axum_extractors;
 mod defaults;
 mod fuzz_corpus;
+mod grpc;
 mod hostile_input;
 mod layer;
 mod memory_store;

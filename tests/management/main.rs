@@ -14,6 +14,7 @@ mod host_sign_in;
 mod import;
 mod leaks;
 mod management_api;
+mod openapi_addon;
 mod owner_rate_limit;
 mod recipe_iggy;
 mod recipe_rack_gateway;

@@ -194,6 +194,14 @@ pub(crate) fn header(description: &str, schema: Value) -> Value {
     json!({ "description": description, "schema": schema })
 }
 
+/// The `Retry-After` header of a 429 or 503 answer, as OpenAPI writes it.
+pub(crate) fn retry_after_header() -> Value {
+    header(
+        "Seconds to wait before trying again",
+        json!({ "type": "integer", "minimum": 0 }),
+    )
+}
+
 /// Adds the header `name` to the response `status` of `op`, if `op` has that response.
 pub(crate) fn add_header(op: &mut Value, status: &str, name: &str, value: &Value) {
     if let Some(res) = op.pointer_mut(&format!("/responses/{status}"))
@@ -320,10 +328,7 @@ fn finish(mut doc: Value) -> Value {
          for a bad one)",
         json!({ "type": "string" }),
     );
-    let retry_after = header(
-        "Seconds to wait before trying again",
-        json!({ "type": "integer", "minimum": 0 }),
-    );
+    let retry_after = retry_after_header();
     let error =
         json!({ "application/json": { "schema": { "$ref": "#/components/schemas/ErrorBody" } } });
     each_operation(&mut doc, |path, method, op| {
