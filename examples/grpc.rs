@@ -46,8 +46,7 @@ use bytes::Bytes;
 use http::uri::PathAndQuery;
 use keygate::middleware::GrpcRenderer;
 use keygate::{
-    AuthLayer, ConfigError, Identity, MemoryStore, NewToken, Permissions, RequirePermissionLayer,
-    Tokens,
+    AuthLayer, Identity, MemoryStore, NewToken, Permissions, RequirePermissionLayer, Tokens,
 };
 use tonic::server::NamedService;
 use tonic::service::Routes;
@@ -127,19 +126,15 @@ async fn purge(_: tonic::Request<Empty>) -> Result<tonic::Response<Reply>, Statu
 
 /// The service behind keygate: every method needs a valid token, `Purge` also needs
 /// `notes:purge`; refusals are gRPC statuses.
-///
-/// # Errors
-///
-/// Never with the permission written here; [`ConfigError`] for an invalid one.
-pub fn app(tokens: Tokens) -> Result<Routes, ConfigError> {
+pub fn app(tokens: Tokens) -> Routes {
     let purge_only = ServiceBuilder::new()
-        .layer(RequirePermissionLayer::new("notes:purge")?.with_renderer(GrpcRenderer))
+        .layer(RequirePermissionLayer::new("notes:purge").with_renderer(GrpcRenderer))
         .service(Notes);
     let router = Routes::new(Notes)
         .into_axum_router()
         .route_service(PURGE, purge_only)
         .layer(AuthLayer::new(tokens).with_renderer(GrpcRenderer));
-    Ok(Routes::from(router))
+    Routes::from(router)
 }
 
 /// Serves `routes` over HTTP/2 on `listener` until the task is dropped.
@@ -201,7 +196,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     println!("serving keygate.example.Notes on http://{addr}");
-    tokio::spawn(serve(app(tokens)?, listener));
+    tokio::spawn(serve(app(tokens), listener));
 
     let channel = Channel::from_shared(format!("http://{addr}"))?
         .connect()

@@ -36,8 +36,8 @@ pub use denial::Denial;
 pub use error::ConfigError;
 pub use identity::{AuthMethod, Identity, Permission, Permissions, Roles};
 pub use middleware::{
-    AuthLayer, AuthService, JsonRenderer, RateLimitHeaders, Rejection, RejectionKind,
-    RenderRejection, RequirePermissionLayer,
+    AuthLayer, AuthService, GrpcRenderer, JsonRenderer, RateLimitHeaders, Rejection, RejectionKind,
+    RenderRejection, RequirePermissionLayer, TokenSource,
 };
 pub use store::{MemoryStore, StoreError, TokenId, TokenRecord, TokenStore};
 pub use token::{Pepper, PepperError, RawToken, TokenHash, TokenKind};

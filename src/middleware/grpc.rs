@@ -139,6 +139,7 @@ mod tests {
             (K::RateLimited, 8),
             (K::PayloadTooLarge, 8),
             (K::StoreUnavailable, 14),
+            (K::MissingLayer, 13),
         ];
         for (kind, code) in table {
             let res = render(&Rejection::new(kind));

@@ -19,7 +19,7 @@ use tonic_prost::ProstCodec;
 async fn start(tokens: Tokens) -> Channel {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(recipe::serve(recipe::app(tokens).unwrap(), listener));
+    tokio::spawn(recipe::serve(recipe::app(tokens), listener));
     Channel::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect()
