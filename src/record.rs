@@ -73,7 +73,7 @@ impl std::str::FromStr for TokenId {
 /// crates: build one with [`builder`](Self::builder) (one setter per field, what a store's
 /// decoder wants), or [`new`](Self::new) and the `with_*` methods, and read it through its
 /// fields. With the feature `serde` it is `Serialize` and `Deserialize`, validated on the
-/// way in, for stores that keep a record as one document (the format is described on the
+/// way in, for stores that keep a record as one document (the format is described on its
 /// `Serialize` implementation). The fields most tokens leave unset (revocation,
 /// rotation, binding, metadata, ...) are kept apart, in one allocation only when one is set:
 /// read them with [`extras`](Self::extras), change them with [`extras_mut`](Self::extras_mut).

@@ -1,17 +1,7 @@
 //! `Serialize` and `Deserialize` for [`TokenRecord`] and [`TokenExtras`] (feature `serde`),
 //! for stores that keep a record as one document.
 //!
-//! The record is an object of its fields under their names; the fields most tokens leave
-//! unset are an `extras` object within it, left out when every one is unset (and each unset
-//! one is left out of it). The digest is 64 hex digits, times are RFC 3339 text, ids are
-//! hyphenated UUIDs, permissions a list of strings, networks and addresses their usual
-//! text. Missing optional fields read as unset, and unknown fields are ignored, so a
-//! document written by a later version with more fields still reads.
-//!
-//! Reading validates what keygate itself never writes: a digest of another length, a hint
-//! longer than [`MAX_HINT_CHARS`], metadata over its limits ([`Metadata`]), an invalid
-//! permission, a rate of zero, a `User-Agent` longer than [`MAX_USER_AGENT`] are errors of
-//! the deserializer, never a panic.
+//! The format is described on the `Serialize` implementation of [`TokenRecord`].
 
 use std::net::IpAddr;
 
@@ -109,8 +99,21 @@ struct ExtrasDef {
     expiry_warned_at: Option<OffsetDateTime>,
 }
 
-/// A record as one document (see the module's documentation for the format). Fails for a
-/// time RFC 3339 cannot write (before the year 0 or after 9999).
+/// A record as one document (feature `serde`), for self-describing formats (JSON, CBOR, a
+/// document database's attribute map).
+///
+/// The record is an object of its fields under their names; the fields most tokens leave
+/// unset ([`TokenExtras`]) are an `extras` object within it, left out when every one is
+/// unset, and each unset one is left out of it. The digest is 64 hex digits (it is not a
+/// secret, and stays out of `Debug`), times are RFC 3339 text, ids hyphenated UUIDs,
+/// permissions a list of strings, networks and addresses their usual text. When read,
+/// missing optional fields are unset and unknown fields are ignored (a document written by
+/// a later version still reads), and a value keygate never writes is an error of the
+/// deserializer, never a panic: a digest of another length, a hint longer than
+/// [`MAX_HINT_CHARS`], metadata over its limits, an invalid permission, a rate of zero, a
+/// `User-Agent` longer than [`MAX_USER_AGENT`] bytes.
+///
+/// Writing fails for a time RFC 3339 cannot write (before the year 0 or after 9999).
 impl Serialize for TokenRecord {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         RecordDef::serialize(self, s)
