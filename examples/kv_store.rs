@@ -190,6 +190,7 @@ impl TokenStore for KvStore {
     }
 }
 
+/// Issues a token on a `KvStore` and verifies it.
 #[tokio::main]
 pub async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let tokens = Tokens::new(KvStore::default());

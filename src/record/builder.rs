@@ -41,7 +41,6 @@ impl TokenRecord {
     /// assert_eq!(record.created_by, "alice", "created by its owner unless set");
     /// assert!(record.is_live_at(datetime!(2026-06-01 00:00 UTC)));
     /// ```
-    #[must_use]
     pub fn builder(
         id: TokenId,
         hash: TokenHash,

@@ -285,7 +285,8 @@ mod tests {
 
     #[test]
     fn hostile_documents_are_errors_not_panics() {
-        let cases: Vec<(&str, Box<dyn FnOnce(&mut Value)>, &str)> = vec![
+        type Edit = Box<dyn FnOnce(&mut Value)>;
+        let cases: Vec<(&str, Edit, &str)> = vec![
             (
                 "short digest",
                 Box::new(|j| j["hash"] = json!("abcd")),
