@@ -43,8 +43,8 @@ impl Kv {
     }
 }
 
-/// Each record at `o/<owner>/<id>`, copied at `i/<id>` and `h/<digest>`; per owner a
-/// version at `vo/<owner>/`, replaced by every change to the owner's records.
+/// Each record at `o/<len>:<owner>/<id>`, copied at `i/<id>` and `h/<digest>`; per owner a
+/// version at `vo/<len>:<owner>/`, replaced by every change to the owner's records.
 #[derive(Default)]
 pub struct KvStore(pub Kv);
 
