@@ -1,190 +1,136 @@
-//! A `TokenStore` of one's own over a key-value table shaped like DynamoDB's: records as
-//! JSON (feature `serde`) listed by key prefix, copied under their id and digest (an index),
-//! every change one conditional write. The eight required methods; passes `run_core`.
-//! `cargo run --example kv_store --features serde`
+//! A `TokenStore` of one's own over a key-value table (`cargo run --example kv_store`): each
+//! record as JSON (feature `serde`) under its owner's prefix, copied under its id and digest;
+//! each change reads the owner's records, applies `keygate::store::rules` and writes what
+//! changed at once (a mutex here; in DynamoDB a `TransactWriteItems` on the owner's version).
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use async_trait::async_trait;
-use keygate::store::StoreError::{self, Duplicate, LimitReached, NameTaken, NotFound};
-use keygate::store::{InsertRules, RotateOutcome, TokenId, TokenRecord, TokenStore};
-use keygate::{NewToken, TokenHash, Tokens};
+use keygate::store::{InsertRules, RotateOutcome, StoreError, TokenId, TokenRecord, TokenStore};
+use keygate::{NewToken, TokenHash, Tokens, store::rules};
 use time::OffsetDateTime;
 
 type Res<T> = Result<T, StoreError>;
-/// A key with a value to write or expect (`None`: deleted, or absent).
-type Item = (String, Option<Vec<u8>>);
+type Table = BTreeMap<String, Vec<u8>>;
 
-/// The table (a `BTreeMap` standing in for DynamoDB): get, scan by key prefix, and a
-/// conditional batch write (TransactWriteItems): puts and deletes, made only if every
-/// expected key still holds its expected value.
+/// The store: one table.
 #[derive(Default)]
-pub struct Kv(Mutex<BTreeMap<String, Vec<u8>>>);
+pub struct KvStore(Mutex<Table>);
 
-impl Kv {
-    fn get(&self, key: &str) -> Option<Vec<u8>> {
-        self.0.lock().expect("kv").get(key).cloned()
-    }
-    fn scan(&self, prefix: &str) -> Vec<Vec<u8>> {
-        let map = self.0.lock().expect("kv");
-        let after = map.range(prefix.to_owned()..);
-        let hits = after.take_while(|(k, _)| k.starts_with(prefix));
-        hits.map(|(_, v)| v.clone()).collect()
-    }
-    fn commit(&self, expect: &[Item], writes: Vec<Item>) -> bool {
-        let mut map = self.0.lock().expect("kv");
-        let ok = expect.iter().all(|(k, v)| map.get(k) == v.as_ref());
-        for (k, v) in writes.into_iter().filter(|_| ok) {
-            map.remove(&k);
-            map.extend(v.map(|v| (k, v)));
-        }
-        ok
-    }
-}
-
-/// Each record at `o/<len>:<owner>/<id>`, copied at `i/<id>` and `h/<digest>`; per owner a
-/// version at `vo/<len>:<owner>/`, replaced by every change to the owner's records.
-#[derive(Default)]
-pub struct KvStore(pub Kv);
-
-/// The owner's prefix (its length keeps it off any other owner's).
+/// The owner's key prefix (its length keeps it off any other owner's).
 fn owner_key(owner: &str) -> String {
     format!("o/{}:{owner}/", owner.len())
 }
+
+/// A record's keys: under its owner, by id, by digest.
 fn keys(r: &TokenRecord) -> [String; 3] {
     let (o, id, h) = (owner_key(&r.owner), r.id, r.hash.to_hex());
     [format!("{o}{id}"), format!("i/{id}"), format!("h/{h}")]
 }
-/// `Err(e)` when `refused`.
-fn refuse(refused: bool, e: StoreError) -> Res<()> {
-    if refused { Err(e) } else { Ok(()) }
+
+fn decode(value: &[u8]) -> Res<TokenRecord> {
+    serde_json::from_slice(value).map_err(StoreError::backend)
 }
-fn decode(values: impl IntoIterator<Item = Vec<u8>>) -> Res<Vec<TokenRecord>> {
-    let each = values.into_iter().map(|v| serde_json::from_slice(&v));
-    each.collect::<Result<_, _>>().map_err(StoreError::backend)
+
+fn read(table: &Table, key: &str) -> Res<Option<TokenRecord>> {
+    table.get(key).map(|v| decode(v)).transpose()
+}
+
+fn scan(table: &Table, prefix: &str) -> Res<Vec<TokenRecord>> {
+    let from = table.range(prefix.to_owned()..);
+    let hits = from.take_while(|(k, _)| k.starts_with(prefix));
+    hits.map(|(_, v)| decode(v)).collect()
 }
 
 impl KvStore {
-    /// Runs `f` on the owner's records, adds `new`, writes what changed if the owner's
-    /// version (and `new`'s keys) did not change meanwhile, else runs again: `f`'s checks hold.
+    fn table(&self) -> MutexGuard<'_, Table> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// One change to `owner`'s records: `f` edits them, `new` (not yet stored, else
+    /// [`StoreError::Duplicate`]) joins them, and what changed is written.
     fn change<T>(
         &self,
         owner: &str,
         new: Option<&TokenRecord>,
-        f: impl Fn(&mut Vec<TokenRecord>) -> Res<T>,
+        f: impl FnOnce(&mut Vec<TokenRecord>) -> Res<T>,
     ) -> Res<T> {
-        let version = format!("v{}", owner_key(owner));
-        loop {
-            let mut expect = vec![(version.clone(), self.0.get(&version))];
-            let before = decode(self.0.scan(&owner_key(owner)))?;
-            let mut mine = before.clone();
-            let out = f(&mut mine)?;
-            for k in new.iter().flat_map(|n| keys(n)) {
-                refuse(self.0.get(&k).is_some(), Duplicate)?;
-                expect.push((k, None));
-            }
-            mine.extend(new.cloned());
-            let mut writes = vec![(version.clone(), Some(TokenId::random().to_string().into()))];
-            for r in mine.iter().filter(|r| !before.contains(r)) {
-                let json = serde_json::to_vec(r).map_err(StoreError::backend)?;
-                writes.extend(keys(r).map(|k| (k, Some(json.clone()))));
-            }
-            for gone in before.iter().filter(|b| !mine.iter().any(|r| r.id == b.id)) {
-                writes.extend(keys(gone).map(|k| (k, None)));
-            }
-            if self.0.commit(&expect, writes) {
-                return Ok(out);
-            }
+        let mut table = self.table();
+        if new.is_some_and(|n| keys(n)[1..].iter().any(|k| table.contains_key(k))) {
+            return Err(StoreError::Duplicate);
         }
+        let before = scan(&table, &owner_key(owner))?;
+        let mut mine = before.clone();
+        let out = f(&mut mine)?;
+        mine.extend(new.cloned());
+        for gone in before.iter().filter(|b| !mine.iter().any(|r| r.id == b.id)) {
+            keys(gone).iter().for_each(|k| drop(table.remove(k)));
+        }
+        for r in mine.iter().filter(|r| !before.contains(r)) {
+            let json = serde_json::to_vec(r).map_err(StoreError::backend)?;
+            table.extend(keys(r).map(|k| (k, json.clone())));
+        }
+        Ok(out)
+    }
+
+    fn owner_of(&self, id: &TokenId) -> Res<Option<String>> {
+        Ok(read(&self.table(), &format!("i/{id}"))?.map(|r| r.owner.to_string()))
     }
 }
 
 #[async_trait]
 impl TokenStore for KvStore {
     async fn insert(&self, record: TokenRecord, rules: InsertRules) -> Res<()> {
-        let taken = |r: &TokenRecord| r.is_live_at(rules.now) && r.name == record.name;
         self.change(&record.owner, Some(&record), |mine| {
-            refuse(mine.iter().any(taken), NameTaken)?;
-            refuse(rules.at_limit(&*mine, &record.kind), LimitReached)
+            rules.check(mine, &record)
         })
     }
     async fn find_by_hash(&self, hash: &TokenHash) -> Res<Option<Arc<TokenRecord>>> {
-        let mut found = decode(self.0.get(&format!("h/{}", hash.to_hex())))?;
-        Ok(found.pop().map(Arc::new))
+        Ok(read(&self.table(), &format!("h/{}", hash.to_hex()))?.map(Arc::new))
     }
     async fn get(&self, id: &TokenId) -> Res<Option<TokenRecord>> {
-        Ok(decode(self.0.get(&format!("i/{id}")))?.pop())
+        read(&self.table(), &format!("i/{id}"))
     }
     async fn list_by_owner(&self, owner: &str) -> Res<Vec<TokenRecord>> {
-        let mut all = decode(self.0.scan(&owner_key(owner)))?;
+        let mut all = scan(&self.table(), &owner_key(owner))?;
         all.sort_by_key(|r| (r.created_at, r.id));
         Ok(all)
     }
     async fn revoke(&self, id: &TokenId, at: OffsetDateTime) -> Res<bool> {
-        let Some(r) = self.get(id).await? else {
+        let Some(owner) = self.owner_of(id)? else {
             return Ok(false);
         };
-        self.change(&r.owner, None, |mine| {
-            let r = mine.iter_mut().find(|r| r.id == *id);
-            let r = r.filter(|r| r.extras().revoked_at.is_none());
-            Ok(r.map(|r| r.extras_mut().revoked_at = Some(at)).is_some())
-        })
+        self.change(&owner, None, |mine| Ok(rules::revoke(mine, id, at)))
     }
     async fn rotate(
         &self,
         old: &TokenId,
         new: TokenRecord,
-        old_expires_at: OffsetDateTime,
+        ends: OffsetDateTime,
         rules: InsertRules,
     ) -> Res<RotateOutcome> {
-        let (now, end) = (rules.now, old_expires_at);
-        let owner = self.get(old).await?.filter(|r| r.owner == new.owner);
-        let owner = owner.ok_or(NotFound)?.owner;
-        self.change(&owner, Some(&new), |mine| {
-            let live = mine.iter().any(|r| r.id == *old && r.is_live_at(now));
-            refuse(!live, NotFound)?;
-            let mut ended = Vec::new();
-            for r in mine.iter_mut() {
-                if r.id == *old {
-                    r.extras_mut().replaced_by = Some(new.id);
-                    r.expires_at = Some(r.expires_at.map_or(end, |e| e.min(end)));
-                } else if r.is_valid_at(now) && r.extras().replaced_by == Some(*old) {
-                    r.expires_at = Some(now);
-                    ended.push(r.id);
-                }
-            }
-            let grows = end > now && ended.is_empty();
-            refuse(grows && rules.at_limit(&*mine, &new.kind), LimitReached)?;
-            Ok(RotateOutcome::new(ended))
+        let owner = self.owner_of(old)?.filter(|o| *o == *new.owner);
+        let owner = owner.ok_or(StoreError::NotFound)?;
+        self.change(&owner, Some(&new), |m| {
+            rules::rotate(m, old, &new, ends, rules)
         })
     }
     async fn record_use(&self, uses: &[(TokenId, OffsetDateTime)]) -> Res<()> {
         for (id, at) in uses {
-            let Some(r) = self.get(id).await? else {
-                continue;
-            };
-            self.change(&r.owner, None, |mine| {
-                for r in mine.iter_mut().filter(|r| r.id == *id) {
-                    r.last_used_at = r.last_used_at.max(Some(*at));
-                }
-                Ok(())
-            })?;
+            if let Some(owner) = self.owner_of(id)? {
+                self.change(&owner, None, |mine| Ok(rules::record_use(mine, id, *at)))?;
+            }
         }
         Ok(())
     }
     async fn purge_expired(&self, now: OffsetDateTime) -> Res<u64> {
-        let dead = |r: &TokenRecord| {
-            r.extras().revoked_at.is_some_and(|t| t <= now)
-                || r.expires_at.is_some_and(|t| t <= now)
-        };
+        let all = scan(&self.table(), "o/")?;
+        let ended = all.iter().filter(|r| rules::ended(r, now));
+        let owners: BTreeSet<&str> = ended.map(|r| &*r.owner).collect();
         let mut purged = 0;
-        for r in decode(self.0.scan("o/"))?.iter().filter(|r| dead(r)) {
-            purged += self.change(&r.owner, None, |mine| {
-                let before = mine.len();
-                mine.retain(|r| !dead(r));
-                Ok((before - mine.len()) as u64)
-            })?;
+        for owner in owners {
+            purged += self.change(owner, None, |mine| Ok(rules::purge(mine, now)))?;
         }
         Ok(purged)
     }
@@ -194,8 +140,9 @@ impl TokenStore for KvStore {
 #[tokio::main]
 pub async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let tokens = Tokens::new(KvStore::default());
-    let new = NewToken::new("alice@example.com", "ci");
-    let issued = tokens.issue(new).await?;
+    let issued = tokens
+        .issue(NewToken::new("alice@example.com", "ci"))
+        .await?;
     let identity = tokens.authenticate(issued.token.expose_secret()).await?;
     println!("verified a token of {}", identity.owner());
     Ok(())

@@ -50,6 +50,7 @@ mod codec;
 pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
+pub mod rules;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;
 #[cfg(feature = "sqlite")]
