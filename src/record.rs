@@ -14,11 +14,17 @@ use uuid::Uuid;
 use crate::permissions::Permissions;
 use crate::token::TokenHash;
 
+mod builder;
 mod metadata;
 mod text;
+#[cfg(feature = "serde")]
+mod wire;
 
+pub use builder::TokenRecordBuilder;
 pub use metadata::{Metadata, MetadataError};
 pub use text::{SharedStr, ShortStr};
+#[cfg(feature = "serde")]
+pub use wire::MAX_HINT_CHARS;
 
 /// A token's public identifier (a random UUID). Safe to log, show and put in URLs.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -64,8 +70,11 @@ impl std::str::FromStr for TokenId {
 /// hint are [`ShortStr`]s, kept inside the record when short.
 ///
 /// Non-exhaustive, so that a new field is not a breaking change for the stores of other
-/// crates: build one with [`new`](Self::new) and the `with_*` methods (or set its public
-/// fields), and read it through its fields. The fields most tokens leave unset (revocation,
+/// crates: build one with [`builder`](Self::builder) (one setter per field, what a store's
+/// decoder wants), or [`new`](Self::new) and the `with_*` methods, and read it through its
+/// fields. With the feature `serde` it is `Serialize` and `Deserialize`, validated on the
+/// way in, for stores that keep a record as one document (the format is described on its
+/// `Serialize` implementation). The fields most tokens leave unset (revocation,
 /// rotation, binding, metadata, ...) are kept apart, in one allocation only when one is set:
 /// read them with [`extras`](Self::extras), change them with [`extras_mut`](Self::extras_mut).
 ///

@@ -19,13 +19,13 @@
 //! same bound for account stores and permission resolvers.
 //!
 //! A backend of your own implements [`TokenStore`] (and, to share a cache across
-//! instances, a [`cached::RevocationFeed`]), builds records with [`TokenRecord::new`], and
-//! may leave out the optional methods (bindings, inactivity expiry): they then answer
-//! [`StoreError::Unsupported`] and the requests that need them fail closed with 503.
-//! [`TokenStore::record_usage`] (the last use's client address and `User-Agent`, see
-//! [`TokenUse`]) has a default that records the times only.
-//! Every backend, including yours, should pass the conformance suite in `conformance`
-//! (feature `test-util`): one call runs every guarantee written on [`TokenStore`].
+//! instances, a [`cached::RevocationFeed`]), builds records with [`TokenRecord::builder`]
+//! (or keeps them as documents: feature `serde`), and may leave out the optional methods:
+//! they then answer [`StoreError::Unsupported`] and what needs them fails closed (503).
+//! [`TokenStore::record_usage`] has a default that records the times of uses only.
+//! Every backend should pass the conformance suite in `conformance` (feature `test-util`):
+//! `run_core` checks the required methods only, `run` every guarantee written on the trait.
+//! `examples/kv_store.rs` is a whole store over a key-value table, in about 200 lines.
 
 use std::sync::Arc;
 
@@ -50,6 +50,7 @@ mod codec;
 pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
+pub mod rules;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;
 #[cfg(feature = "sqlite")]

@@ -161,3 +161,21 @@ impl fmt::Debug for TokenHash {
         )
     }
 }
+
+/// As 64 lower-case hex digits (a digest, not a secret; feature `serde`). Anything else is
+/// refused when read: another length, or a character that is not a hex digit.
+#[cfg(feature = "serde")]
+impl serde::Serialize for TokenHash {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for TokenHash {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Self::from_hex(&text)
+            .map_err(|_| serde::de::Error::custom("a token digest must be 64 hex digits"))
+    }
+}

@@ -1,5 +1,6 @@
-//! The store backends (SQLite, PostgreSQL, Redis), the cache and timeout wrappers, the
-//! shared rate limiter and the SQL audit sinks: one test binary, a module per backend.
+//! The store backends (SQLite, PostgreSQL, Redis, the key-value example), the cache and
+//! timeout wrappers, the shared rate limiter and the SQL audit sinks: one test binary, a
+//! module per backend.
 //! PostgreSQL and Redis tests skip without their service, or fail when `CI` is set.
 
 #[path = "../common/mod.rs"]
@@ -7,6 +8,7 @@ mod common;
 
 mod audit_stores;
 mod cached_store;
+mod kv_store;
 mod migrations;
 mod postgres_store;
 mod redis_failure_limit;

@@ -14,18 +14,28 @@
 //!
 //! It panics with a message naming the broken guarantee.
 //!
+//! [`run`] is [`run_core`] and the checks of the optional methods: those with a default
+//! body ([`record_usage`](TokenStore::record_usage), [`bind`](TokenStore::bind),
+//! [`release`](TokenStore::release), [`expire_inactive`](TokenStore::expire_inactive),
+//! [`claim_expiry_warnings`](TokenStore::claim_expiry_warnings),
+//! [`update`](TokenStore::update), [`list_tokens`](TokenStore::list_tokens),
+//! [`rehash`](TokenStore::rehash)). Each is checked when the store implements it; a store
+//! may answer [`StoreError::Unsupported`] instead, and [`run`] then checks that it fails
+//! closed where that matters: a token of a binding kind is refused with 503
+//! `store_unavailable`.
+//!
+//! [`run_core`] checks the eight required methods only, and never calls an optional one:
+//! a new store can pass it before it implements any of them. What a store that implements
+//! none of them gives up: tokens of binding kinds are refused with 503
+//! `store_unavailable`; configured inactivity expiry never revokes (each purge pass reports
+//! the error); expiry warnings are off; edits and the admin listing across owners fail
+//! with [`StoreError::Unsupported`] (503 in the management API); with a pepper, tokens
+//! found under a previous one keep their old digest (each flush reports it); and the last
+//! use's client address and `User-Agent` are not kept (its time is).
+//!
 //! A store that keeps the last use's client details (implements
 //! [`record_usage`](TokenStore::record_usage)) should pass [`usage_details_are_kept`] too:
 //! [`run`] also accepts the trait's default, which keeps the times only.
-//!
-//! The optional methods ([`bind`](TokenStore::bind), [`release`](TokenStore::release),
-//! [`expire_inactive`](TokenStore::expire_inactive),
-//! [`claim_expiry_warnings`](TokenStore::claim_expiry_warnings)) are checked when the store implements
-
-//! [`expire_inactive`](TokenStore::expire_inactive), [`rehash`](TokenStore::rehash)) are
-//! checked when the store implements
-//! them. A store may answer [`StoreError::Unsupported`] instead; the suite then checks that
-//! it fails closed: a token of a binding kind is refused with 503 `store_unavailable`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,29 +53,16 @@ mod usage;
 use crate::identity::Permissions;
 use crate::token::TokenKind;
 
-/// Runs every check against `store`.
+/// Runs every check against `store`: [`run_core`], then the checks of the optional methods
+/// (see the [module](self)'s documentation).
 ///
 /// # Panics
 ///
 /// On the first broken guarantee, with a message naming it.
 pub async fn run<S: TokenStore>(store: S) {
     let store: Arc<dyn TokenStore> = Arc::new(store);
-    round_trip(&store).await;
-    unknown_is_none(&store).await;
-    duplicates_are_refused(&store).await;
-    names_are_unique_among_live_tokens(&store).await;
-    limits_count_live_tokens(&store).await;
-    concurrent_inserts_respect_the_limit(&store).await;
-    concurrent_inserts_respect_names(&store).await;
-    revoke_is_terminal(&store).await;
-    rotation::rotate_is_atomic(&store).await;
-    rotation::rotation_ends_the_earlier_grace(&store).await;
-    rotation::tokens_in_grace_count_against_the_limit(&store).await;
-    rotation::concurrent_rotations_respect_the_limit(&store).await;
-    record_use_moves_forward(&store).await;
+    core(&store).await;
     usage::record_usage_moves_details_with_the_time(&store, usage::Details::Optional).await;
-    purge_removes_dead_records(&store).await;
-    list_is_per_owner_oldest_first(&store).await;
     // The optional methods: checked when implemented; a store may answer `Unsupported`
     // instead, and must then fail closed.
     let supported = optional::probe(&store).await;
@@ -99,6 +96,49 @@ pub async fn run<S: TokenStore>(store: S) {
         rehash::rehash_refuses_a_taken_digest(&store).await;
         rehash::concurrent_rehashes_move_once(&store).await;
     }
+}
+
+/// Checks the guarantees of the required methods of [`TokenStore`] (those without a
+/// default body: [`insert`](TokenStore::insert), [`find_by_hash`](TokenStore::find_by_hash),
+/// [`get`](TokenStore::get), [`list_by_owner`](TokenStore::list_by_owner),
+/// [`revoke`](TokenStore::revoke), [`rotate`](TokenStore::rotate),
+/// [`record_use`](TokenStore::record_use), [`purge_expired`](TokenStore::purge_expired))
+/// and never calls an optional one. A store that passes it works with keygate, without the
+/// features of the optional methods (see the [module](self)'s documentation for what it
+/// gives up). Every record it writes round-trips with every field set.
+///
+/// ```
+/// # #[cfg(feature = "test-util")]
+/// # tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap().block_on(async {
+/// keygate::store::conformance::run_core(keygate::MemoryStore::new()).await;
+/// # });
+/// ```
+///
+/// # Panics
+///
+/// On the first broken guarantee, with a message naming it.
+pub async fn run_core<S: TokenStore>(store: S) {
+    let store: Arc<dyn TokenStore> = Arc::new(store);
+    core(&store).await;
+}
+
+/// The checks of [`run_core`].
+async fn core(store: &Arc<dyn TokenStore>) {
+    round_trip(store).await;
+    unknown_is_none(store).await;
+    duplicates_are_refused(store).await;
+    names_are_unique_among_live_tokens(store).await;
+    limits_count_live_tokens(store).await;
+    concurrent_inserts_respect_the_limit(store).await;
+    concurrent_inserts_respect_names(store).await;
+    revoke_is_terminal(store).await;
+    rotation::rotate_is_atomic(store).await;
+    rotation::rotation_ends_the_earlier_grace(store).await;
+    rotation::tokens_in_grace_count_against_the_limit(store).await;
+    rotation::concurrent_rotations_respect_the_limit(store).await;
+    record_use_moves_forward(store).await;
+    purge_removes_dead_records(store).await;
+    list_is_per_owner_oldest_first(store).await;
 }
 
 /// Checks that `store` keeps the details of the last use
