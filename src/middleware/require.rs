@@ -13,7 +13,7 @@ use super::rejection::{JsonRenderer, Rejection, RejectionKind, RenderRejection};
 use crate::error::ConfigError;
 use crate::identity::{Permission, identity_of};
 
-/// Requires a permission of the [`Identity`] that [`AuthLayer`](crate::AuthLayer) put into
+/// Requires a permission of the [`Identity`](crate::Identity) that [`AuthLayer`](crate::AuthLayer) put into
 /// the request: 403 `insufficient_scope` when it is missing, 401 when an optional layer saw
 /// no token, 500 `auth_layer_missing` when no [`AuthLayer`](crate::AuthLayer) ran.
 ///

@@ -68,7 +68,10 @@ async fn the_quick_start_alone_writes_last_used_at_and_purges() {
         (status, body.as_str()),
         (StatusCode::OK, "alice@example.com")
     );
-    tokens.revoke("alice@example.com", old.record.id).await.unwrap();
+    tokens
+        .revoke("alice@example.com", old.record.id)
+        .await
+        .unwrap();
     let record = store.get(&issued.record.id).await.unwrap().unwrap();
     assert!(record.last_used_at.is_none(), "uses are written in batches");
 
@@ -78,7 +81,10 @@ async fn the_quick_start_alone_writes_last_used_at_and_purges() {
         record.last_used_at.is_some(),
         "last_used_at written within 10 s"
     );
-    assert!(store.get(&old.record.id).await.unwrap().is_some(), "purged hourly");
+    assert!(
+        store.get(&old.record.id).await.unwrap().is_some(),
+        "purged hourly"
+    );
 
     tokio::time::sleep(Duration::from_secs(3600)).await;
     assert!(
