@@ -1,4 +1,8 @@
-//! Attack pass 22: the token sources (a query parameter the layer takes out of the request).
+//! Attack pass 22: the token sources (a query parameter the layer takes out of the request)
+//! and the manager's automatic upkeep.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
@@ -8,7 +12,7 @@ use http::{Request, StatusCode, Uri};
 use http_body_util::BodyExt;
 use keygate::middleware::TokenSource;
 use keygate::rate_limit::{Rate, RateLimits};
-use keygate::{AuthLayer, Identity, MemoryStore, NewToken, Tokens};
+use keygate::{AuthLayer, Identity, MemoryStore, NewToken, TokenStore, Tokens};
 use tower::ServiceExt;
 
 /// What a handler can read of the query, as text: the URI, axum's `OriginalUri`, the raw
@@ -114,4 +118,83 @@ async fn a_query_parameter_name_spelled_with_escapes_is_no_way_past_the_layer() 
     let (status, body) = send(&app, &bad, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     assert!(body.contains("invalid_token"), "{body}");
+}
+
+/// One verified request through the default layer, queuing a use.
+async fn use_once(tokens: &Tokens, token: &str) {
+    let app: Router = Router::new()
+        .route("/", get(echo))
+        .layer(AuthLayer::new(tokens.clone()));
+    let (status, body) = send(&app, "/", Some(&format!("Bearer {token}"))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+async fn last_used_written(store: &MemoryStore, id: &keygate::TokenId) -> bool {
+    store.get(id).await.unwrap().unwrap().last_used_at.is_some()
+}
+
+/// `Duration::MAX` reads as "never purge"; before the fix the automatic upkeep added it to
+/// the clock, panicked at its start, and from then on no use was ever written (the task
+/// from `spawn_maintenance` panicked the same way after its first turn). The interval is
+/// now capped: the uses are still written every 10 s.
+#[tokio::test(start_paused = true)]
+async fn an_interval_of_duration_max_does_not_end_the_upkeep() {
+    let store = Arc::new(MemoryStore::new());
+    let tokens = Tokens::builder(store.clone())
+        .maintenance_intervals(Duration::from_secs(10), Duration::MAX)
+        .build()
+        .unwrap();
+    let issued = tokens.issue(NewToken::new("erin", "ci")).await.unwrap();
+    use_once(&tokens, issued.token.expose_secret()).await;
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert!(last_used_written(&store, &issued.record.id).await);
+    assert_eq!(tokens.pending_usage(), 0);
+
+    let store = Arc::new(MemoryStore::new());
+    let tokens = Tokens::builder(store.clone())
+        .manual_maintenance()
+        .build()
+        .unwrap();
+    let issued = tokens.issue(NewToken::new("erin", "ci")).await.unwrap();
+    let upkeep = tokens.spawn_maintenance(Duration::from_secs(10), Duration::MAX);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    use_once(&tokens, issued.token.expose_secret()).await;
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert!(
+        last_used_written(&store, &issued.record.id).await,
+        "the task still runs after its first turn"
+    );
+    upkeep.shutdown().await;
+}
+
+/// A manager built in a runtime used only for setup, then served from another: before the
+/// fix its upkeep died with the first runtime and was never started again, so no use was
+/// ever written. Now the first use in the new runtime starts it there.
+#[test]
+fn a_manager_built_in_a_runtime_since_gone_keeps_its_upkeep() {
+    let store = Arc::new(MemoryStore::new());
+    let setup = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (tokens, issued) = setup.block_on(async {
+        let tokens = Tokens::new(store.clone());
+        let issued = tokens.issue(NewToken::new("erin", "ci")).await.unwrap();
+        (tokens, issued)
+    });
+    drop(setup);
+    let serving = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    serving.block_on(async {
+        use_once(&tokens, issued.token.expose_secret()).await;
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        assert!(
+            last_used_written(&store, &issued.record.id).await,
+            "the use was written by the upkeep of the serving runtime"
+        );
+        assert_eq!(tokens.pending_usage(), 0);
+    });
 }
