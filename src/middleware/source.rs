@@ -90,8 +90,10 @@ impl TokenSource {
     /// header. The parameter is removed from the URI (and from axum's `OriginalUri`) before
     /// the inner service sees the request, so handlers and the layers inside never see the
     /// token; the layers *outside* this one see the request as it came, so a request log
-    /// there must record the path, not the query. The value is taken as it is (keygate's
-    /// tokens need no escaping). Twice in one query is 400 `invalid_request`.
+    /// there must record the path, not the query. The name is matched as a form decoder
+    /// reads it (`access%5Ftoken` is `access_token`); the value is taken as it is
+    /// (keygate's tokens need no escaping). Twice in one query, however spelled, is 400
+    /// `invalid_request`.
     ///
     /// Use it only on the routes that need it (a URL ends up in browser history and proxy
     /// logs): a layer of its own on those routes.
@@ -316,7 +318,7 @@ fn from_query<B>(req: &mut Request<B>, name: &str) -> Result<Option<TokenRef>, R
     let mut seen = 0;
     for pair in query.split('&') {
         let (key, v) = pair.split_once('=').unwrap_or((pair, ""));
-        if key == name {
+        if names(key, name) {
             seen += 1;
             value = Some(v);
         }
@@ -346,12 +348,45 @@ fn from_query<B>(req: &mut Request<B>, name: &str) -> Result<Option<TokenRef>, R
     }))
 }
 
+/// Whether the query key `key` is `name` as a form decoder reads it (`%5F` for `_`, `%61`
+/// for `a`, in either case), as the inner service's `Query` extractor would: a key spelled
+/// with escapes is the same parameter, so it is taken (and removed) like the plain one.
+/// `name` holds unreserved characters only, so `+` (a space) never matches.
+fn names(key: &str, name: &str) -> bool {
+    let (mut key, mut name) = (key.as_bytes(), name.as_bytes());
+    while let Some((&want, rest)) = name.split_first() {
+        let (got, after) = match key {
+            [b'%', hi, lo, after @ ..] => match (hex(*hi), hex(*lo)) {
+                (Some(hi), Some(lo)) => ((hi << 4) | lo, after),
+                _ => (b'%', &key[1..]),
+            },
+            [b, after @ ..] => (*b, after),
+            [] => return false,
+        };
+        if got != want {
+            return false;
+        }
+        (key, name) = (after, rest);
+    }
+    key.is_empty()
+}
+
+/// The value of one hexadecimal digit.
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
 /// The value of the (single) parameter `name` in `query`, as a slice of it.
 fn find_value<'q>(query: &'q str, name: &str) -> &'q str {
     query
         .split('&')
         .find_map(|pair| match pair.split_once('=') {
-            Some((key, v)) if key == name => Some(v),
+            Some((key, v)) if names(key, name) => Some(v),
             _ => None,
         })
         .unwrap_or_default()
@@ -364,7 +399,7 @@ fn without_param(uri: &Uri, name: &str) -> Result<Uri, Rejection> {
     };
     let kept: Vec<&str> = query
         .split('&')
-        .filter(|pair| pair.split_once('=').map_or(*pair, |(k, _)| k) != name)
+        .filter(|pair| !names(pair.split_once('=').map_or(*pair, |(k, _)| k), name))
         .collect();
     let path = uri.path();
     let rebuilt = if kept.is_empty() {

@@ -15,6 +15,16 @@ use super::{Inner, TokenError, Tokens};
 pub(super) const DEFAULT_INTERVALS: (Duration, Duration) =
     (Duration::from_secs(10), Duration::from_secs(3600));
 
+/// The longest interval a maintenance task waits (about a century): a longer one, such as
+/// `Duration::MAX` for "never", would overflow the timer's clock and end the task with a
+/// panic before its first turn.
+const LONGEST_INTERVAL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// `every`, at most [`LONGEST_INTERVAL`].
+fn bounded(every: Duration) -> Duration {
+    every.min(LONGEST_INTERVAL)
+}
+
 /// The state of the upkeep a manager starts on its own.
 pub(super) struct Auto {
     /// The intervals (flush, purge); `None`: manual upkeep.
@@ -60,7 +70,9 @@ impl Drop for Inner {
 
 /// The automatic upkeep: the same turns as [`Tokens::spawn_maintenance`]'s, holding the
 /// manager only during a turn, until the manager is gone or replaced.
-async fn auto_maintenance(inner: Weak<Inner>, flush_every: Duration, purge_every: Duration) {
+async fn auto_maintenance(running: Running, flush_every: Duration, purge_every: Duration) {
+    let inner = running.0.clone();
+    let (flush_every, purge_every) = (bounded(flush_every), bounded(purge_every));
     let start = tokio::time::Instant::now();
     let mut flush = tokio::time::interval_at(start + flush_every, flush_every);
     let mut purge = tokio::time::interval_at(start + purge_every, purge_every);
@@ -80,6 +92,23 @@ async fn auto_maintenance(inner: Weak<Inner>, flush_every: Duration, purge_every
             tokens.purge_turn().await;
         } else {
             tokens.flush_turn().await;
+        }
+    }
+}
+
+/// Held by the automatic upkeep while it runs. A task dropped without finishing (its
+/// runtime shut down, as a runtime used only to build the manager does) lets the next use
+/// start the upkeep again in the runtime at hand, rather than leaving the manager without
+/// one for good; a task that panicked is not started again.
+struct Running(Weak<Inner>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        if let Some(inner) = self.0.upgrade() {
+            inner.auto.started.store(false, Ordering::Release);
         }
     }
 }
@@ -251,7 +280,9 @@ impl Tokens {
             return;
         }
         let weak = Arc::downgrade(&self.inner);
-        runtime.spawn(auto_maintenance(weak, flush_every, purge_every));
+        // The guard is made here, not in the task: a task dropped before its first poll
+        // drops it too.
+        runtime.spawn(auto_maintenance(Running(weak), flush_every, purge_every));
     }
 
     /// One flush of the upkeep, its failure logged.
@@ -292,8 +323,8 @@ impl Tokens {
         let stop = Arc::new(tokio::sync::Notify::new());
         let stopped = stop.clone();
         let handle = tokio::spawn(async move {
-            let mut flush = tokio::time::interval(flush_every);
-            let mut purge = tokio::time::interval(purge_every);
+            let mut flush = tokio::time::interval(bounded(flush_every));
+            let mut purge = tokio::time::interval(bounded(purge_every));
             flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             purge.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {

@@ -100,6 +100,9 @@ pub use webhook::{
 /// expired and revoked tokens, applies inactivity expiry and writes the expiry warnings
 /// that are due. It holds no reference to the manager between runs: it ends once the last
 /// clone is dropped, and the uses still queued then are written by a task of their own.
+/// A manager built in one runtime and used in another (the first one gone) starts it again
+/// at its first use there. The task needs the runtime's timers: in a runtime built without
+/// them (no `enable_time`), turn it off with [`TokensBuilder::manual_maintenance`].
 /// [`TokensBuilder::maintenance_intervals`] changes the intervals;
 /// [`TokensBuilder::manual_maintenance`] turns it off for programs that call
 /// [`flush_usage`](Self::flush_usage) and [`purge`](Self::purge) themselves, and

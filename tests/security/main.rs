@@ -16,6 +16,7 @@ mod support;
 
 mod attacks_20;
 mod attacks_21;
+mod attacks_22;
 mod audit_and_cache;
 mod client_address;
 mod deployment;
