@@ -126,8 +126,10 @@ impl TokenSource {
     /// An entry `<prefix><token>` of `Sec-WebSocket-Protocol`, the one header a browser's
     /// `WebSocket` lets a page set: `new WebSocket(url, ["chat", "bearer." + token])`. The
     /// entry is removed from the header before the inner service sees it, which then
-    /// negotiates among the other protocols as usual (answering with none of them is
-    /// allowed). Two such entries are 400 `invalid_request`.
+    /// negotiates among the other protocols as usual. Have the client offer a protocol of
+    /// its own beside the token entry and the server pick it: browsers refuse a handshake
+    /// that offered protocols and got none back. Two such entries are 400
+    /// `invalid_request`.
     ///
     /// # Panics
     ///
