@@ -5,12 +5,13 @@ use std::time::Duration;
 use crate::audit::Decision;
 use crate::store::{TokenId, TokenRecord, TokenStore};
 
-use super::{IssuedToken, MAX_SUCCESSORS, TokenError, Tokens, maintenance_event};
+use super::{IssuedToken, MAX_EXPIRES_IN, MAX_SUCCESSORS, TokenError, Tokens, maintenance_event};
 
 /// The expiry a rotation gives the new token.
 #[derive(Clone, Copy)]
 pub(super) enum Expiry {
-    /// The old token's lifetime, from now.
+    /// The old token's lifetime, from now, at most the longest a new token of its kind may
+    /// have.
     SameLifetime,
     /// The old token's expiry.
     Same,
@@ -151,7 +152,8 @@ impl Tokens {
     /// Replaces the owner's live token `id` by a new one with the same name, kind, role,
     /// permissions and description. The old token keeps working for `grace` and then dies;
     /// without grace it dies at once. A new expiry, if the old token had one, keeps the
-    /// original lifetime, counted from the rotation (for an owner renewing a token; see
+    /// original lifetime, counted from the rotation and at most the longest lifetime of its
+    /// kind (and 100 years), as for [`issue`](Self::issue) (for an owner renewing a token; see
     /// [`rotate_keeping_expiry`](Self::rotate_keeping_expiry) for a rotation that never
     /// extends it). The allow-list, the rate and the binding carry over (a seat stays
     /// on its machine: rotating is not a way around the once-a-day release), as does the
@@ -221,7 +223,16 @@ impl Tokens {
         let rules = self.limit_rules(&kind, now);
         let token = kind.generate();
         let expires_at = match expiry {
-            Expiry::SameLifetime => old.expires_at.map(|e| now + (e - old.created_at)),
+            // The lifetime is capped as an issue's: an imported token's `created_at` may be
+            // years back, and an expiry extended by an update makes the lifetime longer than
+            // the kind allows (and unbounded: each round would lengthen the next).
+            Expiry::SameLifetime => old.expires_at.map(|e| {
+                let cap = kind
+                    .max_lifetime()
+                    .map_or(MAX_EXPIRES_IN, |max| max.min(MAX_EXPIRES_IN));
+                let cap = time::Duration::try_from(cap).unwrap_or(time::Duration::MAX);
+                now + (e - old.created_at).min(cap)
+            }),
             Expiry::Same => old.expires_at,
         };
         let mut record = old;

@@ -17,6 +17,7 @@ mod support;
 mod attacks_20;
 mod attacks_21;
 mod attacks_22;
+mod attacks_22b;
 mod audit_and_cache;
 mod client_address;
 mod deployment;
