@@ -84,3 +84,54 @@ async fn renewing_a_token_imported_with_an_ancient_creation_date_neither_panics_
         "the new token lives {life} from now"
     );
 }
+
+#[test]
+fn a_document_that_names_a_field_twice_is_refused_not_read_as_the_last_or_first() {
+    // A revoked, expiring, restricted record. A document that repeats a field (a revocation
+    // followed by `null`, a second `extras`, a second permission list) could otherwise read
+    // back live, without expiry or with other permissions, depending on which copy wins.
+    let t = datetime!(2026-01-01 00:00 UTC);
+    let record = TokenRecord::builder(
+        keygate::store::TokenId::random(),
+        TokenHash::of("pat_x"),
+        "pat",
+        "alice",
+        "ci",
+        t,
+    )
+    .permissions(keygate::Permissions::parse(["things:read"]).unwrap())
+    .expires_at(t + time::Duration::days(1))
+    .revoked_at(t)
+    .build();
+    let text = serde_json::to_string(&record).unwrap();
+    let back: TokenRecord = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, record, "the document as written reads back");
+    let close = text.len() - 1;
+    let revoked = r#""revoked_at":"2026-01-01T00:00:00Z""#;
+    assert!(text.contains(revoked), "{text}");
+    for (what, doc) in [
+        (
+            "revocation then null",
+            text.replace(revoked, &format!(r#"{revoked},"revoked_at":null"#)),
+        ),
+        (
+            "a second extras",
+            format!(r#"{},"extras":null}}"#, &text[..close]),
+        ),
+        (
+            "a second expiry",
+            format!(r#"{},"expires_at":null}}"#, &text[..close]),
+        ),
+        (
+            "a second permission list",
+            format!(r#"{},"permissions":["*"]}}"#, &text[..close]),
+        ),
+        (
+            "an escaped spelling of the same name",
+            format!(r#"{},"expires\u005fat":null}}"#, &text[..close]),
+        ),
+    ] {
+        let err = serde_json::from_str::<TokenRecord>(&doc).expect_err(what);
+        assert!(err.to_string().contains("duplicate field"), "{what}: {err}");
+    }
+}
