@@ -230,11 +230,14 @@ impl Rejection {
         }
     }
 
-    /// 403 `insufficient_scope` naming the missing permission.
+    /// 403 `insufficient_scope` naming the missing permission. A string that is not a valid
+    /// [`Permission`](crate::Permission) (a handler passing request input, say) is not
+    /// named: it would go into the `WWW-Authenticate` header's quoted `scope` as it is.
     #[must_use]
     pub fn insufficient_scope(permission: &str) -> Self {
+        let named = crate::Permission::new(permission).is_ok();
         Self {
-            scope: Some(Arc::from(permission)),
+            scope: named.then(|| Arc::from(permission)),
             ..Self::new(RejectionKind::InsufficientScope)
         }
     }
@@ -390,6 +393,17 @@ impl RenderRejection for JsonRenderer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_scope_that_is_no_permission_never_reaches_the_challenge() {
+        let r = JsonRenderer::default();
+        let res = r.render(&Rejection::insufficient_scope("x\", error=\"injected"));
+        let challenge = res.headers()[http::header::WWW_AUTHENTICATE]
+            .to_str()
+            .unwrap();
+        assert_eq!(challenge, "Bearer error=\"insufficient_scope\"");
+        assert!(!String::from_utf8_lossy(res.body()).contains("injected"));
+    }
 
     #[test]
     fn bodies_and_challenges_match_the_table() {

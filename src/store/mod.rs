@@ -65,63 +65,7 @@ pub mod conformance;
 
 pub use crate::error::StoreError;
 pub use crate::record::{TokenExtras, TokenId, TokenRecord};
-
-/// The rules an [`insert`](TokenStore::insert) or a [`rotate`](TokenStore::rotate) must
-/// enforce atomically.
-///
-/// The limit counts the owner's *valid* tokens: live ones and replaced ones still in their
-/// grace window (both authenticate, so both count).
-///
-/// Non-exhaustive: build it with [`new`](Self::new) and [`per_kind`](Self::per_kind).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct InsertRules {
-    /// The time at which liveness is judged.
-    pub now: OffsetDateTime,
-    /// At most this many valid tokens per owner (live, or replaced and in grace), counting
-    /// the new one; `None`: no limit.
-    pub max_live: Option<u32>,
-    /// Count only the owner's valid tokens of the new token's kind (a per-kind cap), instead
-    /// of all their valid tokens.
-    pub per_kind: bool,
-}
-
-impl InsertRules {
-    /// Rules judged at `now` with a limit of `max_live` across the owner's tokens.
-    #[must_use]
-    pub fn new(now: OffsetDateTime, max_live: Option<u32>) -> Self {
-        Self {
-            now,
-            max_live,
-            per_kind: false,
-        }
-    }
-
-    /// Makes the limit count only tokens of the new token's kind.
-    #[must_use]
-    pub fn per_kind(mut self) -> Self {
-        self.per_kind = true;
-        self
-    }
-
-    /// The limit rule, for stores that judge it in Rust: whether `records` (the owner's
-    /// records, in any state) already hold `max_live` tokens counted against a new token of
-    /// kind `kind` — valid at `now`, and of that kind when `per_kind`.
-    #[must_use]
-    pub fn at_limit<'a>(
-        &self,
-        records: impl IntoIterator<Item = &'a TokenRecord>,
-        kind: &str,
-    ) -> bool {
-        self.max_live.is_some_and(|max| {
-            let counted = records
-                .into_iter()
-                .filter(|r| r.is_valid_at(self.now) && (!self.per_kind || r.kind == kind))
-                .count();
-            counted >= usize::try_from(max).unwrap_or(usize::MAX)
-        })
-    }
-}
+pub use rules::InsertRules;
 
 /// What [`TokenStore::release`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
