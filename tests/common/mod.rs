@@ -551,3 +551,31 @@ pub fn http_json(
     };
     Ok((status, json))
 }
+
+/// `token` with its last character changed: the same shape, another token (a fixed last
+/// character would leave a token that already ends with it valid).
+pub fn spoiled(token: &str) -> String {
+    let last = if token.ends_with('x') { 'y' } else { 'x' };
+    format!("{}{last}", &token[..token.len() - 1])
+}
+
+/// A GET of `uri` with these headers through an axum router: the status and the body.
+pub async fn get_from(
+    app: &axum::Router,
+    uri: &str,
+    headers: &[(&str, &str)],
+) -> (http::StatusCode, String) {
+    use tower::ServiceExt;
+    let mut req = Request::get(uri);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(axum::body::Body::empty()).unwrap();
+    let res = app.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let body = http_body_util::BodyExt::collect(res.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}

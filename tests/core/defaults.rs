@@ -8,14 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
 use axum::routing::get;
-use http::{Request, StatusCode};
-use http_body_util::BodyExt;
+use http::StatusCode;
 use keygate::{
     AuthLayer, Identity, MemoryStore, NewToken, RequirePermissionLayer, Roles, TokenStore, Tokens,
 };
-use tower::ServiceExt;
 
 async fn whoami(id: Identity) -> String {
     id.owner().to_owned()
@@ -26,18 +23,12 @@ async fn maybe(id: Option<Identity>) -> String {
 }
 
 async fn send(app: &Router, path: &str, token: Option<&str>) -> (StatusCode, String) {
-    let mut req = Request::get(path);
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    let res = app
-        .clone()
-        .oneshot(req.body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let status = res.status();
-    let body = res.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
+    let bearer = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = bearer
+        .iter()
+        .map(|b| ("authorization", b.as_str()))
+        .collect();
+    crate::common::get_from(app, path, &headers).await
 }
 
 /// The README's quick start, as written there (roles, a builder, one layer), and nothing

@@ -132,7 +132,7 @@ async fn nginx_auth_request_gets_the_layers_verdict_on_the_original_request() {
     assert_eq!(a.status, StatusCode::OK, "{}", a.json);
 
     // A bad token: the layer's 401, challenge and body included.
-    let bad = spoiled(&viewer);
+    let bad = crate::common::spoiled(&viewer);
     let a = send(addr, check(&bad, "GET", "/apps", CLIENT)).await;
     assert_eq!(a.status, StatusCode::UNAUTHORIZED);
     assert_eq!(
@@ -212,10 +212,4 @@ async fn nginx_auth_request_gets_the_layers_verdict_on_the_original_request() {
             .any(|e| e["reason"] == "ip_not_allowed" && e["client_ip"] == "198.51.100.9"),
         "{text}"
     );
-}
-
-/// `token` with its last character changed: the same shape, another token.
-fn spoiled(token: &str) -> String {
-    let last = if token.ends_with('x') { 'y' } else { 'x' };
-    format!("{}{last}", &token[..token.len() - 1])
 }

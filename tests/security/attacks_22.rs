@@ -5,15 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{OriginalUri, Query, RawQuery};
 use axum::routing::get;
-use http::{Request, StatusCode, Uri};
-use http_body_util::BodyExt;
+use http::{StatusCode, Uri};
 use keygate::middleware::TokenSource;
 use keygate::rate_limit::{Rate, RateLimits};
 use keygate::{AuthLayer, Identity, MemoryStore, NewToken, TokenStore, Tokens};
-use tower::ServiceExt;
 
 /// What a handler can read of the query, as text: the URI, axum's `OriginalUri`, the raw
 /// query and the parameters as its `Query` extractor decodes them.
@@ -31,18 +28,11 @@ async fn echo(
 }
 
 async fn send(app: &Router, uri: &str, authorization: Option<&str>) -> (StatusCode, String) {
-    let mut req = Request::get(uri);
-    if let Some(a) = authorization {
-        req = req.header("authorization", a);
-    }
-    let res = app
-        .clone()
-        .oneshot(req.body(Body::empty()).unwrap())
-        .await
-        .unwrap();
-    let status = res.status();
-    let body = res.into_body().collect().await.unwrap().to_bytes();
-    (status, String::from_utf8_lossy(&body).into_owned())
+    let headers: Vec<(&str, &str)> = authorization
+        .iter()
+        .map(|a| ("authorization", *a))
+        .collect();
+    crate::common::get_from(app, uri, &headers).await
 }
 
 /// A query parameter name spelled with percent escapes (`access%5Ftoken`) is the same
@@ -114,7 +104,7 @@ async fn a_query_parameter_name_spelled_with_escapes_is_no_way_past_the_layer() 
     assert_eq!(status, StatusCode::OK, "{body}");
     assert!(body.starts_with("owner=mallory "), "{body}");
     assert!(!body.contains(&mallory), "{body}");
-    let bad = format!("/ws?access%5Ftoken={}", spoiled(&mallory));
+    let bad = format!("/ws?access%5Ftoken={}", crate::common::spoiled(&mallory));
     let (status, body) = send(&app, &bad, None).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
     assert!(body.contains("invalid_token"), "{body}");
@@ -197,10 +187,4 @@ fn a_manager_built_in_a_runtime_since_gone_keeps_its_upkeep() {
         );
         assert_eq!(tokens.pending_usage(), 0);
     });
-}
-
-/// `token` with its last character changed: the same shape, another token.
-fn spoiled(token: &str) -> String {
-    let last = if token.ends_with('x') { 'y' } else { 'x' };
-    format!("{}{last}", &token[..token.len() - 1])
 }

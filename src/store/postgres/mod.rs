@@ -59,7 +59,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::postgres::{PgPool, PgRow};
+use sqlx::postgres::PgPool;
 use sqlx::{AssertSqlSafe, Row};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -77,6 +77,7 @@ mod audit;
 mod codec;
 mod expiry;
 mod feed;
+mod inactive;
 mod migrate;
 mod options;
 mod rehash;
@@ -85,7 +86,7 @@ pub use crate::store::sql::migrate::MIGRATIONS_TABLE;
 pub use feed::PostgresFeed;
 pub use options::PostgresOptions;
 
-use super::sql::{self, counted_kind, idle, live_at, valid_at};
+use super::sql::{self, counted_kind, live_at, valid_at};
 use crate::store::codec::decode as decode_record;
 use codec::insert_row;
 
@@ -564,47 +565,7 @@ impl TokenStore for PostgresStore {
         kinds: &[String],
         release_kinds: &[String],
     ) -> Result<InactiveOutcome, StoreError> {
-        self.ready().await?;
-        // Valid at $2 and silent since before $1.
-        let mut tx = self.pool.begin().await.map_err(pg_err)?;
-        let released = sqlx::query(concat!(
-            "WITH u AS (UPDATE keygate_tokens SET bound_to = NULL, bound_at = NULL \
-             WHERE bound_to IS NOT NULL AND kind = ANY($3) AND kind = ANY($5) AND ",
-            idle!("GREATEST", "$1", "$2"),
-            " RETURNING id, hash) SELECT id, pg_notify($4, encode(hash, 'hex'))::text AS n FROM u"
-        ))
-        .bind(cutoff)
-        .bind(now)
-        .bind(release_kinds)
-        .bind(REVOCATION_CHANNEL)
-        .bind(kinds)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(pg_err)?;
-        let revoked = sqlx::query(concat!(
-            "WITH u AS (UPDATE keygate_tokens SET revoked_at = $2 WHERE NOT (kind = ANY($3)) \
-             AND kind = ANY($5) AND ",
-            idle!("GREATEST", "$1", "$2"),
-            " RETURNING id, hash) SELECT id, pg_notify($4, encode(hash, 'hex'))::text AS n FROM u"
-        ))
-        .bind(cutoff)
-        .bind(now)
-        .bind(release_kinds)
-        .bind(REVOCATION_CHANNEL)
-        .bind(kinds)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(pg_err)?;
-        tx.commit().await.map_err(pg_err)?;
-        let ids = |rows: Vec<PgRow>| -> Result<Vec<TokenId>, StoreError> {
-            rows.iter()
-                .map(|r| r.try_get::<Uuid, _>("id").map(TokenId).map_err(pg_err))
-                .collect()
-        };
-        Ok(InactiveOutcome {
-            revoked: ids(revoked)?,
-            released: ids(released)?,
-        })
+        self.expire_idle(cutoff, now, kinds, release_kinds).await
     }
 
     async fn claim_expiry_warnings(
